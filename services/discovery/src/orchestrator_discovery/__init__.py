@@ -1,0 +1,1 @@
+"""Discovery service: probes instances, crawls topologies, publishes snapshots."""

@@ -1,0 +1,1 @@
+"""Recovery service. Failure analysis and recovery arrive with issue 5; nothing runs here yet."""

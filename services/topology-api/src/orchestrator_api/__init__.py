@@ -1,0 +1,1 @@
+"""Topology service: REST API, storage and the orchestrator CLI (sandbox, local stack)."""

@@ -1,0 +1,1 @@
+"""Orchestrator shared library: the pure domain model, configuration and bus contracts."""
