@@ -1,0 +1,129 @@
+"""``orchestrator-discovery --config FILE``: the discovery service's process.
+
+Lifecycle: settings (a bad value stops start-up with one line) → NATS and its streams → the
+metrics endpoint → the scheduler and the request subscription, until SIGTERM/SIGINT, which
+drains NATS and closes every MySQL connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+from contextlib import AsyncExitStack, suppress
+
+from orchestrator_shared.bus import Subjects
+from orchestrator_shared.config import Settings, load_settings, parse_listen_address
+from orchestrator_shared.errors import BusError, ConfigError
+from orchestrator_shared.logging import configure_logging
+from prometheus_client import start_http_server
+
+from orchestrator_discovery.metrics import DiscoveryMetrics
+from orchestrator_discovery.nats_bus import NatsBus
+from orchestrator_discovery.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
+from orchestrator_discovery.service import DiscoveryOptions, DiscoveryService
+
+log = logging.getLogger("orchestrator_discovery")
+
+
+def _raise_file_limit() -> None:
+    """Thousands of instances need thousands of sockets: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def build_service(settings: Settings, bus: NatsBus, metrics: DiscoveryMetrics) -> DiscoveryService:
+    options = ProbeOptions.from_settings(settings)
+    prober = Prober(options, ConnectionPool(options))
+    reporter = f"{socket.gethostname()}:{os.getpid()}"
+    return DiscoveryService(
+        options=DiscoveryOptions.from_settings(settings, reporter=reporter),
+        prober=prober,
+        bus=bus,
+        liveness=lambda key: LivenessLink(
+            key, options, timeout=settings.MasterLivenessTimeoutSeconds
+        ),
+        metrics=metrics,
+    )
+
+
+async def run(settings: Settings) -> None:
+    metrics = DiscoveryMetrics()
+    service_ref: list[DiscoveryService] = []
+
+    async def on_reconnect() -> None:
+        if service_ref:
+            asyncio.get_running_loop().create_task(service_ref[0].republish_all())
+
+    bus = NatsBus(
+        Subjects(settings.NATSSubjectPrefix),
+        events_retention_days=settings.EventsRetentionDays,
+        on_reconnect=on_reconnect,
+    )
+    async with AsyncExitStack() as stack:
+        await bus.connect(settings.nats_servers_or_local, name="orchestrator-discovery")
+        stack.push_async_callback(bus.close)
+        if settings.DiscoveryMetricsListenAddress:
+            host, port = parse_listen_address(settings.DiscoveryMetricsListenAddress)
+            server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+            stack.callback(thread.join, 5)
+            stack.callback(server.shutdown)
+        service = build_service(settings, bus, metrics)
+        service_ref.append(service)
+        await bus.serve_requests(service.handle_request)
+        log.info(
+            "discovery running: %d seed(s), poll every %gs, NATS %s",
+            len(settings.DiscoverySeeds),
+            settings.InstancePollSeconds,
+            ", ".join(settings.nats_servers_or_local),
+        )
+        await service.run()
+
+
+async def _main_async(settings: Settings) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    with suppress(asyncio.CancelledError):
+        await run(settings)
+    log.info("discovery stopped")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator-discovery",
+        description="Probe MySQL/MariaDB instances and publish their snapshots to NATS.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="orchestrator.conf.json to read")
+    args = parser.parse_args(argv)
+    try:
+        loaded = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"orchestrator-discovery: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("discovery")
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    _raise_file_limit()
+    try:
+        asyncio.run(_main_async(loaded.settings))
+    except BusError as exc:
+        print(f"orchestrator-discovery: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the metrics port is taken
+        print(f"orchestrator-discovery: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

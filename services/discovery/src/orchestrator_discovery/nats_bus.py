@@ -1,0 +1,188 @@
+"""Discovery's side of the bus: JetStream streams, publishing, and the request subjects.
+
+nats-py errors are translated into :class:`BusError` here. The connection reconnects forever;
+after a reconnect the streams are ensured again (a restarted server may have lost them) and the
+service is told, so it can republish the latest snapshot of every instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import Error as JetStreamError
+from nats.js.errors import NotFoundError
+from orchestrator_shared.bus import (
+    DISCOVERY_QUEUE_GROUP,
+    EVENTS_STREAM,
+    SNAPSHOTS_STREAM,
+    Subjects,
+    UnreachableEvent,
+)
+from orchestrator_shared.errors import BusError
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 2.0
+
+RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+
+
+def snapshots_stream_config(subjects: Subjects) -> StreamConfig:
+    """One message per instance subject: the stream is the fleet's current state."""
+    return StreamConfig(
+        name=SNAPSHOTS_STREAM,
+        subjects=[subjects.all_snapshots],
+        retention=RetentionPolicy.LIMITS,
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+    )
+
+
+def events_stream_config(subjects: Subjects, *, retention_days: int) -> StreamConfig:
+    return StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=subjects.events,
+        retention=RetentionPolicy.LIMITS,
+        max_age=timedelta(days=retention_days).total_seconds(),
+        storage=StorageType.FILE,
+    )
+
+
+class NatsBus:
+    """A connected NATS client with the streams discovery publishes to."""
+
+    def __init__(
+        self,
+        subjects: Subjects,
+        *,
+        events_retention_days: int,
+        on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.subjects = subjects
+        self._retention_days = events_retention_days
+        self._on_reconnect = on_reconnect
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._subscriptions: list[Subscription] = []
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self, servers: list[str], *, name: str) -> None:
+        async def disconnected() -> None:
+            log.warning("NATS disconnected; snapshots wait until it is back")
+
+        async def reconnected() -> None:
+            log.info("NATS reconnected")
+            try:
+                await self.ensure_streams()
+            except BusError as exc:
+                log.warning("after reconnect: %s", exc)
+            if self._on_reconnect is not None:
+                await self._on_reconnect()
+
+        async def error(exc: Exception) -> None:
+            log.debug("NATS client error: %s", exc)
+
+        try:
+            self._nc = await nats.connect(
+                servers=servers,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                allow_reconnect=True,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+            )
+        except (NatsError, OSError) as exc:
+            raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from None
+        self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_SECONDS)
+        await self.ensure_streams()
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            raise BusError("not connected to NATS")
+        return self._js
+
+    async def ensure_streams(self) -> None:
+        js = self._jetstream()
+        wanted = [
+            snapshots_stream_config(self.subjects),
+            events_stream_config(self.subjects, retention_days=self._retention_days),
+        ]
+        for config in wanted:
+            try:
+                try:
+                    await js.stream_info(str(config.name))
+                    await js.update_stream(config)
+                except NotFoundError:
+                    await js.add_stream(config)
+            except (NatsError, JetStreamError) as exc:
+                raise BusError(f"cannot set up stream {config.name}: {exc}") from None
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        js = self._jetstream()
+        try:
+            await js.publish(subject, payload, timeout=PUBLISH_TIMEOUT_SECONDS)
+        except (TimeoutError, NatsError, JetStreamError) as exc:
+            raise BusError(f"publish to {subject} failed: {exc or type(exc).__name__}") from None
+
+    async def publish_snapshot(self, snapshot: InstanceSnapshot) -> None:
+        await self._publish(self.subjects.snapshot(snapshot.instance_key), snapshot.to_json())
+
+    async def publish_unreachable(self, event: UnreachableEvent) -> None:
+        await self._publish(
+            self.subjects.unreachable(InstanceKey.parse(event.key)), event.to_json()
+        )
+
+    async def purge_snapshot(self, key: InstanceKey) -> None:
+        js = self._jetstream()
+        try:
+            await js.purge_stream(SNAPSHOTS_STREAM, subject=self.subjects.snapshot(key))
+        except (NatsError, JetStreamError) as exc:
+            raise BusError(f"purging the snapshot of {key} failed: {exc}") from None
+
+    async def serve_requests(self, handler: RequestHandler) -> None:
+        """Answer ``<prefix>.v1.discovery.*`` requests (queue group: one worker answers)."""
+        if self._nc is None:
+            raise BusError("not connected to NATS")
+
+        async def on_request(msg: Msg) -> None:
+            verb = msg.subject.rsplit(".", 1)[-1]
+            reply = await handler(verb, msg.data)
+            if msg.reply:
+                try:
+                    await msg.respond(reply)
+                except NatsError as exc:
+                    log.warning("cannot answer a %s request: %s", verb, exc)
+
+        subscription = await self._nc.subscribe(
+            self.subjects.all_discovery, queue=DISCOVERY_QUEUE_GROUP, cb=on_request
+        )
+        self._subscriptions.append(subscription)
+
+    async def close(self) -> None:
+        """Drain subscriptions and close; idempotent."""
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is None or nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(nc.drain(), timeout=5)
+        except (NatsError, TimeoutError):
+            await nc.close()

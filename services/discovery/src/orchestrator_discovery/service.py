@@ -1,0 +1,412 @@
+"""The discovery loop: probe every known instance each poll, crawl, watch masters, publish.
+
+* **Scheduling.** Every known instance has a due time. The scheduler starts a probe for each due
+  instance, at most ``DiscoveryMaxConcurrency`` at once; a probe's next due time is its start plus
+  ``InstancePollSeconds`` (or now, if it overran). One instance is never probed twice at once.
+* **Crawling.** After a successful probe, the instance's master and replicas that are not known
+  yet (and not ignored by the hostname filters, nor recently forgotten) are probed at once, so
+  one seed finds the whole tree within a few round trips.
+* **Master liveness.** Every instance with replicas is also pinged on a persistent connection each
+  ``MasterLivenessCheckIntervalSeconds``. The first failed ping publishes
+  ``orchestrator.v1.unreachable.<key>`` at once and makes the master and all its replicas due
+  now, so the evidence a failover needs is fresh within about a second, not a poll later.
+* **Requests.** ``discover`` / ``refresh`` probe at once and answer with the snapshot or the error;
+  ``forget`` stops probing, purges the instance's snapshot from the stream and keeps it from being
+  crawled again for three polls (as orchestrator does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from orchestrator_shared.bus import DiscoveryReply, DiscoveryVerb, UnreachableEvent
+from orchestrator_shared.config import Settings
+from orchestrator_shared.errors import BusError, InvalidInstanceKey, ProbeError, ProbeTimeout
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot, utcnow
+
+from orchestrator_discovery.metrics import DiscoveryMetrics
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotBus(Protocol):
+    async def publish_snapshot(self, snapshot: InstanceSnapshot) -> None: ...
+    async def publish_unreachable(self, event: UnreachableEvent) -> None: ...
+    async def purge_snapshot(self, key: InstanceKey) -> None: ...
+
+
+class InstanceProber(Protocol):
+    async def probe(
+        self, key: InstanceKey, previous: InstanceSnapshot | None = None
+    ) -> InstanceSnapshot: ...
+
+    def discard(self, key: InstanceKey) -> None: ...
+
+
+class Liveness(Protocol):
+    async def check(self) -> None: ...
+    def close(self) -> None: ...
+
+
+LivenessFactory = Callable[[InstanceKey], Liveness]
+
+
+@dataclass
+class _Tracked:
+    key: InstanceKey
+    snapshot: InstanceSnapshot | None = None
+    due: float = 0.0
+    probing: asyncio.Future[InstanceSnapshot] | None = None
+    watcher: asyncio.Task[None] | None = None
+    unreachable_reported: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryOptions:
+    poll_seconds: float
+    max_concurrency: int
+    liveness_interval: float
+    seeds: tuple[InstanceKey, ...] = ()
+    ignore_hosts: tuple[str, ...] = ()
+    ignore_replica_hosts: tuple[str, ...] = ()
+    ignore_master_hosts: tuple[str, ...] = ()
+    reporter: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, reporter: str = "") -> DiscoveryOptions:
+        return cls(
+            poll_seconds=settings.InstancePollSeconds,
+            max_concurrency=settings.DiscoveryMaxConcurrency,
+            liveness_interval=settings.MasterLivenessCheckIntervalSeconds,
+            seeds=settings.seed_keys,
+            ignore_hosts=settings.DiscoveryIgnoreHostnameFilters,
+            ignore_replica_hosts=settings.DiscoveryIgnoreReplicaHostnameFilters,
+            ignore_master_hosts=settings.DiscoveryIgnoreMasterHostnameFilters,
+            reporter=reporter,
+        )
+
+
+def _matches(patterns: tuple[str, ...], host: str) -> bool:
+    return any(re.search(pattern, host) for pattern in patterns)
+
+
+@dataclass
+class DiscoveryService:
+    options: DiscoveryOptions
+    prober: InstanceProber
+    bus: SnapshotBus
+    liveness: LivenessFactory
+    metrics: DiscoveryMetrics = field(default_factory=DiscoveryMetrics)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._tracked: dict[InstanceKey, _Tracked] = {}
+        self._forgotten: dict[InstanceKey, float] = {}
+        self._heap: list[tuple[float, int, InstanceKey]] = []
+        self._sequence = 0
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.options.max_concurrency)
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._stopping = False
+
+    # --- queries ---------------------------------------------------------------------------
+    @property
+    def known(self) -> dict[InstanceKey, InstanceSnapshot | None]:
+        return {key: tracked.snapshot for key, tracked in self._tracked.items()}
+
+    def snapshot(self, key: InstanceKey) -> InstanceSnapshot | None:
+        tracked = self._tracked.get(key)
+        return tracked.snapshot if tracked else None
+
+    # --- scheduling ------------------------------------------------------------------------
+    def _schedule(self, tracked: _Tracked, due: float) -> None:
+        tracked.due = due
+        self._sequence += 1
+        heapq.heappush(self._heap, (due, self._sequence, tracked.key))
+        self._wake.set()
+
+    def is_ignored(self, key: InstanceKey) -> bool:
+        return _matches(self.options.ignore_hosts, key.host)
+
+    def track(self, key: InstanceKey, *, due_now: bool = True) -> bool:
+        """Start probing ``key`` (if new and not ignored). True when it was added."""
+        if key in self._tracked or self.is_ignored(key):
+            return False
+        tracked = _Tracked(key=key)
+        self._tracked[key] = tracked
+        self.metrics.instances_known.set(len(self._tracked))
+        self._schedule(
+            tracked, self.clock() if due_now else self.clock() + self.options.poll_seconds
+        )
+        return True
+
+    def make_due(self, key: InstanceKey) -> None:
+        tracked = self._tracked.get(key)
+        if tracked is not None and tracked.probing is None:
+            self._schedule(tracked, self.clock())
+
+    async def run(self) -> None:
+        """The scheduler; runs until cancelled."""
+        for seed in self.options.seeds:
+            self.track(seed)
+        try:
+            while True:
+                await self._dispatch_due()
+        finally:
+            self._stopping = True
+            for task in list(self._tasks):
+                task.cancel()
+            for tracked in self._tracked.values():
+                if tracked.watcher is not None:
+                    tracked.watcher.cancel()
+            pending = list(self._tasks) + [
+                t.watcher for t in self._tracked.values() if t.watcher is not None
+            ]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _dispatch_due(self) -> None:
+        now = self.clock()
+        while self._heap and self._heap[0][0] <= now:
+            due, _, key = heapq.heappop(self._heap)
+            tracked = self._tracked.get(key)
+            if tracked is None or tracked.due != due or tracked.probing is not None:
+                continue  # forgotten, rescheduled since, or being probed right now
+            await self._slots.acquire()
+            self._start_probe(tracked, release_slot=True)
+        self._wake.clear()
+        timeout = self._heap[0][0] - self.clock() if self._heap else None
+        if timeout is None or timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _start_probe(
+        self, tracked: _Tracked, *, release_slot: bool
+    ) -> asyncio.Future[InstanceSnapshot]:
+        future: asyncio.Future[InstanceSnapshot] = asyncio.get_running_loop().create_future()
+        tracked.probing = future
+        task = asyncio.create_task(self._probe(tracked, future, release_slot))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return future
+
+    async def _probe(
+        self, tracked: _Tracked, future: asyncio.Future[InstanceSnapshot], release_slot: bool
+    ) -> None:
+        started = self.clock()
+        try:
+            snapshot = await self.prober.probe(tracked.key, tracked.snapshot)
+            if self._tracked.get(tracked.key) is tracked:  # not forgotten meanwhile
+                await self._absorb(tracked, snapshot)
+            future.set_result(snapshot)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: whoever awaits it sees it; nobody must
+            raise
+        finally:
+            tracked.probing = None
+            if release_slot:
+                self._slots.release()
+            if self._tracked.get(tracked.key) is tracked and not self._stopping:
+                self._schedule(tracked, max(started + self.options.poll_seconds, self.clock()))
+
+    async def _absorb(self, tracked: _Tracked, snapshot: InstanceSnapshot) -> None:
+        """Record a probe's result: metrics, publish, crawl, liveness watch."""
+        probe = snapshot.probe
+        self.metrics.probe_latency.observe(probe.latency_seconds)
+        if probe.ok:
+            self.metrics.probes.labels("ok").inc()
+        else:
+            self.metrics.probes.labels("partial" if probe.partial else "failed").inc()
+            reason = "timeout" if "no answer within" in probe.error else "error"
+            self.metrics.probe_failures.labels(reason).inc()
+            if tracked.snapshot is None or tracked.snapshot.probe.ok:
+                log.warning("probe of %s failed: %s", tracked.key, probe.error)
+        tracked.snapshot = snapshot
+        await self._publish(snapshot)
+        if probe.ok:
+            self._crawl(snapshot)
+            self._update_watch(tracked)
+        elif snapshot.replica_keys and not tracked.unreachable_reported:
+            await self._report_unreachable(tracked, probe.error)
+
+    def _crawl(self, snapshot: InstanceSnapshot) -> None:
+        now = self.clock()
+        self._forgotten = {k: until for k, until in self._forgotten.items() if until > now}
+        neighbours: list[InstanceKey] = []
+        for key_text in snapshot.replica_keys:
+            key = InstanceKey.parse(key_text)
+            if not _matches(self.options.ignore_replica_hosts, key.host):
+                neighbours.append(key)
+        for channel in snapshot.channels:
+            master = InstanceKey.parse(channel.master_key)
+            if not _matches(self.options.ignore_master_hosts, master.host):
+                neighbours.append(master)
+        for key in neighbours:
+            if key not in self._forgotten and self.track(key):
+                log.info("discovered %s (via %s)", key, snapshot.key)
+
+    async def _publish(self, snapshot: InstanceSnapshot) -> None:
+        try:
+            await self.bus.publish_snapshot(snapshot)
+        except BusError as exc:
+            self.metrics.publish_failures.inc()
+            log.debug("%s", exc)
+
+    async def republish_all(self) -> None:
+        """Publish every latest snapshot again (after NATS came back)."""
+        for tracked in list(self._tracked.values()):
+            if tracked.snapshot is not None:
+                await self._publish(tracked.snapshot)
+
+    # --- master liveness -------------------------------------------------------------------
+    def _update_watch(self, tracked: _Tracked) -> None:
+        snapshot = tracked.snapshot
+        should_watch = snapshot is not None and bool(snapshot.replica_keys)
+        tracked.unreachable_reported = False
+        if should_watch and tracked.watcher is None and not self._stopping:
+            tracked.watcher = asyncio.create_task(self._watch(tracked))
+        elif not should_watch and tracked.watcher is not None:
+            tracked.watcher.cancel()
+            tracked.watcher = None
+        self.metrics.masters_watched.set(
+            sum(1 for t in self._tracked.values() if t.watcher is not None)
+        )
+
+    async def _watch(self, tracked: _Tracked) -> None:
+        link = self.liveness(tracked.key)
+        try:
+            while True:
+                try:
+                    await link.check()
+                except ProbeError as exc:
+                    if not tracked.unreachable_reported:
+                        await self._report_unreachable(tracked, exc.message)
+                await asyncio.sleep(self.options.liveness_interval)
+        finally:
+            link.close()
+
+    async def _report_unreachable(self, tracked: _Tracked, error: str) -> None:
+        tracked.unreachable_reported = True
+        snapshot = tracked.snapshot
+        replicas = snapshot.replica_keys if snapshot is not None else ()
+        event = UnreachableEvent(
+            key=str(tracked.key),
+            detected_at=utcnow(),
+            last_seen_at=snapshot.probe.last_seen_at if snapshot is not None else None,
+            error=error,
+            replica_keys=replicas,
+            reporter=self.options.reporter,
+        )
+        log.warning("master %s unreachable: %s", tracked.key, error)
+        try:
+            await self.bus.publish_unreachable(event)
+            self.metrics.unreachable_events.inc()
+        except BusError as exc:
+            self.metrics.publish_failures.inc()
+            log.warning("%s", exc)
+        self.make_due(tracked.key)
+        for replica in replicas:
+            self.make_due(InstanceKey.parse(replica))
+
+    # --- requests --------------------------------------------------------------------------
+    async def probe_now(self, key: InstanceKey) -> InstanceSnapshot:
+        """Probe ``key`` at once (joining a probe already running) and return the snapshot."""
+        tracked = self._tracked.get(key)
+        if tracked is None:
+            raise KeyError(key)
+        if tracked.probing is not None:
+            return await asyncio.shield(tracked.probing)
+        return await self._start_probe(tracked, release_slot=False)
+
+    async def discover(self, key: InstanceKey) -> InstanceSnapshot:
+        """Probe a (possibly new) instance now. Raises ProbeError if it does not answer."""
+        if self.is_ignored(key):
+            raise ProbeError(str(key), "matches DiscoveryIgnoreHostnameFilters; not discovered")
+        self._forgotten.pop(key, None)
+        added = self.track(key, due_now=False)
+        snapshot = await self.probe_now(key)
+        if not snapshot.probe.ok:
+            if added:
+                self._untrack(key)
+            error = ProbeTimeout if "no answer within" in snapshot.probe.error else ProbeError
+            raise error(str(key), snapshot.probe.error, errno=snapshot.probe.errno)
+        return snapshot
+
+    def _untrack(self, key: InstanceKey) -> _Tracked | None:
+        tracked = self._tracked.pop(key, None)
+        if tracked is not None and tracked.watcher is not None:
+            tracked.watcher.cancel()
+        self.prober.discard(key)
+        self.metrics.instances_known.set(len(self._tracked))
+        return tracked
+
+    async def forget(self, key: InstanceKey) -> bool:
+        """Stop probing ``key`` and remove its snapshot from the stream. True if it was known."""
+        tracked = self._untrack(key)
+        self._forgotten[key] = self.clock() + 3 * self.options.poll_seconds
+        await self.bus.purge_snapshot(key)
+        return tracked is not None
+
+    async def handle_request(self, verb: str, body: bytes) -> bytes:
+        """Answer one ``orchestrator.v1.discovery.<verb>`` request (never raises)."""
+        if verb not in {v.value for v in DiscoveryVerb}:
+            return _reply(verb="discover", ok=False, error=f"unknown verb {verb!r}")
+        key_text = _key_from_body(body)
+        try:
+            key = InstanceKey.parse(key_text)
+        except InvalidInstanceKey as exc:
+            return _reply(verb=verb, ok=False, key=key_text, error=str(exc))
+        try:
+            if verb == DiscoveryVerb.FORGET:
+                known = await self.forget(key)
+                note = "" if known else f"{key} was not known"
+                return _reply(verb=verb, ok=True, key=str(key), error=note)
+            snapshot = await self.discover(key)
+        except ProbeError as exc:
+            return _reply(verb=verb, ok=False, key=str(key), error=f"cannot probe {exc}")
+        except BusError as exc:
+            return _reply(verb=verb, ok=False, key=str(key), error=str(exc))
+        payload = json.loads(snapshot.to_json())
+        return _reply(verb=verb, ok=True, key=str(key), snapshot=payload)
+
+
+def _key_from_body(body: bytes) -> str:
+    """Requests carry ``{"key": "host:port"}``; a bare ``host:port`` body is accepted too."""
+    text = body.decode(errors="replace").strip()
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            return text
+        if isinstance(document, dict):
+            return str(document.get("key", ""))
+    return text
+
+
+def _reply(
+    *,
+    verb: str,
+    ok: bool,
+    key: str = "",
+    error: str = "",
+    snapshot: dict[str, object] | None = None,
+) -> bytes:
+    return DiscoveryReply(
+        ok=ok,
+        verb=verb,
+        key=key,
+        error=error,
+        snapshot=snapshot,
+    ).to_json()

@@ -1,0 +1,110 @@
+"""Bus contracts: subjects, streams and the messages exchanged on NATS (DESIGN.md §2).
+
+Subjects carry instance keys as subject tokens (see :mod:`orchestrator_shared.instance_key`:
+``127.0.0.1:3306`` is the token ``127_0_0_1:3306``). Every message is JSON with a ``schema``
+field. Only the definitions live here; connecting and publishing are the services' business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator_shared.instance_key import InstanceKey
+
+SNAPSHOTS_STREAM = "ORCHESTRATOR_SNAPSHOTS"
+EVENTS_STREAM = "ORCHESTRATOR_EVENTS"
+DISCOVERY_QUEUE_GROUP = "orchestrator-discovery"
+
+
+class DiscoveryVerb(StrEnum):
+    DISCOVER = "discover"
+    FORGET = "forget"
+    REFRESH = "refresh"
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subject names under one prefix (``orchestrator`` unless configured)."""
+
+    prefix: str = "orchestrator"
+
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}.v1"
+
+    def snapshot(self, key: InstanceKey) -> str:
+        return f"{self.root}.snapshot.{key.subject_token}"
+
+    @property
+    def all_snapshots(self) -> str:
+        return f"{self.root}.snapshot.*"
+
+    def unreachable(self, key: InstanceKey) -> str:
+        return f"{self.root}.unreachable.{key.subject_token}"
+
+    @property
+    def all_unreachable(self) -> str:
+        return f"{self.root}.unreachable.*"
+
+    def discovery(self, verb: DiscoveryVerb) -> str:
+        return f"{self.root}.discovery.{verb.value}"
+
+    @property
+    def all_discovery(self) -> str:
+        return f"{self.root}.discovery.*"
+
+    @property
+    def events(self) -> list[str]:
+        """Subjects kept by the events stream."""
+        return [
+            f"{self.root}.unreachable.>",
+            f"{self.root}.analysis.>",
+            f"{self.root}.recovery.>",
+            f"{self.root}.audit.>",
+            f"{self.root}.leader",
+        ]
+
+    def key_of_snapshot_subject(self, subject: str) -> InstanceKey:
+        return InstanceKey.from_subject_token(subject.rsplit(".", 1)[-1])
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    schema_version: Annotated[int, Field(alias="schema")] = 1
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class UnreachableEvent(_Message):
+    """``orchestrator.v1.unreachable.<key>``: a (master) instance stopped answering."""
+
+    key: str
+    detected_at: datetime
+    last_seen_at: datetime | None
+    error: str
+    # Replicas known at the time: discovery has just asked for a fresh probe of each.
+    replica_keys: tuple[str, ...] = ()
+    reporter: str = ""
+
+
+class DiscoveryRequest(_Message):
+    """Body of ``orchestrator.v1.discovery.<verb>``: which instance to act on."""
+
+    key: str
+
+
+class DiscoveryReply(_Message):
+    """Answer to a discovery request. ``ok=False`` carries a one-line ``error``."""
+
+    ok: bool
+    verb: str
+    key: str = ""
+    error: str = ""
+    # For discover/refresh: the snapshot the probe produced (as JSON object), if any.
+    snapshot: dict[str, object] | None = None

@@ -1,0 +1,313 @@
+"""Configuration: ``orchestrator.conf.json`` with orchestrator's key names.
+
+Where a value comes from, later sources winning:
+
+1. the built-in default (chosen so that no file is needed at all);
+2. the JSON file (``--config FILE``, else ``/etc/orchestrator.conf.json`` when it exists);
+3. an environment variable ``ORCHESTRATOR_<Name>``; ``<Name>`` matches the key ignoring case
+   and underscores, so ``ORCHESTRATOR_InstancePollSeconds`` and
+   ``ORCHESTRATOR_INSTANCE_POLL_SECONDS`` both set ``InstancePollSeconds``. Lists are given as
+   JSON (``["a","b"]``) or comma-separated;
+4. a secret file: ``ORCHESTRATOR_<Name>_FILE=/run/secrets/x`` reads the value from that file
+   (trailing newline stripped), the way container platforms mount secrets. For the topology
+   credentials, orchestrator's ``MySQLTopologyCredentialsConfigFile`` (an INI file with
+   ``[client] user=... password=...``) is honoured too, and wins over the plain keys, as in
+   orchestrator.
+
+Unknown keys are reported as warnings, never fatal, so an existing orchestrator config with
+settings we do not implement still starts. A bad value raises :class:`ConfigError` whose text is
+one line naming the setting and what was expected.
+
+The settings object is immutable and passed explicitly; there is no global config.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
+from orchestrator_shared.instance_key import InstanceKey
+
+DEFAULT_CONFIG_PATH = Path("/etc/orchestrator.conf.json")
+ENV_PREFIX = "ORCHESTRATOR_"
+
+# Older orchestrator spellings accepted for compatibility: legacy name -> current name.
+SYNONYMS: dict[str, str] = {
+    "SlaveLagQuery": "ReplicationLagQuery",
+    "DiscoverByShowReplicaHosts": "DiscoverByShowSlaveHosts",
+}
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseModel):
+    """Every setting the services understand, named as in orchestrator where it has one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    # --- MySQL topology access -------------------------------------------------------------
+    MySQLTopologyUser: str = ""
+    MySQLTopologyPassword: str = Field(default="", repr=False)
+    MySQLTopologyCredentialsConfigFile: str = ""
+    MySQLConnectTimeoutSeconds: PositiveFloat = 2
+    MySQLDiscoveryReadTimeoutSeconds: PositiveFloat = 10
+    MySQLTopologyMaxPoolConnections: PositiveInt = 3
+
+    # --- discovery -------------------------------------------------------------------------
+    InstancePollSeconds: PositiveFloat = 5
+    DiscoverySeeds: tuple[str, ...] = ()
+    DiscoverByShowSlaveHosts: bool = False
+    DiscoveryIgnoreHostnameFilters: tuple[str, ...] = ()
+    DiscoveryIgnoreReplicaHostnameFilters: tuple[str, ...] = ()
+    DiscoveryIgnoreMasterHostnameFilters: tuple[str, ...] = ()
+    DiscoveryMaxConcurrency: PositiveInt = 300
+    # New: how often every master is checked on its persistent liveness connection.
+    MasterLivenessCheckIntervalSeconds: PositiveFloat = 0.5
+    # New: how long a liveness check may take before the master counts as unreachable.
+    MasterLivenessTimeoutSeconds: PositiveFloat = 1.0
+    # New: where discovery serves /metrics and /health ("" = not at all).
+    DiscoveryMetricsListenAddress: str = "127.0.0.1:9125"
+
+    # --- classification --------------------------------------------------------------------
+    DetectClusterAliasQuery: str = ""
+    DetectDataCenterQuery: str = ""
+    DataCenterPattern: str = ""
+    DetectRegionQuery: str = ""
+    RegionPattern: str = ""
+    DetectPromotionRuleQuery: str = ""
+    ReplicationLagQuery: str = ""
+
+    # --- bus -------------------------------------------------------------------------------
+    NATSServers: tuple[str, ...] = ()
+    NATSSubjectPrefix: str = "orchestrator"
+    EventsRetentionDays: PositiveInt = 7
+
+    # --- validators ------------------------------------------------------------------------
+    @field_validator("DiscoverySeeds")
+    @classmethod
+    def _seeds_are_keys(cls, seeds: tuple[str, ...]) -> tuple[str, ...]:
+        for seed in seeds:
+            try:
+                InstanceKey.parse(seed)
+            except InvalidInstanceKey as exc:
+                raise ValueError(str(exc)) from None
+        return seeds
+
+    @field_validator(
+        "DiscoveryIgnoreHostnameFilters",
+        "DiscoveryIgnoreReplicaHostnameFilters",
+        "DiscoveryIgnoreMasterHostnameFilters",
+    )
+    @classmethod
+    def _filters_are_regexes(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            _check_regex(pattern)
+        return patterns
+
+    @field_validator("DataCenterPattern", "RegionPattern")
+    @classmethod
+    def _pattern_is_regex(cls, pattern: str) -> str:
+        if pattern:
+            _check_regex(pattern)
+        return pattern
+
+    @field_validator("NATSServers")
+    @classmethod
+    def _nats_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            if not re.fullmatch(r"(nats|tls|ws|wss)://[^\s/]+(:\d+)?/?", url):
+                raise ValueError(f"expected nats://host:port URLs, got {url!r}")
+        return urls
+
+    @field_validator("DiscoveryMetricsListenAddress")
+    @classmethod
+    def _listen_address(cls, address: str) -> str:
+        if address:
+            parse_listen_address(address)
+        return address
+
+    @field_validator("NATSSubjectPrefix")
+    @classmethod
+    def _subject_prefix(cls, prefix: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", prefix):
+            raise ValueError("expected dot-separated tokens of letters, digits, '-' or '_'")
+        return prefix
+
+    # --- derived ---------------------------------------------------------------------------
+    @property
+    def seed_keys(self) -> tuple[InstanceKey, ...]:
+        return tuple(InstanceKey.parse(seed) for seed in self.DiscoverySeeds)
+
+    @property
+    def nats_servers_or_local(self) -> list[str]:
+        """The configured NATS servers, or the machine's local one."""
+        return list(self.NATSServers) or ["nats://127.0.0.1:4222"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedSettings:
+    settings: Settings
+    source: str
+    warnings: tuple[str, ...]
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"expected a regular expression, {pattern!r} is not one: {exc}") from None
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``:port`` (all interfaces, as orchestrator's ``ListenAddress``)."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected host:port or :port, got {address!r}")
+    return (host.strip("[]") or "0.0.0.0", int(port_text))
+
+
+def _normalized(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+_FIELDS_BY_NORMALIZED = {_normalized(name): name for name in Settings.model_fields}
+_SYNONYMS_BY_NORMALIZED = {_normalized(old): new for old, new in SYNONYMS.items()}
+
+
+def _field_for(name: str) -> str | None:
+    normalized = _normalized(name)
+    return _FIELDS_BY_NORMALIZED.get(normalized) or _SYNONYMS_BY_NORMALIZED.get(normalized)
+
+
+def _is_sequence_field(name: str) -> bool:
+    annotation = Settings.model_fields[name].annotation
+    return getattr(annotation, "__origin__", None) is tuple
+
+
+def _env_value(name: str, raw: str) -> Any:
+    """Interpret an environment string for field ``name``."""
+    if _is_sequence_field(name):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ConfigError(name, f"expected a JSON list, got {raw!r}") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return raw
+
+
+def _read_credentials_file(path: str) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(
+            "MySQLTopologyCredentialsConfigFile", f"cannot read {path}: {exc.strerror}"
+        ) from None
+    except configparser.Error as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ConfigError(
+            "MySQLTopologyCredentialsConfigFile", f"{path} is not an INI file: {first_line}"
+        ) from None
+    if not parser.has_section("client"):
+        raise ConfigError("MySQLTopologyCredentialsConfigFile", f"{path} has no [client] section")
+    client = parser["client"]
+    found: dict[str, str] = {}
+    if "user" in client:
+        found["MySQLTopologyUser"] = client["user"].strip()
+    if "password" in client:
+        found["MySQLTopologyPassword"] = client["password"].strip()
+    return found
+
+
+def _describe(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, str | int | float | bool) and "got" not in message:
+        message = f"{message}, got {value!r}"
+    return message
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    default_path: Path = DEFAULT_CONFIG_PATH,
+) -> LoadedSettings:
+    """Build the settings from defaults, a file and the environment (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    warnings: list[str] = []
+    raw: dict[str, Any] = {}
+    source = "defaults"
+
+    config_path = Path(path) if path is not None else None
+    if config_path is None and default_path.exists():
+        config_path = default_path
+    if config_path is not None:
+        try:
+            text = config_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("config", f"cannot read {config_path}: {exc.strerror}") from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                "config", f"{config_path} is not valid JSON: {exc.msg} at line {exc.lineno}"
+            ) from None
+        if not isinstance(document, dict):
+            raise ConfigError("config", f"{config_path} must hold a JSON object")
+        source = str(config_path)
+        for key, value in document.items():
+            field = _field_for(key) if key in SYNONYMS or key in Settings.model_fields else None
+            if field is None:
+                warnings.append(f"unknown setting {key!r} in {config_path} is ignored")
+                continue
+            raw[field] = value
+
+    for env_name, env_text in env.items():
+        if not env_name.startswith(ENV_PREFIX):
+            continue
+        name = env_name.removeprefix(ENV_PREFIX)
+        from_file = name.upper().endswith("_FILE")
+        if from_file:
+            name = name[: -len("_FILE")]
+        field = _field_for(name)
+        if field is None:
+            continue
+        env_raw = env_text
+        if from_file:
+            try:
+                env_raw = Path(env_text).read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                raise ConfigError(
+                    field, f"cannot read secret file {env_text}: {exc.strerror}"
+                ) from None
+        raw[field] = _env_value(field, env_raw)
+
+    credentials_file = raw.get("MySQLTopologyCredentialsConfigFile")
+    if isinstance(credentials_file, str) and credentials_file:
+        raw.update(_read_credentials_file(credentials_file))
+
+    for name, value in list(raw.items()):
+        if isinstance(value, list):
+            raw[name] = tuple(value)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        setting = str(first["loc"][0]) if first["loc"] else "config"
+        raise ConfigError(setting, _describe(dict(first))) from None
+    return LoadedSettings(settings=settings, source=source, warnings=tuple(warnings))

@@ -1,0 +1,51 @@
+"""Logging set-up shared by the services: one line per event, key=value context.
+
+Services log through the standard library's ``logging`` (so third-party libraries' records are
+formatted the same way); structlog renders them. ``ORCHESTRATOR_LOG_LEVEL`` sets the level,
+``ORCHESTRATOR_LOG_FORMAT=json`` switches to JSON lines for log shippers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure_logging(service: str, *, level: str | None = None) -> None:
+    level_name = (level or os.environ.get("ORCHESTRATOR_LOG_LEVEL", "INFO")).upper()
+    json_lines = os.environ.get("ORCHESTRATOR_LOG_FORMAT", "").lower() == "json"
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _add_service(service),
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level_name, logging.INFO))
+    logging.getLogger("nats").setLevel(logging.WARNING)
+
+
+def _add_service(service: str) -> structlog.types.Processor:
+    def processor(
+        _logger: object, _name: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
+        event.setdefault("service", service)
+        return event
+
+    return processor

@@ -1,0 +1,233 @@
+"""Replication topologies built from snapshots (pure; no I/O).
+
+A cluster is named after its master's ``host:port``, as in orchestrator. Each instance is placed
+by following its primary replication channel up to the top: the instance at the top is the
+cluster's master and its depth is 0. Rules at the edges:
+
+* a replica whose master was never seen becomes the top of its own cluster (orchestrator does the
+  same: the name must be a key we know);
+* co-masters (A replicates from B and B from A) share one cluster; the writable one is the master
+  (if both or neither are writable, the smaller key), the other sits at depth 1 under it;
+* any longer replication cycle is broken the same way, at its writable or smallest member.
+
+The alias is the master's ``suggested_cluster_alias`` if it has one, else the first alias any
+member suggests (by key order), else the cluster name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot, ThreadState
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyInstance:
+    snapshot: InstanceSnapshot
+    depth: int
+    cluster_name: str
+    replicas: tuple[InstanceKey, ...]
+    is_co_master: bool = False
+
+    @property
+    def key(self) -> InstanceKey:
+        return self.snapshot.instance_key
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    name: str
+    alias: str
+    master: InstanceKey
+    instances: Mapping[InstanceKey, TopologyInstance] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.instances)
+
+    def walk(self) -> Iterable[TopologyInstance]:
+        """Instances depth-first from the master, replicas in key order."""
+        stack = [self.master]
+        seen: set[InstanceKey] = set()
+        while stack:
+            key = stack.pop()
+            if key in seen or key not in self.instances:
+                continue
+            seen.add(key)
+            node = self.instances[key]
+            yield node
+            stack.extend(reversed(node.replicas))
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    clusters: Mapping[str, Cluster]
+    cluster_of_instance: Mapping[InstanceKey, str]
+
+    def cluster_of(self, key: InstanceKey) -> Cluster | None:
+        name = self.cluster_of_instance.get(key)
+        return self.clusters[name] if name is not None else None
+
+
+def _prefer_as_master(snapshots: Iterable[InstanceSnapshot]) -> InstanceSnapshot:
+    """Among members of a cycle: the writable one, else the smallest key."""
+    ordered = sorted(snapshots, key=lambda snap: snap.instance_key)
+    writable = [snap for snap in ordered if not snap.read_only]
+    return (writable or ordered)[0]
+
+
+def build_topology(snapshots: Iterable[InstanceSnapshot]) -> Topology:
+    by_key: dict[InstanceKey, InstanceSnapshot] = {snap.instance_key: snap for snap in snapshots}
+
+    def known_master(key: InstanceKey) -> InstanceKey | None:
+        master = by_key[key].master_key
+        return master if master is not None and master in by_key and master != key else None
+
+    # The top of each instance's chain; cycles broken at their preferred member.
+    top: dict[InstanceKey, InstanceKey] = {}
+    co_masters: set[InstanceKey] = set()
+    cycle_roots: set[InstanceKey] = set()
+    for start in sorted(by_key):
+        path: list[InstanceKey] = []
+        on_path: set[InstanceKey] = set()
+        key: InstanceKey | None = start
+        while key is not None and key not in top and key not in on_path:
+            path.append(key)
+            on_path.add(key)
+            key = known_master(key)
+        if key is None:
+            root = path[-1]
+        elif key in top:
+            root = top[key]
+        else:  # a cycle: key is on the current path
+            cycle = path[path.index(key) :]
+            root = _prefer_as_master(by_key[member] for member in cycle).instance_key
+            cycle_roots.add(root)
+            if len(cycle) == 2:
+                co_masters.update(cycle)
+        for member in path:
+            top[member] = root
+
+    # Parent links inside the tree: the master, except for a cycle root (its master is below).
+    parent: dict[InstanceKey, InstanceKey | None] = {
+        key: (None if key in cycle_roots else known_master(key)) for key in by_key
+    }
+    children: dict[InstanceKey, list[InstanceKey]] = {key: [] for key in by_key}
+    for key, master in parent.items():
+        if master is not None:
+            children[master].append(key)
+
+    clusters: dict[str, Cluster] = {}
+    cluster_of_instance: dict[InstanceKey, str] = {}
+    for root in sorted(set(top.values())):
+        name = str(root)
+        members: dict[InstanceKey, TopologyInstance] = {}
+        stack: list[tuple[InstanceKey, int]] = [(root, 0)]
+        while stack:
+            key, depth = stack.pop()
+            if key in members:
+                continue
+            replicas = tuple(sorted(children[key]))
+            members[key] = TopologyInstance(
+                snapshot=by_key[key],
+                depth=depth,
+                cluster_name=name,
+                replicas=replicas,
+                is_co_master=key in co_masters,
+            )
+            cluster_of_instance[key] = name
+            stack.extend((replica, depth + 1) for replica in replicas)
+        alias = by_key[root].suggested_cluster_alias or next(
+            (
+                m.snapshot.suggested_cluster_alias
+                for _, m in sorted(members.items())
+                if m.snapshot.suggested_cluster_alias
+            ),
+            name,
+        )
+        clusters[name] = Cluster(name=name, alias=alias, master=root, instances=members)
+    return Topology(clusters=clusters, cluster_of_instance=cluster_of_instance)
+
+
+# --- orchestrator's text rendering ---------------------------------------------------------
+
+
+def instance_status(node: TopologyInstance, *, now: datetime, poll_seconds: float) -> str:
+    """orchestrator's ``StatusString``: invalid / unchecked / nonreplicating / lag / ok."""
+    snap = node.snapshot
+    if not snap.probe.ok:
+        return "invalid"
+    if (now - snap.probe.checked_at).total_seconds() > 5 * poll_seconds:
+        return "unchecked"
+    channel = snap.primary_channel
+    if channel is not None and node.depth > 0 and not channel.is_replicating:
+        return "nonreplicating"
+    lag = snap.replication_lag_seconds
+    if lag is not None and channel is not None and lag - channel.sql_delay > 10:
+        return "lag"
+    return "ok"
+
+
+def _lag_text(snap: InstanceSnapshot, depth: int) -> str:
+    if depth == 0 or not snap.channels:
+        return "0s"
+    lag = snap.replication_lag_seconds
+    return "null" if lag is None else f"{lag}s"
+
+
+def _extras(node: TopologyInstance) -> list[str]:
+    snap = node.snapshot
+    extras: list[str] = []
+    if snap.log_bin and snap.log_slave_updates:
+        extras.append(">>")
+    channel = snap.primary_channel
+    if channel is not None and channel.uses_gtid:
+        extras.append("GTID")
+    if snap.semi_sync.master_enabled and snap.semi_sync.master_status:
+        extras.append("semi:master")
+    if snap.semi_sync.replica_enabled and snap.semi_sync.replica_status:
+        extras.append("semi:replica")
+    return extras
+
+
+def render_topology(
+    cluster: Cluster, *, now: datetime, poll_seconds: float, tabulated: bool = False
+) -> str:
+    """The cluster as orchestrator's ``topology`` (or ``topology-tabulated``) text."""
+    rows: list[tuple[str, list[str]]] = []
+    for node in cluster.walk():
+        snap = node.snapshot
+        prefix = ""
+        if node.depth > 0:
+            channel = snap.primary_channel
+            healthy = (
+                snap.probe.ok
+                and channel is not None
+                and channel.io_thread is ThreadState.RUNNING
+                and channel.sql_thread is ThreadState.RUNNING
+            )
+            prefix = "  " * (node.depth - 1) + ("+ " if healthy else "- ")
+        columns = [
+            _lag_text(snap, node.depth),
+            instance_status(node, now=now, poll_seconds=poll_seconds),
+            snap.version or "unknown",
+            "ro" if snap.read_only else "rw",
+            snap.binlog_format or "unknown",
+            ",".join(_extras(node)),
+        ]
+        rows.append((prefix + str(node.key), columns))
+    width = max((len(name) for name, _ in rows), default=0)
+    lines: list[str] = []
+    if tabulated:
+        widths = [max(len(cols[i]) for _, cols in rows) for i in range(6)] if rows else []
+        for name, cols in rows:
+            padded = [col.ljust(widths[i]) if i == 5 else col for i, col in enumerate(cols)]
+            lines.append(name.ljust(width) + "|" + "|".join(padded))
+    else:
+        for name, cols in rows:
+            extras = list(cols[:5]) + ([cols[5]] if cols[5] else [])
+            lines.append(f"{name.ljust(width)} [{','.join(extras)}]")
+    return "\n".join(lines)
