@@ -1,0 +1,172 @@
+"""Fixtures giving tests real servers (see tests/harness and docs/testing.md).
+
+Every server fixture is function scoped: a fresh server per test, which the test may stop, kill,
+hang or restart at will. Finalizers close the servers even when the test fails, and print the
+server's log tail into the failed test's report. After the session, any harness server still open
+or any server process still running under this session fails the run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import TypeVar
+
+import psutil
+import pytest
+
+from tests import harness
+
+ServerT = TypeVar("ServerT")
+
+SERVER_PROCESS_NAMES = frozenset({"nats-server", "etcd", "postgres", "mariadbd", "mysqld"})
+
+_phase_reports = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+# --- reporting helpers ----------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(_phase_reports, {})[report.when] = report
+    return report
+
+
+def _test_failed(request: pytest.FixtureRequest) -> bool:
+    reports = request.node.stash.get(_phase_reports, {})
+    return any(report.failed for report in reports.values())
+
+
+def _log_tails_on_failure(request: pytest.FixtureRequest, servers: list[harness.Server]) -> None:
+    """Shown under "Captured stderr teardown" of a failed test."""
+    if not _test_failed(request):
+        return
+    for server in servers:
+        sys.stderr.write(f"\n--- {server!r}: log tail ---\n{server.log_tail()}\n")
+
+
+def _started(start: Callable[[], ServerT]) -> ServerT:
+    try:
+        return start()
+    except harness.BackendUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+# --- server fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nats_server(request: pytest.FixtureRequest) -> Iterator[harness.NatsLike]:
+    """A fresh nats-server with JetStream; ``url``; stop/kill/hang/resume/restart."""
+    server = _started(harness.start_nats)
+    try:
+        yield server
+    finally:
+        _log_tails_on_failure(request, [server])
+        server.close()
+
+
+@pytest.fixture
+def etcd_server(request: pytest.FixtureRequest) -> Iterator[harness.EtcdLike]:
+    """A fresh single-member etcd; ``host``/``port``/``endpoint``; the same controls."""
+    server = _started(harness.start_etcd)
+    try:
+        yield server
+    finally:
+        _log_tails_on_failure(request, [server])
+        server.close()
+
+
+@pytest.fixture
+def etcd_cluster(request: pytest.FixtureRequest) -> Iterator[harness.EtcdClusterLike]:
+    """A fresh 3-member etcd cluster; ``members[i]`` are controllable one by one."""
+    cluster = _started(harness.start_etcd_cluster)
+    try:
+        yield cluster
+    finally:
+        _log_tails_on_failure(request, list(cluster.members))
+        cluster.close()
+
+
+@pytest.fixture
+def postgres_cluster(request: pytest.FixtureRequest) -> Iterator[harness.PostgresLike]:
+    """A PostgreSQL server of the test's own (``dsn``), for tests that break the database."""
+    server = _started(harness.start_postgres_cluster)
+    try:
+        yield server
+    finally:
+        _log_tails_on_failure(request, [server])
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn() -> Iterator[str]:
+    """The server ``postgres_db`` creates databases on: $ORCHESTRATOR_TEST_PG_DSN, the local
+    server at 127.0.0.1:5432, or (laptop fallback) one postgres:16 container for the session."""
+    choice = _started(harness.postgres_admin)
+    if isinstance(choice, str):
+        yield choice
+        return
+    server = _started(harness.start_postgres_container)
+    try:
+        yield server.dsn
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def postgres_db(postgres_admin_dsn: str) -> AsyncIterator[harness.PostgresDatabase]:
+    """A fresh, uniquely named database (``dsn``); dropped afterwards, sessions terminated."""
+    database = harness.PostgresDatabase(admin_dsn=postgres_admin_dsn)
+    await database.create()
+    try:
+        yield database
+    finally:
+        await database.drop()
+
+
+# --- MariaDB ----------------------------------------------------------------------------------
+# The ``mariadb_sandbox`` fixture goes here (owned by the MariaDB sandbox work). The harness has
+# what it needs: ``harness.containers.MARIADB`` / ``MariaDBContainer`` for the Docker fallback,
+# ``harness.backend_for(MARIADB)`` for the choice, and the session check below for leftovers.
+
+
+# --- no leftovers -----------------------------------------------------------------------------
+
+
+def _stray_server_processes() -> list[psutil.Process]:
+    """Server processes still running below this test session (zombies do not count)."""
+    strays = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.name() in SERVER_PROCESS_NAMES and process.status() != "zombie":
+                strays.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return strays
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    problems = [f"harness server left open: {name}" for name in harness.close_all()]
+    for process in _stray_server_processes():
+        problems.append(f"server process left running: pid {process.pid} {process.name()}")
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+    if not problems:
+        return
+    message = "LEFTOVER SERVERS (killed now; a fixture or test did not close them):\n  " + (
+        "\n  ".join(problems)
+    )
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write("\n")
+        reporter.write_line(message, red=True, bold=True)
+    else:
+        sys.stderr.write(message + "\n")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,254 @@
+"""The discovery scheduler with fake ports: crawling, forgetting, requests, liveness.
+
+The real probe, bus and liveness are exercised against MariaDB and nats-server in
+tests/integration; here the fakes let us check the scheduler's decisions exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from orchestrator_discovery.service import DiscoveryOptions, DiscoveryService
+from orchestrator_shared.bus import UnreachableEvent
+from orchestrator_shared.errors import ProbeError
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot, ProbeFacts, ReplicationChannel
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+MASTER = InstanceKey("127.0.0.1", 3301)
+R1 = InstanceKey("127.0.0.1", 3302)
+R2 = InstanceKey("127.0.0.1", 3303)
+R2A = InstanceKey("127.0.0.1", 3304)
+
+
+def ok_snapshot(
+    key: InstanceKey, *, master: InstanceKey | None = None, replicas: tuple[InstanceKey, ...] = ()
+) -> InstanceSnapshot:
+    channels = (
+        (ReplicationChannel(master_key=str(master), io_running="Yes", sql_running="Yes"),)
+        if master
+        else ()
+    )
+    return InstanceSnapshot(
+        key=str(key),
+        probe=ProbeFacts(ok=True, checked_at=NOW, attempted_at=NOW, last_seen_at=NOW),
+        version="10.11.19-MariaDB",
+        channels=channels,
+        replica_keys=tuple(str(r) for r in replicas),
+    )
+
+
+class FakeFleet:
+    """Answers probes from a dict; a key absent from it does not answer."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[InstanceKey, InstanceSnapshot] = {
+            MASTER: ok_snapshot(MASTER, replicas=(R1, R2)),
+            R1: ok_snapshot(R1, master=MASTER),
+            R2: ok_snapshot(R2, master=MASTER, replicas=(R2A,)),
+            R2A: ok_snapshot(R2A, master=R2),
+        }
+        self.probed: list[InstanceKey] = []
+        self.alive: set[InstanceKey] = set(self.snapshots)
+
+    async def probe(
+        self, key: InstanceKey, previous: InstanceSnapshot | None = None
+    ) -> InstanceSnapshot:
+        self.probed.append(key)
+        await asyncio.sleep(0)
+        if key in self.snapshots and key in self.alive:
+            return self.snapshots[key]
+        failed = ProbeFacts(
+            ok=False, checked_at=NOW, attempted_at=NOW, error="Can't connect", errno=2003
+        )
+        if previous is not None:
+            return previous.model_copy(update={"probe": failed})
+        return InstanceSnapshot(key=str(key), probe=failed)
+
+    def discard(self, key: InstanceKey) -> None:
+        pass
+
+
+class FakeLiveness:
+    def __init__(self, fleet: FakeFleet, key: InstanceKey) -> None:
+        self.fleet = fleet
+        self.key = key
+
+    async def check(self) -> None:
+        if self.key not in self.fleet.alive:
+            raise ProbeError(str(self.key), "Lost connection to server during query", errno=2013)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.snapshots: dict[str, InstanceSnapshot] = {}
+        self.unreachable: list[UnreachableEvent] = []
+        self.purged: list[InstanceKey] = []
+
+    async def publish_snapshot(self, snapshot: InstanceSnapshot) -> None:
+        self.snapshots[snapshot.key] = snapshot
+
+    async def publish_unreachable(self, event: UnreachableEvent) -> None:
+        self.unreachable.append(event)
+
+    async def purge_snapshot(self, key: InstanceKey) -> None:
+        self.purged.append(key)
+        self.snapshots.pop(str(key), None)
+
+
+@pytest.fixture
+def fleet() -> FakeFleet:
+    return FakeFleet()
+
+
+@pytest.fixture
+def bus() -> FakeBus:
+    return FakeBus()
+
+
+def make_service(
+    fleet: FakeFleet, bus: FakeBus, *, seeds: tuple[InstanceKey, ...] = (R1,), **options: object
+) -> DiscoveryService:
+    settings: dict[str, object] = {
+        "poll_seconds": 0.2,
+        "max_concurrency": 10,
+        "liveness_interval": 0.01,
+        "seeds": seeds,
+    }
+    settings.update(options)
+    return DiscoveryService(
+        options=DiscoveryOptions(**settings),  # type: ignore[arg-type]
+        prober=fleet,
+        bus=bus,
+        liveness=lambda key: FakeLiveness(fleet, key),
+    )
+
+
+@pytest.fixture
+async def running(fleet: FakeFleet, bus: FakeBus) -> AsyncIterator[DiscoveryService]:
+    service = make_service(fleet, bus)
+    task = asyncio.create_task(service.run())
+    yield service
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def wait_for(condition: object, timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.005)
+
+
+async def test_one_seed_finds_the_whole_tree(running: DiscoveryService, bus: FakeBus) -> None:
+    await wait_for(lambda: len(bus.snapshots) == 4)
+    assert set(running.known) == {MASTER, R1, R2, R2A}
+
+
+async def test_every_instance_is_probed_again_each_poll(
+    running: DiscoveryService, fleet: FakeFleet
+) -> None:
+    await wait_for(lambda: fleet.probed.count(R2A) >= 3, timeout=3)
+    # never two probes of one instance at once, and no instance starved
+    assert all(fleet.probed.count(key) >= 2 for key in (MASTER, R1, R2))
+
+
+async def test_ignored_hosts_are_not_crawled(fleet: FakeFleet, bus: FakeBus) -> None:
+    fleet.snapshots[R1] = ok_snapshot(R1, master=MASTER, replicas=(InstanceKey("skip-me", 1),))
+    service = make_service(fleet, bus, ignore_hosts=("^skip-",))
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: len(bus.snapshots) == 4)
+        await asyncio.sleep(0.05)
+        assert InstanceKey("skip-me", 1) not in service.known
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_dead_master_is_reported_once_and_replicas_reprobed(
+    running: DiscoveryService, fleet: FakeFleet, bus: FakeBus
+) -> None:
+    await wait_for(lambda: len(bus.snapshots) == 4)
+    await asyncio.sleep(0.05)
+    probes_before = fleet.probed.count(R1)
+    fleet.alive.discard(MASTER)
+    await wait_for(lambda: bus.unreachable)
+    event = bus.unreachable[0]
+    assert event.key == str(MASTER)
+    assert set(event.replica_keys) == {str(R1), str(R2)}
+    assert event.error == "Lost connection to server during query"
+    # the replicas were probed again at once, well before their next poll
+    await wait_for(lambda: fleet.probed.count(R1) > probes_before, timeout=0.15)
+    await wait_for(lambda: not bus.snapshots[str(MASTER)].probe.ok)
+    await asyncio.sleep(0.1)
+    assert len(bus.unreachable) == 1  # not repeated on every failed ping
+    # once it answers again, a later failure is reported again
+    fleet.alive.add(MASTER)
+    await wait_for(lambda: bus.snapshots[str(MASTER)].probe.ok)
+    fleet.alive.discard(MASTER)
+    await wait_for(lambda: len(bus.unreachable) == 2)
+
+
+async def test_discover_request_for_new_instance(
+    running: DiscoveryService, fleet: FakeFleet, bus: FakeBus
+) -> None:
+    other = InstanceKey("127.0.0.1", 4000)
+    fleet.snapshots[other] = ok_snapshot(other)
+    fleet.alive.add(other)
+    reply = json.loads(await running.handle_request("discover", b'{"key": "127.0.0.1:4000"}'))
+    assert reply["ok"] is True
+    assert reply["snapshot"]["key"] == "127.0.0.1:4000"
+    assert other in running.known
+    assert bus.snapshots[str(other)].probe.ok
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "error"),
+    [
+        ("discover", b'{"key": "127.0.0.1:99999"}', "port must be 1..65535"),
+        ("discover", b"not a key:x", "invalid instance key"),
+        ("refresh", b"", "invalid instance key"),
+        ("discover", b'{"key": "127.0.0.1:1"}', "cannot probe 127.0.0.1:1: Can't connect"),
+        ("explode", b"127.0.0.1:1", "unknown verb 'explode'"),
+    ],
+)
+async def test_bad_requests_get_clear_errors(
+    running: DiscoveryService, verb: str, body: bytes, error: str
+) -> None:
+    reply = json.loads(await running.handle_request(verb, body))
+    assert reply["ok"] is False
+    assert error in reply["error"]
+    assert InstanceKey("127.0.0.1", 1) not in running.known
+
+
+async def test_forget_purges_and_is_not_recrawled_at_once(
+    running: DiscoveryService, fleet: FakeFleet, bus: FakeBus
+) -> None:
+    await wait_for(lambda: len(bus.snapshots) == 4)
+    reply = json.loads(await running.handle_request("forget", b"127.0.0.1:3304"))
+    assert reply["ok"] is True
+    assert bus.purged == [R2A]
+    assert R2A not in running.known
+    await asyncio.sleep(0.3)  # R2 is probed again and still lists R2A as a replica
+    assert R2A not in running.known
+    # an explicit discover brings it back at once
+    reply = json.loads(await running.handle_request("discover", b"127.0.0.1:3304"))
+    assert reply["ok"] is True
+    assert R2A in running.known
+
+
+async def test_refresh_returns_a_fresh_snapshot(running: DiscoveryService, bus: FakeBus) -> None:
+    await wait_for(lambda: len(bus.snapshots) == 4)
+    reply = json.loads(await running.handle_request("refresh", b'{"key":"127.0.0.1:3302"}'))
+    assert reply["ok"] is True
+    assert reply["snapshot"]["channels"][0]["master_key"] == "127.0.0.1:3301"

@@ -1,0 +1,141 @@
+"""Clusters built from snapshots, and orchestrator's topology text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot, ProbeFacts, ReplicationChannel
+from orchestrator_shared.topology import build_topology, render_topology
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+VERSION = "10.11.19-MariaDB-0+deb12u1-log"
+
+
+def snap(
+    port: int,
+    master: int | None = None,
+    *,
+    read_only: bool | None = None,
+    io: str = "Yes",
+    alias: str = "",
+    ok: bool = True,
+    lag: int | None = 0,
+) -> InstanceSnapshot:
+    channels = ()
+    if master is not None:
+        channels = (
+            ReplicationChannel.model_validate(
+                {
+                    "master_key": f"127.0.0.1:{master}",
+                    "io_running": io,
+                    "sql_running": "Yes",
+                    "io_thread": 1 if io == "Yes" else 2,
+                    "sql_thread": 1,
+                    "using_gtid": "Slave_Pos",
+                }
+            ),
+        )
+    return InstanceSnapshot(
+        key=f"127.0.0.1:{port}",
+        probe=ProbeFacts(ok=ok, checked_at=NOW, attempted_at=NOW, last_seen_at=NOW),
+        version=VERSION,
+        read_only=(master is not None) if read_only is None else read_only,
+        log_bin=True,
+        log_slave_updates=True,
+        binlog_format="ROW",
+        channels=channels,
+        suggested_cluster_alias=alias,
+        replication_lag_seconds=lag if master is not None else None,
+    )
+
+
+def key(port: int) -> InstanceKey:
+    return InstanceKey("127.0.0.1", port)
+
+
+def test_star_cluster_named_after_master() -> None:
+    topology = build_topology([snap(1), snap(3, 1), snap(2, 1), snap(4, 1)])
+    assert list(topology.clusters) == ["127.0.0.1:1"]
+    cluster = topology.clusters["127.0.0.1:1"]
+    assert cluster.master == key(1)
+    assert cluster.alias == "127.0.0.1:1"
+    assert {k: n.depth for k, n in cluster.instances.items()} == {
+        key(1): 0,
+        key(2): 1,
+        key(3): 1,
+        key(4): 1,
+    }
+    assert cluster.instances[key(1)].replicas == (key(2), key(3), key(4))
+
+
+def test_chain_depths_and_alias_from_any_member() -> None:
+    topology = build_topology([snap(3, 2, alias="sb"), snap(2, 1), snap(1)])
+    cluster = topology.clusters["127.0.0.1:1"]
+    assert [(str(n.key), n.depth) for n in cluster.walk()] == [
+        ("127.0.0.1:1", 0),
+        ("127.0.0.1:2", 1),
+        ("127.0.0.1:3", 2),
+    ]
+    assert cluster.alias == "sb"
+    assert topology.cluster_of(key(3)) is cluster
+
+
+def test_replica_of_unknown_master_is_its_own_cluster() -> None:
+    topology = build_topology([snap(5, 9), snap(6, 5)])
+    assert list(topology.clusters) == ["127.0.0.1:5"]
+    assert topology.clusters["127.0.0.1:5"].instances[key(6)].depth == 1
+
+
+def test_co_masters_share_a_cluster_named_after_the_writable_one() -> None:
+    topology = build_topology(
+        [snap(1, 2, read_only=True), snap(2, 1, read_only=False), snap(3, 2)]
+    )
+    assert list(topology.clusters) == ["127.0.0.1:2"]
+    cluster = topology.clusters["127.0.0.1:2"]
+    assert cluster.instances[key(2)].depth == 0
+    assert cluster.instances[key(1)].depth == 1
+    assert cluster.instances[key(1)].is_co_master and cluster.instances[key(2)].is_co_master
+    assert not cluster.instances[key(3)].is_co_master
+
+
+def test_two_clusters() -> None:
+    topology = build_topology([snap(1), snap(2, 1), snap(10), snap(11, 10)])
+    assert sorted(topology.clusters) == ["127.0.0.1:1", "127.0.0.1:10"]
+
+
+def test_render_matches_orchestrator_text() -> None:
+    topology = build_topology([snap(22306), snap(22307, 22306), snap(22308, 22306)])
+    text = render_topology(topology.clusters["127.0.0.1:22306"], now=NOW, poll_seconds=5)
+    assert text == (
+        f"127.0.0.1:22306   [0s,ok,{VERSION},rw,ROW,>>]\n"
+        f"+ 127.0.0.1:22307 [0s,ok,{VERSION},ro,ROW,>>,GTID]\n"
+        f"+ 127.0.0.1:22308 [0s,ok,{VERSION},ro,ROW,>>,GTID]"
+    )
+    tabulated = render_topology(
+        topology.clusters["127.0.0.1:22306"], now=NOW, poll_seconds=5, tabulated=True
+    )
+    assert tabulated.splitlines() == [
+        f"127.0.0.1:22306  |0s|ok|{VERSION}|rw|ROW|>>     ",
+        f"+ 127.0.0.1:22307|0s|ok|{VERSION}|ro|ROW|>>,GTID",
+        f"+ 127.0.0.1:22308|0s|ok|{VERSION}|ro|ROW|>>,GTID",
+    ]
+
+
+def test_render_marks_broken_and_stale_instances() -> None:
+    topology = build_topology(
+        [snap(1), snap(2, 1, io="Connecting", lag=None), snap(3, 2, ok=False), snap(4, 1, lag=60)]
+    )
+    text = render_topology(topology.clusters["127.0.0.1:1"], now=NOW, poll_seconds=5)
+    lines = text.splitlines()
+    assert lines[1].startswith("- 127.0.0.1:2 ") and "[null,nonreplicating," in lines[1]
+    assert lines[2].startswith("  - 127.0.0.1:3 ") and ",invalid," in lines[2]
+    assert lines[3].startswith("+ 127.0.0.1:4 ") and "[60s,lag," in lines[3]
+    later = render_topology(
+        topology.clusters["127.0.0.1:1"], now=NOW + timedelta(minutes=1), poll_seconds=5
+    )
+    assert ",unchecked," in later.splitlines()[0]
