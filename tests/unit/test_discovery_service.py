@@ -140,7 +140,12 @@ async def running(fleet: FakeFleet, bus: FakeBus) -> AsyncIterator[DiscoveryServ
     task = asyncio.create_task(service.run())
     yield service
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    try:
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 3)
+    except TimeoutError:
+        print("TASK", task, task.get_loop() is asyncio.get_running_loop(), task.done())
+        task.print_stack()
+        raise
 
 
 async def wait_for(condition: object, timeout: float = 2.0) -> None:

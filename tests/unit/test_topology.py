@@ -92,9 +92,7 @@ def test_replica_of_unknown_master_is_its_own_cluster() -> None:
 
 
 def test_co_masters_share_a_cluster_named_after_the_writable_one() -> None:
-    topology = build_topology(
-        [snap(1, 2, read_only=True), snap(2, 1, read_only=False), snap(3, 2)]
-    )
+    topology = build_topology([snap(1, 2, read_only=True), snap(2, 1, read_only=False), snap(3, 2)])
     assert list(topology.clusters) == ["127.0.0.1:2"]
     cluster = topology.clusters["127.0.0.1:2"]
     assert cluster.instances[key(2)].depth == 0

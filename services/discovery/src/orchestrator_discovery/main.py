@@ -17,16 +17,16 @@ import socket
 import sys
 from contextlib import AsyncExitStack, suppress
 
-from orchestrator_shared.bus import Subjects
-from orchestrator_shared.config import Settings, load_settings, parse_listen_address
-from orchestrator_shared.errors import BusError, ConfigError
-from orchestrator_shared.logging import configure_logging
 from prometheus_client import start_http_server
 
 from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_discovery.nats_bus import NatsBus
 from orchestrator_discovery.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
 from orchestrator_discovery.service import DiscoveryOptions, DiscoveryService
+from orchestrator_shared.bus import Subjects
+from orchestrator_shared.config import Settings, load_settings, parse_listen_address
+from orchestrator_shared.errors import BusError, ConfigError
+from orchestrator_shared.logging import configure_logging
 
 log = logging.getLogger("orchestrator_discovery")
 

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError
+
 from orchestrator_shared.bus import (
     DISCOVERY_QUEUE_GROUP,
     EVENTS_STREAM,
@@ -183,6 +184,7 @@ class NatsBus:
         if nc is None or nc.is_closed:
             return
         try:
-            await asyncio.wait_for(nc.drain(), timeout=5)
+            async with asyncio.timeout(5):
+                await nc.drain()
         except (NatsError, TimeoutError):
             await nc.close()

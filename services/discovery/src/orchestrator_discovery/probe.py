@@ -20,6 +20,10 @@ from typing import Any
 
 import aiomysql
 import pymysql
+from pymysql.constants import CLIENT
+
+from orchestrator_discovery import probe_sql
+from orchestrator_discovery.probe_sql import Dialect
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ProbeError, ProbeTimeout
 from orchestrator_shared.instance_key import InstanceKey
@@ -29,10 +33,6 @@ from orchestrator_shared.snapshot import (
     unknown_instance,
     utcnow,
 )
-from pymysql.constants import CLIENT
-
-from orchestrator_discovery import probe_sql
-from orchestrator_discovery.probe_sql import Dialect
 
 PROMOTION_RULES = ("must", "prefer", "neutral", "prefer_not", "must_not")
 

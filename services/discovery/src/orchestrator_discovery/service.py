@@ -28,13 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_shared.bus import DiscoveryReply, DiscoveryVerb, UnreachableEvent
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, ProbeError, ProbeTimeout
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot, utcnow
-
-from orchestrator_discovery.metrics import DiscoveryMetrics
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +186,11 @@ class DiscoveryService:
         self._wake.clear()
         timeout = self._heap[0][0] - self.clock() if self._heap else None
         if timeout is None or timeout > 0:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and the scheduler would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def _start_probe(
         self, tracked: _Tracked, *, release_slot: bool
