@@ -8,14 +8,18 @@ or any server process still running under this session fails the run.
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import psutil
 import pytest
 
+from orchestrator_api.sandbox import Sandbox
 from tests import harness
+from tests.harness.ports import is_port_free
 
 ServerT = TypeVar("ServerT")
 
@@ -130,9 +134,56 @@ async def postgres_db(postgres_admin_dsn: str) -> AsyncIterator[harness.Postgres
 
 
 # --- MariaDB ----------------------------------------------------------------------------------
-# The ``mariadb_sandbox`` fixture goes here (owned by the MariaDB sandbox work). The harness has
-# what it needs: ``harness.containers.MARIADB`` / ``MariaDBContainer`` for the Docker fallback,
-# ``harness.backend_for(MARIADB)`` for the choice, and the session check below for leftovers.
+# Sandboxes of real ``mariadbd`` processes (orchestrator_api.sandbox), on free consecutive
+# loopback ports, with PR_SET_PDEATHSIG so a killed pytest takes them along. A factory fixture,
+# because tests differ in shape (star, chain, semi-sync) and in whether they break the sandbox:
+# ``sandbox_factory`` sandboxes live for one test, ``module_sandbox_factory`` ones for a module.
+
+
+class SandboxFactory:
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._sandboxes: list[Sandbox] = []
+
+    def __call__(self, *, nodes: int = 4, chain: bool = False, semi_sync: bool = False) -> Sandbox:
+        for _ in range(5):
+            base = random.randrange(61000, 65000 - nodes)  # above the ephemeral range
+            if all(is_port_free(base + offset) for offset in range(nodes)):
+                break
+        else:
+            raise RuntimeError(f"no {nodes} consecutive free ports found")
+        sandbox = Sandbox.up(
+            self._directory / f"sandbox-{len(self._sandboxes)}",
+            nodes=nodes,
+            base_port=base,
+            chain=chain,
+            semi_sync=semi_sync,
+            parent_death_signal=True,
+        )
+        self._sandboxes.append(sandbox)
+        return sandbox
+
+    def close(self) -> None:
+        while self._sandboxes:
+            self._sandboxes.pop().down()
+
+
+@pytest.fixture
+def sandbox_factory(tmp_path: Path) -> Iterator[SandboxFactory]:
+    factory = SandboxFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxFactory]:
+    factory = SandboxFactory(tmp_path_factory.mktemp("sandboxes"))
+    try:
+        yield factory
+    finally:
+        factory.close()
 
 
 # --- no leftovers -----------------------------------------------------------------------------

@@ -57,6 +57,8 @@ class FakeFleet:
         }
         self.probed: list[InstanceKey] = []
         self.alive: set[InstanceKey] = set(self.snapshots)
+        self.discarded: list[InstanceKey] = []
+        self.closed = False
 
     async def probe(
         self, key: InstanceKey, previous: InstanceSnapshot | None = None
@@ -73,7 +75,10 @@ class FakeFleet:
         return InstanceSnapshot(key=str(key), probe=failed)
 
     def discard(self, key: InstanceKey) -> None:
-        pass
+        self.discarded.append(key)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakeLiveness:
@@ -243,6 +248,7 @@ async def test_forget_purges_and_is_not_recrawled_at_once(
     reply = json.loads(await running.handle_request("forget", b"127.0.0.1:3304"))
     assert reply["ok"] is True
     assert bus.purged == [R2A]
+    assert fleet.discarded == [R2A]  # its pooled connections are closed
     assert R2A not in running.known
     await asyncio.sleep(0.3)  # R2 is probed again and still lists R2A as a replica
     assert R2A not in running.known

@@ -235,6 +235,8 @@ def _read_credentials_file(path: str) -> dict[str, str]:
 def _describe(error: dict[str, Any]) -> str:
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ")
+    if message == "Input should be a valid tuple":
+        message = "expected a JSON list"
     value = error.get("input")
     if isinstance(value, str | int | float | bool) and "got" not in message:
         message = f"{message}, got {value!r}"

@@ -174,6 +174,10 @@ class Prober:
         """Drop pooled connections to ``key``."""
         self._pool.discard(key)
 
+    def close(self) -> None:
+        """Close every pooled connection; later probes would open new ones."""
+        self._pool.close()
+
     async def probe(
         self, key: InstanceKey, previous: InstanceSnapshot | None = None
     ) -> InstanceSnapshot:

@@ -50,6 +50,7 @@ class InstanceProber(Protocol):
     ) -> InstanceSnapshot: ...
 
     def discard(self, key: InstanceKey) -> None: ...
+    def close(self) -> None: ...
 
 
 class Liveness(Protocol):
@@ -173,6 +174,7 @@ class DiscoveryService:
             ]
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            self.prober.close()
 
     async def _dispatch_due(self) -> None:
         now = self.clock()

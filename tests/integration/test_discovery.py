@@ -1,0 +1,482 @@
+"""Discovery against real MariaDB sandboxes and a real nats-server.
+
+Discovery runs in-process here (the same objects ``orchestrator-discovery`` builds), so tests
+can read its state; one test runs the real console script end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import nats
+import pymysql
+import pytest
+from nats.js import JetStreamContext
+
+from orchestrator_api.sandbox import Sandbox
+from orchestrator_discovery.main import build_service
+from orchestrator_discovery.metrics import DiscoveryMetrics
+from orchestrator_discovery.nats_bus import NatsBus
+from orchestrator_discovery.service import DiscoveryService
+from orchestrator_shared.bus import SNAPSHOTS_STREAM, Subjects, UnreachableEvent
+from orchestrator_shared.config import Settings
+from orchestrator_shared.gtid import MariaGtidPosition
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot, ThreadState
+from orchestrator_shared.topology import build_topology
+from tests.harness.nats import NatsServer
+
+pytestmark = pytest.mark.integration
+
+SUBJECTS = Subjects()
+TOPOLOGY_USER = {"MySQLTopologyUser": "orchestrator", "MySQLTopologyPassword": "orch_topology"}
+
+
+def settings_for(nats_url: str, seeds: list[str], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        **TOPOLOGY_USER,
+        "NATSServers": [nats_url],
+        "DiscoverySeeds": seeds,
+        "InstancePollSeconds": 1,
+        "MySQLDiscoveryReadTimeoutSeconds": 2,
+        "MySQLConnectTimeoutSeconds": 1,
+        "DiscoveryMetricsListenAddress": "",
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@asynccontextmanager
+async def running_discovery(settings: Settings) -> AsyncIterator[DiscoveryService]:
+    """The discovery service of ``orchestrator-discovery``, running in this event loop."""
+    holder: list[DiscoveryService] = []
+
+    async def republish() -> None:
+        if holder:
+            asyncio.get_running_loop().create_task(holder[0].republish_all())
+
+    bus = NatsBus(SUBJECTS, events_retention_days=1, on_reconnect=republish)
+    await bus.connect(list(settings.NATSServers), name="test-discovery")
+    service = build_service(settings, bus, DiscoveryMetrics())
+    holder.append(service)
+    await bus.serve_requests(service.handle_request)
+    task = asyncio.create_task(service.run())
+    try:
+        yield service
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bus.close()
+
+
+@asynccontextmanager
+async def jetstream(url: str) -> AsyncIterator[tuple[nats.NATS, JetStreamContext]]:
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        yield nc, nc.jetstream()
+    finally:
+        await nc.close()
+
+
+async def stream_snapshots(js: JetStreamContext, keys: list[str]) -> dict[str, InstanceSnapshot]:
+    """The latest snapshot on the stream of each key that has one."""
+    found: dict[str, InstanceSnapshot] = {}
+    for key in keys:
+        try:
+            msg = await js.get_last_msg(SNAPSHOTS_STREAM, SUBJECTS.snapshot(InstanceKey.parse(key)))
+        except nats.js.errors.NotFoundError:
+            continue
+        found[key] = InstanceSnapshot.from_json(msg.data)
+    return found
+
+
+async def eventually(
+    check: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll an (async) check until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what or check}")
+        await asyncio.sleep(interval)
+
+
+def query(sandbox: Sandbox, index: int, sql: str) -> list[dict[str, Any]]:
+    args = sandbox.connect_args(index)
+    conn = pymysql.connect(**args, cursorclass=pymysql.cursors.DictCursor, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def keys_of(sandbox: Sandbox) -> list[str]:
+    return [node.key for node in sandbox.nodes]
+
+
+# --- a shared star sandbox for the tests that do not break it ------------------------------
+
+
+@pytest.fixture(scope="module")
+def star(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
+    return module_sandbox_factory(nodes=4)
+
+
+async def test_snapshots_of_a_4_node_sandbox_are_right(
+    star: Sandbox, nats_server: NatsServer
+) -> None:
+    # a write, so GTID positions are non-trivial; then let it reach every replica
+    query(star, 0, "INSERT INTO sandbox.t (note) VALUES ('discovery test')")
+    master_pos = query(star, 0, "SELECT @@gtid_binlog_pos AS p")[0]["p"]
+    for index in range(1, 4):
+        await eventually(
+            lambda i=index: query(star, i, "SELECT @@gtid_slave_pos AS p")[0]["p"] == master_pos,
+            timeout=10,
+            what="replicas caught up",
+        )
+    settings = settings_for(nats_server.url, [star.master.key])
+    async with running_discovery(settings), jetstream(nats_server.url) as (_, js):
+        snapshots = await eventually(
+            lambda: _all_fresh(js, keys_of(star)), timeout=10, what="4 snapshots on the stream"
+        )
+    master = snapshots[star.master.key]
+    assert master.probe.ok and not master.probe.partial
+    assert master.flavor == "MariaDB"
+    assert master.read_only is False
+    assert master.channels == ()
+    assert set(master.replica_keys) == set(keys_of(star)[1:])
+    assert master.gtid_binlog_pos == master_pos
+    assert MariaGtidPosition.parse(master.gtid_binlog_pos) == MariaGtidPosition.parse(master_pos)
+    assert master.log_bin and master.log_slave_updates and master.binlog_format == "ROW"
+    assert master.self_coordinates is not None
+    for index, node in enumerate(star.nodes):
+        snap = snapshots[node.key]
+        variables = query(star, index, "SELECT @@server_id AS id, @@version AS v")[0]
+        assert snap.server_id == variables["id"]
+        assert snap.version == variables["v"]
+        assert snap.gtid_domain_id == 0
+        assert snap.gtid_strict_mode is True
+        assert snap.probe.latency_seconds < 1
+    for node in star.nodes[1:]:
+        replica = snapshots[node.key]
+        assert replica.read_only is True
+        assert replica.master_key == InstanceKey.parse(star.master.key)
+        channel = replica.primary_channel
+        assert channel is not None
+        assert channel.io_thread is ThreadState.RUNNING
+        assert channel.sql_thread is ThreadState.RUNNING
+        assert channel.using_gtid == "Slave_Pos"
+        assert channel.seconds_behind_master == 0
+        assert replica.replication_lag_seconds == 0
+        assert replica.gtid_slave_pos == master_pos
+        assert replica.replica_keys == ()
+    cluster = build_topology(snapshots.values()).clusters[star.master.key]
+    assert cluster.count == 4
+
+
+async def _all_fresh(js: JetStreamContext, keys: list[str]) -> dict[str, InstanceSnapshot] | None:
+    found = await stream_snapshots(js, keys)
+    if len(found) == len(keys) and all(s.probe.ok for s in found.values()):
+        return found
+    return None
+
+
+async def test_stopped_replica_thread_shows_within_one_poll(
+    star: Sandbox, nats_server: NatsServer
+) -> None:
+    replica = star.nodes[2]
+    settings = settings_for(nats_server.url, [star.master.key], InstancePollSeconds=2)
+    async with running_discovery(settings) as service:
+        await eventually(lambda: len(service.known) == 4, timeout=10, what="tree discovered")
+        query(star, 2, "STOP SLAVE SQL_THREAD")
+        stopped_at = time.monotonic()
+        try:
+
+            def sql_stopped() -> bool:
+                snap = service.snapshot(InstanceKey.parse(replica.key))
+                channel = snap.primary_channel if snap else None
+                return channel is not None and channel.sql_thread is ThreadState.STOPPED
+
+            await eventually(sql_stopped, timeout=2 + 1, what="SQL thread stopped in snapshot")
+            assert time.monotonic() - stopped_at <= 2 + 1
+            snap = service.snapshot(InstanceKey.parse(replica.key))
+            assert snap is not None and snap.primary_channel is not None
+            assert snap.primary_channel.io_thread is ThreadState.RUNNING
+            assert snap.primary_channel.sql_running == "No"
+        finally:
+            query(star, 2, "START SLAVE SQL_THREAD")
+
+
+async def test_discovery_requests_over_nats(star: Sandbox, nats_server: NatsServer) -> None:
+    settings = settings_for(nats_server.url, [])
+    async with running_discovery(settings) as service, jetstream(nats_server.url) as (nc, _):
+
+        async def request(verb: str, body: bytes) -> dict[str, Any]:
+            msg = await nc.request(SUBJECTS.root + f".discovery.{verb}", body, timeout=5)
+            reply: dict[str, Any] = json.loads(msg.data)
+            return reply
+
+        reply = await request("discover", json.dumps({"key": star.nodes[1].key}).encode())
+        assert reply["ok"] is True, reply
+        assert reply["snapshot"]["server_id"] == star.nodes[1].server_id
+        # it crawls from there: the master and its other replicas follow
+        await eventually(lambda: len(service.known) == 4, timeout=10, what="crawl")
+
+        malformed = await request("discover", b'{"key": "127.0.0.1:notaport"}')
+        assert malformed["ok"] is False
+        assert "invalid instance key '127.0.0.1:notaport'" in malformed["error"]
+
+        silent = await request("discover", b'{"key": "127.0.0.1:1"}')
+        assert silent["ok"] is False
+        assert silent["error"].startswith("cannot probe 127.0.0.1:1: Can't connect")
+        assert InstanceKey("127.0.0.1", 1) not in service.known
+
+        forgotten = await request("forget", star.nodes[3].key.encode())
+        assert forgotten["ok"] is True
+        assert InstanceKey.parse(star.nodes[3].key) not in service.known
+
+        refreshed = await request("refresh", star.nodes[3].key.encode())
+        assert refreshed["ok"] is True
+        assert InstanceKey.parse(star.nodes[3].key) in service.known
+
+
+async def test_wrong_password_is_a_clear_error_not_a_crash(
+    star: Sandbox, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(
+        nats_server.url, [star.master.key], MySQLTopologyPassword="wrong", InstancePollSeconds=0.5
+    )
+    async with running_discovery(settings) as service, jetstream(nats_server.url) as (_, js):
+        snapshots = await eventually(
+            lambda: stream_snapshots(js, [star.master.key]), timeout=5, what="failed snapshot"
+        )
+        snap = snapshots[star.master.key]
+        assert snap.probe.ok is False
+        assert snap.probe.errno == 1045
+        assert snap.probe.error.startswith("Access denied for user 'orchestrator'")
+        await asyncio.sleep(1.2)  # more polls: the service lives on
+        assert service.snapshot(InstanceKey.parse(star.master.key)) is not None
+    assert any("Access denied" in record.getMessage() for record in caplog.records)
+
+
+# --- tests that break their own sandbox ----------------------------------------------------
+
+
+async def test_chain_is_fully_crawled_from_its_middle(
+    sandbox_factory: Callable[..., Sandbox], nats_server: NatsServer
+) -> None:
+    chain = sandbox_factory(nodes=3, chain=True)
+    a, b, c = keys_of(chain)
+    settings = settings_for(nats_server.url, [b])
+    async with running_discovery(settings) as service:
+        await eventually(lambda: len(service.known) == 3, timeout=10, what="3 instances")
+        snapshots = await eventually(
+            lambda: (
+                [s for s in service.known.values() if s and s.probe.ok]
+                if all(s and s.probe.ok for s in service.known.values())
+                else None
+            ),
+            timeout=10,
+        )
+    topology = build_topology(snapshots)
+    assert list(topology.clusters) == [a]
+    cluster = topology.clusters[a]
+    depths = {str(k): node.depth for k, node in cluster.instances.items()}
+    assert depths == {a: 0, b: 1, c: 2}
+
+
+async def test_killed_master_is_unreachable_within_a_second(
+    sandbox_factory: Callable[..., Sandbox], nats_server: NatsServer
+) -> None:
+    sandbox = sandbox_factory(nodes=3)
+    master = sandbox.master.key
+    settings = settings_for(nats_server.url, [master], InstancePollSeconds=5)
+    events: list[tuple[float, UnreachableEvent]] = []
+    async with running_discovery(settings) as service, jetstream(nats_server.url) as (nc, js):
+
+        async def on_event(msg: Any) -> None:
+            events.append((time.monotonic(), UnreachableEvent.model_validate_json(msg.data)))
+
+        await nc.subscribe(SUBJECTS.all_unreachable, cb=on_event)
+        await eventually(lambda: len(service.known) == 3, timeout=10, what="tree discovered")
+        await asyncio.sleep(1)  # the liveness watch is on
+        killed_at = time.monotonic()
+        sandbox.kill(0)
+        await eventually(lambda: events, timeout=3, what="unreachable event")
+        arrived, event = events[0]
+        assert arrived - killed_at < 1.0
+        assert event.key == master
+        assert set(event.replica_keys) == set(keys_of(sandbox)[1:])
+        # and the failed probe is on the stream, with the last known facts kept
+        snapshots = await eventually(
+            lambda: _failed(js, master), timeout=3, what="failed snapshot of the master"
+        )
+        failed = snapshots[master]
+        assert failed.probe.ok is False
+        assert failed.probe.last_seen_at is not None
+        assert set(failed.replica_keys) == set(keys_of(sandbox)[1:])
+        assert len(events) == 1
+
+
+async def _failed(js: JetStreamContext, key: str) -> dict[str, InstanceSnapshot] | None:
+    found = await stream_snapshots(js, [key])
+    return found if key in found and not found[key].probe.ok else None
+
+
+async def test_hung_instance_delays_no_other_probe(
+    sandbox_factory: Callable[..., Sandbox], nats_server: NatsServer
+) -> None:
+    sandbox = sandbox_factory(nodes=3)
+    hung_key = InstanceKey.parse(sandbox.nodes[2].key)
+    settings = settings_for(
+        nats_server.url,
+        [sandbox.master.key],
+        InstancePollSeconds=0.5,
+        MySQLDiscoveryReadTimeoutSeconds=2,
+    )
+    async with running_discovery(settings) as service:
+        await eventually(lambda: len(service.known) == 3, timeout=10, what="tree discovered")
+        await asyncio.sleep(1)
+        sandbox.hang(2)
+        hung_at = time.monotonic()
+        try:
+            others = [k for k in service.known if k != hung_key]
+            seen_before = {k: service.snapshot(k).probe.checked_at for k in others}  # type: ignore[union-attr]
+            await asyncio.sleep(1.5)  # well inside the hung probe's 2 s deadline
+            for key in others:
+                snap = service.snapshot(key)
+                assert snap is not None and snap.probe.ok
+                assert snap.probe.checked_at > seen_before[key], f"{key} was not probed"
+
+            def hung_failed() -> bool:
+                snap = service.snapshot(hung_key)
+                return snap is not None and not snap.probe.ok
+
+            await eventually(hung_failed, timeout=4, what="hung instance reported failed")
+            snap = service.snapshot(hung_key)
+            assert snap is not None
+            assert snap.probe.error == "no answer within 2s"
+            assert time.monotonic() - hung_at >= 2
+        finally:
+            sandbox.resume(2)
+
+        def recovered() -> bool:
+            snap = service.snapshot(hung_key)
+            return snap is not None and snap.probe.ok
+
+        await eventually(recovered, timeout=6, what="hung instance back after SIGCONT")
+
+
+async def test_stream_holds_every_instance_again_after_nats_restart(
+    star: Sandbox, nats_server: NatsServer
+) -> None:
+    settings = settings_for(nats_server.url, [star.master.key], InstancePollSeconds=30)
+    async with running_discovery(settings) as service:
+        await eventually(lambda: len(service.known) == 4, timeout=10, what="tree discovered")
+        async with jetstream(nats_server.url) as (_, js):
+            await eventually(lambda: _all_fresh(js, keys_of(star)), timeout=10)
+        # the server dies and comes back without its data: the streams are gone
+        nats_server.kill()
+        shutil.rmtree(nats_server.store_dir, ignore_errors=True)
+        nats_server.restart()
+        # InstancePollSeconds is 30: only the reconnect republish can refill the stream in time
+        async with jetstream(nats_server.url) as (_, js):
+            snapshots = await eventually(
+                lambda: _all_fresh(js, keys_of(star)), timeout=10, what="stream refilled"
+            )
+        assert set(snapshots) == set(keys_of(star))
+
+
+# --- the real process ----------------------------------------------------------------------
+
+
+def test_console_script_runs_and_stops_cleanly_on_sigterm(
+    star: Sandbox, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "orchestrator.conf.json"
+    config.write_text(
+        json.dumps(
+            {
+                **TOPOLOGY_USER,
+                "NATSServers": [nats_server.url],
+                "DiscoverySeeds": [star.master.key],
+                "InstancePollSeconds": 1,
+                "DiscoveryMetricsListenAddress": "127.0.0.1:0",
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator_discovery.main", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "ORCHESTRATOR_LOG_LEVEL": "INFO"},
+    )
+    try:
+
+        async def wait_for_stream() -> dict[str, InstanceSnapshot]:
+            async with jetstream(nats_server.url) as (_, js):
+                found: dict[str, InstanceSnapshot] = await eventually(
+                    lambda: _all_fresh(js, keys_of(star)), timeout=15, what="4 snapshots"
+                )
+                return found
+
+        snapshots = asyncio.run(wait_for_stream())
+        assert len(snapshots) == 4
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0, stderr.decode()
+        assert b"discovery stopped" in stderr
+        assert b"Traceback" not in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            {"InstancePollSeconds": -1},
+            "InstancePollSeconds: Input should be greater than 0, got -1",
+        ),
+        (
+            {"DiscoverySeeds": ["db:x"]},
+            "DiscoverySeeds: invalid instance key 'db:x': port 'x' is not a number",
+        ),
+        ({"NATSServers": "nats://x"}, "NATSServers: expected a JSON list, got 'nats://x'"),
+    ],
+)
+def test_bad_config_stops_start_up_with_one_line(
+    tmp_path: Path, document: dict[str, Any], expected: str
+) -> None:
+    config = tmp_path / "orchestrator.conf.json"
+    config.write_text(json.dumps(document))
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator_discovery.main", "--config", str(config)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0] == f"orchestrator-discovery: bad configuration: {expected}"
