@@ -186,6 +186,24 @@ def module_sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         factory.close()
 
 
+# --- every test is either unit or integration -----------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The test command runs ``-m unit`` then ``-m integration``: an unmarked test would run in
+    neither, silently. Refuse to collect one."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("unit") is None
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests without a unit or integration marker: " + ", ".join(unmarked[:10])
+        )
+
+
 # --- no leftovers -----------------------------------------------------------------------------
 
 
