@@ -277,6 +277,33 @@ async def test_wrong_password_is_a_clear_error_not_a_crash(
     assert any("Access denied" in record.getMessage() for record in caplog.records)
 
 
+async def test_partial_success_is_recorded_as_such(star: Sandbox, nats_server: NatsServer) -> None:
+    # A user that may read variables and status but not binlog or replication state.
+    query(star, 0, "CREATE USER IF NOT EXISTS 'limited'@'%' IDENTIFIED BY 'limited'")
+    settings = settings_for(
+        nats_server.url,
+        [star.nodes[1].key],
+        MySQLTopologyUser="limited",
+        MySQLTopologyPassword="limited",
+    )
+    async with running_discovery(settings) as service:
+        key = InstanceKey.parse(star.nodes[1].key)
+
+        def probed() -> InstanceSnapshot | None:
+            snap = service.snapshot(key)
+            return snap if snap is not None and snap.probe.partial else None
+
+        snap = await eventually(probed, timeout=5, what="a partial probe")
+    assert snap.probe.ok is False
+    assert snap.probe.errno == 1227
+    assert "Access denied" in snap.probe.error
+    # what it could read is fresh and right
+    assert snap.server_id == star.nodes[1].server_id
+    assert snap.read_only is True
+    assert snap.version.startswith("10.11")
+    assert snap.probe.last_seen_at is None  # never fully seen with this user
+
+
 # --- tests that break their own sandbox ----------------------------------------------------
 
 
