@@ -1,0 +1,394 @@
+"""What the benchmarks share: child processes that never outlive the run, ports, NATS, reports.
+
+Every child (nats-server, the simulated fleet, orchestrator-discovery) is started by
+:class:`Children`, which puts it in its own process group, asks the kernel to SIGKILL it if the
+benchmark dies (``PR_SET_PDEATHSIG``), and on ``close()`` (always called from a ``finally``)
+sends SIGTERM to each group, waits, then SIGKILLs what is left.
+
+``orchestrator-discovery`` is started as the workspace's console script
+(``.venv/bin/orchestrator-discovery``), the very program ``uv run --no-sync
+orchestrator-discovery`` executes, but without the ``uv`` wrapper process in between: so the PID
+the benchmark measures (CPU, RSS) is discovery's own, and the parent-death signal reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import random
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+# Below Linux's ephemeral range (32768-60999): our thousands of outgoing connections can never
+# take a port a server needs, and the servers never collide with them.
+PORT_RANGE = range(20000, 32768)
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+SIMFLEET = BENCHMARKS_DIR / "simfleet.py"
+
+_handed_out: set[int] = set()
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark could not set up or run (a child failed to start, a timeout...)."""
+
+
+# --- ports ------------------------------------------------------------------------------------
+
+
+def is_port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (with SO_REUSEADDR, as servers bind)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    for _ in range(500):
+        port = random.choice(PORT_RANGE)
+        if port not in _handed_out and is_port_free(port):
+            _handed_out.add(port)
+            return port
+    raise BenchmarkError("no free loopback port")
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free ports (for the simulated fleet).
+
+    Scans from a random point (then from the bottom), skipping past any port in use.
+    """
+    low, high = PORT_RANGE.start, PORT_RANGE.stop
+    if count > high - low:
+        raise BenchmarkError(f"{count} ports do not fit in {low}-{high - 1}")
+    for first in (random.randrange(low, high - count + 1), low):
+        base = first
+        while base + count <= high:
+            taken = next(
+                (p for p in range(base, base + count) if p in _handed_out or not is_port_free(p)),
+                None,
+            )
+            if taken is None:
+                _handed_out.update(range(base, base + count))
+                return base
+            base = taken + 1
+    raise BenchmarkError(f"no block of {count} free loopback ports in {low}-{high - 1}")
+
+
+def tcp_accepts(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_get(url: str, timeout: float = 2.0) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return str(answer.read().decode())
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return None
+
+
+# --- child processes --------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the benchmark dies (Linux prctl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_for_line(self, expected: str, timeout: float) -> None:
+        """Read stdout (a pipe) until ``expected`` arrives; BenchmarkError on exit or timeout."""
+        stream = self.process.stdout
+        assert stream is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchmarkError(f"{self.name} not ready within {timeout:g}s")
+            readable, _, _ = select.select([stream], [], [], remaining)
+            if readable:
+                line = stream.readline()
+                if line.strip() == expected:
+                    return
+                if not line:
+                    raise BenchmarkError(f"{self.name} exited:\n{self.log_tail()}")
+
+
+@dataclass
+class Children:
+    """The benchmark's child processes; ``close()`` ends every one of them."""
+
+    workdir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdout_pipe: bool = False,
+    ) -> Child:
+        log_path = self.workdir / f"{name}.log"
+        log: IO[str] = log_path.open("w")
+        try:
+            process = subprocess.Popen(
+                list(command),
+                stdout=subprocess.PIPE if stdout_pipe else log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,  # its own process group: killed as a whole
+                # Only the main thread forks children here, so preexec_fn is safe.
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+        finally:
+            log.close()
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def stop(self, child: Child, timeout: float = 5.0) -> None:
+        """SIGTERM to the child's group, then SIGKILL after ``timeout``; reaped."""
+        if child.is_running():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # stragglers of the group, if any
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.process.wait(5)
+        if child.process.stdout is not None:
+            child.process.stdout.close()
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            self.stop(child)
+        self.children.clear()
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+def find_nats_server() -> str:
+    found = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
+    )
+    if found is None:
+        raise BenchmarkError("nats-server not found")
+    return found
+
+
+def start_nats(children: Children, timeout: float = 15.0) -> tuple[str, Child]:
+    """Our own nats-server with JetStream in the work directory; its URL once healthy."""
+    port, monitor = free_port(), free_port()
+    store = children.workdir / "jetstream"
+    child = children.start(
+        "nats-server",
+        [
+            find_nats_server(),
+            "-a", LOOPBACK, "-p", str(port), "-m", str(monitor),
+            "-js", "-sd", str(store),
+            "--server_name", f"bench-{port}",
+        ],
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    health = f"http://{LOOPBACK}:{monitor}/healthz?js-enabled-only=true"
+    while time.monotonic() < deadline:
+        if not child.is_running():
+            raise BenchmarkError(f"nats-server exited:\n{child.log_tail()}")
+        if http_get(health) is not None and tcp_accepts(port):
+            return f"nats://{LOOPBACK}:{port}", child
+        time.sleep(0.1)
+    raise BenchmarkError(f"nats-server not healthy within {timeout:g}s")
+
+
+def start_simfleet(
+    children: Children,
+    *,
+    clusters: int,
+    cluster_size: int,
+    processes: int = 1,
+    timeout: float = 60.0,
+) -> tuple[int, Child]:
+    """The simulated fleet on a block of free ports; its base port once every port listens."""
+    base = free_port_block(clusters * cluster_size)
+    child = children.start(
+        "simfleet",
+        [
+            sys.executable, str(SIMFLEET),
+            "--base-port", str(base),
+            "--clusters", str(clusters),
+            "--cluster-size", str(cluster_size),
+            "--processes", str(processes),
+        ],
+        stdout_pipe=True,
+    )  # fmt: skip
+    child.wait_for_line("ready", timeout)
+    return base, child
+
+
+def discovery_executable() -> str:
+    script = Path(sys.executable).parent / "orchestrator-discovery"
+    if script.exists():
+        return str(script)
+    found = shutil.which("orchestrator-discovery")
+    if found is None:
+        raise BenchmarkError("orchestrator-discovery not installed in this environment")
+    return found
+
+
+def start_discovery(
+    children: Children,
+    settings: Mapping[str, Any],
+    *,
+    log_level: str = "INFO",
+    profile_to: Path | None = None,
+) -> Child:
+    """orchestrator-discovery with ``settings`` as its config file.
+
+    With ``profile_to``, it runs under cProfile and writes the stats there when it stops
+    (SIGTERM is a clean stop), for ``python -m pstats``.
+    """
+    config = children.workdir / "orchestrator.conf.json"
+    config.write_text(json.dumps(settings, indent=2))
+    program = [discovery_executable()]
+    if profile_to is not None:
+        program = [sys.executable, "-m", "cProfile", "-o", str(profile_to)]
+        program += ["-m", "orchestrator_discovery.main"]
+    return children.start(
+        "discovery",
+        [*program, "--config", str(config)],
+        env={"ORCHESTRATOR_LOG_LEVEL": log_level},
+    )
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+_METRIC_LINE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$")
+
+
+def read_metrics(port: int) -> dict[str, float] | None:
+    """Prometheus text from ``/metrics``: ``{'name{labels}': value}``."""
+    text = http_get(f"http://{LOOPBACK}:{port}/metrics")
+    if text is None:
+        return None
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _METRIC_LINE.match(line)
+        if match:
+            with contextlib.suppress(ValueError):
+                values[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return values
+
+
+def cpu_seconds(pid: int, *, descendants: bool = False) -> float:
+    """User + system CPU time of a process (and of its live descendants: simfleet's workers)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *(root.children(recursive=True) if descendants else ())):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (to see what else ran meanwhile)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's RSS high-water mark (VmHWM), or its current RSS where that is unknown."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One line of a result table."""
+
+    name: str
+    value: str
+    target: str = ""
+    ok: bool | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.ok is None:
+            return ""
+        return "ok" if self.ok else "MISSED"
+
+
+def print_table(title: str, figures: Sequence[Figure]) -> None:
+    widths = [
+        max(len(header), *(len(getattr(f, attr)) for f in figures))
+        for header, attr in (("measure", "name"), ("value", "value"), ("target", "target"))
+    ]
+    print(f"\n{title}")
+    header = f"| {'measure':<{widths[0]}} | {'value':>{widths[1]}} | {'target':<{widths[2]}} |  |"
+    print(header)
+    print(f"|{'-' * (widths[0] + 2)}|{'-' * (widths[1] + 2)}|{'-' * (widths[2] + 2)}|--|")
+    for f in figures:
+        print(
+            f"| {f.name:<{widths[0]}} | {f.value:>{widths[1]}} | {f.target:<{widths[2]}} "
+            f"| {f.verdict} |"
+        )
