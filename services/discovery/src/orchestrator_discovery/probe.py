@@ -22,7 +22,7 @@ import aiomysql
 import pymysql
 from pymysql.constants import CLIENT
 
-from orchestrator_discovery import probe_sql
+from orchestrator_discovery import mysql_fast, probe_sql
 from orchestrator_discovery.probe_sql import Dialect
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ProbeError, ProbeTimeout
@@ -94,7 +94,7 @@ class ConnectionPool:
         self._closed = False
 
     async def _connect(self, key: InstanceKey) -> aiomysql.Connection:
-        return await aiomysql.connect(
+        return await mysql_fast.connect(
             host=key.host,
             port=key.port,
             user=self._options.user,

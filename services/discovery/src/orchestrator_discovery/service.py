@@ -22,6 +22,7 @@ import contextlib
 import heapq
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
@@ -98,6 +99,15 @@ class DiscoveryOptions:
 
 def _matches(patterns: tuple[str, ...], host: str) -> bool:
     return any(re.search(pattern, host) for pattern in patterns)
+
+
+def _same_neighbours(before: InstanceSnapshot | None, after: InstanceSnapshot) -> bool:
+    """Whether a probe found the same replicas and masters as the previous successful one."""
+    if before is None or not before.probe.ok:
+        return False
+    return before.replica_keys == after.replica_keys and [
+        c.master_key for c in before.channels
+    ] == [c.master_key for c in after.channels]
 
 
 @dataclass
@@ -207,7 +217,7 @@ class DiscoveryService:
     async def _probe(
         self, tracked: _Tracked, future: asyncio.Future[InstanceSnapshot], release_slot: bool
     ) -> None:
-        started = self.clock()
+        first_probe = tracked.snapshot is None
         try:
             snapshot = await self.prober.probe(tracked.key, tracked.snapshot)
             if self._tracked.get(tracked.key) is tracked:  # not forgotten meanwhile
@@ -223,7 +233,16 @@ class DiscoveryService:
             if release_slot:
                 self._slots.release()
             if self._tracked.get(tracked.key) is tracked and not self._stopping:
-                self._schedule(tracked, max(started + self.options.poll_seconds, self.clock()))
+                self._schedule(tracked, self._next_due(tracked, first_probe=first_probe))
+
+    def _next_due(self, tracked: _Tracked, *, first_probe: bool) -> float:
+        """One poll after the probe was due, so queueing delays do not add up; an instance's
+        second probe lands at a random point of its first poll, so instances crawled together
+        do not stay in lockstep (bursts of probes, then idle time)."""
+        now, poll = self.clock(), self.options.poll_seconds
+        if first_probe:
+            return now + random.uniform(0.5, 1.0) * poll
+        return max(tracked.due + poll, now)
 
     async def _absorb(self, tracked: _Tracked, snapshot: InstanceSnapshot) -> None:
         """Record a probe's result: metrics, publish, crawl, liveness watch."""
@@ -237,17 +256,19 @@ class DiscoveryService:
             self.metrics.probe_failures.labels(reason).inc()
             if tracked.snapshot is None or tracked.snapshot.probe.ok:
                 log.warning("probe of %s failed: %s", tracked.key, probe.error)
-        tracked.snapshot = snapshot
+        previous, tracked.snapshot = tracked.snapshot, snapshot
         await self._publish(snapshot)
         if probe.ok:
-            self._crawl(snapshot)
+            if self._forgotten or not _same_neighbours(previous, snapshot):
+                self._crawl(snapshot)
             self._update_watch(tracked)
         elif snapshot.replica_keys and not tracked.unreachable_reported:
             await self._report_unreachable(tracked, probe.error)
 
     def _crawl(self, snapshot: InstanceSnapshot) -> None:
-        now = self.clock()
-        self._forgotten = {k: until for k, until in self._forgotten.items() if until > now}
+        if self._forgotten:
+            now = self.clock()
+            self._forgotten = {k: until for k, until in self._forgotten.items() if until > now}
         neighbours: list[InstanceKey] = []
         for key_text in snapshot.replica_keys:
             key = InstanceKey.parse(key_text)
@@ -281,12 +302,15 @@ class DiscoveryService:
         tracked.unreachable_reported = False
         if should_watch and tracked.watcher is None and not self._stopping:
             tracked.watcher = asyncio.create_task(self._watch(tracked))
-        elif not should_watch and tracked.watcher is not None:
+            self.metrics.masters_watched.inc()
+        elif not should_watch:
+            self._stop_watch(tracked)
+
+    def _stop_watch(self, tracked: _Tracked) -> None:
+        if tracked.watcher is not None:
             tracked.watcher.cancel()
             tracked.watcher = None
-        self.metrics.masters_watched.set(
-            sum(1 for t in self._tracked.values() if t.watcher is not None)
-        )
+            self.metrics.masters_watched.dec()
 
     async def _watch(self, tracked: _Tracked) -> None:
         link = self.liveness(tracked.key)
@@ -350,8 +374,8 @@ class DiscoveryService:
 
     def _untrack(self, key: InstanceKey) -> _Tracked | None:
         tracked = self._tracked.pop(key, None)
-        if tracked is not None and tracked.watcher is not None:
-            tracked.watcher.cancel()
+        if tracked is not None:
+            self._stop_watch(tracked)
         self.prober.discard(key)
         self.metrics.instances_known.set(len(self._tracked))
         return tracked
