@@ -271,6 +271,7 @@ async def test_wrong_password_is_a_clear_error_not_a_crash(
         snap = snapshots[star.master.key]
         assert snap.probe.ok is False
         assert snap.probe.errno == 1045
+        assert snap.probe.timed_out is False
         assert snap.probe.error.startswith("Access denied for user 'orchestrator'")
         await asyncio.sleep(1.2)  # more polls: the service lives on
         assert service.snapshot(InstanceKey.parse(star.master.key)) is not None
@@ -401,6 +402,7 @@ async def test_hung_instance_delays_no_other_probe(
             snap = service.snapshot(hung_key)
             assert snap is not None
             assert snap.probe.error == "no answer within 2s"
+            assert snap.probe.timed_out is True
             assert time.monotonic() - hung_at >= 2
         finally:
             sandbox.resume(2)

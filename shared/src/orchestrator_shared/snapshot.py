@@ -145,6 +145,8 @@ class ProbeFacts(_Frozen):
     latency_seconds: float = 0.0
     error: str = ""
     errno: int | None = None
+    # The probe failed because the instance did not answer before the deadline (it may hang).
+    timed_out: bool = False
 
 
 class InstanceSnapshot(_Frozen):
@@ -229,52 +231,17 @@ class InstanceSnapshot(_Frozen):
     def from_json(cls, data: bytes | str) -> InstanceSnapshot:
         return cls.model_validate_json(data)
 
-    def with_failed_probe(
-        self,
-        *,
-        checked_at: datetime,
-        attempted_at: datetime,
-        latency: float,
-        error: str,
-        errno: int | None,
-        partial: bool = False,
-    ) -> InstanceSnapshot:
-        """The same known facts, with a failed probe recorded (``last_seen_at`` unchanged)."""
-        probe = ProbeFacts(
-            ok=False,
-            partial=partial,
-            checked_at=checked_at,
-            attempted_at=attempted_at,
-            last_seen_at=self.probe.last_seen_at,
-            latency_seconds=latency,
-            error=error,
-            errno=errno,
-        )
-        return self.model_copy(update={"probe": probe})
+    def with_failed_probe(self, probe: ProbeFacts) -> InstanceSnapshot:
+        """The same known facts with a failed probe recorded; ``last_seen_at`` stays what it
+        was, whatever ``probe`` says, since the instance was not seen this time."""
+        kept = probe.model_copy(update={"ok": False, "last_seen_at": self.probe.last_seen_at})
+        return self.model_copy(update={"probe": kept})
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def unknown_instance(
-    key: InstanceKey,
-    *,
-    checked_at: datetime,
-    attempted_at: datetime,
-    latency: float,
-    error: str,
-    errno: int | None,
-) -> InstanceSnapshot:
+def unknown_instance(key: InstanceKey, probe: ProbeFacts) -> InstanceSnapshot:
     """The snapshot of an instance never seen alive: only the failed probe is known."""
-    return InstanceSnapshot(
-        key=str(key),
-        probe=ProbeFacts(
-            ok=False,
-            checked_at=checked_at,
-            attempted_at=attempted_at,
-            latency_seconds=latency,
-            error=error,
-            errno=errno,
-        ),
-    )
+    return InstanceSnapshot(key=str(key), probe=probe)

@@ -213,24 +213,19 @@ class Prober:
         *,
         partial: bool = False,
     ) -> InstanceSnapshot:
-        latency = time.monotonic() - started
-        if previous is None:
-            return unknown_instance(
-                key,
-                checked_at=utcnow(),
-                attempted_at=attempted_at,
-                latency=latency,
-                error=error.message,
-                errno=error.errno,
-            )
-        return previous.with_failed_probe(
+        probe = ProbeFacts(
+            ok=False,
+            partial=partial,
             checked_at=utcnow(),
             attempted_at=attempted_at,
-            latency=latency,
+            latency_seconds=time.monotonic() - started,
             error=error.message,
             errno=error.errno,
-            partial=partial,
+            timed_out=isinstance(error, ProbeTimeout),
         )
+        if previous is None:
+            return unknown_instance(key, probe)
+        return previous.with_failed_probe(probe)
 
     async def _probe(
         self,

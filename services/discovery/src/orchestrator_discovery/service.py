@@ -252,7 +252,7 @@ class DiscoveryService:
             self.metrics.probes.labels("ok").inc()
         else:
             self.metrics.probes.labels("partial" if probe.partial else "failed").inc()
-            reason = "timeout" if "no answer within" in probe.error else "error"
+            reason = "timeout" if probe.timed_out else "error"
             self.metrics.probe_failures.labels(reason).inc()
             if tracked.snapshot is None or tracked.snapshot.probe.ok:
                 log.warning("probe of %s failed: %s", tracked.key, probe.error)
@@ -368,7 +368,7 @@ class DiscoveryService:
         if not snapshot.probe.ok:
             if added:
                 self._untrack(key)
-            error = ProbeTimeout if "no answer within" in snapshot.probe.error else ProbeError
+            error = ProbeTimeout if snapshot.probe.timed_out else ProbeError
             raise error(str(key), snapshot.probe.error, errno=snapshot.probe.errno)
         return snapshot
 
