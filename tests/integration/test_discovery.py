@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +38,7 @@ from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot, ThreadState
 from orchestrator_shared.topology import build_topology
 from tests.harness.nats import NatsServer
+from tests.harness.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -440,6 +443,7 @@ async def test_stream_holds_every_instance_again_after_nats_restart(
 def test_console_script_runs_and_stops_cleanly_on_sigterm(
     star: Sandbox, nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    metrics_port = free_port()
     config = tmp_path / "orchestrator.conf.json"
     config.write_text(
         json.dumps(
@@ -448,7 +452,7 @@ def test_console_script_runs_and_stops_cleanly_on_sigterm(
                 "NATSServers": [nats_server.url],
                 "DiscoverySeeds": [star.master.key],
                 "InstancePollSeconds": 1,
-                "DiscoveryMetricsListenAddress": "127.0.0.1:0",
+                "DiscoveryMetricsListenAddress": f"127.0.0.1:{metrics_port}",
             }
         )
     )
@@ -469,6 +473,14 @@ def test_console_script_runs_and_stops_cleanly_on_sigterm(
 
         snapshots = asyncio.run(wait_for_stream())
         assert len(snapshots) == 4
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert "orchestrator_discovery_instances_known 4.0" in metrics
+        assert "orchestrator_discovery_masters_watched 1.0" in metrics
+        ok_probes = re.search(r'orchestrator_discovery_probes_total\{result="ok"\} (\S+)', metrics)
+        assert ok_probes is not None
+        assert float(ok_probes.group(1)) >= 4
+        assert "orchestrator_discovery_probe_latency_seconds_bucket" in metrics
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
         assert process.returncode == 0, stderr.decode()
