@@ -53,7 +53,9 @@ def test_up_once_shows_the_sandbox_discovered_from_one_seed(tmp_path: Path) -> N
     lines = result.stdout.splitlines()
     assert any(line.startswith("orchestrator-discovery started") for line in lines)
     assert f"seeds: 127.0.0.1:{base}" in result.stdout
-    tree = lines[lines.index(f"cluster 127.0.0.1:{base}") + 1 :]
+    # the tree is printed each time it changes: the last one is the whole topology
+    last_header = len(lines) - 1 - lines[::-1].index(f"cluster 127.0.0.1:{base}")
+    tree = lines[last_header + 1 :]
     assert tree[0].startswith(f"127.0.0.1:{base}   [0s,ok,")
     assert ",rw,ROW,>>]" in tree[0]
     for offset, line in zip((1, 2, 3), tree[1:4], strict=True):
@@ -78,3 +80,35 @@ def test_up_rejects_bad_input_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "orchestrator: --once needs --sandbox (it waits for the sandbox's instances)"
     )
+
+
+def test_a_killed_up_leaves_no_process_behind(tmp_path: Path) -> None:
+    base = free_base_port(3)
+    directory = (tmp_path / "sb").resolve()
+    argv = ["up", "--sandbox", str(directory), "--nodes", "3", "--base-port", str(base)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator_api.cli.main", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "discovered topology" in line:
+                break
+        children = psutil.Process(process.pid).children(recursive=True)
+        names = sorted({child.name() for child in children})
+        assert "mariadbd" in names
+        assert "nats-server" in names
+        process.kill()  # no chance to clean up: the kernel must take the children along
+        process.wait(10)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == []
+        assert mariadbd_pids_under(directory) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -39,6 +38,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from orchestrator_api.children import spawn_child
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import OrchestratorError
@@ -96,23 +96,13 @@ class Child:
             return ""
 
 
-def _spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Child:
+def _spawn(name: str, argv: list[str], log_dir: Path) -> Child:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    log: IO[bytes] = log_path.open("ab")
     try:
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
+        process = spawn_child(argv, log=log_path, parent_death_signal=True)
     except OSError as exc:
         raise StackError(f"cannot start {name}: {exc.strerror}") from None
-    finally:
-        log.close()
     return Child(name=name, process=process, log_path=log_path)
 
 

@@ -63,7 +63,13 @@ def _sandbox(args: argparse.Namespace, stack: contextlib.ExitStack) -> Sandbox |
                 return existing
             existing.down()
     print(f"starting a {args.nodes}-node MariaDB sandbox in {directory} ...", flush=True)
-    sandbox = Sandbox.up(directory, nodes=args.nodes, base_port=args.base_port)
+    # Unless kept, the sandbox lives and dies with this command, even if it is SIGKILLed.
+    sandbox = Sandbox.up(
+        directory,
+        nodes=args.nodes,
+        base_port=args.base_port,
+        parent_death_signal=not args.keep_sandbox,
+    )
     if not args.keep_sandbox:
         stack.callback(sandbox.down)
     print(sandbox.status(), flush=True)

@@ -8,20 +8,17 @@ process (a sandbox loaded from ``sandbox.json``) are watched through ``/proc``.
 
 from __future__ import annotations
 
-import concurrent.futures
-import ctypes
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
+from orchestrator_api.children import spawn_child
 from orchestrator_shared.errors import SandboxError
 
-_PR_SET_PDEATHSIG = 1
 _DEAD = frozenset({None, "Z", "X", "x"})  # /proc state letters of a process that is no more
 _POLL_S = 0.02
 
@@ -30,41 +27,6 @@ class ProcessState(Enum):
     RUNNING = "running"
     STOPPED = "stopped"  # SIGSTOPped (hung on purpose)
     GONE = "gone"
-
-
-def _death_signal_preexec() -> Callable[[], None]:
-    """A preexec_fn making the child receive SIGKILL when its parent dies.
-
-    The kernel delivers the signal when the *thread* that forked the child exits, hence
-    :func:`_spawner_thread`.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: no dlopen in the child
-    prctl = libc.prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            os._exit(127)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(127)
-
-    return preexec
-
-
-_spawner: concurrent.futures.ThreadPoolExecutor | None = None
-_spawner_lock = threading.Lock()
-
-
-def _spawner_thread() -> concurrent.futures.ThreadPoolExecutor:
-    """One thread living as long as the interpreter forks every child that must die with us
-    (PR_SET_PDEATHSIG fires when the forking *thread* ends, e.g. an asyncio executor thread)."""
-    global _spawner  # noqa: PLW0603 - one per process by design
-    with _spawner_lock:
-        if _spawner is None:
-            _spawner = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="sandbox-spawn"
-            )
-        return _spawner
 
 
 def spawn(
@@ -76,25 +38,13 @@ def spawn(
     before opening that log, e.g. a bad option, land there). With ``parent_death_signal``
     the kernel SIGKILLs it when this process dies.
     """
-
-    def popen() -> subprocess.Popen[bytes]:
-        with log.open("ab") as output:
-            return subprocess.Popen(
-                [str(mariadbd), f"--defaults-file={config_file}"],
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=True,
-                close_fds=True,
-                # Only prctl(2) and getppid(2) run in the child, after CPython's post-fork reset.
-                preexec_fn=_death_signal_preexec() if parent_death_signal else None,  # noqa: PLW1509
-            )
-
     try:
-        if parent_death_signal:
-            return _spawner_thread().submit(popen).result()
-        return popen()
+        return spawn_child(
+            [str(mariadbd), f"--defaults-file={config_file}"],
+            cwd=cwd,
+            log=log,
+            parent_death_signal=parent_death_signal,
+        )
     except OSError as exc:
         raise SandboxError(f"cannot start {mariadbd}: {exc}") from exc
 
