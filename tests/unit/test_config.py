@@ -142,3 +142,30 @@ def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
         load(listing)
     with pytest.raises(ConfigError, match="MySQLTopologyPassword: cannot read secret file"):
         load(None, {"ORCHESTRATOR_MySQLTopologyPassword_FILE": str(tmp_path / "nope")})
+
+
+def test_api_settings_and_cross_checks(tmp_path: Path) -> None:
+    settings = load(
+        None,
+        {
+            "ORCHESTRATOR_AuthenticationMethod": "token",
+            "ORCHESTRATOR_APITokens": '{"t1": "admin", "t2": "read"}',
+            "ORCHESTRATOR_ListenAddress": "127.0.0.1:3000",
+        },
+    )
+    assert settings.APITokens == {"t1": "admin", "t2": "read"}
+    assert "t1" not in repr(settings)
+    assert load().BackendDB == "sqlite"
+    for document, expected in [
+        ({"AuthenticationMethod": "basic"}, "AuthenticationMethod: 'basic' needs HTTPAuthUser"),
+        ({"AuthenticationMethod": "token"}, "AuthenticationMethod: 'token' needs APITokens"),
+        ({"AuthenticationMethod": "kerberos"}, "AuthenticationMethod: Input should be"),
+        ({"BackendDB": "postgres"}, "BackendDB: 'postgres' needs PostgreSQLDSN"),
+        ({"ListenAddress": "3000"}, "ListenAddress: expected host:port or :port"),
+        ({"APITokens": {"t": "root"}}, "APITokens: Input should be 'read' or 'admin'"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load(write(tmp_path, document))
+        assert str(caught.value).startswith(expected), str(caught.value)
+    with pytest.raises(ConfigError, match="APITokens: expected a JSON object"):
+        load(None, {"ORCHESTRATOR_APITokens": "t1=admin"})

@@ -30,9 +30,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
@@ -92,6 +99,22 @@ class Settings(BaseModel):
     NATSSubjectPrefix: str = "orchestrator"
     EventsRetentionDays: PositiveInt = 7
 
+    # --- topology-api: HTTP, authentication, storage -------------------------------------
+    # orchestrator listens on ":3000"; ours defaults to loopback so the open default is safe.
+    ListenAddress: str = "127.0.0.1:3000"
+    # "" (orchestrator's default: open, allowed on a loopback address only), "none" (open,
+    # explicitly), "basic", "multi" (basic + a read-only user), "proxy", "token".
+    AuthenticationMethod: Literal["", "none", "basic", "multi", "proxy", "token"] = ""
+    HTTPAuthUser: str = ""
+    HTTPAuthPassword: str = Field(default="", repr=False)
+    AuthUserHeader: str = "X-Forwarded-User"
+    PowerAuthUsers: tuple[str, ...] = ("*",)
+    # New: static bearer tokens for AuthenticationMethod "token": token -> "read" | "admin".
+    APITokens: dict[str, Literal["read", "admin"]] = Field(default_factory=dict, repr=False)
+    BackendDB: Literal["sqlite", "postgres"] = "sqlite"
+    SQLite3DataFile: str = "orchestrator.sqlite3"
+    PostgreSQLDSN: str = Field(default="", repr=False)
+
     # --- validators ------------------------------------------------------------------------
     @field_validator("DiscoverySeeds")
     @classmethod
@@ -142,6 +165,25 @@ class Settings(BaseModel):
         if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", prefix):
             raise ValueError("expected dot-separated tokens of letters, digits, '-' or '_'")
         return prefix
+
+    @field_validator("ListenAddress")
+    @classmethod
+    def _api_listen_address(cls, address: str) -> str:
+        parse_listen_address(address)
+        return address
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        method = self.AuthenticationMethod
+        if method in ("basic", "multi") and not (self.HTTPAuthUser and self.HTTPAuthPassword):
+            raise ValueError(
+                f"AuthenticationMethod: {method!r} needs HTTPAuthUser and HTTPAuthPassword"
+            )
+        if method == "token" and not self.APITokens:
+            raise ValueError("AuthenticationMethod: 'token' needs APITokens")
+        if self.BackendDB == "postgres" and not self.PostgreSQLDSN:
+            raise ValueError("BackendDB: 'postgres' needs PostgreSQLDSN")
+        return self
 
     # --- derived ---------------------------------------------------------------------------
     @property
@@ -196,6 +238,11 @@ def _is_sequence_field(name: str) -> bool:
 
 def _env_value(name: str, raw: str) -> Any:
     """Interpret an environment string for field ``name``."""
+    if getattr(Settings.model_fields[name].annotation, "__origin__", None) is dict:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError(name, f"expected a JSON object, got {raw!r}") from None
     if _is_sequence_field(name):
         text = raw.strip()
         if text.startswith("["):
@@ -310,6 +357,9 @@ def load_settings(
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
+        message = _describe(dict(first))
         setting = str(first["loc"][0]) if first["loc"] else "config"
-        raise ConfigError(setting, _describe(dict(first))) from None
+        if not first["loc"]:  # a rule across settings names the setting it is about
+            setting, _, message = message.partition(": ")
+        raise ConfigError(setting, message) from None
     return LoadedSettings(settings=settings, source=source, warnings=tuple(warnings))

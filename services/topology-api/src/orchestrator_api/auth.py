@@ -1,0 +1,138 @@
+"""Who is calling, and may they? (``AuthenticationMethod``; pure, no FastAPI here).
+
+* ``""`` (orchestrator's default): no credential; everyone may read and change things. Allowed
+  only when ``ListenAddress`` is a loopback address (:func:`check_listen_policy`).
+* ``none``: the same, chosen explicitly, on any address.
+* ``basic``: HTTP basic with ``HTTPAuthUser`` / ``HTTPAuthPassword``; that user may do all.
+* ``multi``: as ``basic``, plus the user ``readonly`` (any password), who may only read.
+* ``proxy``: the user name in the ``AuthUserHeader`` header, set by the gateway; every named
+  user may read, users in ``PowerAuthUsers`` (``*`` = all) may change things.
+* ``token``: ``Authorization: Bearer <token>``; ``APITokens`` gives each token ``read`` or
+  ``admin``.
+
+No credential (or a wrong one) → 401 (with a ``WWW-Authenticate`` challenge for basic/multi);
+a valid credential without the role → 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from ipaddress import ip_address
+
+from orchestrator_shared.config import Settings, parse_listen_address
+from orchestrator_shared.errors import ConfigError
+
+READ_ONLY_USER = "readonly"
+
+
+class Role(IntEnum):
+    READ = 1
+    ADMIN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    status: int  # 401 or 403
+    message: str
+    challenge: str | None = None  # the WWW-Authenticate header value, for 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge} if self.challenge else {}
+
+
+_BASIC_CHALLENGE = 'Basic realm="orchestrator"'
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return ""
+
+
+def _basic_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    scheme, _, encoded = _header(headers, "Authorization").partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def _equal(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def authenticate(settings: Settings, headers: Mapping[str, str]) -> Principal | Denied:
+    """The caller's identity and role under the configured method."""
+    method = settings.AuthenticationMethod
+    if method in ("", "none"):
+        return Principal(user="anonymous", role=Role.ADMIN)
+    if method in ("basic", "multi"):
+        credentials = _basic_credentials(headers)
+        if credentials is None:
+            return Denied(401, "authentication required (HTTP basic)", _BASIC_CHALLENGE)
+        user, password = credentials
+        if _equal(user, settings.HTTPAuthUser) and _equal(password, settings.HTTPAuthPassword):
+            return Principal(user=user, role=Role.ADMIN)
+        if method == "multi" and user == READ_ONLY_USER:
+            return Principal(user=user, role=Role.READ)
+        return Denied(401, "wrong user name or password", _BASIC_CHALLENGE)
+    if method == "proxy":
+        user = _header(headers, settings.AuthUserHeader).strip()
+        if not user:
+            return Denied(401, f"authentication required: no {settings.AuthUserHeader} header")
+        powerful = "*" in settings.PowerAuthUsers or user in settings.PowerAuthUsers
+        return Principal(user=user, role=Role.ADMIN if powerful else Role.READ)
+    # token
+    scheme, _, token = _header(headers, "Authorization").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return Denied(401, "authentication required: Authorization: Bearer <token>")
+    token = token.strip()
+    for known, role in settings.APITokens.items():
+        if _equal(token, known):
+            return Principal(user=f"token:{known[:4]}…", role=Role[role.upper()])
+    return Denied(401, "unknown token")
+
+
+def authorize(settings: Settings, headers: Mapping[str, str], needs: Role) -> Principal | Denied:
+    """``authenticate``, then check the role against what the route needs."""
+    found = authenticate(settings, headers)
+    if isinstance(found, Denied):
+        return found
+    if found.role < needs:
+        return Denied(403, f"{found.user} may not change the topology (needs the admin role)")
+    return found
+
+
+def check_listen_policy(settings: Settings) -> None:
+    """Refuse to serve an open API on anything but a loopback address (raises ConfigError)."""
+    if settings.AuthenticationMethod != "":
+        return
+    host, _ = parse_listen_address(settings.ListenAddress)
+    try:
+        loopback = ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            "AuthenticationMethod",
+            f"unset, so the API would be open to anyone on {settings.ListenAddress}; set a "
+            "method (basic, multi, proxy, token) or 'none' explicitly, or listen on 127.0.0.1",
+        )
