@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from orchestrator_api.cli import CliParser, Subcommands, sandbox, up
+from orchestrator_api.cli import CliParser, Subcommands, client, sandbox, up
 from orchestrator_shared.errors import OrchestratorError
 
 PROG = "orchestrator"
@@ -40,9 +40,12 @@ def build_parser() -> CliParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if "-c" in arguments:  # orchestrator's own style: orchestrator -c <command> -i host:port
+        return client.run_client(arguments)
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except SystemExit as exit_:  # argparse: --help, usage errors

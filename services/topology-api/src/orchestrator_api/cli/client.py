@@ -1,0 +1,304 @@
+"""``orchestrator -c <command> [-i host:port] [-d host:port] [-alias A]``: orchestrator-client.
+
+Talks to the REST API (``--api URL`` or ``ORCHESTRATOR_API``, default
+``http://127.0.0.1:3000``; ``/api`` is appended when missing) and prints what orchestrator's
+client prints: one ``host:port`` per line for lists, the topology text, ``a<b`` for moves.
+An error answer (``{"Code": "ERROR"}`` or an HTTP error) is one line on stderr and exit code 1;
+bad arguments are one line and exit code 2. Credentials: ``-b user:pass`` or
+``ORCHESTRATOR_AUTH_USER``/``ORCHESTRATOR_AUTH_PASSWORD`` (basic), ``ORCHESTRATOR_AUTH_TOKEN``
+(bearer), ``ORCHESTRATOR_AUTH_USER_HEADER`` + ``ORCHESTRATOR_AUTH_USER`` (proxy header).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import httpx
+
+from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
+from orchestrator_shared.instance_key import InstanceKey
+
+DEFAULT_API = "http://127.0.0.1:3000"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class ClientError(OrchestratorError):
+    """The API answered with an error, or could not be reached."""
+
+
+class UsageError(OrchestratorError):
+    """The command line is incomplete or wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    command: str
+    instance: InstanceKey | None
+    destination: InstanceKey | None
+    alias: str
+    owner: str
+    reason: str
+    duration: str
+    promotion_rule: str
+    pattern: str
+
+    def need_instance(self) -> InstanceKey:
+        if self.instance is None:
+            raise UsageError(f"{self.command} needs -i host:port")
+        return self.instance
+
+    def need_destination(self) -> InstanceKey:
+        if self.destination is None:
+            raise UsageError(f"{self.command} needs -d host:port")
+        return self.destination
+
+    def cluster_hint(self) -> str:
+        if self.alias:
+            return quote(self.alias, safe="")
+        if self.instance is not None:
+            return key_path(self.instance)
+        raise UsageError(f"{self.command} needs -alias or -i host:port")
+
+
+def key_path(key: InstanceKey) -> str:
+    return f"{quote(key.host, safe='')}/{key.port}"
+
+
+def key_text(value: Mapping[str, Any]) -> str:
+    return str(InstanceKey(str(value["Hostname"]), int(value["Port"])))
+
+
+def keys(values: Sequence[Mapping[str, Any]]) -> str:
+    return "\n".join(key_text(value["Key"]) for value in values)
+
+
+Output = Callable[[Any, Invocation], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    path: Callable[[Invocation], str]
+    output: Output
+    mutates: bool = False
+
+
+def _details(response: Any) -> Any:
+    if isinstance(response, dict) and "Code" in response:
+        return response.get("Details")
+    return response
+
+
+def _replication_analysis(response: Any, _inv: Invocation) -> str:
+    lines = []
+    for entry in _details(response) or []:
+        key = key_text(entry["AnalyzedInstanceKey"])
+        cluster = entry.get("ClusterDetails", {}).get("ClusterName", "")
+        code = entry.get("Analysis", "")
+        if code == "NoProblem" and entry.get("StructureAnalysis"):
+            code = ", ".join(entry["StructureAnalysis"])
+        lines.append(f"{key} (cluster {cluster}): {code}")
+    return "\n".join(lines)
+
+
+def _instance(inv: Invocation) -> str:
+    return key_path(inv.need_instance())
+
+
+COMMANDS: dict[str, Command] = {
+    "clusters": Command(
+        lambda inv: "clusters-info", lambda r, i: "\n".join(c["ClusterName"] for c in r)
+    ),
+    "clusters-alias": Command(
+        lambda inv: "clusters-info",
+        lambda r, i: "\n".join(f"{c['ClusterName']}\t{c['ClusterAlias']}" for c in r),
+    ),
+    "all-instances": Command(lambda inv: "all-instances", lambda r, i: keys(r)),
+    "all-clusters-masters": Command(lambda inv: "masters", lambda r, i: keys(r)),
+    "search": Command(
+        lambda inv: f"search?s={quote(inv.pattern or inv.alias, safe='')}", lambda r, i: keys(r)
+    ),
+    "instance": Command(lambda inv: f"instance/{_instance(inv)}", lambda r, i: key_text(r["Key"])),
+    "which-instance": Command(
+        lambda inv: f"instance/{_instance(inv)}", lambda r, i: key_text(r["Key"])
+    ),
+    "which-master": Command(
+        lambda inv: f"instance/{_instance(inv)}", lambda r, i: key_text(r["MasterKey"])
+    ),
+    "which-replicas": Command(
+        lambda inv: f"instance-replicas/{_instance(inv)}", lambda r, i: keys(r)
+    ),
+    "which-cluster": Command(
+        lambda inv: f"cluster-info/{inv.cluster_hint()}", lambda r, i: str(r["ClusterName"])
+    ),
+    "which-cluster-alias": Command(
+        lambda inv: f"cluster-info/{inv.cluster_hint()}", lambda r, i: str(r["ClusterAlias"])
+    ),
+    "which-cluster-instances": Command(
+        lambda inv: f"cluster/{inv.cluster_hint()}", lambda r, i: keys(r)
+    ),
+    "which-cluster-master": Command(
+        lambda inv: f"master/{inv.cluster_hint()}", lambda r, i: key_text(r["Key"])
+    ),
+    "topology": Command(
+        lambda inv: f"topology/{inv.cluster_hint()}", lambda r, i: str(_details(r))
+    ),
+    "topology-tabulated": Command(
+        lambda inv: f"topology-tabulated/{inv.cluster_hint()}", lambda r, i: str(_details(r))
+    ),
+    "replication-analysis": Command(lambda inv: "replication-analysis", _replication_analysis),
+    "problems": Command(lambda inv: "problems", lambda r, i: keys(r)),
+    "downtimed": Command(lambda inv: "downtimed", lambda r, i: keys(r)),
+    "discover": Command(
+        lambda inv: f"discover/{_instance(inv)}",
+        lambda r, i: key_text(_details(r)["Key"]),
+        mutates=True,
+    ),
+    "forget": Command(lambda inv: f"forget/{_instance(inv)}", lambda r, i: "", mutates=True),
+    "begin-downtime": Command(
+        lambda inv: (
+            f"begin-downtime/{_instance(inv)}/{quote(inv.owner, safe='')}/"
+            f"{quote(inv.reason, safe='')}/{quote(inv.duration, safe='')}"
+        ),
+        lambda r, i: str(i.need_instance()),
+        mutates=True,
+    ),
+    "end-downtime": Command(
+        lambda inv: f"end-downtime/{_instance(inv)}",
+        lambda r, i: str(i.need_instance()),
+        mutates=True,
+    ),
+    "register-candidate": Command(
+        lambda inv: f"register-candidate/{_instance(inv)}/{quote(inv.promotion_rule, safe='')}",
+        lambda r, i: str(i.need_instance()),
+        mutates=True,
+    ),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", add_help=False, allow_abbrev=False)
+    parser.add_argument("-c", dest="command", required=True)
+    parser.add_argument("-i", dest="instance", default=os.environ.get("ORCHESTRATOR_INSTANCE"))
+    parser.add_argument("-d", dest="destination")
+    parser.add_argument("-alias", "--alias", "-a", dest="alias", default="")
+    parser.add_argument("-s", "--pattern", dest="pattern", default="")
+    parser.add_argument("--owner", "-owner", dest="owner", default=os.environ.get("USER", ""))
+    parser.add_argument("--reason", "-reason", dest="reason", default="")
+    parser.add_argument("--duration", "-duration", dest="duration", default="10m")
+    parser.add_argument("--promotion-rule", "-promotion-rule", dest="rule", default="prefer")
+    parser.add_argument("--api", dest="api", default=os.environ.get("ORCHESTRATOR_API"))
+    parser.add_argument("-b", dest="basic", default=None)
+    return parser
+
+
+def _api_base(api: str | None) -> str:
+    base = (api or DEFAULT_API).split()[0].rstrip("/")
+    return base if base.endswith("/api") else base + "/api"
+
+
+def _auth_headers(basic: str | None, environ: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+    headers: dict[str, str] = {}
+    if environ.get("ORCHESTRATOR_AUTH_TOKEN"):
+        headers["Authorization"] = f"Bearer {environ['ORCHESTRATOR_AUTH_TOKEN']}"
+    if environ.get("ORCHESTRATOR_AUTH_USER_HEADER") and environ.get("ORCHESTRATOR_AUTH_USER"):
+        headers[environ["ORCHESTRATOR_AUTH_USER_HEADER"]] = environ["ORCHESTRATOR_AUTH_USER"]
+        return None, headers
+    user_pass = basic
+    if user_pass is None and environ.get("ORCHESTRATOR_AUTH_USER"):
+        user_pass = (
+            f"{environ['ORCHESTRATOR_AUTH_USER']}:{environ.get('ORCHESTRATOR_AUTH_PASSWORD', '')}"
+        )
+    if user_pass:
+        user, _, password = user_pass.partition(":")
+        return httpx.BasicAuth(user, password), headers
+    return None, headers
+
+
+def _parse_key(text: str | None, flag: str) -> InstanceKey | None:
+    if text is None or text == "":
+        return None
+    try:
+        return InstanceKey.parse(text)
+    except InvalidInstanceKey as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def run_client(
+    argv: Sequence[str],
+    *,
+    out: TextIO = sys.stdout,
+    transport: httpx.BaseTransport | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    env = os.environ if environ is None else environ
+    try:
+        args, extra = _parser().parse_known_args(list(argv))
+    except SystemExit:
+        print(
+            "orchestrator: usage: orchestrator -c <command> [-i host:port] [-d host:port]",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    command_name = str(args.command).replace("slave", "replica")
+    command = COMMANDS.get(command_name)
+    try:
+        if extra:
+            raise UsageError(f"unexpected arguments: {' '.join(extra)}")
+        if command is None:
+            known = ", ".join(sorted(COMMANDS))
+            raise UsageError(f"unknown command {args.command!r}; known: {known}")
+        invocation = Invocation(
+            command=command_name,
+            instance=_parse_key(args.instance, "-i"),
+            destination=_parse_key(args.destination, "-d"),
+            alias=args.alias,
+            owner=args.owner or "orchestrator-cli",
+            reason=args.reason,
+            duration=args.duration,
+            promotion_rule=args.rule,
+            pattern=args.pattern,
+        )
+        path = command.path(invocation)
+    except UsageError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    auth, headers = _auth_headers(args.basic, env)
+    base = _api_base(args.api)
+    try:
+        with httpx.Client(transport=transport, auth=auth, headers=headers, timeout=30) as client:
+            if command.mutates:
+                response = client.post(f"{base}/{path}")
+            else:
+                response = client.get(f"{base}/{path}")
+        answer = _decode(response)
+        text = command.output(answer, invocation)
+    except httpx.HTTPError as exc:
+        print(f"orchestrator: cannot reach the API at {base}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ClientError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if text:
+        out.write(text + "\n")
+    return 0
+
+
+def _decode(response: httpx.Response) -> Any:
+    try:
+        answer = response.json()
+    except ValueError:
+        raise ClientError(
+            f"HTTP {response.status_code}: not JSON: {response.text[:200]!r}"
+        ) from None
+    if isinstance(answer, dict) and answer.get("Code") == "ERROR":
+        raise ClientError(str(answer.get("Message", "error")))
+    if response.status_code >= 400:
+        raise ClientError(f"HTTP {response.status_code}")
+    return answer

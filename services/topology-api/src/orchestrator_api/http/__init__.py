@@ -1,0 +1,1 @@
+"""The orchestrator-compatible REST API (FastAPI): app factory, errors, auth, routes."""

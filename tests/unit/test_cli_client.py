@@ -1,0 +1,137 @@
+"""``orchestrator -c ...`` against canned API answers (orchestrator's real responses)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator_api.cli.client import run_client
+
+pytestmark = pytest.mark.unit
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "api-samples"
+
+
+def sample(name: str) -> Any:
+    path = SAMPLES / f"{name}.json"
+    if not path.exists():
+        pytest.fail(f"orchestrator's API samples are missing: {path} (../shared beside the repo)")
+    return json.loads(path.read_text())
+
+
+class FakeApi:
+    """Answers by path; records requests."""
+
+    def __init__(self, answers: dict[str, tuple[int, Any]]) -> None:
+        self.answers = answers
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path.removeprefix("/api/")
+        if request.url.query:
+            path += "?" + request.url.query.decode()
+        status, body = self.answers.get(path, (404, {"Code": "ERROR", "Message": "no route"}))
+        return httpx.Response(status, json=body)
+
+
+def run(argv: list[str], api: FakeApi, env: dict[str, str] | None = None) -> tuple[int, str]:
+    out = io.StringIO()
+    code = run_client(argv, out=out, transport=httpx.MockTransport(api), environ=env or {})
+    return code, out.getvalue()
+
+
+def test_read_commands_print_like_orchestrator_client() -> None:
+    api = FakeApi(
+        {
+            "clusters-info": (200, sample("clusters-info")),
+            "instance/127.0.0.1/22307": (200, sample("instance")),
+            "instance-replicas/127.0.0.1/22306": (200, sample("instance-replicas")),
+            "topology/sb": (200, sample("topology")),
+            "cluster/sb": (200, sample("cluster")),
+            "master/sb": (200, sample("master")),
+            "search?s=22308": (200, sample("search")),
+        }
+    )
+    assert run(["-c", "clusters"], api) == (0, "127.0.0.1:22306\n")
+    assert run(["-c", "clusters-alias"], api) == (0, "127.0.0.1:22306\tsb\n")
+    assert run(["-c", "which-master", "-i", "127.0.0.1:22307"], api) == (0, "127.0.0.1:22306\n")
+    code, text = run(["-c", "which-replicas", "-i", "127.0.0.1:22306"], api)
+    assert code == 0
+    assert text.splitlines() == ["127.0.0.1:22307", "127.0.0.1:22308", "127.0.0.1:22309"]
+    code, text = run(["-c", "topology", "-alias", "sb"], api)
+    assert code == 0
+    assert text == sample("topology")["Details"] + "\n"
+    code, text = run(["-c", "which-cluster-instances", "-alias", "sb"], api)
+    assert len(text.splitlines()) == 4
+    assert run(["-c", "which-cluster-master", "-alias", "sb"], api) == (0, "127.0.0.1:22306\n")
+    assert run(["-c", "search", "-s", "22308"], api) == (0, "127.0.0.1:22308\n")
+    # legacy "slave" spelling maps to the replica command
+    code, text = run(["-c", "which-slaves", "-i", "127.0.0.1:22306"], api)
+    assert code == 0
+    assert len(text.splitlines()) == 3
+
+
+def test_errors_are_one_line_and_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeApi({"cluster-info/nosuch": (404, sample("error-unknown-cluster"))})
+    code, text = run(["-c", "which-cluster", "-alias", "nosuch"], api)
+    assert code == 1
+    assert text == ""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "Unable to determine cluster name" in err
+    for argv, message in [
+        (["-c", "no-such-command"], "unknown command 'no-such-command'"),
+        (["-c", "which-master"], "which-master needs -i host:port"),
+        (["-c", "which-master", "-i", "127.0.0.1:99999"], "-i: invalid instance key"),
+        (["-c", "topology"], "topology needs -alias or -i host:port"),
+        (["-c", "clusters", "stray"], "unexpected arguments: stray"),
+    ]:
+        code, _ = run(argv, api)
+        assert code == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert message in err
+
+
+def test_unreachable_api(capsys: pytest.CaptureFixture[str]) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    out = io.StringIO()
+    code = run_client(
+        ["-c", "clusters"], out=out, transport=httpx.MockTransport(refuse), environ={}
+    )
+    assert code == 1
+    assert "cannot reach the API at http://127.0.0.1:3000/api" in capsys.readouterr().err
+
+
+def test_mutations_post_with_credentials() -> None:
+    api = FakeApi(
+        {
+            "begin-downtime/127.0.0.1/22309/ceo/testing/10m": (200, sample("begin-downtime")),
+            "register-candidate/127.0.0.1/22308/prefer": (200, sample("register-candidate")),
+        }
+    )
+    code, text = run(
+        ["-c", "begin-downtime", "-i", "127.0.0.1:22309", "--owner", "ceo", "--reason", "testing"],
+        api,
+        env={"ORCHESTRATOR_AUTH_TOKEN": "s3cret"},
+    )
+    assert (code, text) == (0, "127.0.0.1:22309\n")
+    request = api.requests[-1]
+    assert request.method == "POST"
+    assert request.headers["Authorization"] == "Bearer s3cret"
+    code, text = run(
+        ["-c", "register-candidate", "-i", "127.0.0.1:22308", "--api", "http://h:1"],
+        api,
+        env={"ORCHESTRATOR_AUTH_USER": "ops", "ORCHESTRATOR_AUTH_PASSWORD": "pw"},
+    )
+    assert (code, text) == (0, "127.0.0.1:22308\n")
+    assert api.requests[-1].url.host == "h"
+    assert api.requests[-1].headers["Authorization"].startswith("Basic ")
