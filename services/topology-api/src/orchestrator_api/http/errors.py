@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orchestrator_api.wire import error_envelope
 from orchestrator_shared.errors import (
     InvalidInstanceKey,
     OperationRefused,
@@ -39,14 +40,10 @@ class NotFound(ApiError):
         super().__init__(404, message)
 
 
-def envelope(code: str, message: str, details: object = None) -> dict[str, object]:
-    return {"Code": code, "Message": message, "Details": details}
-
-
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(envelope("ERROR", message), status_code=status, headers=headers)
+    return JSONResponse(error_envelope(message), status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
