@@ -1,0 +1,158 @@
+"""The topology store: what topology-api keeps and serves (DESIGN.md §1, issue 3).
+
+One async :class:`Store` port with two backends of the same schema and behaviour: SQLite (the
+embedded default, one file, see :mod:`.sqlite`) and PostgreSQL (shared by API replicas, see
+:mod:`.postgres`). Both run the same SQL (:mod:`.sql`) and the same versioned migrations
+(:mod:`.schema`), applied when the store opens. :mod:`.consumer` fills the store from the bus.
+
+Every failure of the database reaches callers as :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator_api.store.models import (
+    AuditEntry,
+    Candidate,
+    ClusterSummary,
+    Downtime,
+    FailureDetection,
+    GlobalRecoveries,
+    PromotionRule,
+    RecoveryFilter,
+    RecoveryRecord,
+)
+from orchestrator_api.store.view import FleetView
+from orchestrator_shared.errors import StoreError
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.topology import Topology, TopologyInstance
+
+__all__ = [
+    "AuditEntry",
+    "Backend",
+    "Candidate",
+    "ClusterSummary",
+    "Downtime",
+    "FailureDetection",
+    "FleetView",
+    "GlobalRecoveries",
+    "PromotionRule",
+    "RecoveryFilter",
+    "RecoveryRecord",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+class Backend(StrEnum):
+    """``BackendDB``."""
+
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+class Store(Protocol):
+    """Instances, clusters, downtime, candidates, audit and recovery history."""
+
+    @property
+    def backend(self) -> str: ...
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers."""
+        ...
+
+    # instances and clusters (reads come from a view cached per store generation)
+    async def view(self) -> FleetView: ...
+    async def topology(self) -> Topology: ...
+    async def get_instance(self, key: InstanceKey) -> TopologyInstance | None: ...
+    async def all_instances(self) -> list[TopologyInstance]: ...
+    async def cluster_instances(self, cluster: str) -> list[TopologyInstance]: ...
+    async def clusters(self) -> list[ClusterSummary]: ...
+    async def cluster(self, name: str) -> ClusterSummary | None: ...
+    async def cluster_by_alias(self, alias: str) -> str | None: ...
+    async def resolve_cluster(self, hint: str) -> str | None: ...
+    async def search(self, text: str) -> list[TopologyInstance]: ...
+
+    async def write_batch(
+        self, snapshots: Sequence[InstanceSnapshot], audit: Sequence[AuditEntry] = ()
+    ) -> None: ...
+    async def forget_instance(self, key: InstanceKey) -> bool: ...
+    async def forget_cluster(self, cluster: str) -> int: ...
+    async def set_cluster_alias(self, cluster: str, alias: str) -> None: ...
+    async def set_cluster_domain(self, cluster: str, domain: str) -> None: ...
+
+    # downtime and promotion candidates
+    async def begin_downtime(self, downtime: Downtime) -> None: ...
+    async def end_downtime(self, key: InstanceKey) -> bool: ...
+    async def downtimes(self, *, now: datetime) -> list[Downtime]: ...
+    async def register_candidate(self, candidate: Candidate) -> None: ...
+    async def candidates(self, *, now: datetime) -> list[Candidate]: ...
+
+    # audit, failure detections, recoveries
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None: ...
+    async def audit_log(
+        self,
+        *,
+        key: InstanceKey | None = None,
+        cluster: str | None = None,
+        type: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[AuditEntry]: ...
+    async def record_failure_detection(self, detection: FailureDetection) -> int: ...
+    async def failure_detections(
+        self,
+        *,
+        id: int | None = None,
+        cluster: str | None = None,
+        cluster_alias: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[FailureDetection]: ...
+    async def record_recovery(self, record: RecoveryRecord) -> int: ...
+    async def recoveries(self, where: RecoveryFilter | None = None) -> list[RecoveryRecord]: ...
+    async def acknowledge_recoveries(
+        self, where: RecoveryFilter, *, by: str, comment: str, at: datetime
+    ) -> int: ...
+
+    # global recovery switch and housekeeping
+    async def global_recoveries(self) -> GlobalRecoveries: ...
+    async def set_global_recoveries(self, enabled: bool, *, by: str, at: datetime) -> None: ...
+    async def purge(self, *, now: datetime, history_before: datetime) -> int: ...
+
+
+async def open_store(
+    backend: Backend | str,
+    *,
+    sqlite_path: Path | str = "orchestrator.sqlite3",
+    postgres_dsn: str = "",
+    postgres_max_connections: int = 10,
+) -> Store:
+    """Open the store chosen by ``BackendDB``, migrating its schema as needed.
+
+    ``sqlite_path`` is ``SQLite3DataFile``; ``postgres_dsn`` is ``PostgreSQLDSN``.
+    """
+    try:
+        chosen = Backend(backend)
+    except ValueError:
+        raise StoreError(f"BackendDB: expected sqlite or postgres, got {backend!r}") from None
+    if chosen is Backend.SQLITE:
+        from orchestrator_api.store.sqlite import open_sqlite_store  # noqa: PLC0415
+
+        return await open_sqlite_store(sqlite_path)
+    if not postgres_dsn:
+        raise StoreError("PostgreSQLDSN: required when BackendDB is postgres")
+    from orchestrator_api.store.postgres import open_postgres_store  # noqa: PLC0415
+
+    return await open_postgres_store(postgres_dsn, max_connections=postgres_max_connections)

@@ -1,0 +1,374 @@
+"""Fills the store from the bus: durable JetStream pull consumers, batched writes.
+
+Two loops, one per stream:
+
+* ``ORCHESTRATOR_SNAPSHOTS``: every snapshot of a batch is written in one transaction
+  (:meth:`Store.write_batch`), then the batch is acked. A message that is not a snapshot is
+  logged and terminated (never redelivered). When the write fails (:class:`StoreError`) and
+  the database does not answer either (PostgreSQL is down), the batch is nak'ed with a delay
+  and comes back: nothing is lost, and the consumer carries on once the database is back.
+  When the database answers but refused the batch, the batch is written message by message
+  and a message refused twice is skipped like a malformed one.
+* ``ORCHESTRATOR_EVENTS``: ``unreachable`` and ``audit`` events become audit entries; the
+  other events (analysis, recovery, leader) are acknowledged and left to the services that
+  record them.
+
+The consumers are durable and named, so a restarted API resumes where it stopped. Replicas
+sharing one PostgreSQL database share the durable names (each message is written by one of
+them); each SQLite file needs its own ``durable_prefix``. NATS outages are ridden out: the
+client reconnects forever, and any other JetStream error rebuilds the subscription (creating
+the streams and consumers again if the server lost them).
+
+Acks are sent after the write, so a message may be written twice (a crash between the two):
+snapshot writes are idempotent, an audit entry may then appear twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.errors import Error as JetStreamError
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator_api.store import Store
+from orchestrator_api.store.models import AuditEntry
+from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
+from orchestrator_shared.bus import Subjects, UnreachableEvent
+from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+
+log = logging.getLogger(__name__)
+
+BatchWriter = Callable[[Sequence[Msg]], Awaitable[None]]
+_Item = TypeVar("_Item")
+
+DEFAULT_DURABLE_PREFIX = "orchestrator-topology-api"
+JETSTREAM_TIMEOUT_SECONDS = 2.0
+
+
+class AuditEvent(BaseModel):
+    """Body of ``orchestrator.v1.audit.<cluster>``: one audit entry from any service."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    schema_version: int = Field(default=1, alias="schema")
+    type: str
+    message: str = ""
+    key: str = ""
+    cluster: str = ""
+    user: str = ""
+    at: datetime | None = None
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    """Counters for metrics and tests."""
+
+    snapshots_written: int = 0
+    events_written: int = 0
+    messages_skipped: int = 0
+    failed_writes: int = 0
+    resubscribes: int = 0
+
+
+class StoreConsumer:
+    """Durable pull consumers on the snapshot and event streams, writing into ``store``."""
+
+    def __init__(
+        self,
+        store: Store,
+        subjects: Subjects,
+        *,
+        durable_prefix: str = DEFAULT_DURABLE_PREFIX,
+        batch_size: int = 256,
+        fetch_wait_seconds: float = 0.5,
+        retry_seconds: float = 1.0,
+        ack_wait_seconds: float = 30.0,
+        events_retention_days: int = 7,
+        idle_check_seconds: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._subjects = subjects
+        self._durable_prefix = durable_prefix
+        self._batch_size = batch_size
+        self._fetch_wait = fetch_wait_seconds
+        self._retry = retry_seconds
+        self._ack_wait = ack_wait_seconds
+        self._retention_days = events_retention_days
+        self._idle_check = idle_check_seconds
+        self._nc: Client | None = None
+        self.stats = ConsumerStats()
+
+    async def connect(self, servers: Sequence[str], *, name: str = DEFAULT_DURABLE_PREFIX) -> None:
+        async def disconnected() -> None:
+            log.warning("NATS disconnected; the store waits for it")
+
+        async def reconnected() -> None:
+            log.info("NATS reconnected")
+
+        async def error(exc: Exception) -> None:
+            log.debug("NATS client error: %s", exc)
+
+        try:
+            self._nc = await nats.connect(
+                servers=list(servers),
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                allow_reconnect=True,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+            )
+        except (NatsError, OSError) as exc:
+            raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from None
+
+    async def run(self) -> None:
+        """Consume both streams until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                self._consume(
+                    snapshots_stream_config(self._subjects),
+                    f"{self._durable_prefix}-snapshots",
+                    self._write_snapshots,
+                )
+            )
+            group.create_task(
+                self._consume(
+                    events_stream_config(self._subjects, retention_days=self._retention_days),
+                    f"{self._durable_prefix}-events",
+                    self._write_events,
+                )
+            )
+
+    async def close(self) -> None:
+        """Close the NATS connection; idempotent. Cancel :meth:`run` first."""
+        nc, self._nc = self._nc, None
+        if nc is None or nc.is_closed:
+            return
+        with contextlib.suppress(NatsError, TimeoutError):
+            async with asyncio.timeout(5):
+                await nc.close()
+
+    # --- the loop --------------------------------------------------------------------------
+    def _jetstream(self) -> JetStreamContext:
+        if self._nc is None:
+            raise BusError("not connected to NATS")
+        return self._nc.jetstream(timeout=JETSTREAM_TIMEOUT_SECONDS)
+
+    async def _subscribe(
+        self, stream: StreamConfig, durable: str
+    ) -> JetStreamContext.PullSubscription:
+        js = self._jetstream()
+        name = str(stream.name)
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(stream)
+        try:
+            await js.consumer_info(name, durable)
+        except NotFoundError:
+            await js.add_consumer(
+                name,
+                ConsumerConfig(
+                    durable_name=durable,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=self._ack_wait,
+                    max_ack_pending=self._batch_size * 4,
+                ),
+            )
+        return await js.pull_subscribe_bind(durable=durable, stream=name)
+
+    async def _consume(
+        self,
+        stream: StreamConfig,
+        durable: str,
+        write: BatchWriter,
+    ) -> None:
+        while True:
+            subscription: JetStreamContext.PullSubscription | None = None
+            try:
+                subscription = await self._subscribe(stream, durable)
+                log.info("consuming %s as %s", stream.name, durable)
+                idle_since = time.monotonic()
+                while True:
+                    try:
+                        messages = await subscription.fetch(
+                            self._batch_size, timeout=self._fetch_wait
+                        )
+                    except TimeoutError:
+                        if time.monotonic() - idle_since > self._idle_check:
+                            # Quiet for long: is the consumer still there? A server that
+                            # lost its state answers fetches with silence, not an error.
+                            await self._jetstream().consumer_info(str(stream.name), durable)
+                            idle_since = time.monotonic()
+                        continue
+                    idle_since = time.monotonic()
+                    await write(messages)
+            except (NatsError, JetStreamError, BusError) as exc:
+                self.stats.resubscribes += 1
+                log.warning("consumer %s: %s; subscribing again", durable, exc or type(exc))
+                await asyncio.sleep(self._retry)
+            finally:
+                if subscription is not None:
+                    with contextlib.suppress(NatsError, JetStreamError):
+                        await subscription.unsubscribe()
+
+    # --- batches ---------------------------------------------------------------------------
+    async def _write_snapshots(self, messages: Sequence[Msg]) -> None:
+        parsed: list[tuple[Msg, InstanceSnapshot]] = []
+        for msg in messages:
+            try:
+                parsed.append((msg, InstanceSnapshot.from_json(msg.data)))
+            except ValidationError as exc:
+                await self._skip(msg, exc)
+        written = await self._write(parsed, self._store.write_batch)
+        self.stats.snapshots_written += written
+
+    async def _write_events(self, messages: Sequence[Msg]) -> None:
+        parsed: list[tuple[Msg, AuditEntry]] = []
+        ignored: list[Msg] = []
+        clusters = None
+        for msg in messages:
+            try:
+                entry = self._audit_entry_of(msg)
+            except (ValidationError, InvalidInstanceKey) as exc:
+                await self._skip(msg, exc)
+                continue
+            if entry is None:
+                ignored.append(msg)
+                continue
+            if not entry.cluster and entry.key is not None:
+                if clusters is None:
+                    clusters = await self._clusters_of_instances()
+                entry = replace(entry, cluster=clusters.get(entry.key, ""))
+            parsed.append((msg, entry))
+        await _settle(msg.ack() for msg in ignored)
+        written = await self._write(parsed, self._store.append_audit)
+        self.stats.events_written += written
+
+    async def _write(
+        self,
+        parsed: Sequence[tuple[Msg, _Item]],
+        write: Callable[[Sequence[_Item]], Awaitable[None]],
+    ) -> int:
+        """Write a batch in one transaction and ack it; how many items were written.
+
+        When the write fails although the database answers, something in the batch is what
+        it refuses (a value the database cannot hold): the items are then written one by
+        one and the refused ones skipped, so that one message never blocks the stream.
+        """
+        if not parsed:
+            return 0
+        try:
+            await write([item for _, item in parsed])
+        except StoreError as exc:
+            if not await self._store_answers():
+                await self._retry_later([msg for msg, _ in parsed], exc)
+                return 0
+            return await self._write_one_by_one(parsed, write)
+        await _settle(msg.ack() for msg, _ in parsed)
+        return len(parsed)
+
+    async def _write_one_by_one(
+        self,
+        parsed: Sequence[tuple[Msg, _Item]],
+        write: Callable[[Sequence[_Item]], Awaitable[None]],
+    ) -> int:
+        """Each item gets two attempts; one refused twice while the database answers is
+        skipped. If the database stops answering, the rest comes back later."""
+        written = 0
+        for position, (msg, item) in enumerate(parsed):
+            for attempt in (1, 2):
+                try:
+                    await write([item])
+                except StoreError as exc:
+                    if not await self._store_answers():
+                        await self._retry_later([m for m, _ in parsed[position:]], exc)
+                        return written
+                    if attempt == 1:
+                        await asyncio.sleep(self._retry / 4)
+                        continue
+                    await self._skip(msg, exc)
+                else:
+                    written += 1
+                    await _settle([msg.ack()])
+                break
+        return written
+
+    async def _store_answers(self) -> bool:
+        try:
+            await self._store.ping()
+        except StoreError:
+            return False
+        return True
+
+    def _audit_entry_of(self, msg: Msg) -> AuditEntry | None:
+        """The audit entry an event becomes, or None for events the store does not keep."""
+        root = self._subjects.root
+        if msg.subject.startswith(f"{root}.unreachable."):
+            event = UnreachableEvent.model_validate_json(msg.data)
+            return AuditEntry(
+                at=_aware(event.detected_at),
+                type="unreachable",
+                key=InstanceKey.parse(event.key),
+                message=f"unreachable: {event.error}" if event.error else "unreachable",
+                user=event.reporter or "discovery",
+            )
+        if msg.subject.startswith(f"{root}.audit."):
+            audit = AuditEvent.model_validate_json(msg.data)
+            return AuditEntry(
+                at=_aware(audit.at) if audit.at is not None else datetime.now(UTC),
+                type=audit.type,
+                key=InstanceKey.parse(audit.key) if audit.key else None,
+                cluster=audit.cluster,
+                message=audit.message,
+                user=audit.user,
+            )
+        return None
+
+    async def _clusters_of_instances(self) -> dict[InstanceKey, str]:
+        try:
+            return dict((await self._store.topology()).cluster_of_instance)
+        except StoreError:
+            return {}
+
+    async def _skip(self, msg: Msg, problem: Exception) -> None:
+        self.stats.messages_skipped += 1
+        log.warning("skipping a bad message on %s: %s", msg.subject, str(problem).splitlines()[0])
+        await _settle([msg.term()])
+
+    async def _retry_later(self, messages: Sequence[Msg], problem: StoreError) -> None:
+        self.stats.failed_writes += 1
+        log.warning("store write failed, %d messages come back later: %s", len(messages), problem)
+        await _settle(msg.nak(delay=self._retry) for msg in messages)
+        await asyncio.sleep(self._retry)
+
+
+async def _settle(acks: Iterable[Awaitable[None]]) -> None:
+    """Send acks/naks/terms; a lost one only means a redelivery, so failures are logged."""
+    for ack in acks:
+        try:
+            await ack
+        except NatsError as exc:
+            log.debug("ack not sent: %s", exc)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

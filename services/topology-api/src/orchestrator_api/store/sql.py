@@ -1,0 +1,469 @@
+"""The store, written once over the :class:`Driver` port; both backends run this code.
+
+Writes: a batch of snapshots (and audit entries) is one transaction that first moves
+``store_state.generation`` on, as does every change of what the view holds (cluster settings,
+downtime, candidates). That row update also serializes writers sharing a PostgreSQL database,
+so generations commit in order. Reads: a :class:`FleetView` cached per generation; each read
+costs one small query (is the generation still the same?) and, after a change, a reload of the
+snapshots written since (all of them after a forget) and of the small tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from orchestrator_api.store import rows
+from orchestrator_api.store.driver import Driver, Row, Transaction
+from orchestrator_api.store.models import (
+    AuditEntry,
+    Candidate,
+    ClusterSummary,
+    Downtime,
+    FailureDetection,
+    GlobalRecoveries,
+    RecoveryFilter,
+    RecoveryRecord,
+)
+from orchestrator_api.store.schema import (
+    LATEST_VERSION,
+    SCHEMA_VERSION_TABLE,
+    pending,
+    render,
+)
+from orchestrator_api.store.view import ClusterSetting, FleetView
+from orchestrator_shared.errors import StoreError
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.topology import Topology, TopologyInstance, build_topology
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    generation: int
+    forget_epoch: int
+    view: FleetView
+
+
+async def migrate(driver: Driver) -> int:
+    """Apply the pending migrations in one transaction; the schema version now in force."""
+    async with driver.transaction() as tx:
+        await driver.lock_schema(tx)
+        await tx.execute(render(SCHEMA_VERSION_TABLE, driver.dialect))
+        applied = {int(row[0]) for row in await tx.fetch("SELECT version FROM schema_version")}
+        newest = max(applied, default=0)
+        if newest > LATEST_VERSION:
+            raise StoreError(
+                f"the database has schema version {newest}, newer than this release knows "
+                f"({LATEST_VERSION}); upgrade orchestrator"
+            )
+        for migration in pending(applied):
+            for statement in migration.statements:
+                await tx.execute(render(statement, driver.dialect))
+            await tx.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                migration.version,
+                migration.description,
+                time.time(),
+            )
+            log.info("store schema migrated to version %d", migration.version)
+    return max(newest, LATEST_VERSION)
+
+
+class SqlStore:
+    """The topology store over one driver (see :mod:`orchestrator_api.store`)."""
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self._cached: _Cached | None = None
+        self._refresh_lock = asyncio.Lock()
+
+    @property
+    def backend(self) -> str:
+        return self._driver.dialect.value
+
+    async def close(self) -> None:
+        await self._driver.close()
+
+    async def ping(self) -> None:
+        await self._driver.fetch("SELECT 1")
+
+    # --- the cached view -------------------------------------------------------------------
+    async def view(self) -> FleetView:
+        """The fleet as of the latest committed write."""
+        state = await self._driver.fetch("SELECT generation, forget_epoch FROM store_state")
+        generation, epoch = int(state[0][0]), int(state[0][1])
+        cached = self._cached
+        if cached is not None and (cached.generation, cached.forget_epoch) == (generation, epoch):
+            return cached.view
+        async with self._refresh_lock:
+            cached = self._cached
+            if (
+                cached is not None
+                and cached.generation >= generation
+                and cached.forget_epoch == epoch
+            ):
+                return cached.view
+            self._cached = await self._load(cached, generation, epoch)
+            return self._cached.view
+
+    async def _load(self, cached: _Cached | None, generation: int, epoch: int) -> _Cached:
+        if cached is None or cached.forget_epoch != epoch:
+            snapshots: dict[InstanceKey, InstanceSnapshot] = {}
+            found = await self._driver.fetch("SELECT instance_key, snapshot FROM instances")
+        else:
+            snapshots = dict(cached.view.snapshots)
+            found = await self._driver.fetch(
+                "SELECT instance_key, snapshot FROM instances WHERE generation > ?",
+                cached.generation,
+            )
+        for key_text, payload in found:
+            try:
+                snapshot = InstanceSnapshot.from_json(payload)
+            except ValidationError as exc:
+                log.warning("stored snapshot of %s is unreadable, left out: %s", key_text, exc)
+                continue
+            snapshots[snapshot.instance_key] = snapshot
+        settings = {
+            row[0]: ClusterSetting(alias_override=row[1], domain=row[2])
+            for row in await self._driver.fetch(
+                "SELECT cluster_name, alias_override, domain FROM cluster_settings"
+            )
+        }
+        downtime = [
+            rows.downtime_of(row)
+            for row in await self._driver.fetch(f"SELECT {rows.DOWNTIME_COLUMNS} FROM downtime")
+        ]
+        candidates = [
+            rows.candidate_of(row)
+            for row in await self._driver.fetch(f"SELECT {rows.CANDIDATE_COLUMNS} FROM candidates")
+        ]
+        view = FleetView(snapshots, settings, downtime=downtime, candidates=candidates)
+        return _Cached(generation, epoch, view)
+
+    async def topology(self) -> Topology:
+        return (await self.view()).topology
+
+    async def get_instance(self, key: InstanceKey) -> TopologyInstance | None:
+        return (await self.view()).instance(key)
+
+    async def all_instances(self) -> list[TopologyInstance]:
+        return (await self.view()).all_instances()
+
+    async def cluster_instances(self, cluster: str) -> list[TopologyInstance]:
+        return (await self.view()).cluster_instances(cluster)
+
+    async def clusters(self) -> list[ClusterSummary]:
+        return list((await self.view()).summaries.values())
+
+    async def cluster(self, name: str) -> ClusterSummary | None:
+        return (await self.view()).summaries.get(name)
+
+    async def cluster_by_alias(self, alias: str) -> str | None:
+        return (await self.view()).cluster_by_alias(alias)
+
+    async def resolve_cluster(self, hint: str) -> str | None:
+        return (await self.view()).resolve_cluster(hint)
+
+    async def search(self, text: str) -> list[TopologyInstance]:
+        return (await self.view()).search(text)
+
+    # --- writes: snapshots -----------------------------------------------------------------
+    async def _next_generation(self, tx: Transaction, *, forgets: bool = False) -> int:
+        bump = ", forget_epoch = forget_epoch + 1" if forgets else ""
+        found = await tx.fetch(
+            f"UPDATE store_state SET generation = generation + 1{bump} RETURNING generation"
+        )
+        return int(found[0][0])
+
+    async def write_batch(
+        self,
+        snapshots: Sequence[InstanceSnapshot],
+        audit: Sequence[AuditEntry] = (),
+    ) -> None:
+        """Store snapshots (latest per instance wins; an older one than stored is ignored)
+        and audit entries, all in one transaction."""
+        if not snapshots and not audit:
+            return
+        latest: dict[InstanceKey, InstanceSnapshot] = {}
+        for snapshot in snapshots:
+            known = latest.get(snapshot.instance_key)
+            if known is None or snapshot.probe.checked_at >= known.probe.checked_at:
+                latest[snapshot.instance_key] = snapshot
+        before = await self.view() if latest else None
+        now = time.time()
+        async with self._driver.transaction() as tx:
+            if latest and before is not None:
+                generation = await self._next_generation(tx)
+                merged = {**before.snapshots, **latest}
+                topology = build_topology(merged.values())
+                await tx.executemany(
+                    rows.UPSERT_INSTANCE,
+                    [
+                        rows.instance_params(snap, topology, generation, now)
+                        for snap in latest.values()
+                    ],
+                )
+                moved = [
+                    (name, str(key))
+                    for key, name in topology.cluster_of_instance.items()
+                    if key not in latest and before.topology.cluster_of_instance.get(key) != name
+                ]
+                if moved:
+                    await tx.executemany(
+                        "UPDATE instances SET cluster_name = ? WHERE instance_key = ?", moved
+                    )
+            if audit:
+                await tx.executemany(
+                    f"INSERT INTO audit ({rows.AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    [rows.audit_params(entry) for entry in audit],
+                )
+
+    async def forget_instance(self, key: InstanceKey) -> bool:
+        async with self._driver.transaction() as tx:
+            await self._next_generation(tx, forgets=True)
+            count = await tx.execute("DELETE FROM instances WHERE instance_key = ?", str(key))
+        return count > 0
+
+    async def forget_cluster(self, cluster: str) -> int:
+        """Forget every instance of a cluster; how many were forgotten."""
+        members = [str(node.key) for node in (await self.view()).cluster_instances(cluster)]
+        async with self._driver.transaction() as tx:
+            await self._next_generation(tx, forgets=True)
+            await tx.executemany(
+                "DELETE FROM instances WHERE instance_key = ?", [(key,) for key in members]
+            )
+            await tx.execute("DELETE FROM instances WHERE cluster_name = ?", cluster)
+        return len(members)
+
+    async def set_cluster_alias(self, cluster: str, alias: str) -> None:
+        """Override the alias of a cluster (``""`` removes the override)."""
+        await self._set_cluster_setting(cluster, "alias_override", alias)
+
+    async def set_cluster_domain(self, cluster: str, domain: str) -> None:
+        await self._set_cluster_setting(cluster, "domain", domain)
+
+    async def _set_cluster_setting(self, cluster: str, column: str, value: str) -> None:
+        async with self._driver.transaction() as tx:
+            await self._next_generation(tx)
+            await tx.execute(
+                "INSERT INTO cluster_settings (cluster_name, alias_override, domain) "
+                "VALUES (?, '', '') ON CONFLICT (cluster_name) DO NOTHING",
+                cluster,
+            )
+            await tx.execute(
+                f"UPDATE cluster_settings SET {column} = ? WHERE cluster_name = ?", value, cluster
+            )
+
+    # --- downtime and candidates -----------------------------------------------------------
+    async def begin_downtime(self, downtime: Downtime) -> None:
+        async with self._driver.transaction() as tx:
+            await self._next_generation(tx)
+            await tx.execute(
+                f"INSERT INTO downtime ({rows.DOWNTIME_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (instance_key) DO UPDATE SET owner = excluded.owner, "
+                "reason = excluded.reason, begins_at = excluded.begins_at, "
+                "ends_at = excluded.ends_at",
+                *rows.downtime_params(downtime),
+            )
+
+    async def end_downtime(self, key: InstanceKey) -> bool:
+        """End the downtime of an instance; whether it had one (expired or not)."""
+        async with self._driver.transaction() as tx:
+            await self._next_generation(tx)
+            count = await tx.execute("DELETE FROM downtime WHERE instance_key = ?", str(key))
+        return count > 0
+
+    async def downtimes(self, *, now: datetime) -> list[Downtime]:
+        """Downtimes in force at ``now`` (expired ones are ignored), by key."""
+        found = await self._driver.fetch(
+            f"SELECT {rows.DOWNTIME_COLUMNS} FROM downtime WHERE ends_at > ? ORDER BY instance_key",
+            rows.to_seconds(now),
+        )
+        return [rows.downtime_of(row) for row in found]
+
+    async def register_candidate(self, candidate: Candidate) -> None:
+        async with self._driver.transaction() as tx:
+            await self._next_generation(tx)
+            await tx.execute(
+                f"INSERT INTO candidates ({rows.CANDIDATE_COLUMNS}) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (instance_key) DO UPDATE SET "
+                "promotion_rule = excluded.promotion_rule, "
+                "registered_at = excluded.registered_at, expires_at = excluded.expires_at",
+                *rows.candidate_params(candidate),
+            )
+
+    async def candidates(self, *, now: datetime) -> list[Candidate]:
+        """Promotion rules registered and not expired at ``now``, by key."""
+        found = await self._driver.fetch(
+            f"SELECT {rows.CANDIDATE_COLUMNS} FROM candidates WHERE expires_at > ? "
+            "ORDER BY instance_key",
+            rows.to_seconds(now),
+        )
+        return [rows.candidate_of(row) for row in found]
+
+    # --- audit and history -----------------------------------------------------------------
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        await self.write_batch((), entries)
+
+    async def audit_log(
+        self,
+        *,
+        key: InstanceKey | None = None,
+        cluster: str | None = None,
+        type: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[AuditEntry]:
+        """Audit entries, newest first, filtered by instance, cluster and type."""
+        where, args = rows.where(
+            ("instance_key = ?", None if key is None else str(key)),
+            ("cluster_name = ?", cluster),
+            ("audit_type = ?", type),
+        )
+        found = await self._driver.fetch(
+            f"SELECT id, {rows.AUDIT_COLUMNS} FROM audit{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            *args,
+            limit,
+            offset,
+        )
+        return [rows.audit_of(row) for row in found]
+
+    async def record_failure_detection(self, detection: FailureDetection) -> int:
+        """Store a failure detection; its id."""
+        async with self._driver.transaction() as tx:
+            found = await tx.fetch(
+                f"INSERT INTO failure_detections ({rows.DETECTION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                *rows.detection_params(detection),
+            )
+        return int(found[0][0])
+
+    async def failure_detections(
+        self,
+        *,
+        id: int | None = None,
+        cluster: str | None = None,
+        cluster_alias: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[FailureDetection]:
+        """Failure detections, newest first."""
+        where, args = rows.where(
+            ("id = ?", id), ("cluster_name = ?", cluster), ("cluster_alias = ?", cluster_alias)
+        )
+        found = await self._driver.fetch(
+            f"SELECT id, {rows.DETECTION_COLUMNS} FROM failure_detections{where} "
+            "ORDER BY id DESC LIMIT ? OFFSET ?",
+            *args,
+            limit,
+            offset,
+        )
+        return [rows.detection_of(row) for row in found]
+
+    async def record_recovery(self, record: RecoveryRecord) -> int:
+        """Insert a recovery, or update the one with the same ``uid``; its id."""
+        columns = rows.RECOVERY_COLUMNS.split(", ")
+        updates = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
+        async with self._driver.transaction() as tx:
+            found = await tx.fetch(
+                f"INSERT INTO recoveries ({rows.RECOVERY_COLUMNS}) "
+                f"VALUES ({', '.join('?' for _ in columns)}) "
+                f"ON CONFLICT (uid) DO UPDATE SET {updates} RETURNING id",
+                *rows.recovery_params(record),
+            )
+        return int(found[0][0])
+
+    async def recoveries(self, where: RecoveryFilter | None = None) -> list[RecoveryRecord]:
+        """Recoveries matching every given filter, newest first."""
+        where = where or RecoveryFilter()
+        clause, args = rows.where(
+            ("id = ?", where.id),
+            ("uid = ?", where.uid),
+            ("cluster_name = ?", where.cluster),
+            ("cluster_alias = ?", where.cluster_alias),
+            ("instance_key = ?", None if where.key is None else str(where.key)),
+            ("acknowledged = ?", 0 if where.unacknowledged_only else None),
+        )
+        found = await self._driver.fetch(
+            f"SELECT id, {rows.RECOVERY_COLUMNS} FROM recoveries{clause} "
+            "ORDER BY id DESC LIMIT ? OFFSET ?",
+            *args,
+            where.limit,
+            where.offset,
+        )
+        return [rows.recovery_of(row) for row in found]
+
+    async def acknowledge_recoveries(
+        self, where: RecoveryFilter, *, by: str, comment: str, at: datetime
+    ) -> int:
+        """Acknowledge the unacknowledged recoveries matching ``where`` (limit and offset
+        ignored); how many."""
+        clause, args = rows.where(
+            ("acknowledged = ?", 0),
+            ("id = ?", where.id),
+            ("uid = ?", where.uid),
+            ("cluster_name = ?", where.cluster),
+            ("cluster_alias = ?", where.cluster_alias),
+            ("instance_key = ?", None if where.key is None else str(where.key)),
+        )
+        async with self._driver.transaction() as tx:
+            return await tx.execute(
+                "UPDATE recoveries SET acknowledged = 1, acknowledged_at = ?, "
+                f"acknowledged_by = ?, acknowledged_comment = ?{clause}",
+                rows.to_seconds(at),
+                by,
+                comment,
+                *args,
+            )
+
+    # --- global recoveries and housekeeping ------------------------------------------------
+    async def global_recoveries(self) -> GlobalRecoveries:
+        found = await self._driver.fetch(
+            "SELECT recoveries_enabled, recoveries_changed_at, recoveries_changed_by "
+            "FROM store_state"
+        )
+        enabled, changed_at, changed_by = found[0]
+        return GlobalRecoveries(
+            enabled=bool(enabled),
+            changed_at=rows.opt_from_seconds(changed_at),
+            changed_by=changed_by,
+        )
+
+    async def set_global_recoveries(self, enabled: bool, *, by: str, at: datetime) -> None:
+        async with self._driver.transaction() as tx:
+            await tx.execute(
+                "UPDATE store_state SET recoveries_enabled = ?, recoveries_changed_at = ?, "
+                "recoveries_changed_by = ?",
+                int(enabled),
+                rows.to_seconds(at),
+                by,
+            )
+
+    async def purge(self, *, now: datetime, history_before: datetime) -> int:
+        """Delete expired downtime and candidates, and audit entries, failure detections and
+        finished recoveries older than ``history_before``; how many rows went."""
+        now_s, before_s = rows.to_seconds(now), rows.to_seconds(history_before)
+        async with self._driver.transaction() as tx:
+            await self._next_generation(tx)
+            count = await tx.execute("DELETE FROM downtime WHERE ends_at <= ?", now_s)
+            count += await tx.execute("DELETE FROM candidates WHERE expires_at <= ?", now_s)
+            count += await tx.execute("DELETE FROM audit WHERE at < ?", before_s)
+            count += await tx.execute(
+                "DELETE FROM failure_detections WHERE detected_at < ?", before_s
+            )
+            count += await tx.execute(
+                "DELETE FROM recoveries WHERE is_active = 0 AND started_at < ?", before_s
+            )
+        return count
+
+
+__all__ = ["Row", "SqlStore", "migrate"]

@@ -1,0 +1,126 @@
+"""The read side of the store: the fleet as of one store generation (pure; no I/O).
+
+Cluster membership is not kept row by row: it is computed from the stored snapshots with
+:func:`build_topology`, once per change of the store, and every read is a dictionary lookup.
+Downtime and promotion candidates ride along, so that one instance's whole API answer comes
+from one view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from orchestrator_api.store.models import Candidate, ClusterSummary, Downtime
+from orchestrator_shared.errors import InvalidInstanceKey
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.topology import Topology, TopologyInstance, build_topology
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSetting:
+    """What an operator set for a cluster: an alias override ("" = none) and a domain."""
+
+    alias_override: str = ""
+    domain: str = ""
+
+
+class FleetView:
+    """Snapshots, their topology, and cluster names, aliases and domains."""
+
+    def __init__(
+        self,
+        snapshots: Mapping[InstanceKey, InstanceSnapshot],
+        settings: Mapping[str, ClusterSetting],
+        *,
+        downtime: Iterable[Downtime] = (),
+        candidates: Iterable[Candidate] = (),
+    ) -> None:
+        self.snapshots = dict(snapshots)
+        self.settings = dict(settings)
+        self._downtime = {entry.key: entry for entry in downtime}
+        self._candidates = {entry.key: entry for entry in candidates}
+        self.topology: Topology = build_topology(self.snapshots.values())
+        summaries: dict[str, ClusterSummary] = {}
+        for name, cluster in sorted(self.topology.clusters.items()):
+            setting = self.settings.get(name, ClusterSetting())
+            summaries[name] = ClusterSummary(
+                name=name,
+                alias=setting.alias_override or cluster.alias,
+                domain=setting.domain,
+                master=cluster.master,
+                count_instances=cluster.count,
+            )
+        self.summaries = summaries
+        by_alias: dict[str, str] = {}
+        for summary in summaries.values():
+            by_alias.setdefault(summary.alias, summary.name)
+        self._by_alias = by_alias
+        self._ordered = [
+            self.topology.clusters[self.topology.cluster_of_instance[key]].instances[key]
+            for key in sorted(self.snapshots)
+        ]
+
+    def instance(self, key: InstanceKey) -> TopologyInstance | None:
+        cluster = self.topology.cluster_of(key)
+        return None if cluster is None else cluster.instances[key]
+
+    def downtime_of(self, key: InstanceKey, *, now: datetime) -> Downtime | None:
+        """The instance's downtime in force at ``now``, if any."""
+        entry = self._downtime.get(key)
+        return entry if entry is not None and entry.ends_at > now else None
+
+    def candidate_of(self, key: InstanceKey, *, now: datetime) -> Candidate | None:
+        """The promotion rule registered for the instance and not expired at ``now``."""
+        entry = self._candidates.get(key)
+        return entry if entry is not None and entry.expires_at > now else None
+
+    def all_instances(self) -> list[TopologyInstance]:
+        return list(self._ordered)
+
+    def cluster_instances(self, name: str) -> list[TopologyInstance]:
+        cluster = self.topology.clusters.get(name)
+        if cluster is None:
+            return []
+        return [cluster.instances[key] for key in sorted(cluster.instances)]
+
+    def cluster_by_alias(self, alias: str) -> str | None:
+        return self._by_alias.get(alias)
+
+    def resolve_cluster(self, hint: str) -> str | None:
+        """orchestrator's ``FigureClusterName``: a cluster name, an alias, an instance key
+        (``host:port``, or a bare host when exactly one known instance has that host)."""
+        hint = hint.strip()
+        if hint in self.summaries:
+            return hint
+        by_alias = self._by_alias.get(hint)
+        if by_alias is not None:
+            return by_alias
+        try:
+            key = InstanceKey.parse(hint)
+        except InvalidInstanceKey:
+            return None
+        name = self.topology.cluster_of_instance.get(key)
+        if name is not None or ":" in hint.strip("[]"):
+            return name
+        same_host = {
+            self.topology.cluster_of_instance[known]
+            for known in self.snapshots
+            if known.host == key.host
+        }
+        return same_host.pop() if len(same_host) == 1 else None
+
+    def search(self, text: str) -> list[TopologyInstance]:
+        """Instances whose key, cluster name or cluster alias contains ``text`` (any case)."""
+        needle = text.strip().lower()
+        if not needle:
+            return []
+        found = []
+        for node in self._ordered:
+            summary = self.summaries[node.cluster_name]
+            haystacks = (str(node.key), node.cluster_name, summary.alias)
+            if any(needle in haystack.lower() for haystack in haystacks):
+                found.append(node)
+        return found

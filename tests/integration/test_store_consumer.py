@@ -1,0 +1,263 @@
+"""The store's bus consumer against a real nats-server (and PostgreSQL for the outage test):
+snapshots and events published by discovery's publisher end up in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import nats
+import pytest
+
+from orchestrator_api.store import Store, StoreError, open_store
+from orchestrator_api.store.consumer import StoreConsumer
+from orchestrator_discovery.nats_bus import NatsBus
+from orchestrator_shared.bus import SNAPSHOTS_STREAM, Subjects, UnreachableEvent
+from orchestrator_shared.instance_key import InstanceKey
+from tests import harness
+from tests.integration.test_store import FLEET, NOW, snapshot
+
+pytestmark = pytest.mark.integration
+
+SUBJECTS = Subjects()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0) -> float:
+    """Wait until ``check()`` holds; the seconds it took."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not true within {timeout} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+@asynccontextmanager
+async def publisher(url: str) -> AsyncIterator[NatsBus]:
+    bus = NatsBus(SUBJECTS, events_retention_days=1)
+    await bus.connect([url], name="test-publisher")
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+@asynccontextmanager
+async def consuming(store: Store, url: str) -> AsyncIterator[StoreConsumer]:
+    consumer = StoreConsumer(
+        store, SUBJECTS, fetch_wait_seconds=0.2, retry_seconds=0.2, idle_check_seconds=0.5
+    )
+    await consumer.connect([url], name="test-store-consumer")
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield consumer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store("sqlite", sqlite_path=tmp_path / "store.sqlite3")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def has(store: Store, *keys: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        known = {str(node.key) for node in await store.all_instances()}
+        return known.issuperset(keys)
+
+    return check
+
+
+async def test_published_snapshots_appear_in_the_store(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
+        for snap in FLEET:
+            await bus.publish_snapshot(snap)
+        took = await eventually(has(store, "db1:3306", "db2:3306", "db3:3306", "db9:3306"))
+        assert took < 2.0
+        assert await store.resolve_cluster("shop") == "db1:3306"
+        assert consumer.stats.snapshots_written == len(FLEET)
+
+        # A newer snapshot of the same instance replaces the stored one.
+        await bus.publish_snapshot(snapshot("db2:3306", checked_at=NOW + timedelta(seconds=5)))
+
+        async def promoted() -> bool:
+            node = await store.get_instance(InstanceKey.parse("db2:3306"))
+            return node is not None and node.depth == 0
+
+        await eventually(promoted)
+
+
+async def test_a_bad_message_is_skipped_and_later_ones_still_arrive(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    raw = await nats.connect(nats_server.url)
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
+            js = raw.jetstream()
+            # One message per subject stays in the snapshot stream: two subjects.
+            await js.publish(SUBJECTS.snapshot(InstanceKey.parse("bad1:1")), b"not json")
+            await js.publish(
+                SUBJECTS.snapshot(InstanceKey.parse("bad2:1")),
+                b'{"schema": 1, "key": "no such key::"}',
+            )
+            await js.publish(SUBJECTS.unreachable(InstanceKey.parse("bad:3306")), b"[]")
+            await bus.publish_snapshot(FLEET[0])
+            await eventually(has(store, "db1:3306"))
+
+            async def all_skipped() -> bool:
+                return consumer.stats.messages_skipped == 3
+
+            await eventually(all_skipped)
+            assert [str(node.key) for node in await store.all_instances()] == ["db1:3306"]
+    finally:
+        await raw.close()
+
+
+async def test_a_message_the_database_refuses_is_skipped(
+    postgres_db: harness.PostgresDatabase, nats_server: harness.NatsLike
+) -> None:
+    store = await open_store("postgres", postgres_dsn=postgres_db.dsn)
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
+            # PostgreSQL text cannot hold NUL; the alias is stored in a column of its own.
+            await bus.publish_snapshot(snapshot("db1:3306", alias="bad\x00alias"))
+            for snap in FLEET[1:]:
+                await bus.publish_snapshot(snap)
+            await eventually(has(store, "db2:3306", "db3:3306", "db9:3306"))
+
+            async def skipped() -> bool:
+                return consumer.stats.messages_skipped == 1
+
+            await eventually(skipped)
+            assert await store.get_instance(InstanceKey.parse("db1:3306")) is None
+    finally:
+        await store.close()
+
+
+async def test_unreachable_and_audit_events_become_audit_entries(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    raw = await nats.connect(nats_server.url)
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url):
+            for snap in FLEET:
+                await bus.publish_snapshot(snap)
+            await eventually(has(store, "db1:3306", "db2:3306", "db3:3306", "db9:3306"))
+            await bus.publish_unreachable(
+                UnreachableEvent(
+                    key="db1:3306",
+                    detected_at=NOW,
+                    last_seen_at=NOW,
+                    error="connection refused",
+                    reporter="discovery-1",
+                )
+            )
+            await raw.jetstream().publish(
+                f"{SUBJECTS.root}.audit.db9:3306",
+                b'{"schema": 1, "type": "begin-downtime", "key": "db9:3306",'
+                b' "cluster": "db9:3306", "message": "upgrade", "user": "alice"}',
+            )
+
+            async def two_entries() -> bool:
+                return len(await store.audit_log()) == 2
+
+            await eventually(two_entries)
+            entries = {entry.type: entry for entry in await store.audit_log()}
+            unreachable = entries["unreachable"]
+            assert (unreachable.key, unreachable.cluster, unreachable.user) == (
+                InstanceKey.parse("db1:3306"),
+                "db1:3306",
+                "discovery-1",
+            )
+            assert "connection refused" in unreachable.message
+            downtime = entries["begin-downtime"]
+            assert (downtime.cluster, downtime.message, downtime.user) == (
+                "db9:3306",
+                "upgrade",
+                "alice",
+            )
+    finally:
+        await raw.close()
+
+
+async def test_the_consumer_resumes_after_nats_restarts(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    async with publisher(nats_server.url) as bus, consuming(store, nats_server.url):
+        await bus.publish_snapshot(FLEET[0])
+        await eventually(has(store, "db1:3306"))
+
+        await asyncio.to_thread(nats_server.kill)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(nats_server.restart)
+
+        async def published() -> bool:
+            try:
+                await bus.publish_snapshot(FLEET[3])
+            except Exception:
+                return False
+            return True
+
+        await eventually(published, timeout=15)
+        await eventually(has(store, "db9:3306"), timeout=15)
+
+
+async def test_a_durable_consumer_lost_by_the_server_is_created_again(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    raw = await nats.connect(nats_server.url)
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
+            await bus.publish_snapshot(FLEET[0])
+            await eventually(has(store, "db1:3306"))
+            await raw.jetstream().delete_consumer(
+                SNAPSHOTS_STREAM, "orchestrator-topology-api-snapshots"
+            )
+
+            async def resubscribed() -> bool:
+                return consumer.stats.resubscribes > 0
+
+            await eventually(resubscribed)
+            await bus.publish_snapshot(FLEET[3])
+            await eventually(has(store, "db9:3306"))
+    finally:
+        await raw.close()
+
+
+async def test_a_postgres_outage_fails_writes_then_they_resume(
+    postgres_cluster: harness.PostgresLike, nats_server: harness.NatsLike
+) -> None:
+    store = await open_store("postgres", postgres_dsn=postgres_cluster.dsn)
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
+            await bus.publish_snapshot(FLEET[0])
+            await eventually(has(store, "db1:3306"))
+
+            await asyncio.to_thread(postgres_cluster.kill)
+            with pytest.raises(StoreError):
+                await store.write_batch(FLEET[1:2])
+            await bus.publish_snapshot(FLEET[3])
+
+            async def failed() -> bool:
+                return consumer.stats.failed_writes > 0
+
+            await eventually(failed)
+
+            await asyncio.to_thread(postgres_cluster.restart)
+            await eventually(has(store, "db1:3306", "db9:3306"), timeout=15)
+    finally:
+        await store.close()
