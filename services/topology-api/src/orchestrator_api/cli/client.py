@@ -62,8 +62,8 @@ class Invocation:
     def cluster_hint(self) -> str:
         if self.alias:
             return quote(self.alias, safe="")
-        if self.instance is not None:
-            return key_path(self.instance)
+        if self.instance is not None:  # a member's host:port is a cluster hint too
+            return quote(str(self.instance), safe=":[]")
         raise UsageError(f"{self.command} needs -alias or -i host:port")
 
 

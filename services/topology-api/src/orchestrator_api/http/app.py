@@ -1,0 +1,69 @@
+"""The FastAPI application: routes, errors, health, metrics, OpenAPI at /docs."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from orchestrator_api import wire
+from orchestrator_api.http import routes
+from orchestrator_api.http.context import ApiContext, Context
+from orchestrator_api.http.errors import install_error_handlers
+
+API_VERSION = "0.1.0"
+
+
+def create_app(context: ApiContext, *, registry: CollectorRegistry | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Orchestrator API",
+        version=API_VERSION,
+        description="orchestrator-compatible REST API for MySQL/MariaDB topologies "
+        "(see docs/api.md).",
+    )
+    app.state.context = context
+    app.state.settings = context.settings
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    metrics_registry = registry or CollectorRegistry()
+
+    @app.get("/api/health")
+    async def health(context: Context) -> dict[str, Any]:
+        try:
+            await context.store.ping()
+        except Exception as exc:
+            return wire.error_envelope(f"Application node is unhealthy: {exc}")
+        hostname = socket.gethostname()
+        return wire.ok_envelope(
+            "Application node is healthy",
+            {
+                "Healthy": True,
+                "Hostname": hostname,
+                "Token": "",
+                "IsActiveNode": True,
+                "ActiveNode": None,
+                "Error": None,
+                "AvailableNodes": [],
+                "RaftLeader": "",
+                "IsRaftLeader": False,
+                "RaftLeaderURI": "",
+                "RaftAdvertise": "",
+                "RaftHealthyMembers": None,
+            },
+        )
+
+    @app.get("/api/_ping")
+    async def ping() -> Response:
+        return Response("OK", media_type="text/plain")
+
+    @app.get("/api/lb-check")
+    async def lb_check() -> str:
+        return "OK"
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

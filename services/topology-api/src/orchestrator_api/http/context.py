@@ -1,0 +1,91 @@
+"""What the routes work with: settings, the store, the discovery requester, the clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+
+from orchestrator_api.http.errors import ApiError, NotFound
+from orchestrator_api.store import Store
+from orchestrator_api.store.view import FleetView
+from orchestrator_shared.config import Settings
+from orchestrator_shared.errors import InvalidInstanceKey
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.topology import TopologyInstance
+
+
+class DiscoveryRequester(Protocol):
+    """Sends ``orchestrator.v1.discovery.<verb>`` requests; returns the decoded reply."""
+
+    async def request(self, verb: str, key: InstanceKey) -> dict[str, Any]: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    store: Store
+    discovery: DiscoveryRequester | None = None
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    async def view(self) -> FleetView:
+        return await self.store.view()
+
+    @staticmethod
+    def key(host: str, port: str | int) -> InstanceKey:
+        try:
+            return InstanceKey.parse(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+        except InvalidInstanceKey as exc:
+            raise ApiError(400, str(exc)) from None
+
+    async def instance(self, host: str, port: str | int) -> tuple[FleetView, TopologyInstance]:
+        key = self.key(host, port)
+        view = await self.view()
+        node = view.instance(key)
+        if node is None:
+            raise NotFound(f"Cannot read instance: {key}")
+        return view, node
+
+    async def cluster_name(self, hint: str) -> tuple[FleetView, str]:
+        view = await self.view()
+        name = view.resolve_cluster(hint)
+        if name is None:
+            raise NotFound(f"Unable to determine cluster name. clusterHint={hint}")
+        return view, name
+
+    async def ask_discovery(self, verb: str, key: InstanceKey) -> dict[str, Any]:
+        if self.discovery is None:
+            raise ApiError(503, "discovery is not reachable (no NATS connection)")
+        reply = await self.discovery.request(verb, key)
+        if not reply.get("ok"):
+            raise ApiError(_discovery_status(str(reply.get("error", ""))), str(reply["error"]))
+        return reply
+
+
+def _discovery_status(error: str) -> int:
+    if error.startswith("invalid instance key"):
+        return 400
+    if error.startswith("cannot probe"):
+        return 502  # the instance did not answer: not the client's mistake, nor ours
+    return 503
+
+
+def context_of(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ApiContext, Depends(context_of)]
+
+
+def decode_reply(data: bytes) -> dict[str, Any]:
+    reply: dict[str, Any] = json.loads(data)
+    return reply

@@ -1,0 +1,352 @@
+"""orchestrator's read and operator routes (``/api/...``), with its JSON shapes.
+
+Reads answer bare JSON where orchestrator does and its envelope where it does; changes accept
+GET (as orchestrator) and POST. Errors: see :mod:`.errors`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from orchestrator_api import wire
+from orchestrator_api.http.context import ApiContext, Context
+from orchestrator_api.http.deps import AdminAccess, ReadAccess
+from orchestrator_api.http.errors import ApiError, NotFound
+from orchestrator_api.http.payloads import Extras, cluster_info_payload, instance_payload
+from orchestrator_api.store import AuditEntry, Candidate, Downtime, PromotionRule
+from orchestrator_api.store.view import FleetView
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.topology import TopologyInstance
+
+router = APIRouter(prefix="/api")
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """orchestrator's downtime durations: ``30s``, ``10m``, ``2h``, ``1d`` (bare = seconds)."""
+    match = _DURATION.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ApiError(400, f"invalid duration {text!r}: expected e.g. 30s, 10m, 2h, 1d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+async def _extras(context: ApiContext) -> Extras:
+    now = context.clock()
+    return Extras.of(
+        await context.store.downtimes(now=now), await context.store.candidates(now=now)
+    )
+
+
+async def _instances(
+    context: ApiContext, view: FleetView, nodes: list[TopologyInstance]
+) -> list[dict[str, Any]]:
+    extras = await _extras(context)
+    now, poll = context.clock(), context.settings.InstancePollSeconds
+    return [instance_payload(view, node, extras, now=now, poll=poll) for node in nodes]
+
+
+# --- clusters -------------------------------------------------------------------------------
+
+
+@router.get("/clusters")
+async def clusters(context: Context, _: ReadAccess) -> list[str]:
+    view = await context.view()
+    return sorted(view.summaries)
+
+
+@router.get("/clusters-info")
+async def clusters_info(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+    view = await context.view()
+    return [cluster_info_payload(view, name) for name in sorted(view.summaries)]
+
+
+@router.get("/cluster-info/{hint}")
+async def cluster_info(hint: str, context: Context, _: ReadAccess) -> dict[str, Any]:
+    view, name = await context.cluster_name(hint)
+    return cluster_info_payload(view, name)
+
+
+@router.get("/cluster/alias/{alias}")
+async def cluster_by_alias(alias: str, context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+    view = await context.view()
+    name = view.cluster_by_alias(alias)
+    if name is None:
+        raise NotFound(f"Unable to determine cluster name. clusterAlias={alias}")
+    return await _instances(context, view, view.cluster_instances(name))
+
+
+@router.get("/cluster/instance/{host}/{port}")
+async def cluster_of_instance(
+    host: str, port: str, context: Context, _: ReadAccess
+) -> list[dict[str, Any]]:
+    view, name = await context.cluster_name(str(context.key(host, port)))
+    return await _instances(context, view, view.cluster_instances(name))
+
+
+@router.get("/cluster-info/alias/{alias}")
+async def cluster_info_by_alias(alias: str, context: Context, _: ReadAccess) -> dict[str, Any]:
+    view = await context.view()
+    name = view.cluster_by_alias(alias)
+    if name is None:
+        raise NotFound(f"Unable to determine cluster name. clusterAlias={alias}")
+    return cluster_info_payload(view, name)
+
+
+@router.get("/cluster/{hint}")
+async def cluster(hint: str, context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+    view, name = await context.cluster_name(hint)
+    return await _instances(context, view, view.cluster_instances(name))
+
+
+@router.get("/master/{hint}")
+async def master(hint: str, context: Context, _: ReadAccess) -> dict[str, Any]:
+    view, name = await context.cluster_name(hint)
+    cluster = view.topology.clusters[name]
+    return (await _instances(context, view, [cluster.instances[cluster.master]]))[0]
+
+
+@router.get("/masters")
+async def masters(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+    view = await context.view()
+    nodes = [c.instances[c.master] for _, c in sorted(view.topology.clusters.items())]
+    return await _instances(context, view, nodes)
+
+
+async def _topology(context: ApiContext, hint: str, *, tabulated: bool) -> dict[str, Any]:
+    view, name = await context.cluster_name(hint)
+    return wire.topology_envelope(
+        view.topology.clusters[name],
+        now=context.clock(),
+        poll_seconds=context.settings.InstancePollSeconds,
+        tabulated=tabulated,
+    )
+
+
+@router.get("/topology/{hint}")
+async def topology(hint: str, context: Context, _: ReadAccess) -> dict[str, Any]:
+    return await _topology(context, hint, tabulated=False)
+
+
+@router.get("/topology/{host}/{port}")
+async def topology_of_instance(
+    host: str, port: str, context: Context, _: ReadAccess
+) -> dict[str, Any]:
+    return await _topology(context, str(context.key(host, port)), tabulated=False)
+
+
+@router.get("/topology-tabulated/{hint}")
+async def topology_tabulated(hint: str, context: Context, _: ReadAccess) -> dict[str, Any]:
+    return await _topology(context, hint, tabulated=True)
+
+
+@router.get("/topology-tabulated/{host}/{port}")
+async def topology_tabulated_of_instance(
+    host: str, port: str, context: Context, _: ReadAccess
+) -> dict[str, Any]:
+    return await _topology(context, str(context.key(host, port)), tabulated=True)
+
+
+# --- instances ------------------------------------------------------------------------------
+
+
+@router.get("/instance/{host}/{port}")
+async def instance(host: str, port: str, context: Context, _: ReadAccess) -> dict[str, Any]:
+    view, node = await context.instance(host, port)
+    return (await _instances(context, view, [node]))[0]
+
+
+@router.get("/instance-replicas/{host}/{port}")
+async def instance_replicas(
+    host: str, port: str, context: Context, _: ReadAccess
+) -> list[dict[str, Any]]:
+    view, node = await context.instance(host, port)
+    cluster = view.topology.clusters[node.cluster_name]
+    return await _instances(context, view, [cluster.instances[key] for key in node.replicas])
+
+
+@router.get("/all-instances")
+async def all_instances(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+    view = await context.view()
+    return await _instances(context, view, view.all_instances())
+
+
+@router.get("/search")
+async def search(
+    context: Context, _: ReadAccess, s: str = Query(min_length=1)
+) -> list[dict[str, Any]]:
+    view = await context.view()
+    return await _instances(context, view, view.search(s))
+
+
+@router.get("/downtimed")
+async def downtimed(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+    view = await context.view()
+    downtimes = await context.store.downtimes(now=context.clock())
+    nodes = [node for d in downtimes if (node := view.instance(d.key)) is not None]
+    return await _instances(context, view, nodes)
+
+
+# --- operator actions (GET as orchestrator, POST too) -------------------------------------
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def _mutation(path: str) -> Callable[[Handler], Handler]:
+    """Register ``path`` for GET (orchestrator's way) and POST, with distinct operation ids."""
+
+    def register(handler: Handler) -> Handler:
+        name = handler.__name__
+        router.add_api_route(path, handler, methods=["GET"], operation_id=f"{name}_get")
+        router.add_api_route(path, handler, methods=["POST"], operation_id=name)
+        return handler
+
+    return register
+
+
+@_mutation("/discover/{host}/{port}")
+async def discover(host: str, port: str, context: Context, who: AdminAccess) -> dict[str, Any]:
+    key = context.key(host, port)
+    reply = await context.ask_discovery("discover", key)
+    await _audit(context, "discover", f"discovered {key}", key=str(key), user=who.user)
+    return wire.ok_envelope(f"Instance discovered: {key}", _snapshot_summary(reply))
+
+
+@_mutation("/refresh/{host}/{port}")
+async def refresh(host: str, port: str, context: Context, _: AdminAccess) -> dict[str, Any]:
+    key = context.key(host, port)
+    reply = await context.ask_discovery("refresh", key)
+    return wire.ok_envelope(f"Instance refreshed: {key}", _snapshot_summary(reply))
+
+
+@_mutation("/forget/{host}/{port}")
+async def forget(host: str, port: str, context: Context, who: AdminAccess) -> dict[str, Any]:
+    key = context.key(host, port)
+    if context.discovery is not None:
+        await context.ask_discovery("forget", key)
+    await context.store.forget_instance(key)
+    await _audit(context, "forget", f"forgot {key}", key=str(key), user=who.user)
+    return wire.ok_envelope(f"Instance forgotten: {key}", wire.instance_key_json(key))
+
+
+@_mutation("/forget-cluster/{hint}")
+async def forget_cluster(hint: str, context: Context, who: AdminAccess) -> dict[str, Any]:
+    view, name = await context.cluster_name(hint)
+    for node in view.cluster_instances(name):
+        if context.discovery is not None:
+            await context.ask_discovery("forget", node.key)
+    count = await context.store.forget_cluster(name)
+    await _audit(
+        context, "forget-cluster", f"forgot {count} instances", cluster=name, user=who.user
+    )
+    return wire.ok_envelope(f"Cluster forgotten: {name}", None)
+
+
+@_mutation("/begin-downtime/{host}/{port}/{owner}/{reason}/{duration}")
+async def begin_downtime(  # noqa: PLR0917 - FastAPI passes path parameters by name
+    host: str,
+    port: str,
+    owner: str,
+    reason: str,
+    duration: str,
+    context: Context,
+    who: AdminAccess,
+) -> dict[str, Any]:
+    _, node = await context.instance(host, port)
+    now = context.clock()
+    await context.store.begin_downtime(
+        Downtime(
+            key=node.key,
+            owner=owner,
+            reason=reason,
+            begins_at=now,
+            ends_at=now + parse_duration(duration),
+        )
+    )
+    await _audit(
+        context,
+        "begin-downtime",
+        f"owner: {owner}, reason: {reason}",
+        key=str(node.key),
+        user=who.user,
+    )
+    return wire.ok_envelope(f"Downtime begun: {node.key}", wire.instance_key_json(node.key))
+
+
+@_mutation("/end-downtime/{host}/{port}")
+async def end_downtime(host: str, port: str, context: Context, who: AdminAccess) -> dict[str, Any]:
+    key = context.key(host, port)
+    await context.store.end_downtime(key)
+    await _audit(context, "end-downtime", "ended", key=str(key), user=who.user)
+    return wire.ok_envelope(f"Downtime ended: {key}", wire.instance_key_json(key))
+
+
+@_mutation("/register-candidate/{host}/{port}/{rule}")
+async def register_candidate(
+    host: str, port: str, rule: str, context: Context, who: AdminAccess
+) -> dict[str, Any]:
+    _, node = await context.instance(host, port)
+    try:
+        promotion_rule = PromotionRule(rule)
+    except ValueError:
+        allowed = ", ".join(r.value for r in PromotionRule)
+        raise ApiError(400, f"invalid promotion rule {rule!r}: expected one of {allowed}") from None
+    now = context.clock()
+    await context.store.register_candidate(
+        Candidate(
+            key=node.key,
+            rule=promotion_rule,
+            registered_at=now,
+            expires_at=now + timedelta(minutes=60),
+        )
+    )
+    await _audit(context, "register-candidate", rule, key=str(node.key), user=who.user)
+    return wire.ok_envelope(f"Registered candidate: {node.key}", wire.instance_key_json(node.key))
+
+
+@_mutation("/set-cluster-alias/{hint}")
+async def set_cluster_alias(
+    hint: str, context: Context, who: AdminAccess, alias: str = Query(min_length=1)
+) -> dict[str, Any]:
+    _, name = await context.cluster_name(hint)
+    await context.store.set_cluster_alias(name, alias)
+    await _audit(context, "set-cluster-alias", f"alias: {alias}", cluster=name, user=who.user)
+    return wire.ok_envelope(f"Cluster {name} now has alias '{alias}'", None)
+
+
+async def _audit(
+    context: ApiContext,
+    kind: str,
+    message: str,
+    *,
+    key: str = "",
+    cluster: str = "",
+    user: str = "",
+) -> None:
+    await context.store.append_audit(
+        [
+            AuditEntry(
+                at=context.clock(),
+                type=kind,
+                message=message,
+                key=InstanceKey.parse(key) if key else None,
+                cluster=cluster,
+                user=user,
+            )
+        ]
+    )
+
+
+def _snapshot_summary(reply: dict[str, Any]) -> dict[str, Any] | None:
+    snapshot = reply.get("snapshot")
+    if not isinstance(snapshot, dict):
+        return None
+    key = InstanceKey.parse(str(snapshot["key"]))
+    return {"Key": wire.instance_key_json(key), "Version": snapshot.get("version", "")}

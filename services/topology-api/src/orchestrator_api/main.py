@@ -1,0 +1,95 @@
+"""``orchestrator-topology-api --config FILE``: storage, the bus consumer and the REST API.
+
+Lifecycle: settings (bad values, or an open API on a non-loopback address, stop start-up with
+one line) → store (schema migrated) → NATS (consumer + discovery requests) → uvicorn on
+``ListenAddress`` until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from contextlib import AsyncExitStack
+
+import uvicorn
+
+from orchestrator_api.auth import check_listen_policy
+from orchestrator_api.discovery_client import NatsDiscoveryRequester
+from orchestrator_api.http.app import create_app
+from orchestrator_api.http.context import ApiContext
+from orchestrator_api.store import open_store
+from orchestrator_api.store.consumer import StoreConsumer
+from orchestrator_shared.bus import Subjects
+from orchestrator_shared.config import Settings, load_settings, parse_listen_address
+from orchestrator_shared.errors import BusError, ConfigError, StoreError
+from orchestrator_shared.logging import configure_logging
+
+log = logging.getLogger("orchestrator_api")
+
+
+async def serve(settings: Settings) -> None:
+    subjects = Subjects(settings.NATSSubjectPrefix)
+    servers = settings.nats_servers_or_local
+    async with AsyncExitStack() as stack:
+        store = await open_store(
+            settings.BackendDB,
+            sqlite_path=settings.SQLite3DataFile,
+            postgres_dsn=settings.PostgreSQLDSN,
+        )
+        stack.push_async_callback(store.close)
+        consumer = StoreConsumer(
+            store, subjects, events_retention_days=settings.EventsRetentionDays
+        )
+        await consumer.connect(servers)
+        stack.push_async_callback(consumer.close)
+        discovery = NatsDiscoveryRequester(subjects)
+        await discovery.connect(servers)
+        stack.push_async_callback(discovery.close)
+        app = create_app(ApiContext(settings=settings, store=store, discovery=discovery))
+        host, port = parse_listen_address(settings.ListenAddress)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        )
+        log.info("topology-api on http://%s:%d (store: %s)", host, port, settings.BackendDB)
+        # uvicorn re-raises the signal that stopped it, with the handler it found: make that a
+        # no-op, so SIGTERM ends in our clean shutdown (exit 0) instead of killing the process.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)
+        async with asyncio.TaskGroup() as group:
+            consuming = group.create_task(consumer.run())
+            await server.serve()  # returns on SIGTERM/SIGINT (uvicorn's handlers)
+            consuming.cancel()
+    log.info("topology-api stopped")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator-topology-api",
+        description="Store snapshots from NATS and serve the orchestrator-compatible REST API.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="orchestrator.conf.json to read")
+    args = parser.parse_args(argv)
+    try:
+        loaded = load_settings(args.config)
+        check_listen_policy(loaded.settings)
+    except ConfigError as exc:
+        print(f"orchestrator-topology-api: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("topology-api")
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(loaded.settings))
+    except (BusError, StoreError, OSError) as exc:
+        print(f"orchestrator-topology-api: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

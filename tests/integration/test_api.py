@@ -1,0 +1,239 @@
+"""The REST API on real snapshots of a real sandbox, in a real store (SQLite and PostgreSQL).
+
+Snapshots come from discovery's own prober run against a 4-node MariaDB sandbox and are written
+with the store's batch write, as the consumer does; the app is driven over ASGI.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator_api.http.app import create_app
+from orchestrator_api.http.context import ApiContext
+from orchestrator_api.sandbox import Sandbox
+from orchestrator_api.store import Store, open_store
+from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_shared.config import Settings
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+from tests.harness import PostgresDatabase
+from tests.unit.test_wire_samples import EXTRA_FIELDS, assert_same_shape, load_sample
+
+pytestmark = pytest.mark.integration
+
+TOPOLOGY_USER = {"MySQLTopologyUser": "orchestrator", "MySQLTopologyPassword": "orch_topology"}
+
+
+@pytest.fixture(scope="module")
+def star(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
+    return module_sandbox_factory(nodes=4)
+
+
+async def probe_all(sandbox: Sandbox) -> list[InstanceSnapshot]:
+    options = ProbeOptions.from_settings(Settings.model_validate(TOPOLOGY_USER))
+    prober = Prober(options, ConnectionPool(options))
+    try:
+        snapshots = []
+        for node in sandbox.nodes:
+            key = InstanceKey.parse(node.key)
+            first = await prober.probe(key)
+            snapshots.append(await prober.probe(key, first))  # the full batch
+        return snapshots
+    finally:
+        prober.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_dsn: str
+) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        opened = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
+        try:
+            yield opened
+        finally:
+            await opened.close()
+        return
+    database = PostgresDatabase(admin_dsn=postgres_admin_dsn)
+    await database.create()
+    try:
+        opened = await open_store("postgres", postgres_dsn=database.dsn)
+        try:
+            yield opened
+        finally:
+            await opened.close()
+    finally:
+        await database.drop()
+
+
+def client_for(store: Store, **settings: Any) -> httpx.AsyncClient:
+    context = ApiContext(settings=Settings.model_validate(settings), store=store)
+    transport = httpx.ASGITransport(app=create_app(context))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+@pytest.fixture
+async def api(star: Sandbox, store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    await store.write_batch(await probe_all(star))
+    async with client_for(store) as client:
+        yield client
+
+
+async def test_clusters_and_hints(api: httpx.AsyncClient, star: Sandbox) -> None:
+    master = star.master.key
+    assert (await api.get("/api/clusters")).json() == [master]
+    infos = (await api.get("/api/clusters-info")).json()
+    assert_same_shape(infos, load_sample("clusters-info.json"))
+    assert infos[0]["ClusterName"] == master
+    assert infos[0]["CountInstances"] == 4
+    # a hint resolves by cluster name, by alias, and by any member's key
+    alias = (await api.post(f"/api/set-cluster-alias/{master}", params={"alias": "sb"})).json()
+    assert alias["Code"] == "OK"
+    by_name = (await api.get(f"/api/cluster/{master}")).json()
+    by_alias = (await api.get("/api/cluster/sb")).json()
+    by_member = (await api.get(f"/api/cluster/{star.nodes[2].key}")).json()
+    assert (
+        [i["Key"] for i in by_name] == [i["Key"] for i in by_alias] == [i["Key"] for i in by_member]
+    )
+    assert len(by_name) == 4
+    assert_same_shape(by_name, load_sample("cluster.json"), extra=EXTRA_FIELDS)
+    info = (await api.get("/api/cluster-info/sb")).json()
+    assert (info["ClusterName"], info["ClusterAlias"]) == (master, "sb")
+    assert (await api.get("/api/cluster/alias/sb")).status_code == 200
+    master_json = (await api.get("/api/master/sb")).json()
+    assert master_json["Key"] == {"Hostname": "127.0.0.1", "Port": star.master.port}
+    assert master_json["ReadOnly"] is False
+
+
+async def test_instance_shapes_and_values(api: httpx.AsyncClient, star: Sandbox) -> None:
+    replica = star.nodes[1]
+    answer = await api.get(f"/api/instance/127.0.0.1/{replica.port}")
+    assert answer.status_code == 200
+    instance = answer.json()
+    assert_same_shape(instance, load_sample("instance.json"), extra=EXTRA_FIELDS)
+    assert instance["MasterKey"] == {"Hostname": "127.0.0.1", "Port": star.master.port}
+    assert instance["ReadOnly"] is True
+    assert instance["UsingMariaDBGTID"] is True
+    assert instance["ReplicationIOThreadState"] == 1
+    assert instance["ServerID"] == replica.server_id
+    assert instance["ReplicationDepth"] == 1
+    replicas = (await api.get(f"/api/instance-replicas/127.0.0.1/{star.master.port}")).json()
+    assert sorted(r["Key"]["Port"] for r in replicas) == [n.port for n in star.nodes[1:]]
+    everything = (await api.get("/api/all-instances")).json()
+    assert len(everything) == 4
+    found = (await api.get("/api/search", params={"s": str(star.nodes[3].port)})).json()
+    assert [f["Key"]["Port"] for f in found] == [star.nodes[3].port]
+    masters = (await api.get("/api/masters")).json()
+    assert [m["Key"]["Port"] for m in masters] == [star.master.port]
+
+
+async def test_topology_text(api: httpx.AsyncClient, star: Sandbox) -> None:
+    answer = (await api.get(f"/api/topology/{star.master.key}")).json()
+    assert answer["Code"] == "OK"
+    lines = answer["Details"].splitlines()
+    assert lines[0].startswith(f"{star.master.key}   [0s,ok,")
+    assert all(line.startswith("+ 127.0.0.1:") for line in lines[1:])
+    assert len(lines) == 4
+    tabulated = (await api.get(f"/api/topology-tabulated/{star.master.key}")).json()
+    assert "|0s|ok|" in tabulated["Details"]
+
+
+async def test_downtime_and_candidates(api: httpx.AsyncClient, star: Sandbox) -> None:
+    port = star.nodes[3].port
+    begun = await api.get(f"/api/begin-downtime/127.0.0.1/{port}/ceo/testing/10m")
+    assert begun.status_code == 200
+    assert begun.json()["Details"] == {"Hostname": "127.0.0.1", "Port": port}
+    downtimed = (await api.get("/api/downtimed")).json()
+    assert [d["Key"]["Port"] for d in downtimed] == [port]
+    assert downtimed[0]["IsDowntimed"] is True
+    assert downtimed[0]["DowntimeOwner"] == "ceo"
+    assert (await api.post(f"/api/end-downtime/127.0.0.1/{port}")).status_code == 200
+    assert (await api.get("/api/downtimed")).json() == []
+    registered = await api.get(f"/api/register-candidate/127.0.0.1/{port}/prefer")
+    assert registered.status_code == 200
+    instance = (await api.get(f"/api/instance/127.0.0.1/{port}")).json()
+    assert instance["PromotionRule"] == "prefer"
+    assert instance["IsCandidate"] is True
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("GET", "/api/cluster/nosuch", 404, "Unable to determine cluster name. clusterHint=nosuch"),
+        ("GET", "/api/instance/127.0.0.1/99999", 400, "port must be 1..65535"),
+        ("GET", "/api/instance/127.0.0.1/notaport", 400, "invalid instance key"),
+        ("GET", "/api/instance/127.0.0.1/1", 404, "Cannot read instance: 127.0.0.1:1"),
+        ("GET", "/api/no-such-route", 404, "no such route: /api/no-such-route"),
+        ("DELETE", "/api/clusters", 405, "method DELETE not allowed"),
+        ("GET", "/api/begin-downtime/127.0.0.1/1/a/b/10m", 404, "Cannot read instance"),
+        ("GET", "/api/register-candidate/127.0.0.1/1/prefer", 404, "Cannot read instance"),
+        ("GET", "/api/search", 400, "invalid request"),
+        ("GET", "/api/discover/127.0.0.1/3306", 503, "discovery is not reachable"),
+    ],
+)
+async def test_bad_input_is_a_4xx_with_the_envelope(
+    api: httpx.AsyncClient, method: str, path: str, status: int, message: str
+) -> None:
+    answer = await api.request(method, path)
+    assert answer.status_code == status
+    body = answer.json()
+    assert body["Code"] == "ERROR"
+    assert message in body["Message"]
+    assert body["Details"] is None
+
+
+async def test_bad_duration_and_rule(api: httpx.AsyncClient, star: Sandbox) -> None:
+    port = star.nodes[1].port
+    answer = await api.get(f"/api/begin-downtime/127.0.0.1/{port}/ceo/x/soon")
+    assert answer.status_code == 400
+    assert "invalid duration 'soon'" in answer.json()["Message"]
+    answer = await api.get(f"/api/register-candidate/127.0.0.1/{port}/best")
+    assert answer.status_code == 400
+    assert "invalid promotion rule 'best'" in answer.json()["Message"]
+
+
+async def test_authentication(store: Store, star: Sandbox) -> None:
+    await store.write_batch(await probe_all(star))
+    port = star.nodes[1].port
+    mutation = f"/api/begin-downtime/127.0.0.1/{port}/ceo/auth/1m"
+    async with client_for(
+        store, AuthenticationMethod="token", APITokens={"adm": "admin", "rd": "read"}
+    ) as client:
+        assert (await client.get("/api/clusters")).status_code == 401
+        assert (await client.get(mutation)).status_code == 401
+        reader = {"Authorization": "Bearer rd"}
+        assert (await client.get("/api/clusters", headers=reader)).status_code == 200
+        denied = await client.get(mutation, headers=reader)
+        assert denied.status_code == 403
+        assert denied.json()["Code"] == "ERROR"
+        allowed = await client.get(mutation, headers={"Authorization": "Bearer adm"})
+        assert allowed.status_code == 200
+    async with client_for(store, AuthenticationMethod="proxy", PowerAuthUsers=["ops"]) as client:
+        assert (await client.get(mutation)).status_code == 401
+        assert (await client.get(mutation, headers={"X-Forwarded-User": "dev"})).status_code == 403
+        assert (await client.get(mutation, headers={"X-Forwarded-User": "ops"})).status_code == 200
+    credentials = base64.b64encode(b"ops:pw").decode()
+    async with client_for(
+        store, AuthenticationMethod="basic", HTTPAuthUser="ops", HTTPAuthPassword="pw"
+    ) as client:
+        challenge = await client.get(mutation)
+        assert challenge.status_code == 401
+        assert challenge.headers["WWW-Authenticate"] == 'Basic realm="orchestrator"'
+        ok = await client.get(mutation, headers={"Authorization": f"Basic {credentials}"})
+        assert ok.status_code == 200
+
+
+async def test_health_ping_metrics_openapi(api: httpx.AsyncClient) -> None:
+    health = (await api.get("/api/health")).json()
+    assert health["Code"] == "OK"
+    assert health["Details"]["Healthy"] is True
+    assert (await api.get("/api/_ping")).text == "OK"
+    assert (await api.get("/metrics")).status_code == 200
+    spec = (await api.get("/openapi.json")).json()
+    assert "/api/cluster/{hint}" in spec["paths"]

@@ -1,0 +1,188 @@
+"""The whole stack as processes: sandbox → discovery → NATS → topology-api → REST and CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator_api.sandbox import Sandbox
+from tests.harness.nats import NatsServer
+from tests.harness.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except httpx.HTTPError:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)
+
+
+def start(module: str, config: dict[str, Any], directory: Path) -> subprocess.Popen[bytes]:
+    path = directory / f"{module}.json"
+    path.write_text(json.dumps(config))
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ORCHESTRATOR_LOG_LEVEL": "WARNING"},
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    output = process.stdout.read().decode() if process.stdout else ""
+    if process.stdout:
+        process.stdout.close()
+    return process.returncode, output
+
+
+@pytest.fixture
+def stack(
+    sandbox_factory: Callable[..., Sandbox], nats_server: NatsServer, tmp_path: Path
+) -> Iterator[tuple[Sandbox, str]]:
+    sandbox = sandbox_factory(nodes=4)
+    port = free_port()
+    common = {
+        "NATSServers": [nats_server.url],
+        "MySQLTopologyUser": "orchestrator",
+        "MySQLTopologyPassword": "orch_topology",
+        "InstancePollSeconds": 1,
+    }
+    discovery = start(
+        "orchestrator_discovery.main",
+        {**common, "DiscoverySeeds": [sandbox.master.key], "DiscoveryMetricsListenAddress": ""},
+        tmp_path,
+    )
+    api = start(
+        "orchestrator_api.main",
+        {
+            **common,
+            "ListenAddress": f"127.0.0.1:{port}",
+            "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
+        },
+        tmp_path,
+    )
+    try:
+        yield sandbox, f"http://127.0.0.1:{port}"
+    finally:
+        api_code, api_output = stop(api)
+        discovery_code, discovery_output = stop(discovery)
+        assert api_code == 0, api_output
+        assert discovery_code == 0, discovery_output
+        assert "Traceback" not in api_output + discovery_output
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator_api.cli.main", *args, "--api", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_discovered_sandbox_through_api_and_cli(stack: tuple[Sandbox, str]) -> None:
+    sandbox, url = stack
+    master = sandbox.master.key
+
+    def four_instances() -> Any:
+        answer = httpx.get(f"{url}/api/cluster/{master}", timeout=2)
+        return answer.json() if answer.status_code == 200 and len(answer.json()) == 4 else None
+
+    instances = wait_until(four_instances, timeout=20, what="4 instances in the API")
+    assert {i["Key"]["Port"] for i in instances} == {n.port for n in sandbox.nodes}
+    result = cli(url, "-c", "clusters")
+    assert (result.returncode, result.stdout) == (0, f"{master}\n"), result.stderr
+    topology = cli(url, "-c", "topology", "-i", master)
+    assert topology.returncode == 0, topology.stderr
+    assert topology.stdout.splitlines()[0].startswith(f"{master}   [0s,ok,")
+    assert len(topology.stdout.splitlines()) == 4
+    replicas = cli(url, "-c", "which-replicas", "-i", master)
+    assert sorted(replicas.stdout.split()) == sorted(n.key for n in sandbox.nodes[1:])
+    # discover and forget go through NATS to discovery
+    forgotten = cli(url, "-c", "forget", "-i", sandbox.nodes[3].key)
+    assert forgotten.returncode == 0, forgotten.stderr
+    wait_until(
+        lambda: (
+            httpx.get(f"{url}/api/instance/127.0.0.1/{sandbox.nodes[3].port}").status_code == 404
+        ),
+        timeout=5,
+        what="forgotten instance gone",
+    )
+    discovered = cli(url, "-c", "discover", "-i", sandbox.nodes[3].key)
+    assert (discovered.returncode, discovered.stdout) == (0, f"{sandbox.nodes[3].key}\n")
+    unreachable = cli(url, "-c", "discover", "-i", "127.0.0.1:1")
+    assert unreachable.returncode == 1
+    assert "cannot probe 127.0.0.1:1" in unreachable.stderr
+    unknown = cli(url, "-c", "which-cluster", "-alias", "nosuch")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        "orchestrator: Unable to determine cluster name. clusterHint=nosuch"
+    )
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(stack: tuple[Sandbox, str]) -> None:
+    """schemathesis generates requests from /openapi.json; none may get a 5xx. Discovery
+    routes are left out: they would make discovery probe generated host names, and only
+    loopback addresses may ever be targets."""
+    _, url = stack
+    wait_until(
+        lambda: httpx.get(f"{url}/api/clusters", timeout=2).json(),
+        timeout=20,
+        what="a discovered cluster",
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--exclude-path-regex",
+            "discover|refresh",
+            "--request-timeout",
+            "10",
+            "--warnings",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout
+    assert re.search(r"Tested: [1-9]", result.stdout), result.stdout[-1500:]
