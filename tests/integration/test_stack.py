@@ -148,7 +148,9 @@ def test_discovered_sandbox_through_api_and_cli(stack: tuple[Sandbox, str]) -> N
     )
 
 
-def test_fuzzing_the_openapi_schema_finds_no_server_error(stack: tuple[Sandbox, str]) -> None:
+def test_fuzzing_the_openapi_schema_finds_no_server_error(
+    stack: tuple[Sandbox, str], tmp_path: Path
+) -> None:
     """schemathesis generates requests from /openapi.json; none may get a 5xx. Discovery
     routes are left out: they would make discovery probe generated host names, and only
     loopback addresses may ever be targets."""
@@ -182,6 +184,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(stack: tuple[Sandbox, 
         text=True,
         timeout=600,
         check=False,
+        cwd=tmp_path,  # its example database and reports stay out of the checkout
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
