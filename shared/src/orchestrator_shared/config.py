@@ -98,6 +98,9 @@ class Settings(BaseModel):
     NATSServers: tuple[str, ...] = ()
     NATSSubjectPrefix: str = "orchestrator"
     EventsRetentionDays: PositiveInt = 7
+    # New: etcd client URLs for the recovery leadership (issue 4); empty under `orchestrator up`
+    # means a local etcd is started.
+    EtcdEndpoints: tuple[str, ...] = ()
 
     # --- topology-api: HTTP, authentication, storage -------------------------------------
     # orchestrator listens on ":3000"; ours defaults to loopback so the open default is safe.
@@ -150,6 +153,14 @@ class Settings(BaseModel):
         for url in urls:
             if not re.fullmatch(r"(nats|tls|ws|wss)://[^\s/]+(:\d+)?/?", url):
                 raise ValueError(f"expected nats://host:port URLs, got {url!r}")
+        return urls
+
+    @field_validator("EtcdEndpoints")
+    @classmethod
+    def _etcd_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            if not re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", url):
+                raise ValueError(f"expected http(s)://host:port URLs, got {url!r}")
         return urls
 
     @field_validator("DiscoveryMetricsListenAddress")
