@@ -6,8 +6,11 @@ with the store's batch write, as the consumer does; the app is driven over ASGI.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import pytest
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.store import Store, open_store
+from orchestrator_api.store import FailureDetection, RecoveryRecord, Store, open_store
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey
@@ -237,3 +240,120 @@ async def test_health_ping_metrics_openapi(api: httpx.AsyncClient) -> None:
     assert (await api.get("/metrics")).status_code == 200
     spec = (await api.get("/openapi.json")).json()
     assert "/api/cluster/{hint}" in spec["paths"]
+
+
+async def test_replication_analysis_and_problems_of_a_dead_master(
+    sandbox_factory: Callable[..., Sandbox], store: Store
+) -> None:
+    sandbox = sandbox_factory(nodes=3)
+    healthy = await probe_all(sandbox)
+    await store.write_batch(healthy)
+    async with client_for(store) as api:
+        calm = (await api.get("/api/replication-analysis")).json()
+        assert calm["Code"] == "OK"
+        assert [e["Analysis"] for e in calm["Details"]] == []
+        assert (await api.get("/api/problems")).json() is None
+        sandbox.kill(0)
+        await asyncio.sleep(1.5)  # the replicas' IO threads notice at once (connection reset)
+        await store.write_batch(await probe_all(sandbox))
+        answer = (await api.get("/api/replication-analysis")).json()
+        assert answer["Message"] == "Analysis"
+        codes = {e["AnalyzedInstanceKey"]["Port"]: e["Analysis"] for e in answer["Details"]}
+        assert codes[sandbox.master.port] == "DeadMaster"
+        # the same fields as orchestrator's (StructureAnalysis is null when empty, as in Go)
+        sampled = load_sample("replication-analysis.json")["Details"][0]
+        assert list(answer["Details"][0]) == list(sampled)
+        master = sandbox.master.key
+        # the replicas, as orchestrator says, are first-tier replicas failing to connect
+        assert {codes[n.port] for n in sandbox.nodes[1:]} == {
+            "FirstTierReplicaFailingToConnectToMaster"
+        }
+        of_cluster = (await api.get(f"/api/replication-analysis/{master}")).json()
+        assert {e["AnalyzedInstanceKey"]["Port"]: e["Analysis"] for e in of_cluster["Details"]} == (
+            codes
+        )
+        of_instance = await api.get(
+            f"/api/replication-analysis/instance/127.0.0.1/{sandbox.master.port}"
+        )
+        assert [e["Analysis"] for e in of_instance.json()["Details"]] == ["DeadMaster"]
+        problems = (await api.get("/api/problems")).json()
+        assert {p["Key"]["Port"] for p in problems} == {n.port for n in sandbox.nodes}
+        # a downtimed instance is analysed still, but left out of problems
+        port = sandbox.nodes[2].port
+        assert (await api.get(f"/api/begin-downtime/127.0.0.1/{port}/ops/x/5m")).status_code == 200
+        problems = (await api.get(f"/api/problems/{master}")).json()
+        assert port not in {p["Key"]["Port"] for p in problems}
+
+
+async def test_audit_and_recovery_history(
+    api: httpx.AsyncClient, store: Store, star: Sandbox
+) -> None:
+    port = star.nodes[1].port
+    await api.get(f"/api/begin-downtime/127.0.0.1/{port}/ceo/audited/1m")
+    entries = (await api.get("/api/audit")).json()
+    assert entries[0]["AuditType"] == "begin-downtime"
+    assert entries[0]["AuditInstanceKey"] == {"Hostname": "127.0.0.1", "Port": port}
+    assert "ceo" in entries[0]["Message"]
+    assert (await api.get(f"/api/audit/instance/127.0.0.1/{port}")).json()[0]["AuditId"] == (
+        entries[0]["AuditId"]
+    )
+    assert (await api.get("/api/audit/1")).status_code == 200
+    assert (await api.get("/api/audit/x")).status_code == 400
+    sample = load_sample("audit-recovery.json")[0]
+    now = datetime.now(UTC)
+    recovery_id = await store.record_recovery(
+        RecoveryRecord(
+            uid="r-1",
+            key=InstanceKey.parse(star.master.key),
+            cluster=star.master.key,
+            cluster_alias="sb",
+            analysis_code="DeadMaster",
+            started_at=now,
+            ended_at=now,
+            is_active=False,
+            is_successful=True,
+            successor_key=InstanceKey.parse(star.nodes[1].key),
+            recovery_type="MasterRecoveryGTID",
+            type="MasterRecovery",
+            analysis=json.dumps(sample["AnalysisEntry"]),
+        )
+    )
+    recoveries = (await api.get("/api/audit-recovery")).json()
+    assert_same_shape(recoveries[:1], [sample])
+    assert recoveries[0]["Id"] == recovery_id
+    assert recoveries[0]["SuccessorKey"] == {"Hostname": "127.0.0.1", "Port": star.nodes[1].port}
+    for path in (
+        f"/api/audit-recovery/id/{recovery_id}",
+        "/api/audit-recovery/uid/r-1",
+        f"/api/audit-recovery/cluster/{star.master.key}",
+        "/api/audit-recovery/alias/sb",
+        "/api/audit-recovery/0",
+    ):
+        assert [r["UID"] for r in (await api.get(path)).json()] == ["r-1"], path
+    assert (await api.get("/api/audit-recovery?unacknowledged=true")).json()[0]["UID"] == "r-1"
+    detection_id = await store.record_failure_detection(
+        FailureDetection(
+            key=InstanceKey.parse(star.master.key),
+            cluster=star.master.key,
+            cluster_alias="sb",
+            analysis_code="DeadMaster",
+            detected_at=now,
+            analysis=json.dumps(sample["AnalysisEntry"]),
+        )
+    )
+    detections = (await api.get("/api/audit-failure-detection")).json()
+    assert_same_shape(detections[:1], load_sample("audit-failure-detection.json")[:1])
+    assert (await api.get(f"/api/audit-failure-detection/id/{detection_id}")).status_code == 200
+    assert (await api.get("/api/audit-failure-detection/id/999999")).status_code == 404
+    assert len((await api.get("/api/audit-failure-detection/alias/sb")).json()) == 1
+
+
+async def test_operations_need_the_bus(api: httpx.AsyncClient, star: Sandbox) -> None:
+    a, b = star.nodes[2].port, star.nodes[1].port
+    answer = await api.get(f"/api/relocate/127.0.0.1/{a}/127.0.0.1/{b}")
+    assert answer.status_code == 503
+    assert "bus is not reachable" in answer.json()["Message"]
+    same = await api.get(f"/api/relocate/127.0.0.1/{a}/127.0.0.1/{a}")
+    assert same.status_code == 400
+    unknown = await api.get(f"/api/relocate/127.0.0.1/{a}/127.0.0.1/1")
+    assert unknown.status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
 from orchestrator_api.sandbox import Sandbox
+from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from tests.harness.nats import NatsServer
 from tests.harness.ports import free_port
 
@@ -189,3 +192,53 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
     assert re.search(r"Tested: [1-9]", result.stdout), result.stdout[-1500:]
+
+
+def test_operations_are_forwarded_to_the_active_recovery_worker(
+    stack: tuple[Sandbox, str], nats_server: NatsServer
+) -> None:
+    sandbox, url = stack
+    wait_until(
+        lambda: len(httpx.get(f"{url}/api/all-instances", timeout=2).json()) == 4,
+        timeout=20,
+        what="4 instances",
+    )
+    moved, below = sandbox.nodes[3], sandbox.nodes[1]
+    path = f"{url}/api/relocate/127.0.0.1/{moved.port}/127.0.0.1/{below.port}"
+    nobody = httpx.post(path, timeout=30)
+    assert nobody.status_code == 503
+    assert "no active recovery worker is running" in nobody.json()["Message"]
+
+    async def with_a_worker() -> tuple[httpx.Response, list[CommandRequest]]:
+        seen: list[CommandRequest] = []
+        nc = await nats.connect(nats_server.url)
+
+        async def answer(msg: Any) -> None:
+            request = CommandRequest.model_validate_json(msg.data)
+            seen.append(request)
+            reply = CommandReply(
+                ok=True,
+                operation="relocate",
+                message="relocated",
+                details={"Key": {"Hostname": "127.0.0.1", "Port": moved.port}},
+            )
+            await msg.respond(reply.to_json())
+
+        await nc.subscribe(Subjects().command("relocate"), cb=answer)
+        await nc.flush()
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await client.post(path), seen
+        finally:
+            await nc.close()
+
+    response, seen = asyncio.run(with_a_worker())
+    assert response.status_code == 200
+    assert response.json() == {
+        "Code": "OK",
+        "Message": "relocated",
+        "Details": {"Key": {"Hostname": "127.0.0.1", "Port": moved.port}},
+    }
+    assert [(r.instance, r.destination, r.requested_by) for r in seen] == [
+        (moved.key, below.key, "anonymous")
+    ]

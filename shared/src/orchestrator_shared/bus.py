@@ -51,6 +51,9 @@ class Subjects:
     def all_unreachable(self) -> str:
         return f"{self.root}.unreachable.*"
 
+    def command(self, operation: str) -> str:
+        return f"{self.root}.command.{operation}"
+
     def discovery(self, verb: DiscoveryVerb) -> str:
         return f"{self.root}.discovery.{verb.value}"
 
@@ -108,3 +111,26 @@ class DiscoveryReply(_Message):
     error: str = ""
     # For discover/refresh: the snapshot the probe produced (as JSON object), if any.
     snapshot: dict[str, object] | None = None
+
+
+class CommandRequest(_Message):
+    """Body of ``orchestrator.v1.command.<operation>``: a manual topology operation, answered
+    by the active recovery worker only (topology-api forwards the API and CLI requests)."""
+
+    operation: str
+    instance: str = ""  # host:port the operation is about
+    destination: str = ""  # host:port it targets (relocate below, takeover to, ...)
+    cluster: str = ""
+    arguments: dict[str, str] = {}
+    requested_by: str = ""
+
+
+class CommandReply(_Message):
+    """Answer to a command. ``ok=False`` carries a one-line ``error``; ``details`` is what the
+    orchestrator-compatible route returns in its envelope's ``Details``."""
+
+    ok: bool
+    operation: str
+    message: str = ""
+    error: str = ""
+    details: object = None

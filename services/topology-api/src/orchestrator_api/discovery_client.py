@@ -1,4 +1,10 @@
-"""Asks discovery to discover, refresh or forget an instance (core NATS request/reply)."""
+"""topology-api's requests on the bus: discovery verbs and topology commands (core NATS).
+
+* ``orchestrator.v1.discovery.<verb>``: discover / refresh / forget, answered by discovery;
+* ``orchestrator.v1.command.<operation>``: manual topology operations, answered only by the
+  active recovery worker (issues 5 and 6 build that side; with no worker, the request finds no
+  responder and the API says so).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,21 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
+from orchestrator_shared.bus import (
+    CommandReply,
+    CommandRequest,
+    DiscoveryRequest,
+    DiscoveryVerb,
+    Subjects,
+)
 from orchestrator_shared.errors import BusError
 from orchestrator_shared.instance_key import InstanceKey
 
 REQUEST_TIMEOUT_SECONDS = 15.0  # above discovery's probe deadline (10 s by default)
+COMMAND_TIMEOUT_SECONDS = 120.0  # a topology operation waits for replicas to catch up
 
 
-class NatsDiscoveryRequester:
+class NatsRequester:
     def __init__(self, subjects: Subjects) -> None:
         self._subjects = subjects
         self._nc: Client | None = None
@@ -35,24 +48,38 @@ class NatsDiscoveryRequester:
         except (NatsError, OSError) as exc:
             raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from None
 
-    async def request(self, verb: str, key: InstanceKey) -> dict[str, Any]:
+    async def _request(
+        self, subject: str, body: bytes, wait: float, who: str
+    ) -> dict[str, Any] | str:
         if self._nc is None:
-            raise BusError("not connected to NATS")
-        subject = self._subjects.discovery(DiscoveryVerb(verb))
-        body = DiscoveryRequest(key=str(key)).to_json()
+            return "not connected to NATS"
         try:
-            msg = await self._nc.request(subject, body, timeout=REQUEST_TIMEOUT_SECONDS)
+            msg = await self._nc.request(subject, body, timeout=wait)
         except NoRespondersError:
-            return {"ok": False, "error": "no discovery service is running"}
+            return f"no {who} is running"
         except NatsTimeout:
-            return {
-                "ok": False,
-                "error": f"discovery did not answer within {REQUEST_TIMEOUT_SECONDS:g}s",
-            }
+            return f"{who} did not answer within {wait:g}s"
         except NatsError as exc:
-            return {"ok": False, "error": f"NATS: {exc}"}
+            return f"NATS: {exc}"
         reply: dict[str, Any] = json.loads(msg.data)
         return reply
+
+    async def request(self, verb: str, key: InstanceKey) -> dict[str, Any]:
+        """A discovery verb; the reply of discovery, or ``{"ok": False, "error": ...}``."""
+        subject = self._subjects.discovery(DiscoveryVerb(verb))
+        body = DiscoveryRequest(key=str(key)).to_json()
+        reply = await self._request(subject, body, REQUEST_TIMEOUT_SECONDS, "discovery service")
+        return {"ok": False, "error": reply} if isinstance(reply, str) else reply
+
+    async def command(self, request: CommandRequest) -> CommandReply:
+        """A topology operation, forwarded to the active recovery worker."""
+        subject = self._subjects.command(request.operation)
+        reply = await self._request(
+            subject, request.to_json(), COMMAND_TIMEOUT_SECONDS, "active recovery worker"
+        )
+        if isinstance(reply, str):
+            return CommandReply(ok=False, operation=request.operation, error=reply)
+        return CommandReply.model_validate(reply)
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None

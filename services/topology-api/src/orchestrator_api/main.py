@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 import uvicorn
 
 from orchestrator_api.auth import check_listen_policy
-from orchestrator_api.discovery_client import NatsDiscoveryRequester
+from orchestrator_api.discovery_client import NatsRequester
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.store import open_store
@@ -46,7 +46,7 @@ async def serve(settings: Settings) -> None:
         )
         await consumer.connect(servers)
         stack.push_async_callback(consumer.close)
-        discovery = NatsDiscoveryRequester(subjects)
+        discovery = NatsRequester(subjects)
         await discovery.connect(servers)
         stack.push_async_callback(discovery.close)
         app = create_app(ApiContext(settings=settings, store=store, discovery=discovery))

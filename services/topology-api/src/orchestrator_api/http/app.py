@@ -6,10 +6,11 @@ import socket
 from typing import Any
 
 from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from orchestrator_api import wire
-from orchestrator_api.http import routes
+from orchestrator_api.http import routes, routes_history
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.errors import install_error_handlers
 
@@ -27,6 +28,7 @@ def create_app(context: ApiContext, *, registry: CollectorRegistry | None = None
     app.state.settings = context.settings
     install_error_handlers(app)
     app.include_router(routes.router)
+    app.include_router(routes_history.router)
     metrics_registry = registry or CollectorRegistry()
 
     @app.get("/api/health")
@@ -53,6 +55,18 @@ def create_app(context: ApiContext, *, registry: CollectorRegistry | None = None
                 "RaftHealthyMembers": None,
             },
         )
+
+    @app.get("/api/status")
+    async def status(context: Context) -> Response:
+        answer = await health(context)
+        code = 200 if answer["Code"] == "OK" else 500
+        return JSONResponse(answer, status_code=code)
+
+    @app.get("/api/leader-check")
+    async def leader_check() -> str:
+        # Every API replica serves reads and forwards operations to the active recovery worker
+        # (chosen by the coordinator, issue 4), so each one is a valid target for a client.
+        return "OK"
 
     @app.get("/api/_ping")
     async def ping() -> Response:

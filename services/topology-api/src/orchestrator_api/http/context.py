@@ -13,16 +13,18 @@ from fastapi import Depends, Request
 from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.store import Store
 from orchestrator_api.store.view import FleetView
+from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
 
 
-class DiscoveryRequester(Protocol):
-    """Sends ``orchestrator.v1.discovery.<verb>`` requests; returns the decoded reply."""
+class BusRequester(Protocol):
+    """Requests on the bus (see :mod:`orchestrator_api.discovery_client`)."""
 
     async def request(self, verb: str, key: InstanceKey) -> dict[str, Any]: ...
+    async def command(self, request: CommandRequest) -> CommandReply: ...
 
 
 def utcnow() -> datetime:
@@ -33,7 +35,7 @@ def utcnow() -> datetime:
 class ApiContext:
     settings: Settings
     store: Store
-    discovery: DiscoveryRequester | None = None
+    discovery: BusRequester | None = None
     clock: Callable[[], datetime] = field(default=utcnow)
 
     async def view(self) -> FleetView:
@@ -68,6 +70,17 @@ class ApiContext:
         if not reply.get("ok"):
             raise ApiError(_discovery_status(str(reply.get("error", ""))), str(reply["error"]))
         return reply
+
+    async def forward(self, request: CommandRequest) -> CommandReply:
+        """Send a topology operation to the active recovery worker; errors as API errors."""
+        if self.discovery is None:
+            raise ApiError(503, "the bus is not reachable (no NATS connection)")
+        reply = await self.discovery.command(request)
+        if reply.ok:
+            return reply
+        if reply.error.startswith(("no active recovery worker", "active recovery worker did")):
+            raise ApiError(503, f"{request.operation}: {reply.error}")
+        raise ApiError(409, f"{request.operation} refused: {reply.error}")
 
 
 def _discovery_status(error: str) -> int:

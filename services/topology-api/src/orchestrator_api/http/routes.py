@@ -6,6 +6,7 @@ GET (as orchestrator) and POST. Errors: see :mod:`.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -20,6 +21,7 @@ from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import Extras, cluster_info_payload, instance_payload
 from orchestrator_api.store import AuditEntry, Candidate, Downtime, PromotionRule
 from orchestrator_api.store.view import FleetView
+from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
 
@@ -185,12 +187,26 @@ async def search(
     return await _instances(context, view, view.search(s))
 
 
+async def _downtimed(context: ApiContext, view: FleetView, cluster: str | None) -> list[Any]:
+    downtimes = await context.store.downtimes(now=context.clock())
+    nodes = [
+        node
+        for d in downtimes
+        if (node := view.instance(d.key)) is not None
+        and (cluster is None or node.cluster_name == cluster)
+    ]
+    return await _instances(context, view, nodes)
+
+
 @router.get("/downtimed")
 async def downtimed(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
-    view = await context.view()
-    downtimes = await context.store.downtimes(now=context.clock())
-    nodes = [node for d in downtimes if (node := view.instance(d.key)) is not None]
-    return await _instances(context, view, nodes)
+    return await _downtimed(context, await context.view(), None)
+
+
+@router.get("/downtimed/{hint}")
+async def downtimed_in_cluster(hint: str, context: Context, _: ReadAccess) -> list[Any]:
+    view, name = await context.cluster_name(hint)
+    return await _downtimed(context, view, name)
 
 
 # --- operator actions (GET as orchestrator, POST too) -------------------------------------
@@ -217,6 +233,21 @@ async def discover(host: str, port: str, context: Context, who: AdminAccess) -> 
     reply = await context.ask_discovery("discover", key)
     await _audit(context, "discover", f"discovered {key}", key=str(key), user=who.user)
     return wire.ok_envelope(f"Instance discovered: {key}", _snapshot_summary(reply))
+
+
+@_mutation("/async-discover/{host}/{port}")
+async def async_discover(host: str, port: str, context: Context, _: AdminAccess) -> dict[str, Any]:
+    key = context.key(host, port)
+    if context.discovery is None:
+        raise ApiError(503, "discovery is not reachable (no NATS connection)")
+    requester = context.discovery
+    task = asyncio.get_running_loop().create_task(requester.request("discover", key))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return wire.ok_envelope(f"Asynchronous discovery initiated for Instance: {key}", None)
+
+
+_background: set[asyncio.Task[Any]] = set()
 
 
 @_mutation("/refresh/{host}/{port}")
@@ -350,3 +381,26 @@ def _snapshot_summary(reply: dict[str, Any]) -> dict[str, Any] | None:
         return None
     key = InstanceKey.parse(str(snapshot["key"]))
     return {"Key": wire.instance_key_json(key), "Version": snapshot.get("version", "")}
+
+
+# --- topology operations: forwarded to the active recovery worker ---------------------------
+
+
+@_mutation("/relocate/{host}/{port}/{below_host}/{below_port}")
+async def relocate(  # noqa: PLR0917 - FastAPI passes path parameters by name
+    host: str, port: str, below_host: str, below_port: str, context: Context, who: AdminAccess
+) -> dict[str, Any]:
+    _, node = await context.instance(host, port)
+    _, below = await context.instance(below_host, below_port)
+    if node.key == below.key:
+        raise ApiError(400, f"cannot relocate {node.key} below itself")
+    reply = await context.forward(
+        CommandRequest(
+            operation="relocate",
+            instance=str(node.key),
+            destination=str(below.key),
+            cluster=node.cluster_name,
+            requested_by=who.user,
+        )
+    )
+    return wire.ok_envelope(reply.message or f"Instance {node.key} relocated", reply.details)
