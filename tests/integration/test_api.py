@@ -237,7 +237,12 @@ async def test_health_ping_metrics_openapi(api: httpx.AsyncClient) -> None:
     assert health["Code"] == "OK"
     assert health["Details"]["Healthy"] is True
     assert (await api.get("/api/_ping")).text == "OK"
-    assert (await api.get("/metrics")).status_code == 200
+    metrics = (await api.get("/metrics")).text
+    assert (
+        'orchestrator_api_requests_total{method="GET",route="/api/_ping",status="200"} 1.0'
+        in metrics
+    )
+    assert 'orchestrator_api_request_duration_seconds_count{route="/api/health"}' in metrics
     spec = (await api.get("/openapi.json")).json()
     assert "/api/cluster/{hint}" in spec["paths"]
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 
 from orchestrator_api import wire
 from orchestrator_api.http import routes, routes_history
@@ -30,6 +38,30 @@ def create_app(context: ApiContext, *, registry: CollectorRegistry | None = None
     app.include_router(routes.router)
     app.include_router(routes_history.router)
     metrics_registry = registry or CollectorRegistry()
+    requests = Counter(
+        "orchestrator_api_requests",
+        "API requests answered, by route template, method and status",
+        ["route", "method", "status"],
+        registry=metrics_registry,
+    )
+    latency = Histogram(
+        "orchestrator_api_request_duration_seconds",
+        "Time to answer an API request, by route template",
+        ["route"],
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        registry=metrics_registry,
+    )
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        requests.labels(route, request.method, str(response.status_code)).inc()
+        latency.labels(route).observe(time.perf_counter() - started)
+        return response
 
     @app.get("/api/health")
     async def health(context: Context) -> dict[str, Any]:
