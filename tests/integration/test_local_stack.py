@@ -1,17 +1,22 @@
-"""``orchestrator up``: the README's run command, end to end (sandbox, nats-server, discovery)."""
+"""``orchestrator up``: the README's run command, end to end (sandbox, nats-server, etcd,
+discovery, topology-api), and that it leaves no process behind however it is stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.harness.ports import is_port_free
+from tests.harness.ports import free_port, is_port_free
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +39,25 @@ def orchestrator(*args: str, timeout: float = 90) -> subprocess.CompletedProcess
     )
 
 
+def api_config(directory: Path, port: int) -> Path:
+    """A config file putting the API on ``port`` (not the default 3000, maybe taken here)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "orchestrator.conf.json"
+    path.write_text(json.dumps({"ListenAddress": f"127.0.0.1:{port}"}))
+    return path
+
+
+def service_names(processes: list[psutil.Process]) -> set[str]:
+    """``mariadbd``, ``nats-server``, ``etcd``, and the Python services by module name."""
+    names = set()
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            cmdline = process.cmdline()
+            module = cmdline[cmdline.index("-m") + 1] if "-m" in cmdline else None
+            names.add(module or process.name())
+    return names
+
+
 def mariadbd_pids_under(directory: Path) -> list[int]:
     found = []
     for process in psutil.process_iter(["name", "cmdline"]):
@@ -43,16 +67,32 @@ def mariadbd_pids_under(directory: Path) -> list[int]:
     return found
 
 
-def test_up_once_shows_the_sandbox_discovered_from_one_seed(tmp_path: Path) -> None:
+def test_up_once_shows_the_api_url_and_the_sandbox_discovered_from_one_seed(
+    tmp_path: Path,
+) -> None:
     base = free_base_port(4)
+    port = free_port()
     directory = tmp_path / "sb"
     result = orchestrator(
-        "up", "--sandbox", str(directory), "--base-port", str(base), "--once", "--timeout", "30"
+        "up",
+        "--config",
+        str(api_config(tmp_path, port)),
+        "--sandbox",
+        str(directory),
+        "--base-port",
+        str(base),
+        "--once",
+        "--timeout",
+        "30",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("orchestrator-discovery started") for line in lines)
+    assert any(line.startswith("etcd on http://127.0.0.1:") for line in lines)
     assert f"seeds: 127.0.0.1:{base}" in result.stdout
+    url = f"http://127.0.0.1:{port}"
+    assert any(line.startswith(f"orchestrator-topology-api on {url} ") for line in lines)
+    assert f"try: uv run orchestrator -c clusters --api {url}" in lines
     # the tree is printed each time it changes: the last one is the whole topology
     last_header = len(lines) - 1 - lines[::-1].index(f"cluster 127.0.0.1:{base}")
     tree = lines[last_header + 1 :]
@@ -63,7 +103,82 @@ def test_up_once_shows_the_sandbox_discovered_from_one_seed(tmp_path: Path) -> N
         assert line.endswith(",ro,ROW,>>,GTID]")
     # it created the sandbox, so it stopped it again: nothing is left running
     assert mariadbd_pids_under(directory.resolve()) == []
+    assert is_port_free(port)
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_while_up_runs_the_cli_lists_the_sandbox_and_a_signal_stops_everything(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    base = free_base_port(3)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    directory = (tmp_path / "sb").resolve()
+    argv = ["up", "--config", str(api_config(tmp_path, port)), "--sandbox", str(directory)]
+    argv += ["--nodes", "3", "--base-port", str(base)]
+    with (tmp_path / "up.out").open("w+") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator_api.cli.main", *argv],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                listed = orchestrator("-c", "clusters", "--api", url, timeout=10)
+                if listed.returncode == 0 and listed.stdout.split() == [f"127.0.0.1:{base}"]:
+                    break
+                assert process.poll() is None, (tmp_path / "up.out").read_text()
+                assert time.monotonic() < deadline, listed.stderr
+                time.sleep(0.3)
+            children = psutil.Process(process.pid).children(recursive=True)
+            assert {
+                "mariadbd",
+                "nats-server",
+                "etcd",
+                "orchestrator_discovery.main",
+                "orchestrator_api.main",
+            } <= service_names(children)
+            process.send_signal(stop_signal)  # SIGINT: what Ctrl-C sends
+            assert process.wait(60) == 0
+            _, alive = psutil.wait_procs(children, timeout=10)
+            assert alive == []
+            assert mariadbd_pids_under(directory) == []
+            assert is_port_free(port)
+            output.seek(0)
+            text = output.read()
+            assert "Traceback" not in text
+            assert f"try: uv run orchestrator -c clusters --api {url}" in text
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_a_taken_api_port_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        directory = (tmp_path / "sb").resolve()
+        result = orchestrator(
+            "up",
+            "--config",
+            str(api_config(tmp_path, port)),
+            "--sandbox",
+            str(directory),
+            "--base-port",
+            str(free_base_port(4)),
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"orchestrator: error: port {port} is already in use (ListenAddress is "
+        f"'127.0.0.1:{port}'): stop what listens there or set ListenAddress in --config FILE "
+        "or ORCHESTRATOR_ListenAddress"
+    ]
+    assert not directory.exists()  # checked before anything started
+    assert mariadbd_pids_under(directory) == []
 
 
 def test_up_rejects_bad_input_with_one_line(tmp_path: Path) -> None:
@@ -85,7 +200,9 @@ def test_up_rejects_bad_input_with_one_line(tmp_path: Path) -> None:
 def test_a_killed_up_leaves_no_process_behind(tmp_path: Path) -> None:
     base = free_base_port(3)
     directory = (tmp_path / "sb").resolve()
-    argv = ["up", "--sandbox", str(directory), "--nodes", "3", "--base-port", str(base)]
+    port = free_port()
+    argv = ["up", "--config", str(api_config(tmp_path, port)), "--sandbox", str(directory)]
+    argv += ["--nodes", "3", "--base-port", str(base)]
     process = subprocess.Popen(
         [sys.executable, "-m", "orchestrator_api.cli.main", *argv],
         stdout=subprocess.PIPE,
@@ -98,14 +215,19 @@ def test_a_killed_up_leaves_no_process_behind(tmp_path: Path) -> None:
             if "discovered topology" in line:
                 break
         children = psutil.Process(process.pid).children(recursive=True)
-        names = sorted({child.name() for child in children})
-        assert "mariadbd" in names
-        assert "nats-server" in names
+        assert {
+            "mariadbd",
+            "nats-server",
+            "etcd",
+            "orchestrator_discovery.main",
+            "orchestrator_api.main",
+        } <= service_names(children)
         process.kill()  # no chance to clean up: the kernel must take the children along
         process.wait(10)
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
         assert mariadbd_pids_under(directory) == []
+        assert is_port_free(port)
     finally:
         if process.poll() is None:
             process.kill()

@@ -224,10 +224,11 @@ def test_negative_lag_is_clamped_to_zero() -> None:
 
 def test_active_downtime() -> None:
     downtime = Downtime(
+        key=InstanceKey("127.0.0.1", 2),
         owner="ops",
         reason="upgrade",
-        begin=NOW - timedelta(seconds=90),
-        end=NOW + timedelta(minutes=8, seconds=30),
+        begins_at=NOW - timedelta(seconds=90),
+        ends_at=NOW + timedelta(minutes=8, seconds=30),
     )
     item = render([snap(1), snap(2, 1)], 2, downtime=downtime)
     assert item["IsDowntimed"] is True
@@ -238,7 +239,13 @@ def test_active_downtime() -> None:
 
 
 def test_expired_downtime_is_not_downtimed() -> None:
-    downtime = Downtime(owner="ops", reason="upgrade", end=NOW - timedelta(seconds=1))
+    downtime = Downtime(
+        key=InstanceKey("127.0.0.1", 2),
+        owner="ops",
+        reason="upgrade",
+        begins_at=NOW - timedelta(minutes=10),
+        ends_at=NOW - timedelta(seconds=1),
+    )
     item = render([snap(1), snap(2, 1)], 2, downtime=downtime)
     assert item["IsDowntimed"] is False
     assert item["DowntimeEndTimestamp"] == "2026-11-25 11:59:59"
@@ -254,16 +261,25 @@ def test_no_downtime() -> None:
     )
 
 
+def candidate(rule: PromotionRule, expires: datetime | None = None) -> Candidate:
+    return Candidate(
+        key=InstanceKey("127.0.0.1", 2),
+        rule=rule,
+        registered_at=NOW - timedelta(minutes=1),
+        expires_at=expires or NOW + timedelta(hours=1),
+    )
+
+
 @pytest.mark.parametrize(
     ("candidate", "detected", "rule", "is_candidate"),
     [
         (None, "", "neutral", False),
-        (Candidate(PromotionRule.PREFER), "", "prefer", True),
-        (Candidate(PromotionRule.MUST, NOW + timedelta(hours=1)), "", "must", True),
-        (Candidate(PromotionRule.PREFER, NOW - timedelta(seconds=1)), "", "neutral", False),
-        (Candidate(PromotionRule.MUST_NOT), "prefer", "must_not", False),
+        (candidate(PromotionRule.PREFER), "", "prefer", True),
+        (candidate(PromotionRule.MUST, NOW + timedelta(hours=1)), "", "must", True),
+        (candidate(PromotionRule.PREFER, NOW - timedelta(seconds=1)), "", "neutral", False),
+        (candidate(PromotionRule.MUST_NOT), "prefer", "must_not", False),
         (None, "prefer_not", "prefer_not", False),
-        (Candidate(PromotionRule.PREFER, NOW), "must", "must", True),
+        (candidate(PromotionRule.PREFER, NOW), "must", "must", True),
     ],
 )
 def test_promotion_rule(

@@ -256,7 +256,11 @@ def test_downtimed_sample_shape_and_downtime_fields() -> None:
     expected = load_sample("downtimed.json")
     begun = datetime(2026, 11, 25, 17, 0, 17, tzinfo=UTC)
     downtime = Downtime(
-        owner="ceo", reason="testing", begin=begun, end=begun + timedelta(minutes=10)
+        key=InstanceKey("127.0.0.1", 22309),
+        owner="ceo",
+        reason="testing",
+        begins_at=begun,
+        ends_at=begun + timedelta(minutes=10),
     )
     cluster = sampled_cluster()
     node = cluster.instances[InstanceKey("127.0.0.1", 22309)]

@@ -27,6 +27,7 @@ from orchestrator_discovery.probe_sql import Dialect
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ProbeError, ProbeTimeout
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.snapshot import (
     InstanceSnapshot,
     ProbeFacts,
@@ -34,7 +35,7 @@ from orchestrator_shared.snapshot import (
     utcnow,
 )
 
-PROMOTION_RULES = ("must", "prefer", "neutral", "prefer_not", "must_not")
+PROMOTION_RULES = frozenset(rule.value for rule in PromotionRule)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,56 +1,70 @@
 """``orchestrator up``: the whole stack on this machine, one process per service.
 
-What it starts, in order:
+What it starts, in order (each one ready before the next starts):
 
 1. with ``--sandbox DIR``: a MariaDB sandbox there (or reuses the one already running there),
    whose master becomes the discovery seed when the config names none, and whose topology user
    is used when the config names none;
-2. a local ``nats-server`` with JetStream when ``NATSServers`` is empty (its data under
-   ``DIR/run/nats`` or a temporary directory);
-3. ``orchestrator-discovery`` with a generated config file;
-4. a watcher that follows the snapshot stream and prints the discovered topology whenever it
-   changes (``--once``: print it as soon as every instance of the sandbox is discovered, then
-   stop everything and exit).
+2. a local ``nats-server`` with JetStream when ``NATSServers`` is empty (data under
+   ``<run dir>/nats``); ready when its port answers;
+3. a local ``etcd`` when ``EtcdEndpoints`` is empty (data under ``<run dir>/etcd``, wiped at
+   each start: it will only hold leases); ready when ``/health`` says so;
+4. ``orchestrator-discovery``; ready when its metrics port answers;
+5. ``orchestrator-topology-api`` on ``ListenAddress`` with SQLite in ``<run dir>``; ready when
+   ``/api/health`` answers OK.
 
-Ctrl-C / SIGTERM stops what it started (the sandbox too, unless it was already running or
-``--keep-sandbox`` is given). The other services join this command as their issues land.
+The run dir is ``DIR/run`` with ``--sandbox``, else a temporary directory; each child logs to
+``<run dir>/<name>.log`` and gets a generated config file there. Every child is started with
+``PR_SET_PDEATHSIG`` (:mod:`orchestrator_api.children`): if ``up`` is killed, even by SIGKILL,
+the kernel takes them along. Ctrl-C / SIGTERM stops them in reverse order.
+
+Then :func:`follow_topology` prints the topology as the API shows it, whenever it changes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import errno
 import json
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
-import nats
-from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
+import httpx
 
 from orchestrator_api.children import spawn_child
-from orchestrator_shared.bus import Subjects
-from orchestrator_shared.config import Settings
+from orchestrator_shared.config import Settings, parse_listen_address
 from orchestrator_shared.errors import OrchestratorError
-from orchestrator_shared.snapshot import InstanceSnapshot
-from orchestrator_shared.topology import build_topology, render_topology
 
 SANDBOX_USER = "orchestrator"
 SANDBOX_PASSWORD = "orch_topology"
+DEFAULT_DISCOVERY_METRICS = "127.0.0.1:9125"
+DEFAULT_SQLITE_FILE = "orchestrator.sqlite3"
+READY_TIMEOUT = 30.0
 
 
 class StackError(OrchestratorError):
-    """The local stack could not be started."""
+    """The local stack could not be started, or one of its processes died."""
+
+
+class PortInUseError(StackError):
+    """A port the configuration names is taken by another program."""
+
+    def __init__(self, setting: str, address: str) -> None:
+        _, port = parse_listen_address(address)
+        super().__init__(
+            f"port {port} is already in use ({setting} is {address!r}): stop what listens "
+            f"there or set {setting} in --config FILE or ORCHESTRATOR_{setting}"
+        )
 
 
 def free_port() -> int:
@@ -60,17 +74,41 @@ def free_port() -> int:
         return port
 
 
-def _wait_port(port: int, *, process: subprocess.Popen[bytes], timeout: float, name: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StackError(f"{name} exited with code {process.returncode} while starting")
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise StackError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:g}s")
+def is_address_free(address: str) -> bool:
+    """Whether a server could listen on ``host:port`` now (lingering TIME_WAIT sockets aside,
+    as servers set SO_REUSEADDR too)."""
+    host, port = parse_listen_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise StackError(f"cannot listen on {address}: {exc.strerror}") from None
+    return True
+
+
+def check_ports(settings: Settings) -> None:
+    """Fail before starting anything when a port the configuration names is taken."""
+    if not is_address_free(settings.ListenAddress):
+        raise PortInUseError("ListenAddress", settings.ListenAddress)
+    metrics = settings.DiscoveryMetricsListenAddress
+    if metrics and metrics != DEFAULT_DISCOVERY_METRICS and not is_address_free(metrics):
+        raise PortInUseError("DiscoveryMetricsListenAddress", metrics)
+
+
+def api_url(listen_address: str) -> str:
+    """The URL a local client uses for a server on ``listen_address``."""
+    host, port = parse_listen_address(listen_address)
+    if host in {"0.0.0.0", ""}:
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @dataclass
@@ -95,6 +133,13 @@ class Child:
         except OSError:
             return ""
 
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise StackError(
+                f"{self.name} exited with code {self.process.returncode} "
+                f"(log: {self.log_path}):\n{self.log_tail()}"
+            )
+
 
 def _spawn(name: str, argv: list[str], log_dir: Path) -> Child:
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -106,13 +151,49 @@ def _spawn(name: str, argv: list[str], log_dir: Path) -> Child:
     return Child(name=name, process=process, log_path=log_path)
 
 
-def find_nats_server() -> str:
-    found = shutil.which("nats-server") or (
-        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
+def _wait_ready(child: Child, is_ready: Callable[[], bool], *, what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not is_ready():
+        child.check_alive()
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{child.name} was not ready within {READY_TIMEOUT:g}s ({what}); "
+                f"see {child.log_path}"
+            )
+        time.sleep(0.1)
+
+
+def _port_answers(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    return check
+
+
+def _json_answers(url: str, expected: Callable[[Any], bool]) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            answer = httpx.get(url, timeout=1)
+            return answer.status_code == 200 and expected(answer.json())
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    return check
+
+
+def _find_program(name: str, package: str) -> str:
+    found = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
     )
     if found is None:
-        raise StackError("nats-server not found: install it (Debian: apt-get install nats-server)")
+        raise StackError(f"{name} not found: install it (Debian: apt-get install {package})")
     return found
+
+
+def find_nats_server() -> str:
+    return _find_program("nats-server", "nats-server")
 
 
 @contextlib.contextmanager
@@ -124,138 +205,196 @@ def local_nats(data_dir: Path, log_dir: Path) -> Iterator[str]:
         log_dir,
     )
     try:
-        _wait_port(port, process=child.process, timeout=10, name="nats-server")
+        _wait_ready(child, _port_answers(port), what=f"listening on 127.0.0.1:{port}")
         yield f"nats://127.0.0.1:{port}"
     finally:
         child.stop()
 
 
 @contextlib.contextmanager
+def local_etcd(data_dir: Path, log_dir: Path) -> Iterator[str]:
+    """A one-member etcd on free loopback ports; yields its client URL."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    client = f"http://127.0.0.1:{free_port()}"
+    peer = f"http://127.0.0.1:{free_port()}"
+    child = _spawn(
+        "etcd",
+        [
+            _find_program("etcd", "etcd-server"),
+            "--name=orchestrator-up",
+            f"--data-dir={data_dir}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=orchestrator-up={peer}",
+            "--initial-cluster-state=new",
+            "--logger=zap",
+        ],
+        log_dir,
+    )
+    try:
+        healthy = _json_answers(f"{client}/health", lambda body: body.get("health") == "true")
+        _wait_ready(child, healthy, what=f"{client}/health")
+        yield client
+    finally:
+        child.stop()
+
+
+def _write_config(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # it may hold the topology password
+    path.write_text(json.dumps(document, indent=2))
+
+
+@contextlib.contextmanager
 def discovery_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Child]:
     config_path = run_dir / "discovery.conf.json"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(settings, indent=2))
-    config_path.chmod(0o600)
+    _write_config(config_path, settings)
     child = _spawn(
         "discovery",
         [sys.executable, "-m", "orchestrator_discovery.main", "--config", str(config_path)],
         run_dir,
     )
     try:
+        metrics = settings.get("DiscoveryMetricsListenAddress", "")
+        if metrics:
+            _, port = parse_listen_address(metrics)
+            _wait_ready(child, _port_answers(port), what=f"metrics on {metrics}")
         yield child
     finally:
         child.stop()
 
 
-async def watch_topology(
-    nats_url: str,
-    subjects: Subjects,
-    *,
-    poll_seconds: float,
-    expect: int | None,
-    discovery: Child,
-    give_up_after: float | None,
-    out: IO[str],
-) -> bool:
-    """Print the topology each time it changes. With ``expect``: return once that many
-    instances are discovered and answering (True), or False when ``give_up_after`` seconds
-    pass first."""
-    snapshots: dict[str, InstanceSnapshot] = {}
-    changed = asyncio.Event()
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1)
-
-    async def on_snapshot(msg: Msg) -> None:
-        snapshot = InstanceSnapshot.from_json(msg.data)
-        previous = snapshots.get(snapshot.key)
-        snapshots[snapshot.key] = snapshot
-        if previous is None or _shape(previous) != _shape(snapshot):
-            changed.set()
-
-    js = nc.jetstream()
-    deadline = None if give_up_after is None else time.monotonic() + give_up_after
-    while True:  # discovery creates the stream when it has connected
-        _check_alive(discovery)
-        try:
-            subscription = await js.subscribe(
-                subjects.all_snapshots, cb=on_snapshot, ordered_consumer=True
-            )
-            break
-        except NotFoundError:
-            if deadline is not None and time.monotonic() > deadline:
-                await nc.close()
-                return False
-            await asyncio.sleep(0.2)
-    last_text = ""
-    try:
-        while True:
-            _check_alive(discovery)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await changed.wait()
-            changed.clear()
-            text = _render(snapshots, poll_seconds)
-            if text and text != last_text:
-                out.write(f"\n{datetime.now(UTC):%H:%M:%S} discovered topology:\n{text}\n")
-                out.flush()
-                last_text = text
-            healthy = [s for s in snapshots.values() if s.probe.ok]
-            if expect is not None and len(healthy) >= expect:
-                return True
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-    finally:
-        await subscription.unsubscribe()
-        await nc.close()
-
-
-def _check_alive(discovery: Child) -> None:
-    if discovery.process.poll() is not None:
-        raise StackError(
-            f"discovery exited with code {discovery.process.returncode}:\n" + discovery.log_tail()
-        )
-
-
-def _shape(snapshot: InstanceSnapshot) -> tuple[Any, ...]:
-    channel = snapshot.primary_channel
-    return (
-        snapshot.probe.ok,
-        snapshot.read_only,
-        snapshot.replica_keys,
-        channel.master_key if channel else None,
-        channel.is_replicating if channel else None,
+@contextlib.contextmanager
+def api_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Child]:
+    """``orchestrator-topology-api``; yields once ``/api/health`` answers OK."""
+    config_path = run_dir / "topology-api.conf.json"
+    _write_config(config_path, settings)
+    child = _spawn(
+        "topology-api",
+        [sys.executable, "-m", "orchestrator_api.main", "--config", str(config_path)],
+        run_dir,
     )
+    try:
+        url = api_url(settings["ListenAddress"])
+        healthy = _json_answers(f"{url}/api/health", lambda body: body.get("Code") == "OK")
+        try:
+            _wait_ready(child, healthy, what=f"{url}/api/health")
+        except StackError:
+            if "address already in use" in child.log_tail().lower():  # taken since checked
+                raise PortInUseError("ListenAddress", settings["ListenAddress"]) from None
+            raise
+        yield child
+    finally:
+        child.stop()
 
 
-def _render(snapshots: dict[str, InstanceSnapshot], poll_seconds: float) -> str:
-    topology = build_topology(snapshots.values())
-    now = datetime.now(UTC)
-    blocks = []
-    for name, cluster in sorted(topology.clusters.items()):
-        header = f"cluster {name}" + (f" (alias {cluster.alias})" if cluster.alias != name else "")
-        blocks.append(header + "\n" + render_topology(cluster, now=now, poll_seconds=poll_seconds))
-    return "\n\n".join(blocks)
-
-
-def discovery_settings(
-    settings: Settings, *, nats_url: str, seeds: list[str], sandbox_credentials: bool
+def common_settings(
+    settings: Settings,
+    *,
+    nats_servers: list[str],
+    etcd_endpoints: list[str],
+    seeds: list[str],
+    sandbox_credentials: bool,
 ) -> dict[str, Any]:
-    """The config file handed to the discovery process."""
+    """The configuration every child shares: the user's, plus what ``up`` started."""
     document: dict[str, Any] = json.loads(settings.model_dump_json())
-    document["NATSServers"] = [nats_url]
+    document["NATSServers"] = nats_servers
+    document["EtcdEndpoints"] = etcd_endpoints
     if not settings.DiscoverySeeds:
         document["DiscoverySeeds"] = seeds
     if sandbox_credentials and not settings.MySQLTopologyUser:
         document["MySQLTopologyUser"] = SANDBOX_USER
         document["MySQLTopologyPassword"] = SANDBOX_PASSWORD
-    if document.get("DiscoveryMetricsListenAddress") == "127.0.0.1:9125":
+    return document
+
+
+def discovery_settings(common: dict[str, Any]) -> dict[str, Any]:
+    document = dict(common)
+    if document.get("DiscoveryMetricsListenAddress") == DEFAULT_DISCOVERY_METRICS:
         document["DiscoveryMetricsListenAddress"] = f"127.0.0.1:{free_port()}"
     return document
 
 
-def run_dir_for(sandbox_dir: Path | None) -> Path:
-    if sandbox_dir is not None:
-        return sandbox_dir / "run"
-    return Path(tempfile.mkdtemp(prefix="orchestrator-up-"))
+def api_settings(common: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    document = dict(common)
+    if document.get("SQLite3DataFile") == DEFAULT_SQLITE_FILE:
+        document["SQLite3DataFile"] = str(run_dir.resolve() / DEFAULT_SQLITE_FILE)
+    return document
+
+
+# --- following the topology through the API ---------------------------------------------------
+
+
+def _get(client: httpx.Client, path: str) -> Any:
+    answer = client.get(path)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def _rendered_topology(client: httpx.Client) -> str:
+    blocks = []
+    for info in sorted(_get(client, "/api/clusters-info"), key=lambda i: str(i["ClusterName"])):
+        name, alias = str(info["ClusterName"]), str(info["ClusterAlias"])
+        text = _get(client, f"/api/topology/{quote(name, safe=':[]')}").get("Details") or ""
+        header = f"cluster {name}" + (f" (alias {alias})" if alias and alias != name else "")
+        blocks.append(f"{header}\n{str(text).rstrip()}")
+    return "\n\n".join(blocks)
+
+
+def _all_answering(client: httpx.Client, expect: Collection[str]) -> bool:
+    answering = {
+        f"{i['Key']['Hostname']}:{i['Key']['Port']}"
+        for i in _get(client, "/api/all-instances")
+        if i.get("IsLastCheckValid")
+    }
+    return set(expect) <= answering
+
+
+def discover_through_api(url: str, key: str) -> None:
+    """Ask the API to discover ``key`` now (for a sandbox the configured seeds do not name)."""
+    host, _, port = key.rpartition(":")
+    answer = httpx.get(f"{url}/api/discover/{quote(host, safe='')}/{port}", timeout=15)
+    if answer.status_code != 200:
+        raise StackError(f"discovering {key} failed: {answer.json().get('Message', answer.text)}")
+
+
+def follow_topology(
+    url: str,
+    *,
+    children: list[Child],
+    expect: Collection[str] | None,
+    give_up_after: float | None,
+    out: IO[str],
+) -> bool:
+    """Print the topology the API shows each time it changes. With ``expect`` (instance keys):
+    return True once all of them are discovered and answering, False when ``give_up_after``
+    seconds pass first. Raises :class:`StackError` when a child dies."""
+    deadline = None if give_up_after is None else time.monotonic() + give_up_after
+    last_text = ""
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while True:
+            for child in children:
+                child.check_alive()
+            try:
+                done = expect is not None and _all_answering(client, expect)
+                text = _rendered_topology(client)  # after: with every instance when done
+            except (httpx.HTTPError, ValueError, KeyError):
+                text, done = last_text, False  # a slow or odd answer: ask again
+            if text and text != last_text:
+                out.write(f"\n{datetime.now(UTC):%H:%M:%S} discovered topology:\n{text}\n")
+                out.flush()
+                last_text = text
+            if done:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+
+# --- signals ----------------------------------------------------------------------------------
 
 
 def install_signal_handlers() -> None:
@@ -265,3 +404,11 @@ def install_signal_handlers() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def defer_signals() -> None:
+    """While stopping: a second Ctrl-C / SIGTERM must not cut the shutdown short. (A no-op
+    handler rather than SIG_IGN, which processes started meanwhile would inherit.)"""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import sys
 import tempfile
@@ -13,10 +12,10 @@ from orchestrator_api import local_stack
 from orchestrator_api.cli import Subcommands
 from orchestrator_api.cli.sandbox import DEFAULT_BASE_PORT, DEFAULT_NODES
 from orchestrator_api.sandbox import Sandbox
-from orchestrator_shared.bus import Subjects
-from orchestrator_shared.config import load_settings
+from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import ConfigError, SandboxError
 
+EXIT_STACK_FAILED = 1
 EXIT_NOT_DISCOVERED = 3
 
 
@@ -24,8 +23,9 @@ def register(subcommands: Subcommands) -> None:
     parser = subcommands.add_parser(
         "up",
         help="run the stack locally (optionally against a MariaDB sandbox)",
-        description="Start NATS (when NATSServers is empty) and the services, one process "
-        "each, and print the discovered topology whenever it changes. Ctrl-C stops them.",
+        description="Start NATS and etcd (when NATSServers / EtcdEndpoints are empty), "
+        "discovery and the topology API, one process each; print the API's URL and the "
+        "discovered topology whenever it changes. Ctrl-C or SIGTERM stops them all.",
     )
     parser.add_argument("--config", metavar="FILE", help="orchestrator.conf.json to read")
     parser.add_argument(
@@ -42,13 +42,17 @@ def register(subcommands: Subcommands) -> None:
     parser.add_argument(
         "--once",
         action="store_true",
-        help="stop as soon as every sandbox instance is discovered (exit 3 if not within "
-        "--timeout)",
+        help="stop as soon as every sandbox instance is visible through the API (exit 3 if "
+        "not within --timeout)",
     )
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="seconds --once waits (default 60)"
     )
     parser.set_defaults(handler=run)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
 
 
 def _sandbox(args: argparse.Namespace, stack: contextlib.ExitStack) -> Sandbox | None:
@@ -59,10 +63,10 @@ def _sandbox(args: argparse.Namespace, stack: contextlib.ExitStack) -> Sandbox |
         with contextlib.suppress(SandboxError):
             existing = Sandbox.load(directory)
             if all(existing.is_running(node.index) for node in existing.nodes):
-                print(f"using the sandbox already running in {directory}", flush=True)
+                _say(f"using the sandbox already running in {directory}")
                 return existing
             existing.down()
-    print(f"starting a {args.nodes}-node MariaDB sandbox in {directory} ...", flush=True)
+    _say(f"starting a {args.nodes}-node MariaDB sandbox in {directory} ...")
     # Unless kept, the sandbox lives and dies with this command, even if it is SIGKILLed.
     sandbox = Sandbox.up(
         directory,
@@ -72,8 +76,65 @@ def _sandbox(args: argparse.Namespace, stack: contextlib.ExitStack) -> Sandbox |
     )
     if not args.keep_sandbox:
         stack.callback(sandbox.down)
-    print(sandbox.status(), flush=True)
+    _say(sandbox.status())
     return sandbox
+
+
+def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib.ExitStack) -> int:
+    """Start everything (each piece registered on ``stack`` to be stopped in reverse order),
+    then follow the topology; returns the exit code of ``--once``."""
+    sandbox = _sandbox(args, stack)
+    if args.sandbox is not None:
+        run_dir: Path = args.sandbox / "run"
+    else:
+        run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrator-up-")))
+    nats_servers = list(settings.NATSServers)
+    if not nats_servers:
+        nats_url = stack.enter_context(local_stack.local_nats(run_dir / "nats", log_dir=run_dir))
+        _say(f"nats-server with JetStream on {nats_url}")
+        nats_servers = [nats_url]
+    etcd_endpoints = list(settings.EtcdEndpoints)
+    if not etcd_endpoints:
+        etcd_url = stack.enter_context(local_stack.local_etcd(run_dir / "etcd", log_dir=run_dir))
+        _say(f"etcd on {etcd_url}")
+        etcd_endpoints = [etcd_url]
+    seeds = [sandbox.master.key] if sandbox is not None else []
+    common = local_stack.common_settings(
+        settings,
+        nats_servers=nats_servers,
+        etcd_endpoints=etcd_endpoints,
+        seeds=seeds,
+        sandbox_credentials=sandbox is not None,
+    )
+    discovery_config = local_stack.discovery_settings(common)
+    discovery = stack.enter_context(local_stack.discovery_process(discovery_config, run_dir))
+    _say(
+        f"orchestrator-discovery started (log: {discovery.log_path}); "
+        f"seeds: {', '.join(discovery_config['DiscoverySeeds']) or 'none'}"
+    )
+    api = stack.enter_context(
+        local_stack.api_process(local_stack.api_settings(common, run_dir), run_dir)
+    )
+    url = local_stack.api_url(settings.ListenAddress)
+    _say(f"orchestrator-topology-api on {url} (log: {api.log_path})")
+    if sandbox is not None and sandbox.master.key not in discovery_config["DiscoverySeeds"]:
+        local_stack.discover_through_api(url, sandbox.master.key)
+    _say(f"try: uv run orchestrator -c clusters --api {url}")
+    expect = [node.key for node in sandbox.nodes] if sandbox is not None and args.once else None
+    discovered = local_stack.follow_topology(
+        url,
+        children=[discovery, api],
+        expect=expect,
+        give_up_after=args.timeout if args.once else None,
+        out=sys.stdout,
+    )
+    if args.once and not discovered:
+        print(
+            f"orchestrator: not every instance was discovered within {args.timeout:g}s",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_DISCOVERED
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,47 +152,16 @@ def run(args: argparse.Namespace) -> int:
     settings = loaded.settings
     for warning in loaded.warnings:
         print(f"orchestrator: warning: {warning}", file=sys.stderr)
+    local_stack.check_ports(settings)  # before anything starts: nothing to stop on failure
     local_stack.install_signal_handlers()
     with contextlib.ExitStack() as stack:
-        sandbox = _sandbox(args, stack)
-        run_dir = (
-            args.sandbox / "run"
-            if args.sandbox is not None
-            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrator-up-")))
-        )
-        if settings.NATSServers:
-            nats_url = settings.NATSServers[0]
-        else:
-            nats_url = stack.enter_context(
-                local_stack.local_nats(run_dir / "nats", log_dir=run_dir)
-            )
-            print(f"nats-server with JetStream on {nats_url}", flush=True)
-        seeds = [sandbox.master.key] if sandbox is not None else []
-        document = local_stack.discovery_settings(
-            settings, nats_url=nats_url, seeds=seeds, sandbox_credentials=sandbox is not None
-        )
-        discovery = stack.enter_context(local_stack.discovery_process(document, run_dir))
-        print(
-            f"orchestrator-discovery started (log: {discovery.log_path}); "
-            f"seeds: {', '.join(document['DiscoverySeeds']) or 'none'}",
-            flush=True,
-        )
-        expect = len(sandbox.nodes) if (sandbox is not None and args.once) else None
-        discovered = asyncio.run(
-            local_stack.watch_topology(
-                nats_url,
-                Subjects(settings.NATSSubjectPrefix),
-                poll_seconds=settings.InstancePollSeconds,
-                expect=expect,
-                discovery=discovery,
-                give_up_after=args.timeout if args.once else None,
-                out=sys.stdout,
-            )
-        )
-        if args.once and not discovered:
-            print(
-                f"orchestrator: not every instance was discovered within {args.timeout:g}s",
-                file=sys.stderr,
-            )
-            return EXIT_NOT_DISCOVERED
-    return 0
+        try:
+            return _start_stack(args, settings, stack)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
+            _say("stopping ...")
+            return 0
+        except local_stack.StackError as exc:  # a child's log tail follows the first line
+            print(f"orchestrator: error: {exc}", file=sys.stderr)
+            return EXIT_STACK_FAILED
+        finally:
+            local_stack.defer_signals()  # the ExitStack now stops everything, in reverse

@@ -36,30 +36,13 @@ def instance_payload(
     summary = view.summaries[node.cluster_name]
     if summary.alias != cluster.alias:
         cluster = dataclasses.replace(cluster, alias=summary.alias)
-    downtime = extras.downtimes.get(node.key)
-    candidate = extras.candidates.get(node.key)
     return wire.instance_json(
         node,
         cluster,
         now=now,
         poll_seconds=poll,
-        downtime=(
-            wire.Downtime(
-                owner=downtime.owner,
-                reason=downtime.reason,
-                end=downtime.ends_at,
-                begin=downtime.begins_at,
-            )
-            if downtime is not None
-            else None
-        ),
-        candidate=(
-            wire.Candidate(
-                rule=wire.PromotionRule(candidate.rule.value), expiry=candidate.expires_at
-            )
-            if candidate is not None
-            else None
-        ),
+        downtime=extras.downtimes.get(node.key),
+        candidate=extras.candidates.get(node.key),
     )
 
 

@@ -18,18 +18,16 @@ from typing import Protocol
 
 from orchestrator_api.store.models import (
     AuditEntry,
-    Candidate,
     ClusterSummary,
-    Downtime,
     FailureDetection,
     GlobalRecoveries,
-    PromotionRule,
     RecoveryFilter,
     RecoveryRecord,
 )
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.errors import StoreError
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
 from orchestrator_shared.topology import Topology, TopologyInstance
 

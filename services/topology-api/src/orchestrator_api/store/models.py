@@ -3,24 +3,15 @@
 Times are timezone-aware ``datetime`` values in UTC (a naive one given to the store is taken as
 UTC); the database keeps them as Unix seconds.
 These are storage rows, not wire shapes: the API turns them into orchestrator's JSON.
+Downtime and promotion candidates are shared values (``orchestrator_shared.operator_state``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from orchestrator_shared.instance_key import InstanceKey
-
-
-class PromotionRule(StrEnum):
-    """orchestrator's promotion rules, registered with ``register-candidate``."""
-
-    PREFER = "prefer"
-    NEUTRAL = "neutral"
-    PREFER_NOT = "prefer_not"
-    MUST_NOT = "must_not"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,27 +23,6 @@ class ClusterSummary:
     domain: str
     master: InstanceKey
     count_instances: int
-
-
-@dataclass(frozen=True, slots=True)
-class Downtime:
-    """ "Expected to be broken, do not recover": analysed, but skipped by automated recovery."""
-
-    key: InstanceKey
-    owner: str
-    reason: str
-    begins_at: datetime
-    ends_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A promotion rule registered for an instance until ``expires_at``."""
-
-    key: InstanceKey
-    rule: PromotionRule
-    registered_at: datetime
-    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,11 @@ from typing import Any
 from orchestrator_api.store.driver import Row
 from orchestrator_api.store.models import (
     AuditEntry,
-    Candidate,
-    Downtime,
     FailureDetection,
-    PromotionRule,
     RecoveryRecord,
 )
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
 from orchestrator_shared.topology import Topology
 

@@ -23,9 +23,7 @@ from orchestrator_api.store import rows
 from orchestrator_api.store.driver import Driver, Row, Transaction
 from orchestrator_api.store.models import (
     AuditEntry,
-    Candidate,
     ClusterSummary,
-    Downtime,
     FailureDetection,
     GlobalRecoveries,
     RecoveryFilter,
@@ -40,6 +38,7 @@ from orchestrator_api.store.schema import (
 from orchestrator_api.store.view import ClusterSetting, FleetView
 from orchestrator_shared.errors import StoreError
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import Candidate, Downtime
 from orchestrator_shared.snapshot import InstanceSnapshot
 from orchestrator_shared.topology import Topology, TopologyInstance, build_topology
 

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator_api.store.models import Candidate, ClusterSummary, Downtime
+from orchestrator_api.store.models import ClusterSummary
 from orchestrator_shared.errors import InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import Candidate, Downtime
 from orchestrator_shared.snapshot import InstanceSnapshot
 from orchestrator_shared.topology import Topology, TopologyInstance, build_topology
 

@@ -48,6 +48,7 @@ from orchestrator_api.wire.values import (
     null_int64,
 )
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
 from orchestrator_shared.snapshot import Flavor, InstanceSnapshot, ReplicationChannel, ThreadState
 from orchestrator_shared.topology import Cluster, TopologyInstance
 
@@ -82,14 +83,6 @@ EXTRA_FIELDS = frozenset(
 """Fields we add to orchestrator's Instance: MariaDB's GTID state (empty for MySQL)."""
 
 
-class PromotionRule(StrEnum):
-    MUST = "must"
-    PREFER = "prefer"
-    NEUTRAL = "neutral"
-    PREFER_NOT = "prefer_not"
-    MUST_NOT = "must_not"
-
-
 class Problem(StrEnum):
     """The words of ``Instance.Problems``."""
 
@@ -98,30 +91,6 @@ class Problem(StrEnum):
     NOT_REPLICATING = "not_replicating"
     REPLICATION_LAG = "replication_lag"
     ERRANT_GTID = "errant_gtid"
-
-
-@dataclass(frozen=True, slots=True)
-class Downtime:
-    """A downtime on one instance: who, why, until when (and since when, if known)."""
-
-    owner: str
-    reason: str
-    end: datetime
-    begin: datetime | None = None
-
-    def is_active(self, now: datetime) -> bool:
-        return self.end > now
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A registered promotion rule (``register-candidate``); it lapses at ``expiry``."""
-
-    rule: PromotionRule
-    expiry: datetime | None = None
-
-    def is_active(self, now: datetime) -> bool:
-        return self.expiry is None or self.expiry > now
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +246,10 @@ def instance_json(
     replicas = instance_keys_json((*node.replicas, *(_key(key) for key in snap.replica_keys)))
     semi = snap.semi_sync
     is_downtimed = downtime is not None and downtime.is_active(now)
+    # orchestrator counts elapsed downtime only while the downtime lasts
     elapsed_downtime = (
-        whole_seconds_between(downtime.begin, now)
-        if downtime is not None and downtime.begin is not None
+        whole_seconds_between(downtime.begins_at, now)
+        if downtime is not None and is_downtimed
         else 0
     )
     return {
@@ -362,7 +332,7 @@ def instance_json(
         "IsDowntimed": is_downtimed,
         "DowntimeReason": downtime.reason if downtime is not None else "",
         "DowntimeOwner": downtime.owner if downtime is not None else "",
-        "DowntimeEndTimestamp": go_datetime(downtime.end) if downtime is not None else "",
+        "DowntimeEndTimestamp": go_datetime(downtime.ends_at) if downtime is not None else "",
         "ElapsedDowntime": nanoseconds(max(elapsed_downtime, 0)),
         "UnresolvedHostname": "",
         "AllowTLS": channel is not None and channel.master_ssl_allowed,
