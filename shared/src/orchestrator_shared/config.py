@@ -117,6 +117,7 @@ class Settings(BaseModel):
     BackendDB: Literal["sqlite", "postgres"] = "sqlite"
     SQLite3DataFile: str = "orchestrator.sqlite3"
     PostgreSQLDSN: str = Field(default="", repr=False)
+    AuditPurgeDays: PositiveInt = 7  # audit, detections and finished recoveries kept this long
 
     # --- validators ------------------------------------------------------------------------
     @field_validator("DiscoverySeeds")

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 
 import uvicorn
 
@@ -21,7 +22,7 @@ from orchestrator_api.auth import check_listen_policy
 from orchestrator_api.discovery_client import NatsRequester
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.store import open_store
+from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import StoreConsumer
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
@@ -29,6 +30,22 @@ from orchestrator_shared.errors import BusError, ConfigError, StoreError
 from orchestrator_shared.logging import configure_logging
 
 log = logging.getLogger("orchestrator_api")
+
+
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
+async def purge_history(store: Store, *, keep: timedelta) -> None:
+    """Hourly: drop expired downtime and candidates, and history older than ``keep``."""
+    while True:
+        now = datetime.now(UTC)
+        try:
+            removed = await store.purge(now=now, history_before=now - keep)
+            if removed:
+                log.info("purged %d expired or old rows", removed)
+        except StoreError as exc:
+            log.warning("purge failed: %s", exc)
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
 
 async def serve(settings: Settings) -> None:
@@ -61,8 +78,12 @@ async def serve(settings: Settings) -> None:
             signal.signal(signum, lambda *_: None)
         async with asyncio.TaskGroup() as group:
             consuming = group.create_task(consumer.run())
+            purging = group.create_task(
+                purge_history(store, keep=timedelta(days=settings.AuditPurgeDays))
+            )
             await server.serve()  # returns on SIGTERM/SIGINT (uvicorn's handlers)
             consuming.cancel()
+            purging.cancel()
     log.info("topology-api stopped")
 
 
