@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Self
 
 from orchestrator_shared.errors import InvalidInstanceKey
@@ -78,9 +79,7 @@ class InstanceKey:
         Surrounding whitespace is ignored; ``default_port`` applies when the text has no port.
         """
         try:
-            host, port = _split(text.strip(), default_port=default_port)
-            _check_port(port)
-            host = _normalize_host(host)
+            host, port = _parts(text, default_port)
         except _Problem as problem:
             raise InvalidInstanceKey(f"invalid instance key {text!r}: {problem}") from None
         return cls(host, port)
@@ -282,3 +281,15 @@ def _decode_token(token: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _Problem("its escapes are not valid UTF-8") from None
+
+
+@lru_cache(maxsize=65536)
+def _parts(text: str, default_port: int) -> tuple[str, int]:
+    """``parse`` without the object, memoized: keys are parsed again and again (every
+    snapshot names itself, its master and its replicas) and there are only so many."""
+    host, port = _split(text.strip(), default_port=default_port)
+    _check_port(port)
+    return _normalize_host(host), port
+
+
+_normalize_host = lru_cache(maxsize=65536)(_normalize_host)

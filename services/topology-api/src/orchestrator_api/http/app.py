@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +15,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator_api import wire
 from orchestrator_api.http import routes, routes_history
@@ -52,16 +52,7 @@ def create_app(context: ApiContext, *, registry: CollectorRegistry | None = None
         registry=metrics_registry,
     )
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        requests.labels(route, request.method, str(response.status_code)).inc()
-        latency.labels(route).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestMetrics, requests=requests, latency=latency)
 
     @app.get("/api/health")
     async def health(context: Context) -> dict[str, Any]:
@@ -113,3 +104,33 @@ def create_app(context: ApiContext, *, registry: CollectorRegistry | None = None
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class RequestMetrics:
+    """Counts and times requests by route template. A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` costs a task and a stream per request."""
+
+    def __init__(self, app: ASGIApp, *, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(route, scope["method"], str(status)).inc()
+            self.latency.labels(route).observe(time.perf_counter() - started)

@@ -18,7 +18,7 @@ from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
-from orchestrator_api.http.payloads import Extras, cluster_info_payload, instance_payload
+from orchestrator_api.http.payloads import cluster_info_payload, instance_payload
 from orchestrator_api.store import AuditEntry, Candidate, Downtime, PromotionRule
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.bus import CommandRequest
@@ -39,19 +39,11 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
-async def _extras(context: ApiContext) -> Extras:
-    now = context.clock()
-    return Extras.of(
-        await context.store.downtimes(now=now), await context.store.candidates(now=now)
-    )
-
-
 async def _instances(
     context: ApiContext, view: FleetView, nodes: list[TopologyInstance]
 ) -> list[dict[str, Any]]:
-    extras = await _extras(context)
     now, poll = context.clock(), context.settings.InstancePollSeconds
-    return [instance_payload(view, node, extras, now=now, poll=poll) for node in nodes]
+    return [instance_payload(view, node, now=now, poll=poll) for node in nodes]
 
 
 # --- clusters -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
-from orchestrator_api.http.payloads import Extras, instance_payload
+from orchestrator_api.http.payloads import instance_payload
 from orchestrator_api.store import AuditEntry, FailureDetection, RecoveryFilter, RecoveryRecord
 from orchestrator_api.store.view import FleetView
 from orchestrator_api.wire.timefmt import go_datetime, rfc3339
@@ -79,15 +79,10 @@ async def replication_analysis_of_cluster(
 
 async def _problems(context: ApiContext, view: FleetView, cluster: str | None) -> list[Any]:
     now = context.clock()
-    extras = Extras.of(
-        await context.store.downtimes(now=now), await context.store.candidates(now=now)
-    )
     nodes = view.cluster_instances(cluster) if cluster is not None else view.all_instances()
     answers = []
     for node in nodes:
-        payload = instance_payload(
-            view, node, extras, now=now, poll=context.settings.InstancePollSeconds
-        )
+        payload = instance_payload(view, node, now=now, poll=context.settings.InstancePollSeconds)
         if payload["Problems"] and not payload["IsDowntimed"]:
             answers.append(payload)
     return answers

@@ -54,6 +54,8 @@ from orchestrator_shared.snapshot import InstanceSnapshot
 
 log = logging.getLogger(__name__)
 
+DRAIN_WAIT_SECONDS = 0.01  # how long a batch may wait to fill once its first message is in
+
 BatchWriter = Callable[[Sequence[Msg]], Awaitable[None]]
 _Item = TypeVar("_Item")
 
@@ -209,9 +211,9 @@ class StoreConsumer:
                 idle_since = time.monotonic()
                 while True:
                     try:
-                        messages = await subscription.fetch(
-                            self._batch_size, timeout=self._fetch_wait
-                        )
+                        # One message as soon as there is one (a fetch of N waits for N, or
+                        # for the timeout), then whatever else is already there.
+                        messages = await subscription.fetch(1, timeout=self._fetch_wait)
                     except TimeoutError:
                         if time.monotonic() - idle_since > self._idle_check:
                             # Quiet for long: is the consumer still there? A server that
@@ -220,6 +222,11 @@ class StoreConsumer:
                             idle_since = time.monotonic()
                         continue
                     idle_since = time.monotonic()
+                    if self._batch_size > 1:
+                        with contextlib.suppress(TimeoutError):
+                            messages += await subscription.fetch(
+                                self._batch_size - 1, timeout=DRAIN_WAIT_SECONDS
+                            )
                     await write(messages)
             except (NatsError, JetStreamError, BusError) as exc:
                 self.stats.resubscribes += 1

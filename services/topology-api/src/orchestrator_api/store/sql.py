@@ -198,12 +198,27 @@ class SqlStore:
             if known is None or snapshot.probe.checked_at >= known.probe.checked_at:
                 latest[snapshot.instance_key] = snapshot
         before = await self.view() if latest else None
+        before_cache = self._cached
+        installed: _Cached | None = None
         now = time.time()
         async with self._driver.transaction() as tx:
             if latest and before is not None:
                 generation = await self._next_generation(tx)
-                merged = {**before.snapshots, **latest}
+                # as the upsert does: a snapshot older than the stored one is ignored
+                merged = dict(before.snapshots)
+                for key, snap in latest.items():
+                    stored = merged.get(key)
+                    if stored is None or snap.probe.checked_at >= stored.probe.checked_at:
+                        merged[key] = snap
                 topology = build_topology(merged.values())
+                if before_cache is not None and before_cache.generation == generation - 1:
+                    # nobody wrote in between: the merged snapshots are exactly the new state,
+                    # so readers need not reload and rebuild what was just built
+                    installed = _Cached(
+                        generation,
+                        before_cache.forget_epoch,
+                        before.with_snapshots(merged, topology),
+                    )
                 await tx.executemany(
                     rows.UPSERT_INSTANCE,
                     [
@@ -225,6 +240,10 @@ class SqlStore:
                     f"INSERT INTO audit ({rows.AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                     [rows.audit_params(entry) for entry in audit],
                 )
+        if installed is not None:
+            current = self._cached
+            if current is None or current.generation < installed.generation:
+                self._cached = installed
 
     async def forget_instance(self, key: InstanceKey) -> bool:
         async with self._driver.transaction() as tx:

@@ -38,12 +38,14 @@ class FleetView:
         *,
         downtime: Iterable[Downtime] = (),
         candidates: Iterable[Candidate] = (),
+        topology: Topology | None = None,
     ) -> None:
         self.snapshots = dict(snapshots)
         self.settings = dict(settings)
         self._downtime = {entry.key: entry for entry in downtime}
         self._candidates = {entry.key: entry for entry in candidates}
-        self.topology: Topology = build_topology(self.snapshots.values())
+        # ``topology``: the caller's, when it already built it from exactly these snapshots
+        self.topology: Topology = topology or build_topology(self.snapshots.values())
         summaries: dict[str, ClusterSummary] = {}
         for name, cluster in sorted(self.topology.clusters.items()):
             setting = self.settings.get(name, ClusterSetting())
@@ -67,6 +69,18 @@ class FleetView:
     def instance(self, key: InstanceKey) -> TopologyInstance | None:
         cluster = self.topology.cluster_of(key)
         return None if cluster is None else cluster.instances[key]
+
+    def with_snapshots(
+        self, snapshots: Mapping[InstanceKey, InstanceSnapshot], topology: Topology
+    ) -> FleetView:
+        """The same operator state over new snapshots (and their topology)."""
+        return FleetView(
+            snapshots,
+            self.settings,
+            downtime=self._downtime.values(),
+            candidates=self._candidates.values(),
+            topology=topology,
+        )
 
     def downtime_of(self, key: InstanceKey, *, now: datetime) -> Downtime | None:
         """The instance's downtime in force at ``now``, if any."""
