@@ -7,12 +7,14 @@ GET (as orchestrator) and POST. Errors: see :mod:`.errors`.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
@@ -39,11 +41,41 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+def _encoded(
+    context: ApiContext, view: FleetView, key: tuple[Any, ...], build: Callable[[], Any]
+) -> Response:
+    """The JSON answer for ``key``, built at most once per view and second.
+
+    Answers depend on the stored state (one view per store generation) and, through the
+    validity fields (``IsUpToDate``, ``SecondsSinceLastSeen``...), on the current second; a
+    read-heavy dashboard asking for the same cluster a thousand times a second costs one
+    rendering per second.
+    """
+    second = int(context.clock().timestamp())
+    per_view = _answers.setdefault(view, {})
+    cached = per_view.get((key, second))
+    if cached is None:
+        if len(per_view) > 4096:
+            per_view.clear()
+        cached = json.dumps(build(), separators=(",", ":")).encode()
+        per_view[(key, second)] = cached
+    return Response(cached, media_type="application/json")
+
+
+_answers: weakref.WeakKeyDictionary[FleetView, dict[tuple[Any, ...], bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def _instances(
-    context: ApiContext, view: FleetView, nodes: list[TopologyInstance]
-) -> list[dict[str, Any]]:
-    now, poll = context.clock(), context.settings.InstancePollSeconds
-    return [instance_payload(view, node, now=now, poll=poll) for node in nodes]
+    context: ApiContext, view: FleetView, nodes: list[TopologyInstance], *, single: bool = False
+) -> Response:
+    def build() -> Any:
+        now, poll = context.clock(), context.settings.InstancePollSeconds
+        payloads = [instance_payload(view, node, now=now, poll=poll) for node in nodes]
+        return payloads[0] if single else payloads
+
+    return _encoded(context, view, ("instances", single, *(n.key for n in nodes)), build)
 
 
 # --- clusters -------------------------------------------------------------------------------
@@ -56,9 +88,14 @@ async def clusters(context: Context, _: ReadAccess) -> list[str]:
 
 
 @router.get("/clusters-info")
-async def clusters_info(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+async def clusters_info(context: Context, _: ReadAccess) -> Response:
     view = await context.view()
-    return [cluster_info_payload(view, name) for name in sorted(view.summaries)]
+    return _encoded(
+        context,
+        view,
+        ("clusters-info",),
+        lambda: [cluster_info_payload(view, name) for name in sorted(view.summaries)],
+    )
 
 
 @router.get("/cluster-info/{hint}")
@@ -68,7 +105,7 @@ async def cluster_info(hint: str, context: Context, _: ReadAccess) -> dict[str, 
 
 
 @router.get("/cluster/alias/{alias}")
-async def cluster_by_alias(alias: str, context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+async def cluster_by_alias(alias: str, context: Context, _: ReadAccess) -> Response:
     view = await context.view()
     name = view.cluster_by_alias(alias)
     if name is None:
@@ -77,9 +114,7 @@ async def cluster_by_alias(alias: str, context: Context, _: ReadAccess) -> list[
 
 
 @router.get("/cluster/instance/{host}/{port}")
-async def cluster_of_instance(
-    host: str, port: str, context: Context, _: ReadAccess
-) -> list[dict[str, Any]]:
+async def cluster_of_instance(host: str, port: str, context: Context, _: ReadAccess) -> Response:
     view, name = await context.cluster_name(str(context.key(host, port)))
     return await _instances(context, view, view.cluster_instances(name))
 
@@ -94,20 +129,20 @@ async def cluster_info_by_alias(alias: str, context: Context, _: ReadAccess) -> 
 
 
 @router.get("/cluster/{hint}")
-async def cluster(hint: str, context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+async def cluster(hint: str, context: Context, _: ReadAccess) -> Response:
     view, name = await context.cluster_name(hint)
     return await _instances(context, view, view.cluster_instances(name))
 
 
 @router.get("/master/{hint}")
-async def master(hint: str, context: Context, _: ReadAccess) -> dict[str, Any]:
+async def master(hint: str, context: Context, _: ReadAccess) -> Response:
     view, name = await context.cluster_name(hint)
     cluster = view.topology.clusters[name]
-    return (await _instances(context, view, [cluster.instances[cluster.master]]))[0]
+    return await _instances(context, view, [cluster.instances[cluster.master]], single=True)
 
 
 @router.get("/masters")
-async def masters(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+async def masters(context: Context, _: ReadAccess) -> Response:
     view = await context.view()
     nodes = [c.instances[c.master] for _, c in sorted(view.topology.clusters.items())]
     return await _instances(context, view, nodes)
@@ -151,35 +186,31 @@ async def topology_tabulated_of_instance(
 
 
 @router.get("/instance/{host}/{port}")
-async def instance(host: str, port: str, context: Context, _: ReadAccess) -> dict[str, Any]:
+async def instance(host: str, port: str, context: Context, _: ReadAccess) -> Response:
     view, node = await context.instance(host, port)
-    return (await _instances(context, view, [node]))[0]
+    return await _instances(context, view, [node], single=True)
 
 
 @router.get("/instance-replicas/{host}/{port}")
-async def instance_replicas(
-    host: str, port: str, context: Context, _: ReadAccess
-) -> list[dict[str, Any]]:
+async def instance_replicas(host: str, port: str, context: Context, _: ReadAccess) -> Response:
     view, node = await context.instance(host, port)
     cluster = view.topology.clusters[node.cluster_name]
     return await _instances(context, view, [cluster.instances[key] for key in node.replicas])
 
 
 @router.get("/all-instances")
-async def all_instances(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+async def all_instances(context: Context, _: ReadAccess) -> Response:
     view = await context.view()
     return await _instances(context, view, view.all_instances())
 
 
 @router.get("/search")
-async def search(
-    context: Context, _: ReadAccess, s: str = Query(min_length=1)
-) -> list[dict[str, Any]]:
+async def search(context: Context, _: ReadAccess, s: str = Query(min_length=1)) -> Response:
     view = await context.view()
     return await _instances(context, view, view.search(s))
 
 
-async def _downtimed(context: ApiContext, view: FleetView, cluster: str | None) -> list[Any]:
+async def _downtimed(context: ApiContext, view: FleetView, cluster: str | None) -> Response:
     downtimes = await context.store.downtimes(now=context.clock())
     nodes = [
         node
@@ -191,12 +222,12 @@ async def _downtimed(context: ApiContext, view: FleetView, cluster: str | None) 
 
 
 @router.get("/downtimed")
-async def downtimed(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+async def downtimed(context: Context, _: ReadAccess) -> Response:
     return await _downtimed(context, await context.view(), None)
 
 
 @router.get("/downtimed/{hint}")
-async def downtimed_in_cluster(hint: str, context: Context, _: ReadAccess) -> list[Any]:
+async def downtimed_in_cluster(hint: str, context: Context, _: ReadAccess) -> Response:
     view, name = await context.cluster_name(hint)
     return await _downtimed(context, view, name)
 
