@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -31,6 +30,7 @@ from orchestrator_shared.bus import (
 )
 from orchestrator_shared.errors import BusError
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.nats_client import connect_nats
 from orchestrator_shared.snapshot import InstanceSnapshot
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,7 @@ class NatsBus:
         return self._nc is not None and self._nc.is_connected
 
     async def connect(self, servers: list[str], *, name: str) -> None:
-        async def disconnected() -> None:
-            log.warning("NATS disconnected; snapshots wait until it is back")
-
         async def reconnected() -> None:
-            log.info("NATS reconnected")
             try:
                 await self.ensure_streams()
             except BusError as exc:
@@ -96,23 +92,7 @@ class NatsBus:
             if self._on_reconnect is not None:
                 await self._on_reconnect()
 
-        async def error(exc: Exception) -> None:
-            log.debug("NATS client error: %s", exc)
-
-        try:
-            self._nc = await nats.connect(
-                servers=servers,
-                name=name,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2,
-                allow_reconnect=True,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=error,
-            )
-        except (NatsError, OSError) as exc:
-            raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from None
+        self._nc = await connect_nats(servers, name=name, on_reconnect=reconnected)
         self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_SECONDS)
         await self.ensure_streams()
 

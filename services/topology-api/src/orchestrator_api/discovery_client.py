@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
@@ -24,8 +23,8 @@ from orchestrator_shared.bus import (
     DiscoveryVerb,
     Subjects,
 )
-from orchestrator_shared.errors import BusError
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.nats_client import connect_nats
 
 REQUEST_TIMEOUT_SECONDS = 15.0  # above discovery's probe deadline (10 s by default)
 COMMAND_TIMEOUT_SECONDS = 120.0  # a topology operation waits for replicas to catch up
@@ -37,16 +36,7 @@ class NatsRequester:
         self._nc: Client | None = None
 
     async def connect(self, servers: list[str]) -> None:
-        try:
-            self._nc = await nats.connect(
-                servers=servers,
-                name="orchestrator-topology-api",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2,
-            )
-        except (NatsError, OSError) as exc:
-            raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from None
+        self._nc = await connect_nats(servers, name="orchestrator-topology-api")
 
     async def _request(
         self, subject: str, body: bytes, wait: float, who: str

@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -50,6 +49,7 @@ from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stre
 from orchestrator_shared.bus import Subjects, UnreachableEvent
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.nats_client import connect_nats
 from orchestrator_shared.snapshot import InstanceSnapshot
 
 log = logging.getLogger(__name__)
@@ -116,29 +116,7 @@ class StoreConsumer:
         self.stats = ConsumerStats()
 
     async def connect(self, servers: Sequence[str], *, name: str = DEFAULT_DURABLE_PREFIX) -> None:
-        async def disconnected() -> None:
-            log.warning("NATS disconnected; the store waits for it")
-
-        async def reconnected() -> None:
-            log.info("NATS reconnected")
-
-        async def error(exc: Exception) -> None:
-            log.debug("NATS client error: %s", exc)
-
-        try:
-            self._nc = await nats.connect(
-                servers=list(servers),
-                name=name,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2,
-                allow_reconnect=True,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=error,
-            )
-        except (NatsError, OSError) as exc:
-            raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from None
+        self._nc = await connect_nats(servers, name=name)
 
     async def run(self) -> None:
         """Consume both streams until cancelled."""
