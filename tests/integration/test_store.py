@@ -26,6 +26,7 @@ from orchestrator_api.store import (
     open_store,
 )
 from orchestrator_api.store.schema import LATEST_VERSION
+from orchestrator_api.store.sql import VIEW_RECHECK_SECONDS
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import (
     InstanceSnapshot,
@@ -270,18 +271,27 @@ async def test_a_replica_moving_to_another_master_moves_its_cluster(store: Store
 
 
 async def test_another_client_sees_writes_and_forgets(store: Store, opener: Opener) -> None:
+    """Another process's writes show within VIEW_RECHECK_SECONDS (its own at once)."""
     other = await opener()
+
+    async def settled() -> None:
+        await asyncio.sleep(VIEW_RECHECK_SECONDS)
+
     try:
         assert await other.all_instances() == []
         await store.write_batch(FLEET)
+        await settled()
         assert len(await other.all_instances()) == 4
         await store.forget_instance(k("db9:3306"))
+        await settled()
         assert len(await other.all_instances()) == 3
         await store.set_cluster_alias("db1:3306", "renamed")
+        await settled()
         assert await other.resolve_cluster("renamed") == "db1:3306"
         await store.begin_downtime(
             Downtime(k("db2:3306"), "alice", "upgrade", NOW, NOW + timedelta(hours=1))
         )
+        await settled()
         assert (await other.view()).downtime_of(k("db2:3306"), now=NOW) is not None
     finally:
         await other.close()
