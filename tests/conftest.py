@@ -12,7 +12,7 @@ import random
 import sys
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import psutil
 import pytest
@@ -63,48 +63,49 @@ def _started(start: Callable[[], ServerT]) -> ServerT:
 # --- server fixtures ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def nats_server(request: pytest.FixtureRequest) -> Iterator[harness.NatsLike]:
-    """A fresh nats-server with JetStream; ``url``; stop/kill/hang/resume/restart."""
-    server = _started(harness.start_nats)
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+OwnedT = TypeVar("OwnedT", bound=_Closable)
+
+
+def _owned(
+    request: pytest.FixtureRequest,
+    start: Callable[[], OwnedT],
+    processes: Callable[[OwnedT], list[harness.Server]],
+) -> Iterator[OwnedT]:
+    """Start a server for one test; close it afterwards, with its log tail if the test failed."""
+    server = _started(start)
     try:
         yield server
     finally:
-        _log_tails_on_failure(request, [server])
+        _log_tails_on_failure(request, processes(server))
         server.close()
+
+
+@pytest.fixture
+def nats_server(request: pytest.FixtureRequest) -> Iterator[harness.NatsLike]:
+    """A fresh nats-server with JetStream; ``url``; stop/kill/hang/resume/restart."""
+    yield from _owned(request, harness.start_nats, lambda server: [server])
 
 
 @pytest.fixture
 def etcd_server(request: pytest.FixtureRequest) -> Iterator[harness.EtcdLike]:
     """A fresh single-member etcd; ``host``/``port``/``endpoint``; the same controls."""
-    server = _started(harness.start_etcd)
-    try:
-        yield server
-    finally:
-        _log_tails_on_failure(request, [server])
-        server.close()
+    yield from _owned(request, harness.start_etcd, lambda server: [server])
 
 
 @pytest.fixture
 def etcd_cluster(request: pytest.FixtureRequest) -> Iterator[harness.EtcdClusterLike]:
     """A fresh 3-member etcd cluster; ``members[i]`` are controllable one by one."""
-    cluster = _started(harness.start_etcd_cluster)
-    try:
-        yield cluster
-    finally:
-        _log_tails_on_failure(request, list(cluster.members))
-        cluster.close()
+    yield from _owned(request, harness.start_etcd_cluster, lambda cluster: list(cluster.members))
 
 
 @pytest.fixture
 def postgres_cluster(request: pytest.FixtureRequest) -> Iterator[harness.PostgresLike]:
     """A PostgreSQL server of the test's own (``dsn``), for tests that break the database."""
-    server = _started(harness.start_postgres_cluster)
-    try:
-        yield server
-    finally:
-        _log_tails_on_failure(request, [server])
-        server.close()
+    yield from _owned(request, harness.start_postgres_cluster, lambda server: [server])
 
 
 @pytest.fixture(scope="session")

@@ -211,7 +211,7 @@ async def search(context: Context, _: ReadAccess, s: str = Query(min_length=1)) 
 
 
 async def _downtimed(context: ApiContext, view: FleetView, cluster: str | None) -> Response:
-    downtimes = await context.store.downtimes(now=context.clock())
+    downtimes = view.downtimes(now=context.clock())
     nodes = [
         node
         for d in downtimes

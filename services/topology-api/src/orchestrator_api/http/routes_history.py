@@ -35,7 +35,7 @@ async def _analysis(
     key: InstanceKey | None = None,
 ) -> dict[str, Any]:
     now = context.clock()
-    downtimes = await context.store.downtimes(now=now)
+    downtimes = view.downtimes(now=now)
     entries = analyze(
         view.snapshots.values(),
         now=now,

@@ -85,7 +85,11 @@ class FleetView:
     def downtime_of(self, key: InstanceKey, *, now: datetime) -> Downtime | None:
         """The instance's downtime in force at ``now``, if any."""
         entry = self._downtime.get(key)
-        return entry if entry is not None and entry.ends_at > now else None
+        return entry if entry is not None and entry.is_active(now) else None
+
+    def downtimes(self, *, now: datetime) -> list[Downtime]:
+        """Every downtime in force at ``now``."""
+        return [entry for entry in self._downtime.values() if entry.is_active(now)]
 
     def candidate_of(self, key: InstanceKey, *, now: datetime) -> Candidate | None:
         """The promotion rule registered for the instance and not expired at ``now``."""
