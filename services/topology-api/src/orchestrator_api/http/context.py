@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,8 +96,3 @@ def context_of(request: Request) -> ApiContext:
 
 
 Context = Annotated[ApiContext, Depends(context_of)]
-
-
-def decode_reply(data: bytes) -> dict[str, Any]:
-    reply: dict[str, Any] = json.loads(data)
-    return reply

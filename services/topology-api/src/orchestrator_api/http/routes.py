@@ -254,7 +254,7 @@ def _mutation(path: str) -> Callable[[Handler], Handler]:
 async def discover(host: str, port: str, context: Context, who: AdminAccess) -> dict[str, Any]:
     key = context.key(host, port)
     reply = await context.ask_discovery("discover", key)
-    await _audit(context, "discover", f"discovered {key}", key=str(key), user=who.user)
+    await _audit(context, "discover", f"discovered {key}", key=key, user=who.user)
     return wire.ok_envelope(f"Instance discovered: {key}", _snapshot_summary(reply))
 
 
@@ -286,7 +286,7 @@ async def forget(host: str, port: str, context: Context, who: AdminAccess) -> di
     if context.discovery is not None:
         await context.ask_discovery("forget", key)
     await context.store.forget_instance(key)
-    await _audit(context, "forget", f"forgot {key}", key=str(key), user=who.user)
+    await _audit(context, "forget", f"forgot {key}", key=key, user=who.user)
     return wire.ok_envelope(f"Instance forgotten: {key}", wire.instance_key_json(key))
 
 
@@ -328,7 +328,7 @@ async def begin_downtime(  # noqa: PLR0917 - FastAPI passes path parameters by n
         context,
         "begin-downtime",
         f"owner: {owner}, reason: {reason}",
-        key=str(node.key),
+        key=node.key,
         user=who.user,
     )
     return wire.ok_envelope(f"Downtime begun: {node.key}", wire.instance_key_json(node.key))
@@ -338,7 +338,7 @@ async def begin_downtime(  # noqa: PLR0917 - FastAPI passes path parameters by n
 async def end_downtime(host: str, port: str, context: Context, who: AdminAccess) -> dict[str, Any]:
     key = context.key(host, port)
     await context.store.end_downtime(key)
-    await _audit(context, "end-downtime", "ended", key=str(key), user=who.user)
+    await _audit(context, "end-downtime", "ended", key=key, user=who.user)
     return wire.ok_envelope(f"Downtime ended: {key}", wire.instance_key_json(key))
 
 
@@ -361,7 +361,7 @@ async def register_candidate(
             expires_at=now + timedelta(minutes=60),
         )
     )
-    await _audit(context, "register-candidate", rule, key=str(node.key), user=who.user)
+    await _audit(context, "register-candidate", rule, key=node.key, user=who.user)
     return wire.ok_envelope(f"Registered candidate: {node.key}", wire.instance_key_json(node.key))
 
 
@@ -380,7 +380,7 @@ async def _audit(
     kind: str,
     message: str,
     *,
-    key: str = "",
+    key: InstanceKey | None = None,
     cluster: str = "",
     user: str = "",
 ) -> None:
@@ -390,7 +390,7 @@ async def _audit(
                 at=context.clock(),
                 type=kind,
                 message=message,
-                key=InstanceKey.parse(key) if key else None,
+                key=key,
                 cluster=cluster,
                 user=user,
             )
