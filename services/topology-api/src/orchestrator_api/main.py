@@ -33,6 +33,7 @@ log = logging.getLogger("orchestrator_api")
 
 
 PURGE_INTERVAL_SECONDS = 3600.0
+SHUTDOWN_GRACE_SECONDS = 5
 
 
 async def purge_history(store: Store, *, keep: timedelta) -> None:
@@ -69,7 +70,15 @@ async def serve(settings: Settings) -> None:
         app = create_app(ApiContext(settings=settings, store=store, discovery=discovery))
         host, port = parse_listen_address(settings.ListenAddress)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                # on SIGTERM, requests in flight get this long, then connections are closed
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            )
         )
         log.info("topology-api on http://%s:%d (store: %s)", host, port, settings.BackendDB)
         # uvicorn re-raises the signal that stopped it, with the handler it found: make that a
