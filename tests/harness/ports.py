@@ -36,6 +36,21 @@ def is_port_free(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
+def nobody_listens(port: int, host: str = LOOPBACK) -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    Unlike :func:`is_port_free` this ignores connections a killed server left in TIME_WAIT (every
+    server binds with SO_REUSEADDR, so they do not stop a restart); only a live listener counts.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """One port that is free now and was not handed out before in this process."""
     with _lock:

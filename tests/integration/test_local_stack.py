@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.harness.ports import free_port, is_port_free
+from tests.harness.ports import free_port, is_port_free, nobody_listens
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_up_once_shows_the_api_url_and_the_sandbox_discovered_from_one_seed(
         assert line.endswith(",ro,ROW,>>,GTID]")
     # it created the sandbox, so it stopped it again: nothing is left running
     assert mariadbd_pids_under(directory.resolve()) == []
-    assert is_port_free(port)
+    assert nobody_listens(port)
     assert "Traceback" not in result.stderr
 
 
@@ -145,7 +145,7 @@ def test_while_up_runs_the_cli_lists_the_sandbox_and_a_signal_stops_everything(
             _, alive = psutil.wait_procs(children, timeout=10)
             assert alive == []
             assert mariadbd_pids_under(directory) == []
-            assert is_port_free(port)
+            assert nobody_listens(port)
             output.seek(0)
             text = output.read()
             assert "Traceback" not in text
@@ -227,7 +227,7 @@ def test_a_killed_up_leaves_no_process_behind(tmp_path: Path) -> None:
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
         assert mariadbd_pids_under(directory) == []
-        assert is_port_free(port)
+        assert nobody_listens(port)
     finally:
         if process.poll() is None:
             process.kill()
