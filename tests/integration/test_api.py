@@ -75,9 +75,17 @@ async def store(
         await database.drop()
 
 
-def client_for(store: Store, **settings: Any) -> httpx.AsyncClient:
+def client_for(
+    store: Store,
+    *,
+    short_path: bool = True,
+    clock: Callable[[], datetime] | None = None,
+    **settings: Any,
+) -> httpx.AsyncClient:
     context = ApiContext(settings=Settings.model_validate(settings), store=store)
-    transport = httpx.ASGITransport(app=create_app(context))
+    if clock is not None:
+        context.clock = clock
+    transport = httpx.ASGITransport(app=create_app(context, short_path=short_path))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
@@ -112,6 +120,40 @@ async def test_clusters_and_hints(api: httpx.AsyncClient, star: Sandbox) -> None
     master_json = (await api.get("/api/master/sb")).json()
     assert master_json["Key"] == {"Hostname": "127.0.0.1", "Port": star.master.port}
     assert master_json["ReadOnly"] is False
+
+
+async def test_the_short_path_answers_as_the_routes_do(star: Sandbox, store: Store) -> None:
+    await store.write_batch(await probe_all(star))
+    master, replica = star.master.key, star.nodes[2].key
+    frozen = datetime.now(UTC)
+    paths = [
+        f"/api/cluster/{master}",
+        "/api/cluster/sb",
+        f"/api/cluster/{replica}",
+        "/api/cluster/alias/sb",
+        f"/api/instance/127.0.0.1/{star.nodes[1].port}",
+        "/api/clusters-info",
+        # not plain successes: the short path leaves them to the application
+        "/api/cluster/nosuch",
+        "/api/cluster/alias/nosuch",
+        "/api/instance/127.0.0.1/1",
+        "/api/instance/127.0.0.1/notaport",
+        "/api/instance/[::1/3306",
+    ]
+    answers: dict[bool, list[tuple[int, bytes]]] = {}
+    for short in (True, False):
+        async with client_for(store, short_path=short, clock=lambda: frozen) as client:
+            await client.post(f"/api/set-cluster-alias/{master}", params={"alias": "sb"})
+            replies = [await client.get(path) for path in paths]
+            answers[short] = [(reply.status_code, reply.content) for reply in replies]
+            assert all(reply.headers["content-type"] == "application/json" for reply in replies)
+    assert answers[True] == answers[False]
+    assert [status for status, _ in answers[True]] == [200] * 6 + [404, 404, 404, 400, 400]
+    # the same access rules: a read token is needed when tokens are configured
+    async with client_for(store, AuthenticationMethod="token", APITokens={"r": "read"}) as client:
+        assert (await client.get("/api/cluster/sb")).status_code == 401
+        authorized = await client.get("/api/cluster/sb", headers={"Authorization": "Bearer r"})
+        assert authorized.status_code == 200
 
 
 async def test_instance_shapes_and_values(api: httpx.AsyncClient, star: Sandbox) -> None:

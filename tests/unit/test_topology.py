@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot, ProbeFacts, ReplicationChannel
-from orchestrator_shared.topology import build_topology, render_topology
+from orchestrator_shared.topology import build_topology, render_topology, update_topology
 
 pytestmark = pytest.mark.unit
 
@@ -137,3 +139,72 @@ def test_render_marks_broken_and_stale_instances() -> None:
         topology.clusters["127.0.0.1:1"], now=NOW + timedelta(minutes=1), poll_seconds=5
     )
     assert ",unchecked," in later.splitlines()[0]
+
+
+# --- incremental updates ---------------------------------------------------------------------
+
+PORTS = range(3300, 3308)
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> dict[int, InstanceSnapshot]:
+    """Up to 8 instances with arbitrary master links (unknown masters, chains, cycles)."""
+    ports = draw(st.lists(st.sampled_from(PORTS), min_size=1, max_size=8, unique=True))
+    return {
+        port: snap(
+            port,
+            draw(st.none() | st.sampled_from([*PORTS, 3399])),
+            read_only=draw(st.booleans()),
+            alias=draw(st.sampled_from(["", "", "sales"])),
+            lag=draw(st.integers(0, 5)),
+        )
+        for port in ports
+    }
+
+
+@given(fleets(), st.data())
+@settings(max_examples=300, deadline=None)
+def test_update_equals_a_fresh_build(
+    fleet: dict[int, InstanceSnapshot], data: st.DataObject
+) -> None:
+    previous = build_topology(fleet.values())
+    changed = data.draw(st.lists(st.sampled_from(sorted(fleet)), unique=True))
+    after = dict(fleet)
+    for port in changed:
+        old = fleet[port]
+        master = old.master_key.port if old.master_key is not None else None
+        if data.draw(st.booleans()):  # same shape, new facts
+            after[port] = snap(
+                port, master, read_only=old.read_only, alias=old.suggested_cluster_alias, lag=9
+            )
+        else:  # anything: another master, writability or alias
+            after[port] = snap(
+                port,
+                data.draw(st.none() | st.sampled_from([*PORTS, 3399])),
+                read_only=data.draw(st.booleans()),
+                alias=data.draw(st.sampled_from(["", "billing"])),
+            )
+    snapshots = {s.instance_key: s for s in after.values()}
+    updated = update_topology(previous, snapshots, [key(port) for port in changed])
+    assert updated == build_topology(after.values())
+
+
+def test_an_update_that_moves_nothing_reuses_the_untouched_clusters() -> None:
+    fleet = [snap(1), snap(2, 1), snap(3, 1), snap(11), snap(12, 11)]
+    previous = build_topology(fleet)
+    lagging = snap(3, 1, lag=30)
+    snapshots = {s.instance_key: s for s in [*fleet[:2], lagging, *fleet[3:]]}
+    updated = update_topology(previous, snapshots, [key(3)])
+    assert updated.clusters["127.0.0.1:11"] is previous.clusters["127.0.0.1:11"]
+    assert updated.clusters["127.0.0.1:1"].instances[key(3)].snapshot is lagging
+    assert (
+        updated.clusters["127.0.0.1:1"].instances[key(2)]
+        is previous.clusters["127.0.0.1:1"].instances[key(2)]
+    )
+
+
+def test_an_update_that_adds_an_instance_builds_afresh() -> None:
+    previous = build_topology([snap(1)])
+    snapshots = {s.instance_key: s for s in [snap(1), snap(2, 1)]}
+    updated = update_topology(previous, snapshots, [key(2)])
+    assert updated.clusters["127.0.0.1:1"].instances[key(2)].depth == 1

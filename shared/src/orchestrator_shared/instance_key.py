@@ -31,7 +31,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Self
+from typing import Self, cast
 
 from orchestrator_shared.errors import InvalidInstanceKey
 
@@ -78,11 +78,9 @@ class InstanceKey:
 
         Surrounding whitespace is ignored; ``default_port`` applies when the text has no port.
         """
-        try:
-            host, port = _parts(text, default_port)
-        except _Problem as problem:
-            raise InvalidInstanceKey(f"invalid instance key {text!r}: {problem}") from None
-        return cls(host, port)
+        if cls is InstanceKey:
+            return cast(Self, _parsed(text, default_port))
+        return cls(*_checked_parts(text, default_port))
 
     def __str__(self) -> str:
         return _display(self.host, self.port)
@@ -293,3 +291,17 @@ def _parts(text: str, default_port: int) -> tuple[str, int]:
 
 
 _normalize_host = lru_cache(maxsize=65536)(_normalize_host)
+
+
+def _checked_parts(text: str, default_port: int) -> tuple[str, int]:
+    try:
+        return _parts(text, default_port)
+    except _Problem as problem:
+        raise InvalidInstanceKey(f"invalid instance key {text!r}: {problem}") from None
+
+
+@lru_cache(maxsize=65536)
+def _parsed(text: str, default_port: int) -> InstanceKey:
+    """``InstanceKey.parse``, memoized: keys are immutable, so one object per text serves
+    every caller (readers ask a snapshot for its key many times per request)."""
+    return InstanceKey(*_checked_parts(text, default_port))

@@ -152,6 +152,60 @@ def build_topology(snapshots: Iterable[InstanceSnapshot]) -> Topology:
     return Topology(clusters=clusters, cluster_of_instance=cluster_of_instance)
 
 
+def _shape(snapshot: InstanceSnapshot) -> tuple[InstanceKey | None, bool, str]:
+    """What of a snapshot decides where it and others sit: its master link, whether it is
+    writable (which member of a cycle is the master) and the cluster alias it suggests."""
+    return (snapshot.master_key, snapshot.read_only, snapshot.suggested_cluster_alias)
+
+
+def update_topology(
+    previous: Topology,
+    snapshots: Mapping[InstanceKey, InstanceSnapshot],
+    changed: Iterable[InstanceKey],
+) -> Topology:
+    """The topology of ``snapshots``, which differ from those ``previous`` was built from
+    only at the ``changed`` keys; equal to ``build_topology(snapshots.values())``.
+
+    When every changed instance was already placed and keeps its shape (master link, writability,
+    suggested alias), nothing moves: only the changed nodes and the clusters holding them are
+    replaced, and every other cluster object is reused as is (a store ingesting a fleet's polls
+    pays for what changed, not for the whole fleet). Otherwise it builds from scratch.
+    """
+    placed = previous.cluster_of_instance
+    keys = set(changed)
+    if len(snapshots) != len(placed):
+        return build_topology(snapshots.values())
+    old_nodes: dict[InstanceKey, TopologyInstance] = {}
+    for key in keys:
+        name = placed.get(key)
+        if name is None:
+            return build_topology(snapshots.values())
+        node = previous.clusters[name].instances[key]
+        if _shape(node.snapshot) != _shape(snapshots[key]):
+            return build_topology(snapshots.values())
+        old_nodes[key] = node
+    clusters = dict(previous.clusters)
+    touched: dict[str, dict[InstanceKey, TopologyInstance]] = {}
+    for key, node in old_nodes.items():
+        name = node.cluster_name
+        members = touched.get(name)
+        if members is None:
+            members = touched[name] = dict(clusters[name].instances)
+        members[key] = TopologyInstance(
+            snapshot=snapshots[key],
+            depth=node.depth,
+            cluster_name=name,
+            replicas=node.replicas,
+            is_co_master=node.is_co_master,
+        )
+    for name, members in touched.items():
+        cluster = clusters[name]
+        clusters[name] = Cluster(
+            name=name, alias=cluster.alias, master=cluster.master, instances=members
+        )
+    return Topology(clusters=clusters, cluster_of_instance=placed)
+
+
 # --- orchestrator's text rendering ---------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import uvicorn
+import uvloop
 
 from orchestrator_api.auth import check_listen_policy
 from orchestrator_api.discovery_client import NatsRequester
@@ -27,6 +28,7 @@ from orchestrator_api.store.consumer import StoreConsumer
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError, StoreError
+from orchestrator_shared.gc_pacing import pace_garbage_collection
 from orchestrator_shared.logging import configure_logging
 
 log = logging.getLogger("orchestrator_api")
@@ -75,6 +77,7 @@ async def serve(settings: Settings) -> None:
                 host=host,
                 port=port,
                 log_level="warning",
+                http="httptools",
                 lifespan="off",
                 # on SIGTERM, requests in flight get this long, then connections are closed
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
@@ -90,9 +93,11 @@ async def serve(settings: Settings) -> None:
             purging = group.create_task(
                 purge_history(store, keep=timedelta(days=settings.AuditPurgeDays))
             )
+            await store.view()  # the fleet loaded: part of what the pacing freezes
+            pacing = group.create_task(pace_garbage_collection())
             await server.serve()  # returns on SIGTERM/SIGINT (uvicorn's handlers)
-            consuming.cancel()
-            purging.cancel()
+            for task in (consuming, purging, pacing):
+                task.cancel()
     log.info("topology-api stopped")
 
 
@@ -114,7 +119,9 @@ def cli(argv: list[str] | None = None) -> int:
         log.warning("%s", warning)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(loaded.settings))
+            # uvloop: the event loop in C (with httptools, uvicorn's C HTTP parser, about a
+            # third more requests per second than the pure-Python loop and h11)
+            uvloop.run(serve(loaded.settings))
     except (BusError, StoreError, OSError) as exc:
         print(f"orchestrator-topology-api: {exc}", file=sys.stderr)
         return 1

@@ -21,11 +21,19 @@ from orchestrator_api import wire
 from orchestrator_api.http import routes, routes_history
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.errors import install_error_handlers
+from orchestrator_api.http.hot import HotReads
 
 API_VERSION = "0.1.0"
 
 
-def create_app(context: ApiContext, *, registry: CollectorRegistry | None = None) -> FastAPI:
+def create_app(
+    context: ApiContext,
+    *,
+    registry: CollectorRegistry | None = None,
+    short_path: bool = True,
+) -> FastAPI:
+    """The API over ``context``. ``short_path``: answer hot reads without FastAPI's routing
+    (:mod:`.hot`); off only to check that both paths answer the same."""
     app = FastAPI(
         title="Orchestrator API",
         version=API_VERSION,
@@ -52,6 +60,9 @@ def create_app(context: ApiContext, *, registry: CollectorRegistry | None = None
         registry=metrics_registry,
     )
 
+    # the short path for hot reads, inside the request metrics (added last = outermost)
+    if short_path:
+        app.add_middleware(HotReads, context=context, routes=app.routes)
     app.add_middleware(RequestMetrics, requests=requests, latency=latency)
 
     @app.get("/api/health")

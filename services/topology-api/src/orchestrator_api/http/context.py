@@ -10,6 +10,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from orchestrator_api.http.errors import ApiError, NotFound
+from orchestrator_api.http.payloads import InstanceAnswers
 from orchestrator_api.store import Store
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.bus import CommandReply, CommandRequest
@@ -36,6 +37,7 @@ class ApiContext:
     store: Store
     discovery: BusRequester | None = None
     clock: Callable[[], datetime] = field(default=utcnow)
+    answers: InstanceAnswers = field(default_factory=InstanceAnswers)
 
     async def view(self) -> FleetView:
         return await self.store.view()

@@ -20,7 +20,7 @@ from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
-from orchestrator_api.http.payloads import cluster_info_payload, instance_payload
+from orchestrator_api.http.payloads import cluster_info_payload
 from orchestrator_api.store import AuditEntry, Candidate, Downtime, PromotionRule
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.bus import CommandRequest
@@ -43,12 +43,12 @@ def parse_duration(text: str) -> timedelta:
 
 def _encoded(
     context: ApiContext, view: FleetView, key: tuple[Any, ...], build: Callable[[], Any]
-) -> Response:
+) -> bytes:
     """The JSON answer for ``key``, built at most once per view and second.
 
     Answers depend on the stored state (one view per store generation) and, through the
     validity fields (``IsUpToDate``, ``SecondsSinceLastSeen``...), on the current second; a
-    read-heavy dashboard asking for the same cluster a thousand times a second costs one
+    read-heavy dashboard asking for the same thing a thousand times a second costs one
     rendering per second.
     """
     second = int(context.clock().timestamp())
@@ -59,7 +59,7 @@ def _encoded(
             per_view.clear()
         cached = json.dumps(build(), separators=(",", ":")).encode()
         per_view[(key, second)] = cached
-    return Response(cached, media_type="application/json")
+    return cached
 
 
 _answers: weakref.WeakKeyDictionary[FleetView, dict[tuple[Any, ...], bytes]] = (
@@ -70,12 +70,17 @@ _answers: weakref.WeakKeyDictionary[FleetView, dict[tuple[Any, ...], bytes]] = (
 async def _instances(
     context: ApiContext, view: FleetView, nodes: list[TopologyInstance], *, single: bool = False
 ) -> Response:
-    def build() -> Any:
-        now, poll = context.clock(), context.settings.InstancePollSeconds
-        payloads = [instance_payload(view, node, now=now, poll=poll) for node in nodes]
-        return payloads[0] if single else payloads
+    now, poll = context.clock(), context.settings.InstancePollSeconds
+    parts = [context.answers.instance(view, node, now=now, poll=poll) for node in nodes]
+    body = parts[0] if single else b"[" + b",".join(parts) + b"]"
+    return Response(body, media_type="application/json")
 
-    return _encoded(context, view, ("instances", single, *(n.key for n in nodes)), build)
+
+def _cluster_answer(context: ApiContext, view: FleetView, name: str) -> Response:
+    body = context.answers.cluster(
+        view, name, now=context.clock(), poll=context.settings.InstancePollSeconds
+    )
+    return Response(body, media_type="application/json")
 
 
 # --- clusters -------------------------------------------------------------------------------
@@ -87,15 +92,19 @@ async def clusters(context: Context, _: ReadAccess) -> list[str]:
     return sorted(view.summaries)
 
 
-@router.get("/clusters-info")
-async def clusters_info(context: Context, _: ReadAccess) -> Response:
-    view = await context.view()
+def clusters_info_body(context: ApiContext, view: FleetView) -> bytes:
     return _encoded(
         context,
         view,
         ("clusters-info",),
         lambda: [cluster_info_payload(view, name) for name in sorted(view.summaries)],
     )
+
+
+@router.get("/clusters-info")
+async def clusters_info(context: Context, _: ReadAccess) -> Response:
+    view = await context.view()
+    return Response(clusters_info_body(context, view), media_type="application/json")
 
 
 @router.get("/cluster-info/{hint}")
@@ -110,13 +119,13 @@ async def cluster_by_alias(alias: str, context: Context, _: ReadAccess) -> Respo
     name = view.cluster_by_alias(alias)
     if name is None:
         raise NotFound(f"Unable to determine cluster name. clusterAlias={alias}")
-    return await _instances(context, view, view.cluster_instances(name))
+    return _cluster_answer(context, view, name)
 
 
 @router.get("/cluster/instance/{host}/{port}")
 async def cluster_of_instance(host: str, port: str, context: Context, _: ReadAccess) -> Response:
     view, name = await context.cluster_name(str(context.key(host, port)))
-    return await _instances(context, view, view.cluster_instances(name))
+    return _cluster_answer(context, view, name)
 
 
 @router.get("/cluster-info/alias/{alias}")
@@ -131,7 +140,7 @@ async def cluster_info_by_alias(alias: str, context: Context, _: ReadAccess) -> 
 @router.get("/cluster/{hint}")
 async def cluster(hint: str, context: Context, _: ReadAccess) -> Response:
     view, name = await context.cluster_name(hint)
-    return await _instances(context, view, view.cluster_instances(name))
+    return _cluster_answer(context, view, name)
 
 
 @router.get("/master/{hint}")

@@ -54,7 +54,7 @@ from orchestrator_shared.snapshot import InstanceSnapshot
 
 log = logging.getLogger(__name__)
 
-DRAIN_WAIT_SECONDS = 0.05  # how long a batch may wait to fill once its first message is in
+DRAIN_WAIT_SECONDS = 0.02  # how long a batch may wait to fill once its first message is in
 
 BatchWriter = Callable[[Sequence[Msg]], Awaitable[None]]
 _Item = TypeVar("_Item")

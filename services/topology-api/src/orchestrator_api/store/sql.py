@@ -42,7 +42,7 @@ from orchestrator_shared.errors import StoreError
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Candidate, Downtime
 from orchestrator_shared.snapshot import InstanceSnapshot
-from orchestrator_shared.topology import Topology, TopologyInstance, build_topology
+from orchestrator_shared.topology import Topology, TopologyInstance, update_topology
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ class SqlStore:
         self._cached: _Cached | None = None
         self._refresh_lock = asyncio.Lock()
         self._checked_at = -math.inf  # when the stored generation was last compared
+        # (generation, forget epoch) a snapshot write in progress will install its view as
+        self._installing: tuple[int, int] | None = None
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[Transaction]:
@@ -124,6 +126,12 @@ class SqlStore:
         generation, epoch = int(state[0][0]), int(state[0][1])
         cached = self._cached
         if cached is not None and (cached.generation, cached.forget_epoch) == (generation, epoch):
+            return cached.view
+        if cached is not None and self._installing == (generation, epoch):
+            # The stored state is exactly what a snapshot write of ours is committing; it will
+            # install the view it built. Until it returns, the state before it is a consistent
+            # answer, and loading now would only redo its work.
+            self._checked_at = -math.inf
             return cached.view
         async with self._refresh_lock:
             cached = self._cached
@@ -220,6 +228,17 @@ class SqlStore:
             if known is None or snapshot.probe.checked_at >= known.probe.checked_at:
                 latest[snapshot.instance_key] = snapshot
         before = await self.view() if latest else None
+        try:
+            await self._write_snapshots(before, latest, audit)
+        finally:
+            self._installing = None
+
+    async def _write_snapshots(
+        self,
+        before: FleetView | None,
+        latest: dict[InstanceKey, InstanceSnapshot],
+        audit: Sequence[AuditEntry],
+    ) -> None:
         before_cache = self._cached
         installed: _Cached | None = None
         now = time.time()
@@ -232,10 +251,11 @@ class SqlStore:
                     stored = merged.get(key)
                     if stored is None or snap.probe.checked_at >= stored.probe.checked_at:
                         merged[key] = snap
-                topology = build_topology(merged.values())
+                topology = update_topology(before.topology, merged, latest)
                 if before_cache is not None and before_cache.generation == generation - 1:
                     # nobody wrote in between: the merged snapshots are exactly the new state,
                     # so readers need not reload and rebuild what was just built
+                    self._installing = (generation, before_cache.forget_epoch)
                     installed = _Cached(
                         generation,
                         before_cache.forget_epoch,
@@ -248,11 +268,16 @@ class SqlStore:
                         for snap in latest.values()
                     ],
                 )
-                moved = [
-                    (name, str(key))
-                    for key, name in topology.cluster_of_instance.items()
-                    if key not in latest and before.topology.cluster_of_instance.get(key) != name
-                ]
+                moved = (
+                    [
+                        (name, str(key))
+                        for key, name in topology.cluster_of_instance.items()
+                        if key not in latest
+                        and before.topology.cluster_of_instance.get(key) != name
+                    ]
+                    if topology.cluster_of_instance is not before.topology.cluster_of_instance
+                    else []
+                )
                 if moved:
                     await tx.executemany(
                         "UPDATE instances SET cluster_name = ? WHERE instance_key = ?", moved

@@ -8,6 +8,7 @@ from one view.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,10 +62,7 @@ class FleetView:
         for summary in summaries.values():
             by_alias.setdefault(summary.alias, summary.name)
         self._by_alias = by_alias
-        self._ordered = [
-            self.topology.clusters[self.topology.cluster_of_instance[key]].instances[key]
-            for key in sorted(self.snapshots)
-        ]
+        self._ordered: list[TopologyInstance] | None = None  # built on first use
 
     def instance(self, key: InstanceKey) -> TopologyInstance | None:
         cluster = self.topology.cluster_of(key)
@@ -73,7 +71,18 @@ class FleetView:
     def with_snapshots(
         self, snapshots: Mapping[InstanceKey, InstanceSnapshot], topology: Topology
     ) -> FleetView:
-        """The same operator state over new snapshots (and their topology)."""
+        """The same operator state over new snapshots (and their topology).
+
+        When ``topology`` placed every instance where this view's did (see
+        :func:`~orchestrator_shared.topology.update_topology`), cluster names, aliases and sizes
+        are the same: they are reused instead of computed again.
+        """
+        if topology.cluster_of_instance is self.topology.cluster_of_instance:
+            view = copy.copy(self)
+            view.snapshots = dict(snapshots)
+            view.topology = topology
+            view._ordered = None
+            return view
         return FleetView(
             snapshots,
             self.settings,
@@ -81,6 +90,12 @@ class FleetView:
             candidates=self._candidates.values(),
             topology=topology,
         )
+
+    @property
+    def operator_state(self) -> tuple[object, object]:
+        """Tokens of the downtime and candidate entries: the same objects while these are
+        unchanged (views that differ in snapshots only share them)."""
+        return (self._downtime, self._candidates)
 
     def downtime_of(self, key: InstanceKey, *, now: datetime) -> Downtime | None:
         """The instance's downtime in force at ``now``, if any."""
@@ -96,8 +111,16 @@ class FleetView:
         entry = self._candidates.get(key)
         return entry if entry is not None and entry.expires_at > now else None
 
+    def _in_key_order(self) -> list[TopologyInstance]:
+        if self._ordered is None:
+            self._ordered = [
+                self.topology.clusters[self.topology.cluster_of_instance[key]].instances[key]
+                for key in sorted(self.snapshots)
+            ]
+        return self._ordered
+
     def all_instances(self) -> list[TopologyInstance]:
-        return list(self._ordered)
+        return list(self._in_key_order())
 
     def cluster_instances(self, name: str) -> list[TopologyInstance]:
         cluster = self.topology.clusters.get(name)
@@ -137,7 +160,7 @@ class FleetView:
         if not needle:
             return []
         found = []
-        for node in self._ordered:
+        for node in self._in_key_order():
             summary = self.summaries[node.cluster_name]
             haystacks = (str(node.key), node.cluster_name, summary.alias)
             if any(needle in haystack.lower() for haystack in haystacks):
