@@ -8,7 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
@@ -18,6 +18,7 @@ from orchestrator_api.store import Store, StoreError, open_store
 from orchestrator_api.store.consumer import StoreConsumer
 from orchestrator_discovery.nats_bus import NatsBus
 from orchestrator_shared.bus import SNAPSHOTS_STREAM, Subjects, UnreachableEvent
+from orchestrator_shared.events import RecoveryData, RecoveryEvent, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from tests import harness
 from tests.integration.test_store import FLEET, NOW, snapshot
@@ -189,6 +190,70 @@ async def test_unreachable_and_audit_events_become_audit_entries(
                 "db9:3306",
                 "upgrade",
                 "alice",
+            )
+    finally:
+        await raw.close()
+
+
+async def test_recovery_events_become_history_detections_alias_and_downtime(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    raw = await nats.connect(nats_server.url)
+    js = raw.jetstream()
+    data = RecoveryData(
+        recovery_id="r-1",
+        cluster="db1:3306",
+        cluster_alias="shop",
+        analysis="DeadMaster",
+        failed="db1:3306",
+        fencing_token=41,
+        worker="worker-a",
+        started_at=NOW,
+    )
+    completed = data.model_copy(
+        update={
+            "successor": "db2:3306",
+            "repointed": ("db3:3306",),
+            "lost": {"db4:3306": "no GTID"},
+            "ended_at": NOW + timedelta(seconds=1),
+        }
+    )
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url):
+            for snap in FLEET:
+                await bus.publish_snapshot(snap)
+            await eventually(has(store, "db1:3306", "db2:3306"))
+            await store.set_cluster_alias("db1:3306", "shop-override")
+            for phase, body in [
+                (RecoveryPhase.DETECTED, data),
+                (RecoveryPhase.STARTED, data),
+                (RecoveryPhase.COMPLETED, completed),
+            ]:
+                event = RecoveryEvent.of(phase, body, source="test")
+                await js.publish(f"{SUBJECTS.root}.recovery.db1:3306.{phase}", event.to_json())
+
+            async def done() -> bool:
+                found = await store.recoveries()
+                return bool(found) and not found[0].is_active
+
+            await eventually(done)
+            [record] = await store.recoveries()
+            assert record.uid == "r-1" and record.is_successful and record.fencing_token == 41
+            assert record.successor_key == InstanceKey.parse("db2:3306")
+            assert record.lost_replicas == (InstanceKey.parse("db4:3306"),)
+            [detection] = await store.failure_detections()
+            assert (detection.analysis_code, detection.key) == (
+                "DeadMaster",
+                InstanceKey.parse("db1:3306"),
+            )
+            # the operator's alias follows the master; the lost replica is downtimed
+            view = await store.view()
+            assert view.settings["db2:3306"].alias_override == "shop-override"
+            assert view.settings["db1:3306"].alias_override == ""
+            [downtime] = await store.downtimes(now=datetime.now(UTC))
+            assert (downtime.key, downtime.reason) == (
+                InstanceKey.parse("db4:3306"),
+                "lost-in-recovery",
             )
     finally:
         await raw.close()

@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from nats.aio.client import Client
@@ -41,13 +41,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from orchestrator_api.store import Store
 from orchestrator_api.store.models import AuditEntry
+from orchestrator_api.store.recoveries import apply_recovery_events
 from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
 from orchestrator_shared.bus import Subjects, UnreachableEvent
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
+from orchestrator_shared.events import AuditEvent, RecoveryEvent
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.nats_client import connect_nats
 from orchestrator_shared.snapshot import InstanceSnapshot
@@ -61,19 +63,6 @@ _Item = TypeVar("_Item")
 
 DEFAULT_DURABLE_PREFIX = "orchestrator-topology-api"
 JETSTREAM_TIMEOUT_SECONDS = 2.0
-
-
-class AuditEvent(BaseModel):
-    """Body of ``orchestrator.v1.audit.<cluster>``: one audit entry from any service."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-    schema_version: int = Field(default=1, alias="schema")
-    type: str
-    message: str = ""
-    key: str = ""
-    cluster: str = ""
-    user: str = ""
-    at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -102,6 +91,7 @@ class StoreConsumer:
         ack_wait_seconds: float = 30.0,
         events_retention_days: int = 7,
         idle_check_seconds: float = 10.0,
+        lost_downtime: timedelta = timedelta(days=1),
     ) -> None:
         self._store = store
         self._subjects = subjects
@@ -112,6 +102,7 @@ class StoreConsumer:
         self._ack_wait = ack_wait_seconds
         self._retention_days = events_retention_days
         self._idle_check = idle_check_seconds
+        self._lost_downtime = lost_downtime
         self._nc: Client | None = None
         self.stats = ConsumerStats()
 
@@ -227,10 +218,16 @@ class StoreConsumer:
         self.stats.snapshots_written += written
 
     async def _write_events(self, messages: Sequence[Msg]) -> None:
+        recovery_prefix = f"{self._subjects.root}.recovery."
+        recoveries = [msg for msg in messages if msg.subject.startswith(recovery_prefix)]
+        if recoveries:
+            await self._write_recoveries(recoveries)
         parsed: list[tuple[Msg, AuditEntry]] = []
         ignored: list[Msg] = []
         clusters = None
         for msg in messages:
+            if msg.subject.startswith(recovery_prefix):
+                continue
             try:
                 entry = self._audit_entry_of(msg)
             except (ValidationError, InvalidInstanceKey) as exc:
@@ -247,6 +244,19 @@ class StoreConsumer:
         await _settle(msg.ack() for msg in ignored)
         written = await self._write(parsed, self._store.append_audit)
         self.stats.events_written += written
+
+    async def _write_recoveries(self, messages: Sequence[Msg]) -> None:
+        parsed: list[tuple[Msg, RecoveryEvent]] = []
+        for msg in messages:
+            try:
+                parsed.append((msg, RecoveryEvent.model_validate_json(msg.data)))
+            except ValidationError as exc:
+                await self._skip(msg, exc)
+
+        async def apply(events: Sequence[RecoveryEvent]) -> None:
+            await apply_recovery_events(self._store, events, lost_downtime=self._lost_downtime)
+
+        self.stats.events_written += await self._write(parsed, apply)
 
     async def _write(
         self,

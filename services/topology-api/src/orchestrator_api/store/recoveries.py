@@ -1,0 +1,117 @@
+"""Recovery events from the bus into the store: failure detections, recovery history, and what
+a completed master recovery changes for operators.
+
+``orchestrator.v1.recovery.<cluster>.<phase>`` (CloudEvents, see ``orchestrator_shared.events``):
+
+* ``detected`` → a failure detection (``/api/audit-failure-detection``);
+* every phase → the recovery's row, keyed by its id (``/api/audit-recovery``): active until
+  ``completed`` / ``failed`` / ``blocked``, successful when completed with a successor;
+* ``completed`` of a master recovery → the cluster's alias and domain set by operators move to the
+  successor's cluster (the cluster is named after its master, so its name changed), and every
+  lost replica is downtimed (``lost-in-recovery``) for ``lost_downtime``.
+
+Applying an event twice gives the same rows (a redelivered event changes nothing), except a
+redelivered ``detected``, which is recorded once per delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from orchestrator_api.store import Store
+from orchestrator_api.store.models import FailureDetection, RecoveryRecord
+from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import Downtime
+
+LOST_IN_RECOVERY = "lost-in-recovery"
+MASTER_ANALYSES = frozenset({"DeadMaster", "DeadMasterAndSomeReplicas"})
+ENDED = frozenset({RecoveryPhase.COMPLETED, RecoveryPhase.FAILED, RecoveryPhase.BLOCKED})
+
+
+async def apply_recovery_events(
+    store: Store, events: Sequence[RecoveryEvent], *, lost_downtime: timedelta
+) -> None:
+    for event in events:
+        await _apply(store, event, lost_downtime=lost_downtime)
+
+
+async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta) -> None:
+    data = event.data
+    phase = event.phase
+    at = _aware(event.time)
+    failed = InstanceKey.parse(data.failed)
+    if phase is RecoveryPhase.DETECTED:
+        await store.record_failure_detection(
+            FailureDetection(
+                key=failed,
+                cluster=data.cluster,
+                analysis_code=data.analysis,
+                detected_at=at,
+                cluster_alias=data.cluster_alias,
+                processing_node=data.worker,
+                processing_token=str(data.fencing_token),
+            )
+        )
+    successor = InstanceKey.parse(data.successor) if data.successor else None
+    lost = tuple(InstanceKey.parse(key) for key in sorted(data.lost))
+    repointed = tuple(InstanceKey.parse(key) for key in data.repointed)
+    errors = [data.reason] if data.reason else []
+    errors += [f"{key}: {why}" for key, why in sorted(data.lost.items())]
+    await store.record_recovery(
+        RecoveryRecord(
+            uid=data.recovery_id,
+            key=failed,
+            cluster=data.cluster,
+            analysis_code=data.analysis,
+            started_at=_aware(data.started_at) if data.started_at is not None else at,
+            cluster_alias=data.cluster_alias,
+            type="MasterRecovery"
+            if data.analysis in MASTER_ANALYSES
+            else "IntermediateMasterRecovery",
+            recovery_type=phase.value,
+            ended_at=_aware(data.ended_at) if data.ended_at is not None else None,
+            is_active=phase not in ENDED,
+            is_successful=phase is RecoveryPhase.COMPLETED
+            and (successor is not None or data.analysis not in MASTER_ANALYSES),
+            successor_key=successor,
+            lost_replicas=lost,
+            participating_instances=(failed, *((successor,) if successor else ()), *repointed),
+            all_errors=tuple(errors),
+            processing_node=data.worker,
+            processing_token=str(data.fencing_token),
+            fencing_token=data.fencing_token,
+        )
+    )
+    if phase is RecoveryPhase.COMPLETED and successor is not None:
+        await _move_cluster_settings(store, data.cluster, str(successor))
+        now = datetime.now(UTC)
+        for key in lost:
+            await store.begin_downtime(
+                Downtime(
+                    key=key,
+                    owner=data.worker or "orchestrator",
+                    reason=LOST_IN_RECOVERY,
+                    begins_at=now,
+                    ends_at=now + lost_downtime,
+                )
+            )
+
+
+async def _move_cluster_settings(store: Store, old: str, new: str) -> None:
+    if old == new:
+        return
+    setting = (await store.view()).settings.get(old)
+    if setting is None:
+        return
+    if setting.alias_override:
+        # the alias follows the master: the old one (now a cluster of its own) gives it up
+        await store.set_cluster_alias(old, "")
+        await store.set_cluster_alias(new, setting.alias_override)
+    if setting.domain:
+        await store.set_cluster_domain(new, setting.domain)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,128 @@
+"""Recovery, analysis and audit events: what the active recovery worker tells the world.
+
+Recovery lifecycle events are CloudEvents 1.0 in JSON (structured mode) on
+``orchestrator.v1.recovery.<cluster>.<phase>``; their ``data`` is a :class:`RecoveryData`.
+Analysis changes go to ``orchestrator.v1.analysis.<cluster>`` (:class:`AnalysisEvent`), audit
+entries to ``orchestrator.v1.audit.<cluster>`` (:class:`AuditEvent`). ``<cluster>`` is the
+cluster name (its master's key) as a subject token, like instance keys (see
+:mod:`orchestrator_shared.instance_key`). Every message carries ``schema``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENTS_SCHEMA_VERSION = 1
+CLOUDEVENTS_TYPE_PREFIX = "io.orchestrator.recovery."
+
+
+class RecoveryPhase(StrEnum):
+    DETECTED = "detected"  # a failure confirmed by the worker's own probes
+    STARTED = "started"  # a plan was made and execution begins
+    PROMOTED = "promoted"  # the successor is writable
+    COMPLETED = "completed"  # every step done (lost replicas, if any, are listed)
+    FAILED = "failed"  # the recovery stopped: refused plan, failed step, failed pre-hook
+    BLOCKED = "blocked"  # not attempted: disabled, filtered, in the block period, downtimed
+
+
+class RecoveryData(BaseModel):
+    """What every recovery event carries (fields empty until known)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    recovery_id: str
+    cluster: str
+    cluster_alias: str = ""
+    analysis: str  # the analysis code, e.g. DeadMaster
+    failed: str  # host:port of the failed instance
+    successor: str = ""
+    repointed: tuple[str, ...] = ()
+    lost: dict[str, str] = {}  # host:port -> why it could not follow
+    rejected: dict[str, str] = {}  # host:port -> why it was not chosen
+    reason: str = ""  # for failed / blocked: one sentence
+    fencing_token: int = 0
+    worker: str = ""  # the worker's id
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    forced: bool = False
+    requested_by: str = ""
+
+
+class RecoveryEvent(BaseModel):
+    """A CloudEvents 1.0 structured-mode event around :class:`RecoveryData`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    specversion: str = "1.0"
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    source: str
+    type: str
+    subject: str  # the cluster
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    datacontenttype: str = "application/json"
+    schema_version: int = Field(default=EVENTS_SCHEMA_VERSION, alias="schema")
+    data: RecoveryData
+
+    @classmethod
+    def of(cls, phase: RecoveryPhase, data: RecoveryData, *, source: str) -> RecoveryEvent:
+        return cls(
+            source=source,
+            type=CLOUDEVENTS_TYPE_PREFIX + phase.value,
+            subject=data.cluster,
+            data=data,
+        )
+
+    @property
+    def phase(self) -> RecoveryPhase:
+        return RecoveryPhase(self.type.removeprefix(CLOUDEVENTS_TYPE_PREFIX))
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class AnalysisProblem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    instance: str
+    code: str
+    description: str = ""
+    is_actionable: bool = False
+
+
+class AnalysisEvent(BaseModel):
+    """``orchestrator.v1.analysis.<cluster>``: the cluster's problems now (empty = cleared)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_version: int = Field(default=EVENTS_SCHEMA_VERSION, alias="schema")
+    cluster: str
+    problems: tuple[AnalysisProblem, ...]
+    at: datetime
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class AuditEvent(BaseModel):
+    """``orchestrator.v1.audit.<cluster>``: one audit entry from any service that changes a
+    topology (who, what, on which instance); topology-api keeps them for ``/api/audit``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_version: int = Field(default=EVENTS_SCHEMA_VERSION, alias="schema")
+    type: str  # what was done, e.g. recovery-promote, relocate
+    message: str = ""
+    key: str = ""  # host:port of the instance, or empty
+    cluster: str = ""
+    user: str = ""  # who asked: an operator, or the worker's id
+    at: datetime | None = None
+    ok: bool = True
+    details: dict[str, Any] = {}
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
