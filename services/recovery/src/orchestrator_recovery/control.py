@@ -1,0 +1,161 @@
+"""What recovery remembers in etcd, so that it holds whichever worker leads and whether or not
+topology-api is up.
+
+Keys (under the etcd key prefix, ``/orchestrator`` by default)::
+
+    <prefix>/recovery/disabled                  present = automated recovery disabled globally
+                                                (JSON: who, when); `disable-global-recoveries`
+    <prefix>/recovery/clusters/<cluster>/active the recovery in flight for the cluster (JSON:
+                                                RecoveryData + phase), written before the first
+                                                destructive step, removed when it ends
+    <prefix>/recovery/clusters/<cluster>/last   the last recovery of the cluster (JSON: id,
+                                                failed, successor, ended_at, acknowledged): the
+                                                anti-flapping block period runs from ended_at
+
+A worker that takes over reads ``active`` first: a recovery that got past promotion is never
+promoted again (the successor stays; what is left is re-planned from facts).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from orchestrator_shared.events import RecoveryData, RecoveryPhase
+
+
+class KeyValueStore(Protocol):
+    """The etcd calls this module needs (``orchestrator_coordinator.etcd.EtcdClient``)."""
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int: ...
+    async def get(self, key: bytes) -> tuple[Any, int]: ...
+    async def delete(self, key: bytes) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalSwitch:
+    disabled: bool
+    by: str = ""
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LastRecovery:
+    recovery_id: str
+    failed: str
+    successor: str
+    ended_at: datetime
+    acknowledged: bool = False
+    acknowledged_by: str = ""
+
+    def blocks(self, now: datetime, period: timedelta) -> bool:
+        """Whether a new automated recovery of the cluster must wait (anti-flapping)."""
+        return not self.acknowledged and now < self.ended_at + period
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRecovery:
+    phase: RecoveryPhase
+    data: RecoveryData
+
+
+class RecoveryControl:
+    """Reads and writes the keys above."""
+
+    def __init__(self, store: KeyValueStore, prefix: str = "/orchestrator") -> None:
+        self._store = store
+        self._root = prefix.rstrip("/") + "/recovery"
+
+    def _key(self, *parts: str) -> bytes:
+        return "/".join((self._root, *parts)).encode()
+
+    # --- the global switch --------------------------------------------------------------
+    async def global_switch(self) -> GlobalSwitch:
+        found, _ = await self._store.get(self._key("disabled"))
+        if found is None:
+            return GlobalSwitch(disabled=False)
+        body = _loads(found.value)
+        return GlobalSwitch(disabled=True, by=str(body.get("by", "")), at=_time(body.get("at")))
+
+    async def disable(self, *, by: str, at: datetime) -> None:
+        await self._store.put(self._key("disabled"), _dumps({"by": by, "at": at.isoformat()}))
+
+    async def enable(self) -> None:
+        await self._store.delete(self._key("disabled"))
+
+    # --- one cluster's recoveries -----------------------------------------------------------
+    async def active(self, cluster: str) -> ActiveRecovery | None:
+        found, _ = await self._store.get(self._key("clusters", cluster, "active"))
+        if found is None:
+            return None
+        body = _loads(found.value)
+        return ActiveRecovery(
+            phase=RecoveryPhase(body["phase"]), data=RecoveryData.model_validate(body["data"])
+        )
+
+    async def set_active(self, phase: RecoveryPhase, data: RecoveryData) -> None:
+        body = {"phase": phase.value, "data": data.model_dump(mode="json")}
+        await self._store.put(self._key("clusters", data.cluster, "active"), _dumps(body))
+
+    async def finish(self, data: RecoveryData, *, ended_at: datetime) -> None:
+        """Record the recovery as the cluster's last one and clear the in-flight record."""
+        last = {
+            "recovery_id": data.recovery_id,
+            "failed": data.failed,
+            "successor": data.successor,
+            "ended_at": ended_at.isoformat(),
+            "acknowledged": False,
+        }
+        await self._store.put(self._key("clusters", data.cluster, "last"), _dumps(last))
+        await self._store.delete(self._key("clusters", data.cluster, "active"))
+
+    async def last(self, cluster: str) -> LastRecovery | None:
+        found, _ = await self._store.get(self._key("clusters", cluster, "last"))
+        if found is None:
+            return None
+        body = _loads(found.value)
+        ended_at = _time(body.get("ended_at")) or datetime.fromtimestamp(0, UTC)
+        return LastRecovery(
+            recovery_id=str(body.get("recovery_id", "")),
+            failed=str(body.get("failed", "")),
+            successor=str(body.get("successor", "")),
+            ended_at=ended_at,
+            acknowledged=bool(body.get("acknowledged", False)),
+            acknowledged_by=str(body.get("acknowledged_by", "")),
+        )
+
+    async def acknowledge(self, cluster: str, *, by: str) -> bool:
+        """Lift the block period of the cluster; whether there was something to acknowledge."""
+        last = await self.last(cluster)
+        if last is None or last.acknowledged:
+            return False
+        body = {
+            "recovery_id": last.recovery_id,
+            "failed": last.failed,
+            "successor": last.successor,
+            "ended_at": last.ended_at.isoformat(),
+            "acknowledged": True,
+            "acknowledged_by": by,
+        }
+        await self._store.put(self._key("clusters", cluster, "last"), _dumps(body))
+        return True
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _loads(value: bytes) -> dict[str, Any]:
+    body = json.loads(value)
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    return body
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,149 @@
+"""The worker's warm picture of the fleet, kept from the bus (no database involved).
+
+Every recovery worker, leader or standby, keeps:
+
+* the latest snapshot of every instance, from ``ORCHESTRATOR_SNAPSHOTS`` (an ordered consumer
+  that starts with the last message of every subject, so a worker that starts or takes over
+  knows the whole fleet within one read of the stream, then follows it live);
+* ``unreachable`` events from ``ORCHESTRATOR_EVENTS`` (new ones only: a stale one says nothing
+  about now), which wake the analysis at once instead of at the next tick.
+
+Failover never depends on topology-api or its storage (DESIGN.md §1): this and the worker's
+own probes are all it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import Error as JetStreamError
+from pydantic import ValidationError
+
+from orchestrator_shared.bus import EVENTS_STREAM, SNAPSHOTS_STREAM, Subjects
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class FleetState:
+    """Latest snapshots by instance, and a wake-up for whoever analyses them."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[InstanceKey, InstanceSnapshot] = {}
+        self._changed = asyncio.Event()
+        self.unreachable: asyncio.Queue[InstanceKey] = asyncio.Queue()
+        self.loaded = asyncio.Event()  # set once the stream's backlog has been read
+
+    @property
+    def snapshots(self) -> Mapping[InstanceKey, InstanceSnapshot]:
+        return self._snapshots
+
+    def put(self, snapshot: InstanceSnapshot) -> None:
+        """Keep ``snapshot`` unless an equally new or newer one of the instance is kept."""
+        key = snapshot.instance_key
+        known = self._snapshots.get(key)
+        if known is not None and known.probe.checked_at > snapshot.probe.checked_at:
+            return
+        self._snapshots[key] = snapshot
+        self._changed.set()
+
+    def forget(self, key: InstanceKey) -> None:
+        if self._snapshots.pop(key, None) is not None:
+            self._changed.set()
+
+    def mark_unreachable(self, key: InstanceKey) -> None:
+        self.unreachable.put_nowait(key)
+        self._changed.set()
+
+    async def wait_changed(self, within: float) -> bool:
+        """Wait until something changed (for at most ``within`` seconds); whether it did."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._changed.wait()
+        changed = self._changed.is_set()
+        self._changed.clear()
+        return changed
+
+
+class FleetFeed:
+    """Keeps a :class:`FleetState` from the bus."""
+
+    def __init__(self, nc: Client, subjects: Subjects, state: FleetState) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._state = state
+
+    async def run(self) -> None:
+        """Follow both streams until cancelled, subscribing again after bus errors."""
+        js = self._nc.jetstream()
+        while True:
+            subscriptions = []
+            try:
+                backlog = (await js.stream_info(SNAPSHOTS_STREAM)).state.messages
+                subscriptions.append(
+                    await js.subscribe(
+                        self._subjects.all_snapshots,
+                        stream=SNAPSHOTS_STREAM,
+                        ordered_consumer=True,
+                        config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
+                        cb=self._snapshot_taker(backlog),
+                    )
+                )
+                if backlog == 0:
+                    self._state.loaded.set()
+                subscriptions.append(
+                    await js.subscribe(
+                        self._subjects.all_unreachable,
+                        stream=EVENTS_STREAM,
+                        ordered_consumer=True,
+                        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+                        cb=self._take_unreachable,
+                    )
+                )
+                await asyncio.Event().wait()  # until cancelled
+            except (NatsError, JetStreamError) as exc:
+                log.warning("fleet feed: %s; subscribing again", exc or type(exc))
+                await asyncio.sleep(0.5)
+            finally:
+                for subscription in subscriptions:
+                    with contextlib.suppress(NatsError, JetStreamError):
+                        await subscription.unsubscribe()
+
+    def _snapshot_taker(self, backlog: int) -> Callable[[Msg], Awaitable[None]]:
+        """The subscription's callback; the state counts as loaded after ``backlog`` messages."""
+        seen = 0
+
+        async def take(msg: Msg) -> None:
+            nonlocal seen
+            seen += 1
+            self._take_snapshot(msg)
+            if seen >= backlog:
+                self._state.loaded.set()
+
+        return take
+
+    def _take_snapshot(self, msg: Msg) -> None:
+        if not msg.data:  # a purge marker: the instance was forgotten
+            with contextlib.suppress(ValueError):
+                self._state.forget(self._subjects.key_of_snapshot_subject(msg.subject))
+            return
+        try:
+            self._state.put(InstanceSnapshot.from_json(msg.data))
+        except ValidationError as exc:
+            log.warning("fleet feed: unreadable snapshot on %s skipped: %s", msg.subject, exc)
+
+    async def _take_unreachable(self, msg: Msg) -> None:
+        try:
+            key = InstanceKey.from_subject_token(msg.subject.rsplit(".", 1)[-1])
+        except ValueError as exc:
+            log.warning("fleet feed: bad unreachable subject %s: %s", msg.subject, exc)
+            return
+        self._state.mark_unreachable(key)

@@ -1,0 +1,410 @@
+"""The active recovery worker's loop: analyse, verify, plan, execute, tell.
+
+Only the leader runs :meth:`RecoveryWorker.lead` (the election cancels it the moment leadership
+ends). One pass of the loop:
+
+1. wait for a change of the fleet (a snapshot, an ``unreachable`` event) or ``tick``;
+2. analyse the fleet with the shared analysis function and publish each cluster's problems
+   when they changed (``orchestrator.v1.analysis.<cluster>``);
+3. for an actionable failure with no recovery running in its cluster, start one (a task per
+   cluster, so a slow recovery never delays another cluster's).
+
+A recovery (:meth:`RecoveryWorker.recover`):
+
+1. **verify**: probe the failed instance and each of its replicas directly, now; analyse again
+   on what they answered. Only a failure the replicas confirm goes on (a master unreachable for
+   us alone, with replicas still replicating, is ``UnreachableMaster``: no failover);
+2. ``detected``; then the gates, each ending in ``blocked`` with its reason: recoveries disabled
+   globally, the cluster in its block period (``RecoveryPeriodBlockSeconds``) and not
+   acknowledged, a recovery of the cluster already recorded in flight;
+3. ``OnFailureDetectionProcesses``; the plan (pure, ``orchestrator_shared.recovery``): a refusal
+   ends in ``failed`` with its reason and why each replica was rejected;
+4. ``started``, recorded in etcd before the first destructive step; ``PreFailoverProcesses``
+   (a failing hook aborts); the executor, every destructive step behind ``guard()``;
+5. ``promoted`` / ``completed`` (or ``failed``), post hooks, the cluster's last recovery
+   recorded (the block period starts), discovery asked to probe the instances involved again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from orchestrator_recovery.control import RecoveryControl
+from orchestrator_recovery.fleet import FleetState
+from orchestrator_shared.analysis import Analysis, AnalysisCode, AnalysisOptions, analyze
+from orchestrator_shared.errors import LeaseLost, OperationRefused
+from orchestrator_shared.events import (
+    AnalysisEvent,
+    AnalysisProblem,
+    AuditEvent,
+    RecoveryData,
+    RecoveryEvent,
+    RecoveryPhase,
+)
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+
+log = logging.getLogger(__name__)
+
+MASTER_FAILURES = frozenset({AnalysisCode.DEAD_MASTER, AnalysisCode.DEAD_MASTER_AND_SOME_REPLICAS})
+INTERMEDIATE_MASTER_FAILURES = frozenset(
+    {
+        AnalysisCode.DEAD_INTERMEDIATE_MASTER,
+        AnalysisCode.DEAD_INTERMEDIATE_MASTER_AND_SOME_REPLICAS,
+        AnalysisCode.DEAD_INTERMEDIATE_MASTER_WITH_SINGLE_REPLICA,
+        AnalysisCode.DEAD_INTERMEDIATE_MASTER_WITH_SINGLE_REPLICA_FAILING_TO_CONNECT,
+    }
+)
+RECOVERABLE = MASTER_FAILURES | INTERMEDIATE_MASTER_FAILURES
+
+Probe = Callable[[InstanceKey, InstanceSnapshot | None], Awaitable[InstanceSnapshot]]
+Guard = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    worker_id: str
+    source: str  # CloudEvents ``source``
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    tick: float = 0.25  # seconds between analyses when nothing changes
+    block_period: timedelta = timedelta(seconds=3600)  # RecoveryPeriodBlockSeconds
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A plan ready to execute: ``plan`` is the pure planner's own value, for the executor."""
+
+    plan: object
+    successor: str  # host:port, empty for an intermediate master's relocation
+    rejected: Mapping[str, str]
+    lost: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str
+    rejected: Mapping[str, str]
+
+
+class Publisher(Protocol):
+    """Where events go (``orchestrator_recovery.publisher.EventPublisher``)."""
+
+    async def recovery(self, event: RecoveryEvent) -> bool: ...
+    async def analysis(self, event: AnalysisEvent) -> bool: ...
+    async def audit(self, event: AuditEvent) -> bool: ...
+
+
+class Planner(Protocol):
+    """The pure planning of ``orchestrator_shared.recovery`` fed from the worker's facts."""
+
+    def plan(
+        self,
+        analysis: Analysis,
+        snapshots: Mapping[InstanceKey, InstanceSnapshot],
+        *,
+        forced: bool,
+        requested: InstanceKey | None,
+    ) -> Planned | Refused: ...
+
+
+class Executor(Protocol):
+    """How a plan is carried out against MySQL (``orchestrator_recovery.execution``)."""
+
+    async def fail_over_master(
+        self, plan: object, guard: Guard
+    ) -> tuple[str, tuple[str, ...], dict[str, str]]:
+        """Carry out a master plan; (successor, repointed, lost with why)."""
+        ...
+
+    async def relocate(
+        self, plan: object, guard: Guard
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Carry out an intermediate-master plan; (moved, lost with why)."""
+        ...
+
+
+@dataclass
+class Outcome:
+    """How one recovery ended (for tests and the command replies)."""
+
+    phase: RecoveryPhase
+    data: RecoveryData
+
+
+class RecoveryWorker:
+    def __init__(
+        self,
+        options: WorkerOptions,
+        state: FleetState,
+        *,
+        probe: Probe,
+        publisher: Publisher,
+        control: RecoveryControl,
+        planner: Planner,
+        executor: Executor,
+        refresh: Callable[[Iterable[InstanceKey]], Awaitable[None]] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._clock = clock
+        self._options = options
+        self._state = state
+        self._probe = probe
+        self._publisher = publisher
+        self._control = control
+        self._planner = planner
+        self._executor = executor
+        self._refresh = refresh
+        self._published: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._running: dict[str, asyncio.Task[Outcome | None]] = {}
+        self.outcomes: list[Outcome] = []
+
+    # --- the leader's loop ------------------------------------------------------------------
+    async def lead(self, guard: Guard, token: int) -> None:
+        """Analyse and recover until cancelled (the election cancels on loss of leadership)."""
+        try:
+            while True:
+                await self._state.wait_changed(self._options.tick)
+                suspects = self._drain_unreachable()
+                analyses = self._analyse()
+                await self._publish_changes(analyses)
+                for analysis in analyses:
+                    urgent = analysis.key in suspects
+                    if analysis.code in RECOVERABLE or (
+                        urgent and analysis.code is AnalysisCode.UNREACHABLE_MASTER
+                    ):
+                        self._start(analysis, guard, token)
+        finally:
+            for task in self._running.values():
+                task.cancel()
+
+    def _drain_unreachable(self) -> set[InstanceKey]:
+        found: set[InstanceKey] = set()
+        while not self._state.unreachable.empty():
+            found.add(self._state.unreachable.get_nowait())
+        return found
+
+    def _analyse(self, snapshots: Iterable[InstanceSnapshot] | None = None) -> list[Analysis]:
+        return analyze(
+            self._state.snapshots.values() if snapshots is None else snapshots,
+            now=self._clock(),
+            options=self._options.analysis,
+        )
+
+    def _start(self, analysis: Analysis, guard: Guard, token: int) -> None:
+        cluster = analysis.cluster_name
+        running = self._running.get(cluster)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self.recover(analysis, guard, token), name=f"recover {cluster}")
+        self._running[cluster] = task
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Outcome | None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, LeaseLost):
+            log.error("recovery task %s failed: %r", task.get_name(), error, exc_info=error)
+
+    async def _publish_changes(self, analyses: Sequence[Analysis]) -> None:
+        now = self._clock()
+        by_cluster: dict[str, list[Analysis]] = {}
+        for analysis in analyses:
+            if analysis.code is not AnalysisCode.NO_PROBLEM:
+                by_cluster.setdefault(analysis.cluster_name, []).append(analysis)
+        for cluster in set(by_cluster) | set(self._published):
+            found = by_cluster.get(cluster, [])
+            signature = tuple(sorted((str(a.key), a.code.value) for a in found))
+            if self._published.get(cluster) == signature:
+                continue
+            if signature:
+                self._published[cluster] = signature
+            else:
+                self._published.pop(cluster, None)
+            problems = tuple(
+                AnalysisProblem(
+                    instance=str(a.key),
+                    code=a.code.value,
+                    description=a.description,
+                    is_actionable=a.is_actionable,
+                )
+                for a in found
+            )
+            await self._publisher.analysis(
+                AnalysisEvent(cluster=cluster, problems=problems, at=now)
+            )
+
+    # --- one recovery -------------------------------------------------------------------------
+    async def verify(self, analysis: Analysis) -> Analysis:
+        """The failure as the instances answer now: the failed one and its replicas probed
+        directly (at once, concurrently), the fleet analysed again with their answers."""
+        keys = [analysis.key, *analysis.replicas]
+        known = self._state.snapshots
+        fresh = await asyncio.gather(*(self._probe(key, known.get(key)) for key in keys))
+        for snapshot in fresh:
+            self._state.put(snapshot)
+        for again in self._analyse():
+            if again.key == analysis.key:
+                return again
+        return replace(analysis, code=AnalysisCode.NO_PROBLEM)
+
+    async def recover(
+        self,
+        analysis: Analysis,
+        guard: Guard,
+        token: int,
+        *,
+        forced: bool = False,
+        requested: InstanceKey | None = None,
+        requested_by: str = "",
+    ) -> Outcome | None:
+        """Verify, gate, plan and execute one recovery; None when the failure is not confirmed."""
+        verified = await self.verify(analysis)
+        if verified.code not in RECOVERABLE:
+            if verified.code is not analysis.code:
+                log.info(
+                    "%s: %s not confirmed by its replicas: %s",
+                    analysis.key,
+                    analysis.code,
+                    verified.code,
+                )
+            return None
+        now = self._clock()
+        data = RecoveryData(
+            recovery_id=str(uuid.uuid4()),
+            cluster=verified.cluster_name,
+            cluster_alias=verified.cluster_alias,
+            analysis=verified.code.value,
+            failed=str(verified.key),
+            fencing_token=token,
+            worker=self._options.worker_id,
+            started_at=now,
+            forced=forced,
+            requested_by=requested_by,
+        )
+        await self._tell(RecoveryPhase.DETECTED, data)
+        blocked = await self._gate(verified, data, now, forced=forced)
+        if blocked:
+            return await self._end(RecoveryPhase.BLOCKED, replace_data(data, reason=blocked))
+        plan = self._planner.plan(
+            verified, self._state.snapshots, forced=forced, requested=requested
+        )
+        if isinstance(plan, Refused):
+            ended = replace_data(data, reason=plan.reason, rejected=dict(plan.rejected))
+            return await self._end(RecoveryPhase.FAILED, ended, record=True)
+        data = replace_data(
+            data,
+            successor=plan.successor,
+            rejected=dict(plan.rejected),
+            lost=dict(plan.lost),
+        )
+        await self._control.set_active(RecoveryPhase.STARTED, data)
+        await self._tell(RecoveryPhase.STARTED, data)
+        try:
+            await guard()
+            if verified.code in MASTER_FAILURES:
+                successor, repointed, lost = await self._executor.fail_over_master(plan.plan, guard)
+                data = replace_data(
+                    data, successor=successor, repointed=repointed, lost={**data.lost, **lost}
+                )
+                await self._control.set_active(RecoveryPhase.PROMOTED, data)
+                await self._tell(RecoveryPhase.PROMOTED, data)
+            else:
+                moved, lost = await self._executor.relocate(plan.plan, guard)
+                data = replace_data(data, repointed=moved, lost={**data.lost, **lost})
+        except OperationRefused as exc:
+            return await self._end(
+                RecoveryPhase.FAILED, replace_data(data, reason=str(exc)), record=True
+            )
+        await self._refresh_involved(data)
+        return await self._end(RecoveryPhase.COMPLETED, data, record=True)
+
+    async def _gate(
+        self, analysis: Analysis, data: RecoveryData, now: datetime, *, forced: bool
+    ) -> str:
+        """Why this recovery must not run (empty: it may)."""
+        if forced:
+            return ""
+        switch = await self._control.global_switch()
+        if switch.disabled:
+            by = f" by {switch.by}" if switch.by else ""
+            return f"automated recoveries are disabled globally{by}"
+        if analysis.is_downtimed or analysis.skippable_due_to_downtime:
+            return f"{analysis.key} is downtimed"
+        last = await self._control.last(data.cluster)
+        if last is not None and last.blocks(now, self._options.block_period):
+            until = last.ended_at + self._options.block_period
+            return (
+                f"cluster {data.cluster} was recovered at {last.ended_at.isoformat()} "
+                f"(recovery {last.recovery_id}); blocked until {until.isoformat()} "
+                "unless acknowledged (ack-cluster-recoveries)"
+            )
+        active = await self._control.active(data.cluster)
+        if active is not None:
+            return (
+                f"recovery {active.data.recovery_id} of {data.cluster} is recorded in flight "
+                f"({active.phase}); it is resumed by the worker that takes it over"
+            )
+        return ""
+
+    async def _end(
+        self, phase: RecoveryPhase, data: RecoveryData, *, record: bool = False
+    ) -> Outcome:
+        ended = replace_data(data, ended_at=self._clock())
+        if record:
+            await self._control.finish(ended, ended_at=ended.ended_at or self._clock())
+        await self._tell(phase, ended)
+        outcome = Outcome(phase, ended)
+        self.outcomes.append(outcome)
+        return outcome
+
+    async def _tell(self, phase: RecoveryPhase, data: RecoveryData) -> None:
+        log.info(
+            "recovery %s of %s: %s%s",
+            data.recovery_id[:8],
+            data.cluster,
+            phase,
+            f" ({data.reason})" if data.reason else "",
+        )
+        await self._publisher.recovery(RecoveryEvent.of(phase, data, source=self._options.source))
+        await self._publisher.audit(
+            AuditEvent(
+                type=f"recovery-{phase}",
+                message=_describe(phase, data),
+                key=data.failed,
+                cluster=data.cluster,
+                user=self._options.worker_id,
+                at=self._clock(),
+                ok=phase not in (RecoveryPhase.FAILED, RecoveryPhase.BLOCKED),
+            )
+        )
+
+    async def _refresh_involved(self, data: RecoveryData) -> None:
+        if self._refresh is None:
+            return
+        keys = [data.failed, *([data.successor] if data.successor else []), *data.repointed]
+        try:
+            await self._refresh([InstanceKey.parse(key) for key in keys])
+        except Exception as exc:
+            log.warning("asking discovery to probe again after recovery: %s", exc)
+
+
+def replace_data(data: RecoveryData, **changes: object) -> RecoveryData:
+    return data.model_copy(update=changes)
+
+
+def _describe(phase: RecoveryPhase, data: RecoveryData) -> str:
+    text = f"{data.analysis} on {data.failed}: {phase}"
+    if data.successor:
+        text += f"; successor {data.successor}"
+    if data.lost:
+        text += f"; lost {', '.join(sorted(data.lost))}"
+    if data.reason:
+        text += f"; {data.reason}"
+    return text

@@ -1,0 +1,231 @@
+"""The recovery worker's decisions, with fakes for its ports (probe, bus, etcd, planner,
+executor): what it verifies, when it refuses or is blocked, and what it tells."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from orchestrator_recovery.control import RecoveryControl
+from orchestrator_recovery.fleet import FleetState
+from orchestrator_recovery.worker import (
+    Guard,
+    Planned,
+    RecoveryWorker,
+    Refused,
+    WorkerOptions,
+)
+from orchestrator_shared.analysis import Analysis, AnalysisCode, analyze
+from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent, RecoveryPhase
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.snapshot import InstanceSnapshot
+from tests.unit.test_analysis_scenarios import NOW, instance_snapshot
+
+pytestmark = pytest.mark.unit
+
+MASTER, R1, R2 = "db:1", "db:2", "db:3"
+BROKEN_IO = {"io": "Connecting", "io_error": "Can't connect to MySQL server (111)"}
+GTID = {"version": "10.11.6-MariaDB-log", "using_gtid": "Slave_Pos"}
+
+
+def fleet(*, master_ok: bool, replicas: Mapping[str, Any]) -> dict[InstanceKey, InstanceSnapshot]:
+    snaps = [instance_snapshot(MASTER, {**GTID, "ok": master_ok})]
+    snaps += [
+        instance_snapshot(key, {**GTID, "master": MASTER, "read_only": True, **replicas})
+        for key in (R1, R2)
+    ]
+    return {snap.instance_key: snap for snap in snaps}
+
+
+class FakeKV:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
+        self.data[key] = value
+        return 1
+
+    async def get(self, key: bytes) -> tuple[Any, int]:
+        value = self.data.get(key)
+        return (None if value is None else type("KV", (), {"value": value})()), 1
+
+    async def delete(self, key: bytes) -> bool:
+        return self.data.pop(key, None) is not None
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.recoveries: list[RecoveryEvent] = []
+        self.audits: list[AuditEvent] = []
+        self.analyses: list[AnalysisEvent] = []
+
+    async def recovery(self, event: RecoveryEvent) -> bool:
+        self.recoveries.append(event)
+        return True
+
+    async def analysis(self, event: AnalysisEvent) -> bool:
+        self.analyses.append(event)
+        return True
+
+    async def audit(self, event: AuditEvent) -> bool:
+        self.audits.append(event)
+        return True
+
+    @property
+    def phases(self) -> list[RecoveryPhase]:
+        return [event.phase for event in self.recoveries]
+
+
+class FakePlanner:
+    def __init__(self, answer: Planned | Refused) -> None:
+        self.answer = answer
+        self.asked: list[Analysis] = []
+
+    def plan(
+        self,
+        analysis: Analysis,
+        snapshots: Mapping[InstanceKey, InstanceSnapshot],
+        *,
+        forced: bool,
+        requested: InstanceKey | None,
+    ) -> Planned | Refused:
+        self.asked.append(analysis)
+        return self.answer
+
+
+class FakeExecutor:
+    def __init__(self) -> None:
+        self.executed: list[object] = []
+
+    async def fail_over_master(
+        self, plan: object, guard: Guard
+    ) -> tuple[str, tuple[str, ...], dict[str, str]]:
+        await guard()
+        self.executed.append(plan)
+        return R1, (R2,), {}
+
+    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
+        await guard()
+        self.executed.append(plan)
+        return (R2,), {}
+
+
+class Harness:
+    def __init__(
+        self, *, now_answers: dict[InstanceKey, InstanceSnapshot], plan: Planned | Refused
+    ) -> None:
+        self.state = FleetState()
+        self.answers = now_answers
+        self.kv = FakeKV()
+        self.control = RecoveryControl(self.kv)
+        self.publisher = FakePublisher()
+        self.planner = FakePlanner(plan)
+        self.executor = FakeExecutor()
+        self.guards = 0
+        self.worker = RecoveryWorker(
+            WorkerOptions(worker_id="w1", source="test", block_period=timedelta(minutes=10)),
+            self.state,
+            probe=self.probe,
+            publisher=self.publisher,
+            control=self.control,
+            planner=self.planner,
+            executor=self.executor,
+            clock=lambda: NOW + timedelta(seconds=1),
+        )
+
+    async def probe(self, key: InstanceKey, previous: InstanceSnapshot | None) -> InstanceSnapshot:
+        return self.answers[key]
+
+    async def guard(self) -> None:
+        self.guards += 1
+
+    def suspect(self, snapshots: Mapping[InstanceKey, InstanceSnapshot]) -> Analysis:
+        for snap in snapshots.values():
+            self.state.put(snap)
+        [found] = [
+            a
+            for a in analyze(snapshots.values(), now=NOW + timedelta(seconds=1))
+            if a.key == InstanceKey.parse(MASTER)
+        ]
+        return found
+
+
+PLANNED = Planned(plan="the plan", successor=R1, rejected={R2: "behind db:2"}, lost={})
+DEAD = fleet(master_ok=False, replicas=BROKEN_IO)
+
+
+async def test_a_confirmed_dead_master_is_recovered_and_told() -> None:
+    run = Harness(now_answers=DEAD, plan=PLANNED)
+    outcome = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert outcome is not None and outcome.phase is RecoveryPhase.COMPLETED
+    assert run.publisher.phases == [
+        RecoveryPhase.DETECTED,
+        RecoveryPhase.STARTED,
+        RecoveryPhase.PROMOTED,
+        RecoveryPhase.COMPLETED,
+    ]
+    done = run.publisher.recoveries[-1].data
+    assert (done.successor, done.repointed, done.fencing_token) == (R1, (R2,), 7)
+    assert done.rejected == {R2: "behind db:2"}
+    assert run.executor.executed == ["the plan"] and run.guards >= 1
+    # the block period starts; nothing is left in flight
+    last = await run.control.last(MASTER)
+    assert last is not None and last.successor == R1
+    assert await run.control.active(MASTER) is None
+
+
+async def test_a_master_unreachable_for_us_only_is_not_recovered() -> None:
+    # snapshots said dead, but its replicas still replicate when asked directly
+    still_replicating = fleet(master_ok=False, replicas={})
+    run = Harness(now_answers=still_replicating, plan=PLANNED)
+    outcome = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert outcome is None
+    assert run.publisher.recoveries == [] and run.executor.executed == []
+
+
+async def test_a_refused_plan_fails_with_its_reason_and_nothing_runs() -> None:
+    refused = Refused(reason="no replica has every transaction", rejected={R1: "delayed"})
+    run = Harness(now_answers=DEAD, plan=refused)
+    outcome = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert outcome is not None and outcome.phase is RecoveryPhase.FAILED
+    assert run.publisher.phases == [RecoveryPhase.DETECTED, RecoveryPhase.FAILED]
+    assert run.publisher.recoveries[-1].data.reason == "no replica has every transaction"
+    assert run.publisher.recoveries[-1].data.rejected == {R1: "delayed"}
+    assert run.executor.executed == []
+
+
+async def test_disabled_recoveries_and_the_block_period_block() -> None:
+    run = Harness(now_answers=DEAD, plan=PLANNED)
+    await run.control.disable(by="alice", at=NOW)
+    outcome = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert outcome is not None and outcome.phase is RecoveryPhase.BLOCKED
+    assert "disabled globally by alice" in outcome.data.reason
+    await run.control.enable()
+    first = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert first is not None and first.phase is RecoveryPhase.COMPLETED
+    second = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert second is not None and second.phase is RecoveryPhase.BLOCKED
+    assert "blocked until" in second.data.reason
+    assert await run.control.acknowledge(MASTER, by="bob")
+    third = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert third is not None and third.phase is RecoveryPhase.COMPLETED
+    # a forced recovery ignores the gates
+    forced = await run.worker.recover(run.suspect(DEAD), run.guard, 7, forced=True)
+    assert forced is not None and forced.phase is RecoveryPhase.COMPLETED
+    assert len(run.executor.executed) == 3
+
+
+async def test_analysis_changes_are_published_once_per_change() -> None:
+    run = Harness(now_answers=DEAD, plan=Refused(reason="r", rejected={}))
+    run.suspect(DEAD)
+    analyses = run.worker._analyse()
+    await run.worker._publish_changes(analyses)
+    await run.worker._publish_changes(analyses)
+    assert len(run.publisher.analyses) == 1
+    codes = {p.code for p in run.publisher.analyses[0].problems}
+    assert AnalysisCode.DEAD_MASTER.value in codes
+    await run.worker._publish_changes([])
+    assert run.publisher.analyses[-1].problems == ()
