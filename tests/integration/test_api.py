@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
+from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import FailureDetection, RecoveryRecord, Store, open_store
+from orchestrator_discovery.nats_bus import events_stream_config
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_shared.bus import LeaderEvent, LeaderIdentity, Subjects
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot
@@ -404,3 +408,62 @@ async def test_operations_need_the_bus(api: httpx.AsyncClient, star: Sandbox) ->
     assert same.status_code == 400
     unknown = await api.get(f"/api/relocate/127.0.0.1/{a}/127.0.0.1/1")
     assert unknown.status_code == 404
+
+
+async def test_health_and_leader_check_follow_the_coordinator_reports(
+    store: Store, nats_server: Any
+) -> None:
+    subjects = Subjects()
+    raw = await nats.connect(nats_server.url)
+    watch = LeaderWatch(subjects)
+    await watch.connect([nats_server.url])
+    running = asyncio.create_task(watch.run())
+    try:
+        await raw.jetstream().add_stream(events_stream_config(subjects, retention_days=1))
+        context = ApiContext(settings=Settings(), store=store, leader=watch)
+        transport = httpx.ASGITransport(app=create_app(context))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+            answer = await api.get("/api/leader-check")
+            assert answer.status_code == 503
+            assert "no report from the coordinator yet" in answer.json()["Message"]
+            now = datetime.now(UTC)
+            identity = LeaderIdentity(id="w-1", host="db-host", pid=42, started_at=now)
+            for event in (
+                LeaderEvent(leader=None, observed_at=now),
+                LeaderEvent(leader=identity, fencing_token=17, since=now, observed_at=now),
+            ):
+                await raw.jetstream().publish(subjects.leader, event.model_dump_json().encode())
+            for _ in range(200):
+                if watch.latest is not None and watch.latest.leader is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert (await api.get("/api/leader-check")).json() == "OK"
+            health = (await api.get("/api/health")).json()["Details"]
+            assert health["RaftLeader"] == "w-1@db-host"
+            assert health["ActiveNode"]["Token"] == "17"
+            # a watcher that starts later learns the current leader from the stream
+            late = LeaderWatch(subjects)
+            await late.connect([nats_server.url])
+            late_run = asyncio.create_task(late.run())
+            try:
+                for _ in range(200):
+                    if late.latest is not None:
+                        break
+                    await asyncio.sleep(0.02)
+                assert late.latest is not None and late.latest.fencing_token == 17
+            finally:
+                late_run.cancel()
+                await late.close()
+            await raw.jetstream().publish(
+                subjects.leader,
+                LeaderEvent(leader=None, observed_at=datetime.now(UTC)).model_dump_json().encode(),
+            )
+            for _ in range(200):
+                if watch.latest is not None and watch.latest.leader is None:
+                    break
+                await asyncio.sleep(0.02)
+            assert (await api.get("/api/leader-check")).status_code == 503
+    finally:
+        running.cancel()
+        await watch.close()
+        await raw.close()

@@ -62,6 +62,10 @@ class Subjects:
         return f"{self.root}.discovery.*"
 
     @property
+    def leader(self) -> str:
+        return f"{self.root}.leader"
+
+    @property
     def events(self) -> list[str]:
         """Subjects kept by the events stream."""
         return [
@@ -134,3 +138,26 @@ class CommandReply(_Message):
     message: str = ""
     error: str = ""
     details: object = None
+
+
+class LeaderIdentity(BaseModel):
+    """A recovery worker as it names itself in etcd (the leader key's value, DESIGN.md §3)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+
+
+class LeaderEvent(_Message):
+    """``orchestrator.v1.leader``: the active recovery worker changed (published by
+    orchestrator-coordinator). ``leader`` is None while no worker leads; ``fencing_token`` is
+    the leader key's create_revision (0 when there is no leader)."""
+
+    leader: LeaderIdentity | None
+    fencing_token: int = 0
+    since: datetime | None = None  # when the leader won (``elected_at`` in its key)
+    observed_at: datetime
+    reporter: str = ""

@@ -102,6 +102,26 @@ class Settings(BaseModel):
     # means a local etcd is started.
     EtcdEndpoints: tuple[str, ...] = ()
 
+    # --- recovery leadership on etcd (issue 4; docs/coordinator.md) -------------------------
+    # Key prefix of the leadership keys (``<prefix>/recovery/leader``, ``.../members/<id>``).
+    EtcdKeyPrefix: str = "/orchestrator"
+    # Lease of each recovery worker: a crashed leader's key disappears this long after its last
+    # keep-alive (etcd leases are whole seconds).
+    EtcdLeaseTTLSeconds: PositiveInt = 3
+    # Keep-alive period of the lease; also the safety margin by which a leader that cannot renew
+    # gives up before its lease could expire. At most a third of the TTL.
+    EtcdKeepAliveIntervalSeconds: PositiveFloat = 0.5
+    # Deadline of one etcd request (keep-alive, guard transaction, campaign). At most a third
+    # of the TTL.
+    EtcdRequestTimeoutSeconds: PositiveFloat = 1.0
+    EtcdUser: str = ""
+    EtcdPassword: str = Field(default="", repr=False)
+    EtcdCACertFile: str = ""  # PEM; https:// endpoints without it trust the system's CAs
+    EtcdCertFile: str = ""  # client certificate (PEM), with EtcdKeyFile
+    EtcdKeyFile: str = ""
+    # Where orchestrator-coordinator serves /status and /metrics.
+    CoordinatorListenAddress: str = "127.0.0.1:9127"
+
     # --- topology-api: HTTP, authentication, storage -------------------------------------
     # orchestrator listens on ":3000"; ours defaults to loopback so the open default is safe.
     ListenAddress: str = "127.0.0.1:3000"
@@ -171,6 +191,19 @@ class Settings(BaseModel):
             parse_listen_address(address)
         return address
 
+    @field_validator("CoordinatorListenAddress")
+    @classmethod
+    def _coordinator_listen_address(cls, address: str) -> str:
+        parse_listen_address(address)
+        return address
+
+    @field_validator("EtcdKeyPrefix")
+    @classmethod
+    def _etcd_key_prefix(cls, prefix: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", prefix):
+            raise ValueError("expected an absolute key path such as /orchestrator (no trailing /)")
+        return prefix
+
     @field_validator("NATSSubjectPrefix")
     @classmethod
     def _subject_prefix(cls, prefix: str) -> str:
@@ -195,7 +228,37 @@ class Settings(BaseModel):
             raise ValueError("AuthenticationMethod: 'token' needs APITokens")
         if self.BackendDB == "postgres" and not self.PostgreSQLDSN:
             raise ValueError("BackendDB: 'postgres' needs PostgreSQLDSN")
+        self._check_etcd()
         return self
+
+    def _check_etcd(self) -> None:
+        """The leadership timing rules (docs/coordinator.md): a leader renews its lease several
+        times per TTL, gives up one keep-alive interval before the lease could expire, and a
+        destructive MySQL step can finish inside the lease."""
+        ttl = self.EtcdLeaseTTLSeconds
+        if self.EtcdKeepAliveIntervalSeconds > ttl / 3:
+            raise ValueError(
+                f"EtcdKeepAliveIntervalSeconds: must be at most a third of EtcdLeaseTTLSeconds "
+                f"({ttl} s), got {self.EtcdKeepAliveIntervalSeconds:g}"
+            )
+        if self.EtcdRequestTimeoutSeconds > ttl / 3:
+            raise ValueError(
+                f"EtcdRequestTimeoutSeconds: must be at most a third of EtcdLeaseTTLSeconds "
+                f"({ttl} s), got {self.EtcdRequestTimeoutSeconds:g}"
+            )
+        if self.MySQLConnectTimeoutSeconds >= ttl:
+            raise ValueError(
+                f"EtcdLeaseTTLSeconds: must be above MySQLConnectTimeoutSeconds "
+                f"({self.MySQLConnectTimeoutSeconds:g} s), the longest a recovery step waits "
+                f"for a server, got {ttl}"
+            )
+        if bool(self.EtcdUser) != bool(self.EtcdPassword):
+            raise ValueError("EtcdUser: EtcdUser and EtcdPassword go together")
+        if bool(self.EtcdCertFile) != bool(self.EtcdKeyFile):
+            raise ValueError("EtcdCertFile: EtcdCertFile and EtcdKeyFile go together")
+        tls_files = self.EtcdCACertFile or self.EtcdCertFile
+        if tls_files and any(url.startswith("http://") for url in self.EtcdEndpoints):
+            raise ValueError("EtcdEndpoints: TLS files are set, so every URL must be https://")
 
     # --- derived ---------------------------------------------------------------------------
     @property
@@ -206,6 +269,11 @@ class Settings(BaseModel):
     def nats_servers_or_local(self) -> list[str]:
         """The configured NATS servers, or the machine's local one."""
         return list(self.NATSServers) or ["nats://127.0.0.1:4222"]
+
+    @property
+    def etcd_endpoints_or_local(self) -> list[str]:
+        """The configured etcd endpoints, or the machine's local one."""
+        return list(self.EtcdEndpoints) or ["http://127.0.0.1:2379"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,8 @@
-"""Coordinator: etcd leader election with fencing. Arrives with issue 4; nothing runs here yet."""
+"""Coordinator: one active recovery worker, on etcd leases with fencing (docs/coordinator.md).
+
+- :mod:`~orchestrator_coordinator.election` — the library every recovery worker runs in-process;
+- :mod:`~orchestrator_coordinator.etcd` — the etcd adapter (endpoints, TLS, auth, fail-over);
+- :mod:`~orchestrator_coordinator.main` — ``orchestrator-coordinator``, which reports the election
+  (``observer``, ``web``, ``metrics``, ``publisher``);
+- :mod:`~orchestrator_coordinator.drill` — a stand-in worker for fault drills and benchmarks.
+"""

@@ -122,9 +122,7 @@ class Executor(Protocol):
         """Carry out a master plan; (successor, repointed, lost with why)."""
         ...
 
-    async def relocate(
-        self, plan: object, guard: Guard
-    ) -> tuple[tuple[str, ...], dict[str, str]]:
+    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
         """Carry out an intermediate-master plan; (moved, lost with why)."""
         ...
 

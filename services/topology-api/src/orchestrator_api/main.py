@@ -23,6 +23,7 @@ from orchestrator_api.auth import check_listen_policy
 from orchestrator_api.discovery_client import NatsRequester
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
+from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import StoreConsumer
 from orchestrator_shared.bus import Subjects
@@ -69,7 +70,12 @@ async def serve(settings: Settings) -> None:
         discovery = NatsRequester(subjects)
         await discovery.connect(servers)
         stack.push_async_callback(discovery.close)
-        app = create_app(ApiContext(settings=settings, store=store, discovery=discovery))
+        leader = LeaderWatch(subjects)
+        await leader.connect(servers)
+        stack.push_async_callback(leader.close)
+        app = create_app(
+            ApiContext(settings=settings, store=store, discovery=discovery, leader=leader)
+        )
         host, port = parse_listen_address(settings.ListenAddress)
         server = uvicorn.Server(
             uvicorn.Config(
@@ -95,8 +101,9 @@ async def serve(settings: Settings) -> None:
             )
             await store.view()  # the fleet loaded: part of what the pacing freezes
             pacing = group.create_task(pace_garbage_collection())
+            watching = group.create_task(leader.run())
             await server.serve()  # returns on SIGTERM/SIGINT (uvicorn's handlers)
-            for task in (consuming, purging, pacing):
+            for task in (consuming, purging, pacing, watching):
                 task.cancel()
     log.info("topology-api stopped")
 

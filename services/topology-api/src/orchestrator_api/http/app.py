@@ -22,6 +22,8 @@ from orchestrator_api.http import routes, routes_history
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.errors import install_error_handlers
 from orchestrator_api.http.hot import HotReads
+from orchestrator_api.wire.timefmt import go_datetime
+from orchestrator_shared.bus import LeaderEvent
 
 API_VERSION = "0.1.0"
 
@@ -72,6 +74,8 @@ def create_app(
         except Exception as exc:
             return wire.error_envelope(f"Application node is unhealthy: {exc}")
         hostname = socket.gethostname()
+        leader = context.leader.latest if context.leader is not None else None
+        identity = leader.leader if leader is not None else None
         return wire.ok_envelope(
             "Application node is healthy",
             {
@@ -79,10 +83,12 @@ def create_app(
                 "Hostname": hostname,
                 "Token": "",
                 "IsActiveNode": True,
-                "ActiveNode": None,
+                # the active recovery worker (orchestrator's active node), as the coordinator
+                # last reported it; null while none leads or before the first report
+                "ActiveNode": _active_node(leader) if leader is not None and identity else None,
                 "Error": None,
                 "AvailableNodes": [],
-                "RaftLeader": "",
+                "RaftLeader": f"{identity.id}@{identity.host}" if identity is not None else "",
                 "IsRaftLeader": False,
                 "RaftLeaderURI": "",
                 "RaftAdvertise": "",
@@ -96,11 +102,20 @@ def create_app(
         code = 200 if answer["Code"] == "OK" else 500
         return JSONResponse(answer, status_code=code)
 
-    @app.get("/api/leader-check")
-    async def leader_check() -> str:
-        # Every API replica serves reads and forwards operations to the active recovery worker
-        # (chosen by the coordinator, issue 4), so each one is a valid target for a client.
-        return "OK"
+    @app.get("/api/leader-check", response_model=None)
+    async def leader_check(context: Context) -> str | JSONResponse:
+        # Every API replica serves reads and forwards operations to the active recovery
+        # worker, so each is a valid target while a worker leads; with none leading, the
+        # operations it would forward cannot run.
+        if context.leader is None:
+            return "OK"  # no coordinator configured to ask (tests, a bare API)
+        latest = context.leader.latest
+        if latest is not None and latest.leader is not None:
+            return "OK"
+        why = "no report from the coordinator yet" if latest is None else "none leads"
+        return JSONResponse(
+            wire.error_envelope(f"No active recovery worker: {why}"), status_code=503
+        )
 
     @app.get("/api/_ping")
     async def ping() -> Response:
@@ -115,6 +130,22 @@ def create_app(
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _active_node(event: LeaderEvent) -> dict[str, Any]:
+    identity = event.leader
+    assert identity is not None
+    return {
+        "Hostname": identity.host,
+        "Token": str(event.fencing_token),
+        "AppVersion": "",
+        "FirstSeenActive": go_datetime(event.since or event.observed_at),
+        "LastSeenActive": go_datetime(event.observed_at),
+        "ExtraInfo": f"recovery worker {identity.id} (pid {identity.pid})",
+        "Command": "",
+        "DBBackend": "",
+        "LastReported": go_datetime(event.observed_at),
+    }
 
 
 class RequestMetrics:

@@ -13,11 +13,18 @@ from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import InstanceAnswers
 from orchestrator_api.store import Store
 from orchestrator_api.store.view import FleetView
-from orchestrator_shared.bus import CommandReply, CommandRequest
+from orchestrator_shared.bus import CommandReply, CommandRequest, LeaderEvent
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
+
+
+class LeaderSource(Protocol):
+    """The latest leadership report (:class:`orchestrator_api.leadership.LeaderWatch`)."""
+
+    @property
+    def latest(self) -> LeaderEvent | None: ...
 
 
 class BusRequester(Protocol):
@@ -38,6 +45,7 @@ class ApiContext:
     discovery: BusRequester | None = None
     clock: Callable[[], datetime] = field(default=utcnow)
     answers: InstanceAnswers = field(default_factory=InstanceAnswers)
+    leader: LeaderSource | None = None
 
     async def view(self) -> FleetView:
         return await self.store.view()

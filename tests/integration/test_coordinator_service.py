@@ -1,0 +1,301 @@
+"""orchestrator-coordinator as a process: status, metrics and leader events follow the election;
+etcd trouble shows; SIGTERM is clean; start-up errors are one line. And TLS to etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import DeliverPolicy
+
+from orchestrator_coordinator.election import Election, ElectionOptions
+from orchestrator_coordinator.etcd import EtcdOptions, EtcdUnavailable
+from tests import harness
+from tests.harness.etcd import EtcdServer
+from tests.harness.ports import LOOPBACK, free_ports
+from tests.harness.process import http_get, tcp_accepts
+from tests.integration.coordinator_support import (
+    STEADY,
+    CoordinatorProcess,
+    DrillWorker,
+    enable_etcd_auth,
+    read_records,
+    wait_for_lead,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def timing_settings() -> dict[str, Any]:
+    return {
+        "EtcdLeaseTTLSeconds": STEADY.ttl,
+        "EtcdKeepAliveIntervalSeconds": STEADY.keepalive,
+        "EtcdRequestTimeoutSeconds": STEADY.request_timeout,
+        "MySQLConnectTimeoutSeconds": 1,  # the TTL must stay above it
+    }
+
+
+async def leader_events(url: str) -> list[dict[str, Any]]:
+    client = await nats.connect(url, connect_timeout=2)
+    try:
+        stream = client.jetstream()
+        subscription = await stream.subscribe(
+            "orchestrator.v1.leader", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        events = []
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=1)
+            except nats.errors.TimeoutError:
+                return events
+            events.append(json.loads(message.data))
+    finally:
+        await client.close()
+
+
+def test_status_metrics_and_events_follow_the_election(
+    etcd_server: harness.EtcdLike, nats_server: harness.NatsLike, tmp_path: Path
+) -> None:
+    prefix = f"/svc-{uuid.uuid4().hex[:8]}"
+    coordinator = CoordinatorProcess(
+        {
+            "EtcdEndpoints": [etcd_server.endpoint],
+            "NATSServers": [nats_server.url],
+            "EtcdKeyPrefix": prefix,
+            **timing_settings(),
+        }
+    )
+    records = tmp_path / "records.jsonl"
+    worker = DrillWorker(
+        worker_id="w0",
+        endpoints=[etcd_server.endpoint],
+        records=records,
+        prefix=prefix,
+        action_interval=0.2,
+    )
+    try:
+        coordinator.start()
+        status = coordinator.wait_status(lambda s: s["checked_at"] is not None, within=5)
+        assert status["leader"] is None
+        assert status["etcd"]["reachable"] is True
+
+        worker.start()
+        lead = wait_for_lead(records, after=0, within=10)
+        status = coordinator.wait_status(lambda s: s["leader"] is not None, within=5)
+        assert status["leader"]["id"] == "w0"
+        assert status["leader"]["pid"] == worker.pid
+        assert status["fencing_token"] == lead["token"]
+        assert status["since"] is not None
+        assert [member["id"] for member in status["members"]] == ["w0"]
+        metrics = coordinator.metrics()
+        assert metrics["orchestrator_coordinator_leader_present"] == 1
+        assert metrics["orchestrator_coordinator_fencing_token"] == lead["token"]
+        assert metrics["orchestrator_coordinator_members"] == 1
+        assert metrics["orchestrator_coordinator_etcd_reachable"] == 1
+
+        worker.kill()
+        status = coordinator.wait_status(lambda s: s["leader"] is None, within=STEADY.ttl + 2)
+        assert status["members"] == []
+        assert coordinator.metrics()["orchestrator_coordinator_leader_changes_total"] == 2
+
+        events = asyncio.run(leader_events(nats_server.url))
+        tokens = [event["fencing_token"] for event in events]
+        assert tokens == [0, lead["token"], 0]
+        assert all(event["schema"] == 1 for event in events)
+        assert events[1]["leader"]["id"] == "w0"
+        assert events[2]["leader"] is None
+
+        # etcd gone: visible in status, metrics and /health; no leader claimed
+        etcd_server.kill()
+        status = coordinator.wait_status(lambda s: not s["etcd"]["reachable"], within=5)
+        assert status["etcd"]["error"]
+        assert coordinator.metrics()["orchestrator_coordinator_etcd_reachable"] == 0
+        health = http_get(f"{coordinator.url}/health")
+        assert health is not None
+        assert health[0] == 503
+        assert "etcd unreachable" in coordinator.log_tail()
+
+        stopped_at = time.monotonic()
+        coordinator.stop()  # SIGTERM
+        assert coordinator.returncode == 0
+        assert time.monotonic() - stopped_at < 5
+    finally:
+        worker.close()
+        coordinator.close()
+    assert read_records(records)
+
+
+async def test_coordinator_and_workers_with_etcd_authentication(
+    etcd_server: harness.EtcdLike, nats_server: harness.NatsLike, tmp_path: Path
+) -> None:
+    """A user allowed only the leadership prefix is enough for the coordinator and workers."""
+    prefix = "/orchestrator"
+    enable_etcd_auth(etcd_server.endpoint, prefix=prefix, user="orch", password="orch-pw")
+    secret = tmp_path / "etcd-password"
+    secret.write_text("orch-pw\n")
+    coordinator = CoordinatorProcess(
+        {
+            "EtcdEndpoints": [etcd_server.endpoint],
+            "NATSServers": [nats_server.url],
+            "EtcdUser": "orch",
+            **timing_settings(),
+        },
+        environment={"ORCHESTRATOR_EtcdPassword_FILE": str(secret)},
+    )
+    try:
+        await asyncio.to_thread(coordinator.start)
+        worker = ElectionOptions(
+            etcd=EtcdOptions(
+                endpoints=(etcd_server.endpoint,),
+                request_timeout=STEADY.request_timeout,
+                user="orch",
+                password="orch-pw",
+            ),
+            key_prefix=prefix,
+            lease_ttl=STEADY.ttl,
+            keepalive_interval=STEADY.keepalive,
+        )
+        async with Election(worker) as election:
+            term = await election.wait_leader()
+            status = await asyncio.to_thread(
+                coordinator.wait_status, lambda s: s["leader"] is not None, within=5
+            )
+            assert status["fencing_token"] == term.token
+            assert status["etcd"]["reachable"] is True
+    finally:
+        await asyncio.to_thread(coordinator.close)
+
+
+def run_coordinator(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "orchestrator.conf.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator_coordinator.main", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_unreachable_etcd_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    endpoints = [f"http://{LOOPBACK}:{port}" for port in free_ports(2)]
+    started = time.monotonic()
+    result = run_coordinator(
+        {"EtcdEndpoints": endpoints, "CoordinatorListenAddress": f"{LOOPBACK}:0"}, tmp_path
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        "orchestrator-coordinator: EtcdEndpoints: no etcd answered within 5 s"
+    )
+    assert endpoints[0] in lines[0]
+    assert time.monotonic() - started < 15
+
+
+def test_keepalive_not_below_the_ttl_stops_start_up(tmp_path: Path) -> None:
+    result = run_coordinator(
+        {"EtcdLeaseTTLSeconds": 3, "EtcdKeepAliveIntervalSeconds": 3}, tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "orchestrator-coordinator: bad configuration: EtcdKeepAliveIntervalSeconds: must be at "
+        "most a third of EtcdLeaseTTLSeconds (3 s), got 3"
+    ]
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl, EC keys)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=orchestrator-test-ca")  # fmt: skip
+    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
+        (directory / f"{name}.ext").write_text(
+            f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"
+        )
+        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "1",
+                "-extfile", f"{name}.ext")  # fmt: skip
+    return {
+        name: directory / name
+        for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
+    }
+
+
+class TlsEtcdServer(EtcdServer):
+    """A single etcd serving clients over TLS and requiring client certificates."""
+
+    def __init__(self, certificates: dict[str, Path]) -> None:
+        super().__init__()
+        self.certificates = certificates
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://{LOOPBACK}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--cert-file", str(self.certificates["server.pem"]),
+            "--key-file", str(self.certificates["server.key"]),
+            "--trusted-ca-file", str(self.certificates["ca.pem"]),
+            "--client-cert-auth",
+        ]  # fmt: skip
+
+    def probe(self) -> bool:
+        return tcp_accepts(LOOPBACK, self.port)
+
+
+async def test_election_over_tls_with_client_certificates(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path)
+    server = TlsEtcdServer(certificates)
+    try:
+        await asyncio.to_thread(server.start)
+        tls = EtcdOptions(
+            endpoints=(server.endpoint,),
+            request_timeout=STEADY.request_timeout,
+            ca_cert_file=str(certificates["ca.pem"]),
+            cert_file=str(certificates["client.pem"]),
+            key_file=str(certificates["client.key"]),
+        )
+        election_options = ElectionOptions(
+            etcd=tls, key_prefix="/tls", lease_ttl=STEADY.ttl, keepalive_interval=0.4
+        )
+        async with Election(election_options) as election:
+            async with asyncio.timeout(5):
+                term = await election.wait_leader()
+            assert (await election.guard()).token == term.token
+
+        # without a client certificate the server refuses the connection
+        no_client_cert = EtcdOptions(
+            endpoints=(server.endpoint,),
+            request_timeout=STEADY.request_timeout,
+            ca_cert_file=str(certificates["ca.pem"]),
+        )
+        with pytest.raises(EtcdUnavailable):
+            async with Election(
+                ElectionOptions(
+                    etcd=no_client_cert, key_prefix="/tls", lease_ttl=2, startup_timeout=1
+                )
+            ):
+                pass
+    finally:
+        server.close()
