@@ -49,6 +49,7 @@ SANDBOX_USER = "orchestrator"
 SANDBOX_PASSWORD = "orch_topology"
 DEFAULT_DISCOVERY_METRICS = "127.0.0.1:9125"
 DEFAULT_SQLITE_FILE = "orchestrator.sqlite3"
+DEFAULT_COORDINATOR_ADDRESS = "127.0.0.1:9127"
 READY_TIMEOUT = 30.0
 
 
@@ -286,6 +287,27 @@ def api_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Child]:
             if "address already in use" in child.log_tail().lower():  # taken since checked
                 raise PortInUseError("ListenAddress", settings["ListenAddress"]) from None
             raise
+        yield child
+    finally:
+        child.stop()
+
+
+@contextlib.contextmanager
+def coordinator_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Child]:
+    """``orchestrator-coordinator``; yields once its ``/health`` answers."""
+    document = dict(settings)
+    if document.get("CoordinatorListenAddress") == DEFAULT_COORDINATOR_ADDRESS:
+        document["CoordinatorListenAddress"] = f"127.0.0.1:{free_port()}"
+    config_path = run_dir / "coordinator.conf.json"
+    _write_config(config_path, document)
+    child = _spawn(
+        "coordinator",
+        [sys.executable, "-m", "orchestrator_coordinator.main", "--config", str(config_path)],
+        run_dir,
+    )
+    try:
+        _, port = parse_listen_address(document["CoordinatorListenAddress"])
+        _wait_ready(child, _port_answers(port), what=f"coordinator on port {port}")
         yield child
     finally:
         child.stop()

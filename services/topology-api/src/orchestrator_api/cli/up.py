@@ -112,6 +112,8 @@ def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib
         f"orchestrator-discovery started (log: {discovery.log_path}); "
         f"seeds: {', '.join(discovery_config['DiscoverySeeds']) or 'none'}"
     )
+    coordinator = stack.enter_context(local_stack.coordinator_process(common, run_dir))
+    _say(f"orchestrator-coordinator started (log: {coordinator.log_path})")
     api = stack.enter_context(
         local_stack.api_process(local_stack.api_settings(common, run_dir), run_dir)
     )
@@ -123,7 +125,7 @@ def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib
     expect = [node.key for node in sandbox.nodes] if sandbox is not None and args.once else None
     discovered = local_stack.follow_topology(
         url,
-        children=[discovery, api],
+        children=[discovery, coordinator, api],
         expect=expect,
         give_up_after=args.timeout if args.once else None,
         out=sys.stdout,
