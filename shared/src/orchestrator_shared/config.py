@@ -55,6 +55,7 @@ SYNONYMS: dict[str, str] = {
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class Settings(BaseModel):
@@ -121,6 +122,38 @@ class Settings(BaseModel):
     EtcdKeyFile: str = ""
     # Where orchestrator-coordinator serves /status and /metrics.
     CoordinatorListenAddress: str = "127.0.0.1:9127"
+
+    # --- recovery (issue 5; docs/recovery.md) -----------------------------------------------
+    # Clusters (name, alias, "alias=X", "alias~=regex", a regex on the name, or "*") whose dead
+    # masters / intermediate masters are recovered automatically. orchestrator's default: none
+    # (`orchestrator up` sets "*" when you set nothing). A manual `recover` ignores them.
+    RecoverMasterClusterFilters: tuple[str, ...] = ()
+    RecoverIntermediateMasterClusterFilters: tuple[str, ...] = ()
+    # After a recovery, another automated one in the same cluster waits this long unless
+    # acknowledged (anti-flapping).
+    RecoveryPeriodBlockSeconds: NonNegativeInt = 3600
+    # Never promote a replica lagging this many minutes or more (0: no limit).
+    FailMasterPromotionOnLagMinutes: NonNegativeInt = 0
+    PreventCrossDataCenterMasterFailover: bool = False
+    PreventCrossRegionMasterFailover: bool = False
+    # Lost replicas (and the failed master) are downtimed this long after a recovery.
+    LostInRecoveryDowntimeSeconds: NonNegativeInt = 86400
+    # New: how long a recovery waits for the successor to apply its relay log before it refuses
+    # (it never promotes stale data).
+    RecoveryCatchUpTimeoutSeconds: PositiveFloat = 10.0
+    # orchestrator's hooks (docs/hooks.md); each a list of shell commands.
+    OnFailureDetectionProcesses: tuple[str, ...] = ()
+    PreFailoverProcesses: tuple[str, ...] = ()
+    PostMasterFailoverProcesses: tuple[str, ...] = ()
+    PostIntermediateMasterFailoverProcesses: tuple[str, ...] = ()
+    PostFailoverProcesses: tuple[str, ...] = ()
+    PostUnsuccessfulFailoverProcesses: tuple[str, ...] = ()
+    PreGracefulTakeoverProcesses: tuple[str, ...] = ()
+    PostGracefulTakeoverProcesses: tuple[str, ...] = ()
+    # New: every hook is killed (with its children) after this long.
+    HookTimeoutSeconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # New: where orchestrator-recovery serves /status and /metrics ("" = not served).
+    RecoveryListenAddress: str = ""
 
     # --- topology-api: HTTP, authentication, storage -------------------------------------
     # orchestrator listens on ":3000"; ours defaults to loopback so the open default is safe.
