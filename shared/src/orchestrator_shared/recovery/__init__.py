@@ -1,0 +1,43 @@
+"""Recovery planning: facts in, decision out (pure; no I/O, no clock).
+
+::
+
+    plan_master_recovery(failed, replicas, cluster=..., options=...) -> MasterPlan | Refusal
+    plan_intermediate_master_recovery(failed, replicas, siblings=..., master=..., ...)
+        -> RelocationPlan | Refusal
+
+``model``         ``PlanOptions``, ``MasterPlan``, ``RelocationPlan``, ``Refusal`` (JSON, one-line
+                  descriptions)
+``filters``       orchestrator's recovery cluster filters
+``positions``     what a server has (GTID positions and sets) and how two compare
+``facts``         one replica as the rules see it
+``candidates``    the successor of a dead master
+``intermediate``  new masters for the replicas of a dead intermediate master
+
+Every replica not chosen has its reason in ``rejected``; ``docs/recovery-planning.md`` lists
+the rules and the reason texts.
+"""
+
+from orchestrator_shared.recovery.candidates import plan_master_recovery
+from orchestrator_shared.recovery.filters import cluster_matches_filters
+from orchestrator_shared.recovery.intermediate import plan_intermediate_master_recovery
+from orchestrator_shared.recovery.model import (
+    GtidKind,
+    MasterPlan,
+    PlanOptions,
+    Refusal,
+    RefusalCode,
+    RelocationPlan,
+)
+
+__all__ = [
+    "GtidKind",
+    "MasterPlan",
+    "PlanOptions",
+    "Refusal",
+    "RefusalCode",
+    "RelocationPlan",
+    "cluster_matches_filters",
+    "plan_intermediate_master_recovery",
+    "plan_master_recovery",
+]

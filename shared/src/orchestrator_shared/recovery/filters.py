@@ -1,0 +1,46 @@
+"""orchestrator's recovery cluster filters (``RecoverMasterClusterFilters``,
+``RecoverIntermediateMasterClusterFilters``), matched as its ``filtersMatchCluster`` does.
+
+A cluster matches when any filter is
+
+* ``*``;
+* exactly the cluster name or the cluster alias;
+* ``alias=NAME``: exactly the alias;
+* ``alias~=REGEX``: a regular expression found in the alias;
+* otherwise a regular expression found anywhere in the cluster name (unanchored, as Go's
+  ``regexp.MatchString``).
+
+An empty filter never matches and neither does an invalid regular expression, so an empty list
+means "no automated recovery" (orchestrator's default: recovery is opt-in).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["cluster_matches_filters"]
+
+
+def cluster_matches_filters(filters: Iterable[str], *, cluster: str, alias: str = "") -> bool:
+    """Whether ``cluster`` (with ``alias``) is selected by any of ``filters``."""
+    return any(_matches(pattern, cluster=cluster, alias=alias) for pattern in filters)
+
+
+def _matches(pattern: str, *, cluster: str, alias: str) -> bool:
+    if not pattern:
+        return False
+    if pattern in ("*", cluster) or (alias and pattern == alias):
+        return True
+    if pattern.startswith("alias="):
+        return bool(alias) and pattern.removeprefix("alias=") == alias
+    if pattern.startswith("alias~="):
+        return _search(pattern.removeprefix("alias~="), alias)
+    return _search(pattern, cluster)
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
