@@ -1,0 +1,210 @@
+"""The executor's MySQL/MariaDB adapter: bounded connections and statements, errors translated.
+
+:class:`MySQLAccess` is what a recovery needs to reach servers (the topology credentials, the
+connect timeout, optionally replication credentials). :class:`Links` holds one connection per
+instance for the length of one recovery, so each server is connected to once; every
+connect and every statement runs under a deadline, and a connection whose statement failed or
+timed out is closed (it may hold half a reply) and opened again on next use.
+
+aiomysql/PyMySQL errors and timeouts become :class:`StatementFailed` here, and nowhere else.
+Server warnings are not turned into Python warnings (aiomysql's default cursor does that, and
+costs a ``SHOW WARNINGS`` round trip): a redundant ``STOP SLAVE`` only raises a note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from contextlib import suppress
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiomysql
+import pymysql
+
+from orchestrator_shared.config import Settings
+from orchestrator_shared.errors import OrchestratorError
+from orchestrator_shared.instance_key import InstanceKey
+
+Row = dict[str, Any]
+
+_FIRST_CLIENT_ERRNO = 2000  # CR_* client errors (lost connection, cannot connect, ...)
+
+
+class StatementFailed(OrchestratorError):
+    """A connect or a statement against one instance failed or timed out.
+
+    ``errno`` is the MySQL error number when the server answered with one; ``timed_out``
+    says the deadline passed (the server may still be working on the statement).
+    """
+
+    def __init__(
+        self,
+        instance: InstanceKey,
+        statement: str,
+        message: str,
+        *,
+        errno: int | None = None,
+        timed_out: bool = False,
+    ) -> None:
+        super().__init__(f"{instance}: {statement}: {message}")
+        self.instance = instance
+        self.statement = statement
+        self.message = message
+        self.errno = errno
+        self.timed_out = timed_out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MySQLAccess:
+    """How a recovery reaches servers.
+
+    ``replication_user``/``replication_password``: set on every replica that is repointed.
+    Left as None, a repointed replica keeps the replication user and password it already
+    has (the password of a running replica cannot be read back on MariaDB, so this is the
+    only way to change them; orchestrator reads them with ``ReplicationCredentialsQuery``).
+    """
+
+    user: str
+    password: str = field(repr=False)
+    connect_timeout: float = 1.0
+    replication_user: str | None = None
+    replication_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        replication_user: str | None = None,
+        replication_password: str | None = None,
+    ) -> MySQLAccess:
+        return cls(
+            user=settings.MySQLTopologyUser,
+            password=settings.MySQLTopologyPassword,
+            connect_timeout=settings.MySQLConnectTimeoutSeconds,
+            replication_user=replication_user,
+            replication_password=replication_password,
+        )
+
+
+class _QuietDictCursor(aiomysql.DictCursor):  # type: ignore[misc]
+    """A dict cursor that leaves server warnings alone (no SHOW WARNINGS, no Python warning)."""
+
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+def _describe(exc: BaseException) -> tuple[str, int | None]:
+    if isinstance(exc, pymysql.err.MySQLError) and exc.args:
+        first = exc.args[0]
+        if isinstance(first, int) and len(exc.args) > 1:
+            return str(exc.args[1]).splitlines()[0], first
+        return str(first).splitlines()[0] if str(first) else type(exc).__name__, None
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text, None
+
+
+class Links:
+    """One connection per instance for one recovery. Use as ``async with Links(...) as links``.
+
+    Statements on one instance run one at a time (a lock per instance: one connection cannot
+    carry two at once); different instances run concurrently.
+    """
+
+    def __init__(self, access: MySQLAccess, *, statement_timeout: float) -> None:
+        self._access = access
+        self._statement_timeout = statement_timeout
+        self._connections: dict[InstanceKey, aiomysql.Connection] = {}
+        self._locks: defaultdict[InstanceKey, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._closed = False
+
+    async def __aenter__(self) -> Links:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection (without a COM_QUIT round trip). Idempotent."""
+        self._closed = True
+        for key in list(self._connections):
+            self.discard(key)
+
+    def discard(self, key: InstanceKey) -> None:
+        conn = self._connections.pop(key, None)
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+    async def _connection(self, key: InstanceKey, deadline_s: float) -> aiomysql.Connection:
+        conn = self._connections.get(key)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StatementFailed(key, "connect", "links closed")
+        timeout = min(self._access.connect_timeout, deadline_s)
+        conn = aiomysql.Connection(
+            host=key.host,
+            port=key.port,
+            user=self._access.user,
+            password=self._access.password,
+            connect_timeout=timeout,
+            autocommit=True,
+            cursorclass=_QuietDictCursor,
+        )
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    await conn._connect()
+            except BaseException:
+                conn.close()  # a cancelled handshake must not leave its socket open
+                raise
+        except TimeoutError:
+            raise StatementFailed(
+                key, "connect", f"no answer within {timeout:g}s", timed_out=True
+            ) from None
+        except (pymysql.err.MySQLError, OSError) as exc:
+            message, errno = _describe(exc)
+            raise StatementFailed(key, "connect", message, errno=errno) from None
+        self._connections[key] = conn
+        return conn
+
+    async def connect(self, key: InstanceKey, *, within: float | None = None) -> None:
+        """Open (or keep) the connection to ``key`` within ``within`` seconds."""
+        async with self._locks[key]:
+            await self._connection(key, self._statement_timeout if within is None else within)
+
+    async def rows(self, key: InstanceKey, sql: str, *, within: float | None = None) -> list[Row]:
+        """Run one statement on ``key`` in ``within`` seconds (default: the statement timeout),
+        connecting first if needed; its rows as dicts (empty when it returns none)."""
+        limit = self._statement_timeout if within is None else within
+        try:
+            async with asyncio.timeout(limit), self._locks[key]:
+                conn = await self._connection(key, limit)
+                async with conn.cursor() as cursor:
+                    await cursor.execute(sql)
+                    result = await cursor.fetchall()
+        except TimeoutError:
+            self.discard(key)
+            raise StatementFailed(
+                key, sql, f"no answer within {limit:g}s", timed_out=True
+            ) from None
+        except StatementFailed:
+            raise
+        except (pymysql.err.MySQLError, OSError) as exc:
+            message, errno = _describe(exc)
+            if errno is None or errno >= _FIRST_CLIENT_ERRNO:
+                self.discard(key)  # the connection itself broke; a server error leaves it usable
+            raise StatementFailed(key, sql, message, errno=errno) from None
+        return list(result or ())
+
+    async def execute(self, key: InstanceKey, sql: str, *, within: float | None = None) -> None:
+        """Run one statement that returns no rows."""
+        await self.rows(key, sql, within=within)
