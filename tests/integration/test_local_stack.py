@@ -140,6 +140,7 @@ def test_while_up_runs_the_cli_lists_the_sandbox_and_a_signal_stops_everything(
                 "orchestrator_discovery.main",
                 "orchestrator_api.main",
                 "orchestrator_coordinator.main",
+                "orchestrator_recovery.main",
             } <= service_names(children)
             process.send_signal(stop_signal)  # SIGINT: what Ctrl-C sends
             assert process.wait(60) == 0
@@ -223,6 +224,7 @@ def test_a_killed_up_leaves_no_process_behind(tmp_path: Path) -> None:
             "orchestrator_discovery.main",
             "orchestrator_api.main",
             "orchestrator_coordinator.main",
+            "orchestrator_recovery.main",
         } <= service_names(children)
         process.kill()  # no chance to clean up: the kernel must take the children along
         process.wait(10)

@@ -55,6 +55,14 @@ class FakeKV:
     async def delete(self, key: bytes) -> bool:
         return self.data.pop(key, None) is not None
 
+    async def get_prefix(self, prefix: bytes) -> tuple[list[Any], int]:
+        found = [
+            type("KV", (), {"key": key, "value": value})()
+            for key, value in sorted(self.data.items())
+            if key.startswith(prefix)
+        ]
+        return found, 1
+
 
 class FakePublisher:
     def __init__(self) -> None:
@@ -99,6 +107,7 @@ class FakePlanner:
 class FakeExecutor:
     def __init__(self) -> None:
         self.executed: list[object] = []
+        self.fenced: list[InstanceKey] = []
 
     async def fail_over_master(
         self, plan: object, guard: Guard
@@ -111,6 +120,11 @@ class FakeExecutor:
         await guard()
         self.executed.append(plan)
         return (R2,), {}
+
+    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
+        await guard()
+        self.fenced.append(key)
+        return True, "read_only"
 
 
 class Harness:
@@ -221,7 +235,7 @@ async def test_disabled_recoveries_and_the_block_period_block() -> None:
 async def test_analysis_changes_are_published_once_per_change() -> None:
     run = Harness(now_answers=DEAD, plan=Refused(reason="r", rejected={}))
     run.suspect(DEAD)
-    analyses = run.worker._analyse()
+    analyses = run.worker.analyse()
     await run.worker._publish_changes(analyses)
     await run.worker._publish_changes(analyses)
     assert len(run.publisher.analyses) == 1
@@ -229,3 +243,23 @@ async def test_analysis_changes_are_published_once_per_change() -> None:
     assert AnalysisCode.DEAD_MASTER.value in codes
     await run.worker._publish_changes([])
     assert run.publisher.analyses[-1].problems == ()
+
+
+async def test_a_returning_old_master_is_fenced_until_acknowledged() -> None:
+    run = Harness(now_answers=DEAD, plan=PLANNED)
+    await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    # the old master restarts writable (its my.cnf says read_only=OFF), replicating from nobody
+    run.answers = {**DEAD, InstanceKey.parse(MASTER): instance_snapshot(MASTER, {**GTID})}
+    assert await run.worker.keep_demoted_fenced(run.guard) == [MASTER]
+    assert run.executor.fenced == [InstanceKey.parse(MASTER)]
+    assert run.publisher.audits[-1].type == "fence-returning-master"
+    # once it answers read_only, it is left alone (no connections killed again)
+    run.answers = {
+        **DEAD,
+        InstanceKey.parse(MASTER): instance_snapshot(MASTER, {**GTID, "read_only": True}),
+    }
+    assert await run.worker.keep_demoted_fenced(run.guard) == []
+    # the operator acknowledges the recovery: it is theirs to bring back
+    run.answers = {**DEAD, InstanceKey.parse(MASTER): instance_snapshot(MASTER, {**GTID})}
+    await run.control.acknowledge(MASTER, by="ops")
+    assert await run.worker.keep_demoted_fenced(run.guard) == []

@@ -32,6 +32,7 @@ class KeyValueStore(Protocol):
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int: ...
     async def get(self, key: bytes) -> tuple[Any, int]: ...
     async def delete(self, key: bytes) -> bool: ...
+    async def get_prefix(self, prefix: bytes) -> tuple[list[Any], int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,17 @@ class RecoveryControl:
             acknowledged=bool(body.get("acknowledged", False)),
             acknowledged_by=str(body.get("acknowledged_by", "")),
         )
+
+    async def blocked_clusters(self) -> list[str]:
+        """Clusters whose last recovery is not acknowledged (whatever its age)."""
+        prefix = self._key("clusters") + b"/"
+        found, _ = await self._store.get_prefix(prefix)
+        clusters = []
+        for entry in found:
+            key = bytes(entry.key).decode()
+            if key.endswith("/last") and not _loads(entry.value).get("acknowledged", False):
+                clusters.append(key[len(prefix) : -len("/last")])
+        return sorted(clusters)
 
     async def acknowledge(self, cluster: str, *, by: str) -> bool:
         """Lift the block period of the cluster; whether there was something to acknowledge."""

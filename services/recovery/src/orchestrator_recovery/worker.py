@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -73,6 +74,8 @@ class WorkerOptions:
     source: str  # CloudEvents ``source``
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     tick: float = 0.25  # seconds between analyses when nothing changes
+    # how often demoted masters are probed (a returning one is made read_only again)
+    demoted_check: float = 0.5
     block_period: timedelta = timedelta(seconds=3600)  # RecoveryPeriodBlockSeconds
 
 
@@ -114,7 +117,7 @@ class Planner(Protocol):
 
 
 class Executor(Protocol):
-    """How a plan is carried out against MySQL (``orchestrator_recovery.execution``)."""
+    """How a plan is carried out against MySQL (``orchestrator_recovery.wiring.MySQLExecutor``)."""
 
     async def fail_over_master(
         self, plan: object, guard: Guard
@@ -124,6 +127,10 @@ class Executor(Protocol):
 
     async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
         """Carry out an intermediate-master plan; (moved, lost with why)."""
+        ...
+
+    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
+        """Make a returning old master read_only again; (fenced, detail)."""
         ...
 
 
@@ -165,11 +172,15 @@ class RecoveryWorker:
     # --- the leader's loop ------------------------------------------------------------------
     async def lead(self, guard: Guard, token: int) -> None:
         """Analyse and recover until cancelled (the election cancels on loss of leadership)."""
+        next_demoted_check = 0.0
         try:
             while True:
                 await self._state.wait_changed(self._options.tick)
+                if time.monotonic() >= next_demoted_check:
+                    next_demoted_check = time.monotonic() + self._options.demoted_check
+                    await self.keep_demoted_fenced(guard)
                 suspects = self._drain_unreachable()
-                analyses = self._analyse()
+                analyses = self.analyse()
                 await self._publish_changes(analyses)
                 for analysis in analyses:
                     urgent = analysis.key in suspects
@@ -187,7 +198,7 @@ class RecoveryWorker:
             found.add(self._state.unreachable.get_nowait())
         return found
 
-    def _analyse(self, snapshots: Iterable[InstanceSnapshot] | None = None) -> list[Analysis]:
+    def analyse(self, snapshots: Iterable[InstanceSnapshot] | None = None) -> list[Analysis]:
         return analyze(
             self._state.snapshots.values() if snapshots is None else snapshots,
             now=self._clock(),
@@ -238,6 +249,38 @@ class RecoveryWorker:
                 AnalysisEvent(cluster=cluster, problems=problems, at=now)
             )
 
+    # --- returning old masters ---------------------------------------------------------------
+    async def keep_demoted_fenced(self, guard: Guard) -> list[str]:
+        """Probe each failed master of an unacknowledged recovery; one that answers writable
+        (restarted with read_only off) is made read_only again and its clients cut off. It
+        stays so, outside the cluster (it replicates from nobody), until an operator
+        acknowledges the recovery. The keys fenced now."""
+        fenced: list[str] = []
+        for cluster in await self._control.blocked_clusters():
+            last = await self._control.last(cluster)
+            if last is None or not last.successor or not last.failed:
+                continue
+            key = InstanceKey.parse(last.failed)
+            snapshot = await self._probe(key, self._state.snapshots.get(key))
+            if not snapshot.probe.ok or snapshot.read_only:
+                continue
+            done, detail = await self._executor.fence(key, guard)
+            await self._publisher.audit(
+                AuditEvent(
+                    type="fence-returning-master",
+                    message=f"{key} came back writable after recovery {last.recovery_id}: "
+                    + ("made read_only again" if done else f"could not fence it: {detail}"),
+                    key=str(key),
+                    cluster=cluster,
+                    user=self._options.worker_id,
+                    at=self._clock(),
+                    ok=done,
+                )
+            )
+            if done:
+                fenced.append(str(key))
+        return fenced
+
     # --- one recovery -------------------------------------------------------------------------
     async def verify(self, analysis: Analysis) -> Analysis:
         """The failure as the instances answer now: the failed one and its replicas probed
@@ -247,7 +290,7 @@ class RecoveryWorker:
         fresh = await asyncio.gather(*(self._probe(key, known.get(key)) for key in keys))
         for snapshot in fresh:
             self._state.put(snapshot)
-        for again in self._analyse():
+        for again in self.analyse():
             if again.key == analysis.key:
                 return again
         return replace(analysis, code=AnalysisCode.NO_PROBLEM)
@@ -261,9 +304,16 @@ class RecoveryWorker:
         forced: bool = False,
         requested: InstanceKey | None = None,
         requested_by: str = "",
+        verify: bool = True,
     ) -> Outcome | None:
-        """Verify, gate, plan and execute one recovery; None when the failure is not confirmed."""
-        verified = await self.verify(analysis)
+        """Verify, gate, plan and execute one recovery; None when the failure is not confirmed.
+
+        ``forced`` (a manual ``recover``): the gates (global switch, downtime, block period,
+        cluster filters) do not apply. ``verify=False`` (``force-master-failover``): the
+        analysis is taken as given, the master is treated as dead even if it answers (the
+        executor fences it first).
+        """
+        verified = await self.verify(analysis) if verify else analysis
         if verified.code not in RECOVERABLE:
             if verified.code is not analysis.code:
                 log.info(

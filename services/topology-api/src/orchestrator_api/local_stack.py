@@ -313,6 +313,33 @@ def coordinator_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Chi
         child.stop()
 
 
+@contextlib.contextmanager
+def recovery_process(settings: dict[str, Any], run_dir: Path, name: str) -> Iterator[Child]:
+    """One ``orchestrator-recovery`` worker (it campaigns for the leadership itself)."""
+    config_path = run_dir / f"{name}.conf.json"
+    _write_config(config_path, settings)
+    child = _spawn(
+        name,
+        [sys.executable, "-m", "orchestrator_recovery.main", "--config", str(config_path)],
+        run_dir,
+    )
+    try:
+        yield child
+    finally:
+        child.stop()
+
+
+def recovery_settings(common: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A local stack recovers every cluster unless the configuration says otherwise
+    (orchestrator's default, no filter, would make its failover a no-op)."""
+    document = dict(common)
+    if not settings.RecoverMasterClusterFilters:
+        document["RecoverMasterClusterFilters"] = ["*"]
+    if not settings.RecoverIntermediateMasterClusterFilters:
+        document["RecoverIntermediateMasterClusterFilters"] = ["*"]
+    return document
+
+
 def common_settings(
     settings: Settings,
     *,

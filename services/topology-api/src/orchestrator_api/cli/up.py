@@ -114,6 +114,19 @@ def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib
     )
     coordinator = stack.enter_context(local_stack.coordinator_process(common, run_dir))
     _say(f"orchestrator-coordinator started (log: {coordinator.log_path})")
+    workers = [
+        stack.enter_context(
+            local_stack.recovery_process(
+                local_stack.recovery_settings(common, settings), run_dir, f"recovery-{n}"
+            )
+        )
+        for n in (1, 2)
+    ]
+    _say(
+        "orchestrator-recovery: 2 workers, one active (logs: "
+        + ", ".join(str(worker.log_path) for worker in workers)
+        + ")"
+    )
     api = stack.enter_context(
         local_stack.api_process(local_stack.api_settings(common, run_dir), run_dir)
     )
@@ -125,7 +138,7 @@ def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib
     expect = [node.key for node in sandbox.nodes] if sandbox is not None and args.once else None
     discovered = local_stack.follow_topology(
         url,
-        children=[discovery, coordinator, api],
+        children=[discovery, coordinator, *workers, api],
         expect=expect,
         give_up_after=args.timeout if args.once else None,
         out=sys.stdout,

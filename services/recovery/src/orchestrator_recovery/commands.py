@@ -1,0 +1,212 @@
+"""Operations topology-api forwards on ``orchestrator.v1.command.<operation>`` (DESIGN.md §2).
+
+Every worker subscribes; only the leader answers (a standby stays silent, so with no leader the
+API's request finds nobody and it answers 503). Each request gets one :class:`CommandReply`:
+``ok`` with a message and orchestrator's ``Details``, or a one-line ``error``.
+
+Operations here (the recovery issue): ``recover`` (``instance``, optional ``destination`` = the
+replica to promote), ``force-master-failover`` (``instance`` = the cluster's master),
+``disable-global-recoveries``, ``enable-global-recoveries``, ``check-global-recoveries``,
+``ack-cluster-recoveries`` (``cluster``), ``ack-all-recoveries``. Any other operation is
+answered with an error naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from pydantic import ValidationError
+
+from orchestrator_recovery.control import RecoveryControl
+from orchestrator_recovery.worker import RECOVERABLE, Guard, RecoveryWorker
+from orchestrator_shared.analysis import Analysis, AnalysisCode
+from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
+from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError
+from orchestrator_shared.events import RecoveryPhase
+from orchestrator_shared.instance_key import InstanceKey
+
+log = logging.getLogger(__name__)
+
+
+class Leadership:
+    """What the responder needs of the election: am I the leader, my guard and token."""
+
+    def __init__(self, is_leader: Callable[[], bool], guard: Guard, token: Callable[[], int]):
+        self.is_leader = is_leader
+        self.guard = guard
+        self.token = token
+
+
+class CommandResponder:
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        worker: RecoveryWorker,
+        control: RecoveryControl,
+        leadership: Leadership,
+    ) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._worker = worker
+        self._control = control
+        self._leadership = leadership
+        self._handlers: dict[str, Callable[[CommandRequest], Awaitable[CommandReply]]] = {
+            "recover": self._recover,
+            "force-master-failover": self._force_master_failover,
+            "disable-global-recoveries": self._disable,
+            "enable-global-recoveries": self._enable,
+            "check-global-recoveries": self._check,
+            "ack-cluster-recoveries": self._ack_cluster,
+            "ack-all-recoveries": self._ack_all,
+        }
+
+    async def run(self) -> None:
+        subscription = await self._nc.subscribe(self._subjects.command("*"), cb=self._on_request)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
+
+    async def _on_request(self, msg: Msg) -> None:
+        if not self._leadership.is_leader() or not msg.reply:
+            return  # a standby never answers
+        asyncio.create_task(self._answer(msg))  # noqa: RUF006 - the reply is the result
+
+    async def _answer(self, msg: Msg) -> None:
+        operation = msg.subject.rsplit(".", 1)[-1]
+        try:
+            request = CommandRequest.model_validate_json(msg.data)
+        except ValidationError as exc:
+            reply = CommandReply(ok=False, operation=operation, error=f"bad request: {exc}")
+        else:
+            reply = await self.handle(request)
+        with contextlib.suppress(NatsError):
+            await msg.respond(reply.model_dump_json(by_alias=True).encode())
+
+    async def handle(self, request: CommandRequest) -> CommandReply:
+        handler = self._handlers.get(request.operation)
+        if handler is None:
+            return _refused(request, f"operation {request.operation} is not available yet")
+        try:
+            return await handler(request)
+        except LeaseLost as exc:
+            return _refused(request, f"active recovery worker did not finish: {exc}")
+        except (OrchestratorError, ValueError) as exc:
+            return _refused(request, str(exc))
+
+    # --- recoveries ---------------------------------------------------------------------------
+    def _analysis_of(self, key: InstanceKey) -> Analysis | None:
+        for analysis in self._worker.analyse():
+            if analysis.key == key:
+                return analysis
+        return None
+
+    async def _recover(self, request: CommandRequest) -> CommandReply:
+        key = _key(request.instance, "instance")
+        candidate = _key(request.destination, "candidate") if request.destination else None
+        analysis = self._analysis_of(key)
+        if analysis is None:
+            return _refused(request, f"{key} is not known to the recovery worker")
+        if analysis.code not in RECOVERABLE:
+            return _refused(
+                request,
+                f"{key} is not analysed as failed ({analysis.code}); nothing to recover",
+            )
+        return await self._run(request, analysis, candidate=candidate, verify=True)
+
+    async def _force_master_failover(self, request: CommandRequest) -> CommandReply:
+        key = _key(request.instance, "instance")
+        analysis = self._analysis_of(key)
+        if analysis is None or not analysis.is_master:
+            return _refused(request, f"{key} is not the master of a known cluster")
+        forced = replace(analysis, code=AnalysisCode.DEAD_MASTER)
+        return await self._run(request, forced, candidate=None, verify=False)
+
+    async def _run(
+        self,
+        request: CommandRequest,
+        analysis: Analysis,
+        *,
+        candidate: InstanceKey | None,
+        verify: bool,
+    ) -> CommandReply:
+        outcome = await self._worker.recover(
+            analysis,
+            self._leadership.guard,
+            self._leadership.token(),
+            forced=True,
+            requested=candidate,
+            requested_by=request.requested_by,
+            verify=verify,
+        )
+        if outcome is None:
+            return _refused(request, f"the failure of {analysis.key} was not confirmed")
+        data = outcome.data
+        if outcome.phase is not RecoveryPhase.COMPLETED:
+            return _refused(request, data.reason or f"recovery {outcome.phase}")
+        details = {
+            "Id": data.recovery_id,
+            "SuccessorKey": _key_json(data.successor),
+            "LostReplicas": [_key_json(key) for key in sorted(data.lost)],
+            "FencingToken": data.fencing_token,
+        }
+        message = f"Recovered {data.failed}; successor: {data.successor or 'none'}"
+        return CommandReply(ok=True, operation=request.operation, message=message, details=details)
+
+    # --- the global switch and acknowledgements ----------------------------------------------
+    async def _disable(self, request: CommandRequest) -> CommandReply:
+        await self._control.disable(by=request.requested_by, at=datetime.now(UTC))
+        return _done(request, "Globally disabled recoveries", "disabled")
+
+    async def _enable(self, request: CommandRequest) -> CommandReply:
+        await self._control.enable()
+        return _done(request, "Globally enabled recoveries", "enabled")
+
+    async def _check(self, request: CommandRequest) -> CommandReply:
+        switch = await self._control.global_switch()
+        state = "disabled" if switch.disabled else "enabled"
+        return _done(request, f"Global recoveries {state}", state)
+
+    async def _ack_cluster(self, request: CommandRequest) -> CommandReply:
+        if not request.cluster:
+            return _refused(request, "no cluster given")
+        lifted = await self._control.acknowledge(request.cluster, by=request.requested_by)
+        return _done(request, f"Acknowledged {request.cluster} recoveries", int(lifted))
+
+    async def _ack_all(self, request: CommandRequest) -> CommandReply:
+        count = 0
+        for cluster in await self._control.blocked_clusters():
+            count += await self._control.acknowledge(cluster, by=request.requested_by)
+        return _done(request, "Acknowledged all recoveries", count)
+
+
+def _key(text: str, what: str) -> InstanceKey:
+    try:
+        return InstanceKey.parse(text)
+    except InvalidInstanceKey as exc:
+        raise ValueError(f"bad {what}: {exc}") from None
+
+
+def _key_json(text: str) -> dict[str, object] | None:
+    if not text:
+        return None
+    key = InstanceKey.parse(text)
+    return {"Hostname": key.host, "Port": key.port}
+
+
+def _done(request: CommandRequest, message: str, details: object) -> CommandReply:
+    return CommandReply(ok=True, operation=request.operation, message=message, details=details)
+
+
+def _refused(request: CommandRequest, error: str) -> CommandReply:
+    return CommandReply(ok=False, operation=request.operation, error=error)

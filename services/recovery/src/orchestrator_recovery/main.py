@@ -1,0 +1,165 @@
+"""``orchestrator-recovery --config FILE``: one recovery worker.
+
+Start-up: settings (a bad value: one line, exit 2) → NATS and etcd (unreachable: one line,
+exit 1) → the fleet feed (every worker keeps warm state) → the election. While this worker
+leads, and once it has read the whole snapshot stream, it runs the recovery loop and answers
+forwarded operations; a standby only keeps its state warm. SIGTERM or SIGINT: resign (a standby
+takes over at once), stop, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+from orchestrator_coordinator.election import Election, ElectionOptions, Leadership
+from orchestrator_coordinator.etcd import EtcdError
+from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_recovery import commands
+from orchestrator_recovery.control import RecoveryControl
+from orchestrator_recovery.fleet import FleetFeed, FleetState
+from orchestrator_recovery.mysql import MySQLAccess
+from orchestrator_recovery.publisher import EventPublisher
+from orchestrator_recovery.wiring import MySQLExecutor, SharedPlanner, plan_options
+from orchestrator_recovery.worker import RecoveryWorker, WorkerOptions
+from orchestrator_shared.analysis import AnalysisOptions
+from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
+from orchestrator_shared.config import Settings, load_settings
+from orchestrator_shared.errors import BusError, ConfigError
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.logging import configure_logging
+from orchestrator_shared.nats_client import connect_nats
+
+log = logging.getLogger("orchestrator_recovery")
+
+# A verification probe must answer quickly: a dead master refuses at once, a hung one is
+# given this long before it counts as not answering.
+VERIFY_DEADLINE_SECONDS = 1.0
+
+
+async def serve(settings: Settings) -> None:
+    subjects = Subjects(settings.NATSSubjectPrefix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with AsyncExitStack() as stack:
+        nc = await connect_nats(settings.NATSServers, name="orchestrator-recovery")
+        stack.push_async_callback(nc.close)
+        election = Election(ElectionOptions.from_settings(settings))
+        await election.start()
+        stack.push_async_callback(election.close)
+        identity = election.identity
+        state = FleetState()
+        probe_options = ProbeOptions.from_settings(settings)
+        verify_options = dataclasses.replace(
+            probe_options,
+            connect_timeout=min(probe_options.connect_timeout, VERIFY_DEADLINE_SECONDS),
+            deadline=min(probe_options.deadline, VERIFY_DEADLINE_SECONDS * 2),
+        )
+        pool = ConnectionPool(verify_options)
+        stack.callback(pool.close)
+        prober = Prober(verify_options, pool)
+        control = RecoveryControl(election.client, prefix=settings.EtcdKeyPrefix)
+
+        async def refresh(keys: Iterable[InstanceKey]) -> None:
+            for key in keys:
+                body = DiscoveryRequest(key=str(key)).model_dump_json(by_alias=True).encode()
+                with contextlib.suppress(Exception):
+                    await nc.publish(subjects.discovery(DiscoveryVerb.REFRESH), body)
+
+        worker = RecoveryWorker(
+            WorkerOptions(
+                worker_id=identity.id,
+                source=f"orchestrator-recovery/{socket.gethostname()}/{identity.id}",
+                analysis=AnalysisOptions.from_settings(settings),
+                block_period=timedelta(seconds=settings.RecoveryPeriodBlockSeconds),
+            ),
+            state,
+            probe=prober.probe,
+            publisher=EventPublisher(nc, subjects),
+            control=control,
+            planner=SharedPlanner(plan_options(settings)),
+            executor=MySQLExecutor(
+                MySQLAccess.from_settings(settings),
+                catch_up_timeout=settings.RecoveryCatchUpTimeoutSeconds,
+            ),
+            refresh=refresh,
+        )
+
+        def token() -> int:
+            leadership = election.leadership
+            return leadership.token if leadership is not None else 0
+
+        async def guard() -> object:
+            return await election.guard()
+
+        responder = commands.CommandResponder(
+            nc,
+            subjects,
+            worker,
+            control,
+            commands.Leadership(lambda: election.is_leader, guard, token),
+        )
+
+        async def lead(term: Leadership) -> None:
+            await state.loaded.wait()  # never act on a half-read fleet
+            log.info("leading recovery (fencing token %d)", term.token)
+            await worker.lead(guard, term.token)
+
+        log.info("recovery worker %s started", identity.id)
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(FleetFeed(nc, subjects, state).run()),
+                group.create_task(election.run_while_leader(lead)),
+                group.create_task(responder.run()),
+            ]
+            await stop.wait()
+            log.info("stopping: resigning leadership")
+            await election.resign()
+            for task in tasks:
+                task.cancel()
+    log.info("recovery worker stopped")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator-recovery",
+        description="A recovery worker: analyse the fleet, and fail over when it leads.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="orchestrator.conf.json to read")
+    args = parser.parse_args(argv)
+    try:
+        loaded = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"orchestrator-recovery: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if not loaded.settings.NATSServers or not loaded.settings.EtcdEndpoints:
+        print(
+            "orchestrator-recovery: bad configuration: NATSServers and EtcdEndpoints are "
+            "required (orchestrator up fills them in)",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging("recovery")
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    try:
+        asyncio.run(serve(loaded.settings))
+    except (BusError, EtcdError, OSError) as exc:
+        print(f"orchestrator-recovery: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

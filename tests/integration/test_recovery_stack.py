@@ -1,0 +1,227 @@
+"""Automated failover through the whole stack: a real 4-node MariaDB sandbox, nats-server, etcd,
+discovery, topology-api and two recovery workers, each its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pymysql
+import pytest
+
+from orchestrator_api.sandbox import Sandbox
+from orchestrator_shared.errors import SandboxError
+from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
+from tests.harness.ports import free_port
+from tests.integration.test_stack import start, stop
+
+pytestmark = pytest.mark.integration
+
+TOPOLOGY = {"MySQLTopologyUser": "orchestrator", "MySQLTopologyPassword": "orch_topology"}
+
+
+@dataclass
+class Stack:
+    sandbox: Sandbox
+    api: str
+    nats_url: str
+
+
+@pytest.fixture
+def stack(
+    sandbox_factory: Callable[..., Sandbox], nats_server: Any, etcd_server: Any, tmp_path: Path
+) -> Iterator[Stack]:
+    sandbox = sandbox_factory(nodes=4)
+    port = free_port()
+    common = {
+        **TOPOLOGY,
+        "NATSServers": [nats_server.url],
+        "EtcdEndpoints": [etcd_server.endpoint],
+        "InstancePollSeconds": 1,
+        "RecoverMasterClusterFilters": ["*"],
+        "RecoverIntermediateMasterClusterFilters": ["*"],
+    }
+    processes = [
+        start(
+            "orchestrator_discovery.main",
+            {**common, "DiscoverySeeds": [sandbox.master.key], "DiscoveryMetricsListenAddress": ""},
+            tmp_path,
+        ),
+        start(
+            "orchestrator_api.main",
+            {
+                **common,
+                "ListenAddress": f"127.0.0.1:{port}",
+                "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
+            },
+            tmp_path,
+        ),
+    ]
+    for n in (1, 2):
+        worker_dir = tmp_path / f"worker-{n}"
+        worker_dir.mkdir()
+        processes.append(start("orchestrator_recovery.main", common, worker_dir))
+    try:
+        yield Stack(sandbox, f"http://127.0.0.1:{port}", nats_server.url)
+    finally:
+        outputs = [stop(process) for process in processes]
+        for code, output in outputs:
+            assert code == 0, output
+            assert "Traceback" not in output, output
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = check()
+        except (httpx.HTTPError, OSError, SandboxError, pymysql.MySQLError):
+            # (the fencing of a returning master kills client connections, ours included)
+            found = None
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def read_only(sandbox: Sandbox, index: int) -> bool:
+    return bool(int(sandbox.execute(index, "SELECT @@global.read_only")[0][0]))
+
+
+@asynccontextmanager
+async def recovery_events(url: str) -> AsyncIterator[list[RecoveryEvent]]:
+    received: list[RecoveryEvent] = []
+    nc = await nats.connect(url)
+
+    async def take(msg: Any) -> None:
+        received.append(RecoveryEvent.model_validate_json(msg.data))
+
+    await nc.subscribe("orchestrator.v1.recovery.>", cb=take)
+    try:
+        yield received
+    finally:
+        await nc.close()
+
+
+def api_get(stack: Stack, path: str) -> Any:
+    answer = httpx.get(stack.api + path, timeout=5)
+    return answer.json() if answer.status_code == 200 else None
+
+
+def replica_status(sandbox: Sandbox, index: int) -> dict[str, str] | None:
+    """SHOW SLAVE STATUS of node ``index`` as a dict (None when it replicates from nobody)."""
+    args = sandbox.connect_args(index)
+    with (
+        pymysql.connect(**args, cursorclass=pymysql.cursors.DictCursor) as conn,  # type: ignore[arg-type]
+        conn.cursor() as cursor,
+    ):
+        cursor.execute("SHOW SLAVE STATUS")
+        row = cursor.fetchone()
+    return None if row is None else {k: str(v) for k, v in row.items()}
+
+
+async def fail_master(
+    stack: Stack, how: Callable[[], None], *, timeout: float
+) -> list[RecoveryEvent]:
+    sandbox = stack.sandbox
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    async with recovery_events(stack.nats_url) as events:
+        await asyncio.sleep(1.5)  # every worker has read the fleet; one leads
+        how()
+        deadline = time.monotonic() + timeout
+        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
+            assert not any(e.phase is RecoveryPhase.FAILED for e in events), [
+                e.data.reason for e in events
+            ]
+            assert time.monotonic() < deadline, [e.type for e in events]
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # nothing else follows
+        return list(events)
+
+
+def check_new_topology(stack: Stack, events: list[RecoveryEvent]) -> int:
+    """The successor writable and alone, the two other replicas under it; its index."""
+    sandbox = stack.sandbox
+    phases = [e.phase for e in events]
+    assert phases == [
+        RecoveryPhase.DETECTED,
+        RecoveryPhase.STARTED,
+        RecoveryPhase.PROMOTED,
+        RecoveryPhase.COMPLETED,
+    ], phases
+    done = events[-1].data
+    assert done.failed == sandbox.master.key and done.fencing_token > 0
+    successor = next(node for node in sandbox.nodes if node.key == done.successor)
+    assert successor.index != 0
+    assert not read_only(sandbox, successor.index)
+    assert replica_status(sandbox, successor.index) is None
+    others = [node for node in sandbox.nodes if node.index not in (0, successor.index)]
+    assert sorted(done.repointed) == sorted(node.key for node in others)
+    sandbox.execute(successor.index, "INSERT INTO sandbox.t (note) VALUES ('after failover')")
+    for node in others:
+        status = wait_until(
+            lambda node=node: (
+                (s := replica_status(sandbox, node.index))
+                and s["Slave_IO_Running"] == "Yes"
+                and s["Slave_SQL_Running"] == "Yes"
+                and s
+            ),
+            timeout=10,
+            what=f"{node.key} replicating",
+        )
+        assert int(status["Master_Port"]) == successor.port
+        wait_until(
+            lambda node=node: (
+                sandbox.execute(
+                    node.index,
+                    "SELECT COUNT(*) FROM sandbox.t WHERE note = 'after failover'",
+                )[0][0]
+                == 1
+            ),
+            timeout=10,
+            what=f"the new master's write on {node.key}",
+        )
+    return successor.index
+
+
+async def test_kill_9_of_the_master_promotes_one_replica_and_fences_the_old_one(
+    stack: Stack,
+) -> None:
+    sandbox = stack.sandbox
+    events = await fail_master(stack, lambda: sandbox.kill(0), timeout=20)
+    successor = check_new_topology(stack, events)
+    # the API's master of the cluster is the successor (discovery asked to probe again)
+    wait_until(
+        lambda: (
+            (found := api_get(stack, f"/api/master/{sandbox.nodes[successor].key}"))
+            and found["Key"]["Port"] == sandbox.nodes[successor].port
+        ),
+        timeout=10,
+        what="the API shows the new master",
+    )
+    # the old master comes back (its my.cnf says read_only=OFF): made read_only, and alone
+    sandbox.start(0)
+    wait_until(lambda: read_only(sandbox, 0), timeout=10, what="the old master read_only")
+    assert replica_status(sandbox, 0) is None
+    recovered = api_get(stack, "/api/audit-recovery")
+    assert recovered and recovered[0]["IsSuccessful"] is True
+
+
+async def test_a_hung_master_is_failed_over_once_its_replicas_confirm(stack: Stack) -> None:
+    sandbox = stack.sandbox
+    events = await fail_master(stack, lambda: sandbox.hang(0), timeout=30)
+    check_new_topology(stack, events)
+    sandbox.resume(0)
+    wait_until(lambda: read_only(sandbox, 0), timeout=10, what="the resumed old master read_only")
