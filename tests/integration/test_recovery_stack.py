@@ -4,6 +4,9 @@ discovery, topology-api and two recovery workers, each its own process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -13,10 +16,12 @@ from typing import Any
 
 import httpx
 import nats
+import psutil
 import pymysql
 import pytest
 
 from orchestrator_api.sandbox import Sandbox
+from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.errors import SandboxError
 from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
 from tests.harness.ports import free_port
@@ -32,47 +37,68 @@ class Stack:
     sandbox: Sandbox
     api: str
     nats_url: str
+    workers: list[subprocess.Popen[bytes]]
+
+
+StackFactory = Callable[..., Stack]
 
 
 @pytest.fixture
-def stack(
+def make_stack(
     sandbox_factory: Callable[..., Sandbox], nats_server: Any, etcd_server: Any, tmp_path: Path
-) -> Iterator[Stack]:
-    sandbox = sandbox_factory(nodes=4)
-    port = free_port()
-    common = {
-        **TOPOLOGY,
-        "NATSServers": [nats_server.url],
-        "EtcdEndpoints": [etcd_server.endpoint],
-        "InstancePollSeconds": 1,
-        "RecoverMasterClusterFilters": ["*"],
-        "RecoverIntermediateMasterClusterFilters": ["*"],
-    }
-    processes = [
-        start(
-            "orchestrator_discovery.main",
-            {**common, "DiscoverySeeds": [sandbox.master.key], "DiscoveryMetricsListenAddress": ""},
-            tmp_path,
-        ),
-        start(
-            "orchestrator_api.main",
-            {
-                **common,
-                "ListenAddress": f"127.0.0.1:{port}",
-                "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
-            },
-            tmp_path,
-        ),
-    ]
-    for n in (1, 2):
-        worker_dir = tmp_path / f"worker-{n}"
-        worker_dir.mkdir()
-        processes.append(start("orchestrator_recovery.main", common, worker_dir))
+) -> Iterator[StackFactory]:
+    """Starts a sandbox (``nodes``, ``chain``) and the stack with ``settings`` added."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def make(*, chain: bool = False, **settings: Any) -> Stack:
+        sandbox = sandbox_factory(nodes=4, chain=chain)
+        port = free_port()
+        common = {
+            **TOPOLOGY,
+            "NATSServers": [nats_server.url],
+            "EtcdEndpoints": [etcd_server.endpoint],
+            "InstancePollSeconds": 1,
+            "RecoverMasterClusterFilters": ["*"],
+            "RecoverIntermediateMasterClusterFilters": ["*"],
+            **settings,
+        }
+        processes.append(
+            start(
+                "orchestrator_discovery.main",
+                {
+                    **common,
+                    "DiscoverySeeds": [sandbox.master.key],
+                    "DiscoveryMetricsListenAddress": "",
+                },
+                tmp_path,
+            )
+        )
+        processes.append(
+            start(
+                "orchestrator_api.main",
+                {
+                    **common,
+                    "ListenAddress": f"127.0.0.1:{port}",
+                    "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
+                },
+                tmp_path,
+            )
+        )
+        workers = []
+        for n in (1, 2):
+            worker_dir = tmp_path / f"worker-{n}"
+            worker_dir.mkdir()
+            workers.append(start("orchestrator_recovery.main", common, worker_dir))
+        processes.extend(workers)
+        return Stack(sandbox, f"http://127.0.0.1:{port}", nats_server.url, workers)
+
     try:
-        yield Stack(sandbox, f"http://127.0.0.1:{port}", nats_server.url)
+        yield make
     finally:
         outputs = [stop(process) for process in processes]
         for code, output in outputs:
+            if code == -signal.SIGKILL:
+                continue  # a worker the test killed on purpose
             assert code == 0, output
             assert "Traceback" not in output, output
 
@@ -197,8 +223,9 @@ def check_new_topology(stack: Stack, events: list[RecoveryEvent]) -> int:
 
 
 async def test_kill_9_of_the_master_promotes_one_replica_and_fences_the_old_one(
-    stack: Stack,
+    make_stack: StackFactory,
 ) -> None:
+    stack = make_stack()
     sandbox = stack.sandbox
     events = await fail_master(stack, lambda: sandbox.kill(0), timeout=20)
     successor = check_new_topology(stack, events)
@@ -219,9 +246,142 @@ async def test_kill_9_of_the_master_promotes_one_replica_and_fences_the_old_one(
     assert recovered and recovered[0]["IsSuccessful"] is True
 
 
-async def test_a_hung_master_is_failed_over_once_its_replicas_confirm(stack: Stack) -> None:
+async def test_a_hung_master_is_failed_over_once_its_replicas_confirm(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
     sandbox = stack.sandbox
     events = await fail_master(stack, lambda: sandbox.hang(0), timeout=30)
     check_new_topology(stack, events)
     sandbox.resume(0)
     wait_until(lambda: read_only(sandbox, 0), timeout=10, what="the resumed old master read_only")
+
+
+def worker_running_a_hook(stack: Stack) -> subprocess.Popen[bytes] | None:
+    for worker in stack.workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            names = {child.name() for child in psutil.Process(worker.pid).children(recursive=True)}
+            if "sleep" in names:
+                return worker
+    return None
+
+
+async def test_the_standby_finishes_a_recovery_whose_leader_died_in_a_pre_failover_hook(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    marker = tmp_path / "first-hook-ran"
+    hook = f"if [ ! -e {marker} ]; then touch {marker}; sleep 60; fi"
+    stack = make_stack(PreFailoverProcesses=[hook])
+    sandbox = stack.sandbox
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    async with recovery_events(stack.nats_url) as events:
+        await asyncio.sleep(1.5)
+        sandbox.kill(0)
+        leader = await asyncio.to_thread(
+            wait_until, lambda: worker_running_a_hook(stack), timeout=15, what="a hook running"
+        )
+        leader.kill()  # kill -9 of the active worker while it waits in its hook
+        deadline = time.monotonic() + 30
+        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
+            assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in events]
+            await asyncio.sleep(0.05)
+    started = [e for e in events if e.phase is RecoveryPhase.STARTED]
+    completed = [e for e in events if e.phase is RecoveryPhase.COMPLETED]
+    promoted = [e for e in events if e.phase is RecoveryPhase.PROMOTED]
+    assert len(completed) == 1 and len(promoted) == 1  # promoted once, by one worker
+    # one recovery (the same id), carried out by the other worker
+    assert {e.data.recovery_id for e in started + completed} == {completed[0].data.recovery_id}
+    assert completed[0].data.worker != started[0].data.worker
+    writable = [node.key for node in sandbox.nodes[1:] if not read_only(sandbox, node.index)]
+    assert writable == [completed[0].data.successor]
+
+
+async def test_a_second_failure_inside_the_block_period_is_blocked_until_acknowledged(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    sandbox = stack.sandbox
+    events = await fail_master(stack, lambda: sandbox.kill(0), timeout=20)
+    first = check_new_topology(stack, events)
+    new_master = sandbox.nodes[first]
+    wait_until(
+        lambda: (found := api_get(stack, f"/api/cluster/{new_master.key}")) and len(found) == 3,
+        timeout=20,
+        what="the API shows the new cluster",
+    )
+    async with recovery_events(stack.nats_url) as seen:
+        await asyncio.sleep(1.0)
+        sandbox.kill(first)
+        deadline = time.monotonic() + 20
+        while not any(e.phase is RecoveryPhase.BLOCKED for e in seen):
+            assert time.monotonic() < deadline, [e.type for e in seen]
+            await asyncio.sleep(0.05)
+        blocked = next(e for e in seen if e.phase is RecoveryPhase.BLOCKED)
+        assert "blocked until" in blocked.data.reason
+        await asyncio.sleep(1.5)
+        assert not any(e.phase is RecoveryPhase.STARTED for e in seen)
+        assert sum(e.phase is RecoveryPhase.BLOCKED for e in seen) == 1  # told once
+        nc = await nats.connect(stack.nats_url)
+        try:
+            request = CommandRequest(
+                operation="ack-cluster-recoveries", cluster=new_master.key, requested_by="ops"
+            )
+            answer = await nc.request(
+                "orchestrator.v1.command.ack-cluster-recoveries",
+                request.model_dump_json(by_alias=True).encode(),
+                timeout=5,
+            )
+            assert CommandReply.model_validate_json(answer.data).ok
+        finally:
+            await nc.close()
+        deadline = time.monotonic() + 20
+        while not any(e.phase is RecoveryPhase.COMPLETED for e in seen):
+            assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in seen]
+            await asyncio.sleep(0.05)
+    done = next(e for e in seen if e.phase is RecoveryPhase.COMPLETED).data
+    assert done.failed == new_master.key and done.successor
+
+
+async def test_a_dead_intermediate_master_replicas_move_under_its_master(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(chain=True)  # 0 -> 1 -> 2 -> 3
+    sandbox = stack.sandbox
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    async with recovery_events(stack.nats_url) as events:
+        await asyncio.sleep(1.5)
+        sandbox.kill(1)
+        deadline = time.monotonic() + 20
+        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
+            assert not any(e.phase is RecoveryPhase.FAILED for e in events), [
+                e.data.reason for e in events
+            ]
+            assert time.monotonic() < deadline, [e.type for e in events]
+            await asyncio.sleep(0.05)
+    done = next(e for e in events if e.phase is RecoveryPhase.COMPLETED).data
+    assert (
+        done.analysis.startswith("DeadIntermediateMaster") and done.failed == sandbox.nodes[1].key
+    )
+    assert done.repointed == (sandbox.nodes[2].key,)
+    status = wait_until(
+        lambda: (
+            (s := replica_status(sandbox, 2))
+            and s["Slave_IO_Running"] == "Yes"
+            and s["Slave_SQL_Running"] == "Yes"
+            and s
+        ),
+        timeout=10,
+        what="the moved replica replicating",
+    )
+    assert int(status["Master_Port"]) == sandbox.nodes[0].port
+    # the rest of the chain is untouched
+    below = replica_status(sandbox, 3)
+    assert below is not None and int(below["Master_Port"]) == sandbox.nodes[2].port

@@ -31,11 +31,17 @@ BROKEN_IO = {"io": "Connecting", "io_error": "Can't connect to MySQL server (111
 GTID = {"version": "10.11.6-MariaDB-log", "using_gtid": "Slave_Pos"}
 
 
-def fleet(*, master_ok: bool, replicas: Mapping[str, Any]) -> dict[InstanceKey, InstanceSnapshot]:
-    snaps = [instance_snapshot(MASTER, {**GTID, "ok": master_ok})]
+def fleet(
+    *,
+    master_ok: bool,
+    replicas: Mapping[str, Any],
+    master: str = MASTER,
+    members: tuple[str, ...] = (R1, R2),
+) -> dict[InstanceKey, InstanceSnapshot]:
+    snaps = [instance_snapshot(master, {**GTID, "ok": master_ok})]
     snaps += [
-        instance_snapshot(key, {**GTID, "master": MASTER, "read_only": True, **replicas})
-        for key in (R1, R2)
+        instance_snapshot(key, {**GTID, "master": master, "read_only": True, **replicas})
+        for key in members
     ]
     return {snap.instance_key: snap for snap in snaps}
 
@@ -157,18 +163,22 @@ class Harness:
         self.guards += 1
 
     def suspect(self, snapshots: Mapping[InstanceKey, InstanceSnapshot]) -> Analysis:
+        master = next(s for s in snapshots.values() if not s.channels)
+        for key in list(self.state.snapshots):
+            self.state.forget(key)
         for snap in snapshots.values():
             self.state.put(snap)
         [found] = [
             a
             for a in analyze(snapshots.values(), now=NOW + timedelta(seconds=1))
-            if a.key == InstanceKey.parse(MASTER)
+            if a.key == master.instance_key
         ]
         return found
 
 
 PLANNED = Planned(plan="the plan", successor=R1, rejected={R2: "behind db:2"}, lost={})
 DEAD = fleet(master_ok=False, replicas=BROKEN_IO)
+DEAD_AGAIN = fleet(master_ok=False, replicas=BROKEN_IO, master=R1, members=(R2,))
 
 
 async def test_a_confirmed_dead_master_is_recovered_and_told() -> None:
@@ -186,8 +196,8 @@ async def test_a_confirmed_dead_master_is_recovered_and_told() -> None:
     assert done.rejected == {R2: "behind db:2"}
     assert run.executor.executed == ["the plan"] and run.guards >= 1
     # the block period starts; nothing is left in flight
-    last = await run.control.last(MASTER)
-    assert last is not None and last.successor == R1
+    last = await run.control.last(R1)  # the cluster now goes by its new master's name
+    assert last is not None and (last.failed, last.successor) == (MASTER, R1)
     assert await run.control.active(MASTER) is None
 
 
@@ -220,13 +230,22 @@ async def test_disabled_recoveries_and_the_block_period_block() -> None:
     await run.control.enable()
     first = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
     assert first is not None and first.phase is RecoveryPhase.COMPLETED
-    second = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    # the new master (R1) dies too, inside the block period: the cluster, now named after R1,
+    # is blocked
+    run.planner.answer = Planned(plan="plan 2", successor=R2, rejected={}, lost={})
+    run.answers = DEAD_AGAIN
+    second = await run.worker.recover(run.suspect(DEAD_AGAIN), run.guard, 7)
     assert second is not None and second.phase is RecoveryPhase.BLOCKED
     assert "blocked until" in second.data.reason
-    assert await run.control.acknowledge(MASTER, by="bob")
-    third = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    told = len(run.publisher.recoveries)
+    # the same failure, still blocked for the same reason: not told again
+    assert await run.worker.recover(run.suspect(DEAD_AGAIN), run.guard, 7) is None
+    assert len(run.publisher.recoveries) == told
+    assert await run.control.acknowledge(R1, by="bob")
+    third = await run.worker.recover(run.suspect(DEAD_AGAIN), run.guard, 7)
     assert third is not None and third.phase is RecoveryPhase.COMPLETED
     # a forced recovery ignores the gates
+    run.answers = DEAD
     forced = await run.worker.recover(run.suspect(DEAD), run.guard, 7, forced=True)
     assert forced is not None and forced.phase is RecoveryPhase.COMPLETED
     assert len(run.executor.executed) == 3
@@ -261,5 +280,5 @@ async def test_a_returning_old_master_is_fenced_until_acknowledged() -> None:
     assert await run.worker.keep_demoted_fenced(run.guard) == []
     # the operator acknowledges the recovery: it is theirs to bring back
     run.answers = {**DEAD, InstanceKey.parse(MASTER): instance_snapshot(MASTER, {**GTID})}
-    await run.control.acknowledge(MASTER, by="ops")
+    await run.control.acknowledge(R1, by="ops")  # the cluster goes by its new master's name
     assert await run.worker.keep_demoted_fenced(run.guard) == []

@@ -101,7 +101,11 @@ class RecoveryControl:
         await self._store.put(self._key("clusters", data.cluster, "active"), _dumps(body))
 
     async def finish(self, data: RecoveryData, *, ended_at: datetime) -> None:
-        """Record the recovery as the cluster's last one and clear the in-flight record."""
+        """Record the recovery as the cluster's last one and clear the in-flight record.
+
+        A cluster is named after its master, so after a promotion it goes by the successor's
+        key: the record is kept under that name (the block period applies to the cluster as
+        it is now called, and an acknowledgement names it so)."""
         last = {
             "recovery_id": data.recovery_id,
             "failed": data.failed,
@@ -109,7 +113,9 @@ class RecoveryControl:
             "ended_at": ended_at.isoformat(),
             "acknowledged": False,
         }
-        await self._store.put(self._key("clusters", data.cluster, "last"), _dumps(last))
+        await self._store.put(
+            self._key("clusters", data.successor or data.cluster, "last"), _dumps(last)
+        )
         await self._store.delete(self._key("clusters", data.cluster, "active"))
 
     async def last(self, cluster: str) -> LastRecovery | None:

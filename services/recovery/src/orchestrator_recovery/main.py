@@ -29,7 +29,7 @@ from orchestrator_recovery.control import RecoveryControl
 from orchestrator_recovery.fleet import FleetFeed, FleetState
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.publisher import EventPublisher
-from orchestrator_recovery.wiring import MySQLExecutor, SharedPlanner, plan_options
+from orchestrator_recovery.wiring import MySQLExecutor, SharedPlanner, ShellHooks, plan_options
 from orchestrator_recovery.worker import RecoveryWorker, WorkerOptions
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
@@ -77,6 +77,7 @@ async def serve(settings: Settings) -> None:
                 with contextlib.suppress(Exception):
                     await nc.publish(subjects.discovery(DiscoveryVerb.REFRESH), body)
 
+        publisher = EventPublisher(nc, subjects)
         worker = RecoveryWorker(
             WorkerOptions(
                 worker_id=identity.id,
@@ -86,7 +87,7 @@ async def serve(settings: Settings) -> None:
             ),
             state,
             probe=prober.probe,
-            publisher=EventPublisher(nc, subjects),
+            publisher=publisher,
             control=control,
             planner=SharedPlanner(plan_options(settings)),
             executor=MySQLExecutor(
@@ -94,6 +95,7 @@ async def serve(settings: Settings) -> None:
                 catch_up_timeout=settings.RecoveryCatchUpTimeoutSeconds,
             ),
             refresh=refresh,
+            hooks=ShellHooks(settings, host=socket.gethostname(), audit=publisher.audit),
         )
 
         def token() -> int:

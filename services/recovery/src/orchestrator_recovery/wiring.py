@@ -4,22 +4,26 @@ the fleet, and the MySQL executor of :mod:`orchestrator_recovery.executor`."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 
 from orchestrator_recovery.executor import (
     fail_over_master,
     fence_returning_master,
     relocate_replicas,
 )
+from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.worker import MASTER_FAILURES, Guard, Planned, Refused
 from orchestrator_shared.analysis import Analysis
 from orchestrator_shared.config import Settings
+from orchestrator_shared.events import AuditEvent, RecoveryData
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.recovery import (
     MasterPlan,
     PlanOptions,
     Refusal,
     RelocationPlan,
+    cluster_matches_filters,
     plan_intermediate_master_recovery,
     plan_master_recovery,
 )
@@ -138,6 +142,84 @@ class MySQLExecutor:
     async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
         outcome = await fence_returning_master(key, self._access, _confirming(guard))
         return outcome.fenced, outcome.detail
+
+
+class ShellHooks:
+    """Runs the operator's hook commands (:mod:`orchestrator_recovery.hooks`) with the facts of
+    the recovery; each hook's result goes to the audit (its output included)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str,
+        audit: Callable[[AuditEvent], Awaitable[object]],
+    ) -> None:
+        self._hooks = HookSettings(
+            on_failure_detection_processes=settings.OnFailureDetectionProcesses,
+            pre_failover_processes=settings.PreFailoverProcesses,
+            post_master_failover_processes=settings.PostMasterFailoverProcesses,
+            post_intermediate_master_failover_processes=(
+                settings.PostIntermediateMasterFailoverProcesses
+            ),
+            post_failover_processes=settings.PostFailoverProcesses,
+            post_unsuccessful_failover_processes=settings.PostUnsuccessfulFailoverProcesses,
+            pre_graceful_takeover_processes=settings.PreGracefulTakeoverProcesses,
+            post_graceful_takeover_processes=settings.PostGracefulTakeoverProcesses,
+            timeout_seconds=settings.HookTimeoutSeconds,
+        )
+        self._master_filters = settings.RecoverMasterClusterFilters
+        self._intermediate_filters = settings.RecoverIntermediateMasterClusterFilters
+        self._host = host
+        self._audit = audit
+
+    async def run(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
+        hook_stage = HookStage(stage)
+        commands = self._hooks.commands(hook_stage)
+        if not commands:
+            return
+        cluster, alias = analysis.cluster_name, analysis.cluster_alias
+        context = HookContext(
+            failure_type=analysis.code.value,
+            failure_description=analysis.description,
+            failed=analysis.key,
+            failure_cluster=cluster,
+            failure_cluster_alias=alias,
+            is_master=analysis.is_master,
+            is_co_master=analysis.is_co_master,
+            command_hint="force-master-failover" if data.forced and data.requested_by else "",
+            count_replicas=analysis.count_replicas,
+            is_downtimed=analysis.is_downtimed,
+            auto_master_recovery=cluster_matches_filters(
+                self._master_filters, cluster=cluster, alias=alias
+            ),
+            auto_intermediate_master_recovery=cluster_matches_filters(
+                self._intermediate_filters, cluster=cluster, alias=alias
+            ),
+            orchestrator_host=self._host,
+            recovery_uid=data.recovery_id,
+            replicas=analysis.replicas,
+            lost_replicas=tuple(InstanceKey.parse(key) for key in sorted(data.lost)),
+            successor=InstanceKey.parse(data.successor) if data.successor else None,
+        )
+
+        async def audit(result: HookResult) -> None:
+            await self._audit(
+                AuditEvent(
+                    type=f"hook-{stage}",
+                    message=result.describe()
+                    + (f"; output: {result.output}" if result.output else ""),
+                    key=data.failed,
+                    cluster=cluster,
+                    user=self._host,
+                    at=datetime.now(UTC),
+                    ok=result.succeeded,
+                )
+            )
+
+        await run_hooks(
+            hook_stage, commands, context, timeout=self._hooks.timeout_seconds, audit=audit
+        )
 
 
 def _confirming(guard: Guard) -> Callable[[], Awaitable[None]]:

@@ -95,6 +95,14 @@ class Refused:
     rejected: Mapping[str, str]
 
 
+class Hooks(Protocol):
+    """The operator's hooks (``orchestrator_recovery.wiring.ShellHooks``): ``stage`` is an
+    orchestrator hook setting's name; a failing ``Pre*`` / ``OnFailureDetection`` hook raises
+    ``OperationRefused`` (the recovery is refused), ``Post*`` failures are only recorded."""
+
+    async def run(self, stage: str, analysis: Analysis, data: RecoveryData) -> None: ...
+
+
 class Publisher(Protocol):
     """Where events go (``orchestrator_recovery.publisher.EventPublisher``)."""
 
@@ -154,8 +162,10 @@ class RecoveryWorker:
         planner: Planner,
         executor: Executor,
         refresh: Callable[[Iterable[InstanceKey]], Awaitable[None]] | None = None,
+        hooks: Hooks | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._hooks = hooks
         self._clock = clock
         self._options = options
         self._state = state
@@ -167,6 +177,8 @@ class RecoveryWorker:
         self._refresh = refresh
         self._published: dict[str, tuple[tuple[str, str], ...]] = {}
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
+        # the last blocked failure of each cluster and why, so it is told once, not every tick
+        self._blocked: dict[str, tuple[str, str]] = {}
         self.outcomes: list[Outcome] = []
 
     # --- the leader's loop ------------------------------------------------------------------
@@ -336,15 +348,45 @@ class RecoveryWorker:
             forced=forced,
             requested_by=requested_by,
         )
-        await self._tell(RecoveryPhase.DETECTED, data)
+        inherited = None if forced else await self._control.active(data.cluster)
+        if inherited is not None:
+            # A leader before us started this recovery and stopped leading mid-way.
+            data = replace_data(data, recovery_id=inherited.data.recovery_id)
+            if inherited.phase is RecoveryPhase.PROMOTED:
+                # It promoted a successor: never promote again; the recovery is done.
+                done = replace_data(
+                    inherited.data,
+                    fencing_token=token,
+                    worker=self._options.worker_id,
+                    reason=f"finished by {self._options.worker_id}: worker "
+                    f"{inherited.data.worker} had promoted {inherited.data.successor}",
+                )
+                return await self._end(RecoveryPhase.COMPLETED, done, record=True)
+            log.info(
+                "recovery %s of %s was started by %s, which stopped leading before any "
+                "promotion: planning it again from the facts",
+                data.recovery_id,
+                data.cluster,
+                inherited.data.worker,
+            )
         blocked = await self._gate(verified, data, now, forced=forced)
+        if blocked and self._blocked.get(data.cluster) == (data.failed, blocked):
+            return None  # still blocked for the same reason: said once already
+        await self._tell(RecoveryPhase.DETECTED, data)
         if blocked:
+            self._blocked[data.cluster] = (data.failed, blocked)
             return await self._end(RecoveryPhase.BLOCKED, replace_data(data, reason=blocked))
+        self._blocked.pop(data.cluster, None)
+        try:
+            await self._hook("OnFailureDetectionProcesses", verified, data)
+        except OperationRefused as exc:
+            return await self._end(RecoveryPhase.FAILED, replace_data(data, reason=str(exc)))
         plan = self._planner.plan(
             verified, self._state.snapshots, forced=forced, requested=requested
         )
         if isinstance(plan, Refused):
             ended = replace_data(data, reason=plan.reason, rejected=dict(plan.rejected))
+            await self._hook("PostUnsuccessfulFailoverProcesses", verified, ended)
             return await self._end(RecoveryPhase.FAILED, ended, record=True)
         data = replace_data(
             data,
@@ -355,6 +397,7 @@ class RecoveryWorker:
         await self._control.set_active(RecoveryPhase.STARTED, data)
         await self._tell(RecoveryPhase.STARTED, data)
         try:
+            await self._hook("PreFailoverProcesses", verified, data)
             await guard()
             if verified.code in MASTER_FAILURES:
                 successor, repointed, lost = await self._executor.fail_over_master(plan.plan, guard)
@@ -367,11 +410,23 @@ class RecoveryWorker:
                 moved, lost = await self._executor.relocate(plan.plan, guard)
                 data = replace_data(data, repointed=moved, lost={**data.lost, **lost})
         except OperationRefused as exc:
-            return await self._end(
-                RecoveryPhase.FAILED, replace_data(data, reason=str(exc)), record=True
-            )
+            failed = replace_data(data, reason=str(exc))
+            await self._hook("PostUnsuccessfulFailoverProcesses", verified, failed)
+            return await self._end(RecoveryPhase.FAILED, failed, record=True)
         await self._refresh_involved(data)
-        return await self._end(RecoveryPhase.COMPLETED, data, record=True)
+        outcome = await self._end(RecoveryPhase.COMPLETED, data, record=True)
+        post = (
+            "PostMasterFailoverProcesses"
+            if verified.code in MASTER_FAILURES
+            else "PostIntermediateMasterFailoverProcesses"
+        )
+        await self._hook(post, verified, outcome.data)
+        await self._hook("PostFailoverProcesses", verified, outcome.data)
+        return outcome
+
+    async def _hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
+        if self._hooks is not None:
+            await self._hooks.run(stage, analysis, data)
 
     async def _gate(
         self, analysis: Analysis, data: RecoveryData, now: datetime, *, forced: bool
@@ -392,12 +447,6 @@ class RecoveryWorker:
                 f"cluster {data.cluster} was recovered at {last.ended_at.isoformat()} "
                 f"(recovery {last.recovery_id}); blocked until {until.isoformat()} "
                 "unless acknowledged (ack-cluster-recoveries)"
-            )
-        active = await self._control.active(data.cluster)
-        if active is not None:
-            return (
-                f"recovery {active.data.recovery_id} of {data.cluster} is recorded in flight "
-                f"({active.phase}); it is resumed by the worker that takes it over"
             )
         return ""
 
