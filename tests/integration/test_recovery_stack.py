@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import subprocess
 import time
@@ -155,7 +156,7 @@ def replica_status(sandbox: Sandbox, index: int) -> dict[str, str] | None:
 
 
 async def fail_master(
-    stack: Stack, how: Callable[[], None], *, timeout: float
+    stack: Stack, how: Callable[[], None], *, timeout: float, settle: float = 0.5
 ) -> list[RecoveryEvent]:
     sandbox = stack.sandbox
     wait_until(
@@ -173,7 +174,7 @@ async def fail_master(
             ]
             assert time.monotonic() < deadline, [e.type for e in events]
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # nothing else follows
+        await asyncio.sleep(settle)  # nothing else follows
         return list(events)
 
 
@@ -385,3 +386,76 @@ async def test_a_dead_intermediate_master_replicas_move_under_its_master(
     # the rest of the chain is untouched
     below = replica_status(sandbox, 3)
     assert below is not None and int(below["Master_Port"]) == sandbox.nodes[2].port
+
+
+async def test_a_master_unreachable_for_orchestrator_only_is_not_failed_over(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    sandbox = stack.sandbox
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    nc = await nats.connect(stack.nats_url)
+    analyses: list[dict[str, Any]] = []
+
+    async def take(msg: Any) -> None:
+        analyses.append(json.loads(msg.data))
+
+    await nc.subscribe("orchestrator.v1.analysis.>", cb=take)
+    try:
+        async with recovery_events(stack.nats_url) as events:
+            await asyncio.sleep(1.5)
+            # the topology user is locked out of the master; replication goes on
+            sandbox.execute(0, "ALTER USER 'orchestrator'@'%' ACCOUNT LOCK")
+            for (thread_id,) in sandbox.execute(
+                0, "SELECT id FROM information_schema.processlist WHERE user = 'orchestrator'"
+            ):
+                with contextlib.suppress(SandboxError):
+                    sandbox.execute(0, f"KILL {thread_id}")
+            deadline = time.monotonic() + 15
+            while not any(
+                problem["code"] == "UnreachableMaster"
+                for event in analyses
+                for problem in event["problems"]
+            ):
+                assert time.monotonic() < deadline, analyses
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(4)  # several verification rounds: still no failover
+            assert events == []
+            assert not read_only(sandbox, 0)
+    finally:
+        sandbox.execute(0, "ALTER USER 'orchestrator'@'%' ACCOUNT UNLOCK")
+        await nc.close()
+
+
+async def test_neither_a_delayed_nor_an_errant_replica_is_promoted(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    sandbox = stack.sandbox
+    delayed, errant, good = sandbox.nodes[1], sandbox.nodes[2], sandbox.nodes[3]
+    sandbox.execute(delayed.index, "STOP SLAVE")
+    sandbox.execute(delayed.index, "CHANGE MASTER TO MASTER_DELAY = 3600")
+    sandbox.execute(delayed.index, "START SLAVE")
+    # a transaction written on a replica only: errant (its master never had it)
+    sandbox.execute(errant.index, "SET GLOBAL read_only = 0")
+    sandbox.execute(errant.index, "INSERT INTO sandbox.t (note) VALUES ('errant')")
+    sandbox.execute(errant.index, "SET GLOBAL read_only = 1")
+    events = await fail_master(stack, lambda: sandbox.kill(0), timeout=20, settle=3)
+    [done] = [e.data for e in events if e.phase is RecoveryPhase.COMPLETED]
+    assert done.successor == good.key, [(e.type, e.data.failed, e.data.reason) for e in events]
+    assert "delay" in done.rejected[delayed.key].lower()
+    assert "errant" in done.rejected[errant.key].lower()
+    assert not read_only(sandbox, good.index)
+    # the old master, still the master of the replica that could not follow, is not
+    # "recovered" again: its failure was handled
+    assert [e.phase for e in events] == [
+        RecoveryPhase.DETECTED,
+        RecoveryPhase.STARTED,
+        RecoveryPhase.PROMOTED,
+        RecoveryPhase.COMPLETED,
+    ]
+    assert set(done.lost) == {errant.key}

@@ -348,6 +348,8 @@ class RecoveryWorker:
             forced=forced,
             requested_by=requested_by,
         )
+        if not forced and await self._already_recovered(verified.key, now):
+            return None  # this failure was recovered; what is left of it is lost replicas
         inherited = None if forced else await self._control.active(data.cluster)
         if inherited is not None:
             # A leader before us started this recovery and stopped leading mid-way.
@@ -427,6 +429,21 @@ class RecoveryWorker:
     async def _hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
         if self._hooks is not None:
             await self._hooks.run(stage, analysis, data)
+
+    async def _already_recovered(self, key: InstanceKey, now: datetime) -> bool:
+        """Whether ``key`` is the failed instance of a recovery still in its block period: its
+        failure was handled (a successor took over); it stays dead, perhaps with replicas
+        that could not follow, and that is not a new failure to recover."""
+        for cluster in await self._control.blocked_clusters():
+            last = await self._control.last(cluster)
+            if (
+                last is not None
+                and last.failed == str(key)
+                and last.successor
+                and last.blocks(now, self._options.block_period)
+            ):
+                return True
+        return False
 
     async def _gate(
         self, analysis: Analysis, data: RecoveryData, now: datetime, *, forced: bool
