@@ -152,8 +152,6 @@ class Settings(BaseModel):
     PostGracefulTakeoverProcesses: tuple[str, ...] = ()
     # New: every hook is killed (with its children) after this long.
     HookTimeoutSeconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    # New: where orchestrator-recovery serves /status and /metrics ("" = not served).
-    RecoveryListenAddress: str = ""
 
     # --- topology-api: HTTP, authentication, storage -------------------------------------
     # orchestrator listens on ":3000"; ours defaults to loopback so the open default is safe.
