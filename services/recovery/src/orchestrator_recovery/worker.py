@@ -195,10 +195,11 @@ class RecoveryWorker:
                 analyses = self.analyse()
                 await self._publish_changes(analyses)
                 for analysis in analyses:
-                    urgent = analysis.key in suspects
-                    if analysis.code in RECOVERABLE or (
-                        urgent and analysis.code is AnalysisCode.UNREACHABLE_MASTER
-                    ):
+                    # An instance with replicas that discovery just reported unreachable is
+                    # verified at once, before its next snapshot says anything: the direct
+                    # probes of the recovery decide whether it is a failure.
+                    suspected = analysis.key in suspects and analysis.count_replicas > 0
+                    if analysis.code in RECOVERABLE or suspected:
                         self._start(analysis, guard, token)
         finally:
             for task in self._running.values():
