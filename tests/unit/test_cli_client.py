@@ -135,3 +135,69 @@ def test_mutations_post_with_credentials() -> None:
     assert (code, text) == (0, "127.0.0.1:22308\n")
     assert api.requests[-1].url.host == "h"
     assert api.requests[-1].headers["Authorization"].startswith("Basic ")
+
+
+def ok(message: str, details: Any) -> tuple[int, Any]:
+    return 200, {"Code": "OK", "Message": message, "Details": details}
+
+
+def test_recovery_commands_print_like_orchestrator_client(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    promoted = {"Hostname": "127.0.0.1", "Port": 22308}
+    recovery = sample("audit-recovery")[0]  # a TopologyRecovery; its SuccessorKey is 22308
+    api = FakeApi(
+        {
+            "recover/127.0.0.1/22307": ok("Recovery executed on 127.0.0.1:22307", promoted),
+            "recover/127.0.0.1/22307/127.0.0.1/22308": ok("Recovery executed", promoted),
+            "recover-lite/127.0.0.1/22307": ok("Recovery executed", promoted),
+            "recover/127.0.0.1/22309": ok("Recovery executed; no instance promoted", None),
+            "force-master-failover/sb": ok("Master failed over", recovery),
+            "force-master-failover/127.0.0.1:22307": ok("Master failed over", recovery),
+            "ack-recovery/cluster/sb?comment=seen%20it": ok("Acknowledged", "127.0.0.1:22308"),
+            "ack-recovery/instance/127.0.0.1/22307?comment=x": ok("Acknowledged", promoted),
+            "ack-all-recoveries?comment=all%20ok": ok("Acknowledged all recoveries", "all ok"),
+            "disable-global-recoveries": ok("Globally disabled recoveries", "disabled"),
+            "enable-global-recoveries": ok("Globally enabled recoveries", "enabled"),
+            "check-global-recoveries": ok("Global recoveries enabled", "enabled"),
+        }
+    )
+    i = ["-i", "127.0.0.1:22307"]
+    assert run(["-c", "recover", *i], api) == (0, "127.0.0.1:22308\n")
+    assert run(["-c", "recover", *i, "-d", "127.0.0.1:22308"], api) == (0, "127.0.0.1:22308\n")
+    assert run(["-c", "recover-lite", *i], api) == (0, "127.0.0.1:22308\n")
+    assert run(["-c", "recover", "-i", "127.0.0.1:22309"], api) == (0, "")
+    assert run(["-c", "force-master-failover", "-alias", "sb"], api) == (0, "127.0.0.1:22308\n")
+    assert run(["-c", "force-master-failover", *i], api) == (0, "127.0.0.1:22308\n")
+    assert run(["-c", "ack-cluster-recoveries", "-alias", "sb", "--reason", "seen it"], api) == (
+        0,
+        "127.0.0.1:22308\n",
+    )
+    assert run(["-c", "ack-instance-recoveries", *i, "--reason", "x"], api) == (
+        0,
+        "127.0.0.1:22307\n",
+    )
+    assert run(["-c", "ack-all-recoveries", "--reason", "all ok"], api) == (0, "all ok\n")
+    assert run(["-c", "disable-global-recoveries"], api) == (0, "disabled\n")
+    assert run(["-c", "enable-global-recoveries"], api) == (0, "enabled\n")
+    assert run(["-c", "check-global-recoveries"], api) == (0, "enabled\n")
+    methods = {r.url.path.removeprefix("/api/"): r.method for r in api.requests}
+    assert methods["check-global-recoveries"] == "GET"
+    assert methods["recover/127.0.0.1/22307"] == methods["ack-all-recoveries"] == "POST"
+    # acknowledgements need a reason; a refused recovery is one line and exit 1
+    for argv in (["-c", "ack-all-recoveries"], ["-c", "ack-cluster-recoveries", "-alias", "sb"]):
+        assert run(argv, api) == (2, "")
+        assert "needs --reason" in capsys.readouterr().err
+    refused = FakeApi(
+        {
+            "recover/127.0.0.1/22307": (
+                409,
+                {"Code": "ERROR", "Message": "recover refused: not failed", "Details": None},
+            ),
+            "force-master-failover/sb": ok("Master failed over", {"SuccessorKey": None}),
+        }
+    )
+    assert run(["-c", "recover", *i], refused) == (1, "")
+    assert capsys.readouterr().err == "orchestrator: recover refused: not failed\n"
+    assert run(["-c", "force-master-failover", "-alias", "sb"], refused) == (1, "")
+    assert "no successor was promoted" in capsys.readouterr().err

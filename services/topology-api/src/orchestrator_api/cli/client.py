@@ -27,6 +27,7 @@ from orchestrator_shared.instance_key import InstanceKey
 DEFAULT_API = "http://127.0.0.1:3000"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+RECOVERY_TIMEOUT = 150.0  # above the API's wait for the recovery worker (120 s)
 
 
 class ClientError(OrchestratorError):
@@ -87,6 +88,7 @@ class Command:
     path: Callable[[Invocation], str]
     output: Output
     mutates: bool = False
+    timeout: float = 30.0  # seconds; a recovery waits for the worker (hooks, catch-up)
 
 
 def _details(response: Any) -> Any:
@@ -109,6 +111,43 @@ def _replication_analysis(response: Any, _inv: Invocation) -> str:
 
 def _instance(inv: Invocation) -> str:
     return key_path(inv.need_instance())
+
+
+# --- recovery commands ----------------------------------------------------------------------
+
+
+def _recover(route: str) -> Callable[[Invocation], str]:
+    def path(inv: Invocation) -> str:
+        target = f"{route}/{_instance(inv)}"
+        return f"{target}/{key_path(inv.destination)}" if inv.destination else target
+
+    return path
+
+
+def _promoted(response: Any, _inv: Invocation) -> str:
+    """``recover``: the promoted key (``Details``); nothing when no instance was promoted (a
+    dead intermediate master whose replicas were moved)."""
+    details = _details(response)
+    return key_text(details) if isinstance(details, dict) else ""
+
+
+def _successor(response: Any, _inv: Invocation) -> str:
+    details = _details(response)
+    successor = details.get("SuccessorKey") if isinstance(details, dict) else None
+    if not isinstance(successor, dict):
+        raise ClientError("no successor was promoted")
+    return key_text(successor)
+
+
+def _comment(inv: Invocation) -> str:
+    if not inv.reason.strip():
+        raise UsageError(f"{inv.command} needs --reason")
+    return f"comment={quote(inv.reason, safe='')}"
+
+
+def _plain(response: Any, _inv: Invocation) -> str:
+    details = _details(response)
+    return "" if details is None else str(details)
 
 
 COMMANDS: dict[str, Command] = {
@@ -179,6 +218,37 @@ COMMANDS: dict[str, Command] = {
         lambda r, i: str(i.need_instance()),
         mutates=True,
     ),
+    # recoveries (orchestrator-client prints the promoted key, the successor, or Details)
+    "recover": Command(_recover("recover"), _promoted, mutates=True, timeout=RECOVERY_TIMEOUT),
+    "recover-lite": Command(
+        _recover("recover-lite"), _promoted, mutates=True, timeout=RECOVERY_TIMEOUT
+    ),
+    "force-master-failover": Command(
+        lambda inv: f"force-master-failover/{inv.cluster_hint()}",
+        _successor,
+        mutates=True,
+        timeout=RECOVERY_TIMEOUT,
+    ),
+    "ack-cluster-recoveries": Command(
+        lambda inv: f"ack-recovery/cluster/{inv.cluster_hint()}?{_comment(inv)}",
+        _plain,
+        mutates=True,
+    ),
+    "ack-instance-recoveries": Command(
+        lambda inv: f"ack-recovery/instance/{_instance(inv)}?{_comment(inv)}",
+        lambda r, i: str(i.need_instance()),
+        mutates=True,
+    ),
+    "ack-all-recoveries": Command(
+        lambda inv: f"ack-all-recoveries?{_comment(inv)}", _plain, mutates=True
+    ),
+    "disable-global-recoveries": Command(
+        lambda inv: "disable-global-recoveries", _plain, mutates=True
+    ),
+    "enable-global-recoveries": Command(
+        lambda inv: "enable-global-recoveries", _plain, mutates=True
+    ),
+    "check-global-recoveries": Command(lambda inv: "check-global-recoveries", _plain),
 }
 
 
@@ -272,7 +342,9 @@ def run_client(
     auth, headers = _auth_headers(args.basic, env)
     base = _api_base(args.api)
     try:
-        with httpx.Client(transport=transport, auth=auth, headers=headers, timeout=30) as client:
+        with httpx.Client(
+            transport=transport, auth=auth, headers=headers, timeout=command.timeout
+        ) as client:
             if command.mutates:
                 response = client.post(f"{base}/{path}")
             else:

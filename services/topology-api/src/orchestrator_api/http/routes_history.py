@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
+from fastapi import Path as FastApiPath
 
 from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
@@ -103,9 +104,13 @@ async def problems_of_cluster(hint: str, context: Context, _: ReadAccess) -> lis
 # --- audit ----------------------------------------------------------------------------------
 
 
+MAX_PAGE = 10**9  # beyond it the offset would not fit the stores' 64-bit integers
+RowId = Annotated[int, FastApiPath(ge=0, le=2**63 - 1)]  # ids are 64-bit in both stores
+
+
 def _page(text: str) -> int:
-    if not text.isdigit():
-        raise ApiError(400, f"invalid page {text!r}: expected a number from 0")
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_PAGE:
+        raise ApiError(400, f"invalid page {text!r}: expected a number from 0 to {MAX_PAGE}")
     return int(text)
 
 
@@ -234,7 +239,7 @@ async def audit_recovery(
 
 @router.get("/audit-recovery/id/{recovery_id}")
 async def audit_recovery_by_id(
-    recovery_id: int, context: Context, _: ReadAccess
+    recovery_id: RowId, context: Context, _: ReadAccess
 ) -> list[dict[str, Any]]:
     return await _recoveries(context, RecoveryFilter(id=recovery_id))
 
@@ -277,7 +282,7 @@ async def audit_failure_detection(context: Context, _: ReadAccess) -> list[dict[
 
 @router.get("/audit-failure-detection/id/{detection_id}")
 async def audit_failure_detection_by_id(
-    detection_id: int, context: Context, _: ReadAccess
+    detection_id: RowId, context: Context, _: ReadAccess
 ) -> list[dict[str, Any]]:
     found = await context.store.failure_detections(id=detection_id)
     if not found:
