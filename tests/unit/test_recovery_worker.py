@@ -19,6 +19,7 @@ from orchestrator_recovery.worker import (
     WorkerOptions,
 )
 from orchestrator_shared.analysis import Analysis, AnalysisCode, analyze
+from orchestrator_shared.errors import OperationRefused
 from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot
@@ -282,3 +283,36 @@ async def test_a_returning_old_master_is_fenced_until_acknowledged() -> None:
     run.answers = {**DEAD, InstanceKey.parse(MASTER): instance_snapshot(MASTER, {**GTID})}
     await run.control.acknowledge(R1, by="ops")  # the cluster goes by its new master's name
     assert await run.worker.keep_demoted_fenced(run.guard) == []
+
+
+class FakeHooks:
+    def __init__(self, failing: str = "") -> None:
+        self.failing = failing
+        self.ran: list[tuple[str, str]] = []
+
+    async def run(self, stage: str, analysis: Analysis, data: Any) -> None:
+        self.ran.append((stage, data.successor))
+        if stage == self.failing:
+            raise OperationRefused(f"{stage} hook exited with 1")
+
+
+async def test_hooks_run_in_orchestrator_order_and_a_failing_pre_hook_aborts() -> None:
+    run = Harness(now_answers=DEAD, plan=PLANNED)
+    hooks = FakeHooks()
+    run.worker._hooks = hooks
+    done = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert done is not None and done.phase is RecoveryPhase.COMPLETED
+    assert hooks.ran == [
+        ("OnFailureDetectionProcesses", ""),
+        ("PreFailoverProcesses", R1),
+        ("PostMasterFailoverProcesses", R1),
+        ("PostFailoverProcesses", R1),
+    ]
+    aborted = Harness(now_answers=DEAD, plan=PLANNED)
+    aborted.worker._hooks = failing = FakeHooks(failing="PreFailoverProcesses")
+    outcome = await aborted.worker.recover(aborted.suspect(DEAD), aborted.guard, 7)
+    assert outcome is not None and outcome.phase is RecoveryPhase.FAILED
+    assert outcome.data.reason == "PreFailoverProcesses hook exited with 1"
+    assert aborted.executor.executed == []  # nothing was changed
+    assert failing.ran[-1][0] == "PostUnsuccessfulFailoverProcesses"
+    assert await aborted.control.active(MASTER) is None
