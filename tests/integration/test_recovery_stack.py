@@ -20,6 +20,7 @@ import nats
 import psutil
 import pymysql
 import pytest
+from nats.js.api import DeliverPolicy
 
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_shared.bus import CommandReply, CommandRequest
@@ -39,6 +40,7 @@ class Stack:
     api: str
     nats_url: str
     workers: list[subprocess.Popen[bytes]]
+    nats: Any
 
 
 StackFactory = Callable[..., Stack]
@@ -91,7 +93,7 @@ def make_stack(
             worker_dir.mkdir()
             workers.append(start("orchestrator_recovery.main", common, worker_dir))
         processes.extend(workers)
-        return Stack(sandbox, f"http://127.0.0.1:{port}", nats_server.url, workers)
+        return Stack(sandbox, f"http://127.0.0.1:{port}", nats_server.url, workers, nats_server)
 
     try:
         yield make
@@ -459,3 +461,51 @@ async def test_neither_a_delayed_nor_an_errant_replica_is_promoted(
         RecoveryPhase.COMPLETED,
     ]
     assert set(done.lost) == {errant.key}
+
+
+async def test_nats_restarted_during_a_recovery_the_recovery_completes_and_its_events_arrive(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(PreFailoverProcesses=["sleep 2"])
+    sandbox = stack.sandbox
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    await asyncio.sleep(1.5)
+    sandbox.kill(0)
+    await asyncio.to_thread(
+        wait_until, lambda: worker_running_a_hook(stack), timeout=15, what="the pre-failover hook"
+    )
+    stack.nats.restart()  # while the recovery waits in its hook
+    nc = await nats.connect(stack.nats_url)
+    try:
+        js = nc.jetstream()
+        phases: list[RecoveryPhase] = []
+        deadline = time.monotonic() + 30
+        while RecoveryPhase.COMPLETED not in phases:
+            assert time.monotonic() < deadline, phases
+            await asyncio.sleep(0.25)
+            subscription = await js.subscribe(
+                "orchestrator.v1.recovery.>",
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )
+            phases = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    msg = await subscription.next_msg(timeout=0.5)
+                    phases.append(RecoveryEvent.model_validate_json(msg.data).phase)
+            await subscription.unsubscribe()
+    finally:
+        await nc.close()
+    # every phase is in the stream, the ones published after the restart included
+    assert phases == [
+        RecoveryPhase.DETECTED,
+        RecoveryPhase.STARTED,
+        RecoveryPhase.PROMOTED,
+        RecoveryPhase.COMPLETED,
+    ]
+    writable = [node.key for node in sandbox.nodes[1:] if not read_only(sandbox, node.index)]
+    assert len(writable) == 1
