@@ -41,6 +41,7 @@ class Stack:
     nats_url: str
     workers: list[subprocess.Popen[bytes]]
     nats: Any
+    etcd: Any
 
 
 StackFactory = Callable[..., Stack]
@@ -93,7 +94,9 @@ def make_stack(
             worker_dir.mkdir()
             workers.append(start("orchestrator_recovery.main", common, worker_dir))
         processes.extend(workers)
-        return Stack(sandbox, f"http://127.0.0.1:{port}", nats_server.url, workers, nats_server)
+        return Stack(
+            sandbox, f"http://127.0.0.1:{port}", nats_server.url, workers, nats_server, etcd_server
+        )
 
     try:
         yield make
@@ -507,5 +510,32 @@ async def test_nats_restarted_during_a_recovery_the_recovery_completes_and_its_e
         RecoveryPhase.PROMOTED,
         RecoveryPhase.COMPLETED,
     ]
+    writable = [node.key for node in sandbox.nodes[1:] if not read_only(sandbox, node.index)]
+    assert len(writable) == 1
+
+
+async def test_with_etcd_unreachable_nobody_recovers_until_it_is_back(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    sandbox = stack.sandbox
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    async with recovery_events(stack.nats_url) as events:
+        await asyncio.sleep(1.5)
+        stack.etcd.stop()
+        await asyncio.sleep(4)  # past the lease: the leader has stepped down on its own clock
+        sandbox.kill(0)
+        await asyncio.sleep(4)
+        assert events == []  # nobody may act: nobody can prove it leads
+        assert all(read_only(sandbox, node.index) for node in sandbox.nodes[1:])
+        stack.etcd.start()
+        deadline = time.monotonic() + 30
+        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
+            assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in events]
+            await asyncio.sleep(0.05)
     writable = [node.key for node in sandbox.nodes[1:] if not read_only(sandbox, node.index)]
     assert len(writable) == 1

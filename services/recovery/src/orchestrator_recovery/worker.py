@@ -39,7 +39,7 @@ from typing import Protocol
 from orchestrator_recovery.control import RecoveryControl
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_shared.analysis import Analysis, AnalysisCode, AnalysisOptions, analyze
-from orchestrator_shared.errors import LeaseLost, OperationRefused
+from orchestrator_shared.errors import LeaseLost, OperationRefused, OrchestratorError
 from orchestrator_shared.events import (
     AnalysisEvent,
     AnalysisProblem,
@@ -190,7 +190,12 @@ class RecoveryWorker:
                 await self._state.wait_changed(self._options.tick)
                 if time.monotonic() >= next_demoted_check:
                     next_demoted_check = time.monotonic() + self._options.demoted_check
-                    await self.keep_demoted_fenced(guard)
+                    try:
+                        await self.keep_demoted_fenced(guard)
+                    except LeaseLost:
+                        raise
+                    except OrchestratorError as exc:  # etcd or an instance not answering
+                        log.warning("checking returning old masters: %s", exc)
                 suspects = self._drain_unreachable()
                 analyses = self.analyse()
                 await self._publish_changes(analyses)
@@ -231,7 +236,11 @@ class RecoveryWorker:
         if task.cancelled():
             return
         error = task.exception()
-        if error is not None and not isinstance(error, LeaseLost):
+        if error is None or isinstance(error, LeaseLost):
+            return
+        if isinstance(error, OrchestratorError):  # etcd or the bus did not answer: next pass
+            log.warning("%s stopped: %s; it is tried again", task.get_name(), error)
+        else:
             log.error("recovery task %s failed: %r", task.get_name(), error, exc_info=error)
 
     async def _publish_changes(self, analyses: Sequence[Analysis]) -> None:
