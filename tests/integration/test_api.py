@@ -23,13 +23,18 @@ from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import FailureDetection, RecoveryRecord, Store, open_store
+from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_discovery.nats_bus import events_stream_config
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.bus import LeaderEvent, LeaderIdentity, Subjects
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
 from tests.harness import PostgresDatabase
+from tests.harness.ports import free_port
+from tests.integration.test_store import snapshot
 from tests.unit.test_wire_samples import EXTRA_FIELDS, assert_same_shape, load_sample
 
 pytestmark = pytest.mark.integration
@@ -467,3 +472,34 @@ async def test_health_and_leader_check_follow_the_coordinator_reports(
         running.cancel()
         await watch.close()
         await raw.close()
+
+
+async def test_operator_changes_reach_etcd_for_the_recovery_workers(
+    store: Store, etcd_server: Any
+) -> None:
+    await store.write_batch([snapshot("db1:3306")])
+    reachable = EtcdClient(EtcdOptions(endpoints=(etcd_server.endpoint,)))
+    unreachable = EtcdClient(
+        EtcdOptions(endpoints=(f"http://127.0.0.1:{free_port()}",), request_timeout=0.3)
+    )
+    try:
+        for etcd, expected in ((reachable, 200), (unreachable, 503)):
+            context = ApiContext(
+                settings=Settings(), store=store, operator_state=OperatorState(etcd)
+            )
+            transport = httpx.ASGITransport(app=create_app(context))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+                answer = await api.post("/api/begin-downtime/db1/3306/ops/disk/1h")
+                assert answer.status_code == expected, answer.text
+                answer = await api.post("/api/register-candidate/db1/3306/prefer")
+                assert answer.status_code == expected, answer.text
+        now = datetime.now(UTC)
+        state = OperatorState(reachable)
+        key = InstanceKey.parse("db1:3306")
+        assert key in await state.downtimed(now)
+        assert (await state.candidates(now))[key] == PromotionRule.PREFER
+        # refused by etcd: the store has it, the answer says the workers were not told
+        assert "could not be told" in answer.json()["Message"]
+    finally:
+        await reachable.close()
+        await unreachable.close()

@@ -143,6 +143,11 @@ async def recovery_events(url: str) -> AsyncIterator[list[RecoveryEvent]]:
         await nc.close()
 
 
+async def api_post(stack: Stack, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=stack.api, timeout=5) as client:
+        return await client.post(path)
+
+
 def api_get(stack: Stack, path: str) -> Any:
     answer = httpx.get(stack.api + path, timeout=5)
     return answer.json() if answer.status_code == 200 else None
@@ -539,3 +544,40 @@ async def test_with_etcd_unreachable_nobody_recovers_until_it_is_back(
             await asyncio.sleep(0.05)
     writable = [node.key for node in sandbox.nodes[1:] if not read_only(sandbox, node.index)]
     assert len(writable) == 1
+
+
+async def test_downtime_and_registered_promotion_rules_reach_the_workers(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    sandbox = stack.sandbox
+    master, banned, _, preferred = sandbox.nodes
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    for node, rule in ((banned, "must_not"), (preferred, "prefer")):
+        answer = await api_post(stack, f"/api/register-candidate/127.0.0.1/{node.port}/{rule}")
+        assert answer.status_code == 200, answer.text
+    downtime = await api_post(
+        stack, f"/api/begin-downtime/127.0.0.1/{master.port}/ops/maintenance/10m"
+    )
+    assert downtime.status_code == 200, downtime.text
+    async with recovery_events(stack.nats_url) as events:
+        await asyncio.sleep(1.5)
+        sandbox.kill(0)
+        deadline = time.monotonic() + 15
+        while not any(e.phase is RecoveryPhase.BLOCKED for e in events):
+            assert time.monotonic() < deadline, [e.type for e in events]
+            await asyncio.sleep(0.05)
+        assert "downtimed" in events[-1].data.reason
+        ended = await api_post(stack, f"/api/end-downtime/127.0.0.1/{master.port}")
+        assert ended.status_code == 200, ended.text
+        deadline = time.monotonic() + 15
+        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
+            assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in events]
+            await asyncio.sleep(0.05)
+    done = next(e for e in events if e.phase is RecoveryPhase.COMPLETED).data
+    assert done.successor == preferred.key
+    assert "must_not" in done.rejected[banned.key]

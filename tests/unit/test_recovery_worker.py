@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_recovery.control import RecoveryControl
+from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.worker import (
     Guard,
@@ -22,6 +22,7 @@ from orchestrator_shared.analysis import Analysis, AnalysisCode, analyze
 from orchestrator_shared.errors import OperationRefused
 from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
 from tests.unit.test_analysis_scenarios import NOW, instance_snapshot
 
@@ -106,6 +107,7 @@ class FakePlanner:
         *,
         forced: bool,
         requested: InstanceKey | None,
+        candidates: Mapping[InstanceKey, Any],
     ) -> Planned | Refused:
         self.asked.append(analysis)
         return self.answer
@@ -316,3 +318,28 @@ async def test_hooks_run_in_orchestrator_order_and_a_failing_pre_hook_aborts() -
     assert aborted.executor.executed == []  # nothing was changed
     assert failing.ran[-1][0] == "PostUnsuccessfulFailoverProcesses"
     assert await aborted.control.active(MASTER) is None
+
+
+async def test_operator_state_keeps_downtime_and_promotion_rules_until_they_end() -> None:
+    state = OperatorState(FakeKV())
+    key = InstanceKey.parse(R1)
+    now = NOW
+    await state.begin_downtime(
+        Downtime(
+            key=key, owner="ops", reason="disk", begins_at=now, ends_at=now + timedelta(hours=1)
+        )
+    )
+    await state.register_candidate(
+        Candidate(
+            key=key,
+            rule=PromotionRule.MUST_NOT,
+            registered_at=now,
+            expires_at=now + timedelta(minutes=60),
+        )
+    )
+    assert await state.downtimed(now) == {key: now + timedelta(hours=1)}
+    assert await state.candidates(now) == {key: PromotionRule.MUST_NOT}
+    later = now + timedelta(hours=2)
+    assert await state.downtimed(later) == {} and await state.candidates(later) == {}
+    await state.end_downtime(key)
+    assert await state.downtimed(now) == {}

@@ -11,6 +11,10 @@ Keys (under the etcd key prefix, ``/orchestrator`` by default)::
     <prefix>/recovery/clusters/<cluster>/last   the last recovery of the cluster (JSON: id,
                                                 failed, successor, ended_at, acknowledged): the
                                                 anti-flapping block period runs from ended_at
+    <prefix>/recovery/downtime/<host:port>      an operator's downtime (JSON: owner, reason,
+                                                ends_at), written by topology-api
+    <prefix>/recovery/candidates/<host:port>    a registered promotion rule (JSON: rule,
+                                                expires_at), written by topology-api
 
 A worker that takes over reads ``active`` first: a recovery that got past promotion is never
 promoted again (the successor stays; what is left is re-planned from facts).
@@ -18,12 +22,15 @@ promoted again (the successor stays; what is left is re-planned from facts).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from orchestrator_shared.events import RecoveryData, RecoveryPhase
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
 
 
 class KeyValueStore(Protocol):
@@ -159,6 +166,63 @@ class RecoveryControl:
         }
         await self._store.put(self._key("clusters", cluster, "last"), _dumps(body))
         return True
+
+
+class OperatorState:
+    """Downtime and promotion rules as operators registered them through topology-api, kept
+    where the recovery workers read them even when topology-api is down."""
+
+    def __init__(self, store: KeyValueStore, prefix: str = "/orchestrator") -> None:
+        self._store = store
+        self._root = prefix.rstrip("/") + "/recovery"
+
+    def _key(self, kind: str, key: InstanceKey | None = None) -> bytes:
+        return f"{self._root}/{kind}/{'' if key is None else key}".encode()
+
+    async def begin_downtime(self, downtime: Downtime) -> None:
+        body = {
+            "owner": downtime.owner,
+            "reason": downtime.reason,
+            "begins_at": downtime.begins_at.isoformat(),
+            "ends_at": downtime.ends_at.isoformat(),
+        }
+        await self._store.put(self._key("downtime", downtime.key), _dumps(body))
+
+    async def end_downtime(self, key: InstanceKey) -> None:
+        await self._store.delete(self._key("downtime", key))
+
+    async def register_candidate(self, candidate: Candidate) -> None:
+        body = {"rule": candidate.rule.value, "expires_at": candidate.expires_at.isoformat()}
+        await self._store.put(self._key("candidates", candidate.key), _dumps(body))
+
+    async def downtimed(self, now: datetime) -> dict[InstanceKey, datetime]:
+        """Instances in downtime at ``now`` and when each downtime ends."""
+        found: dict[InstanceKey, datetime] = {}
+        for key, body in await self._entries("downtime"):
+            ends_at = _time(body.get("ends_at"))
+            if ends_at is not None and ends_at > now:
+                found[key] = ends_at
+        return found
+
+    async def candidates(self, now: datetime) -> dict[InstanceKey, PromotionRule]:
+        """Promotion rules registered and not expired at ``now``."""
+        found: dict[InstanceKey, PromotionRule] = {}
+        for key, body in await self._entries("candidates"):
+            expires_at = _time(body.get("expires_at"))
+            with contextlib.suppress(ValueError):
+                if expires_at is not None and expires_at > now:
+                    found[key] = PromotionRule(str(body.get("rule")))
+        return found
+
+    async def _entries(self, kind: str) -> list[tuple[InstanceKey, dict[str, Any]]]:
+        prefix = self._key(kind)
+        entries, _ = await self._store.get_prefix(prefix)
+        found = []
+        for entry in entries:
+            with contextlib.suppress(ValueError):
+                key = InstanceKey.parse(bytes(entry.key)[len(prefix) :].decode())
+                found.append((key, _loads(entry.value)))
+        return found
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

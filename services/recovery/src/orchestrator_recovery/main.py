@@ -25,7 +25,7 @@ from orchestrator_coordinator.election import Election, ElectionOptions, Leaders
 from orchestrator_coordinator.etcd import EtcdError
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_recovery import commands
-from orchestrator_recovery.control import RecoveryControl
+from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetFeed, FleetState
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.publisher import EventPublisher
@@ -96,6 +96,7 @@ async def serve(settings: Settings) -> None:
             ),
             refresh=refresh,
             hooks=ShellHooks(settings, host=socket.gethostname(), audit=publisher.audit),
+            operator_state=OperatorState(election.client, prefix=settings.EtcdKeyPrefix),
         )
 
         def token() -> int:

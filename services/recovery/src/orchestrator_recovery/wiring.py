@@ -18,6 +18,7 @@ from orchestrator_shared.analysis import Analysis
 from orchestrator_shared.config import Settings
 from orchestrator_shared.events import AuditEvent, RecoveryData
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import (
     MasterPlan,
     PlanOptions,
@@ -55,6 +56,7 @@ class SharedPlanner:
         *,
         forced: bool,
         requested: InstanceKey | None,
+        candidates: Mapping[InstanceKey, PromotionRule],
     ) -> Planned | Refused:
         failed = snapshots.get(analysis.key)
         if failed is None:
@@ -67,6 +69,7 @@ class SharedPlanner:
                 replicas,
                 cluster=analysis.cluster_name,
                 cluster_alias=analysis.cluster_alias,
+                candidates=candidates,
                 options=self._options,
                 requested=requested,
                 forced=forced,
@@ -88,6 +91,7 @@ class SharedPlanner:
                 master=master,
                 cluster=analysis.cluster_name,
                 cluster_alias=analysis.cluster_alias,
+                candidates=candidates,
                 options=self._options,
                 forced=forced,
             )

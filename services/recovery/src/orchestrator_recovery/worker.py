@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from orchestrator_recovery.control import RecoveryControl
+from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_shared.analysis import Analysis, AnalysisCode, AnalysisOptions, analyze
 from orchestrator_shared.errors import LeaseLost, OperationRefused, OrchestratorError
@@ -49,6 +49,7 @@ from orchestrator_shared.events import (
     RecoveryPhase,
 )
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class Planner(Protocol):
         *,
         forced: bool,
         requested: InstanceKey | None,
+        candidates: Mapping[InstanceKey, PromotionRule],
     ) -> Planned | Refused: ...
 
 
@@ -163,9 +165,15 @@ class RecoveryWorker:
         executor: Executor,
         refresh: Callable[[Iterable[InstanceKey]], Awaitable[None]] | None = None,
         hooks: Hooks | None = None,
+        operator_state: OperatorState | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._hooks = hooks
+        self._operator_state = operator_state
+        # what operators registered (downtime: key -> end; promotion rules), refreshed by the
+        # leader's loop
+        self._downtimed: dict[InstanceKey, datetime] = {}
+        self._candidates: dict[InstanceKey, PromotionRule] = {}
         self._clock = clock
         self._options = options
         self._state = state
@@ -191,11 +199,12 @@ class RecoveryWorker:
                 if time.monotonic() >= next_demoted_check:
                     next_demoted_check = time.monotonic() + self._options.demoted_check
                     try:
+                        await self.refresh_operator_state()
                         await self.keep_demoted_fenced(guard)
                     except LeaseLost:
                         raise
                     except OrchestratorError as exc:  # etcd or an instance not answering
-                        log.warning("checking returning old masters: %s", exc)
+                        log.warning("reading operator state / returning old masters: %s", exc)
                 suspects = self._drain_unreachable()
                 analyses = self.analyse()
                 await self._publish_changes(analyses)
@@ -220,6 +229,7 @@ class RecoveryWorker:
         return analyze(
             self._state.snapshots.values() if snapshots is None else snapshots,
             now=self._clock(),
+            downtimed=self._downtimed,
             options=self._options.analysis,
         )
 
@@ -270,6 +280,14 @@ class RecoveryWorker:
             await self._publisher.analysis(
                 AnalysisEvent(cluster=cluster, problems=problems, at=now)
             )
+
+    async def refresh_operator_state(self) -> None:
+        """Downtime and promotion rules registered through topology-api (kept in etcd)."""
+        if self._operator_state is None:
+            return
+        now = self._clock()
+        self._downtimed = await self._operator_state.downtimed(now)
+        self._candidates = await self._operator_state.candidates(now)
 
     # --- returning old masters ---------------------------------------------------------------
     async def keep_demoted_fenced(self, guard: Guard) -> list[str]:
@@ -394,7 +412,11 @@ class RecoveryWorker:
         except OperationRefused as exc:
             return await self._end(RecoveryPhase.FAILED, replace_data(data, reason=str(exc)))
         plan = self._planner.plan(
-            verified, self._state.snapshots, forced=forced, requested=requested
+            verified,
+            self._state.snapshots,
+            forced=forced,
+            requested=requested,
+            candidates=self._candidates,
         )
         if isinstance(plan, Refused):
             ended = replace_data(data, reason=plan.reason, rejected=dict(plan.rejected))

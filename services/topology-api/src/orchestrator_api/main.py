@@ -26,6 +26,8 @@ from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import StoreConsumer
+from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
+from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError, StoreError
@@ -70,11 +72,22 @@ async def serve(settings: Settings) -> None:
         discovery = NatsRequester(subjects)
         await discovery.connect(servers)
         stack.push_async_callback(discovery.close)
+        operator_state = None
+        if settings.EtcdEndpoints:
+            etcd = EtcdClient(EtcdOptions.from_settings(settings))
+            stack.push_async_callback(etcd.close)
+            operator_state = OperatorState(etcd, prefix=settings.EtcdKeyPrefix)
         leader = LeaderWatch(subjects)
         await leader.connect(servers)
         stack.push_async_callback(leader.close)
         app = create_app(
-            ApiContext(settings=settings, store=store, discovery=discovery, leader=leader)
+            ApiContext(
+                settings=settings,
+                store=store,
+                discovery=discovery,
+                leader=leader,
+                operator_state=operator_state,
+            )
         )
         host, port = parse_listen_address(settings.ListenAddress)
         server = uvicorn.Server(

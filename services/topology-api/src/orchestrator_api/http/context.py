@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
@@ -13,9 +13,10 @@ from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import InstanceAnswers
 from orchestrator_api.store import Store
 from orchestrator_api.store.view import FleetView
+from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.bus import CommandReply, CommandRequest, LeaderEvent
 from orchestrator_shared.config import Settings
-from orchestrator_shared.errors import InvalidInstanceKey
+from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
 
@@ -46,6 +47,21 @@ class ApiContext:
     clock: Callable[[], datetime] = field(default=utcnow)
     answers: InstanceAnswers = field(default_factory=InstanceAnswers)
     leader: LeaderSource | None = None
+    # downtime and promotion rules mirrored where the recovery workers read them (etcd)
+    operator_state: OperatorState | None = None
+
+    async def tell_recovery(self, change: Callable[[OperatorState], Awaitable[None]]) -> None:
+        """Mirror an operator's change for the recovery workers; the store has it already."""
+        if self.operator_state is None:
+            return
+        try:
+            await change(self.operator_state)
+        except OrchestratorError as exc:
+            raise ApiError(
+                503,
+                f"stored, but the recovery workers could not be told (etcd: {exc}); "
+                "automated recovery does not see this change until it is made again",
+            ) from None
 
     async def view(self) -> FleetView:
         return await self.store.view()

@@ -324,15 +324,15 @@ async def begin_downtime(  # noqa: PLR0917 - FastAPI passes path parameters by n
 ) -> dict[str, Any]:
     _, node = await context.instance(host, port)
     now = context.clock()
-    await context.store.begin_downtime(
-        Downtime(
-            key=node.key,
-            owner=owner,
-            reason=reason,
-            begins_at=now,
-            ends_at=now + parse_duration(duration),
-        )
+    downtime = Downtime(
+        key=node.key,
+        owner=owner,
+        reason=reason,
+        begins_at=now,
+        ends_at=now + parse_duration(duration),
     )
+    await context.store.begin_downtime(downtime)
+    await context.tell_recovery(lambda state: state.begin_downtime(downtime))
     await _audit(
         context,
         "begin-downtime",
@@ -347,6 +347,7 @@ async def begin_downtime(  # noqa: PLR0917 - FastAPI passes path parameters by n
 async def end_downtime(host: str, port: str, context: Context, who: AdminAccess) -> dict[str, Any]:
     key = context.key(host, port)
     await context.store.end_downtime(key)
+    await context.tell_recovery(lambda state: state.end_downtime(key))
     await _audit(context, "end-downtime", "ended", key=key, user=who.user)
     return wire.ok_envelope(f"Downtime ended: {key}", wire.instance_key_json(key))
 
@@ -362,14 +363,14 @@ async def register_candidate(
         allowed = ", ".join(r.value for r in PromotionRule)
         raise ApiError(400, f"invalid promotion rule {rule!r}: expected one of {allowed}") from None
     now = context.clock()
-    await context.store.register_candidate(
-        Candidate(
-            key=node.key,
-            rule=promotion_rule,
-            registered_at=now,
-            expires_at=now + timedelta(minutes=60),
-        )
+    candidate = Candidate(
+        key=node.key,
+        rule=promotion_rule,
+        registered_at=now,
+        expires_at=now + timedelta(minutes=60),
     )
+    await context.store.register_candidate(candidate)
+    await context.tell_recovery(lambda state: state.register_candidate(candidate))
     await _audit(context, "register-candidate", rule, key=node.key, user=who.user)
     return wire.ok_envelope(f"Registered candidate: {node.key}", wire.instance_key_json(node.key))
 
