@@ -581,3 +581,40 @@ async def test_downtime_and_registered_promotion_rules_reach_the_workers(
     done = next(e for e in events if e.phase is RecoveryPhase.COMPLETED).data
     assert done.successor == preferred.key
     assert "must_not" in done.rejected[banned.key]
+
+
+async def test_operations_through_the_api_reach_the_active_worker(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    sandbox = stack.sandbox
+    master = sandbox.master
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    await asyncio.sleep(1.5)  # a worker leads and has read the fleet
+    disabled = await api_post(stack, "/api/disable-global-recoveries")
+    assert disabled.status_code == 200 and disabled.json()["Details"] == "disabled", disabled.text
+    checked = await asyncio.to_thread(api_get, stack, "/api/check-global-recoveries")
+    assert checked["Details"] == "disabled"
+    enabled = await api_post(stack, "/api/enable-global-recoveries")
+    assert enabled.json()["Details"] == "enabled"
+    # a master that is alive, failed over on purpose: fenced first, then replaced
+    async with recovery_events(stack.nats_url) as events:
+        answer = await api_post(stack, f"/api/force-master-failover/{master.key}")
+        assert answer.status_code == 200, answer.text
+        successor = answer.json()["Details"]["SuccessorKey"]
+        assert successor["Port"] != master.port
+        await asyncio.sleep(0.5)
+    assert [e.phase for e in events] == [
+        RecoveryPhase.DETECTED,
+        RecoveryPhase.STARTED,
+        RecoveryPhase.PROMOTED,
+        RecoveryPhase.COMPLETED,
+    ]
+    assert events[-1].data.forced
+    assert read_only(sandbox, 0)  # the old master, alive, was fenced
+    writable = [node.port for node in sandbox.nodes if not read_only(sandbox, node.index)]
+    assert writable == [successor["Port"]]

@@ -106,7 +106,7 @@ class CommandResponder:
 
     # --- recoveries ---------------------------------------------------------------------------
     def _analysis_of(self, key: InstanceKey) -> Analysis | None:
-        for analysis in self._worker.analyse():
+        for analysis in self._worker.analyse(everything=True):
             if analysis.key == key:
                 return analysis
         return None

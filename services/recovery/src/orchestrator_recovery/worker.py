@@ -225,12 +225,16 @@ class RecoveryWorker:
             found.add(self._state.unreachable.get_nowait())
         return found
 
-    def analyse(self, snapshots: Iterable[InstanceSnapshot] | None = None) -> list[Analysis]:
+    def analyse(
+        self, snapshots: Iterable[InstanceSnapshot] | None = None, *, everything: bool = False
+    ) -> list[Analysis]:
+        """The fleet's analysis (problems only, unless ``everything``)."""
         return analyze(
             self._state.snapshots.values() if snapshots is None else snapshots,
             now=self._clock(),
             downtimed=self._downtimed,
             options=self._options.analysis,
+            include_no_problem=everything,
         )
 
     def _start(self, analysis: Analysis, guard: Guard, token: int) -> None:
