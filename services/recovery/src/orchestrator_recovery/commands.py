@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -36,6 +36,11 @@ from orchestrator_shared.instance_key import InstanceKey
 log = logging.getLogger(__name__)
 
 
+Handler = Callable[[CommandRequest], Awaitable[CommandReply]]
+"""One operation: the request in, the reply out (errors raised as OrchestratorError/ValueError
+become a refused reply with their message)."""
+
+
 class Leadership:
     """What the responder needs of the election: am I the leader, my guard and token."""
 
@@ -53,13 +58,15 @@ class CommandResponder:
         worker: RecoveryWorker,
         control: RecoveryControl,
         leadership: Leadership,
+        *,
+        operations: Mapping[str, Handler] | None = None,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
         self._worker = worker
         self._control = control
         self._leadership = leadership
-        self._handlers: dict[str, Callable[[CommandRequest], Awaitable[CommandReply]]] = {
+        self._handlers: dict[str, Handler] = {
             "recover": self._recover,
             "force-master-failover": self._force_master_failover,
             "disable-global-recoveries": self._disable,
@@ -67,6 +74,7 @@ class CommandResponder:
             "check-global-recoveries": self._check,
             "ack-cluster-recoveries": self._ack_cluster,
             "ack-all-recoveries": self._ack_all,
+            **(operations or {}),
         }
 
     async def run(self) -> None:
