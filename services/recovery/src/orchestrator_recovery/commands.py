@@ -66,6 +66,7 @@ class CommandResponder:
         self._worker = worker
         self._control = control
         self._leadership = leadership
+        self._answering: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Handler] = {
             "recover": self._recover,
             "force-master-failover": self._force_master_failover,
@@ -88,7 +89,9 @@ class CommandResponder:
     async def _on_request(self, msg: Msg) -> None:
         if not self._leadership.is_leader() or not msg.reply:
             return  # a standby never answers
-        asyncio.create_task(self._answer(msg))  # noqa: RUF006 - the reply is the result
+        task = asyncio.create_task(self._answer(msg))
+        self._answering.add(task)  # the loop keeps tasks weakly: hold it until it is done
+        task.add_done_callback(self._answering.discard)
 
     async def _answer(self, msg: Msg) -> None:
         operation = msg.subject.rsplit(".", 1)[-1]

@@ -187,7 +187,6 @@ class RecoveryWorker:
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
         # the last blocked failure of each cluster and why, so it is told once, not every tick
         self._blocked: dict[str, tuple[str, str]] = {}
-        self.outcomes: list[Outcome] = []
 
     # --- the leader's loop ------------------------------------------------------------------
     async def lead(self, guard: Guard, token: int) -> None:
@@ -206,7 +205,9 @@ class RecoveryWorker:
                     except OrchestratorError as exc:  # etcd or an instance not answering
                         log.warning("reading operator state / returning old masters: %s", exc)
                 suspects = self._drain_unreachable()
-                analyses = self.analyse()
+                # (with suspects, healthy-looking instances too: the snapshot of a master that
+                # just died may still say it is fine)
+                analyses = self.analyse(everything=bool(suspects))
                 await self._publish_changes(analyses)
                 for analysis in analyses:
                     # An instance with replicas that discovery just reported unreachable is
@@ -510,9 +511,7 @@ class RecoveryWorker:
         if record:
             await self._control.finish(ended, ended_at=ended.ended_at or self._clock())
         await self._tell(phase, ended)
-        outcome = Outcome(phase, ended)
-        self.outcomes.append(outcome)
-        return outcome
+        return Outcome(phase, ended)
 
     async def _tell(self, phase: RecoveryPhase, data: RecoveryData) -> None:
         log.info(
