@@ -122,6 +122,7 @@ async def serve(settings: Settings) -> None:
         log.info("recovery worker %s started", identity.id)
         async with asyncio.TaskGroup() as group:
             tasks = [
+                group.create_task(publisher.run()),
                 group.create_task(FleetFeed(nc, subjects, state).run()),
                 group.create_task(election.run_while_leader(lead)),
                 group.create_task(responder.run()),
@@ -131,6 +132,7 @@ async def serve(settings: Settings) -> None:
             await election.resign()
             for task in tasks:
                 task.cancel()
+        await publisher.drain()  # events of a recovery that just ended
     log.info("recovery worker stopped")
 
 

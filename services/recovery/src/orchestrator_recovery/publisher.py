@@ -1,14 +1,17 @@
 """Publishing recovery, analysis and audit events to ``ORCHESTRATOR_EVENTS``.
 
-Events go through JetStream with an acknowledgement, so a published event is stored. While NATS
-is away (restarted, partitioned) a publication is retried until it is stored or ``give_up_after``
-passes: a recovery never waits on the bus longer than that, and an event that could not be
-stored in time is logged (it is also in the audit of the recovery's record in etcd).
+A recovery never waits on the bus: an event is queued and the recovery goes on. One background
+task (:meth:`EventPublisher.run`) publishes the queue in order through JetStream, with an
+acknowledgement, so a published event is stored. While NATS is away (restarted, partitioned) it
+retries each event until stored or ``give_up_after`` passes (then the event is logged and
+dropped; the recovery's facts are also in etcd and in the audit of later events). On shutdown,
+:meth:`EventPublisher.drain` gives what is queued a last chance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from nats.aio.client import Client
@@ -31,22 +34,40 @@ def cluster_token(cluster: str) -> str:
 
 
 class EventPublisher:
-    def __init__(self, nc: Client, subjects: Subjects, *, give_up_after: float = 10.0) -> None:
+    def __init__(self, nc: Client, subjects: Subjects, *, give_up_after: float = 30.0) -> None:
         self._js = nc.jetstream()
         self._subjects = subjects
         self._give_up_after = give_up_after
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
 
     async def recovery(self, event: RecoveryEvent) -> bool:
         subject = f"{self._subjects.root}.recovery.{cluster_token(event.subject)}.{event.phase}"
-        return await self._publish(subject, event.to_json())
+        return self._enqueue(subject, event.to_json())
 
     async def analysis(self, event: AnalysisEvent) -> bool:
         subject = f"{self._subjects.root}.analysis.{cluster_token(event.cluster)}"
-        return await self._publish(subject, event.to_json())
+        return self._enqueue(subject, event.to_json())
 
     async def audit(self, event: AuditEvent) -> bool:
         subject = f"{self._subjects.root}.audit.{cluster_token(event.cluster or 'none')}"
-        return await self._publish(subject, event.to_json())
+        return self._enqueue(subject, event.to_json())
+
+    def _enqueue(self, subject: str, body: bytes) -> bool:
+        self._queue.put_nowait((subject, body))
+        return True
+
+    async def run(self) -> None:
+        """Publish queued events, in order, until cancelled."""
+        while True:
+            subject, body = await self._queue.get()
+            await self._publish(subject, body)
+
+    async def drain(self, within: float = 5.0) -> None:
+        """Publish what is still queued, for at most ``within`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while not self._queue.empty():
+                    await self._publish(*self._queue.get_nowait())
 
     async def _publish(self, subject: str, body: bytes) -> bool:
         try:
