@@ -618,3 +618,31 @@ async def test_operations_through_the_api_reach_the_active_worker(
     assert read_only(sandbox, 0)  # the old master, alive, was fenced
     writable = [node.port for node in sandbox.nodes if not read_only(sandbox, node.index)]
     assert writable == [successor["Port"]]
+
+
+async def test_the_most_advanced_replica_is_promoted_and_the_one_behind_catches_up(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    sandbox = stack.sandbox
+    behind = sandbox.nodes[1]
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+    sandbox.execute(behind.index, "STOP SLAVE IO_THREAD")  # it misses what follows
+    for n in range(20):
+        sandbox.execute(
+            0, f"INSERT INTO sandbox.t (note) VALUES ('while {behind.key} is behind {n}')"
+        )
+    events = await fail_master(stack, lambda: sandbox.kill(0), timeout=20)
+    [done] = [e.data for e in events if e.phase is RecoveryPhase.COMPLETED]
+    assert done.successor != behind.key and behind.key in done.repointed
+    successor = next(node for node in sandbox.nodes if node.key == done.successor)
+    expected = sandbox.execute(successor.index, "SELECT COUNT(*) FROM sandbox.t")[0][0]
+    wait_until(
+        lambda: sandbox.execute(behind.index, "SELECT COUNT(*) FROM sandbox.t")[0][0] == expected,
+        timeout=10,
+        what="the replica that was behind has everything",
+    )
