@@ -28,6 +28,7 @@ from orchestrator_recovery import commands
 from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetFeed, FleetState
 from orchestrator_recovery.mysql import MySQLAccess
+from orchestrator_recovery.operations import instance_operations
 from orchestrator_recovery.publisher import EventPublisher
 from orchestrator_recovery.wiring import MySQLExecutor, SharedPlanner, ShellHooks, plan_options
 from orchestrator_recovery.worker import RecoveryWorker, WorkerOptions
@@ -112,6 +113,12 @@ async def serve(settings: Settings) -> None:
             worker,
             control,
             commands.Leadership(lambda: election.is_leader, guard, token),
+            operations=instance_operations(
+                access=MySQLAccess.from_settings(settings),
+                guard=guard,
+                audit=publisher.audit,
+                worker_id=identity.id,
+            ),
         )
 
         async def lead(term: Leadership) -> None:

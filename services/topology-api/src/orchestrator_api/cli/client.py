@@ -150,6 +150,17 @@ def _plain(response: Any, _inv: Invocation) -> str:
     return "" if details is None else str(details)
 
 
+def _control(route: str) -> Callable[[Invocation], str]:
+    return lambda inv: f"{route}/{_instance(inv)}"
+
+
+def _details_key(response: Any, _inv: Invocation) -> str:
+    details = _details(response)
+    if not isinstance(details, dict) or not isinstance(details.get("Key"), dict):
+        raise ClientError("no instance in the answer")
+    return key_text(details["Key"])
+
+
 COMMANDS: dict[str, Command] = {
     "clusters": Command(
         lambda inv: "clusters-info", lambda r, i: "\n".join(c["ClusterName"] for c in r)
@@ -249,6 +260,22 @@ COMMANDS: dict[str, Command] = {
         lambda inv: "enable-global-recoveries", _plain, mutates=True
     ),
     "check-global-recoveries": Command(lambda inv: "check-global-recoveries", _plain),
+    # instance and replication control (orchestrator-client prints .Details.Key)
+    **{
+        name: Command(_control(name), _details_key, mutates=True)
+        for name in (
+            "start-replica",
+            "stop-replica",
+            "restart-replica",
+            "set-read-only",
+            "set-writeable",
+            "enable-semi-sync-master",
+            "disable-semi-sync-master",
+            "enable-semi-sync-replica",
+            "disable-semi-sync-replica",
+            "flush-binary-logs",
+        )
+    },
 }
 
 
