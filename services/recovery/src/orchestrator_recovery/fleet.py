@@ -32,6 +32,8 @@ from orchestrator_shared.snapshot import InstanceSnapshot
 
 log = logging.getLogger(__name__)
 
+LOAD_GRACE_SECONDS = 3.0
+
 
 class FleetState:
     """Latest snapshots by instance, and a wake-up for whoever analyses them."""
@@ -99,6 +101,12 @@ class FleetFeed:
                 )
                 if backlog == 0:
                     self._state.loaded.set()
+                else:
+                    # The backlog count can overstate what arrives (an instance forgotten in
+                    # between): never wait for it longer than this.
+                    asyncio.get_running_loop().call_later(
+                        LOAD_GRACE_SECONDS, self._state.loaded.set
+                    )
                 subscriptions.append(
                     await js.subscribe(
                         self._subjects.all_unreachable,
