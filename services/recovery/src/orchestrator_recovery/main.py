@@ -27,6 +27,7 @@ from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_recovery import commands
 from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetFeed, FleetState
+from orchestrator_recovery.moves import move_operations
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations import instance_operations
 from orchestrator_recovery.publisher import EventPublisher
@@ -114,6 +115,12 @@ async def serve(settings: Settings) -> None:
             control,
             commands.Leadership(lambda: election.is_leader, guard, token),
             operations=instance_operations(
+                access=MySQLAccess.from_settings(settings),
+                guard=guard,
+                audit=publisher.audit,
+                worker_id=identity.id,
+            )
+            | move_operations(
                 access=MySQLAccess.from_settings(settings),
                 guard=guard,
                 audit=publisher.audit,

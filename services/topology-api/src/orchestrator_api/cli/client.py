@@ -161,6 +161,33 @@ def _details_key(response: Any, _inv: Invocation) -> str:
     return key_text(details["Key"])
 
 
+def _below(route: str) -> Callable[[Invocation], str]:
+    return lambda inv: f"{route}/{_instance(inv)}/{key_path(inv.need_destination())}"
+
+
+def _moved(response: Any, _inv: Invocation) -> str:
+    """orchestrator-client's ``Details.Key<Details.MasterKey`` after a move."""
+    details = _details(response)
+    if not isinstance(details, dict) or not isinstance(details.get("Key"), dict):
+        raise ClientError("no instance in the answer")
+    master = details.get("MasterKey")
+    if not isinstance(master, dict):
+        raise ClientError("no master in the answer")
+    return f"{key_text(details['Key'])}<{key_text(master)}"
+
+
+def _repoint(inv: Invocation) -> str:
+    if inv.destination is None:
+        return f"repoint/{_instance(inv)}"  # to its current master
+    return _below("repoint")(inv)
+
+
+def _can_replicate(response: Any, inv: Invocation) -> str:
+    """The destination when ``Message`` says true, nothing otherwise."""
+    message = response.get("Message") if isinstance(response, dict) else None
+    return str(inv.need_destination()) if "true" in str(message or "") else ""
+
+
 COMMANDS: dict[str, Command] = {
     "clusters": Command(
         lambda inv: "clusters-info", lambda r, i: "\n".join(c["ClusterName"] for c in r)
@@ -276,6 +303,17 @@ COMMANDS: dict[str, Command] = {
             "flush-binary-logs",
         )
     },
+    # moves (orchestrator-client prints Key<MasterKey)
+    "relocate": Command(_below("relocate"), _moved, mutates=True, timeout=RECOVERY_TIMEOUT),
+    "move-gtid": Command(_below("move-below-gtid"), _moved, mutates=True, timeout=RECOVERY_TIMEOUT),
+    "move-below-gtid": Command(
+        _below("move-below-gtid"), _moved, mutates=True, timeout=RECOVERY_TIMEOUT
+    ),
+    "move-up": Command(
+        lambda inv: f"move-up/{_instance(inv)}", _moved, mutates=True, timeout=RECOVERY_TIMEOUT
+    ),
+    "repoint": Command(_repoint, _moved, mutates=True, timeout=RECOVERY_TIMEOUT),
+    "can-replicate-from": Command(_below("can-replicate-from"), _can_replicate),
 }
 
 

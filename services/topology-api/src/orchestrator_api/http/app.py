@@ -18,7 +18,13 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator_api import wire
-from orchestrator_api.http import routes, routes_history, routes_operations, routes_recovery
+from orchestrator_api.http import (
+    routes,
+    routes_history,
+    routes_moves,
+    routes_operations,
+    routes_recovery,
+)
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.errors import install_error_handlers
 from orchestrator_api.http.hot import HotReads
@@ -49,6 +55,7 @@ def create_app(
     app.include_router(routes_history.router)
     app.include_router(routes_recovery.router)
     app.include_router(routes_operations.router)
+    app.include_router(routes_moves.router)
     metrics_registry = registry or CollectorRegistry()
     requests = Counter(
         "orchestrator_api_requests",

@@ -1,0 +1,475 @@
+"""GTID-aware moves (issue 6): ``relocate``, ``move-below-gtid`` (``move-gtid``), ``move-up``,
+``repoint`` and the read-only ``can-replicate-from``.
+
+Every move is "make replica R replicate from target T with GTID", T being:
+
+- ``relocate`` / ``move-below-gtid``: the request's ``destination``;
+- ``move-up``: the master of R's master (refused when R's master is not a replica);
+- ``repoint``: the ``destination``, or R's current master when none is given.
+
+A move runs in this order and changes nothing until every check passed:
+
+1. read R and T (unreachable: refused) and T's chain of masters (R in it: T is R's own replica
+   or descendant, refused); :func:`~orchestrator_recovery.moves_sql.refusal`: onto itself, R not
+   a replica or not on GTID, T without ``log_bin`` (or a replica without
+   ``log_slave_updates``), another flavor or a higher version, a ROW target for a STATEMENT
+   replica, T delayed, not replicating or lagging beyond
+   ``ReasonableMaintenanceReplicationLagSeconds``;
+2. T must have every transaction R has (R's ``gtid_slave_pos`` merged with its
+   ``gtid_binlog_pos`` contained in T's ``gtid_binlog_pos``; otherwise R would stop with
+   error 1236, or carries errant transactions): T is given ``catch_up`` seconds to get there,
+   then the move is refused;
+3. ``guard()``, ``STOP SLAVE``; the positions are compared again now that R is stopped (T may
+   be behind what R last received): if T lacks something after ``catch_up`` seconds, R is
+   restarted as it was and the move refused;
+4. ``guard()``, ``CHANGE MASTER TO master_host, master_port, master_use_gtid=slave_pos``;
+   ``guard()``, ``START SLAVE``;
+5. verify within ``verify`` seconds that R replicates from T (IO and SQL threads running,
+   pointed at T, no error, T's first event received);
+6. on a failure in 3, 4 or 5: restore R's previous master (``STOP``, ``CHANGE MASTER`` back with
+   R's previous ``master_use_gtid`` mode, ``START`` if it was running) and verify it, then
+   report the failure and that R is back; if restoring fails too, the report says exactly
+   where R was left. A lost lease (:class:`LeaseLost`) sends nothing more: the error says which
+   statements were done.
+
+Each move publishes one :class:`AuditEvent` once something changed. The answer is
+orchestrator's: ``Instance R relocated below T`` (``moved below T via GTID``, ``moved up``,
+``repointed below T``) with details ``Key``, ``MasterKey`` and the replication fields read
+back. ``can-replicate-from`` answers ``"true"``/``"false"`` with ``details`` = T's key and,
+on false, ``Reason``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator_recovery.commands import Handler
+from orchestrator_recovery.moves_sql import (
+    REASONABLE_LAG_SECONDS,
+    SERVER_SQL,
+    Server,
+    flavor_dialect,
+    missing,
+    parse_gtid_mode,
+    parse_lag,
+    parse_server,
+    refusal,
+)
+from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
+from orchestrator_recovery.operations import read_state
+from orchestrator_recovery.sql import (
+    Progress,
+    following_check,
+    parse_positions,
+    parse_replica_status,
+    quote,
+)
+from orchestrator_shared.bus import CommandReply, CommandRequest
+from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OperationRefused
+from orchestrator_shared.events import AuditEvent
+from orchestrator_shared.instance_key import InstanceKey
+
+Guard = Callable[[], Awaitable[object]]
+Audit = Callable[[AuditEvent], Awaitable[object]]
+
+STATEMENT_TIMEOUT = 10.0
+CATCH_UP = 5.0  # seconds a target behind the replica is given to catch up before refusing
+VERIFY = 10.0  # seconds for the moved replica to replicate from its new master
+MAX_CHAIN = 16  # masters followed up from the target looking for the replica
+POLL = 0.1
+
+
+def _key(text: str, what: str) -> InstanceKey:
+    if not text:
+        raise OperationRefused(f"no {what} given")
+    try:
+        return InstanceKey.parse(text)
+    except InvalidInstanceKey as exc:
+        raise OperationRefused(f"bad {what}: {exc}") from None
+
+
+def _key_json(key: InstanceKey | None) -> dict[str, Any]:
+    if key is None:
+        return {"Hostname": "", "Port": 0}
+    return {"Hostname": key.host, "Port": key.port}
+
+
+def change_master_sql(master: InstanceKey, mode: str = "slave_pos") -> str:
+    """Point a stopped MariaDB replica at ``master``, keeping its user and password."""
+    if mode not in {"slave_pos", "current_pos"}:
+        raise ValueError(f"no master_use_gtid mode {mode!r}")
+    return (
+        f"CHANGE MASTER TO master_host={quote(master.host)}, master_port={int(master.port)}, "
+        f"master_use_gtid={mode}"
+    )
+
+
+async def read_server(links: Links, key: InstanceKey) -> Server:
+    """R or T as a move sees it; OperationRefused when it cannot be read."""
+    try:
+        variables = await links.rows(key, SERVER_SQL)
+        dialect = flavor_dialect(variables)
+        status_rows = await links.rows(key, dialect.replica_status_sql)
+        positions = parse_positions(await links.rows(key, dialect.positions_sql))
+    except StatementFailed as exc:
+        raise OperationRefused(f"cannot read {key}: {exc.message}") from None
+    return parse_server(
+        key,
+        variables,
+        parse_replica_status(status_rows),
+        positions,
+        parse_lag(status_rows),
+        parse_gtid_mode(status_rows),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    name: str
+    audit_text: str
+
+    def message(self, key: InstanceKey, target: InstanceKey) -> str:
+        if self.name == "relocate":
+            return f"Instance {key} relocated below {target}"
+        if self.name == "move-below-gtid":
+            return f"Instance {key} moved below {target} via GTID"
+        if self.name == "move-up":
+            return f"Instance {key} moved up"
+        return f"Instance {key} repointed below {target}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Previous:
+    """Where the replica was before the move."""
+
+    master: InstanceKey
+    mode: str
+    running: bool
+
+
+class _Failed(Exception):
+    """A step of the move failed after R was changed (not a lost lease)."""
+
+
+class Mover:
+    """Runs the moves; one instance serves every handler."""
+
+    def __init__(
+        self,
+        *,
+        access: MySQLAccess,
+        guard: Guard,
+        audit: Audit,
+        worker_id: str,
+        statement_timeout: float = STATEMENT_TIMEOUT,
+        catch_up: float = CATCH_UP,
+        verify: float = VERIFY,
+        max_lag: int = REASONABLE_LAG_SECONDS,
+    ) -> None:
+        self._access = access
+        self._guard = guard
+        self._audit = audit
+        self._worker_id = worker_id
+        self._timeout = statement_timeout
+        self._catch_up = catch_up
+        self._verify = verify
+        self._max_lag = max_lag
+
+    # --- checks ---------------------------------------------------------------------------
+
+    async def _masters_of(self, links: Links, target: Server) -> list[InstanceKey]:
+        """The target's masters, nearest first, as far as they can be read."""
+        chain: list[InstanceKey] = []
+        current = target.master
+        while current is not None and current not in chain and len(chain) < MAX_CHAIN:
+            chain.append(current)
+            try:
+                rows = await links.rows(current, target.dialect.replica_status_sql)
+            except StatementFailed:
+                break
+            status = parse_replica_status(rows)
+            current = status.master if status is not None else None
+        return chain
+
+    async def _check(self, links: Links, replica: Server, target: Server) -> None:
+        why = refusal(
+            replica,
+            target,
+            descendants=await self._masters_of(links, target),
+            max_lag=self._max_lag,
+        )
+        if why is not None:
+            raise OperationRefused(why)
+
+    async def _caught_up(self, links: Links, replica: Server, target: Server) -> str | None:
+        """Wait up to ``catch_up`` seconds for the target to have everything the replica has;
+        the reason when it does not."""
+        deadline = time.monotonic() + self._catch_up
+        while True:
+            why = missing(replica, target)
+            if why is None or time.monotonic() >= deadline:
+                return why
+            await asyncio.sleep(POLL)
+            replica = await read_server(links, replica.key)
+            target = await read_server(links, target.key)
+
+    async def validate(self, links: Links, key: InstanceKey, target_key: InstanceKey) -> Server:
+        replica = await read_server(links, key)
+        if key == target_key:
+            raise OperationRefused(f"cannot move {key} below itself")
+        target = await read_server(links, target_key)
+        await self._check(links, replica, target)
+        why = await self._caught_up(links, replica, target)
+        if why is not None:
+            raise OperationRefused(why)
+        return replica
+
+    # --- the move -------------------------------------------------------------------------
+
+    async def _send(self, links: Links, key: InstanceKey, sql: str, done: list[str]) -> None:
+        await self._guard()  # right before the statement: a lost lease sends nothing
+        try:
+            await links.execute(key, sql)
+        except StatementFailed as exc:
+            raise _Failed(f"{sql}: {exc.message}") from None
+        done.append(sql)
+
+    async def _following(self, links: Links, key: InstanceKey, master: InstanceKey) -> str | None:
+        """None once ``key`` replicates from ``master``; else why not, after ``verify`` s."""
+        deadline = time.monotonic() + self._verify
+        why = "not read"
+        while time.monotonic() < deadline:
+            try:
+                rows = await links.rows(key, "SHOW ALL SLAVES STATUS")
+            except StatementFailed as exc:
+                why = exc.message
+            else:
+                check = following_check(parse_replica_status(rows), master)
+                if check.progress is Progress.DONE:
+                    return None
+                why = check.detail
+                if check.progress is Progress.FAILED:
+                    return why
+            await asyncio.sleep(POLL)
+        return f"not replicating from {master} within {self._verify:g}s: {why}"
+
+    async def move(
+        self, kind: _Kind, request: CommandRequest, key: InstanceKey, target_key: InstanceKey
+    ) -> CommandReply:
+        async with Links(self._access, statement_timeout=self._timeout) as links:
+            replica = await self.validate(links, key, target_key)
+            old_master = replica.master
+            assert replica.replica is not None
+            assert old_master is not None
+            was_running = replica.replica.is_io_running or replica.replica.is_sql_running
+            using = "current_pos" if replica.gtid_mode == "current_pos" else "slave_pos"
+            done: list[str] = []
+            try:
+                await self._send(links, key, "STOP SLAVE", done)
+                stopped = await read_server(links, key)
+                why = await self._caught_up(links, stopped, await read_server(links, target_key))
+                if why is not None:
+                    raise _Failed(why)
+                await self._send(links, key, change_master_sql(target_key), done)
+                await self._send(links, key, "START SLAVE", done)
+                why = await self._following(links, key, target_key)
+                if why is not None:
+                    raise _Failed(why)
+            except LeaseLost as exc:
+                if not done:
+                    raise
+                text = f"{key}: {' and '.join(done)} done, then: {exc}; {key} left as it is"
+                await self._publish(kind, request, key, text, ok=False)
+                raise LeaseLost(text) from None
+            except (_Failed, OperationRefused) as exc:
+                text, lost = await self._restore(
+                    links, key, _Previous(old_master, using, was_running), done, exc
+                )
+                await self._publish(kind, request, key, text, ok=False)
+                if lost:
+                    raise LeaseLost(text) from None
+                raise OperationRefused(text) from None
+            text = f"{kind.audit_text} {key} below {target_key} (was below {old_master})"
+            await self._publish(kind, request, key, text, ok=True)
+            details = await self._details(links, key)
+        return CommandReply(
+            ok=True,
+            operation=request.operation,
+            message=kind.message(key, target_key),
+            details=details,
+        )
+
+    async def _restore(
+        self,
+        links: Links,
+        key: InstanceKey,
+        previous: _Previous,
+        done: list[str],
+        failure: Exception,
+    ) -> tuple[str, bool]:
+        """Put R back below its previous master; what happened, exactly, as one line, and
+        whether the lease was lost while restoring (nothing more was sent then)."""
+        old_master, mode, was_running = previous.master, previous.mode, previous.running
+        head = f"moving {key} failed: {failure}"
+        if not done:
+            return head + "; nothing was changed", False
+        steps: list[str] = []
+        try:
+            changed = any(sql.startswith("CHANGE MASTER") for sql in done)
+            if changed:
+                await self._send(links, key, "STOP SLAVE", steps)
+                await self._send(links, key, change_master_sql(old_master, mode), steps)
+            if was_running:
+                await self._send(links, key, "START SLAVE", steps)
+                why = await self._following(links, key, old_master)
+                if why is not None:
+                    raise _Failed(why)
+        except (_Failed, LeaseLost) as exc:
+            shown = " and ".join(steps) or "nothing"
+            text = (
+                f"{head}; restoring {old_master} as its master failed after {shown}: {exc}; "
+                f"{key} left as it is now"
+            )
+            return text, isinstance(exc, LeaseLost)
+        return f"{head}; {key} restored to replicate from {old_master}", False
+
+    async def _details(self, links: Links, key: InstanceKey) -> dict[str, Any]:
+        try:
+            state = await read_state(links, key)
+            rows = await links.rows(key, "SHOW ALL SLAVES STATUS")
+        except StatementFailed as exc:
+            raise OperationRefused(f"{key} moved, but it could not be read back: {exc}") from None
+        status = parse_replica_status(rows)
+        return {
+            "Key": _key_json(key),
+            "MasterKey": _key_json(status.master if status else None),
+            "UsingMariaDBGTID": bool(status and status.using_gtid),
+            **state.details(),
+        }
+
+    async def can_replicate_from(
+        self, request: CommandRequest, key: InstanceKey, target_key: InstanceKey
+    ) -> CommandReply:
+        async with Links(self._access, statement_timeout=self._timeout) as links:
+            reason: str | None = None
+            try:
+                replica = await read_server(links, key)
+                if key == target_key:
+                    raise OperationRefused(f"cannot move {key} below itself")
+                target = await read_server(links, target_key)
+                await self._check(links, replica, target)
+                reason = missing(replica, target)
+            except OperationRefused as exc:
+                reason = str(exc)
+        details: dict[str, Any] = _key_json(target_key)
+        if reason is not None:
+            details["Reason"] = reason
+        return CommandReply(
+            ok=True,
+            operation=request.operation,
+            message="false" if reason else "true",
+            details=details,
+        )
+
+    async def _publish(
+        self, kind: _Kind, request: CommandRequest, key: InstanceKey, message: str, *, ok: bool
+    ) -> None:
+        await self._audit(
+            AuditEvent(
+                type=kind.name,
+                message=message,
+                key=str(key),
+                cluster=request.cluster,
+                user=request.requested_by or self._worker_id,
+                at=datetime.now(UTC),
+                ok=ok,
+                details={"worker": self._worker_id},
+            )
+        )
+
+    # --- handlers -------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        relocate = _Kind("relocate", "relocated")
+        gtid = _Kind("move-below-gtid", "moved (GTID)")
+        up = _Kind("move-up", "moved up")
+        repoint = _Kind("repoint", "repointed")
+
+        async def below(kind: _Kind, request: CommandRequest) -> CommandReply:
+            key = _key(request.instance, "instance")
+            return await self.move(kind, request, key, _key(request.destination, "destination"))
+
+        async def do_relocate(request: CommandRequest) -> CommandReply:
+            return await below(relocate, request)
+
+        async def do_gtid(request: CommandRequest) -> CommandReply:
+            return await below(gtid, request)
+
+        async def do_up(request: CommandRequest) -> CommandReply:
+            key = _key(request.instance, "instance")
+            async with Links(self._access, statement_timeout=self._timeout) as links:
+                replica = await read_server(links, key)
+                if replica.master is None:
+                    raise OperationRefused(f"{key} is not a replica")
+                master = await read_server(links, replica.master)
+            if master.master is None:
+                raise OperationRefused(
+                    f"{key}'s master {master.key} is not a replica: cannot move up"
+                )
+            return await self.move(up, request, key, master.master)
+
+        async def do_repoint(request: CommandRequest) -> CommandReply:
+            key = _key(request.instance, "instance")
+            if request.destination:
+                return await self.move(
+                    repoint, request, key, _key(request.destination, "destination")
+                )
+            async with Links(self._access, statement_timeout=self._timeout) as links:
+                replica = await read_server(links, key)
+            if replica.master is None:
+                raise OperationRefused(f"{key} is not a replica")
+            return await self.move(repoint, request, key, replica.master)
+
+        async def do_can(request: CommandRequest) -> CommandReply:
+            key = _key(request.instance, "instance")
+            return await self.can_replicate_from(
+                request, key, _key(request.destination, "destination")
+            )
+
+        return {
+            "relocate": do_relocate,
+            "move-below-gtid": do_gtid,
+            "move-gtid": do_gtid,
+            "move-up": do_up,
+            "repoint": do_repoint,
+            "can-replicate-from": do_can,
+        }
+
+
+def move_operations(
+    *,
+    access: MySQLAccess,
+    guard: Guard,
+    audit: Audit,
+    worker_id: str,
+    statement_timeout: float = STATEMENT_TIMEOUT,
+    catch_up: float = CATCH_UP,
+    verify: float = VERIFY,
+    max_lag: int = REASONABLE_LAG_SECONDS,
+) -> dict[str, Handler]:
+    """The move handlers, by operation name, for :class:`CommandResponder`'s ``operations``."""
+    return Mover(
+        access=access,
+        guard=guard,
+        audit=audit,
+        worker_id=worker_id,
+        statement_timeout=statement_timeout,
+        catch_up=catch_up,
+        verify=verify,
+        max_lag=max_lag,
+    ).handlers()
