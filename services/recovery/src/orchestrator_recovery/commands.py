@@ -196,7 +196,7 @@ class CommandResponder:
 
     async def _ack_all(self, request: CommandRequest) -> CommandReply:
         count = 0
-        for cluster in await self._control.blocked_clusters():
+        for cluster in await self._control.unacknowledged():
             count += await self._control.acknowledge(cluster, by=request.requested_by)
         return _done(request, "Acknowledged all recoveries", count)
 

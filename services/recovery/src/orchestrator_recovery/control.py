@@ -23,6 +23,7 @@ promoted again (the successor stays; what is left is re-planned from facts).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,30 @@ class LastRecovery:
     ended_at: datetime
     acknowledged: bool = False
     acknowledged_by: str = ""
+
+    def to_json(self) -> bytes:
+        return _dumps(
+            {
+                "recovery_id": self.recovery_id,
+                "failed": self.failed,
+                "successor": self.successor,
+                "ended_at": self.ended_at.isoformat(),
+                "acknowledged": self.acknowledged,
+                "acknowledged_by": self.acknowledged_by,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, value: bytes) -> LastRecovery:
+        body = _loads(value)
+        return cls(
+            recovery_id=str(body.get("recovery_id", "")),
+            failed=str(body.get("failed", "")),
+            successor=str(body.get("successor", "")),
+            ended_at=_time(body.get("ended_at")) or datetime.fromtimestamp(0, UTC),
+            acknowledged=bool(body.get("acknowledged", False)),
+            acknowledged_by=str(body.get("acknowledged_by", "")),
+        )
 
     def blocks(self, now: datetime, period: timedelta) -> bool:
         """Whether a new automated recovery of the cluster must wait (anti-flapping)."""
@@ -113,58 +138,42 @@ class RecoveryControl:
         A cluster is named after its master, so after a promotion it goes by the successor's
         key: the record is kept under that name (the block period applies to the cluster as
         it is now called, and an acknowledgement names it so)."""
-        last = {
-            "recovery_id": data.recovery_id,
-            "failed": data.failed,
-            "successor": data.successor,
-            "ended_at": ended_at.isoformat(),
-            "acknowledged": False,
-        }
+        last = LastRecovery(
+            recovery_id=data.recovery_id,
+            failed=data.failed,
+            successor=data.successor,
+            ended_at=ended_at,
+        )
         await self._store.put(
-            self._key("clusters", data.successor or data.cluster, "last"), _dumps(last)
+            self._key("clusters", data.successor or data.cluster, "last"), last.to_json()
         )
         await self._store.delete(self._key("clusters", data.cluster, "active"))
 
     async def last(self, cluster: str) -> LastRecovery | None:
         found, _ = await self._store.get(self._key("clusters", cluster, "last"))
-        if found is None:
-            return None
-        body = _loads(found.value)
-        ended_at = _time(body.get("ended_at")) or datetime.fromtimestamp(0, UTC)
-        return LastRecovery(
-            recovery_id=str(body.get("recovery_id", "")),
-            failed=str(body.get("failed", "")),
-            successor=str(body.get("successor", "")),
-            ended_at=ended_at,
-            acknowledged=bool(body.get("acknowledged", False)),
-            acknowledged_by=str(body.get("acknowledged_by", "")),
-        )
+        return None if found is None else LastRecovery.from_json(found.value)
 
-    async def blocked_clusters(self) -> list[str]:
-        """Clusters whose last recovery is not acknowledged (whatever its age)."""
+    async def unacknowledged(self) -> dict[str, LastRecovery]:
+        """The last recovery of every cluster where it is not acknowledged (whatever its age),
+        by cluster name; one etcd read."""
         prefix = self._key("clusters") + b"/"
         found, _ = await self._store.get_prefix(prefix)
-        clusters = []
+        lasts = {}
         for entry in found:
             key = bytes(entry.key).decode()
-            if key.endswith("/last") and not _loads(entry.value).get("acknowledged", False):
-                clusters.append(key[len(prefix) : -len("/last")])
-        return sorted(clusters)
+            if key.endswith("/last"):
+                last = LastRecovery.from_json(entry.value)
+                if not last.acknowledged:
+                    lasts[key[len(prefix) : -len("/last")]] = last
+        return lasts
 
     async def acknowledge(self, cluster: str, *, by: str) -> bool:
         """Lift the block period of the cluster; whether there was something to acknowledge."""
         last = await self.last(cluster)
         if last is None or last.acknowledged:
             return False
-        body = {
-            "recovery_id": last.recovery_id,
-            "failed": last.failed,
-            "successor": last.successor,
-            "ended_at": last.ended_at.isoformat(),
-            "acknowledged": True,
-            "acknowledged_by": by,
-        }
-        await self._store.put(self._key("clusters", cluster, "last"), _dumps(body))
+        acknowledged = dataclasses.replace(last, acknowledged=True, acknowledged_by=by)
+        await self._store.put(self._key("clusters", cluster, "last"), acknowledged.to_json())
         return True
 
 

@@ -301,9 +301,8 @@ class RecoveryWorker:
         stays so, outside the cluster (it replicates from nobody), until an operator
         acknowledges the recovery. The keys fenced now."""
         fenced: list[str] = []
-        for cluster in await self._control.blocked_clusters():
-            last = await self._control.last(cluster)
-            if last is None or not last.successor or not last.failed:
+        for cluster, last in (await self._control.unacknowledged()).items():
+            if not last.successor or not last.failed:
                 continue
             key = InstanceKey.parse(last.failed)
             snapshot = await self._probe(key, self._state.snapshots.get(key))
@@ -471,16 +470,12 @@ class RecoveryWorker:
         """Whether ``key`` is the failed instance of a recovery still in its block period: its
         failure was handled (a successor took over); it stays dead, perhaps with replicas
         that could not follow, and that is not a new failure to recover."""
-        for cluster in await self._control.blocked_clusters():
-            last = await self._control.last(cluster)
-            if (
-                last is not None
-                and last.failed == str(key)
-                and last.successor
-                and last.blocks(now, self._options.block_period)
-            ):
-                return True
-        return False
+        return any(
+            last.failed == str(key)
+            and last.successor
+            and last.blocks(now, self._options.block_period)
+            for last in (await self._control.unacknowledged()).values()
+        )
 
     async def _gate(
         self, analysis: Analysis, data: RecoveryData, now: datetime, *, forced: bool
