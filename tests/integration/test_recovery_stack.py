@@ -128,6 +128,36 @@ def read_only(sandbox: Sandbox, index: int) -> bool:
     return bool(int(sandbox.execute(index, "SELECT @@global.read_only")[0][0]))
 
 
+def wait_listed(stack: Stack, master: str) -> None:
+    """Until the API lists the sandbox's 4 instances in ``master``'s cluster."""
+    wait_until(
+        lambda: len(api_get(stack, f"/api/cluster/{master}") or []) == 4,
+        timeout=20,
+        what="the API lists the 4 instances",
+    )
+
+
+async def wait_for_phase(
+    events: list[RecoveryEvent],
+    phase: RecoveryPhase,
+    *,
+    timeout: float,
+    no_failure: bool = False,
+) -> RecoveryEvent:
+    """Until an event of ``phase`` arrives (and, with ``no_failure``, no ``failed`` one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = next((e for e in events if e.phase is phase), None)
+        if found is not None:
+            return found
+        if no_failure:
+            assert not any(e.phase is RecoveryPhase.FAILED for e in events), [
+                e.data.reason for e in events
+            ]
+        assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in events]
+        await asyncio.sleep(0.05)
+
+
 @asynccontextmanager
 async def recovery_events(url: str) -> AsyncIterator[list[RecoveryEvent]]:
     received: list[RecoveryEvent] = []
@@ -169,21 +199,11 @@ async def fail_master(
     stack: Stack, how: Callable[[], None], *, timeout: float, settle: float = 0.5
 ) -> list[RecoveryEvent]:
     sandbox = stack.sandbox
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, sandbox.master.key)
     async with recovery_events(stack.nats_url) as events:
         await asyncio.sleep(1.5)  # every worker has read the fleet; one leads
         how()
-        deadline = time.monotonic() + timeout
-        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
-            assert not any(e.phase is RecoveryPhase.FAILED for e in events), [
-                e.data.reason for e in events
-            ]
-            assert time.monotonic() < deadline, [e.type for e in events]
-            await asyncio.sleep(0.05)
+        await wait_for_phase(events, RecoveryPhase.COMPLETED, timeout=timeout, no_failure=True)
         await asyncio.sleep(settle)  # nothing else follows
         return list(events)
 
@@ -284,11 +304,7 @@ async def test_the_standby_finishes_a_recovery_whose_leader_died_in_a_pre_failov
     hook = f"if [ ! -e {marker} ]; then touch {marker}; sleep 60; fi"
     stack = make_stack(PreFailoverProcesses=[hook])
     sandbox = stack.sandbox
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, sandbox.master.key)
     async with recovery_events(stack.nats_url) as events:
         await asyncio.sleep(1.5)
         sandbox.kill(0)
@@ -296,10 +312,7 @@ async def test_the_standby_finishes_a_recovery_whose_leader_died_in_a_pre_failov
             wait_until, lambda: worker_running_a_hook(stack), timeout=15, what="a hook running"
         )
         leader.kill()  # kill -9 of the active worker while it waits in its hook
-        deadline = time.monotonic() + 30
-        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
-            assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in events]
-            await asyncio.sleep(0.05)
+        await wait_for_phase(events, RecoveryPhase.COMPLETED, timeout=30)
     started = [e for e in events if e.phase is RecoveryPhase.STARTED]
     completed = [e for e in events if e.phase is RecoveryPhase.COMPLETED]
     promoted = [e for e in events if e.phase is RecoveryPhase.PROMOTED]
@@ -327,10 +340,7 @@ async def test_a_second_failure_inside_the_block_period_is_blocked_until_acknowl
     async with recovery_events(stack.nats_url) as seen:
         await asyncio.sleep(1.0)
         sandbox.kill(first)
-        deadline = time.monotonic() + 20
-        while not any(e.phase is RecoveryPhase.BLOCKED for e in seen):
-            assert time.monotonic() < deadline, [e.type for e in seen]
-            await asyncio.sleep(0.05)
+        await wait_for_phase(seen, RecoveryPhase.BLOCKED, timeout=20)
         blocked = next(e for e in seen if e.phase is RecoveryPhase.BLOCKED)
         assert "blocked until" in blocked.data.reason
         await asyncio.sleep(1.5)
@@ -349,10 +359,7 @@ async def test_a_second_failure_inside_the_block_period_is_blocked_until_acknowl
             assert CommandReply.model_validate_json(answer.data).ok
         finally:
             await nc.close()
-        deadline = time.monotonic() + 20
-        while not any(e.phase is RecoveryPhase.COMPLETED for e in seen):
-            assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in seen]
-            await asyncio.sleep(0.05)
+        await wait_for_phase(seen, RecoveryPhase.COMPLETED, timeout=20)
     done = next(e for e in seen if e.phase is RecoveryPhase.COMPLETED).data
     assert done.failed == new_master.key and done.successor
 
@@ -362,21 +369,11 @@ async def test_a_dead_intermediate_master_replicas_move_under_its_master(
 ) -> None:
     stack = make_stack(chain=True)  # 0 -> 1 -> 2 -> 3
     sandbox = stack.sandbox
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, sandbox.master.key)
     async with recovery_events(stack.nats_url) as events:
         await asyncio.sleep(1.5)
         sandbox.kill(1)
-        deadline = time.monotonic() + 20
-        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
-            assert not any(e.phase is RecoveryPhase.FAILED for e in events), [
-                e.data.reason for e in events
-            ]
-            assert time.monotonic() < deadline, [e.type for e in events]
-            await asyncio.sleep(0.05)
+        await wait_for_phase(events, RecoveryPhase.COMPLETED, timeout=20, no_failure=True)
     done = next(e for e in events if e.phase is RecoveryPhase.COMPLETED).data
     assert (
         done.analysis.startswith("DeadIntermediateMaster") and done.failed == sandbox.nodes[1].key
@@ -403,11 +400,7 @@ async def test_a_master_unreachable_for_orchestrator_only_is_not_failed_over(
 ) -> None:
     stack = make_stack()
     sandbox = stack.sandbox
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, sandbox.master.key)
     nc = await nats.connect(stack.nats_url)
     analyses: list[dict[str, Any]] = []
 
@@ -476,11 +469,7 @@ async def test_nats_restarted_during_a_recovery_the_recovery_completes_and_its_e
 ) -> None:
     stack = make_stack(PreFailoverProcesses=["sleep 2"])
     sandbox = stack.sandbox
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, sandbox.master.key)
     await asyncio.sleep(1.5)
     sandbox.kill(0)
     await asyncio.to_thread(
@@ -524,11 +513,7 @@ async def test_with_etcd_unreachable_nobody_recovers_until_it_is_back(
 ) -> None:
     stack = make_stack()
     sandbox = stack.sandbox
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, sandbox.master.key)
     async with recovery_events(stack.nats_url) as events:
         await asyncio.sleep(1.5)
         stack.etcd.stop()
@@ -538,10 +523,7 @@ async def test_with_etcd_unreachable_nobody_recovers_until_it_is_back(
         assert events == []  # nobody may act: nobody can prove it leads
         assert all(read_only(sandbox, node.index) for node in sandbox.nodes[1:])
         stack.etcd.start()
-        deadline = time.monotonic() + 30
-        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
-            assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in events]
-            await asyncio.sleep(0.05)
+        await wait_for_phase(events, RecoveryPhase.COMPLETED, timeout=30)
     writable = [node.key for node in sandbox.nodes[1:] if not read_only(sandbox, node.index)]
     assert len(writable) == 1
 
@@ -552,11 +534,7 @@ async def test_downtime_and_registered_promotion_rules_reach_the_workers(
     stack = make_stack()
     sandbox = stack.sandbox
     master, banned, _, preferred = sandbox.nodes
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, master.key)
     for node, rule in ((banned, "must_not"), (preferred, "prefer")):
         answer = await api_post(stack, f"/api/register-candidate/127.0.0.1/{node.port}/{rule}")
         assert answer.status_code == 200, answer.text
@@ -567,17 +545,11 @@ async def test_downtime_and_registered_promotion_rules_reach_the_workers(
     async with recovery_events(stack.nats_url) as events:
         await asyncio.sleep(1.5)
         sandbox.kill(0)
-        deadline = time.monotonic() + 15
-        while not any(e.phase is RecoveryPhase.BLOCKED for e in events):
-            assert time.monotonic() < deadline, [e.type for e in events]
-            await asyncio.sleep(0.05)
+        await wait_for_phase(events, RecoveryPhase.BLOCKED, timeout=15)
         assert "downtimed" in events[-1].data.reason
         ended = await api_post(stack, f"/api/end-downtime/127.0.0.1/{master.port}")
         assert ended.status_code == 200, ended.text
-        deadline = time.monotonic() + 15
-        while not any(e.phase is RecoveryPhase.COMPLETED for e in events):
-            assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in events]
-            await asyncio.sleep(0.05)
+        await wait_for_phase(events, RecoveryPhase.COMPLETED, timeout=15)
     done = next(e for e in events if e.phase is RecoveryPhase.COMPLETED).data
     assert done.successor == preferred.key
     assert "must_not" in done.rejected[banned.key]
@@ -589,11 +561,7 @@ async def test_operations_through_the_api_reach_the_active_worker(
     stack = make_stack()
     sandbox = stack.sandbox
     master = sandbox.master
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, master.key)
     await asyncio.sleep(1.5)  # a worker leads and has read the fleet
     disabled = await api_post(stack, "/api/disable-global-recoveries")
     assert disabled.status_code == 200 and disabled.json()["Details"] == "disabled", disabled.text
@@ -626,11 +594,7 @@ async def test_the_most_advanced_replica_is_promoted_and_the_one_behind_catches_
     stack = make_stack()
     sandbox = stack.sandbox
     behind = sandbox.nodes[1]
-    wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{sandbox.master.key}") or []) == 4,
-        timeout=20,
-        what="the API lists the 4 instances",
-    )
+    wait_listed(stack, sandbox.master.key)
     sandbox.execute(behind.index, "STOP SLAVE IO_THREAD")  # it misses what follows
     for n in range(20):
         sandbox.execute(
