@@ -45,6 +45,9 @@ async def connect_nats(
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=2,
+            # drain() gives up by itself after this (a timeout around it from outside would
+            # cancel nats-py's internal gather and leave its exception unretrieved)
+            drain_timeout=5,
             allow_reconnect=True,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,

@@ -7,7 +7,6 @@ service is told, so it can republish the latest snapshot of every instance.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -164,7 +163,6 @@ class NatsBus:
         if nc is None or nc.is_closed:
             return
         try:
-            async with asyncio.timeout(5):
-                await nc.drain()
+            await nc.drain()  # bounded by the connection's drain_timeout
         except (NatsError, TimeoutError):
             await nc.close()
