@@ -11,7 +11,6 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.store import FailureDetection, RecoveryRecord, Store, open_store
+from orchestrator_api.store import FailureDetection, RecoveryRecord, Store
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_discovery.nats_bus import events_stream_config
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
@@ -32,7 +31,6 @@ from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
-from tests.harness import PostgresDatabase
 from tests.harness.ports import free_port
 from tests.integration.test_store import snapshot
 from tests.unit.test_wire_samples import EXTRA_FIELDS, assert_same_shape, load_sample
@@ -59,29 +57,6 @@ async def probe_all(sandbox: Sandbox) -> list[InstanceSnapshot]:
         return snapshots
     finally:
         prober.close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_dsn: str
-) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        opened = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
-        try:
-            yield opened
-        finally:
-            await opened.close()
-        return
-    database = PostgresDatabase(admin_dsn=postgres_admin_dsn)
-    await database.create()
-    try:
-        opened = await open_store("postgres", postgres_dsn=database.dsn)
-        try:
-            yield opened
-        finally:
-            await opened.close()
-    finally:
-        await database.drop()
 
 
 def client_for(

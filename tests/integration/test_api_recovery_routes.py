@@ -12,7 +12,6 @@ import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,11 +23,10 @@ from orchestrator_api.cli.client import run_client
 from orchestrator_api.discovery_client import NatsRequester
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.store import RecoveryFilter, RecoveryRecord, Store, open_store
+from orchestrator_api.store import RecoveryFilter, RecoveryRecord, Store
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey
-from tests.harness import PostgresDatabase
 from tests.harness.ports import free_port
 from tests.integration.test_store import FLEET
 from tests.unit.test_wire_samples import load_sample
@@ -100,29 +98,6 @@ class Harness:
     context: ApiContext
     start_worker: Callable[[], Awaitable[None]]
     stop_worker: Callable[[], Awaitable[None]]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_dsn: str
-) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        opened = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
-        try:
-            yield opened
-        finally:
-            await opened.close()
-        return
-    database = PostgresDatabase(admin_dsn=postgres_admin_dsn)
-    await database.create()
-    try:
-        opened = await open_store("postgres", postgres_dsn=database.dsn)
-        try:
-            yield opened
-        finally:
-            await opened.close()
-    finally:
-        await database.drop()
 
 
 @pytest.fixture
