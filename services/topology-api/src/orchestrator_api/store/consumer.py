@@ -45,7 +45,7 @@ from pydantic import ValidationError
 
 from orchestrator_api.store import Store
 from orchestrator_api.store.models import AuditEntry
-from orchestrator_api.store.recoveries import apply_recovery_events
+from orchestrator_api.store.recoveries import apply_recovery_events, aware
 from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
 from orchestrator_shared.bus import Subjects, UnreachableEvent
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
@@ -320,7 +320,7 @@ class StoreConsumer:
         if msg.subject.startswith(f"{root}.unreachable."):
             event = UnreachableEvent.model_validate_json(msg.data)
             return AuditEntry(
-                at=_aware(event.detected_at),
+                at=aware(event.detected_at),
                 type="unreachable",
                 key=InstanceKey.parse(event.key),
                 message=f"unreachable: {event.error}" if event.error else "unreachable",
@@ -329,7 +329,7 @@ class StoreConsumer:
         if msg.subject.startswith(f"{root}.audit."):
             audit = AuditEvent.model_validate_json(msg.data)
             return AuditEntry(
-                at=_aware(audit.at) if audit.at is not None else datetime.now(UTC),
+                at=aware(audit.at) if audit.at is not None else datetime.now(UTC),
                 type=audit.type,
                 key=InstanceKey.parse(audit.key) if audit.key else None,
                 cluster=audit.cluster,
@@ -363,7 +363,3 @@ async def _settle(acks: Iterable[Awaitable[None]]) -> None:
             await ack
         except NatsError as exc:
             log.debug("ack not sent: %s", exc)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -40,7 +40,7 @@ async def apply_recovery_events(
 async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta) -> None:
     data = event.data
     phase = event.phase
-    at = _aware(event.time)
+    at = aware(event.time)
     failed = InstanceKey.parse(data.failed)
     if phase is RecoveryPhase.DETECTED:
         await store.record_failure_detection(
@@ -65,13 +65,13 @@ async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta
             key=failed,
             cluster=data.cluster,
             analysis_code=data.analysis,
-            started_at=_aware(data.started_at) if data.started_at is not None else at,
+            started_at=aware(data.started_at) if data.started_at is not None else at,
             cluster_alias=data.cluster_alias,
             type="MasterRecovery"
             if data.analysis in MASTER_ANALYSES
             else "IntermediateMasterRecovery",
             recovery_type=phase.value,
-            ended_at=_aware(data.ended_at) if data.ended_at is not None else None,
+            ended_at=aware(data.ended_at) if data.ended_at is not None else None,
             is_active=phase not in ENDED,
             is_successful=phase is RecoveryPhase.COMPLETED
             and (successor is not None or data.analysis not in MASTER_ANALYSES),
@@ -113,5 +113,6 @@ async def _move_cluster_settings(store: Store, old: str, new: str) -> None:
         await store.set_cluster_domain(new, setting.domain)
 
 
-def _aware(moment: datetime) -> datetime:
+def aware(moment: datetime) -> datetime:
+    """A naive time (as some publishers send them) read as UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
