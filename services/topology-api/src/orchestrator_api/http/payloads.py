@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator_api import wire
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.topology import Cluster, TopologyInstance
+from orchestrator_shared.topology import TopologyInstance
 
 
 def instance_payload(
@@ -43,20 +43,6 @@ def cluster_info_payload(view: FleetView, name: str) -> dict[str, Any]:
         has_automated_intermediate_master_recovery=False,
         domain=summary.domain,
     )
-
-
-def _ancestors(node: TopologyInstance, cluster: Cluster) -> tuple[TopologyInstance, ...]:
-    """The nodes above ``node`` in its tree (its ``AncestryUUID`` is read from them)."""
-    found: list[TopologyInstance] = []
-    current = node
-    while current.depth > 0 and not current.is_co_master:
-        master = current.snapshot.master_key
-        parent = cluster.instances.get(master) if master is not None else None
-        if parent is None or parent.depth != current.depth - 1:
-            break
-        found.append(parent)
-        current = parent
-    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +127,7 @@ class InstanceAnswers:
             view.downtime_of(node.key, now=as_of),
             view.candidate_of(node.key, now=as_of),
             view.summaries[node.cluster_name].alias,
-            _ancestors(node, cluster),
+            wire.ancestors(node, cluster),
         )
         if (
             known is not None

@@ -60,6 +60,7 @@ __all__ = [
     "Downtime",
     "Problem",
     "PromotionRule",
+    "ancestors",
     "check_state",
     "effective_promotion_rule",
     "instance_json",
@@ -190,22 +191,31 @@ def _master_uuid(snapshot: InstanceSnapshot, channel: ReplicationChannel | None)
     return channel.master_uuid
 
 
+def ancestors(node: TopologyInstance, cluster: Cluster) -> tuple[TopologyInstance, ...]:
+    """The nodes above ``node`` in its tree, nearest first; a co-master ends the chain (its
+    master sits below it)."""
+    found: list[TopologyInstance] = []
+    current = node
+    while not current.is_co_master:
+        master = current.snapshot.master_key
+        parent = cluster.instances.get(master) if master is not None else None
+        # Follow the tree only: the parent sits exactly one level up.
+        if parent is None or parent.depth != current.depth - 1:
+            break
+        found.append(parent)
+        current = parent
+    return tuple(found)
+
+
 def _ancestry(node: TopologyInstance, cluster: Cluster) -> list[str]:
     """The server UUIDs from the top of the chain down to ``node``, as orchestrator chains
     ``AncestryUUID`` (a co-master's chain is its master and itself)."""
-    uuids: list[str] = []
-    current: TopologyInstance | None = node
-    while current is not None:
-        snap = current.snapshot
-        uuids.append(snap.server_uuid)
-        channel = snap.primary_channel
-        if current.is_co_master:
-            uuids.append(channel.master_uuid if channel is not None else "")
-            break
-        master = _master_key(channel)
-        parent = cluster.instances.get(master) if master is not None else None
-        # Follow the tree only: the parent sits exactly one level up.
-        current = parent if parent is not None and parent.depth == current.depth - 1 else None
+    chain = (node, *ancestors(node, cluster))
+    uuids = [member.snapshot.server_uuid for member in chain]
+    top = chain[-1]
+    if top.is_co_master:
+        channel = top.snapshot.primary_channel
+        uuids.append(channel.master_uuid if channel is not None else "")
     return [uuid for uuid in reversed(uuids) if uuid]
 
 
