@@ -28,11 +28,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import psutil
 
 LOOPBACK = "127.0.0.1"
@@ -392,3 +393,62 @@ def print_table(title: str, figures: Sequence[Figure]) -> None:
             f"| {f.name:<{widths[0]}} | {f.value:>{widths[1]}} | {f.target:<{widths[2]}} "
             f"| {f.verdict} |"
         )
+
+
+# --- a whole stack under `orchestrator up` ---------------------------------------------------
+
+NATS_LINE = re.compile(r"nats-server with JetStream on (nats://\S+)")
+API_LINE = re.compile(r"orchestrator-topology-api on (http://\S+)")
+
+
+def orchestrator_executable() -> str:
+    script = Path(sys.executable).parent / "orchestrator"
+    if script.exists():
+        return str(script)
+    found = shutil.which("orchestrator")
+    if found is None:
+        raise BenchmarkError("the orchestrator CLI is not installed in this environment")
+    return found
+
+
+def wait_until(
+    check: Callable[[], Any], *, timeout: float, what: str, alive: Callable[[], None]
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        alive()
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"not within {timeout:g}s: {what}")
+        time.sleep(0.05)
+
+
+def log_match(child: Child, pattern: re.Pattern[str]) -> str | None:
+    try:
+        text = child.log_path.read_text(errors="replace")
+    except OSError:
+        return None
+    found = pattern.search(text)
+    return found.group(1) if found else None
+
+
+def api_json(http: httpx.Client, path: str) -> Any:
+    try:
+        answer = http.get(path)
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    try:
+        return answer.json()
+    except ValueError:
+        return None
+
+
+def leader_ok(http: httpx.Client) -> bool:
+    try:
+        return http.get("/api/leader-check").status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -50,7 +50,6 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 import shutil
 import signal
 import statistics
@@ -71,14 +70,21 @@ import nats
 import pymysql
 import pymysql.cursors
 from benchlib import (
+    API_LINE,
     LOOPBACK,
+    NATS_LINE,
     BenchmarkError,
     Child,
     Children,
     Figure,
+    api_json,
     free_port,
     free_port_block,
+    leader_ok,
+    log_match,
+    orchestrator_executable,
     print_table,
+    wait_until,
 )
 from nats.aio.msg import Msg
 
@@ -91,8 +97,6 @@ ALIAS = "bench"
 LIVENESS_INTERVAL = float(Settings.model_fields["MasterLivenessCheckIntervalSeconds"].default)
 UNREACHABLE = "unreachable"  # discovery's orchestrator.v1.unreachable.<key> event
 PHASES = (UNREACHABLE, "detected", "started", "promoted", "completed")
-NATS_LINE = re.compile(r"nats-server with JetStream on (nats://\S+)")
-API_LINE = re.compile(r"orchestrator-topology-api on (http://\S+)")
 
 
 # --- recovery events --------------------------------------------------------------------------
@@ -344,59 +348,6 @@ class Run:
         return head
 
 
-def orchestrator_executable() -> str:
-    script = Path(sys.executable).parent / "orchestrator"
-    if script.exists():
-        return str(script)
-    found = shutil.which("orchestrator")
-    if found is None:
-        raise BenchmarkError("the orchestrator CLI is not installed in this environment")
-    return found
-
-
-def wait_until(
-    check: Callable[[], Any], *, timeout: float, what: str, alive: Callable[[], None]
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        alive()
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)
-
-
-def _log_match(child: Child, pattern: re.Pattern[str]) -> str | None:
-    try:
-        text = child.log_path.read_text(errors="replace")
-    except OSError:
-        return None
-    found = pattern.search(text)
-    return found.group(1) if found else None
-
-
-def _api_json(http: httpx.Client, path: str) -> Any:
-    try:
-        answer = http.get(path)
-    except httpx.HTTPError:
-        return None
-    if answer.status_code != 200:
-        return None
-    try:
-        return answer.json()
-    except ValueError:
-        return None
-
-
-def _leader_ok(http: httpx.Client) -> bool:
-    try:
-        return http.get("/api/leader-check").status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _query(args: dict[str, Any], sql: str) -> list[dict[str, Any]]:
     with (
         pymysql.connect(
@@ -451,13 +402,13 @@ def run_once(number: int, args: argparse.Namespace, children: Children, workdir:
                 raise BenchmarkError(f"orchestrator up exited:\n{up_child.log_tail()}")
 
         nats_url = wait_until(
-            lambda: _log_match(up_child, NATS_LINE), timeout=60, what="NATS URL", alive=alive
+            lambda: log_match(up_child, NATS_LINE), timeout=60, what="NATS URL", alive=alive
         )
         listener = EventListener(str(nats_url))
         listener.start()
         api = str(
             wait_until(
-                lambda: _log_match(up_child, API_LINE), timeout=90, what="API URL", alive=alive
+                lambda: log_match(up_child, API_LINE), timeout=90, what="API URL", alive=alive
             )
         )
         master = sandbox.master
@@ -465,7 +416,7 @@ def run_once(number: int, args: argparse.Namespace, children: Children, workdir:
         with httpx.Client(base_url=api, timeout=2.0) as http:
 
             def all_answering() -> bool:
-                found = _api_json(http, f"/api/cluster/{quote(master.key, safe=':')}")
+                found = api_json(http, f"/api/cluster/{quote(master.key, safe=':')}")
                 if not isinstance(found, list):
                     return False
                 seen = {
@@ -477,16 +428,16 @@ def run_once(number: int, args: argparse.Namespace, children: Children, workdir:
 
             wait_until(all_answering, timeout=60, what="the API lists 4 instances", alive=alive)
             wait_until(
-                lambda: _leader_ok(http), timeout=60, what="a recovery worker leads", alive=alive
+                lambda: leader_ok(http), timeout=60, what="a recovery worker leads", alive=alive
             )
-            alias = _api_json(
+            alias = api_json(
                 http, f"/api/set-cluster-alias/{quote(master.key, safe=':')}?alias={ALIAS}"
             )
             if alias is None:
                 raise BenchmarkError("set-cluster-alias failed")
 
             def alias_names_master() -> bool:
-                found = _api_json(http, f"/api/master/{ALIAS}")
+                found = api_json(http, f"/api/master/{ALIAS}")
                 return isinstance(found, dict) and found["Key"]["Port"] == master.port
 
             wait_until(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import Store, open_store
 from tests.harness import PostgresDatabase
+from tests.integration.stack_support import StackFactory, stack_factory
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -32,3 +35,12 @@ async def store(
             await opened.close()
     finally:
         await database.drop()
+
+
+@pytest.fixture
+def make_stack(
+    sandbox_factory: Callable[..., Sandbox], nats_server: Any, etcd_server: Any, tmp_path: Path
+) -> Iterator[StackFactory]:
+    """Starts a sandbox (``chain``) and the whole stack with ``settings`` added (every
+    process stopped at the end; none may have failed)."""
+    yield from stack_factory(sandbox_factory, nats_server, etcd_server, tmp_path)

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,87 +24,9 @@ from orchestrator_api.sandbox import Sandbox
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.errors import SandboxError
 from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
-from tests.harness.ports import free_port
-from tests.integration.test_stack import start, stop
+from tests.integration.stack_support import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
-
-TOPOLOGY = {"MySQLTopologyUser": "orchestrator", "MySQLTopologyPassword": "orch_topology"}
-
-
-@dataclass
-class Stack:
-    sandbox: Sandbox
-    api: str
-    nats_url: str
-    workers: list[subprocess.Popen[bytes]]
-    nats: Any
-    etcd: Any
-
-
-StackFactory = Callable[..., Stack]
-
-
-@pytest.fixture
-def make_stack(
-    sandbox_factory: Callable[..., Sandbox], nats_server: Any, etcd_server: Any, tmp_path: Path
-) -> Iterator[StackFactory]:
-    """Starts a sandbox (``nodes``, ``chain``) and the stack with ``settings`` added."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def make(*, chain: bool = False, **settings: Any) -> Stack:
-        sandbox = sandbox_factory(nodes=4, chain=chain)
-        port = free_port()
-        common = {
-            **TOPOLOGY,
-            "NATSServers": [nats_server.url],
-            "EtcdEndpoints": [etcd_server.endpoint],
-            "InstancePollSeconds": 1,
-            "RecoverMasterClusterFilters": ["*"],
-            "RecoverIntermediateMasterClusterFilters": ["*"],
-            **settings,
-        }
-        processes.append(
-            start(
-                "orchestrator_discovery.main",
-                {
-                    **common,
-                    "DiscoverySeeds": [sandbox.master.key],
-                    "DiscoveryMetricsListenAddress": "",
-                },
-                tmp_path,
-            )
-        )
-        processes.append(
-            start(
-                "orchestrator_api.main",
-                {
-                    **common,
-                    "ListenAddress": f"127.0.0.1:{port}",
-                    "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
-                },
-                tmp_path,
-            )
-        )
-        workers = []
-        for n in (1, 2):
-            worker_dir = tmp_path / f"worker-{n}"
-            worker_dir.mkdir()
-            workers.append(start("orchestrator_recovery.main", common, worker_dir))
-        processes.extend(workers)
-        return Stack(
-            sandbox, f"http://127.0.0.1:{port}", nats_server.url, workers, nats_server, etcd_server
-        )
-
-    try:
-        yield make
-    finally:
-        outputs = [stop(process) for process in processes]
-        for code, output in outputs:
-            if code == -signal.SIGKILL:
-                continue  # a worker the test killed on purpose
-            assert code == 0, output
-            assert "Traceback" not in output, output
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
@@ -364,7 +284,7 @@ async def test_a_second_failure_inside_the_block_period_is_blocked_until_acknowl
     assert done.failed == new_master.key and done.successor
 
 
-async def test_a_dead_intermediate_master_replicas_move_under_its_master(
+async def test_dead_intermediate_masters_replicas_move_under_the_master_twice_with_an_ack(
     make_stack: StackFactory,
 ) -> None:
     stack = make_stack(chain=True)  # 0 -> 1 -> 2 -> 3
@@ -393,6 +313,28 @@ async def test_a_dead_intermediate_master_replicas_move_under_its_master(
     # the rest of the chain is untouched
     below = replica_status(sandbox, 3)
     assert below is not None and int(below["Master_Port"]) == sandbox.nodes[2].port
+    # orchestrator's intermediate-master-failover: the new intermediate master (2) dies too;
+    # blocked by the first recovery until it is acknowledged, then recovered
+    async with recovery_events(stack.nats_url) as events:
+        sandbox.kill(2)
+        blocked = await wait_for_phase(events, RecoveryPhase.BLOCKED, timeout=20)
+        assert blocked.data.failed == sandbox.nodes[2].key, blocked.data
+        answer = await api_post(
+            stack, f"/api/ack-recovery/cluster/{sandbox.nodes[0].key}?comment=second+failure"
+        )
+        assert answer.status_code == 200, answer.text
+        await wait_for_phase(events, RecoveryPhase.COMPLETED, timeout=20, no_failure=True)
+    second = next(e for e in events if e.phase is RecoveryPhase.COMPLETED).data
+    assert second.failed == sandbox.nodes[2].key and second.repointed == (sandbox.nodes[3].key,)
+    wait_until(
+        lambda: (
+            (s := replica_status(sandbox, 3))
+            and s["Slave_IO_Running"] == "Yes"
+            and int(s["Master_Port"]) == sandbox.nodes[0].port
+        ),
+        timeout=10,
+        what="the last replica replicating from the master",
+    )
 
 
 async def test_a_master_unreachable_for_orchestrator_only_is_not_failed_over(

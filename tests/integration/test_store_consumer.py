@@ -246,7 +246,14 @@ async def test_recovery_events_become_history_detections_alias_and_downtime(
                 "DeadMaster",
                 InstanceKey.parse("db1:3306"),
             )
-            # the operator's alias follows the master; the lost replica is downtimed
+
+            # the operator's alias follows the master (applied after the recovery's row: wait);
+            # the lost replica is downtimed
+            async def alias_moved() -> bool:
+                setting = (await store.view()).settings.get("db2:3306")
+                return setting is not None and setting.alias_override == "shop-override"
+
+            await eventually(alias_moved)
             view = await store.view()
             assert view.settings["db2:3306"].alias_override == "shop-override"
             assert view.settings["db1:3306"].alias_override == ""

@@ -141,6 +141,9 @@ class Settings(BaseModel):
     # New: how long a recovery waits for the successor to apply its relay log before it refuses
     # (it never promotes stale data).
     RecoveryCatchUpTimeoutSeconds: PositiveFloat = 10.0
+    # A maintenance lock (`begin-maintenance`) lasts this long unless a duration is given;
+    # expired locks count as absent. At most 30 days.
+    MaintenanceExpireMinutes: Annotated[int, Field(gt=0, le=43200)] = 10
     # orchestrator's hooks (docs/hooks.md); each a list of shell commands.
     OnFailureDetectionProcesses: tuple[str, ...] = ()
     PreFailoverProcesses: tuple[str, ...] = ()
@@ -150,6 +153,19 @@ class Settings(BaseModel):
     PostUnsuccessfulFailoverProcesses: tuple[str, ...] = ()
     PreGracefulTakeoverProcesses: tuple[str, ...] = ()
     PostGracefulTakeoverProcesses: tuple[str, ...] = ()
+    # Topology operations (issue 6; docs/api.md): a replica lagging more than this is neither
+    # moved under nor promoted by a graceful takeover, and a takeover's successor gets this long
+    # to apply what the old master logged.
+    ReasonableMaintenanceReplicationLagSeconds: PositiveInt = 20
+    # A semi-sync master waiting for acknowledgements from too few semi-sync replicas is a
+    # LockedSemiSyncMasterHypothesis; once its binlog coordinates stayed still this long, a
+    # LockedSemiSyncMaster.
+    ReasonableLockedSemiSyncMasterSeconds: PositiveInt = 10
+    # A query run on the designated replica of a graceful takeover, answering the replication
+    # user and password (first two columns) the demoted master uses to replicate from it.
+    # MariaDB cannot show a replica's password; without this the demoted master keeps the
+    # credentials it has (none, if it never replicated), and `-auto` refuses when it has none.
+    ReplicationCredentialsQuery: str = ""
     # New: every hook is killed (with its children) after this long.
     HookTimeoutSeconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
 

@@ -51,6 +51,9 @@ class RecoveryData(BaseModel):
     ended_at: datetime | None = None
     forced: bool = False
     requested_by: str = ""
+    # New: the operation that asked for it ("graceful-master-takeover", ...); empty for an
+    # automated recovery. orchestrator's AnalysisEntry.CommandHint.
+    command: str = ""
 
 
 class RecoveryEvent(BaseModel):

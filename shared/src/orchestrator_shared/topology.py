@@ -16,7 +16,7 @@ member suggests (by key order), else the cluster name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -232,14 +232,14 @@ def _lag_text(snap: InstanceSnapshot, depth: int) -> str:
     return "null" if lag is None else f"{lag}s"
 
 
-def _extras(node: TopologyInstance) -> list[str]:
+def _extras(node: TopologyInstance, *, errant: bool = False) -> list[str]:
     snap = node.snapshot
     extras: list[str] = []
     if snap.log_bin and snap.log_slave_updates:
         extras.append(">>")
     channel = snap.primary_channel
     if channel is not None and channel.uses_gtid:
-        extras.append("GTID")
+        extras.append("GTID:errant" if errant else "GTID")
     if snap.semi_sync.master_enabled and snap.semi_sync.master_status:
         extras.append("semi:master")
     if snap.semi_sync.replica_enabled and snap.semi_sync.replica_status:
@@ -248,9 +248,15 @@ def _extras(node: TopologyInstance) -> list[str]:
 
 
 def render_topology(
-    cluster: Cluster, *, now: datetime, poll_seconds: float, tabulated: bool = False
+    cluster: Cluster,
+    *,
+    now: datetime,
+    poll_seconds: float,
+    tabulated: bool = False,
+    errant: Collection[InstanceKey] = (),
 ) -> str:
-    """The cluster as orchestrator's ``topology`` (or ``topology-tabulated``) text."""
+    """The cluster as orchestrator's ``topology`` (or ``topology-tabulated``) text; the
+    instances in ``errant`` (with errant GTIDs) are flagged ``GTID:errant``."""
     rows: list[tuple[str, list[str]]] = []
     for node in cluster.walk():
         snap = node.snapshot
@@ -270,7 +276,7 @@ def render_topology(
             snap.version or "unknown",
             "ro" if snap.read_only else "rw",
             snap.binlog_format or "unknown",
-            ",".join(_extras(node)),
+            ",".join(_extras(node, errant=node.key in errant)),
         ]
         rows.append((prefix + str(node.key), columns))
     width = max((len(name) for name, _ in rows), default=0)

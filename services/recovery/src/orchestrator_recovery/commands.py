@@ -9,6 +9,11 @@ replica to promote), ``force-master-failover`` (``instance`` = the cluster's mas
 ``disable-global-recoveries``, ``enable-global-recoveries``, ``check-global-recoveries``,
 ``ack-cluster-recoveries`` (``cluster``), ``ack-all-recoveries``. Any other operation is
 answered with an error naming it.
+
+With ``locks`` (:mod:`orchestrator_recovery.maintenance`), every handler given as ``operations``
+runs only while it holds its instances' transient locks and no one else's maintenance lock holds
+them, and ``begin-maintenance``, ``end-maintenance``, ``in-maintenance``, ``maintenance`` are
+answered too; the recovery operations above are not locked.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -41,6 +47,16 @@ Handler = Callable[[CommandRequest], Awaitable[CommandReply]]
 become a refused reply with their message)."""
 
 
+class OperationLocks(Protocol):
+    """Maintenance locks (:class:`orchestrator_recovery.maintenance.MaintenanceLocks`): every
+    handler given as ``operations`` runs through ``guarded`` (it refuses an instance another
+    operation or someone else's maintenance holds), and ``operations()`` adds
+    begin-/end-/in-maintenance and the list."""
+
+    def guarded(self, handler: Handler) -> Handler: ...
+    def operations(self) -> Mapping[str, Handler]: ...
+
+
 class Leadership:
     """What the responder needs of the election: am I the leader, my guard and token."""
 
@@ -60,6 +76,7 @@ class CommandResponder:
         leadership: Leadership,
         *,
         operations: Mapping[str, Handler] | None = None,
+        locks: OperationLocks | None = None,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
@@ -70,12 +87,17 @@ class CommandResponder:
         self._handlers: dict[str, Handler] = {
             "recover": self._recover,
             "force-master-failover": self._force_master_failover,
+            "force-master-takeover": self._force_master_failover,
             "disable-global-recoveries": self._disable,
             "enable-global-recoveries": self._enable,
             "check-global-recoveries": self._check,
             "ack-cluster-recoveries": self._ack_cluster,
             "ack-all-recoveries": self._ack_all,
-            **(operations or {}),
+            **{
+                name: handler if locks is None else locks.guarded(handler)
+                for name, handler in (operations or {}).items()
+            },
+            **(locks.operations() if locks is not None else {}),
         }
 
     async def run(self) -> None:
@@ -136,12 +158,23 @@ class CommandResponder:
         return await self._run(request, analysis, candidate=candidate, verify=True)
 
     async def _force_master_failover(self, request: CommandRequest) -> CommandReply:
+        """``force-master-failover``, and ``force-master-takeover`` (``destination`` = the
+        direct replica of the writable master to promote)."""
         key = _key(request.instance, "instance")
         analysis = self._analysis_of(key)
         if analysis is None or not analysis.is_master:
             return _refused(request, f"{key} is not the master of a known cluster")
+        candidate = None
+        if request.operation == "force-master-takeover":
+            candidate = _key(request.destination, "destination")
+            if candidate not in analysis.replicas:
+                return _refused(
+                    request, f"{candidate} must be directly replicating from the master {key}"
+                )
+            if analysis.is_read_only:
+                return _refused(request, f"{key} is not a writeable master")
         forced = replace(analysis, code=AnalysisCode.DEAD_MASTER)
-        return await self._run(request, forced, candidate=None, verify=False)
+        return await self._run(request, forced, candidate=candidate, verify=False)
 
     async def _run(
         self,
@@ -159,6 +192,7 @@ class CommandResponder:
             requested=candidate,
             requested_by=request.requested_by,
             verify=verify,
+            command=request.operation,
         )
         if outcome is None:
             return _refused(request, f"the failure of {analysis.key} was not confirmed")

@@ -27,10 +27,12 @@ from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_recovery import commands
 from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetFeed, FleetState
+from orchestrator_recovery.maintenance import MaintenanceLocks
 from orchestrator_recovery.moves import move_operations
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations import instance_operations
 from orchestrator_recovery.publisher import EventPublisher
+from orchestrator_recovery.takeover import Takeover, TakeoverOptions
 from orchestrator_recovery.wiring import MySQLExecutor, SharedPlanner, ShellHooks, plan_options
 from orchestrator_recovery.worker import RecoveryWorker, WorkerOptions
 from orchestrator_shared.analysis import AnalysisOptions
@@ -108,6 +110,27 @@ async def serve(settings: Settings) -> None:
         async def guard() -> object:
             return await election.guard()
 
+        moves = move_operations(
+            access=MySQLAccess.from_settings(settings),
+            guard=guard,
+            audit=publisher.audit,
+            worker_id=identity.id,
+            max_lag=settings.ReasonableMaintenanceReplicationLagSeconds,
+            credentials_query=settings.ReplicationCredentialsQuery,
+        )
+        takeovers = Takeover(
+            access=MySQLAccess.from_settings(settings),
+            guard=guard,
+            token=token,
+            worker=worker,
+            relocate=moves["relocate"],
+            plan_options=plan_options(settings),
+            options=TakeoverOptions(
+                max_lag=settings.ReasonableMaintenanceReplicationLagSeconds,
+                credentials_query=settings.ReplicationCredentialsQuery,
+            ),
+            worker_id=identity.id,
+        ).handlers()
         responder = commands.CommandResponder(
             nc,
             subjects,
@@ -120,11 +143,15 @@ async def serve(settings: Settings) -> None:
                 audit=publisher.audit,
                 worker_id=identity.id,
             )
-            | move_operations(
-                access=MySQLAccess.from_settings(settings),
+            | moves
+            | takeovers,
+            locks=MaintenanceLocks(
+                election.client,
+                prefix=settings.EtcdKeyPrefix,
                 guard=guard,
                 audit=publisher.audit,
                 worker_id=identity.id,
+                default_duration=timedelta(minutes=settings.MaintenanceExpireMinutes),
             ),
         )
 

@@ -1,12 +1,10 @@
 """GTID-aware moves (issue 6): ``relocate``, ``move-below-gtid`` (``move-gtid``), ``move-up``,
-``repoint`` and the read-only ``can-replicate-from``.
+``repoint`` and the read-only ``can-replicate-from``; :meth:`Mover.validate` and
+:meth:`Mover.shift` are also the steps of the moves of many replicas (:mod:`.moves_many`).
 
-Every move is "make replica R replicate from target T with GTID", T being:
-
-- ``relocate`` / ``move-below-gtid``: the request's ``destination``;
-- ``move-up``: the master of R's master (refused when R's master is not a replica);
-- ``repoint``: the ``destination``, or R's current master when none is given.
-
+Every move is "make replica R replicate from target T with GTID", T being the ``destination``
+(``relocate``, ``move-below-gtid``, ``repoint``), the master of R's master (``move-up``; refused
+when R's master is not a replica), or R's current master (``repoint`` without destination).
 A move runs in this order and changes nothing until every check passed:
 
 1. read R and T (unreachable: refused) and T's chain of masters (R in it: T is R's own replica
@@ -17,20 +15,17 @@ A move runs in this order and changes nothing until every check passed:
    ``ReasonableMaintenanceReplicationLagSeconds``;
 2. T must have every transaction R has (R's ``gtid_slave_pos`` merged with its
    ``gtid_binlog_pos`` contained in T's ``gtid_binlog_pos``; otherwise R would stop with
-   error 1236, or carries errant transactions): T is given ``catch_up`` seconds to get there,
-   then the move is refused;
+   error 1236, or carries errant transactions): T is given ``catch_up`` seconds, then refused;
 3. ``guard()``, ``STOP SLAVE``; the positions are compared again now that R is stopped (T may
-   be behind what R last received): if T lacks something after ``catch_up`` seconds, R is
-   restarted as it was and the move refused;
+   be behind what R last received): still lacking after ``catch_up`` s, R is restarted;
 4. ``guard()``, ``CHANGE MASTER TO master_host, master_port, master_use_gtid=slave_pos``;
    ``guard()``, ``START SLAVE``;
 5. verify within ``verify`` seconds that R replicates from T (IO and SQL threads running,
    pointed at T, no error, T's first event received);
 6. on a failure in 3, 4 or 5: restore R's previous master (``STOP``, ``CHANGE MASTER`` back with
-   R's previous ``master_use_gtid`` mode, ``START`` if it was running) and verify it, then
-   report the failure and that R is back; if restoring fails too, the report says exactly
-   where R was left. A lost lease (:class:`LeaseLost`) sends nothing more: the error says which
-   statements were done.
+   R's previous ``master_use_gtid`` mode, ``START`` if it was running) and verify it; the report
+   says R is back, or exactly where it was left. A lost lease (:class:`LeaseLost`) sends
+   nothing more: the error says which statements were done.
 
 Each move publishes one :class:`AuditEvent` once something changed. The answer is
 orchestrator's: ``Instance R relocated below T`` (``moved below T via GTID``, ``moved up``,
@@ -42,6 +37,7 @@ on false, ``Reason``.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,7 +57,7 @@ from orchestrator_recovery.moves_sql import (
     refusal,
 )
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
-from orchestrator_recovery.operations import read_state
+from orchestrator_recovery.operations_base import read_state
 from orchestrator_recovery.sql import (
     Progress,
     following_check,
@@ -82,6 +78,7 @@ CATCH_UP = 5.0  # seconds a target behind the replica is given to catch up befor
 VERIFY = 10.0  # seconds for the moved replica to replicate from its new master
 MAX_CHAIN = 16  # masters followed up from the target looking for the replica
 POLL = 0.1
+_PASSWORD = re.compile(r"master_password='(?:[^'\\]|\\.)*'", re.IGNORECASE)
 
 
 def _key(text: str, what: str) -> InstanceKey:
@@ -97,6 +94,11 @@ def _key_json(key: InstanceKey | None) -> dict[str, Any]:
     if key is None:
         return {"Hostname": "", "Port": 0}
     return {"Hostname": key.host, "Port": key.port}
+
+
+def shown(sql: str) -> str:
+    """A statement as errors and audits may show it: no password."""
+    return _PASSWORD.sub("master_password='***'", sql)
 
 
 def change_master_sql(master: InstanceKey, mode: str = "slave_pos") -> str:
@@ -152,8 +154,21 @@ class _Previous:
     running: bool
 
 
-class _Failed(Exception):
-    """A step of the move failed after R was changed (not a lost lease)."""
+class StepFailed(Exception):
+    """A step failed after the server was changed (not a lost lease)."""
+
+
+class MoveFailed(Exception):
+    """A move failed after the replica was changed: ``text`` says what was done and where the
+    replica was left; ``lease_lost``: the lease was lost, nothing more was sent."""
+
+    def __init__(self, text: str, *, lease_lost: bool) -> None:
+        super().__init__(text)
+        self.text = text
+        self.lease_lost = lease_lost
+
+    def error(self) -> Exception:
+        return LeaseLost(self.text) if self.lease_lost else OperationRefused(self.text)
 
 
 class Mover:
@@ -231,15 +246,22 @@ class Mover:
 
     # --- the move -------------------------------------------------------------------------
 
-    async def _send(self, links: Links, key: InstanceKey, sql: str, done: list[str]) -> None:
+    @property
+    def max_lag(self) -> int:
+        return self._max_lag
+
+    def links(self) -> Links:
+        return Links(self._access, statement_timeout=self._timeout)
+
+    async def send(self, links: Links, key: InstanceKey, sql: str, done: list[str]) -> None:
         await self._guard()  # right before the statement: a lost lease sends nothing
         try:
             await links.execute(key, sql)
         except StatementFailed as exc:
-            raise _Failed(f"{sql}: {exc.message}") from None
+            raise StepFailed(f"{shown(sql)}: {exc.message}") from None
         done.append(sql)
 
-    async def _following(self, links: Links, key: InstanceKey, master: InstanceKey) -> str | None:
+    async def following(self, links: Links, key: InstanceKey, master: InstanceKey) -> str | None:
         """None once ``key`` replicates from ``master``; else why not, after ``verify`` s."""
         deadline = time.monotonic() + self._verify
         why = "not read"
@@ -258,45 +280,54 @@ class Mover:
             await asyncio.sleep(POLL)
         return f"not replicating from {master} within {self._verify:g}s: {why}"
 
+    async def shift(self, links: Links, replica: Server, target_key: InstanceKey) -> InstanceKey:
+        """Steps 3 to 6 for a ``replica`` :meth:`validate` accepted: its previous master.
+
+        Raises :class:`LeaseLost` when the lease was lost before anything was sent, and
+        :class:`MoveFailed` (saying exactly what was done and where the replica is) once
+        something was."""
+        key, old_master = replica.key, replica.master
+        assert replica.replica is not None
+        assert old_master is not None
+        was_running = replica.replica.is_io_running or replica.replica.is_sql_running
+        using = "current_pos" if replica.gtid_mode == "current_pos" else "slave_pos"
+        done: list[str] = []
+        try:
+            await self.send(links, key, "STOP SLAVE", done)
+            stopped = await read_server(links, key)
+            why = await self._caught_up(links, stopped, await read_server(links, target_key))
+            if why is not None:
+                raise StepFailed(why)
+            await self.send(links, key, change_master_sql(target_key), done)
+            await self.send(links, key, "START SLAVE", done)
+            why = await self.following(links, key, target_key)
+            if why is not None:
+                raise StepFailed(why)
+        except LeaseLost as exc:
+            if not done:
+                raise
+            text = f"{key}: {' and '.join(done)} done, then: {exc}; {key} left as it is"
+            raise MoveFailed(text, lease_lost=True) from None
+        except (StepFailed, OperationRefused) as exc:
+            text, lost = await self._restore(
+                links, key, _Previous(old_master, using, was_running), done, exc
+            )
+            raise MoveFailed(text, lease_lost=lost) from None
+        return old_master
+
     async def move(
         self, kind: _Kind, request: CommandRequest, key: InstanceKey, target_key: InstanceKey
     ) -> CommandReply:
-        async with Links(self._access, statement_timeout=self._timeout) as links:
+        async with self.links() as links:
             replica = await self.validate(links, key, target_key)
-            old_master = replica.master
-            assert replica.replica is not None
-            assert old_master is not None
-            was_running = replica.replica.is_io_running or replica.replica.is_sql_running
-            using = "current_pos" if replica.gtid_mode == "current_pos" else "slave_pos"
-            done: list[str] = []
             try:
-                await self._send(links, key, "STOP SLAVE", done)
-                stopped = await read_server(links, key)
-                why = await self._caught_up(links, stopped, await read_server(links, target_key))
-                if why is not None:
-                    raise _Failed(why)
-                await self._send(links, key, change_master_sql(target_key), done)
-                await self._send(links, key, "START SLAVE", done)
-                why = await self._following(links, key, target_key)
-                if why is not None:
-                    raise _Failed(why)
-            except LeaseLost as exc:
-                if not done:
-                    raise
-                text = f"{key}: {' and '.join(done)} done, then: {exc}; {key} left as it is"
-                await self._publish(kind, request, key, text, ok=False)
-                raise LeaseLost(text) from None
-            except (_Failed, OperationRefused) as exc:
-                text, lost = await self._restore(
-                    links, key, _Previous(old_master, using, was_running), done, exc
-                )
-                await self._publish(kind, request, key, text, ok=False)
-                if lost:
-                    raise LeaseLost(text) from None
-                raise OperationRefused(text) from None
+                old_master = await self.shift(links, replica, target_key)
+            except MoveFailed as exc:
+                await self.publish(kind.name, request, key, exc.text, ok=False)
+                raise exc.error() from None
             text = f"{kind.audit_text} {key} below {target_key} (was below {old_master})"
-            await self._publish(kind, request, key, text, ok=True)
-            details = await self._details(links, key)
+            await self.publish(kind.name, request, key, text, ok=True)
+            details = await self.details(links, key)
         return CommandReply(
             ok=True,
             operation=request.operation,
@@ -322,14 +353,14 @@ class Mover:
         try:
             changed = any(sql.startswith("CHANGE MASTER") for sql in done)
             if changed:
-                await self._send(links, key, "STOP SLAVE", steps)
-                await self._send(links, key, change_master_sql(old_master, mode), steps)
+                await self.send(links, key, "STOP SLAVE", steps)
+                await self.send(links, key, change_master_sql(old_master, mode), steps)
             if was_running:
-                await self._send(links, key, "START SLAVE", steps)
-                why = await self._following(links, key, old_master)
+                await self.send(links, key, "START SLAVE", steps)
+                why = await self.following(links, key, old_master)
                 if why is not None:
-                    raise _Failed(why)
-        except (_Failed, LeaseLost) as exc:
+                    raise StepFailed(why)
+        except (StepFailed, LeaseLost) as exc:
             shown = " and ".join(steps) or "nothing"
             text = (
                 f"{head}; restoring {old_master} as its master failed after {shown}: {exc}; "
@@ -338,7 +369,7 @@ class Mover:
             return text, isinstance(exc, LeaseLost)
         return f"{head}; {key} restored to replicate from {old_master}", False
 
-    async def _details(self, links: Links, key: InstanceKey) -> dict[str, Any]:
+    async def details(self, links: Links, key: InstanceKey) -> dict[str, Any]:
         try:
             state = await read_state(links, key)
             rows = await links.rows(key, "SHOW ALL SLAVES STATUS")
@@ -355,7 +386,7 @@ class Mover:
     async def can_replicate_from(
         self, request: CommandRequest, key: InstanceKey, target_key: InstanceKey
     ) -> CommandReply:
-        async with Links(self._access, statement_timeout=self._timeout) as links:
+        async with self.links() as links:
             reason: str | None = None
             try:
                 replica = await read_server(links, key)
@@ -376,12 +407,12 @@ class Mover:
             details=details,
         )
 
-    async def _publish(
-        self, kind: _Kind, request: CommandRequest, key: InstanceKey, message: str, *, ok: bool
+    async def publish(
+        self, kind: str, request: CommandRequest, key: InstanceKey, message: str, *, ok: bool
     ) -> None:
         await self._audit(
             AuditEvent(
-                type=kind.name,
+                type=kind,
                 message=message,
                 key=str(key),
                 cluster=request.cluster,
@@ -412,7 +443,7 @@ class Mover:
 
         async def do_up(request: CommandRequest) -> CommandReply:
             key = _key(request.instance, "instance")
-            async with Links(self._access, statement_timeout=self._timeout) as links:
+            async with self.links() as links:
                 replica = await read_server(links, key)
                 if replica.master is None:
                     raise OperationRefused(f"{key} is not a replica")
@@ -429,7 +460,7 @@ class Mover:
                 return await self.move(
                     repoint, request, key, _key(request.destination, "destination")
                 )
-            async with Links(self._access, statement_timeout=self._timeout) as links:
+            async with self.links() as links:
                 replica = await read_server(links, key)
             if replica.master is None:
                 raise OperationRefused(f"{key} is not a replica")
@@ -461,9 +492,16 @@ def move_operations(
     catch_up: float = CATCH_UP,
     verify: float = VERIFY,
     max_lag: int = REASONABLE_LAG_SECONDS,
+    credentials_query: str = "",
 ) -> dict[str, Handler]:
-    """The move handlers, by operation name, for :class:`CommandResponder`'s ``operations``."""
-    return Mover(
+    """The move handlers, by operation name, for :class:`CommandResponder`'s ``operations``:
+    the single moves here and the moves of many replicas (:mod:`.moves_many`).
+    ``credentials_query``: ``ReplicationCredentialsQuery``, for make-co-master."""
+    # imported here: moves_many builds on Mover
+    from orchestrator_recovery.moves_co_master import CoMaster  # noqa: PLC0415
+    from orchestrator_recovery.moves_many import ManyMoves  # noqa: PLC0415
+
+    mover = Mover(
         access=access,
         guard=guard,
         audit=audit,
@@ -472,4 +510,6 @@ def move_operations(
         catch_up=catch_up,
         verify=verify,
         max_lag=max_lag,
-    ).handlers()
+    )
+    many = ManyMoves(mover, CoMaster(mover, credentials_query=credentials_query))
+    return mover.handlers() | many.handlers()

@@ -36,27 +36,23 @@ from datetime import UTC, datetime
 
 from orchestrator_recovery.commands import Handler
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
+from orchestrator_recovery.operations_base import Operator, instance_key, read_state
+from orchestrator_recovery.operations_binlog import BinaryLogs
+from orchestrator_recovery.operations_control import NICE_WAIT, Control
+from orchestrator_recovery.operations_errant import CONVERGE, ErrantGtids
 from orchestrator_recovery.operations_sql import (
     FLUSH_BINARY_LOGS,
-    SELECT_READ_ONLY,
     SET_READ_ONLY,
     SET_WRITEABLE,
-    SHOW_BINLOG,
-    SHOW_REPLICA_STATUS,
-    SHOW_SEMI_SYNC,
     START_IO_THREAD,
     START_REPLICA,
     STOP_IO_THREAD,
     STOP_REPLICA,
     InstanceState,
-    parse_binlog,
-    parse_read_only,
-    parse_replica_status,
-    parse_semi_sync,
     set_semi_sync,
 )
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OperationRefused
+from orchestrator_shared.errors import LeaseLost, OperationRefused
 from orchestrator_shared.events import AuditEvent
 from orchestrator_shared.instance_key import InstanceKey
 
@@ -162,25 +158,6 @@ OPERATIONS: tuple[_Operation, ...] = (
 )
 
 
-async def read_state(links: Links, key: InstanceKey) -> InstanceState:
-    """The instance as the operations see it; StatementFailed when unreachable."""
-    return InstanceState(
-        read_only=parse_read_only(await links.rows(key, SELECT_READ_ONLY)),
-        replica=parse_replica_status(await links.rows(key, SHOW_REPLICA_STATUS)),
-        semi_sync=parse_semi_sync(await links.rows(key, SHOW_SEMI_SYNC)),
-        binlog=parse_binlog(await links.rows(key, SHOW_BINLOG)),
-    )
-
-
-def _key(text: str) -> InstanceKey:
-    if not text:
-        raise OperationRefused("no instance given")
-    try:
-        return InstanceKey.parse(text)
-    except InvalidInstanceKey as exc:
-        raise OperationRefused(f"bad instance: {exc}") from None
-
-
 class _Runner:
     def __init__(
         self,
@@ -200,7 +177,7 @@ class _Runner:
         self._timeout = statement_timeout
 
     async def __call__(self, request: CommandRequest) -> CommandReply:
-        key = _key(request.instance)
+        key = instance_key(request.instance)
         async with Links(self._access, statement_timeout=self._timeout) as links:
             try:
                 before = await read_state(links, key)
@@ -269,9 +246,21 @@ def instance_operations(
     audit: Audit,
     worker_id: str,
     statement_timeout: float = STATEMENT_TIMEOUT,
+    nice_wait: float = NICE_WAIT,
+    converge: float = CONVERGE,
 ) -> dict[str, Handler]:
-    """The handlers, by operation name, for :class:`CommandResponder`'s ``operations``."""
-    return {
+    """The handlers, by operation name, for :class:`CommandResponder`'s ``operations``: these,
+    and those of :mod:`~orchestrator_recovery.operations_control`,
+    :mod:`~orchestrator_recovery.operations_binlog` and
+    :mod:`~orchestrator_recovery.operations_errant`."""
+    operator = Operator(
+        access=access,
+        guard=guard,
+        audit=audit,
+        worker_id=worker_id,
+        statement_timeout=statement_timeout,
+    )
+    basic: dict[str, Handler] = {
         operation.name: _Runner(
             operation,
             access=access,
@@ -282,3 +271,9 @@ def instance_operations(
         )
         for operation in OPERATIONS
     }
+    return (
+        basic
+        | Control(operator, nice_wait=nice_wait).handlers()
+        | BinaryLogs(operator).handlers()
+        | ErrantGtids(operator, converge=converge).handlers()
+    )

@@ -191,7 +191,7 @@ class ShellHooks:
             failure_cluster_alias=alias,
             is_master=analysis.is_master,
             is_co_master=analysis.is_co_master,
-            command_hint="force-master-failover" if data.forced and data.requested_by else "",
+            command_hint=data.command,
             count_replicas=analysis.count_replicas,
             is_downtimed=analysis.is_downtimed,
             auto_master_recovery=cluster_matches_filters(

@@ -28,17 +28,25 @@ A recovery (:meth:`RecoveryWorker.recover`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
-from orchestrator_shared.analysis import Analysis, AnalysisCode, AnalysisOptions, analyze
+from orchestrator_shared.analysis import (
+    Analysis,
+    AnalysisCode,
+    AnalysisOptions,
+    CoordinatesSeen,
+    analyze,
+    track_binlog_coordinates,
+)
 from orchestrator_shared.errors import LeaseLost, OperationRefused, OrchestratorError
 from orchestrator_shared.events import (
     AnalysisEvent,
@@ -187,6 +195,44 @@ class RecoveryWorker:
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
         # the last blocked failure of each cluster and why, so it is told once, not every tick
         self._blocked: dict[str, tuple[str, str]] = {}
+        # since when each instance's binlog coordinates stayed the same (LockedSemiSyncMaster)
+        self._binlog_history: dict[InstanceKey, CoordinatesSeen] = {}
+
+    # --- what operations (takeovers) use ---------------------------------------------------
+    @property
+    def snapshots(self) -> Mapping[InstanceKey, InstanceSnapshot]:
+        return self._state.snapshots
+
+    @property
+    def promotion_rules(self) -> Mapping[InstanceKey, PromotionRule]:
+        """Registered promotion rules (``register-candidate``), as last read from etcd."""
+        return self._candidates
+
+    @property
+    def downtimed(self) -> Mapping[InstanceKey, datetime]:
+        return self._downtimed
+
+    def analysis_of(self, key: InstanceKey) -> Analysis | None:
+        """``key``'s analysis now, problem or not (None: not known)."""
+        for analysis in self.analyse(everything=True):
+            if analysis.key == key:
+                return analysis
+        return None
+
+    @contextlib.contextmanager
+    def holding(self, cluster: str) -> Iterator[None]:
+        """Run an operation on ``cluster`` as its recovery: refused while a recovery of the
+        cluster runs, and no automated recovery of it starts until the operation ends."""
+        running = self._running.get(cluster)
+        if running is not None and not running.done():
+            raise OperationRefused(f"a recovery of {cluster} is running; try again when it ends")
+        task = cast("asyncio.Task[Outcome | None]", asyncio.current_task())
+        self._running[cluster] = task
+        try:
+            yield
+        finally:
+            if self._running.get(cluster) is task:
+                del self._running[cluster]
 
     # --- the leader's loop ------------------------------------------------------------------
     async def lead(self, guard: Guard, token: int) -> None:
@@ -230,12 +276,15 @@ class RecoveryWorker:
         self, snapshots: Iterable[InstanceSnapshot] | None = None, *, everything: bool = False
     ) -> list[Analysis]:
         """The fleet's analysis (problems only, unless ``everything``)."""
+        seen = list(self._state.snapshots.values() if snapshots is None else snapshots)
+        self._binlog_history = track_binlog_coordinates(self._binlog_history, seen)
         return analyze(
-            self._state.snapshots.values() if snapshots is None else snapshots,
+            seen,
             now=self._clock(),
             downtimed=self._downtimed,
             options=self._options.analysis,
             include_no_problem=everything,
+            binlog_history=self._binlog_history,
         )
 
     def _start(self, analysis: Analysis, guard: Guard, token: int) -> None:
@@ -349,6 +398,7 @@ class RecoveryWorker:
         requested: InstanceKey | None = None,
         requested_by: str = "",
         verify: bool = True,
+        command: str = "",
     ) -> Outcome | None:
         """Verify, gate, plan and execute one recovery; None when the failure is not confirmed.
 
@@ -379,6 +429,7 @@ class RecoveryWorker:
             started_at=now,
             forced=forced,
             requested_by=requested_by,
+            command=command,
         )
         if not forced and await self._already_recovered(verified.key, now):
             return None  # this failure was recovered; what is left of it is lost replicas
@@ -406,13 +457,13 @@ class RecoveryWorker:
         blocked = await self._gate(verified, data, now, forced=forced)
         if blocked and self._blocked.get(data.cluster) == (data.failed, blocked):
             return None  # still blocked for the same reason: said once already
-        await self._tell(RecoveryPhase.DETECTED, data)
+        await self.announce(RecoveryPhase.DETECTED, data)
         if blocked:
             self._blocked[data.cluster] = (data.failed, blocked)
             return await self._end(RecoveryPhase.BLOCKED, replace_data(data, reason=blocked))
         self._blocked.pop(data.cluster, None)
         try:
-            await self._hook("OnFailureDetectionProcesses", verified, data)
+            await self.run_hook("OnFailureDetectionProcesses", verified, data)
         except OperationRefused as exc:
             return await self._end(RecoveryPhase.FAILED, replace_data(data, reason=str(exc)))
         plan = self._planner.plan(
@@ -424,7 +475,7 @@ class RecoveryWorker:
         )
         if isinstance(plan, Refused):
             ended = replace_data(data, reason=plan.reason, rejected=dict(plan.rejected))
-            await self._hook("PostUnsuccessfulFailoverProcesses", verified, ended)
+            await self.run_hook("PostUnsuccessfulFailoverProcesses", verified, ended)
             return await self._end(RecoveryPhase.FAILED, ended, record=True)
         data = replace_data(
             data,
@@ -433,9 +484,9 @@ class RecoveryWorker:
             lost=dict(plan.lost),
         )
         await self._control.set_active(RecoveryPhase.STARTED, data)
-        await self._tell(RecoveryPhase.STARTED, data)
+        await self.announce(RecoveryPhase.STARTED, data)
         try:
-            await self._hook("PreFailoverProcesses", verified, data)
+            await self.run_hook("PreFailoverProcesses", verified, data)
             await guard()
             if verified.code in MASTER_FAILURES:
                 successor, repointed, lost = await self._executor.fail_over_master(plan.plan, guard)
@@ -443,26 +494,26 @@ class RecoveryWorker:
                     data, successor=successor, repointed=repointed, lost={**data.lost, **lost}
                 )
                 await self._control.set_active(RecoveryPhase.PROMOTED, data)
-                await self._tell(RecoveryPhase.PROMOTED, data)
+                await self.announce(RecoveryPhase.PROMOTED, data)
             else:
                 moved, lost = await self._executor.relocate(plan.plan, guard)
                 data = replace_data(data, repointed=moved, lost={**data.lost, **lost})
         except OperationRefused as exc:
             failed = replace_data(data, reason=str(exc))
-            await self._hook("PostUnsuccessfulFailoverProcesses", verified, failed)
+            await self.run_hook("PostUnsuccessfulFailoverProcesses", verified, failed)
             return await self._end(RecoveryPhase.FAILED, failed, record=True)
-        await self._refresh_involved(data)
+        await self.refresh_involved(data)
         outcome = await self._end(RecoveryPhase.COMPLETED, data, record=True)
         post = (
             "PostMasterFailoverProcesses"
             if verified.code in MASTER_FAILURES
             else "PostIntermediateMasterFailoverProcesses"
         )
-        await self._hook(post, verified, outcome.data)
-        await self._hook("PostFailoverProcesses", verified, outcome.data)
+        await self.run_hook(post, verified, outcome.data)
+        await self.run_hook("PostFailoverProcesses", verified, outcome.data)
         return outcome
 
-    async def _hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
+    async def run_hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
         if self._hooks is not None:
             await self._hooks.run(stage, analysis, data)
 
@@ -505,10 +556,10 @@ class RecoveryWorker:
         ended = replace_data(data, ended_at=self._clock())
         if record:
             await self._control.finish(ended, ended_at=ended.ended_at or self._clock())
-        await self._tell(phase, ended)
+        await self.announce(phase, ended)
         return Outcome(phase, ended)
 
-    async def _tell(self, phase: RecoveryPhase, data: RecoveryData) -> None:
+    async def announce(self, phase: RecoveryPhase, data: RecoveryData) -> None:
         log.info(
             "recovery %s of %s: %s%s",
             data.recovery_id[:8],
@@ -529,7 +580,7 @@ class RecoveryWorker:
             )
         )
 
-    async def _refresh_involved(self, data: RecoveryData) -> None:
+    async def refresh_involved(self, data: RecoveryData) -> None:
         if self._refresh is None:
             return
         keys = [data.failed, *([data.successor] if data.successor else []), *data.repointed]

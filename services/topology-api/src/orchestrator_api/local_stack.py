@@ -42,6 +42,7 @@ from urllib.parse import quote
 import httpx
 
 from orchestrator_api.children import spawn_child
+from orchestrator_api.sandbox.config import REPLICATION_PASSWORD, REPLICATION_USER
 from orchestrator_shared.config import Settings, parse_listen_address
 from orchestrator_shared.errors import OrchestratorError
 
@@ -357,6 +358,11 @@ def common_settings(
     if sandbox_credentials and not settings.MySQLTopologyUser:
         document["MySQLTopologyUser"] = SANDBOX_USER
         document["MySQLTopologyPassword"] = SANDBOX_PASSWORD
+    if sandbox_credentials and not settings.ReplicationCredentialsQuery:
+        # the sandbox's replication user, so a demoted master can replicate after a takeover
+        document["ReplicationCredentialsQuery"] = (
+            f"SELECT '{REPLICATION_USER}' AS user, '{REPLICATION_PASSWORD}' AS password"
+        )
     return document
 
 

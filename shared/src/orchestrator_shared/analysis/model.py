@@ -34,7 +34,13 @@ class AnalysisOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
-        return cls(instance_poll_seconds=float(settings.InstancePollSeconds), **overrides)
+        return cls(
+            instance_poll_seconds=float(settings.InstancePollSeconds),
+            reasonable_locked_semi_sync_master_seconds=float(
+                settings.ReasonableLockedSemiSyncMasterSeconds
+            ),
+            **overrides,
+        )
 
     @property
     def hung_probe_seconds(self) -> float:

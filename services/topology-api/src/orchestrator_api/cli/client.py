@@ -49,6 +49,9 @@ class Invocation:
     duration: str
     promotion_rule: str
     pattern: str
+    binlog: str = ""
+    seconds: str = ""
+    tag: str = ""  # --tag: name, name=value, ~name, comma-joined (tags commands)
 
     def need_instance(self) -> InstanceKey:
         if self.instance is None:
@@ -139,6 +142,17 @@ def _successor(response: Any, _inv: Invocation) -> str:
     return key_text(successor)
 
 
+def _takeover(route: str, *, designated: bool = False) -> Callable[[Invocation], str]:
+    """``route/{cluster hint}[/designated host/port]`` (``-d`` required when ``designated``)."""
+
+    def path(inv: Invocation) -> str:
+        target = inv.need_destination() if designated else inv.destination
+        base = f"{route}/{inv.cluster_hint()}"
+        return f"{base}/{key_path(target)}" if target is not None else base
+
+    return path
+
+
 def _comment(inv: Invocation) -> str:
     if not inv.reason.strip():
         raise UsageError(f"{inv.command} needs --reason")
@@ -159,6 +173,12 @@ def _details_key(response: Any, _inv: Invocation) -> str:
     if not isinstance(details, dict) or not isinstance(details.get("Key"), dict):
         raise ClientError("no instance in the answer")
     return key_text(details["Key"])
+
+
+def _needed(inv: Invocation, flag: str, value: str) -> str:
+    if not value.strip():
+        raise UsageError(f"{inv.command} needs --{flag}")
+    return value.strip()
 
 
 def _below(route: str) -> Callable[[Invocation], str]:
@@ -314,7 +334,178 @@ COMMANDS: dict[str, Command] = {
     ),
     "repoint": Command(_repoint, _moved, mutates=True, timeout=RECOVERY_TIMEOUT),
     "can-replicate-from": Command(_below("can-replicate-from"), _can_replicate),
+    # --- more instance control (stop-replica-nice, reset-replica, skip-query, ...) ---
+    **{
+        name: Command(_control(name), _details_key, mutates=True, timeout=RECOVERY_TIMEOUT)
+        for name in (
+            "stop-replica-nice",
+            "reset-replica",
+            "detach-replica-master-host",
+            "detach-replica",
+            "reattach-replica-master-host",
+            "reattach-replica",
+            "skip-query",
+            "gtid-errant-reset-master",
+            "gtid-errant-inject-empty",
+        )
+    },
+    "delay-replication": Command(
+        lambda inv: f"delay-replication/{_instance(inv)}/{_needed(inv, 'seconds', inv.seconds)}",
+        _plain,
+        mutates=True,
+    ),
+    "purge-binary-logs": Command(
+        lambda inv: (
+            f"purge-binary-logs/{_instance(inv)}/"
+            f"{quote(_needed(inv, 'binlog', inv.binlog), safe='')}"
+        ),
+        _details_key,
+        mutates=True,
+    ),
+    "locate-gtid-errant": Command(
+        lambda inv: f"locate-gtid-errant/{_instance(inv)}",
+        lambda r, i: "\n".join(str(name) for name in _details(r) or []),
+        timeout=RECOVERY_TIMEOUT,
+    ),
+    # --- end more instance control ---
+    # --- moves of many replicas (relocate-replicas, take-master, make-co-master, ...) ---
+    # lists print one key per line of Details (move-replicas-gtid: the destination, its Details)
+    "relocate-replicas": Command(
+        lambda inv: (
+            _below("relocate-replicas")(inv)
+            + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
+        ),
+        lambda r, i: keys(_details(r)) if isinstance(_details(r), list) else key_text(_details(r)),
+        mutates=True,
+        timeout=RECOVERY_TIMEOUT,
+    ),
+    "move-replicas-gtid": Command(
+        lambda inv: (
+            _below("move-replicas-gtid")(inv)
+            + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
+        ),
+        lambda r, i: keys(_details(r)) if isinstance(_details(r), list) else key_text(_details(r)),
+        mutates=True,
+        timeout=RECOVERY_TIMEOUT,
+    ),
+    "move-up-replicas": Command(
+        lambda inv: (
+            _control("move-up-replicas")(inv)
+            + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
+        ),
+        lambda r, i: keys(_details(r)) if isinstance(_details(r), list) else key_text(_details(r)),
+        mutates=True,
+        timeout=RECOVERY_TIMEOUT,
+    ),
+    "repoint-replicas": Command(
+        lambda inv: (
+            _control("repoint-replicas")(inv)
+            + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
+        ),
+        lambda r, i: keys(_details(r)) if isinstance(_details(r), list) else key_text(_details(r)),
+        mutates=True,
+        timeout=RECOVERY_TIMEOUT,
+    ),
+    # the instance below its master, Key<MasterKey (``enslave-*``: see SYNONYMS)
+    **{
+        name: Command(_control(route), _moved, mutates=True, timeout=RECOVERY_TIMEOUT)
+        for name, route in {
+            "take-siblings": "take-siblings",
+            "take-master": "take-master",
+            "make-co-master": "make-co-master",
+        }.items()
+    },
+    # "<promoted> lost: N, moved: N", from the Message "promoted replica: <key>, lost: ..."
+    **{
+        name: Command(
+            _control(name),
+            lambda r, i: (
+                str(r.get("Message", "") if isinstance(r, dict) else "")
+                .removeprefix("promoted replica: ")
+                .replace(", lost:", " lost:", 1)
+            ),
+            mutates=True,
+            timeout=RECOVERY_TIMEOUT,
+        )
+        for name in ("regroup-replicas", "regroup-replicas-gtid")
+    },
+    # --- end moves of many replicas ---
+    # --- maintenance and tags ---
+    # (orchestrator-client prints the instance key; in-maintenance prints it only when locked)
+    "begin-maintenance": Command(
+        lambda inv: (
+            _comment(inv)  # --reason is required
+            and f"begin-maintenance/{_instance(inv)}/{quote(inv.owner, safe='')}/"
+            f"{quote(inv.reason, safe='')}?duration={quote(inv.duration, safe='')}"
+        ),
+        lambda r, i: str(i.need_instance()),
+        mutates=True,
+    ),
+    "end-maintenance": Command(
+        lambda inv: f"end-maintenance/{_instance(inv)}",
+        lambda r, i: str(i.need_instance()),
+        mutates=True,
+    ),
+    "in-maintenance": Command(
+        lambda inv: f"in-maintenance/{_instance(inv)}",
+        lambda r, i: str(_details(r) or "") if r.get("Message") == "true" else "",
+    ),
+    "maintenance": Command(  # one line per lock: key, id, owner, reason (tab-separated)
+        lambda inv: "maintenance",
+        lambda r, i: "\n".join(
+            f"{key_text(m['Key'])}\t{m['MaintenanceId']}\t{m['Owner']}\t{m['Reason']}" for m in r
+        ),
+    ),
+    "tags": Command(lambda inv: f"tags/{_instance(inv)}", lambda r, i: "\n".join(r)),
+    "tag-value": Command(
+        lambda inv: f"tag-value/{_instance(inv)}?tag={quote(inv.tag, safe='')}",
+        lambda r, i: str(r),
+    ),
+    "tagged": Command(
+        lambda inv: f"tagged?tag={quote(inv.tag, safe='')}",
+        lambda r, i: "\n".join(key_text(k) for k in r),
+    ),
+    "tag": Command(
+        lambda inv: f"tag/{_instance(inv)}?tag={quote(inv.tag, safe='')}",
+        lambda r, i: key_text(_details(r)),
+        mutates=True,
+    ),
+    "untag": Command(
+        lambda inv: f"untag/{_instance(inv)}?tag={quote(inv.tag, safe='')}",
+        lambda r, i: "\n".join(key_text(k) for k in _details(r) or []),
+        mutates=True,
+    ),
+    "untag-all": Command(
+        lambda inv: f"untag-all?tag={quote(inv.tag, safe='')}",
+        lambda r, i: "\n".join(key_text(k) for k in _details(r) or []),
+        mutates=True,
+    ),
+    "topology-tags": Command(
+        lambda inv: f"topology-tags/{inv.cluster_hint()}", lambda r, i: str(_details(r))
+    ),
+    # --- end maintenance and tags ---
+    # --- takeovers ---
+    "graceful-master-takeover": Command(
+        _takeover("graceful-master-takeover"), _successor, mutates=True, timeout=RECOVERY_TIMEOUT
+    ),
+    "graceful-master-takeover-auto": Command(
+        _takeover("graceful-master-takeover-auto"),
+        _successor,
+        mutates=True,
+        timeout=RECOVERY_TIMEOUT,
+    ),
+    "force-master-takeover": Command(
+        _takeover("force-master-takeover", designated=True),
+        _successor,
+        mutates=True,
+        timeout=RECOVERY_TIMEOUT,
+    ),
+    # --- end takeovers ---
 }
+
+
+# orchestrator's older names that the slave -> replica rule does not turn into ours
+SYNONYMS = {"enslave-siblings": "take-siblings", "enslave-master": "take-master"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -328,6 +519,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reason", "-reason", dest="reason", default="")
     parser.add_argument("--duration", "-duration", dest="duration", default="10m")
     parser.add_argument("--promotion-rule", "-promotion-rule", dest="rule", default="prefer")
+    parser.add_argument("--tag", "-tag", "-t", dest="tag", default="")
+    parser.add_argument("--binlog", "-binlog", dest="binlog", default="")
+    parser.add_argument("--seconds", "-seconds", "-S", dest="seconds", default="")
     parser.add_argument("--api", dest="api", default=os.environ.get("ORCHESTRATOR_API"))
     parser.add_argument("-b", dest="basic", default=None)
     return parser
@@ -381,7 +575,7 @@ def run_client(
             file=sys.stderr,
         )
         return EXIT_USAGE
-    command_name = str(args.command).replace("slave", "replica")
+    command_name = SYNONYMS.get(args.command) or str(args.command).replace("slave", "replica")
     command = COMMANDS.get(command_name)
     try:
         if extra:
@@ -399,6 +593,9 @@ def run_client(
             duration=args.duration,
             promotion_rule=args.rule,
             pattern=args.pattern,
+            tag=args.tag,
+            binlog=args.binlog,
+            seconds=args.seconds,
         )
         path = command.path(invocation)
     except UsageError as exc:

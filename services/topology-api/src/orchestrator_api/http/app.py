@@ -21,9 +21,12 @@ from orchestrator_api import wire
 from orchestrator_api.http import (
     routes,
     routes_history,
+    routes_maintenance,
     routes_moves,
     routes_operations,
     routes_recovery,
+    routes_tags,
+    routes_takeover,
 )
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.errors import install_error_handlers
@@ -56,6 +59,10 @@ def create_app(
     app.include_router(routes_recovery.router)
     app.include_router(routes_operations.router)
     app.include_router(routes_moves.router)
+    # maintenance and tags routers go here
+    app.include_router(routes_maintenance.router)
+    app.include_router(routes_tags.router)
+    app.include_router(routes_takeover.router)
     metrics_registry = registry or CollectorRegistry()
     requests = Counter(
         "orchestrator_api_requests",

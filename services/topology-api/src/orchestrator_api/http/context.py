@@ -14,6 +14,7 @@ from orchestrator_api.http.payloads import InstanceAnswers
 from orchestrator_api.store import Store
 from orchestrator_api.store.view import FleetView
 from orchestrator_recovery.control import OperatorState
+from orchestrator_shared.analysis import CoordinatesSeen
 from orchestrator_shared.bus import CommandReply, CommandRequest, LeaderEvent
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
@@ -49,6 +50,9 @@ class ApiContext:
     leader: LeaderSource | None = None
     # downtime and promotion rules mirrored where the recovery workers read them (etcd)
     operator_state: OperatorState | None = None
+    # since when each instance's binlog coordinates stayed the same, as the analyses of this
+    # process saw them (LockedSemiSyncMaster needs a master that stopped moving)
+    binlog_history: dict[InstanceKey, CoordinatesSeen] = field(default_factory=dict)
 
     async def tell_recovery(self, change: Callable[[OperatorState], Awaitable[None]]) -> None:
         """Mirror an operator's change for the recovery workers; the store has it already."""

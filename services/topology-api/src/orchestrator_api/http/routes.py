@@ -21,9 +21,9 @@ from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import cluster_info_payload
+from orchestrator_api.http.routes_moves import moved
 from orchestrator_api.store import AuditEntry, Candidate, Downtime, PromotionRule
 from orchestrator_api.store.view import FleetView
-from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
 
@@ -422,18 +422,15 @@ def _snapshot_summary(reply: dict[str, Any]) -> dict[str, Any] | None:
 @_mutation("/relocate/{host}/{port}/{below_host}/{below_port}")
 async def relocate(  # noqa: PLR0917 - FastAPI passes path parameters by name
     host: str, port: str, below_host: str, below_port: str, context: Context, who: AdminAccess
-) -> dict[str, Any]:
-    _, node = await context.instance(host, port)
-    _, below = await context.instance(below_host, below_port)
-    if node.key == below.key:
-        raise ApiError(400, f"cannot relocate {node.key} below itself")
-    reply = await context.forward(
-        CommandRequest(
-            operation="relocate",
-            instance=str(node.key),
-            destination=str(below.key),
-            cluster=node.cluster_name,
-            requested_by=who.user,
-        )
-    )
-    return wire.ok_envelope(reply.message or f"Instance {node.key} relocated", reply.details)
+) -> Any:
+    if context.key(host, port) == context.key(below_host, below_port):
+        raise ApiError(400, f"cannot relocate {context.key(host, port)} below itself")
+    return await moved(context, "relocate", host, port, who.user, below=(below_host, below_port))
+
+
+@_mutation("/relocate-below/{host}/{port}/{below_host}/{below_port}")
+async def relocate_below(  # noqa: PLR0917 - FastAPI passes path parameters by name
+    host: str, port: str, below_host: str, below_port: str, context: Context, who: AdminAccess
+) -> Any:
+    """orchestrator's other name of ``relocate``."""
+    return await relocate(host, port, below_host, below_port, context, who)

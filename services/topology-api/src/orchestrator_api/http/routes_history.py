@@ -17,7 +17,7 @@ from orchestrator_api.http.payloads import instance_payload
 from orchestrator_api.store import AuditEntry, FailureDetection, RecoveryFilter, RecoveryRecord
 from orchestrator_api.store.view import FleetView
 from orchestrator_api.wire.timefmt import go_datetime, rfc3339
-from orchestrator_shared.analysis import AnalysisOptions, analyze
+from orchestrator_shared.analysis import AnalysisOptions, analyze, track_binlog_coordinates
 from orchestrator_shared.instance_key import InstanceKey
 
 router = APIRouter(prefix="/api")
@@ -37,11 +37,15 @@ async def _analysis(
 ) -> dict[str, Any]:
     now = context.clock()
     downtimes = view.downtimes(now=now)
+    context.binlog_history = track_binlog_coordinates(
+        context.binlog_history, view.snapshots.values()
+    )
     entries = analyze(
         view.snapshots.values(),
         now=now,
         downtimed={d.key: d.ends_at for d in downtimes},
         options=AnalysisOptions.from_settings(context.settings),
+        binlog_history=context.binlog_history,
     )
     details = []
     for entry in entries:

@@ -155,13 +155,13 @@ async def _force_master_failover(context: ApiContext, hint: str, who: str) -> di
             requested_by=who,
         )
     )
-    recovery = await _topology_recovery(context, reply, master, name)
+    recovery = await topology_recovery(context, reply, master, name)
     if recovery["SuccessorKey"] is None:
         raise ApiError(409, f"Master not failed over: {reply.message or 'no successor promoted'}")
     return wire.ok_envelope("Master failed over", recovery)
 
 
-async def _topology_recovery(
+async def topology_recovery(
     context: ApiContext, reply: CommandReply, master: InstanceKey, cluster: str
 ) -> dict[str, Any]:
     """orchestrator's ``TopologyRecovery`` for a forced failover: the stored row when the

@@ -24,6 +24,7 @@ from orchestrator_api.store.models import (
     RecoveryFilter,
     RecoveryRecord,
 )
+from orchestrator_api.store.tags import Tag
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.errors import StoreError
 from orchestrator_shared.instance_key import InstanceKey
@@ -45,6 +46,7 @@ __all__ = [
     "RecoveryRecord",
     "Store",
     "StoreError",
+    "Tag",
     "open_store",
 ]
 
@@ -96,6 +98,12 @@ class Store(Protocol):
     async def downtimes(self, *, now: datetime) -> list[Downtime]: ...
     async def register_candidate(self, candidate: Candidate) -> None: ...
     async def candidates(self, *, now: datetime) -> list[Candidate]: ...
+
+    # instance tags (:mod:`.tags`; forgetting an instance removes its tags)
+    async def put_tag(self, key: InstanceKey, tag: Tag) -> None: ...
+    async def instance_tags(self, key: InstanceKey) -> list[Tag]: ...
+    async def tags_by_instance(self) -> dict[InstanceKey, dict[str, str]]: ...
+    async def untag(self, key: InstanceKey | None, tag: Tag) -> list[InstanceKey]: ...
 
     # audit, failure detections, recoveries
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None: ...

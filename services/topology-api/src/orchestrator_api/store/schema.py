@@ -161,6 +161,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX recoveries_cluster ON recoveries (cluster_name)",
         ),
     ),
+    Migration(
+        2,
+        "instance tags",
+        (
+            # orchestrator's database_instance_tags: one value per instance and tag name
+            """CREATE TABLE instance_tags (
+                instance_key TEXT NOT NULL,
+                tag_name TEXT NOT NULL,
+                tag_value TEXT NOT NULL,
+                updated_at {real} NOT NULL,
+                PRIMARY KEY (instance_key, tag_name)
+            )""",
+            "CREATE INDEX instance_tags_name ON instance_tags (tag_name, tag_value)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -37,6 +37,7 @@ from orchestrator_api.store.schema import (
     pending,
     render,
 )
+from orchestrator_api.store.tags import TagStore, forget_tags
 from orchestrator_api.store.view import ClusterSetting, FleetView
 from orchestrator_shared.errors import StoreError
 from orchestrator_shared.instance_key import InstanceKey
@@ -84,8 +85,9 @@ async def migrate(driver: Driver) -> int:
     return max(newest, LATEST_VERSION)
 
 
-class SqlStore:
-    """The topology store over one driver (see :mod:`orchestrator_api.store`)."""
+class SqlStore(TagStore):
+    """The topology store over one driver (see :mod:`orchestrator_api.store`); its tag
+    methods come from :class:`TagStore`."""
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
@@ -295,6 +297,7 @@ class SqlStore:
     async def forget_instance(self, key: InstanceKey) -> bool:
         async with self._writing() as tx:
             await self._next_generation(tx, forgets=True)
+            await forget_tags(tx, [str(key)])
             count = await tx.execute("DELETE FROM instances WHERE instance_key = ?", str(key))
         return count > 0
 
@@ -303,6 +306,7 @@ class SqlStore:
         members = [str(node.key) for node in (await self.view()).cluster_instances(cluster)]
         async with self._writing() as tx:
             await self._next_generation(tx, forgets=True)
+            await forget_tags(tx, members, cluster)
             await tx.executemany(
                 "DELETE FROM instances WHERE instance_key = ?", [(key,) for key in members]
             )

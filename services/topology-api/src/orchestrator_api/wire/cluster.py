@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator_api.wire.envelope import Envelope, ok_envelope
+from orchestrator_api.wire.instance import cluster_errant
 from orchestrator_shared.topology import Cluster, render_topology
 
 __all__ = ["cluster_info_json", "cluster_name_alias_json", "topology_envelope"]
@@ -40,5 +41,11 @@ def topology_envelope(
     cluster: Cluster, *, now: datetime, poll_seconds: float, tabulated: bool = False
 ) -> Envelope:
     """``/api/topology`` (or ``topology-tabulated``): the text tree inside an OK envelope."""
-    text = render_topology(cluster, now=now, poll_seconds=poll_seconds, tabulated=tabulated)
+    text = render_topology(
+        cluster,
+        now=now,
+        poll_seconds=poll_seconds,
+        tabulated=tabulated,
+        errant=cluster_errant(cluster),
+    )
     return ok_envelope(f"Topology for cluster {cluster.name}", text)

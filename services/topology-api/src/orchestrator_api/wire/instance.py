@@ -47,6 +47,7 @@ from orchestrator_api.wire.values import (
     instance_keys_json,
     null_int64,
 )
+from orchestrator_shared.analysis.errant import find_errant
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
 from orchestrator_shared.snapshot import Flavor, InstanceSnapshot, ReplicationChannel, ThreadState
@@ -207,6 +208,23 @@ def ancestors(node: TopologyInstance, cluster: Cluster) -> tuple[TopologyInstanc
     return tuple(found)
 
 
+def errant_gtids(node: TopologyInstance, cluster: Cluster) -> str:
+    """orchestrator's ``GtidErrant`` of ``node``: the transactions it has that its master does
+    not (in the server's notation; '' when none, or for a master)."""
+    chain = ancestors(node, cluster)
+    if not chain:
+        return ""
+    found = find_errant(
+        node.snapshot, [chain[0].snapshot], upstream=[member.snapshot for member in chain]
+    )
+    return found.gtids if found is not None else ""
+
+
+def cluster_errant(cluster: Cluster) -> frozenset[InstanceKey]:
+    """The members of ``cluster`` with errant GTIDs."""
+    return frozenset(key for key, node in cluster.instances.items() if errant_gtids(node, cluster))
+
+
 def _ancestry(node: TopologyInstance, cluster: Cluster) -> list[str]:
     """The server UUIDs from the top of the chain down to ``node``, as orchestrator chains
     ``AncestryUUID`` (a co-master's chain is its master and itself)."""
@@ -234,12 +252,15 @@ def instance_json(
     downtime: Downtime | None = None,
     candidate: Candidate | None = None,
     reasonable_lag_seconds: int = DEFAULT_REASONABLE_REPLICATION_LAG_SECONDS,
-    gtid_errant: str = "",
+    gtid_errant: str | None = None,
 ) -> dict[str, Any]:
     """The instance as orchestrator's ``/api/instance`` answers it (fields in its order).
 
-    ``gtid_errant`` is what the failure analysis found (orchestrator's ``GtidErrant``).
+    ``gtid_errant``: orchestrator's ``GtidErrant``; None: found from the node's master in
+    ``cluster`` (:func:`errant_gtids`).
     """
+    if gtid_errant is None:
+        gtid_errant = errant_gtids(node, cluster)
     snap = node.snapshot
     channel = snap.primary_channel
     check = check_state(snap, now=now, poll_seconds=poll_seconds)

@@ -1,0 +1,62 @@
+"""The statements and pure decisions of a graceful master takeover (no I/O here).
+
+:mod:`orchestrator_recovery.takeover` runs them; unit tests feed them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from orchestrator_recovery.sql import Dialect, Positions, missing_on_master, quote
+from orchestrator_shared.instance_key import InstanceKey
+
+
+def demoted_master_sql(
+    dialect: Dialect,
+    successor: InstanceKey,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+) -> str:
+    """Point the demoted (stopped, never or no longer replicating) master at ``successor``.
+
+    MariaDB: ``master_use_gtid=current_pos``. The old master's ``gtid_slave_pos`` is stale
+    or empty (it took writes, it did not replicate them); ``current_pos`` starts from what it
+    logged itself, which is exactly what the successor applied before it was promoted.
+    """
+    if not dialect.is_mariadb:
+        return dialect.change_master_sql(successor, user=user, password=password)
+    parts = [f"master_host={quote(successor.host)}", f"master_port={int(successor.port)}"]
+    if user is not None:
+        parts += [f"master_user={quote(user)}", f"master_password={quote(password or '')}"]
+    parts.append("master_use_gtid=current_pos")
+    return "CHANGE MASTER TO " + ", ".join(parts)
+
+
+def not_applied(dialect: Dialect, master: Positions, successor: Positions) -> str | None:
+    """What of the master's log the successor has not applied yet (None: it has all of it).
+
+    The successor logs what it applies (``log_slave_updates`` is required of it), so its own
+    log position holding the master's means every one of the master's transactions is in.
+    """
+    return missing_on_master(
+        dialect, replica=Positions(binlog=master.binlog), master=Positions(binlog=successor.binlog)
+    )
+
+
+def parse_credentials(rows: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """The first two columns of ``ReplicationCredentialsQuery``'s first row: user, password
+    (None when the query answered nothing or an empty user)."""
+    for row in rows:
+        values = list(row.values())
+        if len(values) < 2 or not values[0]:
+            return None
+        return _text(values[0]), _text(values[1])
+    return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode()
+    return str(value)

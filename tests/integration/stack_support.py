@@ -1,0 +1,92 @@
+"""The whole stack as separate processes for the integration tests (``make_stack`` fixture in
+conftest.py): a real 4-node MariaDB sandbox, nats-server, etcd, discovery, topology-api and two
+recovery workers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator_api.sandbox import Sandbox
+from tests.harness.ports import free_port
+from tests.integration.test_stack import start, stop
+
+TOPOLOGY = {"MySQLTopologyUser": "orchestrator", "MySQLTopologyPassword": "orch_topology"}
+
+
+@dataclass
+class Stack:
+    sandbox: Sandbox
+    api: str
+    nats_url: str
+    workers: list[subprocess.Popen[bytes]]
+    nats: Any
+    etcd: Any
+
+
+StackFactory = Callable[..., Stack]
+
+
+def stack_factory(
+    sandbox_factory: Callable[..., Sandbox], nats_server: Any, etcd_server: Any, tmp_path: Path
+) -> Iterator[StackFactory]:
+    """Starts a sandbox (``nodes``, ``chain``) and the stack with ``settings`` added."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def make(*, chain: bool = False, **settings: Any) -> Stack:
+        sandbox = sandbox_factory(nodes=4, chain=chain)
+        port = free_port()
+        common = {
+            **TOPOLOGY,
+            "NATSServers": [nats_server.url],
+            "EtcdEndpoints": [etcd_server.endpoint],
+            "InstancePollSeconds": 1,
+            "RecoverMasterClusterFilters": ["*"],
+            "RecoverIntermediateMasterClusterFilters": ["*"],
+            **settings,
+        }
+        processes.append(
+            start(
+                "orchestrator_discovery.main",
+                {
+                    **common,
+                    "DiscoverySeeds": [sandbox.master.key],
+                    "DiscoveryMetricsListenAddress": "",
+                },
+                tmp_path,
+            )
+        )
+        processes.append(
+            start(
+                "orchestrator_api.main",
+                {
+                    **common,
+                    "ListenAddress": f"127.0.0.1:{port}",
+                    "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
+                },
+                tmp_path,
+            )
+        )
+        workers = []
+        for n in (1, 2):
+            worker_dir = tmp_path / f"worker-{n}"
+            worker_dir.mkdir()
+            workers.append(start("orchestrator_recovery.main", common, worker_dir))
+        processes.extend(workers)
+        return Stack(
+            sandbox, f"http://127.0.0.1:{port}", nats_server.url, workers, nats_server, etcd_server
+        )
+
+    try:
+        yield make
+    finally:
+        outputs = [stop(process) for process in processes]
+        for code, output in outputs:
+            if code == -signal.SIGKILL:
+                continue  # a worker the test killed on purpose
+            assert code == 0, output
+            assert "Traceback" not in output, output
