@@ -37,6 +37,13 @@ async def store(
         await database.drop()
 
 
+@pytest.fixture(scope="module")
+def sandbox(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
+    """A 4-node MariaDB sandbox (node 0 the master) the tests of one module share; a module
+    wanting another shape defines its own ``sandbox``."""
+    return module_sandbox_factory(nodes=4)
+
+
 @pytest.fixture
 def make_stack(
     sandbox_factory: Callable[..., Sandbox], nats_server: Any, etcd_server: Any, tmp_path: Path

@@ -8,7 +8,6 @@ The fake worker answers ``orchestrator.v1.command.*`` as orchestrator_recovery.c
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,9 +16,7 @@ from typing import Any
 import httpx
 import nats
 import pytest
-import uvicorn
 
-from orchestrator_api.cli.client import run_client
 from orchestrator_api.discovery_client import NatsRequester
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
@@ -27,7 +24,7 @@ from orchestrator_api.store import RecoveryFilter, RecoveryRecord, Store
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey
-from tests.harness.ports import free_port
+from tests.integration.api_support import run_cli, serve
 from tests.integration.test_store import FLEET
 from tests.unit.test_wire_samples import load_sample
 
@@ -473,23 +470,10 @@ async def test_cli_recovery_commands(harness: Harness) -> None:
     harness.worker.answers["recover"] = recovered
     harness.worker.answers["force-master-failover"] = recovered
     await harness.store.record_recovery(record("r-1", "db1:3306", "db1:3306"))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(harness.context), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
+    async with serve(harness.context) as api:
 
         async def cli(*args: str) -> tuple[int, str]:
-            out = io.StringIO()
-            argv = [*args, "--api", f"http://127.0.0.1:{port}"]
-            code = await asyncio.to_thread(run_client, argv, out=out, environ={})
-            return code, out.getvalue()
+            return await asyncio.to_thread(run_cli, api, *args)
 
         assert await cli("-c", "recover", "-i", "db1:3306") == (0, "db2:3306\n")
         assert await cli("-c", "recover", "-i", "db1:3306", "-d", "db3:3306") == (0, "db3:3306\n")
@@ -505,6 +489,3 @@ async def test_cli_recovery_commands(harness: Harness) -> None:
         assert acked[0].acknowledged_comment == "seen it"
         harness.worker.answers["recover"] = refused
         assert await cli("-c", "recover", "-i", "db1:3306") == (1, "")
-    finally:
-        server.should_exit = True
-        await serving

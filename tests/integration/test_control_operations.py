@@ -15,51 +15,38 @@ One sandbox serves the module; the ``clean`` fixture checks it as built before e
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx
-import nats
 import pytest
-import uvicorn
 
-from orchestrator_api.cli.client import run_client
-from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.http.app import create_app
-from orchestrator_api.http.context import ApiContext
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.sandbox.client import NodeSession
 from orchestrator_api.sandbox.config import change_master_sql
-from orchestrator_api.store import Store, open_store
-from orchestrator_recovery.commands import CommandResponder, Leadership
 from orchestrator_recovery.operations import instance_operations
-from orchestrator_shared.bus import CommandRequest, Subjects
-from orchestrator_shared.config import Settings
+from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from orchestrator_shared.gtid import MariaGtidPosition
 from tests.harness.ports import free_port
-from tests.integration.test_instance_operations import ACCESS, Recorder, threads
-from tests.integration.test_store import snapshot
+from tests.integration.api_support import (
+    ACCESS,
+    Recorder,
+    path,
+    replica_row,
+    serve_cli,
+    star_api,
+)
+from tests.integration.api_support import SandboxApi as Api
+from tests.integration.test_instance_operations import threads
 
 pytestmark = pytest.mark.integration
 
 MASTER = 0
 
 
-@pytest.fixture(scope="module")
-def sandbox(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
-    return module_sandbox_factory(nodes=4)
-
-
 def status(sandbox: Sandbox, index: int) -> dict[str, Any]:
-    node = sandbox.node(index)
-    with NodeSession(node.key, unix_socket=node.socket) as session:
-        rows = session.dicts("SHOW SLAVE STATUS")
-    return rows[0] if rows else {}
+    return replica_row(sandbox, index)
 
 
 def value(sandbox: Sandbox, index: int, sql: str) -> str:
@@ -566,53 +553,11 @@ async def test_reset_master_refuses_an_instance_with_replicas(clean: Sandbox) ->
 # --- the routes and the CLI, over NATS, answered by the real responder -----------------------
 
 
-@dataclass
-class Api:
-    client: httpx.AsyncClient
-    context: ApiContext
-    recorder: Recorder
-    sandbox: Sandbox
-
-
 @pytest.fixture
 async def api(clean: Sandbox, nats_server: Any, tmp_path: Path) -> AsyncIterator[Api]:
-    sandbox = clean
-    master = sandbox.node(MASTER).key
-    store: Store = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
-    await store.write_batch(
-        (snapshot(master), *(snapshot(sandbox.node(i).key, master) for i in range(1, 4)))
-    )
     recorder = Recorder([])
-    nc = await nats.connect(nats_server.url)
-    responder = CommandResponder(
-        nc,
-        Subjects(),
-        cast(Any, None),  # the recovery worker and control: not used by these operations
-        cast(Any, None),
-        Leadership(lambda: True, recorder.guard, lambda: 1),
-        operations=handlers(recorder),
-    )
-    answering = asyncio.create_task(responder.run())
-    await asyncio.sleep(0.1)
-    await nc.flush()
-    requester = NatsRequester(Subjects())
-    await requester.connect([nats_server.url])
-    context = ApiContext(settings=Settings(), store=store, discovery=requester)
-    transport = httpx.ASGITransport(app=create_app(context))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield Api(client, context, recorder, sandbox)
-    finally:
-        answering.cancel()
-        with suppress(asyncio.CancelledError):
-            await answering
-        await requester.close()
-        await nc.close()
-        await store.close()
-
-
-def path(sandbox: Sandbox, index: int) -> str:
-    return f"127.0.0.1/{sandbox.node(index).port}"
+    async with star_api(nats_server.url, tmp_path, clean, recorder, handlers(recorder)) as api:
+        yield api
 
 
 async def test_routes_and_their_synonyms(api: Api) -> None:
@@ -689,22 +634,7 @@ async def test_routes_and_their_synonyms(api: Api) -> None:
 
 async def test_cli_commands(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     sandbox = api.sandbox
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(api.context), host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-
-        async def cli(*args: str) -> tuple[int, str, str]:
-            out = io.StringIO()
-            argv = [*args, "--api", f"http://127.0.0.1:{port}"]
-            code = await asyncio.to_thread(run_client, argv, out=out, environ={})
-            return code, out.getvalue(), capsys.readouterr().err
-
+    async with serve_cli(api.context, capsys) as cli:
         replica, master = sandbox.node(1).key, sandbox.node(MASTER).key
         assert await cli("-c", "stop-slave-nice", "-i", replica) == (0, f"{replica}\n", "")
         assert threads(sandbox, 1) == ("No", "No")
@@ -739,6 +669,3 @@ async def test_cli_commands(api: Api, capsys: pytest.CaptureFixture[str]) -> Non
         assert (code, out) == (1, "") and "Replication SQL thread is running" in err
         code, out, err = await cli("-c", "gtid-errant-inject-empty", "-i", replica)
         assert (code, out) == (1, "") and "no errant GTID is found" in err
-    finally:
-        server.should_exit = True
-        await serving

@@ -13,54 +13,43 @@ the master writable), which the ``clean`` fixture checks.
 from __future__ import annotations
 
 import asyncio
-import io
-from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
-import nats
 import pytest
-import uvicorn
 
-from orchestrator_api.cli.client import run_client
-from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
-from orchestrator_api.sandbox.client import NodeSession
-from orchestrator_api.store import Store, open_store
-from orchestrator_recovery.commands import CommandResponder, Handler, Leadership
-from orchestrator_recovery.mysql import MySQLAccess
+from orchestrator_api.sandbox import Sandbox
+from orchestrator_recovery.commands import Handler
 from orchestrator_recovery.operations import instance_operations
-from orchestrator_shared.bus import CommandRequest, Subjects
-from orchestrator_shared.config import Settings
+from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
-from orchestrator_shared.events import AuditEvent
 from tests.harness.ports import free_port
+from tests.integration.api_support import (
+    ACCESS,
+    Recorder,
+    path,
+    replica_row,
+    responder_api,
+    serve_cli,
+    star_snapshots,
+)
 from tests.integration.test_store import snapshot
 from tests.unit.test_wire_samples import load_sample
 
 pytestmark = pytest.mark.integration
 
-ACCESS = MySQLAccess(user=TOPOLOGY_USER, password=TOPOLOGY_PASSWORD, connect_timeout=1.0)
 REPLICA, MASTER = 1, 0
 
 
-@pytest.fixture(scope="module")
-def sandbox(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
-    return module_sandbox_factory(nodes=4)
-
-
 def threads(sandbox: Sandbox, index: int) -> tuple[str, str] | None:
-    node = sandbox.node(index)
-    with NodeSession(node.key, unix_socket=node.socket) as session:
-        rows = session.dicts("SHOW SLAVE STATUS")
-    if not rows:
+    row = replica_row(sandbox, index)
+    if not row:
         return None
-    return str(rows[0]["Slave_IO_Running"]), str(rows[0]["Slave_SQL_Running"])
+    return str(row["Slave_IO_Running"]), str(row["Slave_SQL_Running"])
 
 
 def read_only(sandbox: Sandbox, index: int) -> bool:
@@ -103,23 +92,6 @@ async def clean(sandbox: Sandbox) -> AsyncIterator[Sandbox]:
         sandbox.execute(index, "SET GLOBAL read_only = 1")
         sandbox.execute(index, "START SLAVE")
         await running(sandbox, index)
-
-
-@dataclass
-class Recorder:
-    audits: list[AuditEvent]
-    guards: int = 0
-    fail_at: int | None = None  # the guard call (1-based) that raises LeaseLost
-
-    async def guard(self) -> object:
-        self.guards += 1
-        if self.fail_at is not None and self.guards >= self.fail_at:
-            raise LeaseLost("lease lost (test)")
-        return None
-
-    async def audit(self, event: AuditEvent) -> object:
-        self.audits.append(event)
-        return True
 
 
 def handlers(recorder: Recorder) -> dict[str, Handler]:
@@ -310,57 +282,20 @@ class Api:
     recorder: Recorder
     sandbox: Sandbox
     unreachable: str
-    stop_worker: Callable[[], Any]
+    stop_worker: Callable[[], Awaitable[None]]
 
 
 @pytest.fixture
 async def api(clean: Sandbox, nats_server: Any, tmp_path: Path) -> AsyncIterator[Api]:
-    sandbox = clean
-    master = sandbox.node(MASTER).key
     unreachable = f"127.0.0.1:{free_port()}"
-    store: Store = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
-    await store.write_batch(
-        (
-            snapshot(master),
-            *(snapshot(sandbox.node(i).key, master) for i in range(1, 4)),
-            snapshot(unreachable, master),
-        )
-    )
     recorder = Recorder([])
-    nc = await nats.connect(nats_server.url)
-    responder = CommandResponder(
-        nc,
-        Subjects(),
-        cast(Any, None),  # the recovery worker and control: not used by these operations
-        cast(Any, None),
-        Leadership(lambda: True, recorder.guard, lambda: 1),
-        operations=handlers(recorder),
-    )
-    answering = asyncio.create_task(responder.run())
-    await asyncio.sleep(0.1)
-    await nc.flush()
-    requester = NatsRequester(Subjects())
-    await requester.connect([nats_server.url])
-    context = ApiContext(settings=Settings(), store=store, discovery=requester)
-
-    async def stop_worker() -> None:
-        answering.cancel()
-        with suppress(asyncio.CancelledError):
-            await answering
-
-    transport = httpx.ASGITransport(app=create_app(context))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield Api(client, context, recorder, sandbox, unreachable, stop_worker)
-    finally:
-        await stop_worker()
-        await requester.close()
-        await nc.close()
-        await store.close()
-
-
-def path(sandbox: Sandbox, index: int) -> str:
-    return f"127.0.0.1/{sandbox.node(index).port}"
+    operations = handlers(recorder)
+    async with responder_api(nats_server.url, tmp_path, recorder.guard, operations) as harness:
+        master = clean.node(MASTER).key
+        await harness.store.write_batch([*star_snapshots(clean), snapshot(unreachable, master)])
+        yield Api(
+            harness.client, harness.context, recorder, clean, unreachable, harness.stop_worker
+        )
 
 
 async def test_routes_answer_orchestrators_envelope(api: Api) -> None:
@@ -432,22 +367,7 @@ async def test_route_errors(api: Api) -> None:
 
 async def test_cli_prints_the_instance_key(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     sandbox = api.sandbox
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(api.context), host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-
-        async def cli(*args: str) -> tuple[int, str, str]:
-            out = io.StringIO()
-            argv = [*args, "--api", f"http://127.0.0.1:{port}"]
-            code = await asyncio.to_thread(run_client, argv, out=out, environ={})
-            return code, out.getvalue(), capsys.readouterr().err
-
+    async with serve_cli(api.context, capsys) as cli:
         replica, master = sandbox.node(REPLICA).key, sandbox.node(MASTER).key
         assert await cli("-c", "stop-replica", "-i", replica) == (0, f"{replica}\n", "")
         assert threads(sandbox, REPLICA) == ("No", "No")
@@ -470,6 +390,3 @@ async def test_cli_prints_the_instance_key(api: Api, capsys: pytest.CaptureFixtu
         before = binlog_file(sandbox, MASTER)
         assert await cli("-c", "flush-binary-logs", "-i", master) == (0, f"{master}\n", "")
         assert binlog_file(sandbox, MASTER) != before
-    finally:
-        server.should_exit = True
-        await serving

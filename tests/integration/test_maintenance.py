@@ -11,41 +11,34 @@ runs; two operations on one instance at once: the second is refused at once; a l
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
-import nats
 import pytest
-import uvicorn
 
-from orchestrator_api.cli.client import run_client
 from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
-from orchestrator_api.sandbox.client import NodeSession
-from orchestrator_api.store import Store, open_store
+from orchestrator_api.sandbox import Sandbox
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
-from orchestrator_recovery.commands import CommandResponder, Leadership
 from orchestrator_recovery.maintenance import MaintenanceLocks
 from orchestrator_recovery.moves import move_operations
-from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations import instance_operations
-from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
-from orchestrator_shared.config import Settings
-from orchestrator_shared.events import AuditEvent
-from tests.harness.ports import free_port
-from tests.integration.test_store import snapshot
+from orchestrator_shared.bus import CommandReply, CommandRequest
+from tests.integration import api_support
+from tests.integration.api_support import (
+    ACCESS,
+    replica_row,
+    responder_api,
+    serve_cli,
+    star_snapshots,
+)
 
 pytestmark = pytest.mark.integration
 
-ACCESS = MySQLAccess(user=TOPOLOGY_USER, password=TOPOLOGY_PASSWORD, connect_timeout=1.0)
 MASTER, REPLICA, OTHER = 0, 1, 2
 
 
@@ -55,15 +48,12 @@ def sandbox(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
 
 
 def threads(sandbox: Sandbox, index: int) -> tuple[str, str, str]:
-    node = sandbox.node(index)
-    with NodeSession(node.key, unix_socket=node.socket) as session:
-        row = session.dicts("SHOW SLAVE STATUS")[0]
+    row = replica_row(sandbox, index)
     return str(row["Slave_IO_Running"]), str(row["Slave_SQL_Running"]), str(row["Master_Port"])
 
 
 @dataclass
-class Recorder:
-    audits: list[AuditEvent] = field(default_factory=list)
+class Recorder(api_support.Recorder):
     gate: asyncio.Event | None = None  # guard() waits for it (an operation held mid-way)
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -71,11 +61,7 @@ class Recorder:
         if self.gate is not None:
             self.waiting.set()
             await self.gate.wait()
-        return None
-
-    async def audit(self, event: AuditEvent) -> object:
-        self.audits.append(event)
-        return True
+        return await super().guard()
 
 
 @dataclass
@@ -105,11 +91,6 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     for index in (REPLICA, OTHER):
         sandbox.execute(index, "START SLAVE")
-    master = sandbox.node(MASTER).key
-    store: Store = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
-    await store.write_batch(
-        (snapshot(master), *(snapshot(sandbox.node(i).key, master) for i in (REPLICA, OTHER)))
-    )
     etcd = EtcdClient(EtcdOptions(endpoints=(etcd_server.endpoint,)))
     recorder = Recorder()
     locks = MaintenanceLocks(
@@ -119,39 +100,19 @@ async def stack(
         worker_id="w-test",
         default_duration=timedelta(minutes=10),
     )
-    nc = await nats.connect(nats_server.url)
-    responder = CommandResponder(
-        nc,
-        Subjects(),
-        cast(Any, None),  # the recovery worker and control: not used by these operations
-        cast(Any, None),
-        Leadership(lambda: True, recorder.guard, lambda: 1),
-        operations=instance_operations(
-            access=ACCESS, guard=recorder.guard, audit=recorder.audit, worker_id="w-test"
-        )
-        | move_operations(
-            access=ACCESS, guard=recorder.guard, audit=recorder.audit, worker_id="w-test"
-        ),
-        locks=locks,
+    operations = instance_operations(
+        access=ACCESS, guard=recorder.guard, audit=recorder.audit, worker_id="w-test"
+    ) | move_operations(
+        access=ACCESS, guard=recorder.guard, audit=recorder.audit, worker_id="w-test"
     )
-    answering = asyncio.create_task(responder.run())
-    await asyncio.sleep(0.1)
-    await nc.flush()
-    requester = NatsRequester(Subjects())
-    await requester.connect([nats_server.url])
-    context = ApiContext(settings=Settings(), store=store, discovery=requester)
-    transport = httpx.ASGITransport(app=create_app(context))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield Stack(client, context, recorder, sandbox, requester, etcd)
+        async with responder_api(
+            nats_server.url, tmp_path, recorder.guard, operations, locks=locks
+        ) as harness:
+            await harness.store.write_batch(star_snapshots(sandbox))
+            yield Stack(harness.client, harness.context, recorder, sandbox, harness.requester, etcd)
     finally:
-        answering.cancel()
-        with suppress(asyncio.CancelledError):
-            await answering
-        await requester.close()
-        await nc.close()
         await etcd.close()
-        await store.close()
         for index in (REPLICA, OTHER):
             sandbox.execute(index, "START SLAVE")
 
@@ -302,22 +263,7 @@ async def test_a_lock_expires(stack: Stack) -> None:
 
 
 async def test_cli(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(stack.context), host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-
-        async def cli(*args: str) -> tuple[int, str, str]:
-            out = io.StringIO()
-            argv = [*args, "--api", f"http://127.0.0.1:{port}"]
-            code = await asyncio.to_thread(run_client, argv, out=out, environ={})
-            return code, out.getvalue(), capsys.readouterr().err
-
+    async with serve_cli(stack.context, capsys) as cli:
         replica = stack.key(REPLICA)
         begin = ("-c", "begin-maintenance", "-i", replica, "--owner", "test", "--reason", "test")
         assert await cli(*begin) == (0, f"{replica}\n", "")
@@ -340,9 +286,6 @@ async def test_cli(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
         assert await cli(*timed) == (0, f"{replica}\n", "")
         await asyncio.sleep(1.3)
         assert await cli("-c", "in-maintenance", "-i", replica) == (0, "", "")
-    finally:
-        server.should_exit = True
-        await serving
 
 
 async def test_operation_locks_live_while_it_runs_and_die_with_their_worker(

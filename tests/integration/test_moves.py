@@ -13,64 +13,37 @@ Then the routes and the CLI run over a real nats-server, answered by the real
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
-import nats
 import pytest
-import uvicorn
 
-from orchestrator_api.cli.client import run_client
-from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.http.app import create_app
-from orchestrator_api.http.context import ApiContext
-from orchestrator_api.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
-from orchestrator_api.sandbox.client import NodeSession
-from orchestrator_api.store import Store, open_store
-from orchestrator_recovery.commands import CommandResponder, Handler, Leadership
+from orchestrator_api.sandbox import Sandbox
+from orchestrator_recovery.commands import Handler
 from orchestrator_recovery.moves import move_operations
-from orchestrator_recovery.mysql import MySQLAccess
-from orchestrator_shared.bus import CommandRequest, Subjects
-from orchestrator_shared.config import Settings
+from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
-from orchestrator_shared.events import AuditEvent
 from tests.harness.ports import free_port
-from tests.integration.test_store import snapshot
+from tests.integration.api_support import (
+    ACCESS,
+    Link,
+    Recorder,
+    checksum,
+    link,
+    path,
+    serve_cli,
+    star_api,
+)
+from tests.integration.api_support import SandboxApi as Api
 from tests.unit.test_wire_samples import load_sample
 
 pytestmark = pytest.mark.integration
 
-ACCESS = MySQLAccess(user=TOPOLOGY_USER, password=TOPOLOGY_PASSWORD, connect_timeout=1.0)
 MASTER = 0
 
 
-@pytest.fixture(scope="module")
-def sandbox(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
-    return module_sandbox_factory(nodes=4)
-
-
-def link(sandbox: Sandbox, index: int) -> tuple[int, str, str, str] | None:
-    """Master_Port, IO, SQL, Using_Gtid of ``index`` (None: not a replica)."""
-    node = sandbox.node(index)
-    with NodeSession(node.key, unix_socket=node.socket) as session:
-        rows = session.dicts("SHOW SLAVE STATUS")
-    if not rows:
-        return None
-    row = rows[0]
-    return (
-        int(row["Master_Port"]),
-        str(row["Slave_IO_Running"]),
-        str(row["Slave_SQL_Running"]),
-        str(row["Using_Gtid"]),
-    )
-
-
-def topology(sandbox: Sandbox) -> list[tuple[int, str, str, str] | None]:
+def topology(sandbox: Sandbox) -> list[Link]:
     return [link(sandbox, i) for i in range(len(sandbox.nodes))]
 
 
@@ -78,13 +51,9 @@ def port(sandbox: Sandbox, index: int) -> int:
     return sandbox.node(index).port
 
 
-def star(sandbox: Sandbox) -> list[tuple[int, str, str, str] | None]:
+def star(sandbox: Sandbox) -> list[Link]:
     replicas = len(sandbox.nodes) - 1
     return [None] + [(port(sandbox, MASTER), "Yes", "Yes", "Slave_Pos")] * replicas
-
-
-def checksum(sandbox: Sandbox, index: int) -> int:
-    return int(sandbox.execute(index, "CHECKSUM TABLE sandbox.t")[0][1])
 
 
 async def same_data(sandbox: Sandbox, index: int, note: str) -> None:
@@ -95,7 +64,7 @@ async def same_data(sandbox: Sandbox, index: int, note: str) -> None:
             await asyncio.sleep(0.05)
 
 
-async def settled(sandbox: Sandbox, expected: list[tuple[int, str, str, str] | None]) -> None:
+async def settled(sandbox: Sandbox, expected: list[Link]) -> None:
     async with asyncio.timeout(15):
         while topology(sandbox) != expected:
             await asyncio.sleep(0.05)
@@ -120,27 +89,9 @@ async def clean(sandbox: Sandbox) -> AsyncIterator[Sandbox]:
     await settled(sandbox, star(sandbox))
 
 
-@dataclass
-class Recorder:
-    audits: list[AuditEvent] = field(default_factory=list)
-    guards: int = 0
-    fail_at: int | None = None  # the guard call (1-based) that raises LeaseLost
-    on_guard: dict[int, Callable[[], object]] = field(default_factory=dict)
-
-    async def guard(self) -> object:
-        self.guards += 1
-        if self.guards in self.on_guard:
-            await asyncio.to_thread(self.on_guard[self.guards])
-        if self.fail_at is not None and self.guards >= self.fail_at:
-            raise LeaseLost("lease lost (test)")
-        return None
-
-    async def audit(self, event: AuditEvent) -> object:
-        self.audits.append(event)
-        return True
-
-
-def handlers(recorder: Recorder, *, verify: float = 10.0) -> dict[str, Handler]:
+def handlers(
+    recorder: Recorder, *, verify: float = 10.0, credentials_query: str = ""
+) -> dict[str, Handler]:
     return move_operations(
         access=ACCESS,
         guard=recorder.guard,
@@ -148,17 +99,23 @@ def handlers(recorder: Recorder, *, verify: float = 10.0) -> dict[str, Handler]:
         worker_id="w-test",
         catch_up=1.0,
         verify=verify,
+        credentials_query=credentials_query,
     )
 
 
 def request(
-    operation: str, sandbox: Sandbox, index: int, below: int | None = None
+    operation: str,
+    sandbox: Sandbox,
+    index: int,
+    below: int | None = None,
+    **arguments: str,
 ) -> CommandRequest:
     return CommandRequest(
         operation=operation,
         instance=sandbox.node(index).key,
         destination="" if below is None else sandbox.node(below).key,
         cluster=sandbox.node(MASTER).key,
+        arguments=arguments,
         requested_by="alice",
     )
 
@@ -342,53 +299,11 @@ async def test_a_target_killed_mid_move_restores_the_previous_master(
 # --- the routes and the CLI, over NATS, answered by the real responder -----------------------
 
 
-@dataclass
-class Api:
-    client: httpx.AsyncClient
-    context: ApiContext
-    recorder: Recorder
-    sandbox: Sandbox
-
-
 @pytest.fixture
 async def api(clean: Sandbox, nats_server: Any, tmp_path: Path) -> AsyncIterator[Api]:
-    sandbox = clean
-    master = sandbox.node(MASTER).key
-    store: Store = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
-    await store.write_batch(
-        (snapshot(master), *(snapshot(sandbox.node(i).key, master) for i in range(1, 4)))
-    )
     recorder = Recorder()
-    nc = await nats.connect(nats_server.url)
-    responder = CommandResponder(
-        nc,
-        Subjects(),
-        cast(Any, None),  # the recovery worker and control: not used by these operations
-        cast(Any, None),
-        Leadership(lambda: True, recorder.guard, lambda: 1),
-        operations=handlers(recorder),
-    )
-    answering = asyncio.create_task(responder.run())
-    await asyncio.sleep(0.1)
-    await nc.flush()
-    requester = NatsRequester(Subjects())
-    await requester.connect([nats_server.url])
-    context = ApiContext(settings=Settings(), store=store, discovery=requester)
-    transport = httpx.ASGITransport(app=create_app(context))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield Api(client, context, recorder, sandbox)
-    finally:
-        answering.cancel()
-        with suppress(asyncio.CancelledError):
-            await answering
-        await requester.close()
-        await nc.close()
-        await store.close()
-
-
-def path(sandbox: Sandbox, index: int) -> str:
-    return f"127.0.0.1/{port(sandbox, index)}"
+    async with star_api(nats_server.url, tmp_path, clean, recorder, handlers(recorder)) as api:
+        yield api
 
 
 async def test_routes_answer_orchestrators_envelope(api: Api) -> None:
@@ -435,24 +350,7 @@ async def test_cli_prints_instance_below_master(
     api: Api, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sandbox = api.sandbox
-    server_port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(api.context), host="127.0.0.1", port=server_port, log_level="warning"
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-
-        async def cli(*args: str) -> tuple[int, str, str]:
-            out = io.StringIO()
-            argv = [*args, "--api", f"http://127.0.0.1:{server_port}"]
-            code = await asyncio.to_thread(run_client, argv, out=out, environ={})
-            return code, out.getvalue(), capsys.readouterr().err
-
+    async with serve_cli(api.context, capsys) as cli:
         zero, one, two, three = (sandbox.node(i).key for i in range(4))
         assert await cli("-c", "relocate", "-i", three, "-d", two) == (0, f"{three}<{two}\n", "")
         assert link(sandbox, 3) == (port(sandbox, 2), "Yes", "Yes", "Slave_Pos")
@@ -468,6 +366,3 @@ async def test_cli_prints_instance_below_master(
         assert (await cli("-c", "relocate", "-i", one))[0] == 2  # no -d
         await same_data(sandbox, 3, "after the CLI")
         assert topology(sandbox) == star(sandbox)
-    finally:
-        server.should_exit = True
-        await serving

@@ -17,33 +17,26 @@ from typing import Any
 import pytest
 
 from orchestrator_api.sandbox import REPLICATION_PASSWORD, REPLICATION_USER, Sandbox
-from orchestrator_recovery.moves import move_operations
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from tests.harness.ports import free_port
+from tests.integration.api_support import Link, Recorder, link
 from tests.integration.test_moves import (
-    ACCESS,
     MASTER,
-    Recorder,
     key_json,
-    link,
     port,
+    request,
     restore_star,
     same_data,
     settled,
     star,
     topology,
 )
+from tests.integration.test_moves import handlers as move_handlers
 
 pytestmark = pytest.mark.integration
 
 CREDENTIALS = f"SELECT '{REPLICATION_USER}' AS user, '{REPLICATION_PASSWORD}' AS password"
-Link = tuple[int, str, str, str] | None
-
-
-@pytest.fixture(scope="module")
-def sandbox(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
-    return module_sandbox_factory(nodes=4)
 
 
 def undo_co_master(sandbox: Sandbox) -> None:
@@ -56,6 +49,11 @@ def undo_co_master(sandbox: Sandbox) -> None:
 async def clean(sandbox: Sandbox) -> AsyncIterator[Sandbox]:
     await settled(sandbox, star(sandbox))
     yield sandbox
+    await put_back(sandbox)
+
+
+async def put_back(sandbox: Sandbox) -> None:
+    """The star as built again, whatever moves (or make-co-master) the test left."""
     undo_co_master(sandbox)
     restore_star(sandbox)
     for index in range(1, 4):
@@ -64,32 +62,9 @@ async def clean(sandbox: Sandbox) -> AsyncIterator[Sandbox]:
 
 
 def handlers(recorder: Recorder, *, verify: float = 10.0, credentials: bool = True) -> Any:
-    return move_operations(
-        access=ACCESS,
-        guard=recorder.guard,
-        audit=recorder.audit,
-        worker_id="w-test",
-        catch_up=1.0,
-        verify=verify,
-        credentials_query=CREDENTIALS if credentials else "",
-    )
-
-
-def request(
-    operation: str,
-    sandbox: Sandbox,
-    index: int,
-    below: int | None = None,
-    **arguments: str,
-) -> CommandRequest:
-    return CommandRequest(
-        operation=operation,
-        instance=sandbox.node(index).key,
-        destination="" if below is None else sandbox.node(below).key,
-        cluster=sandbox.node(MASTER).key,
-        arguments=arguments,
-        requested_by="alice",
-    )
+    """The move handlers, with ``ReplicationCredentialsQuery`` set (for make-co-master)."""
+    query = CREDENTIALS if credentials else ""
+    return move_handlers(recorder, verify=verify, credentials_query=query)
 
 
 def below(sandbox: Sandbox, index: int) -> Link:

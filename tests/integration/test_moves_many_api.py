@@ -6,37 +6,23 @@ and what discovery and the topology API show for a co-master pair.
 
 from __future__ import annotations
 
-import asyncio
-import io
-from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
-import nats
 import pytest
-import uvicorn
 
-from orchestrator_api.cli.client import run_client
-from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.store import Store, open_store
-from orchestrator_recovery.commands import CommandResponder, Handler, Leadership
-from orchestrator_shared.bus import Subjects
-from orchestrator_shared.config import Settings
-from tests.harness.ports import free_port
+from orchestrator_api.store import Store
+from orchestrator_recovery.commands import Handler
+from tests.integration.api_support import Recorder, link, path, responder_api, serve_cli
 from tests.integration.test_api import probe_all
 from tests.integration.test_moves import (
-    Recorder,
     key_json,
-    link,
-    path,
     port,
-    restore_star,
     same_data,
     settled,
     star,
@@ -47,6 +33,7 @@ from tests.integration.test_moves_many import (
     handlers,
     keys_of,
     only,
+    put_back,
     undo_co_master,
 )
 from tests.integration.test_store import snapshot
@@ -54,18 +41,11 @@ from tests.integration.test_store import snapshot
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def sandbox(module_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
-    return module_sandbox_factory(nodes=4)
-
-
 @pytest.fixture
 async def clean(sandbox: Sandbox) -> AsyncIterator[Sandbox]:
     await settled(sandbox, star(sandbox))
     yield sandbox
-    undo_co_master(sandbox)
-    restore_star(sandbox)
-    await settled(sandbox, star(sandbox))
+    await put_back(sandbox)
 
 
 # --- the routes and the CLI, over NATS, answered by the real responder -----------------------
@@ -92,37 +72,11 @@ async def store_topology(store: Store, sandbox: Sandbox) -> None:
 
 @pytest.fixture
 async def api(clean: Sandbox, nats_server: Any, tmp_path: Path) -> AsyncIterator[Api]:
-    sandbox = clean
-    store: Store = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
-    await store_topology(store, sandbox)
     recorder = Recorder()
-    nc = await nats.connect(nats_server.url)
     operations: dict[str, Handler] = handlers(recorder)
-    responder = CommandResponder(
-        nc,
-        Subjects(),
-        cast(Any, None),  # the recovery worker and control: not used by these operations
-        cast(Any, None),
-        Leadership(lambda: True, recorder.guard, lambda: 1),
-        operations=operations,
-    )
-    answering = asyncio.create_task(responder.run())
-    await asyncio.sleep(0.1)
-    await nc.flush()
-    requester = NatsRequester(Subjects())
-    await requester.connect([nats_server.url])
-    context = ApiContext(settings=Settings(), store=store, discovery=requester)
-    transport = httpx.ASGITransport(app=create_app(context))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield Api(client, context, store, recorder, sandbox)
-    finally:
-        answering.cancel()
-        with suppress(asyncio.CancelledError):
-            await answering
-        await requester.close()
-        await nc.close()
-        await store.close()
+    async with responder_api(nats_server.url, tmp_path, recorder.guard, operations) as harness:
+        await store_topology(harness.store, clean)
+        yield Api(harness.client, harness.context, harness.store, recorder, clean)
 
 
 async def test_routes_answer_orchestrators_envelope(api: Api) -> None:
@@ -181,24 +135,7 @@ async def test_cli_prints_what_orchestrator_client_prints(
     api: Api, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sandbox = api.sandbox
-    server_port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(api.context), host="127.0.0.1", port=server_port, log_level="warning"
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-
-        async def cli(*args: str) -> tuple[int, str, str]:
-            out = io.StringIO()
-            argv = [*args, "--api", f"http://127.0.0.1:{server_port}"]
-            code = await asyncio.to_thread(run_client, argv, out=out, environ={})
-            return code, out.getvalue(), capsys.readouterr().err
-
+    async with serve_cli(api.context, capsys) as cli:
         zero, one, two, three = (sandbox.node(i).key for i in range(4))
         relocated = await cli("-c", "relocate-replicas", "-i", zero, "-d", one)
         assert relocated == (0, f"{two}\n{three}\n", "")
@@ -232,6 +169,3 @@ async def test_cli_prints_what_orchestrator_client_prints(
         assert code == 1
         assert "already co master" in err
         undo_co_master(sandbox)
-    finally:
-        server.should_exit = True
-        await serving

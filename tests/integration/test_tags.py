@@ -4,23 +4,19 @@ forgetting an instance, ``topology-tags``, and the CLI over a real HTTP server."
 
 from __future__ import annotations
 
-import asyncio
-import io
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from orchestrator_api.cli.client import run_client
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.store import Store
 from orchestrator_api.store.tags import Tag
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey
-from tests.harness.ports import free_port
+from tests.integration.api_support import serve_cli
 from tests.integration.test_store import snapshot
 
 pytestmark = pytest.mark.integration
@@ -177,22 +173,7 @@ async def test_topology_tags(api: httpx.AsyncClient) -> None:
 
 async def test_cli(api: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]) -> None:
     context = api.app_context  # type: ignore[attr-defined]
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(context), host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-
-        async def cli(*args: str) -> tuple[int, str, str]:
-            out = io.StringIO()
-            argv = [*args, "--api", f"http://127.0.0.1:{port}"]
-            code = await asyncio.to_thread(run_client, argv, out=out, environ={})
-            return code, out.getvalue(), capsys.readouterr().err
-
+    async with serve_cli(context, capsys) as cli:
         assert await cli("-c", "tags", "-i", "testhost:22296") == (
             0,
             "candidate=\nrole=backup\n",
@@ -234,6 +215,3 @@ async def test_cli(api: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]) -
         code, out, _ = await cli("-c", "topology-tags", "-i", "testhost:22294")
         assert code == 0
         assert out.splitlines()[1].endswith("[priority=low,role=delayed]")
-    finally:
-        server.should_exit = True
-        await serving

@@ -6,15 +6,15 @@ pre-hook and a successor that stops applying, both rolled back)."""
 
 from __future__ import annotations
 
-import io
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator_api.cli.client import run_client
 from orchestrator_api.sandbox import REPLICATION_PASSWORD, REPLICATION_USER, Sandbox
+from tests.integration.api_support import checksum, link, run_cli
 from tests.integration.stack_support import Stack, StackFactory
 from tests.integration.test_recovery_stack import (
     api_get,
@@ -30,40 +30,21 @@ CREDENTIALS = f"SELECT '{REPLICATION_USER}', '{REPLICATION_PASSWORD}'"
 
 
 def cli(stack: Stack, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    out = io.StringIO()
     capsys.readouterr()
-    code = run_client([*argv, "--api", stack.api], out=out, environ={})
-    return code, out.getvalue(), capsys.readouterr().err
+    code, out = run_cli(stack.api, *argv)
+    return code, out, capsys.readouterr().err
 
 
-def link(sandbox: Sandbox, index: int) -> tuple[int, str, str, str] | None:
-    """Master_Port, IO, SQL, Using_Gtid of node ``index`` (None: not a replica)."""
-    status = replica_status(sandbox, index)
-    if status is None:
-        return None
-    return (
-        int(status["Master_Port"]),
-        status["Slave_IO_Running"],
-        status["Slave_SQL_Running"],
-        status["Using_Gtid"],
-    )
-
-
-def checksum(sandbox: Sandbox, index: int) -> Any:
-    return sandbox.execute(index, "CHECKSUM TABLE sandbox.t")[0][1]
-
-
-def same_data(sandbox: Sandbox, master: int, note: str) -> None:
-    """A write on ``master`` reaches every replicating node, which then matches it."""
+def same_data(sandbox: Sandbox, master: int, note: str, nodes: Sequence[int] = ()) -> None:
+    """A write on ``master`` reaches ``nodes`` (default: every other node), which then match it."""
     sandbox.execute(master, f"INSERT INTO sandbox.t (note) VALUES ('{note}')")
     expected = checksum(sandbox, master)
-    for node in sandbox.nodes:
-        if node.index != master:
-            wait_until(
-                lambda node=node: checksum(sandbox, node.index) == expected,
-                timeout=10,
-                what=f"{node.key} has {note}",
-            )
+    for index in nodes or [node.index for node in sandbox.nodes if node.index != master]:
+        wait_until(
+            lambda index=index: checksum(sandbox, index) == expected,
+            timeout=10,
+            what=f"{sandbox.node(index).key} has {note}",
+        )
 
 
 def star_of(sandbox: Sandbox, master: int) -> None:
@@ -97,17 +78,19 @@ def master_shown(stack: Stack, index: int) -> None:
     )
 
 
-def wait_ready(stack: Stack) -> None:
+def ready(make_stack: StackFactory, **settings: Any) -> Stack:
+    """The whole stack with ``settings``, once every worker has read the fleet and one leads."""
+    stack = make_stack(**settings)
     wait_listed(stack, stack.sandbox.master.key)
-    time.sleep(1.5)  # every worker has read the fleet; one leads
+    time.sleep(1.5)
+    return stack
 
 
 def test_graceful_takeover_and_back(
     make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = make_stack(ReplicationCredentialsQuery=CREDENTIALS)
+    stack = ready(make_stack, ReplicationCredentialsQuery=CREDENTIALS)
     sandbox = stack.sandbox
-    wait_ready(stack)
     zero, one = sandbox.node(0).key, sandbox.node(1).key
     assert cli(stack, capsys, "-c", "graceful-master-takeover", "-i", zero, "-d", one) == (
         0,
@@ -121,7 +104,7 @@ def test_graceful_takeover_and_back(
     # the demoted master: read_only, pointed at the new one with current_pos, not started
     assert read_only(sandbox, 0)
     assert link(sandbox, 0) == (sandbox.node(1).port, "No", "No", "Current_Pos")
-    same_data_but_zero(sandbox)
+    same_data(sandbox, 1, "new master", nodes=(2, 3))  # node 0 not started yet
     master_shown(stack, 1)
     assert cli(stack, capsys, "-c", "start-replica", "-i", zero)[0] == 0
     star_of(sandbox, 1)
@@ -145,24 +128,11 @@ def test_graceful_takeover_and_back(
     assert history and all(row["IsSuccessful"] for row in history[:2]), history
 
 
-def same_data_but_zero(sandbox: Sandbox) -> None:
-    """After a takeover to node 1 (node 0 not started yet): a write on 1 reaches 2 and 3."""
-    sandbox.execute(1, "INSERT INTO sandbox.t (note) VALUES ('new master')")
-    expected = checksum(sandbox, 1)
-    for index in (2, 3):
-        wait_until(
-            lambda index=index: checksum(sandbox, index) == expected,
-            timeout=10,
-            what=f"node {index} follows the new master",
-        )
-
-
 def test_auto_takeover_without_a_target_picks_one_and_starts_the_demoted_master(
     make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = make_stack(ReplicationCredentialsQuery=CREDENTIALS)
+    stack = ready(make_stack, ReplicationCredentialsQuery=CREDENTIALS)
     sandbox = stack.sandbox
-    wait_ready(stack)
     zero, one = sandbox.node(0).key, sandbox.node(1).key
     code, out, err = cli(stack, capsys, "-c", "graceful-master-takeover-auto", "-i", zero)
     # three direct replicas, all equal by the rules: the smallest key wins
@@ -176,7 +146,8 @@ def test_takeover_refusals_and_rollbacks_leave_the_topology_as_it_was(
 ) -> None:
     fail_hook = tmp_path / "fail-pre-hook"
     stop_hook = tmp_path / "stop-successor"
-    stack = make_stack(
+    stack = ready(
+        make_stack,
         ReplicationCredentialsQuery=CREDENTIALS,
         # node 3 (server_id 4) is in another region
         DetectRegionQuery="SELECT IF(@@server_id = 4, 'rgn-west', 'rgn-east')",
@@ -192,7 +163,6 @@ def test_takeover_refusals_and_rollbacks_leave_the_topology_as_it_was(
         ],
     )
     sandbox = stack.sandbox
-    wait_ready(stack)
     zero, one, three = (sandbox.node(i).key for i in (0, 1, 3))
 
     def refused(*argv: str, expected: str) -> None:
@@ -265,9 +235,8 @@ def test_takeover_refusals_and_rollbacks_leave_the_topology_as_it_was(
 def test_force_master_takeover_promotes_the_named_replica(
     make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = make_stack()
+    stack = ready(make_stack)
     sandbox = stack.sandbox
-    wait_ready(stack)
     zero, two = sandbox.node(0).key, sandbox.node(2).key
     code, _, err = cli(stack, capsys, "-c", "force-master-takeover", "-i", zero)
     assert code == 2 and "needs -d" in err

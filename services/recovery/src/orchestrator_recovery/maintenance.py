@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from orchestrator_coordinator.etcd import CreateResult, KeyValue
 from orchestrator_recovery.commands import Handler
+from orchestrator_recovery.operations_base import operation_audit
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.errors import InvalidInstanceKey, OperationRefused, OrchestratorError
 from orchestrator_shared.events import AuditEvent
@@ -418,14 +419,8 @@ class MaintenanceLocks:
         self, request: CommandRequest, kind: str, key: InstanceKey, message: str
     ) -> None:
         await self._audit(
-            AuditEvent(
-                type=kind,
-                message=message,
-                key=str(key),
-                cluster=request.cluster,
-                user=request.requested_by or self._worker_id,
-                at=self._clock(),
-                details={"worker": self._worker_id},
+            operation_audit(
+                request, kind, key, message, worker_id=self._worker_id, at=self._clock()
             )
         )
 

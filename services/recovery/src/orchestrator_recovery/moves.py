@@ -41,7 +41,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator_recovery.commands import Handler
@@ -57,16 +56,15 @@ from orchestrator_recovery.moves_sql import (
     refusal,
 )
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
-from orchestrator_recovery.operations_base import read_state
+from orchestrator_recovery.operations_base import instance_key, operation_audit, read_state
+from orchestrator_recovery.replication import replicating_from
 from orchestrator_recovery.sql import (
-    Progress,
-    following_check,
     parse_positions,
     parse_replica_status,
     quote,
 )
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OperationRefused
+from orchestrator_shared.errors import LeaseLost, OperationRefused
 from orchestrator_shared.events import AuditEvent
 from orchestrator_shared.instance_key import InstanceKey
 
@@ -79,15 +77,6 @@ VERIFY = 10.0  # seconds for the moved replica to replicate from its new master
 MAX_CHAIN = 16  # masters followed up from the target looking for the replica
 POLL = 0.1
 _PASSWORD = re.compile(r"master_password='(?:[^'\\]|\\.)*'", re.IGNORECASE)
-
-
-def _key(text: str, what: str) -> InstanceKey:
-    if not text:
-        raise OperationRefused(f"no {what} given")
-    try:
-        return InstanceKey.parse(text)
-    except InvalidInstanceKey as exc:
-        raise OperationRefused(f"bad {what}: {exc}") from None
 
 
 def _key_json(key: InstanceKey | None) -> dict[str, Any]:
@@ -263,22 +252,7 @@ class Mover:
 
     async def following(self, links: Links, key: InstanceKey, master: InstanceKey) -> str | None:
         """None once ``key`` replicates from ``master``; else why not, after ``verify`` s."""
-        deadline = time.monotonic() + self._verify
-        why = "not read"
-        while time.monotonic() < deadline:
-            try:
-                rows = await links.rows(key, "SHOW ALL SLAVES STATUS")
-            except StatementFailed as exc:
-                why = exc.message
-            else:
-                check = following_check(parse_replica_status(rows), master)
-                if check.progress is Progress.DONE:
-                    return None
-                why = check.detail
-                if check.progress is Progress.FAILED:
-                    return why
-            await asyncio.sleep(POLL)
-        return f"not replicating from {master} within {self._verify:g}s: {why}"
+        return await replicating_from(links, key, master, within=self._verify, poll=POLL)
 
     async def shift(self, links: Links, replica: Server, target_key: InstanceKey) -> InstanceKey:
         """Steps 3 to 6 for a ``replica`` :meth:`validate` accepted: its previous master.
@@ -411,16 +385,7 @@ class Mover:
         self, kind: str, request: CommandRequest, key: InstanceKey, message: str, *, ok: bool
     ) -> None:
         await self._audit(
-            AuditEvent(
-                type=kind,
-                message=message,
-                key=str(key),
-                cluster=request.cluster,
-                user=request.requested_by or self._worker_id,
-                at=datetime.now(UTC),
-                ok=ok,
-                details={"worker": self._worker_id},
-            )
+            operation_audit(request, kind, key, message, worker_id=self._worker_id, ok=ok)
         )
 
     # --- handlers -------------------------------------------------------------------------
@@ -432,8 +397,10 @@ class Mover:
         repoint = _Kind("repoint", "repointed")
 
         async def below(kind: _Kind, request: CommandRequest) -> CommandReply:
-            key = _key(request.instance, "instance")
-            return await self.move(kind, request, key, _key(request.destination, "destination"))
+            key = instance_key(request.instance)
+            return await self.move(
+                kind, request, key, instance_key(request.destination, "destination")
+            )
 
         async def do_relocate(request: CommandRequest) -> CommandReply:
             return await below(relocate, request)
@@ -442,7 +409,7 @@ class Mover:
             return await below(gtid, request)
 
         async def do_up(request: CommandRequest) -> CommandReply:
-            key = _key(request.instance, "instance")
+            key = instance_key(request.instance)
             async with self.links() as links:
                 replica = await read_server(links, key)
                 if replica.master is None:
@@ -455,10 +422,10 @@ class Mover:
             return await self.move(up, request, key, master.master)
 
         async def do_repoint(request: CommandRequest) -> CommandReply:
-            key = _key(request.instance, "instance")
+            key = instance_key(request.instance)
             if request.destination:
                 return await self.move(
-                    repoint, request, key, _key(request.destination, "destination")
+                    repoint, request, key, instance_key(request.destination, "destination")
                 )
             async with self.links() as links:
                 replica = await read_server(links, key)
@@ -467,9 +434,9 @@ class Mover:
             return await self.move(repoint, request, key, replica.master)
 
         async def do_can(request: CommandRequest) -> CommandReply:
-            key = _key(request.instance, "instance")
+            key = instance_key(request.instance)
             return await self.can_replicate_from(
-                request, key, _key(request.destination, "destination")
+                request, key, instance_key(request.destination, "destination")
             )
 
         return {

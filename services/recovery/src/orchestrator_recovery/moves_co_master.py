@@ -21,8 +21,8 @@ from orchestrator_recovery.moves_many_rules import co_master_refusal, co_master_
 from orchestrator_recovery.moves_sql import Server
 from orchestrator_recovery.mysql import Links, StatementFailed
 from orchestrator_recovery.operations_base import instance_key
+from orchestrator_recovery.replication import replication_credentials
 from orchestrator_recovery.sql import quote
-from orchestrator_recovery.takeover_sql import parse_credentials
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from orchestrator_shared.instance_key import InstanceKey
@@ -45,15 +45,7 @@ class CoMaster:
     ) -> tuple[str, str] | None:
         """The user and password M will use (None: keep the ones M has configured)."""
         if self._query:
-            try:
-                found = parse_credentials(await links.rows(key, self._query))
-            except StatementFailed as exc:
-                raise OperationRefused(
-                    f"ReplicationCredentialsQuery failed on {key}: {exc.message}"
-                ) from None
-            if found is None:
-                raise OperationRefused(f"ReplicationCredentialsQuery answered nothing on {key}")
-            return found
+            return await replication_credentials(links, key, self._query)
         if master.replica is not None and master.replica.master_user:
             return None
         raise OperationRefused(

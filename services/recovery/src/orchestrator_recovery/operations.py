@@ -32,11 +32,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from orchestrator_recovery.commands import Handler
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
-from orchestrator_recovery.operations_base import Operator, instance_key, read_state
+from orchestrator_recovery.operations_base import (
+    Operator,
+    instance_key,
+    operation_audit,
+    read_state,
+)
 from orchestrator_recovery.operations_binlog import BinaryLogs
 from orchestrator_recovery.operations_control import NICE_WAIT, Control
 from orchestrator_recovery.operations_errant import CONVERGE, ErrantGtids
@@ -226,16 +230,7 @@ class _Runner:
         self, request: CommandRequest, key: InstanceKey, message: str, *, ok: bool
     ) -> None:
         await self._audit(
-            AuditEvent(
-                type=self._op.name,
-                message=message,
-                key=str(key),
-                cluster=request.cluster,
-                user=request.requested_by or self._worker_id,
-                at=datetime.now(UTC),
-                ok=ok,
-                details={"worker": self._worker_id},
-            )
+            operation_audit(request, self._op.name, key, message, worker_id=self._worker_id, ok=ok)
         )
 
 

@@ -65,6 +65,29 @@ def instance_key(text: str, what: str = "instance") -> InstanceKey:
         raise OperationRefused(f"bad {what}: {exc}") from None
 
 
+def operation_audit(
+    request: CommandRequest,
+    kind: str,
+    key: InstanceKey,
+    message: str,
+    *,
+    worker_id: str,
+    ok: bool = True,
+    at: datetime | None = None,
+) -> AuditEvent:
+    """The audit entry of an operation on ``key``: by its requester (else the worker)."""
+    return AuditEvent(
+        type=kind,
+        message=message,
+        key=str(key),
+        cluster=request.cluster,
+        user=request.requested_by or worker_id,
+        at=at or datetime.now(UTC),
+        ok=ok,
+        details={"worker": worker_id},
+    )
+
+
 def key_json(key: InstanceKey) -> dict[str, Any]:
     return {"Hostname": key.host, "Port": key.port}
 
@@ -204,14 +227,5 @@ class Operator:
         ok: bool,
     ) -> None:
         await self._audit(
-            AuditEvent(
-                type=name,
-                message=message,
-                key=str(key),
-                cluster=request.cluster,
-                user=request.requested_by or self.worker_id,
-                at=datetime.now(UTC),
-                ok=ok,
-                details={"worker": self.worker_id},
-            )
+            operation_audit(request, name, key, message, worker_id=self.worker_id, ok=ok)
         )

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator_recovery.sql import quote
+from orchestrator_recovery.sql import int_value, quote, text_value
 from orchestrator_shared.errors import InvalidGtid
 from orchestrator_shared.gtid import MariaGtidPosition
 from orchestrator_shared.instance_key import InstanceKey
@@ -38,21 +38,6 @@ MAX_DELAY = 2**31 - 1  # MariaDB's largest MASTER_DELAY
 
 
 # --- replica ----------------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return str(value)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,25 +110,25 @@ NO_REPLICATION_FIELDS: dict[str, Any] = {
 def parse_replication(rows: Iterable[Row]) -> Replication | None:
     """The default connection's row of ``SHOW ALL SLAVES STATUS`` (or ``SHOW SLAVE STATUS``);
     None when there is none, or ``RESET SLAVE`` left it without a master host."""
-    row = next((r for r in rows if _text(r.get("Connection_name")) == ""), None)
-    if row is None or not _text(row.get("Master_Host")).strip():
+    row = next((r for r in rows if text_value(r.get("Connection_name")) == ""), None)
+    if row is None or not text_value(row.get("Master_Host")).strip():
         return None
     return Replication(
-        master_host=_text(row.get("Master_Host")).strip(),
-        master_port=_int(row.get("Master_Port")),
-        io_state=_text(row.get("Slave_IO_Running")),
-        sql_state=_text(row.get("Slave_SQL_Running")),
-        last_sql_errno=_int(row.get("Last_SQL_Errno")),
-        last_sql_error=_text(row.get("Last_SQL_Error")),
-        last_io_error=_text(row.get("Last_IO_Error")),
-        gtid_mode=_text(row.get("Using_Gtid")).strip().lower(),
-        exec_file=_text(row.get("Relay_Master_Log_File")),
-        exec_pos=_int(row.get("Exec_Master_Log_Pos")),
-        read_file=_text(row.get("Master_Log_File")),
-        read_pos=_int(row.get("Read_Master_Log_Pos")),
-        sql_delay=_int(row.get("SQL_Delay")),
-        gtid_io_pos=_text(row.get("Gtid_IO_Pos")).replace("\n", "").strip(),
-        gtid_slave_pos=_text(row.get("Gtid_Slave_Pos")).replace("\n", "").strip(),
+        master_host=text_value(row.get("Master_Host")).strip(),
+        master_port=int_value(row.get("Master_Port")),
+        io_state=text_value(row.get("Slave_IO_Running")),
+        sql_state=text_value(row.get("Slave_SQL_Running")),
+        last_sql_errno=int_value(row.get("Last_SQL_Errno")),
+        last_sql_error=text_value(row.get("Last_SQL_Error")),
+        last_io_error=text_value(row.get("Last_IO_Error")),
+        gtid_mode=text_value(row.get("Using_Gtid")).strip().lower(),
+        exec_file=text_value(row.get("Relay_Master_Log_File")),
+        exec_pos=int_value(row.get("Exec_Master_Log_Pos")),
+        read_file=text_value(row.get("Master_Log_File")),
+        read_pos=int_value(row.get("Read_Master_Log_Pos")),
+        sql_delay=int_value(row.get("SQL_Delay")),
+        gtid_io_pos=text_value(row.get("Gtid_IO_Pos")).replace("\n", "").strip(),
+        gtid_slave_pos=text_value(row.get("Gtid_Slave_Pos")).replace("\n", "").strip(),
     )
 
 
@@ -237,7 +222,7 @@ def skip_refusal(
 
 def parse_binary_logs(rows: Iterable[Row]) -> list[str]:
     """``SHOW BINARY LOGS``: the file names, oldest first."""
-    return [_text(row.get("Log_name")) for row in rows if row.get("Log_name")]
+    return [text_value(row.get("Log_name")) for row in rows if row.get("Log_name")]
 
 
 _SEQUENCE = re.compile(r"^(.*)\.(\d+)$")
@@ -257,11 +242,11 @@ def parse_replica_hosts(rows: Iterable[Row]) -> tuple[list[InstanceKey], list[in
     named: list[InstanceKey] = []
     unnamed: list[int] = []
     for row in rows:
-        host, port = _text(row.get("Host")).strip(), _int(row.get("Port"))
+        host, port = text_value(row.get("Host")).strip(), int_value(row.get("Port"))
         try:
             named.append(InstanceKey(host=host, port=port))
         except ValueError:
-            unnamed.append(_int(row.get("Server_id")))
+            unnamed.append(int_value(row.get("Server_id")))
     return named, unnamed
 
 

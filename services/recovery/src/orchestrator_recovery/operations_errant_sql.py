@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator_recovery.sql import quote
+from orchestrator_recovery.sql import int_value, quote, text_value
 from orchestrator_shared.errors import InvalidGtid
 from orchestrator_shared.gtid import MariaGtid, MariaGtidPosition
 
@@ -32,21 +32,6 @@ GTID_SQL = (
 # anywhere (it empties the host cache, which is refilled on the next connection) and needs only
 # the RELOAD privilege the topology user has. MariaDB logs FLUSH statements unless LOCAL.
 PLACEHOLDER_STATEMENT = "FLUSH HOSTS"
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return str(value)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 def list_position(gtids: Iterable[MariaGtid]) -> MariaGtidPosition:
@@ -82,7 +67,7 @@ class GtidState:
 
 
 def _flag(value: Any) -> bool:
-    return _text(value).strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return text_value(value).strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def parse_gtid_list(text: str) -> tuple[MariaGtid, ...]:
@@ -98,13 +83,13 @@ def parse_gtid_state(rows: Iterable[Row]) -> GtidState:
     if row is None:
         raise InvalidGtid("no answer to the GTID variables query")
     return GtidState(
-        version=_text(row.get("version")),
-        server_id=_int(row.get("server_id")),
+        version=text_value(row.get("version")),
+        server_id=int_value(row.get("server_id")),
         read_only=_flag(row.get("read_only")),
         log_bin=_flag(row.get("log_bin")),
-        binlog=MariaGtidPosition.parse(_text(row.get("binlog")).replace("\n", "")),
-        applied=MariaGtidPosition.parse(_text(row.get("applied")).replace("\n", "")),
-        state=parse_gtid_list(_text(row.get("state"))),
+        binlog=MariaGtidPosition.parse(text_value(row.get("binlog")).replace("\n", "")),
+        applied=MariaGtidPosition.parse(text_value(row.get("applied")).replace("\n", "")),
+        state=parse_gtid_list(text_value(row.get("state"))),
         strict=_flag(row.get("strict")),
     )
 
@@ -132,17 +117,17 @@ def errant_position(
 
 def gtid_of_event(row: Row) -> MariaGtid | None:
     """The GTID of a ``SHOW BINLOG EVENTS`` row of type ``Gtid`` (``BEGIN GTID 0-1-8``)."""
-    if _text(row.get("Event_type")) != "Gtid":
+    if text_value(row.get("Event_type")) != "Gtid":
         return None
-    match = _GTID_EVENT.search(_text(row.get("Info")))
+    match = _GTID_EVENT.search(text_value(row.get("Info")))
     return MariaGtid.parse(match.group(1)) if match else None
 
 
 def gtid_list_of(rows: Iterable[Row]) -> tuple[MariaGtid, ...] | None:
     """The ``Gtid_list`` event at a binary log's start: the binlog state before the file."""
     for row in rows:
-        if _text(row.get("Event_type")) == "Gtid_list":
-            return parse_gtid_list(_text(row.get("Info")))
+        if text_value(row.get("Event_type")) == "Gtid_list":
+            return parse_gtid_list(text_value(row.get("Info")))
     return None
 
 

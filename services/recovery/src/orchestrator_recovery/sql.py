@@ -139,7 +139,8 @@ class Dialect:
 # --- values ----------------------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
+def text_value(value: Any) -> str:
+    """A column's value as text ('' for NULL; bytes decoded)."""
     if value is None:
         return ""
     if isinstance(value, bytes):
@@ -147,7 +148,8 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _int(value: Any) -> int:
+def int_value(value: Any) -> int:
+    """A column's value as an int (0 for NULL or not a number)."""
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -162,7 +164,7 @@ def _column(row: Mapping[str, Any], *names: str) -> Any:
 
 
 def _gtid_text(value: Any) -> str:
-    return _text(value).replace("\n", "").strip()
+    return text_value(value).replace("\n", "").strip()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,42 +211,42 @@ def parse_replica_status(rows: Iterable[Mapping[str, Any]]) -> ReplicaStatus | N
     """The default channel's row of SHOW ALL SLAVES STATUS / SHOW REPLICA STATUS; None when
     the server has no replication configured."""
     row = next(
-        (r for r in rows if _text(_column(r, "Connection_name", "Channel_Name")) == ""), None
+        (r for r in rows if text_value(_column(r, "Connection_name", "Channel_Name")) == ""), None
     )
     if row is None:
         return None
-    host = _text(_column(row, "Master_Host", "Source_Host")).strip()
-    port = _int(_column(row, "Master_Port", "Source_Port"))
+    host = text_value(_column(row, "Master_Host", "Source_Host")).strip()
+    port = int_value(_column(row, "Master_Port", "Source_Port"))
     master: InstanceKey | None
     try:
         master = InstanceKey(host=host, port=port) if host and port else None
     except ValueError:
         master = None
-    using_gtid = _text(row.get("Using_Gtid")).strip().lower()
+    using_gtid = text_value(row.get("Using_Gtid")).strip().lower()
     return ReplicaStatus(
         master=master,
-        master_user=_text(_column(row, "Master_User", "Source_User")),
-        io_running=_text(_column(row, "Slave_IO_Running", "Replica_IO_Running")),
-        sql_running=_text(_column(row, "Slave_SQL_Running", "Replica_SQL_Running")),
-        master_log_file=_text(_column(row, "Master_Log_File", "Source_Log_File")),
+        master_user=text_value(_column(row, "Master_User", "Source_User")),
+        io_running=text_value(_column(row, "Slave_IO_Running", "Replica_IO_Running")),
+        sql_running=text_value(_column(row, "Slave_SQL_Running", "Replica_SQL_Running")),
+        master_log_file=text_value(_column(row, "Master_Log_File", "Source_Log_File")),
         read_position=(
-            _text(_column(row, "Master_Log_File", "Source_Log_File")),
-            _int(_column(row, "Read_Master_Log_Pos", "Read_Source_Log_Pos")),
+            text_value(_column(row, "Master_Log_File", "Source_Log_File")),
+            int_value(_column(row, "Read_Master_Log_Pos", "Read_Source_Log_Pos")),
         ),
         exec_position=(
-            _text(_column(row, "Relay_Master_Log_File", "Relay_Source_Log_File")),
-            _int(_column(row, "Exec_Master_Log_Pos", "Exec_Source_Log_Pos")),
+            text_value(_column(row, "Relay_Master_Log_File", "Relay_Source_Log_File")),
+            int_value(_column(row, "Exec_Master_Log_Pos", "Exec_Source_Log_Pos")),
         ),
-        last_io_errno=_int(row.get("Last_IO_Errno")),
-        last_io_error=_text(row.get("Last_IO_Error")),
-        last_sql_errno=_int(row.get("Last_SQL_Errno")),
-        last_sql_error=_text(row.get("Last_SQL_Error")),
-        using_gtid=(using_gtid not in ("", "no")) or _int(row.get("Auto_Position")) == 1,
+        last_io_errno=int_value(row.get("Last_IO_Errno")),
+        last_io_error=text_value(row.get("Last_IO_Error")),
+        last_sql_errno=int_value(row.get("Last_SQL_Errno")),
+        last_sql_error=text_value(row.get("Last_SQL_Error")),
+        using_gtid=(using_gtid not in ("", "no")) or int_value(row.get("Auto_Position")) == 1,
         gtid_io_pos=_gtid_text(row.get("Gtid_IO_Pos")),
         gtid_slave_pos=_gtid_text(row.get("Gtid_Slave_Pos")),
         retrieved_gtid_set=_gtid_text(row.get("Retrieved_Gtid_Set")),
         executed_gtid_set=_gtid_text(row.get("Executed_Gtid_Set")),
-        sql_delay=_int(row.get("SQL_Delay")),
+        sql_delay=int_value(row.get("SQL_Delay")),
     )
 
 
@@ -275,14 +277,14 @@ def client_connection_ids(rows: Iterable[Mapping[str, Any]]) -> list[int]:
     (the fencing connection itself is not in the rows)."""
     ids: list[int] = []
     for row in rows:
-        user = _text(row.get("user") or row.get("USER")).lower()
-        command = _text(row.get("command") or row.get("COMMAND")).lower()
-        info = " ".join(_text(row.get("info") or row.get("INFO")).lower().split())
+        user = text_value(row.get("user") or row.get("USER")).lower()
+        command = text_value(row.get("command") or row.get("COMMAND")).lower()
+        info = " ".join(text_value(row.get("info") or row.get("INFO")).lower().split())
         if user in SYSTEM_USERS or command in SYSTEM_COMMANDS:
             continue
         if info.startswith(_FENCING_STATEMENTS):
             continue
-        ids.append(_int(row.get("id") or row.get("ID")))
+        ids.append(int_value(row.get("id") or row.get("ID")))
     return [connection_id for connection_id in ids if connection_id > 0]
 
 

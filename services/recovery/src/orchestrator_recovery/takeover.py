@@ -50,7 +50,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator_recovery.commands import Handler
+from orchestrator_recovery.moves import shown
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
+from orchestrator_recovery.operations_base import instance_key
+from orchestrator_recovery.replication import replicating_from, replication_credentials
 from orchestrator_recovery.sql import (
     PROCESSLIST_SQL,
     Dialect,
@@ -60,11 +63,11 @@ from orchestrator_recovery.sql import (
     parse_positions,
     parse_replica_status,
 )
-from orchestrator_recovery.takeover_sql import demoted_master_sql, not_applied, parse_credentials
+from orchestrator_recovery.takeover_sql import demoted_master_sql, not_applied
 from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OperationRefused
+from orchestrator_shared.errors import LeaseLost, OperationRefused
 from orchestrator_shared.events import RecoveryData, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.recovery import PlanOptions
@@ -106,13 +109,6 @@ class _Run:
 
     def did(self, key: InstanceKey, sql: str) -> None:
         self.done.append(f"{key}: {sql}")
-
-
-def _key(text: str, what: str) -> InstanceKey:
-    try:
-        return InstanceKey.parse(text)
-    except InvalidInstanceKey as exc:
-        raise OperationRefused(f"bad {what}: {exc}") from None
 
 
 class Takeover:
@@ -208,22 +204,14 @@ class Takeover:
 
     async def _credentials(self, links: Links, successor: InstanceKey) -> tuple[str, str] | None:
         query = self._options.credentials_query
-        if not query:
-            return None
-        try:
-            found = parse_credentials(await links.rows(successor, query))
-        except StatementFailed as exc:
-            raise OperationRefused(
-                f"ReplicationCredentialsQuery failed on {successor}: {exc.message}"
-            ) from None
-        if found is None:
-            raise OperationRefused(f"ReplicationCredentialsQuery answered nothing on {successor}")
-        return found
+        return await replication_credentials(links, successor, query) if query else None
 
     # --- the takeover ---------------------------------------------------------------------------
     async def take_over(self, request: CommandRequest, *, auto: bool) -> CommandReply:
-        master = _key(request.instance, "instance")
-        requested = _key(request.destination, "destination") if request.destination else None
+        master = instance_key(request.instance)
+        requested = (
+            instance_key(request.destination, "destination") if request.destination else None
+        )
         analysis, snapshots = await self._facts(master)
         successor = self._choose(analysis, snapshots, requested, auto=auto)
         flavor = snapshots[master].flavor
@@ -299,6 +287,18 @@ class Takeover:
             return False
         return any(str(row.get("Master_User") or "") for row in rows)
 
+    async def _move(self, request: CommandRequest, key: InstanceKey, below: InstanceKey) -> None:
+        """``relocate`` ``key`` below ``below`` (all its checks; restored on failure)."""
+        await self._relocate(
+            CommandRequest(
+                operation="relocate",
+                instance=str(key),
+                destination=str(below),
+                cluster=request.cluster,
+                requested_by=request.requested_by,
+            )
+        )
+
     async def _send(self, links: Links, run: _Run, key: InstanceKey, sql: str) -> None:
         await self._guard()  # right before the statement: a lost lease sends nothing
         await links.execute(key, sql)
@@ -314,15 +314,7 @@ class Takeover:
         downtimed = self._worker.downtimed
         for key in siblings:
             try:
-                await self._relocate(
-                    CommandRequest(
-                        operation="relocate",
-                        instance=str(key),
-                        destination=str(run.successor),
-                        cluster=request.cluster,
-                        requested_by=request.requested_by,
-                    )
-                )
+                await self._move(request, key, run.successor)
             except OperationRefused as exc:
                 if key in downtimed:
                     continue  # left below the old master, which will replicate from D
@@ -391,7 +383,7 @@ class Takeover:
             await self._send(links, run, run.master, run.dialect.start_replication_sql)
             why = await self._following(links, run.master, run.successor)
         except StatementFailed as exc:
-            why = f"{exc.statement.split(' master_password')[0]}: {exc.message}"
+            why = f"{shown(exc.statement)}: {exc.message}"
         except LeaseLost as exc:
             why = f"lease lost: {exc}"
         if why is None:
@@ -399,22 +391,7 @@ class Takeover:
         return f"{run.successor} promoted, but the demoted master {run.master}: {why}"
 
     async def _following(self, links: Links, key: InstanceKey, master: InstanceKey) -> str | None:
-        deadline = time.monotonic() + self._options.verify
-        why = "not read"
-        while time.monotonic() < deadline:
-            try:
-                rows = await links.rows(key, "SHOW ALL SLAVES STATUS")
-            except StatementFailed as exc:
-                why = exc.message
-            else:
-                check = following_check(parse_replica_status(rows), master)
-                if check.progress is Progress.DONE:
-                    return None
-                why = check.detail
-                if check.progress is Progress.FAILED:
-                    return why
-            await asyncio.sleep(0.05)
-        return f"not replicating from {master} within {self._options.verify:g}s: {why}"
+        return await replicating_from(links, key, master, within=self._options.verify)
 
     async def _roll_back(
         self, request: CommandRequest, links: Links, run: _Run, failure: Exception
@@ -439,15 +416,7 @@ class Takeover:
             problems.append(f"restoring {run.master} / {run.successor} failed: {exc}")
         for key in reversed(run.moved):
             try:
-                await self._relocate(
-                    CommandRequest(
-                        operation="relocate",
-                        instance=str(key),
-                        destination=str(run.master),
-                        cluster=request.cluster,
-                        requested_by=request.requested_by,
-                    )
-                )
+                await self._move(request, key, run.master)
             except (OperationRefused, LeaseLost) as exc:
                 problems.append(f"{key} stays below {run.successor}: {exc}")
         if problems:
