@@ -343,3 +343,26 @@ async def test_operator_state_keeps_downtime_and_promotion_rules_until_they_end(
     assert await state.downtimed(later) == {} and await state.candidates(later) == {}
     await state.end_downtime(key)
     assert await state.downtimed(now) == {}
+
+
+async def test_an_operation_holding_a_cluster_keeps_recoveries_out_and_is_refused_during_one() -> (
+    None
+):
+    run = Harness(now_answers=DEAD, plan=PLANNED)
+    analysis = run.suspect(DEAD)
+    with run.worker.holding(analysis.cluster_name):
+        # an automated recovery of the cluster does not start while a takeover holds it
+        run.worker._start(analysis, run.guard, 7)
+        assert run.executor.executed == [] and run.publisher.recoveries == []
+    # released: the next pass starts it; while it runs, the operation is refused
+    run.worker._start(analysis, run.guard, 7)
+    with (
+        pytest.raises(OperationRefused, match="a recovery of db:1 is running"),
+        run.worker.holding(analysis.cluster_name),
+    ):
+        pass
+    running = run.worker._running[analysis.cluster_name]
+    outcome = await running
+    assert outcome is not None and outcome.phase is RecoveryPhase.COMPLETED
+    with run.worker.holding(analysis.cluster_name):  # free again once it ended
+        assert run.worker.analysis_of(InstanceKey.parse(MASTER)) is not None

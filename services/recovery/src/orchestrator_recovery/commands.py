@@ -122,7 +122,19 @@ class CommandResponder:
         except ValidationError as exc:
             reply = CommandReply(ok=False, operation=operation, error=f"bad request: {exc}")
         else:
-            reply = await self.handle(request)
+            try:
+                reply = await self.handle(request)
+            except asyncio.CancelledError:
+                # leadership lost (the worker cancels what it runs on a cluster) or shutdown:
+                # say so rather than leave the caller waiting for its timeout
+                stopped = _refused(
+                    request,
+                    "active recovery worker did not finish: it stopped leading mid-way; what "
+                    "was done is in the audit",
+                )
+                with contextlib.suppress(NatsError):
+                    await msg.respond(stopped.model_dump_json(by_alias=True).encode())
+                raise
         with contextlib.suppress(NatsError):
             await msg.respond(reply.model_dump_json(by_alias=True).encode())
 
