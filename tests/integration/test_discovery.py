@@ -30,6 +30,7 @@ from orchestrator_api.sandbox import Sandbox
 from orchestrator_discovery.main import build_service
 from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_discovery.nats_bus import NatsBus
+from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_discovery.service import DiscoveryService
 from orchestrator_shared.bus import SNAPSHOTS_STREAM, Subjects, UnreachableEvent
 from orchestrator_shared.config import Settings
@@ -332,6 +333,33 @@ async def test_chain_is_fully_crawled_from_its_middle(
     cluster = topology.clusters[a]
     depths = {str(k): node.depth for k, node in cluster.instances.items()}
     assert depths == {a: 0, b: 1, c: 2}
+
+
+async def test_a_kept_connection_killed_by_the_server_is_not_a_failed_probe(star: Sandbox) -> None:
+    # (a takeover's fence kills every client session of the old master, ours included)
+    options = ProbeOptions.from_settings(settings_for("nats://127.0.0.1:1", []))
+    pool = ConnectionPool(options)
+    prober = Prober(options, pool)
+    key = InstanceKey.parse(star.node(1).key)
+    try:
+        first = await prober.probe(key)
+        assert first.probe.ok and pool.has_idle(key)
+        mine = [
+            row["id"]
+            for row in query(
+                star,
+                1,
+                "SELECT id FROM information_schema.processlist WHERE user = "
+                f"'{TOPOLOGY_USER['MySQLTopologyUser']}'",
+            )
+        ]
+        assert mine
+        for connection_id in mine:
+            star.execute(1, f"KILL CONNECTION {connection_id}")
+        again = await prober.probe(key, first)
+        assert again.probe.ok, again.probe.error
+    finally:
+        pool.close()
 
 
 async def test_killed_master_is_unreachable_within_a_second(

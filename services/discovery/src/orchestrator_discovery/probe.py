@@ -119,6 +119,10 @@ class ConnectionPool:
             else:
                 conn.close()
 
+    def has_idle(self, key: InstanceKey) -> bool:
+        """Whether the next connection to ``key`` would be a kept one (not a fresh connect)."""
+        return bool(self._idle.get(key))
+
     def discard(self, key: InstanceKey) -> None:
         """Close every idle connection to ``key`` (after a failure, or when it is forgotten)."""
         for conn in self._idle.pop(key, deque()):
@@ -187,6 +191,15 @@ class Prober:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._options.deadline):
+                reused = self._pool.has_idle(key)
+                try:
+                    return await self._probe(key, previous, attempted_at, started)
+                except ProbeError as exc:
+                    if not (reused and exc.errno in LOST_CONNECTION):
+                        raise
+                # A kept connection the server closed meanwhile (KILL, wait_timeout): that says
+                # nothing about the instance; ask again on a new connection, same deadline.
+                self._pool.discard(key)
                 return await self._probe(key, previous, attempted_at, started)
         except _PartialProbe as partial:
             self._pool.discard(key)
@@ -352,6 +365,11 @@ class Prober:
 
 def _variables(rows: list[dict[str, Any]]) -> dict[str, str]:
     return probe_sql.name_value_rows((row.get("Variable_name"), row.get("Value")) for row in rows)
+
+
+# The connection, not the server, failed: server gone away / lost during query (client
+# errors 2006, 2013) and MariaDB's "connection was killed" (1927).
+LOST_CONNECTION = frozenset({2006, 2013, 1927})
 
 
 def _probe_error(key: InstanceKey, exc: BaseException) -> ProbeError:

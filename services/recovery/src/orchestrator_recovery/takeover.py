@@ -145,10 +145,6 @@ class Takeover:
         if analysis.is_co_master or analysis.master_key is not None:
             raise OperationRefused(f"{master} replicates from another server: not a lone master")
         await self._worker.verify(analysis)  # M and its replicas probed afresh
-        snapshot = self._worker.snapshots.get(master)
-        if snapshot is not None and not snapshot.probe.ok:
-            # once more: a pooled connection the last takeover's fence killed fails one probe
-            await self._worker.verify(analysis)
         snapshots = self._worker.snapshots
         snapshot = snapshots.get(master)
         if snapshot is None or not snapshot.probe.ok:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from orchestrator_api.store.driver import Driver, Transaction
 from orchestrator_shared.errors import InvalidInstanceKey
@@ -98,8 +99,9 @@ class TagStore:
 
     _driver: Driver
 
-    def _writing(self) -> AbstractAsyncContextManager[Transaction]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the store class that mixes this in
+
+        def _writing(self) -> AbstractAsyncContextManager[Transaction]: ...
 
     async def put_tag(self, key: InstanceKey, tag: Tag) -> None:
         """Add the tag, or replace its value."""
