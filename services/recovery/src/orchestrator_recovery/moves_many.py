@@ -68,14 +68,18 @@ class ManyMoves:
         self,
         links: Links,
         top: InstanceKey,
-        known: list[InstanceKey],
+        request: CommandRequest,
         *,
-        pattern: str = "",
+        listed: str = "replicas",
+        filtered: bool = True,
         skip: frozenset[InstanceKey] = frozenset(),
     ) -> list[Server]:
-        """The replicas of ``top`` selected by ``pattern``, but ``skip``; an unreadable one is
-        refused (it cannot be moved, nor told apart from a replica). ``top`` itself may be
-        down: its replicas are then the ones ``known`` that still point at it."""
+        """The replicas of ``top`` selected by the request's ``pattern`` (when ``filtered``),
+        but ``skip``; an unreadable one is refused (it cannot be moved, nor told apart from a
+        replica). ``top`` itself may be down: its replicas are then the ones the request's
+        ``listed`` argument names (those topology-api knows) that still point at it."""
+        known = _known(request.arguments.get(listed, ""))
+        pattern = request.arguments.get("pattern", "") if filtered else ""
         try:
             named, _ = parse_replica_hosts(await links.rows(top, SHOW_REPLICA_HOSTS))
         except StatementFailed:
@@ -166,16 +170,9 @@ class ManyMoves:
             raise OperationRefused(
                 f"cannot relocate the replicas of {top} below {top} itself (see repoint-replicas)"
             )
-        pattern = request.arguments.get("pattern", "")
         async with self._mover.links() as links:
             await read_server(links, below)  # refused when unreachable, even with no replica
-            replicas = await self.replicas(
-                links,
-                top,
-                _known(request.arguments.get("replicas", "")),
-                pattern=pattern,
-                skip=frozenset({below}),
-            )
+            replicas = await self.replicas(links, top, request, skip=frozenset({below}))
             moved = await self.move_all(links, request, request.operation, replicas, below)
             listing = await self._listing(links, moved)
         text = f"moved {len(moved)} replicas of {top} below {below}: {_names(moved)}"
@@ -191,12 +188,7 @@ class ManyMoves:
             server = await read_server(links, top)
             if server.master is None:
                 raise OperationRefused(f"{top} is not a replica: its replicas cannot move up")
-            replicas = await self.replicas(
-                links,
-                top,
-                _known(request.arguments.get("replicas", "")),
-                pattern=request.arguments.get("pattern", ""),
-            )
+            replicas = await self.replicas(links, top, request)
             moved = await self.move_all(links, request, "move-up-replicas", replicas, server.master)
             listing = await self._listing(links, moved)
         text = f"moved up {len(moved)} replicas of {top} below {server.master}: {_names(moved)}"
@@ -206,12 +198,7 @@ class ManyMoves:
     async def repoint_replicas(self, request: CommandRequest) -> CommandReply:
         top = instance_key(request.instance)
         async with self._mover.links() as links:
-            replicas = await self.replicas(
-                links,
-                top,
-                _known(request.arguments.get("replicas", "")),
-                pattern=request.arguments.get("pattern", ""),
-            )
+            replicas = await self.replicas(links, top, request)
             moved = await self.move_all(links, request, "repoint-replicas", replicas, top)
             listing = await self._listing(links, moved)
         text = f"repointed {len(moved)} replicas of {top}: {_names(moved)}"
@@ -227,7 +214,9 @@ class ManyMoves:
             siblings = await self.replicas(
                 links,
                 server.master,
-                _known(request.arguments.get("siblings", "")),
+                request,
+                listed="siblings",
+                filtered=False,
                 skip=frozenset({key}),
             )
             moved = await self.move_all(links, request, "take-siblings", siblings, key)
@@ -238,9 +227,7 @@ class ManyMoves:
     async def regroup(self, request: CommandRequest) -> CommandReply:
         top = instance_key(request.instance)
         async with self._mover.links() as links:
-            replicas = await self.replicas(
-                links, top, _known(request.arguments.get("replicas", ""))
-            )
+            replicas = await self.replicas(links, top, request, filtered=False)
             if not replicas:
                 raise OperationRefused(f"{top} has no replicas to regroup")
             choice = choose_promoted(replicas)

@@ -184,6 +184,22 @@ def _moved(response: Any, _inv: Invocation) -> str:
     return f"{key_text(details['Key'])}<{key_text(master)}"
 
 
+def _many(route: str, below: bool) -> Callable[[Invocation], str]:
+    """``route/{instance}[/{destination}]`` with ``?pattern=`` when ``-s`` is given."""
+
+    def path(inv: Invocation) -> str:
+        base = _below(route)(inv) if below else _control(route)(inv)
+        return base + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
+
+    return path
+
+
+def _listed(response: Any, _inv: Invocation) -> str:
+    """A list of instances in Details, one key a line (or the one key Details holds)."""
+    details = _details(response)
+    return keys(details) if isinstance(details, list) else key_text(details)
+
+
 def _repoint(inv: Invocation) -> str:
     if inv.destination is None:
         return f"repoint/{_instance(inv)}"  # to its current master
@@ -358,42 +374,15 @@ COMMANDS: dict[str, Command] = {
     # --- end more instance control ---
     # --- moves of many replicas (relocate-replicas, take-master, make-co-master, ...) ---
     # lists print one key per line of Details (move-replicas-gtid: the destination, its Details)
-    "relocate-replicas": Command(
-        lambda inv: (
-            _below("relocate-replicas")(inv)
-            + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
-        ),
-        lambda r, i: keys(_details(r)) if isinstance(_details(r), list) else key_text(_details(r)),
-        mutates=True,
-        timeout=RECOVERY_TIMEOUT,
-    ),
-    "move-replicas-gtid": Command(
-        lambda inv: (
-            _below("move-replicas-gtid")(inv)
-            + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
-        ),
-        lambda r, i: keys(_details(r)) if isinstance(_details(r), list) else key_text(_details(r)),
-        mutates=True,
-        timeout=RECOVERY_TIMEOUT,
-    ),
-    "move-up-replicas": Command(
-        lambda inv: (
-            _control("move-up-replicas")(inv)
-            + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
-        ),
-        lambda r, i: keys(_details(r)) if isinstance(_details(r), list) else key_text(_details(r)),
-        mutates=True,
-        timeout=RECOVERY_TIMEOUT,
-    ),
-    "repoint-replicas": Command(
-        lambda inv: (
-            _control("repoint-replicas")(inv)
-            + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
-        ),
-        lambda r, i: keys(_details(r)) if isinstance(_details(r), list) else key_text(_details(r)),
-        mutates=True,
-        timeout=RECOVERY_TIMEOUT,
-    ),
+    **{
+        name: Command(_many(name, below), _listed, mutates=True, timeout=RECOVERY_TIMEOUT)
+        for name, below in (
+            ("relocate-replicas", True),
+            ("move-replicas-gtid", True),
+            ("move-up-replicas", False),
+            ("repoint-replicas", False),
+        )
+    },
     # the instance below its master, Key<MasterKey (``enslave-*``: see SYNONYMS)
     **{
         name: Command(_control(route), _moved, mutates=True, timeout=RECOVERY_TIMEOUT)

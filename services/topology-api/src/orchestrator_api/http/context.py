@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 
 from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import InstanceAnswers
-from orchestrator_api.store import Store
+from orchestrator_api.store import AuditEntry, Store
 from orchestrator_api.store.view import FleetView
 from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.analysis import CoordinatesSeen
@@ -66,6 +66,29 @@ class ApiContext:
                 f"stored, but the recovery workers could not be told (etcd: {exc}); "
                 "automated recovery does not see this change until it is made again",
             ) from None
+
+    async def audit(
+        self,
+        kind: str,
+        message: str,
+        *,
+        key: InstanceKey | None = None,
+        cluster: str = "",
+        user: str = "",
+    ) -> None:
+        """One entry of the audit log (``/api/audit``), now."""
+        await self.store.append_audit(
+            [
+                AuditEntry(
+                    at=self.clock(),
+                    type=kind,
+                    message=message,
+                    key=key,
+                    cluster=cluster,
+                    user=user,
+                )
+            ]
+        )
 
     async def view(self) -> FleetView:
         return await self.store.view()

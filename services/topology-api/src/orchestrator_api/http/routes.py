@@ -21,8 +21,9 @@ from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import cluster_info_payload
+from orchestrator_api.http.registration import mutation
 from orchestrator_api.http.routes_moves import moved
-from orchestrator_api.store import AuditEntry, Candidate, Downtime, PromotionRule
+from orchestrator_api.store import Candidate, Downtime, PromotionRule
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
@@ -248,22 +249,14 @@ Handler = Callable[..., Awaitable[Any]]
 
 
 def _mutation(path: str) -> Callable[[Handler], Handler]:
-    """Register ``path`` for GET (orchestrator's way) and POST, with distinct operation ids."""
-
-    def register(handler: Handler) -> Handler:
-        name = handler.__name__
-        router.add_api_route(path, handler, methods=["GET"], operation_id=f"{name}_get")
-        router.add_api_route(path, handler, methods=["POST"], operation_id=name)
-        return handler
-
-    return register
+    return mutation(router, path)
 
 
 @_mutation("/discover/{host}/{port}")
 async def discover(host: str, port: str, context: Context, who: AdminAccess) -> dict[str, Any]:
     key = context.key(host, port)
     reply = await context.ask_discovery("discover", key)
-    await _audit(context, "discover", f"discovered {key}", key=key, user=who.user)
+    await context.audit("discover", f"discovered {key}", key=key, user=who.user)
     return wire.ok_envelope(f"Instance discovered: {key}", _snapshot_summary(reply))
 
 
@@ -295,7 +288,7 @@ async def forget(host: str, port: str, context: Context, who: AdminAccess) -> di
     if context.discovery is not None:
         await context.ask_discovery("forget", key)
     await context.store.forget_instance(key)
-    await _audit(context, "forget", f"forgot {key}", key=key, user=who.user)
+    await context.audit("forget", f"forgot {key}", key=key, user=who.user)
     return wire.ok_envelope(f"Instance forgotten: {key}", wire.instance_key_json(key))
 
 
@@ -306,9 +299,7 @@ async def forget_cluster(hint: str, context: Context, who: AdminAccess) -> dict[
         if context.discovery is not None:
             await context.ask_discovery("forget", node.key)
     count = await context.store.forget_cluster(name)
-    await _audit(
-        context, "forget-cluster", f"forgot {count} instances", cluster=name, user=who.user
-    )
+    await context.audit("forget-cluster", f"forgot {count} instances", cluster=name, user=who.user)
     return wire.ok_envelope(f"Cluster forgotten: {name}", None)
 
 
@@ -333,8 +324,7 @@ async def begin_downtime(  # noqa: PLR0917 - FastAPI passes path parameters by n
     )
     await context.store.begin_downtime(downtime)
     await context.tell_recovery(lambda state: state.begin_downtime(downtime))
-    await _audit(
-        context,
+    await context.audit(
         "begin-downtime",
         f"owner: {owner}, reason: {reason}",
         key=node.key,
@@ -348,7 +338,7 @@ async def end_downtime(host: str, port: str, context: Context, who: AdminAccess)
     key = context.key(host, port)
     await context.store.end_downtime(key)
     await context.tell_recovery(lambda state: state.end_downtime(key))
-    await _audit(context, "end-downtime", "ended", key=key, user=who.user)
+    await context.audit("end-downtime", "ended", key=key, user=who.user)
     return wire.ok_envelope(f"Downtime ended: {key}", wire.instance_key_json(key))
 
 
@@ -371,7 +361,7 @@ async def register_candidate(
     )
     await context.store.register_candidate(candidate)
     await context.tell_recovery(lambda state: state.register_candidate(candidate))
-    await _audit(context, "register-candidate", rule, key=node.key, user=who.user)
+    await context.audit("register-candidate", rule, key=node.key, user=who.user)
     return wire.ok_envelope(f"Registered candidate: {node.key}", wire.instance_key_json(node.key))
 
 
@@ -381,31 +371,8 @@ async def set_cluster_alias(
 ) -> dict[str, Any]:
     _, name = await context.cluster_name(hint)
     await context.store.set_cluster_alias(name, alias)
-    await _audit(context, "set-cluster-alias", f"alias: {alias}", cluster=name, user=who.user)
+    await context.audit("set-cluster-alias", f"alias: {alias}", cluster=name, user=who.user)
     return wire.ok_envelope(f"Cluster {name} now has alias '{alias}'", None)
-
-
-async def _audit(
-    context: ApiContext,
-    kind: str,
-    message: str,
-    *,
-    key: InstanceKey | None = None,
-    cluster: str = "",
-    user: str = "",
-) -> None:
-    await context.store.append_audit(
-        [
-            AuditEntry(
-                at=context.clock(),
-                type=kind,
-                message=message,
-                key=key,
-                cluster=cluster,
-                user=user,
-            )
-        ]
-    )
 
 
 def _snapshot_summary(reply: dict[str, Any]) -> dict[str, Any] | None:

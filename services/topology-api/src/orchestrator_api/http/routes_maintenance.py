@@ -21,6 +21,7 @@ from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError
+from orchestrator_api.http.registration import add_mutation
 from orchestrator_api.http.routes import parse_duration
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
@@ -29,10 +30,7 @@ router = APIRouter(prefix="/api")
 
 
 def _mutation(path: str, handler: Any) -> None:
-    """GET (orchestrator's way) and POST, with distinct operation ids."""
-    name = handler.__name__
-    router.add_api_route(path, handler, methods=["GET"], operation_id=f"{name}_get")
-    router.add_api_route(path, handler, methods=["POST"], operation_id=name)
+    add_mutation(router, path, handler)
 
 
 async def _ask(

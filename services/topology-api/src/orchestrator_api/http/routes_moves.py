@@ -29,6 +29,7 @@ from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess
 from orchestrator_api.http.errors import ApiError
+from orchestrator_api.http.registration import add_mutation
 from orchestrator_api.http.routes_operations import STATE_FIELDS
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
@@ -87,8 +88,7 @@ async def instance_json(context: ApiContext, key: InstanceKey, state: dict[str, 
 
 def _register(path: str, name: str, handler: Any) -> None:
     handler.__name__ = name
-    router.add_api_route(path, handler, methods=["GET"], operation_id=f"{name}_get")
-    router.add_api_route(path, handler, methods=["POST"], operation_id=name)
+    add_mutation(router, path, handler)
 
 
 def _below(route: str, operation: str) -> None:

@@ -37,6 +37,7 @@ from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError
+from orchestrator_api.http.registration import add_mutation
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.topology import TopologyInstance
 
@@ -153,11 +154,8 @@ def _register(route: str, operation: str) -> None:
     async def handler(host: str, port: str, context: Context, who: AdminAccess) -> Any:
         return await control(context, operation, host, port, who.user)
 
-    name = route.replace("-", "_")
-    handler.__name__ = name
-    path = f"/{route}/{{host}}/{{port}}"
-    router.add_api_route(path, handler, methods=["GET"], operation_id=f"{name}_get")
-    router.add_api_route(path, handler, methods=["POST"], operation_id=name)
+    handler.__name__ = route.replace("-", "_")
+    add_mutation(router, f"/{route}/{{host}}/{{port}}", handler)
 
 
 for _route, _operation in ROUTES.items():
@@ -198,5 +196,4 @@ for _path, _handler, _name in (
     ("/purge-binary-logs/{host}/{port}/{log_file}", _purge, "purge_binary_logs"),
     ("/locate-gtid-errant/{host}/{port}", _locate, "locate_gtid_errant"),
 ):
-    router.add_api_route(_path, _handler, methods=["GET"], operation_id=f"{_name}_get")
-    router.add_api_route(_path, _handler, methods=["POST"], operation_id=_name)
+    add_mutation(router, _path, _handler, _name)

@@ -29,8 +29,9 @@ from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
+from orchestrator_api.http.registration import mutation
 from orchestrator_api.http.routes_history import recovery_json
-from orchestrator_api.store import AuditEntry, RecoveryFilter, RecoveryRecord
+from orchestrator_api.store import RecoveryFilter, RecoveryRecord
 from orchestrator_api.store.view import FleetView
 from orchestrator_api.wire.timefmt import go_datetime
 from orchestrator_shared.bus import CommandReply, CommandRequest
@@ -49,15 +50,7 @@ Handler = Callable[..., Awaitable[Any]]
 
 
 def _mutation(path: str) -> Callable[[Handler], Handler]:
-    """GET (orchestrator's way) and POST, with distinct operation ids."""
-
-    def register(handler: Handler) -> Handler:
-        name = handler.__name__
-        router.add_api_route(path, handler, methods=["GET"], operation_id=f"{name}_get")
-        router.add_api_route(path, handler, methods=["POST"], operation_id=name)
-        return handler
-
-    return register
+    return mutation(router, path)
 
 
 # --- manual recoveries ----------------------------------------------------------------------
@@ -214,7 +207,7 @@ async def _switch(context: ApiContext, operation: str, who: str) -> dict[str, An
     if state in {"enabled", "disabled"} and operation != "check-global-recoveries":
         # the store's copy is for display only; the worker reads etcd
         await context.store.set_global_recoveries(state == "enabled", by=who, at=context.clock())
-        await _audit(context, operation, state, user=who)
+        await context.audit(operation, state, user=who)
     return wire.ok_envelope(reply.message or f"Global recoveries {state}", state)
 
 
@@ -305,29 +298,6 @@ async def _lift(context: ApiContext, request: CommandRequest, count: int) -> Com
         ) from None
 
 
-async def _audit(
-    context: ApiContext,
-    kind: str,
-    message: str,
-    *,
-    key: InstanceKey | None = None,
-    cluster: str = "",
-    user: str = "",
-) -> None:
-    await context.store.append_audit(
-        [
-            AuditEntry(
-                at=context.clock(),
-                type=kind,
-                message=message,
-                key=key,
-                cluster=cluster,
-                user=user,
-            )
-        ]
-    )
-
-
 async def _cluster_filters(
     context: ApiContext, view: FleetView, hint: str
 ) -> tuple[str, list[RecoveryFilter]]:
@@ -352,8 +322,7 @@ async def _ack_cluster(context: ApiContext, hint: str, who: str, comment: str) -
     view = await context.view()
     name, filters = await _cluster_filters(context, view, hint)
     count, lifted = await _acknowledge(context, filters, who=who, comment=text, lift=[name])
-    await _audit(
-        context,
+    await context.audit(
         "ack-recovery",
         f"acknowledged {count} recoveries, lifted {', '.join(lifted) or 'nothing'}: {text}",
         cluster=name,
@@ -382,7 +351,7 @@ async def ack_cluster_recoveries_by_alias(
         count, _ = await _acknowledge(
             context, [RecoveryFilter(cluster_alias=alias)], who=who.user, comment=text
         )
-        await _audit(context, "ack-recovery", f"acknowledged {count}: {text}", user=who.user)
+        await context.audit("ack-recovery", f"acknowledged {count}: {text}", user=who.user)
         return wire.ok_envelope("Acknowledged cluster recoveries", alias)
     return await _ack_cluster(context, name, who.user, text)
 
@@ -398,7 +367,7 @@ async def ack_instance_recoveries(
     if view.instance(key) is None and not await _history(context, where):
         raise NotFound(f"Cannot read instance: {key}")
     count, _ = await _acknowledge(context, [where], who=who.user, comment=text)
-    await _audit(context, "ack-recovery", f"acknowledged {count}: {text}", key=key, user=who.user)
+    await context.audit("ack-recovery", f"acknowledged {count}: {text}", key=key, user=who.user)
     return wire.ok_envelope("Acknowledged instance recoveries", wire.instance_key_json(key))
 
 
@@ -409,8 +378,7 @@ async def _ack_one(context: ApiContext, where: RecoveryFilter, who: str, comment
         what = f"id {where.id}" if where.id is not None else f"uid {where.uid}"
         raise NotFound(f"no recovery with {what}")
     await _acknowledge(context, [where], who=who, comment=text)
-    await _audit(
-        context,
+    await context.audit(
         "ack-recovery",
         f"acknowledged recovery {found[0].id} ({found[0].uid}): {text}",
         key=found[0].key,
@@ -445,7 +413,7 @@ async def ack_all_recoveries(
     count = await context.store.acknowledge_recoveries(
         RecoveryFilter(), by=who.user, comment=text, at=context.clock()
     )
-    await _audit(context, "ack-recovery", f"acknowledged all ({count}): {text}", user=who.user)
+    await context.audit("ack-recovery", f"acknowledged all ({count}): {text}", user=who.user)
     await _lift(
         context, CommandRequest(operation="ack-all-recoveries", requested_by=who.user), count
     )

@@ -24,7 +24,7 @@ from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
-from orchestrator_api.store import AuditEntry
+from orchestrator_api.http.registration import add_mutation
 from orchestrator_api.store.tags import Tag, TagError, parse_tag, parse_tags, tagged, untag_scope
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import render_topology
@@ -45,16 +45,7 @@ def _tag(query: str, name: str = "", value: str | None = None) -> Tag:
 
 
 def _mutation(path: str, handler: Any, name: str) -> None:
-    router.add_api_route(path, handler, methods=["GET"], operation_id=f"{name}_get")
-    router.add_api_route(path, handler, methods=["POST"], operation_id=name)
-
-
-async def _audit(
-    context: ApiContext, kind: str, message: str, key: InstanceKey | None, user: str
-) -> None:
-    await context.store.append_audit(
-        [AuditEntry(at=context.clock(), type=kind, message=message, key=key, user=user)]
-    )
+    add_mutation(router, path, handler, name)
 
 
 # --- reads ----------------------------------------------------------------------------------
@@ -114,7 +105,7 @@ async def tag_instance(  # noqa: PLR0917 - FastAPI passes path parameters by nam
     if wanted.negate:
         raise ApiError(400, f"cannot tag with a negation: {tag}")
     await context.store.put_tag(node.key, wanted)
-    await _audit(context, "put-instance-tag", str(wanted), node.key, who.user)
+    await context.audit("put-instance-tag", str(wanted), key=node.key, user=who.user)
     return wire.ok_envelope(f"{node.key} tagged with {wanted}", wire.instance_key_json(node.key))
 
 
@@ -144,7 +135,7 @@ async def _untag(
     removed = await context.store.untag(key, tag)
     if removed:
         where = str(key) if key is not None else f"{len(removed)} instances"
-        await _audit(context, "delete-instance-tag", f"{tag} from {where}", key, user)
+        await context.audit("delete-instance-tag", f"{tag} from {where}", key=key, user=user)
     return wire.ok_envelope(
         f"{tag.name} removed from {len(removed)} instances",
         [wire.instance_key_json(found) for found in removed],

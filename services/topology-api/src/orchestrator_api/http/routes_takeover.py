@@ -25,6 +25,7 @@ from fastapi import APIRouter
 from orchestrator_api import wire
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import AdminAccess
+from orchestrator_api.http.registration import add_mutation
 from orchestrator_api.http.routes_recovery import topology_recovery
 from orchestrator_shared.bus import CommandRequest
 
@@ -74,8 +75,7 @@ Handler = Callable[..., Awaitable[Any]]
 
 def _register(path: str, name: str, handler: Handler) -> None:
     handler.__name__ = name
-    router.add_api_route(path, handler, methods=["GET"], operation_id=f"{name}_get")
-    router.add_api_route(path, handler, methods=["POST"], operation_id=name)
+    add_mutation(router, path, handler)
 
 
 def _routes(operation: str, *, designated_required: bool) -> None:
