@@ -14,13 +14,13 @@ from orchestrator_api.cli.client import run_client
 
 pytestmark = pytest.mark.unit
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "api-samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "orchestrator"
 
 
 def sample(name: str) -> Any:
     path = SAMPLES / f"{name}.json"
     if not path.exists():
-        pytest.fail(f"orchestrator's API samples are missing: {path} (../shared beside the repo)")
+        pytest.fail(f"orchestrator's recorded API answer is missing: {path}")
     return json.loads(path.read_text())
 
 

@@ -1,4 +1,4 @@
-"""Our wire shapes against real orchestrator responses (``shared/reference/api-samples``).
+"""Our wire shapes against real orchestrator responses (``tests/fixtures/orchestrator``).
 
 The snapshots below reproduce the captured 4-node MariaDB 10.11 cluster (ports 22306-22309,
 alias ``sb``) as discovery would have published it at capture time. For every sample the test
@@ -39,7 +39,7 @@ from orchestrator_shared.topology import Cluster, build_topology
 
 pytestmark = pytest.mark.unit
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared/reference/api-samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "orchestrator"
 VERSION = "10.11.19-MariaDB-0+deb12u1-log"
 LAST_SEEN = datetime(2026, 11, 25, 17, 0, 12, tzinfo=UTC)
 POLL_SECONDS = 5.0
@@ -49,10 +49,7 @@ MASTER = 22306
 def load_sample(name: str) -> Any:
     path = SAMPLES / name
     if not path.is_file():
-        pytest.fail(
-            f"orchestrator API sample {path} is missing: the wire tests need the reference "
-            "samples checked out as ../shared beside this repository"
-        )
+        pytest.fail(f"orchestrator API sample {path} is missing (tests/fixtures/orchestrator)")
     return json.loads(path.read_text())
 
 
