@@ -21,8 +21,10 @@ from orchestrator_api.store import (
     PromotionRule,
     RecoveryFilter,
     RecoveryRecord,
+    RecoveryStep,
     Store,
     StoreError,
+    Succession,
     open_store,
 )
 from orchestrator_api.store.schema import LATEST_VERSION
@@ -510,3 +512,29 @@ async def test_purge_removes_expired_rows_and_old_history(store: Store) -> None:
     assert [entry.message for entry in await store.audit_log()] == ["new"]
     assert await store.recoveries() == []
     assert await store.failure_detections() == []
+
+
+async def test_successions_keep_the_latest_per_name_and_steps_their_order(store: Store) -> None:
+    await store.write_batch(FLEET)
+    first = Succession("db1:3306", k("db2:3306"), at=NOW, alias="shop", recovery_uid="r1")
+    later = Succession(
+        "db1:3306", k("db3:3306"), at=NOW + timedelta(1), alias="shop", recovery_uid="r2"
+    )
+    await store.record_succession(first)
+    await store.record_succession(later)
+    await store.record_succession(first)  # a redelivered older one changes nothing
+    assert await store.successions() == [later]
+    assert (await store.view()).successions == {"db1:3306": later}
+    for n in range(3):
+        await store.record_recovery_step(RecoveryStep("r2", NOW + timedelta(seconds=n), f"s{n}"))
+    await store.record_recovery_step(RecoveryStep("r1", NOW + timedelta(days=9), "other"))
+    steps = await store.recovery_steps("r2")
+    assert [(s.message, s.at) for s in steps] == [
+        (f"s{n}", NOW + timedelta(seconds=n)) for n in range(3)
+    ]
+    assert await store.recovery_steps("nosuch") == []
+    # steps go with old history; successions stay (an old name resolves for as long as used)
+    await store.purge(now=NOW, history_before=NOW + timedelta(days=5))
+    assert await store.recovery_steps("r2") == []
+    assert [s.message for s in await store.recovery_steps("r1")] == ["other"]
+    assert await store.successions() == [later]

@@ -248,7 +248,7 @@ async def test_recovery_events_become_history_detections_alias_and_downtime(
             )
 
             # the operator's alias follows the master (applied after the recovery's row: wait);
-            # the lost replica is downtimed
+            # the lost replica and the failed master are downtimed
             async def alias_moved() -> bool:
                 setting = (await store.view()).settings.get("db2:3306")
                 return setting is not None and setting.alias_override == "shop-override"
@@ -257,11 +257,92 @@ async def test_recovery_events_become_history_detections_alias_and_downtime(
             view = await store.view()
             assert view.settings["db2:3306"].alias_override == "shop-override"
             assert view.settings["db1:3306"].alias_override == ""
-            [downtime] = await store.downtimes(now=datetime.now(UTC))
-            assert (downtime.key, downtime.reason) == (
-                InstanceKey.parse("db4:3306"),
-                "lost-in-recovery",
+            downtimes = await store.downtimes(now=datetime.now(UTC))
+            assert [(str(d.key), d.reason) for d in downtimes] == [
+                ("db1:3306", "lost-in-recovery"),
+                ("db4:3306", "lost-in-recovery"),
+            ]
+            # the succession is recorded with the alias the cluster had
+            [succession] = await store.successions()
+            assert (succession.cluster, str(succession.successor), succession.alias) == (
+                "db1:3306",
+                "db2:3306",
+                "shop-override",
             )
+            # one step per event, in order
+            steps = await store.recovery_steps("r-1")
+            assert [step.message.split(":")[0] for step in steps] == [
+                "detected",
+                "started",
+                "completed",
+            ]
+            assert "successor db2:3306" in steps[-1].message
+            assert "db4:3306 (no GTID)" in steps[-1].message
+
+            # once discovery shows db2 as master, the old name and the alias name its cluster
+            await bus.publish_snapshot(snapshot("db2:3306", checked_at=NOW + timedelta(seconds=5)))
+            await bus.publish_snapshot(
+                snapshot("db3:3306", "db2:3306", checked_at=NOW + timedelta(seconds=5))
+            )
+
+            async def renamed() -> bool:
+                return await store.resolve_cluster("db1:3306") == "db2:3306"
+
+            await eventually(renamed)
+            assert await store.resolve_cluster("shop-override") == "db2:3306"
+            assert (await store.cluster("db1:3306")) is not None  # the dead master, alone
+    finally:
+        await raw.close()
+
+
+async def test_a_graceful_takeover_moves_the_name_but_does_not_downtime_the_old_master(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    raw = await nats.connect(nats_server.url)
+    js = raw.jetstream()
+    done = RecoveryData(
+        recovery_id="t-1",
+        cluster="db1:3306",
+        cluster_alias="shop",
+        analysis="DeadMaster",
+        failed="db1:3306",
+        successor="db2:3306",
+        repointed=("db3:3306",),
+        command="graceful-master-takeover-auto",
+        started_at=NOW,
+        ended_at=NOW + timedelta(seconds=1),
+    )
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url):
+            for snap in FLEET:
+                await bus.publish_snapshot(snap)
+            await eventually(has(store, "db1:3306", "db2:3306"))
+            event = RecoveryEvent.of(RecoveryPhase.COMPLETED, done, source="test")
+            await js.publish(f"{SUBJECTS.root}.recovery.db1:3306.completed", event.to_json())
+
+            async def recorded() -> bool:
+                return bool(await store.successions())
+
+            await eventually(recorded)
+            [succession] = await store.successions()
+            assert (str(succession.successor), succession.alias, succession.command) == (
+                "db2:3306",
+                "shop",
+                "graceful-master-takeover-auto",
+            )
+            assert await store.downtimes(now=datetime.now(UTC)) == []
+            # discovery then sees the old master replicating from the new one
+            later = NOW + timedelta(seconds=5)
+            await bus.publish_snapshot(snapshot("db2:3306", checked_at=later, alias="shop"))
+            await bus.publish_snapshot(snapshot("db1:3306", "db2:3306", checked_at=later))
+            await bus.publish_snapshot(snapshot("db3:3306", "db2:3306", checked_at=later))
+
+            async def moved() -> bool:
+                return await store.resolve_cluster("db1:3306") == "db2:3306"
+
+            await eventually(moved)
+            assert await store.resolve_cluster("shop") == "db2:3306"
+            assert [c.name for c in await store.clusters()] == ["db2:3306", "db9:3306"]
     finally:
         await raw.close()
 

@@ -4,7 +4,7 @@ executor): what it verifies, when it refuses or is blocked, and what it tells.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,13 @@ from orchestrator_recovery.worker import (
 )
 from orchestrator_shared.analysis import Analysis, AnalysisCode, analyze
 from orchestrator_shared.errors import OperationRefused
-from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent, RecoveryPhase
+from orchestrator_shared.events import (
+    AnalysisEvent,
+    AuditEvent,
+    RecoveryData,
+    RecoveryEvent,
+    RecoveryPhase,
+)
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
@@ -284,6 +290,33 @@ async def test_a_returning_old_master_is_fenced_until_acknowledged() -> None:
     # the operator acknowledges the recovery: it is theirs to bring back
     run.answers = {**DEAD, InstanceKey.parse(MASTER): instance_snapshot(MASTER, {**GTID})}
     await run.control.acknowledge(R1, by="ops")  # the cluster goes by its new master's name
+    assert await run.worker.keep_demoted_fenced(run.guard) == []
+
+
+async def test_a_failed_master_serving_again_is_not_fenced() -> None:
+    run = Harness(now_answers=DEAD, plan=PLANNED)
+    await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    writable = {**DEAD, InstanceKey.parse(MASTER): instance_snapshot(MASTER, {**GTID})}
+    run.answers = writable
+    # an operator made it a master again: a replica replicates from it
+    served = instance_snapshot(R2, {**GTID, "master": MASTER, "read_only": True})
+    run.state.put(served)
+    assert await run.worker.keep_demoted_fenced(run.guard) == []
+    assert run.executor.fenced == []
+    # without replicas it is fenced ...
+    run.state.put(instance_snapshot(R2, {**GTID, "master": R1, "read_only": True}))
+    assert await run.worker.keep_demoted_fenced(run.guard) == [MASTER]
+    # ... until a later recovery promotes it (the cluster it was put back in lost its master)
+    await run.control.finish(
+        RecoveryData(
+            recovery_id="later",
+            cluster=R1,
+            analysis="DeadMaster",
+            failed=R1,
+            successor=MASTER,
+        ),
+        ended_at=datetime.now(UTC) + timedelta(hours=1),
+    )
     assert await run.worker.keep_demoted_fenced(run.guard) == []
 
 

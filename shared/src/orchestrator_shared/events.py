@@ -56,6 +56,28 @@ class RecoveryData(BaseModel):
     command: str = ""
 
 
+def describe_recovery(phase: RecoveryPhase, data: RecoveryData) -> str:
+    """One line saying what a recovery event means: the worker's audit entry for it, and a
+    step of the recovery in topology-api's ``/api/audit-recovery-steps``."""
+    what = data.command or data.analysis
+    text = f"{phase.value}: {what} on {data.failed} (cluster {data.cluster})"
+    if data.successor:
+        text += f"; successor {data.successor}"
+    if data.repointed:
+        text += f"; moved {', '.join(data.repointed)}"
+    if data.lost:
+        text += "; lost " + ", ".join(f"{key} ({why})" for key, why in sorted(data.lost.items()))
+    if data.rejected and phase in (RecoveryPhase.STARTED, RecoveryPhase.FAILED):
+        text += "; not chosen " + ", ".join(
+            f"{key} ({why})" for key, why in sorted(data.rejected.items())
+        )
+    if data.reason:
+        text += f"; {data.reason}"
+    if phase is RecoveryPhase.DETECTED:
+        text += f"; by {data.worker or 'the recovery worker'} (fencing token {data.fencing_token})"
+    return text
+
+
 class RecoveryEvent(BaseModel):
     """A CloudEvents 1.0 structured-mode event around :class:`RecoveryData`."""
 

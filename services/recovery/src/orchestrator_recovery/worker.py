@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, cast
 
-from orchestrator_recovery.control import OperatorState, RecoveryControl
+from orchestrator_recovery.control import LastRecovery, OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_shared.analysis import (
     Analysis,
@@ -55,6 +55,7 @@ from orchestrator_shared.events import (
     RecoveryData,
     RecoveryEvent,
     RecoveryPhase,
+    describe_recovery,
 )
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
@@ -350,10 +351,13 @@ class RecoveryWorker:
         stays so, outside the cluster (it replicates from nobody), until an operator
         acknowledges the recovery. The keys fenced now."""
         fenced: list[str] = []
-        for cluster, last in (await self._control.unacknowledged()).items():
+        records = await self._control.unacknowledged()
+        for cluster, last in records.items():
             if not last.successor or not last.failed:
                 continue
             key = InstanceKey.parse(last.failed)
+            if self._back_in_service(key, last, records.values()):
+                continue
             snapshot = await self._probe(key, self._state.snapshots.get(key))
             if not snapshot.probe.ok or snapshot.read_only:
                 continue
@@ -373,6 +377,21 @@ class RecoveryWorker:
             if done:
                 fenced.append(str(key))
         return fenced
+
+    def _back_in_service(
+        self, key: InstanceKey, last: LastRecovery, records: Iterable[LastRecovery]
+    ) -> bool:
+        """Whether the failed master of ``last`` serves again since: a later recovery promoted
+        it, or replicas replicate from it (an operator made it a master again). Fencing it
+        then would make a live master read-only."""
+        if any(r.successor == str(key) and r.ended_at > last.ended_at for r in records):
+            return True
+        return any(
+            snapshot.master_key == key
+            and snapshot.primary_channel is not None
+            and snapshot.primary_channel.is_replicating
+            for snapshot in self._state.snapshots.values()
+        )
 
     # --- one recovery -------------------------------------------------------------------------
     async def verify(self, analysis: Analysis) -> Analysis:
@@ -571,7 +590,7 @@ class RecoveryWorker:
         await self._publisher.audit(
             AuditEvent(
                 type=f"recovery-{phase}",
-                message=_describe(phase, data),
+                message=describe_recovery(phase, data),
                 key=data.failed,
                 cluster=data.cluster,
                 user=self._options.worker_id,
@@ -592,14 +611,3 @@ class RecoveryWorker:
 
 def replace_data(data: RecoveryData, **changes: object) -> RecoveryData:
     return data.model_copy(update=changes)
-
-
-def _describe(phase: RecoveryPhase, data: RecoveryData) -> str:
-    text = f"{data.analysis} on {data.failed}: {phase}"
-    if data.successor:
-        text += f"; successor {data.successor}"
-    if data.lost:
-        text += f"; lost {', '.join(sorted(data.lost))}"
-    if data.reason:
-        text += f"; {data.reason}"
-    return text

@@ -280,6 +280,15 @@ COMMANDS: dict[str, Command] = {
         lambda r, i: str(i.need_instance()),
         mutates=True,
     ),
+    # orchestrator's CLI lists these from its backend; here the API's lost-in-recovery route
+    "which-lost-in-recovery": Command(
+        lambda inv: (
+            f"lost-in-recovery/{inv.cluster_hint()}"
+            if inv.alias or inv.instance
+            else "lost-in-recovery"
+        ),
+        lambda r, i: keys(r),
+    ),
     # recoveries (orchestrator-client prints the promoted key, the successor, or Details)
     "recover": Command(_recover("recover"), _promoted, mutates=True, timeout=RECOVERY_TIMEOUT),
     "recover-lite": Command(

@@ -11,7 +11,9 @@ from typing import Any
 
 from orchestrator_api import wire
 from orchestrator_api.store.view import FleetView
+from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.recovery.filters import cluster_matches_filters
 from orchestrator_shared.topology import TopologyInstance
 
 
@@ -32,15 +34,27 @@ def instance_payload(
     )
 
 
-def cluster_info_payload(view: FleetView, name: str) -> dict[str, Any]:
+def cluster_info_payload(
+    view: FleetView, name: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    """``ClusterInfo``; ``HasAutomated*Recovery`` say whether the recovery cluster filters of
+    ``settings`` (this API's configuration; keep it the same as the recovery workers') select
+    the cluster."""
     cluster = view.topology.clusters[name]
     summary = view.summaries[name]
     if summary.alias != cluster.alias:
         cluster = dataclasses.replace(cluster, alias=summary.alias)
+    alias = summary.alias if summary.alias != name else ""
+
+    def selected(filters: tuple[str, ...]) -> bool:
+        return cluster_matches_filters(filters, cluster=name, alias=alias)
+
     return wire.cluster_info_json(
         cluster,
-        has_automated_master_recovery=False,
-        has_automated_intermediate_master_recovery=False,
+        has_automated_master_recovery=settings is not None
+        and selected(settings.RecoverMasterClusterFilters),
+        has_automated_intermediate_master_recovery=settings is not None
+        and selected(settings.RecoverIntermediateMasterClusterFilters),
         domain=summary.domain,
     )
 

@@ -98,7 +98,9 @@ def clusters_info_body(context: ApiContext, view: FleetView) -> bytes:
         context,
         view,
         ("clusters-info",),
-        lambda: [cluster_info_payload(view, name) for name in sorted(view.summaries)],
+        lambda: [
+            cluster_info_payload(view, name, context.settings) for name in sorted(view.summaries)
+        ],
     )
 
 
@@ -111,7 +113,7 @@ async def clusters_info(context: Context, _: ReadAccess) -> Response:
 @router.get("/cluster-info/{hint}")
 async def cluster_info(hint: str, context: Context, _: ReadAccess) -> dict[str, Any]:
     view, name = await context.cluster_name(hint)
-    return cluster_info_payload(view, name)
+    return cluster_info_payload(view, name, context.settings)
 
 
 @router.get("/cluster/alias/{alias}")
@@ -135,7 +137,7 @@ async def cluster_info_by_alias(alias: str, context: Context, _: ReadAccess) -> 
     name = view.cluster_by_alias(alias)
     if name is None:
         raise NotFound(f"Unable to determine cluster name. clusterAlias={alias}")
-    return cluster_info_payload(view, name)
+    return cluster_info_payload(view, name, context.settings)
 
 
 @router.get("/cluster/{hint}")

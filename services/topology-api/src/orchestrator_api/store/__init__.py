@@ -16,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator_api.store.aliases import Succession
+from orchestrator_api.store.lineage import RecoveryStep
 from orchestrator_api.store.models import (
     AuditEntry,
     ClusterSummary,
@@ -44,8 +46,10 @@ __all__ = [
     "PromotionRule",
     "RecoveryFilter",
     "RecoveryRecord",
+    "RecoveryStep",
     "Store",
     "StoreError",
+    "Succession",
     "Tag",
     "open_store",
 ]
@@ -104,6 +108,12 @@ class Store(Protocol):
     async def instance_tags(self, key: InstanceKey) -> list[Tag]: ...
     async def tags_by_instance(self) -> dict[InstanceKey, dict[str, str]]: ...
     async def untag(self, key: InstanceKey | None, tag: Tag) -> list[InstanceKey]: ...
+
+    # master changes and recovery steps (:mod:`.lineage`)
+    async def record_succession(self, succession: Succession) -> None: ...
+    async def successions(self) -> list[Succession]: ...
+    async def record_recovery_step(self, step: RecoveryStep) -> None: ...
+    async def recovery_steps(self, recovery_uid: str) -> list[RecoveryStep]: ...
 
     # audit, failure detections, recoveries
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None: ...

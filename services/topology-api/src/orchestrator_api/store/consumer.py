@@ -9,9 +9,12 @@ Two loops, one per stream:
   and comes back: nothing is lost, and the consumer carries on once the database is back.
   When the database answers but refused the batch, the batch is written message by message
   and a message refused twice is skipped like a malformed one.
-* ``ORCHESTRATOR_EVENTS``: ``unreachable`` and ``audit`` events become audit entries; the
-  other events (analysis, recovery, leader) are acknowledged and left to the services that
-  record them.
+* ``ORCHESTRATOR_EVENTS``: ``unreachable`` and ``audit`` events become audit entries,
+  ``recovery`` events recovery history (:mod:`.recoveries`); the other events (analysis, leader)
+  are acknowledged and left to the services that record them.
+
+After each written batch, the store's view gets its upkeep (:mod:`.upkeep`): new cluster
+alias conflicts are reported, lost instances back at work lose their downtime.
 
 The consumers are durable and named, so a restarted API resumes where it stopped. Replicas
 sharing one PostgreSQL database share the durable names (each message is written by one of
@@ -46,6 +49,7 @@ from pydantic import ValidationError
 from orchestrator_api.store import Store
 from orchestrator_api.store.models import AuditEntry
 from orchestrator_api.store.recoveries import apply_recovery_events, aware
+from orchestrator_api.store.upkeep import ViewUpkeep
 from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
 from orchestrator_shared.bus import Subjects, UnreachableEvent
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
@@ -105,6 +109,7 @@ class StoreConsumer:
         self._lost_downtime = lost_downtime
         self._nc: Client | None = None
         self.stats = ConsumerStats()
+        self._upkeep = ViewUpkeep(store)
 
     async def connect(self, servers: Sequence[str], *, name: str = DEFAULT_DURABLE_PREFIX) -> None:
         self._nc = await connect_nats(servers, name=name)
@@ -216,6 +221,8 @@ class StoreConsumer:
                 await self._skip(msg, exc)
         written = await self._write(parsed, self._store.write_batch)
         self.stats.snapshots_written += written
+        if written:
+            await self._upkeep.check()
 
     async def _write_events(self, messages: Sequence[Msg]) -> None:
         recovery_prefix = f"{self._subjects.root}.recovery."
@@ -256,7 +263,10 @@ class StoreConsumer:
         async def apply(events: Sequence[RecoveryEvent]) -> None:
             await apply_recovery_events(self._store, events, lost_downtime=self._lost_downtime)
 
-        self.stats.events_written += await self._write(parsed, apply)
+        written = await self._write(parsed, apply)
+        self.stats.events_written += written
+        if written:
+            await self._upkeep.check()
 
     async def _write(
         self,

@@ -6,9 +6,13 @@ a completed master recovery changes for operators.
 * ``detected`` → a failure detection (``/api/audit-failure-detection``);
 * every phase → the recovery's row, keyed by its id (``/api/audit-recovery``): active until
   ``completed`` / ``failed`` / ``blocked``, successful when completed with a successor;
-* ``completed`` of a master recovery → the cluster's alias and domain set by operators move to the
-  successor's cluster (the cluster is named after its master, so its name changed), and every
-  lost replica is downtimed (``lost-in-recovery``) for ``lost_downtime``.
+* every phase → one step of the recovery (``/api/audit-recovery-steps/{uid}``);
+* ``completed`` of a master recovery or takeover → the cluster's succession is recorded (its old
+  name and alias follow the successor, see :mod:`.aliases`), the alias and domain set by
+  operators move to the successor's cluster (the cluster is named after its master, so its name
+  changed), a downtime of the successor ends, and every lost replica, and the failed master
+  unless a graceful takeover put it back to work as a replica, is downtimed
+  (``lost-in-recovery``) for ``lost_downtime``.
 
 Applying an event twice gives the same rows (a redelivered event changes nothing), except a
 redelivered ``detected``, which is recorded once per delivery.
@@ -20,14 +24,22 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from orchestrator_api.store import Store
+from orchestrator_api.store.aliases import LOST_IN_RECOVERY, Succession
+from orchestrator_api.store.lineage import RecoveryStep
 from orchestrator_api.store.models import FailureDetection, RecoveryRecord
-from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
+from orchestrator_shared.events import (
+    RecoveryData,
+    RecoveryEvent,
+    RecoveryPhase,
+    describe_recovery,
+)
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Downtime
 
-LOST_IN_RECOVERY = "lost-in-recovery"
 MASTER_ANALYSES = frozenset({"DeadMaster", "DeadMasterAndSomeReplicas"})
 ENDED = frozenset({RecoveryPhase.COMPLETED, RecoveryPhase.FAILED, RecoveryPhase.BLOCKED})
+# operations after which the old master replicates from the new one (it is not lost)
+GRACEFUL_TAKEOVERS = frozenset({"graceful-master-takeover", "graceful-master-takeover-auto"})
 
 
 async def apply_recovery_events(
@@ -84,19 +96,44 @@ async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta
             fencing_token=data.fencing_token,
         )
     )
+    await store.record_recovery_step(
+        RecoveryStep(recovery_uid=data.recovery_id, at=at, message=describe_recovery(phase, data))
+    )
     if phase is RecoveryPhase.COMPLETED and successor is not None:
+        await store.record_succession(
+            Succession(
+                cluster=data.cluster,
+                successor=successor,
+                at=aware(data.ended_at) if data.ended_at is not None else at,
+                alias=await _alias_before(store, data),
+                recovery_uid=data.recovery_id,
+                command=data.command,
+            )
+        )
         await _move_cluster_settings(store, data.cluster, str(successor))
-        now = datetime.now(UTC)
-        for key in lost:
+        await store.end_downtime(successor)  # as orchestrator: the new master is not downtimed
+        downtimed = [*([] if data.command in GRACEFUL_TAKEOVERS else [failed]), *lost]
+        for key in downtimed:
             await store.begin_downtime(
                 Downtime(
                     key=key,
                     owner=data.worker or "orchestrator",
                     reason=LOST_IN_RECOVERY,
-                    begins_at=now,
-                    ends_at=now + lost_downtime,
+                    begins_at=at,
+                    ends_at=at + lost_downtime,
                 )
             )
+
+
+async def _alias_before(store: Store, data: RecoveryData) -> str:
+    """The alias the cluster had before its master changed: what this store shows, unless it
+    already shows the name (the successor's cluster holds the alias by now), then what the
+    worker saw; "" when it had none."""
+    summary = (await store.view()).summaries.get(data.cluster)
+    for alias in (summary.alias if summary is not None else "", data.cluster_alias):
+        if alias and alias != data.cluster:
+            return alias
+    return ""
 
 
 async def _move_cluster_settings(store: Store, old: str, new: str) -> None:

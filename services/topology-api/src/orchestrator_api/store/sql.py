@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from orchestrator_api.store import rows
 from orchestrator_api.store.driver import Driver, Row, Transaction
+from orchestrator_api.store.lineage import LineageStore, load_successions
 from orchestrator_api.store.models import (
     AuditEntry,
     ClusterSummary,
@@ -85,9 +86,10 @@ async def migrate(driver: Driver) -> int:
     return max(newest, LATEST_VERSION)
 
 
-class SqlStore(TagStore):
+class SqlStore(TagStore, LineageStore):
     """The topology store over one driver (see :mod:`orchestrator_api.store`); its tag
-    methods come from :class:`TagStore`."""
+    methods come from :class:`TagStore`, its succession and recovery-step methods from
+    :class:`LineageStore`."""
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
@@ -177,7 +179,13 @@ class SqlStore(TagStore):
             rows.candidate_of(row)
             for row in await self._driver.fetch(f"SELECT {rows.CANDIDATE_COLUMNS} FROM candidates")
         ]
-        view = FleetView(snapshots, settings, downtime=downtime, candidates=candidates)
+        view = FleetView(
+            snapshots,
+            settings,
+            downtime=downtime,
+            candidates=candidates,
+            successions=await load_successions(self._driver),
+        )
         return _Cached(generation, epoch, view)
 
     async def topology(self) -> Topology:
@@ -518,8 +526,9 @@ class SqlStore(TagStore):
             )
 
     async def purge(self, *, now: datetime, history_before: datetime) -> int:
-        """Delete expired downtime and candidates, and audit entries, failure detections and
-        finished recoveries older than ``history_before``; how many rows went."""
+        """Delete expired downtime and candidates, and audit entries, failure detections,
+        finished recoveries and recovery steps older than ``history_before``; how many rows
+        went. (Successions are kept: an old cluster name resolves for as long as it is used.)"""
         now_s, before_s = rows.to_seconds(now), rows.to_seconds(history_before)
         async with self._writing() as tx:
             await self._next_generation(tx)
@@ -532,6 +541,7 @@ class SqlStore(TagStore):
             count += await tx.execute(
                 "DELETE FROM recoveries WHERE is_active = 0 AND started_at < ?", before_s
             )
+            count += await tx.execute("DELETE FROM recovery_steps WHERE at < ?", before_s)
         return count
 
 

@@ -11,8 +11,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+from orchestrator_api.store.aliases import (
+    LOST_IN_RECOVERY,
+    Succession,
+    assign_aliases,
+    follow_successions,
+    is_back_at_work,
+    is_lost_in_recovery,
+    lost_masters,
+)
 from orchestrator_api.store.models import ClusterSummary
 from orchestrator_shared.errors import InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
@@ -30,7 +39,11 @@ class ClusterSetting:
 
 
 class FleetView:
-    """Snapshots, their topology, and cluster names, aliases and domains."""
+    """Snapshots, their topology, and cluster names, aliases and domains.
+
+    Aliases and the names of clusters that changed master follow the rules of
+    :mod:`orchestrator_api.store.aliases`.
+    """
 
     def __init__(
         self,
@@ -39,30 +52,46 @@ class FleetView:
         *,
         downtime: Iterable[Downtime] = (),
         candidates: Iterable[Candidate] = (),
+        successions: Iterable[Succession] = (),
         topology: Topology | None = None,
+        now: datetime | None = None,
     ) -> None:
         self.snapshots = dict(snapshots)
         self.settings = dict(settings)
         self._downtime = {entry.key: entry for entry in downtime}
         self._candidates = {entry.key: entry for entry in candidates}
+        self.successions = {entry.cluster: entry for entry in successions}
+        self.built_at = now or datetime.now(UTC)
         # ``topology``: the caller's, when it already built it from exactly these snapshots
         self.topology: Topology = topology or build_topology(self.snapshots.values())
+        self._summarize()
+        self._ordered: list[TopologyInstance] | None = None  # built on first use
+
+    def _summarize(self) -> None:
+        """Cluster summaries, aliases and the retired cluster names (see :mod:`.aliases`)."""
+        self.lost = lost_masters(self._downtime.values(), self.snapshots, now=self.built_at)
+        assignment = assign_aliases(
+            self.topology,
+            {name: s.alias_override for name, s in self.settings.items() if s.alias_override},
+            lost=self.lost,
+            successions=self.successions.values(),
+        )
+        self.alias_conflicts = assignment.conflicts
+        self._by_alias = dict(assignment.cluster_of_alias)
         summaries: dict[str, ClusterSummary] = {}
         for name, cluster in sorted(self.topology.clusters.items()):
-            setting = self.settings.get(name, ClusterSetting())
             summaries[name] = ClusterSummary(
                 name=name,
-                alias=setting.alias_override or cluster.alias,
-                domain=setting.domain,
+                alias=assignment.alias_of[name],
+                domain=self.settings.get(name, ClusterSetting()).domain,
                 master=cluster.master,
                 count_instances=cluster.count,
             )
         self.summaries = summaries
-        by_alias: dict[str, str] = {}
-        for summary in summaries.values():
-            by_alias.setdefault(summary.alias, summary.name)
-        self._by_alias = by_alias
-        self._ordered: list[TopologyInstance] | None = None  # built on first use
+        self._live = {
+            name: cluster.master not in self.lost
+            for name, cluster in self.topology.clusters.items()
+        }
 
     def instance(self, key: InstanceKey) -> TopologyInstance | None:
         cluster = self.topology.cluster_of(key)
@@ -82,13 +111,22 @@ class FleetView:
             view.snapshots = dict(snapshots)
             view.topology = topology
             view._ordered = None
+            lost_probed = any(
+                snapshots.get(key) is not self.snapshots.get(key) for key in self.lost
+            )
+            if self.alias_conflicts or lost_probed:
+                # which claimant holds a contested alias, and whether a lost master is back
+                # at work, depend on probe facts, not only on where instances sit
+                view._summarize()
             return view
         return FleetView(
             snapshots,
             self.settings,
             downtime=self._downtime.values(),
             candidates=self._candidates.values(),
+            successions=self.successions.values(),
             topology=topology,
+            now=self.built_at,
         )
 
     @property
@@ -98,13 +136,32 @@ class FleetView:
         return (self._downtime, self._candidates)
 
     def downtime_of(self, key: InstanceKey, *, now: datetime) -> Downtime | None:
-        """The instance's downtime in force at ``now``, if any."""
+        """The instance's downtime in force at ``now``, if any (a ``lost-in-recovery`` one
+        ends once the instance is seen replicating again)."""
         entry = self._downtime.get(key)
-        return entry if entry is not None and entry.is_active(now) else None
+        return entry if entry is not None and self._holds(entry, now) else None
 
     def downtimes(self, *, now: datetime) -> list[Downtime]:
         """Every downtime in force at ``now``."""
-        return [entry for entry in self._downtime.values() if entry.is_active(now)]
+        return [entry for entry in self._downtime.values() if self._holds(entry, now)]
+
+    @property
+    def back_at_work(self) -> tuple[Downtime, ...]:
+        """``lost-in-recovery`` downtimes in force whose instance replicates again (the store
+        ends them: see :mod:`orchestrator_api.store.upkeep`)."""
+        return tuple(
+            entry
+            for entry in self._downtime.values()
+            if entry.reason == LOST_IN_RECOVERY
+            and entry.is_active(self.built_at)
+            and (snapshot := self.snapshots.get(entry.key)) is not None
+            and is_back_at_work(snapshot, since=entry.begins_at)
+        )
+
+    def _holds(self, entry: Downtime, now: datetime) -> bool:
+        if entry.reason == LOST_IN_RECOVERY:
+            return is_lost_in_recovery(entry, self.snapshots.get(entry.key), now=now)
+        return entry.is_active(now)
 
     def candidate_of(self, key: InstanceKey, *, now: datetime) -> Candidate | None:
         """The promotion rule registered for the instance and not expired at ``now``."""
@@ -132,14 +189,21 @@ class FleetView:
         return self._by_alias.get(alias)
 
     def resolve_cluster(self, hint: str) -> str | None:
-        """orchestrator's ``FigureClusterName``: a cluster name, an alias, an instance key
-        (``host:port``, or a bare host when exactly one known instance has that host)."""
+        """orchestrator's ``FigureClusterName``, across master changes: a live cluster name,
+        an alias, the old name of a cluster that changed master (followed to where it went),
+        a retired cluster name, an instance key (``host:port``, or a bare host when exactly
+        one known instance has that host)."""
         hint = hint.strip()
-        if hint in self.summaries:
+        if self._live.get(hint):
             return hint
         by_alias = self._by_alias.get(hint)
         if by_alias is not None:
             return by_alias
+        followed = follow_successions(hint, self.successions, self.topology, is_live=self._live)
+        if followed is not None:
+            return followed
+        if hint in self.summaries:
+            return hint
         try:
             key = InstanceKey.parse(hint)
         except InvalidInstanceKey:
