@@ -142,6 +142,10 @@ def test_while_up_runs_the_cli_lists_the_sandbox_and_a_signal_stops_everything(
                 "orchestrator_coordinator.main",
                 "orchestrator_recovery.main",
             } <= service_names(children)
+            # the API may list the cluster a moment before `up` prints its last start-up line
+            while "try: " not in (tmp_path / "up.out").read_text():
+                assert time.monotonic() < deadline, (tmp_path / "up.out").read_text()
+                time.sleep(0.1)
             process.send_signal(stop_signal)  # SIGINT: what Ctrl-C sends
             assert process.wait(60) == 0
             _, alive = psutil.wait_procs(children, timeout=10)
