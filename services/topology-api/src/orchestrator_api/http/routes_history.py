@@ -87,7 +87,13 @@ async def _problems(context: ApiContext, view: FleetView, cluster: str | None) -
     nodes = view.cluster_instances(cluster) if cluster is not None else view.all_instances()
     answers = []
     for node in nodes:
-        payload = instance_payload(view, node, now=now, poll=context.settings.InstancePollSeconds)
+        payload = instance_payload(
+            view,
+            node,
+            now=now,
+            poll=context.settings.InstancePollSeconds,
+            reasonable_lag=context.settings.ReasonableReplicationLagSeconds,
+        )
         if payload["Problems"] and not payload["IsDowntimed"]:
             answers.append(payload)
     return answers
