@@ -19,6 +19,7 @@ from nats.js.api import DeliverPolicy
 from orchestrator_coordinator.election import Election, ElectionOptions
 from orchestrator_coordinator.etcd import EtcdOptions, EtcdUnavailable
 from tests import harness
+from tests.harness.certificates import make_certificates
 from tests.harness.etcd import EtcdServer
 from tests.harness.ports import LOOPBACK, free_ports
 from tests.harness.process import http_get, tcp_accepts
@@ -214,30 +215,6 @@ def test_keepalive_not_below_the_ttl_stops_start_up(tmp_path: Path) -> None:
 
 
 # --- TLS ------------------------------------------------------------------------------------
-
-
-def make_certificates(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl, EC keys)."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
-
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-            "-subj", "/CN=orchestrator-test-ca")  # fmt: skip
-    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
-        (directory / f"{name}.ext").write_text(
-            f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"
-        )
-        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}")  # fmt: skip
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.pem", "-days", "1",
-                "-extfile", f"{name}.ext")  # fmt: skip
-    return {
-        name: directory / name
-        for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
-    }
 
 
 class TlsEtcdServer(EtcdServer):

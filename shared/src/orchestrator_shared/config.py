@@ -9,14 +9,17 @@ Where a value comes from, later sources winning:
    ``ORCHESTRATOR_INSTANCE_POLL_SECONDS`` both set ``InstancePollSeconds``. Lists are given as
    JSON (``["a","b"]``) or comma-separated;
 4. a secret file: ``ORCHESTRATOR_<Name>_FILE=/run/secrets/x`` reads the value from that file
-   (trailing newline stripped), the way container platforms mount secrets. For the topology
-   credentials, orchestrator's ``MySQLTopologyCredentialsConfigFile`` (an INI file with
-   ``[client] user=... password=...``) is honoured too, and wins over the plain keys, as in
-   orchestrator.
+   (trailing newline stripped), the way container platforms mount secrets (when ``<Name>``
+   without ``_FILE`` names no setting, as in ``ORCHESTRATOR_SSL_CERT_FILE``, the variable is the
+   plain value of the setting it names). For the topology credentials, orchestrator's
+   ``MySQLTopologyCredentialsConfigFile`` (an INI file with ``[client] user=... password=...``)
+   is honoured too, and wins over the plain keys, as in orchestrator.
 
-Unknown keys are reported as warnings, never fatal, so an existing orchestrator config with
-settings we do not implement still starts. A bad value raises :class:`ConfigError` whose text is
-one line naming the setting and what was expected.
+Keys orchestrator spells differently are read in every source: legacy spellings
+(:data:`SYNONYMS`) and keys in another unit (:data:`CONVERSIONS`, minutes into our seconds; within
+one source our own key wins). Unknown keys are reported as warnings, never fatal, so an existing
+orchestrator config with settings we do not implement still starts. A bad value raises
+:class:`ConfigError` whose text is one line naming the setting and what was expected.
 
 The settings object is immutable and passed explicitly; there is no global config.
 """
@@ -28,7 +31,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,6 +54,39 @@ ENV_PREFIX = "ORCHESTRATOR_"
 SYNONYMS: dict[str, str] = {
     "SlaveLagQuery": "ReplicationLagQuery",
     "DiscoverByShowReplicaHosts": "DiscoverByShowSlaveHosts",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """An orchestrator key read into one of our settings in another unit: ours = its value times
+    ``factor``. Within one source (the file, the environment, the secret files) our key, when
+    given too, wins: it is the more specific of the two.
+
+    ``zero_keeps_default``: orchestrator documents 0 but never acts on it; 0 then leaves our
+    setting alone, with a warning saying so.
+    """
+
+    target: str
+    factor: int
+    unit: str
+    zero_keeps_default: bool = False
+
+    def convert(self, key: str, value: Any) -> int:
+        number = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise ConfigError(key, f"expected a whole number of {self.unit}, got {value!r}")
+        return number * self.factor
+
+
+# orchestrator's keys for settings we have under another name and unit: key -> conversion
+CONVERSIONS: dict[str, Conversion] = {
+    "RecoveryPeriodBlockMinutes": Conversion("RecoveryPeriodBlockSeconds", 60, "minutes"),
+    # orchestrator downtimes lost instances for a year whatever this says (its 0, the sample
+    # config's value, is no "off" there)
+    "MasterFailoverLostInstancesDowntimeMinutes": Conversion(
+        "LostInRecoveryDowntimeSeconds", 60, "minutes", zero_keeps_default=True
+    ),
 }
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -159,8 +195,8 @@ class Settings(BaseModel):
     ReasonableMaintenanceReplicationLagSeconds: PositiveInt = 20
     # A semi-sync master waiting for acknowledgements from too few semi-sync replicas is a
     # LockedSemiSyncMasterHypothesis; once its binlog coordinates stayed still this long, a
-    # LockedSemiSyncMaster.
-    ReasonableLockedSemiSyncMasterSeconds: PositiveInt = 10
+    # LockedSemiSyncMaster. 0 (orchestrator's default): ReasonableReplicationLagSeconds.
+    ReasonableLockedSemiSyncMasterSeconds: NonNegativeInt = 0
     # A query run on the designated replica of a graceful takeover, answering the replication
     # user and password (first two columns) the demoted master uses to replicate from it.
     # MariaDB cannot show a replica's password; without this the demoted master keeps the
@@ -185,6 +221,28 @@ class Settings(BaseModel):
     SQLite3DataFile: str = "orchestrator.sqlite3"
     PostgreSQLDSN: str = Field(default="", repr=False)
     AuditPurgeDays: PositiveInt = 7  # audit, detections and finished recoveries kept this long
+
+    # --- API and compatibility settings (issue 10) ---
+    # HTTPS for the API (orchestrator's keys; docs/api.md, HTTPS). UseSSL needs SSLCertFile and
+    # SSLPrivateKeyFile (PEM); topology-api checks the files when it starts.
+    UseSSL: bool = False
+    SSLCertFile: str = ""
+    SSLPrivateKeyFile: str = ""
+    # New: the passphrase of an encrypted SSLPrivateKeyFile (orchestrator asks on the terminal).
+    SSLPrivateKeyPassword: str = Field(default="", repr=False)
+    # Client certificates (UseMutualTLS) must be signed by a CA in SSLCAFile; with SSLValidOUs,
+    # one of their OUs must be listed. StatusEndpoint answers without a certificate unless
+    # StatusOUVerify.
+    UseMutualTLS: bool = False
+    SSLCAFile: str = ""
+    SSLValidOUs: tuple[str, ...] = ()
+    StatusEndpoint: str = "/api/status"
+    StatusOUVerify: bool = False
+    # A replica lagging more than this (after its SQL_Delay) has the `replication_lag` problem
+    # and counts as lagging in the replication analysis.
+    ReasonableReplicationLagSeconds: NonNegativeInt = 10
+    # A promotion rule set with `register-candidate` expires this long after it was registered.
+    CandidateInstanceExpireMinutes: PositiveInt = 60
 
     # --- validators ------------------------------------------------------------------------
     @field_validator("DiscoverySeeds")
@@ -307,6 +365,23 @@ class Settings(BaseModel):
         if tls_files and any(url.startswith("http://") for url in self.EtcdEndpoints):
             raise ValueError("EtcdEndpoints: TLS files are set, so every URL must be https://")
 
+    @model_validator(mode="after")
+    def _api_tls(self) -> Settings:
+        """The HTTPS settings go together (their files are read when the API starts)."""
+        if self.UseSSL and not (self.SSLCertFile and self.SSLPrivateKeyFile):
+            raise ValueError("UseSSL: needs SSLCertFile and SSLPrivateKeyFile")
+        if self.UseMutualTLS and not self.UseSSL:
+            raise ValueError("UseMutualTLS: needs UseSSL (client certificates come with HTTPS)")
+        if self.UseMutualTLS and not self.SSLCAFile:
+            raise ValueError(
+                "UseMutualTLS: needs SSLCAFile, the CA that signs the clients' certificates"
+            )
+        if not self.StatusEndpoint.startswith("/"):
+            raise ValueError(
+                f"StatusEndpoint: expected a path such as /api/status, got {self.StatusEndpoint!r}"
+            )
+        return self
+
     # --- derived ---------------------------------------------------------------------------
     @property
     def seed_keys(self) -> tuple[InstanceKey, ...]:
@@ -321,6 +396,12 @@ class Settings(BaseModel):
     def etcd_endpoints_or_local(self) -> list[str]:
         """The configured etcd endpoints, or the machine's local one."""
         return list(self.EtcdEndpoints) or ["http://127.0.0.1:2379"]
+
+    @property
+    def locked_semi_sync_master_seconds(self) -> int:
+        """``ReasonableLockedSemiSyncMasterSeconds``, or as orchestrator does when it is 0,
+        ``ReasonableReplicationLagSeconds``."""
+        return self.ReasonableLockedSemiSyncMasterSeconds or self.ReasonableReplicationLagSeconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,9 +434,55 @@ _FIELDS_BY_NORMALIZED = {_normalized(name): name for name in Settings.model_fiel
 _SYNONYMS_BY_NORMALIZED = {_normalized(old): new for old, new in SYNONYMS.items()}
 
 
-def _field_for(name: str) -> str | None:
+_CONVERSIONS_BY_NORMALIZED = {_normalized(key): key for key in CONVERSIONS}
+
+
+def _key_for(name: str, *, exact: bool) -> str | None:
+    """The setting ``name`` names (a synonym resolved), or the orchestrator key of a
+    :data:`CONVERSIONS` entry; ``exact``: spelled exactly (the file) rather than matched
+    ignoring case and underscores (the environment)."""
+    if exact:
+        if name in Settings.model_fields or name in CONVERSIONS:
+            return name
+        return SYNONYMS.get(name)
     normalized = _normalized(name)
-    return _FIELDS_BY_NORMALIZED.get(normalized) or _SYNONYMS_BY_NORMALIZED.get(normalized)
+    return (
+        _FIELDS_BY_NORMALIZED.get(normalized)
+        or _SYNONYMS_BY_NORMALIZED.get(normalized)
+        or _CONVERSIONS_BY_NORMALIZED.get(normalized)
+    )
+
+
+@dataclass
+class _Source:
+    """The values one source gives (the file, the environment or the secret files), the keys
+    read through a :class:`Conversion` kept apart until :meth:`apply`."""
+
+    where: str
+    values: dict[str, Any] = field(default_factory=dict)
+    converted: dict[str, tuple[str, Any]] = field(default_factory=dict)  # target -> (key, raw)
+
+    def put(self, key: str, value: Any) -> None:
+        conversion = CONVERSIONS.get(key)
+        if conversion is None:
+            self.values[key] = value
+        else:
+            self.converted[conversion.target] = (key, value)
+
+    def apply(self, raw: dict[str, Any], warnings: list[str]) -> None:
+        for target, (key, value) in self.converted.items():
+            conversion = CONVERSIONS[key]
+            converted = conversion.convert(key, value)
+            if target in self.values:
+                warnings.append(f"{key} in {self.where} is ignored: {target} is set there too")
+            elif converted == 0 and conversion.zero_keeps_default:
+                warnings.append(
+                    f"{key}: 0 in {self.where} is ignored, as orchestrator ignores it; "
+                    f"{target} keeps its value (set {target} to 0 to turn it off)"
+                )
+            else:
+                raw[target] = converted
+        raw.update(self.values)
 
 
 def _is_sequence_field(name: str) -> bool:
@@ -379,6 +506,33 @@ def _env_value(name: str, raw: str) -> Any:
                 raise ConfigError(name, f"expected a JSON list, got {raw!r}") from None
         return [item.strip() for item in text.split(",") if item.strip()]
     return raw
+
+
+def _environment_sources(env: Mapping[str, str]) -> tuple[_Source, _Source]:
+    """``ORCHESTRATOR_<Name>`` values, then the ``ORCHESTRATOR_<Name>_FILE`` secret files (a
+    later source). A name ending in ``_FILE`` that names a setting only with the suffix
+    (``ORCHESTRATOR_SSL_CERT_FILE``) is that setting's plain value."""
+    plain, secrets = _Source("the environment"), _Source("the secret files")
+    for env_name, env_text in env.items():
+        if not env_name.startswith(ENV_PREFIX):
+            continue
+        name = env_name.removeprefix(ENV_PREFIX)
+        key = None
+        if name.upper().endswith("_FILE"):
+            key = _key_for(name[: -len("_FILE")], exact=False)
+        if key is not None:
+            try:
+                text = Path(env_text).read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                raise ConfigError(
+                    key, f"cannot read secret file {env_text}: {exc.strerror}"
+                ) from None
+            secrets.put(key, text if key in CONVERSIONS else _env_value(key, text))
+            continue
+        key = _key_for(name, exact=False)
+        if key is not None:
+            plain.put(key, env_text if key in CONVERSIONS else _env_value(key, env_text))
+    return plain, secrets
 
 
 def _read_credentials_file(path: str) -> dict[str, str]:
@@ -446,32 +600,17 @@ def load_settings(
         if not isinstance(document, dict):
             raise ConfigError("config", f"{config_path} must hold a JSON object")
         source = str(config_path)
+        from_config = _Source(str(config_path))
         for key, value in document.items():
-            field = _field_for(key) if key in SYNONYMS or key in Settings.model_fields else None
-            if field is None:
+            found = _key_for(key, exact=True)
+            if found is None:
                 warnings.append(f"unknown setting {key!r} in {config_path} is ignored")
                 continue
-            raw[field] = value
+            from_config.put(found, value)
+        from_config.apply(raw, warnings)
 
-    for env_name, env_text in env.items():
-        if not env_name.startswith(ENV_PREFIX):
-            continue
-        name = env_name.removeprefix(ENV_PREFIX)
-        from_file = name.upper().endswith("_FILE")
-        if from_file:
-            name = name[: -len("_FILE")]
-        field = _field_for(name)
-        if field is None:
-            continue
-        env_raw = env_text
-        if from_file:
-            try:
-                env_raw = Path(env_text).read_text(encoding="utf-8").rstrip("\n")
-            except OSError as exc:
-                raise ConfigError(
-                    field, f"cannot read secret file {env_text}: {exc.strerror}"
-                ) from None
-        raw[field] = _env_value(field, env_raw)
+    for from_env in _environment_sources(env):
+        from_env.apply(raw, warnings)
 
     credentials_file = raw.get("MySQLTopologyCredentialsConfigFile")
     if isinstance(credentials_file, str) and credentials_file:

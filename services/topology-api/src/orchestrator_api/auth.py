@@ -12,6 +12,10 @@
 
 No credential (or a wrong one) → 401 (with a ``WWW-Authenticate`` challenge for basic/multi);
 a valid credential without the role → 403.
+
+With ``UseMutualTLS`` a client certificate comes first (:func:`check_client_certificate`): every
+request needs one that verified against ``SSLCAFile`` and, when ``SSLValidOUs`` is set, has one
+of those organizational units; ``StatusEndpoint`` is exempt unless ``StatusOUVerify``.
 """
 
 from __future__ import annotations
@@ -121,9 +125,35 @@ def authorize(settings: Settings, headers: Mapping[str, str], needs: Role) -> Pr
     return found
 
 
+def check_client_certificate(
+    settings: Settings, path: str, organizational_units: tuple[str, ...] | None
+) -> Denied | None:
+    """Whether a request for ``path`` may go on under ``UseMutualTLS``, given the OUs of the
+    client certificate that verified against ``SSLCAFile`` (None: the client presented none).
+    Denied requests get 401, as orchestrator answers them."""
+    if not settings.UseMutualTLS:
+        return None
+    if not settings.StatusOUVerify and _same_path(path, settings.StatusEndpoint):
+        return None
+    if organizational_units is None:
+        return Denied(401, "a client certificate signed by the API's CA is required (mutual TLS)")
+    valid = settings.SSLValidOUs
+    if valid and not set(organizational_units) & set(valid):
+        shown = ", ".join(organizational_units) or "none"
+        return Denied(
+            401, f"the client certificate's organizational units ({shown}) are not in SSLValidOUs"
+        )
+    return None
+
+
+def _same_path(path: str, endpoint: str) -> bool:
+    return path.rstrip("/") == endpoint.rstrip("/")
+
+
 def check_listen_policy(settings: Settings) -> None:
-    """Refuse to serve an open API on anything but a loopback address (raises ConfigError)."""
-    if settings.AuthenticationMethod != "":
+    """Refuse to serve an open API on anything but a loopback address (raises ConfigError).
+    An API that requires client certificates (``UseMutualTLS``) is not open."""
+    if settings.AuthenticationMethod != "" or settings.UseMutualTLS:
         return
     host, _ = parse_listen_address(settings.ListenAddress)
     try:
@@ -134,5 +164,6 @@ def check_listen_policy(settings: Settings) -> None:
         raise ConfigError(
             "AuthenticationMethod",
             f"unset, so the API would be open to anyone on {settings.ListenAddress}; set a "
-            "method (basic, multi, proxy, token) or 'none' explicitly, or listen on 127.0.0.1",
+            "method (basic, multi, proxy, token) or 'none' explicitly, require client "
+            "certificates (UseMutualTLS), or listen on 127.0.0.1",
         )

@@ -11,7 +11,8 @@ What it starts, in order (each one ready before the next starts):
    each start: it will only hold leases); ready when ``/health`` says so;
 4. ``orchestrator-discovery``; ready when its metrics port answers;
 5. ``orchestrator-topology-api`` on ``ListenAddress`` with SQLite in ``<run dir>``; ready when
-   ``/api/health`` answers OK.
+   ``/api/health`` answers OK (over HTTPS with ``UseSSL``: ``up`` trusts exactly the configured
+   ``SSLCertFile``, see :func:`orchestrator_api.tls.local_api_context`).
 
 The run dir is ``DIR/run`` with ``--sandbox``, else a temporary directory; each child logs to
 ``<run dir>/<name>.log`` and gets a generated config file there. Every child is started with
@@ -29,6 +30,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -101,7 +103,11 @@ def check_ports(settings: Settings) -> None:
         raise PortInUseError("DiscoveryMetricsListenAddress", metrics)
 
 
-def api_url(listen_address: str) -> str:
+# how up's own requests to the API verify it: True for http://, the pinning context for https://
+Verify = ssl.SSLContext | bool
+
+
+def api_url(listen_address: str, *, scheme: str = "http") -> str:
     """The URL a local client uses for a server on ``listen_address``."""
     host, port = parse_listen_address(listen_address)
     if host in {"0.0.0.0", ""}:
@@ -110,7 +116,7 @@ def api_url(listen_address: str) -> str:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 @dataclass
@@ -174,10 +180,12 @@ def _port_answers(port: int) -> Callable[[], bool]:
     return check
 
 
-def _json_answers(url: str, expected: Callable[[Any], bool]) -> Callable[[], bool]:
+def _json_answers(
+    url: str, expected: Callable[[Any], bool], *, verify: Verify = True
+) -> Callable[[], bool]:
     def check() -> bool:
         try:
-            answer = httpx.get(url, timeout=1)
+            answer = httpx.get(url, timeout=1, verify=verify)
             return answer.status_code == 200 and expected(answer.json())
         except (httpx.HTTPError, ValueError):
             return False
@@ -270,8 +278,10 @@ def discovery_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Child
 
 
 @contextlib.contextmanager
-def api_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Child]:
-    """``orchestrator-topology-api``; yields once ``/api/health`` answers OK."""
+def api_process(
+    settings: dict[str, Any], run_dir: Path, *, url: str, verify: Verify = True
+) -> Iterator[Child]:
+    """``orchestrator-topology-api``; yields once ``/api/health`` answers OK at ``url``."""
     config_path = run_dir / "topology-api.conf.json"
     _write_config(config_path, settings)
     child = _spawn(
@@ -280,8 +290,9 @@ def api_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Child]:
         run_dir,
     )
     try:
-        url = api_url(settings["ListenAddress"])
-        healthy = _json_answers(f"{url}/api/health", lambda body: body.get("Code") == "OK")
+        healthy = _json_answers(
+            f"{url}/api/health", lambda body: body.get("Code") == "OK", verify=verify
+        )
         try:
             _wait_ready(child, healthy, what=f"{url}/api/health")
         except StackError:
@@ -408,10 +419,12 @@ def _all_answering(client: httpx.Client, expect: Collection[str]) -> bool:
     return set(expect) <= answering
 
 
-def discover_through_api(url: str, key: str) -> None:
+def discover_through_api(url: str, key: str, *, verify: Verify = True) -> None:
     """Ask the API to discover ``key`` now (for a sandbox the configured seeds do not name)."""
     host, _, port = key.rpartition(":")
-    answer = httpx.get(f"{url}/api/discover/{quote(host, safe='')}/{port}", timeout=15)
+    answer = httpx.get(
+        f"{url}/api/discover/{quote(host, safe='')}/{port}", timeout=15, verify=verify
+    )
     if answer.status_code != 200:
         raise StackError(f"discovering {key} failed: {answer.json().get('Message', answer.text)}")
 
@@ -423,13 +436,14 @@ def follow_topology(
     expect: Collection[str] | None,
     give_up_after: float | None,
     out: IO[str],
+    verify: Verify = True,
 ) -> bool:
     """Print the topology the API shows each time it changes. With ``expect`` (instance keys):
     return True once all of them are discovered and answering, False when ``give_up_after``
     seconds pass first. Raises :class:`StackError` when a child dies."""
     deadline = None if give_up_after is None else time.monotonic() + give_up_after
     last_text = ""
-    with httpx.Client(base_url=url, timeout=5) as client:
+    with httpx.Client(base_url=url, timeout=5, verify=verify) as client:
         while True:
             for child in children:
                 child.check_alive()

@@ -1,8 +1,8 @@
 """``orchestrator-topology-api --config FILE``: storage, the bus consumer and the REST API.
 
-Lifecycle: settings (bad values, or an open API on a non-loopback address, stop start-up with
-one line) → store (schema migrated) → NATS (consumer + discovery requests) → uvicorn on
-``ListenAddress`` until SIGTERM/SIGINT.
+Lifecycle: settings (bad values, an open API on a non-loopback address, or HTTPS files that
+cannot serve, stop start-up with one line) → store (schema migrated) → NATS (consumer + discovery
+requests) → uvicorn on ``ListenAddress`` (HTTPS with ``UseSSL``) until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import signal
 import sys
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import uvicorn
 import uvloop
 
+from orchestrator_api import tls
 from orchestrator_api.auth import check_listen_policy
 from orchestrator_api.discovery_client import NatsRequester
 from orchestrator_api.http.app import create_app
+from orchestrator_api.http.client_certificates import serving
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.store import Store, open_store
@@ -65,7 +68,10 @@ async def serve(settings: Settings) -> None:
         )
         stack.push_async_callback(store.close)
         consumer = StoreConsumer(
-            store, subjects, events_retention_days=settings.EventsRetentionDays
+            store,
+            subjects,
+            events_retention_days=settings.EventsRetentionDays,
+            lost_downtime=timedelta(seconds=settings.LostInRecoveryDowntimeSeconds),
         )
         await consumer.connect(servers)
         stack.push_async_callback(consumer.close)
@@ -80,29 +86,31 @@ async def serve(settings: Settings) -> None:
         leader = LeaderWatch(subjects)
         await leader.connect(servers)
         stack.push_async_callback(leader.close)
-        app = create_app(
-            ApiContext(
-                settings=settings,
-                store=store,
-                discovery=discovery,
-                leader=leader,
-                operator_state=operator_state,
-            )
+        app, tls_options = serving(
+            create_app(
+                ApiContext(
+                    settings=settings,
+                    store=store,
+                    discovery=discovery,
+                    leader=leader,
+                    operator_state=operator_state,
+                )
+            ),
+            settings,
         )
         host, port = parse_listen_address(settings.ListenAddress)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_level="warning",
-                http="httptools",
-                lifespan="off",
-                # on SIGTERM, requests in flight get this long, then connections are closed
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-            )
-        )
-        log.info("topology-api on http://%s:%d (store: %s)", host, port, settings.BackendDB)
+        options: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "log_level": "warning",
+            "http": "httptools",
+            "lifespan": "off",
+            # on SIGTERM, requests in flight get this long, then connections are closed
+            "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
+        }
+        server = uvicorn.Server(uvicorn.Config(app, **(options | tls_options)))
+        scheme = tls.api_scheme(settings)
+        log.info("topology-api on %s://%s:%d (store: %s)", scheme, host, port, settings.BackendDB)
         # uvicorn re-raises the signal that stopped it, with the handler it found: make that a
         # no-op, so SIGTERM ends in our clean shutdown (exit 0) instead of killing the process.
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -131,6 +139,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         loaded = load_settings(args.config)
         check_listen_policy(loaded.settings)
+        tls.check_server_files(loaded.settings)
     except ConfigError as exc:
         print(f"orchestrator-topology-api: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -18,8 +18,10 @@ from orchestrator_shared.snapshot import Coordinates
 class AnalysisOptions:
     """Thresholds of the analysis, with orchestrator's defaults.
 
-    ``instance_poll_seconds`` comes from ``Settings.InstancePollSeconds`` (see ``from_settings``);
-    the others are orchestrator settings this project does not read from its config file yet.
+    ``from_settings`` takes the poll interval and the two lag thresholds from the settings
+    (``InstancePollSeconds``, ``ReasonableReplicationLagSeconds``,
+    ``ReasonableLockedSemiSyncMasterSeconds``); the others are orchestrator settings this project
+    does not read from its config file yet.
     """
 
     instance_poll_seconds: float = 5.0
@@ -36,8 +38,9 @@ class AnalysisOptions:
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
         return cls(
             instance_poll_seconds=float(settings.InstancePollSeconds),
+            reasonable_replication_lag_seconds=float(settings.ReasonableReplicationLagSeconds),
             reasonable_locked_semi_sync_master_seconds=float(
-                settings.ReasonableLockedSemiSyncMasterSeconds
+                settings.locked_semi_sync_master_seconds
             ),
             **overrides,
         )

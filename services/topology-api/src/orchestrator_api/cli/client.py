@@ -6,13 +6,16 @@ client prints: one ``host:port`` per line for lists, the topology text, ``a<b`` 
 An error answer (``{"Code": "ERROR"}`` or an HTTP error) is one line on stderr and exit code 1;
 bad arguments are one line and exit code 2. Credentials: ``-b user:pass`` or
 ``ORCHESTRATOR_AUTH_USER``/``ORCHESTRATOR_AUTH_PASSWORD`` (basic), ``ORCHESTRATOR_AUTH_TOKEN``
-(bearer), ``ORCHESTRATOR_AUTH_USER_HEADER`` + ``ORCHESTRATOR_AUTH_USER`` (proxy header).
+(bearer), ``ORCHESTRATOR_AUTH_USER_HEADER`` + ``ORCHESTRATOR_AUTH_USER`` (proxy header). An
+``https://`` API is verified as :mod:`orchestrator_api.tls` says (``ORCHESTRATOR_CA_FILE``,
+``CURL_CA_BUNDLE``, the system's CAs; ``ORCHESTRATOR_CLIENT_CERT_FILE`` for mutual TLS).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -30,7 +33,8 @@ from orchestrator_api.cli.commands import (
     Invocation,
     UsageError,
 )
-from orchestrator_shared.errors import InvalidInstanceKey
+from orchestrator_api.tls import CA_FILE_ENV, client_context
+from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
 
 __all__ = ["COMMANDS", "ClientError", "Command", "Invocation", "UsageError", "run_client"]
@@ -132,8 +136,17 @@ def run_client(
     auth, headers = _auth_headers(args.basic, env)
     base = _api_base(args.api)
     try:
+        verify: ssl.SSLContext | bool = client_context(env) if base.startswith("https:") else True
+    except ConfigError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         with httpx.Client(
-            transport=transport, auth=auth, headers=headers, timeout=command.timeout
+            transport=transport,
+            auth=auth,
+            headers=headers,
+            timeout=command.timeout,
+            verify=verify,
         ) as client:
             if command.mutates:
                 response = client.post(f"{base}/{path}")
@@ -142,7 +155,10 @@ def run_client(
         answer = _decode(response)
         text = command.output(answer, invocation)
     except httpx.HTTPError as exc:
-        print(f"orchestrator: cannot reach the API at {base}: {exc}", file=sys.stderr)
+        hint = ""
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            hint = f" (to trust the API's certificate, set {CA_FILE_ENV} to its CA's PEM file)"
+        print(f"orchestrator: cannot reach the API at {base}: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except ClientError as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)

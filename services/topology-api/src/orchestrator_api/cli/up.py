@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-from orchestrator_api import local_stack
+from orchestrator_api import local_stack, tls
 from orchestrator_api.cli import Subcommands
 from orchestrator_api.cli.sandbox import DEFAULT_BASE_PORT, DEFAULT_NODES
 from orchestrator_api.sandbox import Sandbox
@@ -80,9 +81,15 @@ def _sandbox(args: argparse.Namespace, stack: contextlib.ExitStack) -> Sandbox |
     return sandbox
 
 
-def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib.ExitStack) -> int:
+def _start_stack(
+    args: argparse.Namespace,
+    settings: Settings,
+    stack: contextlib.ExitStack,
+    verify: local_stack.Verify,
+) -> int:
     """Start everything (each piece registered on ``stack`` to be stopped in reverse order),
-    then follow the topology; returns the exit code of ``--once``."""
+    then follow the topology through the API (its TLS verified with ``verify``); returns the
+    exit code of ``--once``."""
     sandbox = _sandbox(args, stack)
     if args.sandbox is not None:
         run_dir: Path = args.sandbox / "run"
@@ -127,14 +134,17 @@ def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib
         + ", ".join(str(worker.log_path) for worker in workers)
         + ")"
     )
+    url = local_stack.api_url(settings.ListenAddress, scheme=tls.api_scheme(settings))
     api = stack.enter_context(
-        local_stack.api_process(local_stack.api_settings(common, run_dir), run_dir)
+        local_stack.api_process(
+            local_stack.api_settings(common, run_dir), run_dir, url=url, verify=verify
+        )
     )
-    url = local_stack.api_url(settings.ListenAddress)
     _say(f"orchestrator-topology-api on {url} (log: {api.log_path})")
     if sandbox is not None and sandbox.master.key not in discovery_config["DiscoverySeeds"]:
-        local_stack.discover_through_api(url, sandbox.master.key)
-    _say(f"try: uv run orchestrator -c clusters --api {url}")
+        local_stack.discover_through_api(url, sandbox.master.key, verify=verify)
+    trust = f"{tls.CA_FILE_ENV}={settings.SSLCertFile} " if settings.UseSSL else ""
+    _say(f"try: {trust}uv run orchestrator -c clusters --api {url}")
     expect = [node.key for node in sandbox.nodes] if sandbox is not None and args.once else None
     discovered = local_stack.follow_topology(
         url,
@@ -142,6 +152,7 @@ def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib
         expect=expect,
         give_up_after=args.timeout if args.once else None,
         out=sys.stdout,
+        verify=verify,
     )
     if args.once and not discovered:
         print(
@@ -161,17 +172,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         loaded = load_settings(args.config)
+        settings = loaded.settings
+        tls.check_server_files(settings)
+        verify = tls.local_api_context(settings, os.environ) if settings.UseSSL else True
     except ConfigError as exc:
         print(f"orchestrator: bad configuration: {exc}", file=sys.stderr)
         return 2
-    settings = loaded.settings
     for warning in loaded.warnings:
         print(f"orchestrator: warning: {warning}", file=sys.stderr)
     local_stack.check_ports(settings)  # before anything starts: nothing to stop on failure
     local_stack.install_signal_handlers()
     with contextlib.ExitStack() as stack:
         try:
-            return _start_stack(args, settings, stack)
+            return _start_stack(args, settings, stack, verify)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
             _say("stopping ...")
             return 0

@@ -118,6 +118,9 @@ def create_app(
         code = 200 if answer["Code"] == "OK" else 500
         return JSONResponse(answer, status_code=code)
 
+    if context.settings.StatusEndpoint != "/api/status":  # orchestrator's StatusEndpoint
+        app.add_api_route(context.settings.StatusEndpoint, status, include_in_schema=False)
+
     @app.get("/api/leader-check", response_model=None)
     async def leader_check(context: Context) -> str | JSONResponse:
         # Every API replica serves reads and forwards operations to the active recovery

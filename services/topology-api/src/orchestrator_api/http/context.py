@@ -46,13 +46,17 @@ class ApiContext:
     store: Store
     discovery: BusRequester | None = None
     clock: Callable[[], datetime] = field(default=utcnow)
-    answers: InstanceAnswers = field(default_factory=InstanceAnswers)
+    # encoded answers, with the settings' ReasonableReplicationLagSeconds
+    answers: InstanceAnswers = field(init=False)
     leader: LeaderSource | None = None
     # downtime and promotion rules mirrored where the recovery workers read them (etcd)
     operator_state: OperatorState | None = None
     # since when each instance's binlog coordinates stayed the same, as the analyses of this
     # process saw them (LockedSemiSyncMaster needs a master that stopped moving)
     binlog_history: dict[InstanceKey, CoordinatesSeen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.answers = InstanceAnswers(reasonable_lag=self.settings.ReasonableReplicationLagSeconds)
 
     async def tell_recovery(self, change: Callable[[OperatorState], Awaitable[None]]) -> None:
         """Mirror an operator's change for the recovery workers; the store has it already."""

@@ -18,8 +18,14 @@ from orchestrator_shared.topology import TopologyInstance
 
 
 def instance_payload(
-    view: FleetView, node: TopologyInstance, *, now: datetime, poll: float
+    view: FleetView,
+    node: TopologyInstance,
+    *,
+    now: datetime,
+    poll: float,
+    reasonable_lag: int = wire.DEFAULT_REASONABLE_REPLICATION_LAG_SECONDS,
 ) -> dict[str, Any]:
+    """``/api/instance`` of ``node``; ``reasonable_lag``: ``ReasonableReplicationLagSeconds``."""
     cluster = view.topology.clusters[node.cluster_name]
     summary = view.summaries[node.cluster_name]
     if summary.alias != cluster.alias:
@@ -31,6 +37,7 @@ def instance_payload(
         poll_seconds=poll,
         downtime=view.downtime_of(node.key, now=now),
         candidate=view.candidate_of(node.key, now=now),
+        reasonable_lag_seconds=reasonable_lag,
     )
 
 
@@ -88,9 +95,14 @@ class InstanceAnswers:
     A cluster's answer is its members' bytes joined, kept until its cluster object (replaced
     whenever a member changes), alias or operator state changes, or a member's clock counters
     tick. A store ingesting a few hundred snapshots a second re-encodes only what changed.
+
+    ``reasonable_lag``: ``ReasonableReplicationLagSeconds``, for the ``Problems`` of each answer.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, reasonable_lag: int = wire.DEFAULT_REASONABLE_REPLICATION_LAG_SECONDS
+    ) -> None:
+        self._reasonable_lag = reasonable_lag
         self._instances: dict[InstanceKey, _Encoded] = {}
         self._clusters: dict[str, _Encoded] = {}
 
@@ -150,7 +162,8 @@ class InstanceAnswers:
         ):
             return known
         body = json.dumps(
-            instance_payload(view, node, now=as_of, poll=poll), separators=(",", ":")
+            instance_payload(view, node, now=as_of, poll=poll, reasonable_lag=self._reasonable_lag),
+            separators=(",", ":"),
         ).encode()
         if len(self._instances) > 2 * len(view.snapshots) + 1024:
             self._instances.clear()  # forgotten instances

@@ -359,7 +359,7 @@ async def register_candidate(
         key=node.key,
         rule=promotion_rule,
         registered_at=now,
-        expires_at=now + timedelta(minutes=60),
+        expires_at=now + timedelta(minutes=context.settings.CandidateInstanceExpireMinutes),
     )
     await context.store.register_candidate(candidate)
     await context.tell_recovery(lambda state: state.register_candidate(candidate))

@@ -38,8 +38,17 @@ async def _lost_in_recovery(context: ApiContext, view: FleetView, cluster: str |
         and (node := view.instance(entry.key)) is not None
         and (cluster is None or node.cluster_name == cluster)
     ]
-    poll = context.settings.InstancePollSeconds
-    return [instance_payload(view, node, now=now, poll=poll) for node in nodes]
+    settings = context.settings
+    return [
+        instance_payload(
+            view,
+            node,
+            now=now,
+            poll=settings.InstancePollSeconds,
+            reasonable_lag=settings.ReasonableReplicationLagSeconds,
+        )
+        for node in nodes
+    ]
 
 
 @router.get("/lost-in-recovery")
@@ -118,7 +127,13 @@ async def _problems(context: ApiContext, view: FleetView, cluster: str | None) -
     nodes = view.cluster_instances(cluster) if cluster is not None else view.all_instances()
     answers = []
     for node in nodes:
-        payload = instance_payload(view, node, now=now, poll=context.settings.InstancePollSeconds)
+        payload = instance_payload(
+            view,
+            node,
+            now=now,
+            poll=context.settings.InstancePollSeconds,
+            reasonable_lag=context.settings.ReasonableReplicationLagSeconds,
+        )
         if payload["Problems"] and not payload["IsDowntimed"]:
             answers.append(payload)
     return answers
