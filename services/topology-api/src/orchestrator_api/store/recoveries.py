@@ -113,7 +113,7 @@ async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta
         await _move_cluster_settings(store, data.cluster, str(successor))
         await store.end_downtime(successor)  # as orchestrator: the new master is not downtimed
         downtimed = [*([] if data.command in GRACEFUL_TAKEOVERS else [failed]), *lost]
-        for key in downtimed:
+        for key in downtimed if lost_downtime > timedelta(0) else ():
             await store.begin_downtime(
                 Downtime(
                     key=key,
