@@ -17,6 +17,7 @@ import pytest
 
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_shared.errors import LeaseLost, OperationRefused
+from tests.harness.ports import free_port
 from tests.integration.api_support import (
     Recorder,
     checksum,
@@ -129,6 +130,19 @@ async def test_refusals_change_nothing(clean: Sandbox) -> None:
     with pytest.raises(OperationRefused, match=f"{one} is not using GTID"):
         await ops["disable-gtid"](request("disable-gtid", sandbox, 1))
     assert mode(sandbox, 1) == "No"
+    assert (recorder.guards, len(recorder.audits)) == (guards, 1)
+
+    # a master that cannot answer where the replica is: refused, nothing sent
+    nowhere = free_port()
+    sandbox.execute(3, "STOP SLAVE")
+    sandbox.execute(
+        3,
+        f"CHANGE MASTER TO master_port={nowhere}, master_use_gtid=no, "
+        "master_log_file='mariadb-bin.000001', master_log_pos=4",
+    )
+    with pytest.raises(OperationRefused, match=rf"cannot ask .*'s master 127.0.0.1:{nowhere}"):
+        await ops["enable-gtid"](request("enable-gtid", sandbox, 3))
+    assert link(sandbox, 3) == (nowhere, "No", "No", "No")
     assert (recorder.guards, len(recorder.audits)) == (guards, 1)
 
 

@@ -73,6 +73,10 @@ ENABLE_ADVICE = (
 DISABLE_ADVICE = "retry once it has applied a new transaction from its master"
 
 
+class _MasterUnanswered(Exception):
+    """The replica's master could not say where the replica's coordinates are."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Replica:
     """The replica as read: its flavor, its default connection, MySQL's gtid_mode."""
@@ -132,15 +136,17 @@ class GtidModes:
         return _Replica(dialect, status, rows)
 
     async def _mismatch(self, links: Links, key: InstanceKey, status: ReplicaStatus) -> str | None:
-        """MariaDB: why the replica's coordinates and gtid_slave_pos disagree, or None."""
+        """MariaDB: why the replica's coordinates and gtid_slave_pos disagree, or None;
+        :class:`_MasterUnanswered` when its master cannot tell."""
         assert status.master is not None
         file, position = status.exec_position
         try:
             answer = await links.rows(status.master, binlog_gtid_pos_sql(file, position))
         except StatementFailed as exc:
-            return (
-                f"cannot ask its master {status.master} where {file}:{position} is: {exc.message}"
-            )
+            raise _MasterUnanswered(
+                f"cannot ask {key}'s master {status.master} where {file}:{position} is "
+                f"({exc.message}); the switch is checked there, so it is not done without it"
+            ) from None
         return position_mismatch(key, status.master, status, parse_binlog_gtid_pos(answer))
 
     async def _agreeing(
@@ -153,7 +159,10 @@ class GtidModes:
         deadline = time.monotonic() + self._settle
         status = replica.status
         while True:
-            why = await self._mismatch(links, key, status)
+            try:
+                why = await self._mismatch(links, key, status)
+            except _MasterUnanswered as exc:
+                raise OperationRefused(str(exc)) from None
             if why is None:
                 return
             if not status.is_sql_running or time.monotonic() >= deadline:
@@ -216,7 +225,10 @@ class GtidModes:
         stopped = await self._again(links, key, dialect)
         assert stopped.status is not None
         if dialect.is_mariadb:
-            why = await self._mismatch(links, key, stopped.status)
+            try:
+                why = await self._mismatch(links, key, stopped.status)
+            except _MasterUnanswered as exc:
+                raise Failed(str(exc)) from None
             if why is not None:
                 raise Failed(why)
         file, position = stopped.status.exec_position
