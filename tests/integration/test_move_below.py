@@ -16,9 +16,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from orchestrator_api.http.app import create_app
+from orchestrator_api.http.context import ApiContext
 from orchestrator_api.sandbox import Sandbox
+from orchestrator_api.store import open_store
+from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import OperationRefused
 from tests.integration.api_support import Recorder, link, path, replica_row, serve_cli, star_api
 from tests.integration.api_support import SandboxApi as Api
@@ -34,6 +39,7 @@ from tests.integration.test_moves import (
     star,
     topology,
 )
+from tests.integration.test_store import snapshot
 from tests.unit.test_wire_samples import load_sample
 
 pytestmark = pytest.mark.integration
@@ -205,3 +211,38 @@ async def test_the_cli_with_debug_and_stack(api: Api, capsys: pytest.CaptureFixt
         assert err.startswith("orchestrator: -d needs a value, got '-debug'")
         restore_star(sandbox)
         await settled(sandbox, star(sandbox))
+
+
+async def test_the_routes_need_the_admin_role(tmp_path: Path) -> None:
+    """move-below, enable-gtid and disable-gtid change servers: the admin role, on GET and POST
+    (here no bus: an admin's request gets as far as asking for the worker, 503)."""
+    store = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
+    try:
+        await store.write_batch(
+            (
+                snapshot("127.0.0.1:3306"),
+                snapshot("127.0.0.1:3307", "127.0.0.1:3306"),
+                snapshot("127.0.0.1:3308", "127.0.0.1:3306"),
+            )
+        )
+        settings = Settings(AuthenticationMethod="token", APITokens={"adm": "admin", "rd": "read"})
+        context = ApiContext(settings=settings, store=store)
+        transport = httpx.ASGITransport(app=create_app(context))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for route in (
+                "/api/move-below/127.0.0.1/3307/127.0.0.1/3308",
+                "/api/enable-gtid/127.0.0.1/3307",
+                "/api/disable-gtid/127.0.0.1/3307",
+            ):
+                for method in ("GET", "POST"):
+                    assert (await client.request(method, route)).status_code == 401
+                    reader = {"Authorization": "Bearer rd"}
+                    denied = await client.request(method, route, headers=reader)
+                    assert denied.status_code == 403, route
+                    assert denied.json()["Code"] == "ERROR"
+                    admin = {"Authorization": "Bearer adm"}
+                    answer = await client.request(method, route, headers=admin)
+                    assert answer.status_code == 503, route
+                    assert "no NATS connection" in answer.json()["Message"]
+    finally:
+        await store.close()
