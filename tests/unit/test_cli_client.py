@@ -70,7 +70,11 @@ def test_read_commands_print_like_orchestrator_client() -> None:
     code, text = run(["-c", "which-cluster-instances", "-alias", "sb"], api)
     assert len(text.splitlines()) == 4
     assert run(["-c", "which-cluster-master", "-alias", "sb"], api) == (0, "127.0.0.1:22306\n")
-    assert run(["-c", "search", "-s", "22308"], api) == (0, "127.0.0.1:22308\n")
+    # the search text: --pattern (orchestrator's CLI) or -i (orchestrator-client); -s is the
+    # sibling (orchestrator's synonym of -d), not a search text
+    assert run(["-c", "search", "-pattern", "22308"], api) == (0, "127.0.0.1:22308\n")
+    assert run(["-c", "search", "-i", "22308"], api) == (0, "127.0.0.1:22308\n")
+    assert run(["-c", "search", "-s", "22308"], api) == (2, "")
     # legacy "slave" spelling maps to the replica command
     code, text = run(["-c", "which-slaves", "-i", "127.0.0.1:22306"], api)
     assert code == 0

@@ -1,10 +1,14 @@
 """GTID-aware moves (issue 6): ``relocate``, ``move-below-gtid`` (``move-gtid``), ``move-up``,
-``repoint`` and the read-only ``can-replicate-from``; :meth:`Mover.validate` and
-:meth:`Mover.shift` are also the steps of the moves of many replicas (:mod:`.moves_many`).
+``repoint``, ``move-below`` (issue 10) and the read-only ``can-replicate-from``;
+:meth:`Mover.validate` and :meth:`Mover.shift` are also the steps of the moves of many replicas
+(:mod:`.moves_many`).
 
 Every move is "make replica R replicate from target T with GTID", T being the ``destination``
-(``relocate``, ``move-below-gtid``, ``repoint``), the master of R's master (``move-up``; refused
-when R's master is not a replica), or R's current master (``repoint`` without destination).
+(``relocate``, ``move-below-gtid``, ``repoint``, ``move-below``), the master of R's master
+(``move-up``; refused when R's master is not a replica), or R's current master (``repoint``
+without destination). ``move-below`` is ``move-below-gtid`` for a T that must be R's sibling:
+both replicate from the same master and with GTID
+(:func:`~orchestrator_recovery.moves_sql.sibling_refusal`, checked in step 1 before the rest).
 A move runs in this order and changes nothing until every check passed:
 
 1. read R and T (unreachable: refused) and T's chain of masters (R in it: T is R's own replica
@@ -54,6 +58,7 @@ from orchestrator_recovery.moves_sql import (
     parse_lag,
     parse_server,
     refusal,
+    sibling_refusal,
 )
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
 from orchestrator_recovery.operations_base import instance_key, operation_audit, read_state
@@ -70,6 +75,8 @@ from orchestrator_shared.instance_key import InstanceKey
 
 Guard = Callable[[], Awaitable[object]]
 Audit = Callable[[AuditEvent], Awaitable[object]]
+# a move's own condition on R and T, checked before the ones every move checks: why not, or None
+Precheck = Callable[[Server, Server], str | None]
 
 STATEMENT_TIMEOUT = 10.0
 CATCH_UP = 5.0  # seconds a target behind the replica is given to catch up before refusing
@@ -131,6 +138,8 @@ class _Kind:
             return f"Instance {key} moved below {target} via GTID"
         if self.name == "move-up":
             return f"Instance {key} moved up"
+        if self.name == "move-below":
+            return f"Instance {key} moved below {target}"  # orchestrator's words
         return f"Instance {key} repointed below {target}"
 
 
@@ -222,11 +231,21 @@ class Mover:
             replica = await read_server(links, replica.key)
             target = await read_server(links, target.key)
 
-    async def validate(self, links: Links, key: InstanceKey, target_key: InstanceKey) -> Server:
+    async def validate(
+        self,
+        links: Links,
+        key: InstanceKey,
+        target_key: InstanceKey,
+        *,
+        precheck: Precheck | None = None,
+    ) -> Server:
         replica = await read_server(links, key)
         if key == target_key:
             raise OperationRefused(f"cannot move {key} below itself")
         target = await read_server(links, target_key)
+        why = precheck(replica, target) if precheck is not None else None
+        if why is not None:
+            raise OperationRefused(why)
         await self._check(links, replica, target)
         why = await self._caught_up(links, replica, target)
         if why is not None:
@@ -290,10 +309,16 @@ class Mover:
         return old_master
 
     async def move(
-        self, kind: _Kind, request: CommandRequest, key: InstanceKey, target_key: InstanceKey
+        self,
+        kind: _Kind,
+        request: CommandRequest,
+        key: InstanceKey,
+        target_key: InstanceKey,
+        *,
+        precheck: Precheck | None = None,
     ) -> CommandReply:
         async with self.links() as links:
-            replica = await self.validate(links, key, target_key)
+            replica = await self.validate(links, key, target_key, precheck=precheck)
             try:
                 old_master = await self.shift(links, replica, target_key)
             except MoveFailed as exc:
@@ -395,6 +420,7 @@ class Mover:
         gtid = _Kind("move-below-gtid", "moved (GTID)")
         up = _Kind("move-up", "moved up")
         repoint = _Kind("repoint", "repointed")
+        sibling = _Kind("move-below", "moved (GTID, below its sibling)")
 
         async def below(kind: _Kind, request: CommandRequest) -> CommandReply:
             key = instance_key(request.instance)
@@ -433,6 +459,11 @@ class Mover:
                 raise OperationRefused(f"{key} is not a replica")
             return await self.move(repoint, request, key, replica.master)
 
+        async def do_below_sibling(request: CommandRequest) -> CommandReply:
+            key = instance_key(request.instance)
+            target = instance_key(request.destination, "destination")
+            return await self.move(sibling, request, key, target, precheck=sibling_refusal)
+
         async def do_can(request: CommandRequest) -> CommandReply:
             key = instance_key(request.instance)
             return await self.can_replicate_from(
@@ -445,6 +476,7 @@ class Mover:
             "move-gtid": do_gtid,
             "move-up": do_up,
             "repoint": do_repoint,
+            "move-below": do_below_sibling,
             "can-replicate-from": do_can,
         }
 

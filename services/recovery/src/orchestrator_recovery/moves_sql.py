@@ -172,6 +172,31 @@ def refusal(
     return None
 
 
+def sibling_refusal(replica: Server, sibling: Server) -> str | None:
+    """Why ``move-below`` must not move ``replica`` below ``sibling``, before the checks of
+    every GTID move (:func:`refusal`): they do not replicate from the same master
+    (orchestrator's "instances are not siblings"), or one of them does not replicate with GTID
+    (this move is a GTID move only; orchestrator's file:pos move-below is not done here)."""
+    if replica.key == sibling.key:
+        return f"cannot move {replica.key} below itself"
+    if replica.master is None or replica.master != sibling.master:
+        return (
+            f"instances are not siblings: {replica.key}, {sibling.key} ({replica.key} "
+            f"replicates from {replica.master or 'nobody'}, {sibling.key} from "
+            f"{sibling.master or 'nobody'})"
+        )
+    for server in (replica, sibling):
+        assert server.replica is not None  # both have the same master
+        if not server.replica.using_gtid:
+            setting = "Using_Gtid=No" if server.dialect.is_mariadb else "Auto_Position=0"
+            return (
+                f"{server.key} does not replicate with GTID ({setting}): move-below moves "
+                f"replicas with GTID only (a file:pos move is not done here); switch it to GTID "
+                f"first (orchestrator -c enable-gtid -i {server.key}), then move again"
+            )
+    return None
+
+
 def replica_delay(server: Server) -> int:
     return server.replica.sql_delay if server.replica is not None else 0
 

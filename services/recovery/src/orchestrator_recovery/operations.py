@@ -44,6 +44,7 @@ from orchestrator_recovery.operations_base import (
 from orchestrator_recovery.operations_binlog import BinaryLogs
 from orchestrator_recovery.operations_control import NICE_WAIT, Control
 from orchestrator_recovery.operations_errant import CONVERGE, ErrantGtids
+from orchestrator_recovery.operations_gtid import GtidModes
 from orchestrator_recovery.operations_sql import (
     FLUSH_BINARY_LOGS,
     SET_READ_ONLY,
@@ -246,8 +247,9 @@ def instance_operations(
 ) -> dict[str, Handler]:
     """The handlers, by operation name, for :class:`CommandResponder`'s ``operations``: these,
     and those of :mod:`~orchestrator_recovery.operations_control`,
-    :mod:`~orchestrator_recovery.operations_binlog` and
-    :mod:`~orchestrator_recovery.operations_errant`."""
+    :mod:`~orchestrator_recovery.operations_binlog`,
+    :mod:`~orchestrator_recovery.operations_errant` and
+    :mod:`~orchestrator_recovery.operations_gtid`."""
     operator = Operator(
         access=access,
         guard=guard,
@@ -271,4 +273,5 @@ def instance_operations(
         | Control(operator, nice_wait=nice_wait).handlers()
         | BinaryLogs(operator).handlers()
         | ErrantGtids(operator, converge=converge).handlers()
+        | GtidModes(operator).handlers()
     )

@@ -1,27 +1,37 @@
 """``orchestrator -c <command> [-i host:port] [-d host:port] [-alias A]``: orchestrator-client.
 
-Talks to the REST API (``--api URL`` or ``ORCHESTRATOR_API``, default
-``http://127.0.0.1:3000``; ``/api`` is appended when missing) and prints what orchestrator's
-client prints: one ``host:port`` per line for lists, the topology text, ``a<b`` for moves.
-An error answer (``{"Code": "ERROR"}`` or an HTTP error) is one line on stderr and exit code 1;
-bad arguments are one line and exit code 2. Credentials: ``-b user:pass`` or
-``ORCHESTRATOR_AUTH_USER``/``ORCHESTRATOR_AUTH_PASSWORD`` (basic), ``ORCHESTRATOR_AUTH_TOKEN``
-(bearer), ``ORCHESTRATOR_AUTH_USER_HEADER`` + ``ORCHESTRATOR_AUTH_USER`` (proxy header). An
+Flags are read as orchestrator's Go ``flag`` package reads them (:mod:`.flags`): ``-debug``,
+``--debug``, ``-config FILE``, ``-config=FILE``, ...; anything that could be read two ways is a
+usage error. The command talks to the REST API and prints what orchestrator's client prints: one
+``host:port`` per line for lists, the topology text, ``a<b`` for moves. ``dump-config`` and ``help``
+are answered here, without the API.
+
+The API: ``--api URL`` (``-U``), else the address of ``-config FILE`` (:mod:`.client_config`),
+else ``ORCHESTRATOR_API``, else ``http://127.0.0.1:3000``; ``/api`` is appended when missing.
+Credentials: ``-b user:pass``, else ``ORCHESTRATOR_AUTH_USER``/``ORCHESTRATOR_AUTH_PASSWORD``
+(basic), ``ORCHESTRATOR_AUTH_TOKEN`` (bearer), ``ORCHESTRATOR_AUTH_USER_HEADER`` +
+``ORCHESTRATOR_AUTH_USER`` (proxy header), else the basic credentials of ``-config FILE``. An
 ``https://`` API is verified as :mod:`orchestrator_api.tls` says (``ORCHESTRATOR_CA_FILE``,
 ``CURL_CA_BUNDLE``, the system's CAs; ``ORCHESTRATOR_CLIENT_CERT_FILE`` for mutual TLS).
+
+An error answer (``{"Code": "ERROR"}`` or an HTTP error) is one line on stderr and exit code 1
+(``--stack``: the whole chain); bad arguments or a bad configuration file are one line and exit
+code 2. ``--debug`` logs each HTTP call to stderr (:mod:`.diagnostics`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import ssl
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, TextIO
 
 import httpx
 
+from orchestrator_api.cli.client_config import ClientConfig, client_config, dump_config
 from orchestrator_api.cli.commands import (
     COMMANDS,
     DEFAULT_API,
@@ -33,53 +43,89 @@ from orchestrator_api.cli.commands import (
     Invocation,
     UsageError,
 )
+from orchestrator_api.cli.diagnostics import Trace, error_chain, public_text
+from orchestrator_api.cli.flags import Flags, parse_flags, usage
 from orchestrator_api.tls import CA_FILE_ENV, client_context
+from orchestrator_shared.config import LoadedSettings, load_settings
 from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
 
-__all__ = ["COMMANDS", "ClientError", "Command", "Invocation", "UsageError", "run_client"]
+__all__ = [
+    "COMMANDS",
+    "LOCAL_COMMANDS",
+    "ClientError",
+    "Command",
+    "Invocation",
+    "UsageError",
+    "run_client",
+]
+
+# commands answered by the client itself, without the API
+LOCAL_COMMANDS = frozenset({"dump-config", "help"})
+PACKAGE = "orchestrator-topology-api"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", add_help=False, allow_abbrev=False)
-    parser.add_argument("-c", dest="command", required=True)
-    parser.add_argument("-i", dest="instance", default=os.environ.get("ORCHESTRATOR_INSTANCE"))
-    parser.add_argument("-d", dest="destination")
-    parser.add_argument("-alias", "--alias", "-a", dest="alias", default="")
-    parser.add_argument("-s", "--pattern", dest="pattern", default="")
-    parser.add_argument("--owner", "-owner", dest="owner", default=os.environ.get("USER", ""))
-    parser.add_argument("--reason", "-reason", dest="reason", default="")
-    parser.add_argument("--duration", "-duration", dest="duration", default="10m")
-    parser.add_argument("--promotion-rule", "-promotion-rule", dest="rule", default="prefer")
-    parser.add_argument("--tag", "-tag", "-t", dest="tag", default="")
-    parser.add_argument("--binlog", "-binlog", dest="binlog", default="")
-    parser.add_argument("--seconds", "-seconds", "-S", dest="seconds", default="")
-    parser.add_argument("--api", dest="api", default=os.environ.get("ORCHESTRATOR_API"))
-    parser.add_argument("-b", dest="basic", default=None)
-    return parser
-
-
-def _api_base(api: str | None) -> str:
-    base = (api or DEFAULT_API).split()[0].rstrip("/")
+def _api_base(api: str, origin: str) -> str:
+    """The API's base URL (``/api`` appended when missing); the first of several (as
+    orchestrator-client, without its leader check)."""
+    words = api.split(maxsplit=1)
+    base = words[0].rstrip("/") if words else ""
+    try:
+        url = httpx.URL(base)
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"{origin}: not a URL: {public_text(base)} ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise UsageError(f"{origin}: expected http(s)://host:port, got {public_text(base)!r}")
     return base if base.endswith("/api") else base + "/api"
 
 
-def _auth_headers(basic: str | None, environ: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    base: str
+    auth: httpx.BasicAuth | None
+    headers: dict[str, str]
+
+    @property
+    def shown(self) -> str:
+        """``base`` as messages show it: without user and password."""
+        return public_text(self.base)
+
+
+def _connection(
+    flags: Flags, config: ClientConfig | None, environ: Mapping[str, str], trace: Trace
+) -> _Connection:
+    """Where to send the calls and with which credentials (see the module docstring)."""
+    if flags.given("api"):
+        api, origin = flags.get("api"), "--api"
+    elif config is not None:
+        api, origin = config.api, f"-config {config.source}"
+    elif environ.get("ORCHESTRATOR_API"):
+        api, origin = environ["ORCHESTRATOR_API"], "ORCHESTRATOR_API"
+    else:
+        api, origin = DEFAULT_API, "the default"
+    base = _api_base(api, origin)
+    trace(f"API {public_text(base)} (from {origin})")
     headers: dict[str, str] = {}
     if environ.get("ORCHESTRATOR_AUTH_TOKEN"):
         headers["Authorization"] = f"Bearer {environ['ORCHESTRATOR_AUTH_TOKEN']}"
+        trace("credentials: bearer token (ORCHESTRATOR_AUTH_TOKEN)")
     if environ.get("ORCHESTRATOR_AUTH_USER_HEADER") and environ.get("ORCHESTRATOR_AUTH_USER"):
         headers[environ["ORCHESTRATOR_AUTH_USER_HEADER"]] = environ["ORCHESTRATOR_AUTH_USER"]
-        return None, headers
-    user_pass = basic
-    if user_pass is None and environ.get("ORCHESTRATOR_AUTH_USER"):
-        user_pass = (
-            f"{environ['ORCHESTRATOR_AUTH_USER']}:{environ.get('ORCHESTRATOR_AUTH_PASSWORD', '')}"
-        )
-    if user_pass:
-        user, _, password = user_pass.partition(":")
-        return httpx.BasicAuth(user, password), headers
-    return None, headers
+        trace(f"credentials: user in header {environ['ORCHESTRATOR_AUTH_USER_HEADER']}")
+        return _Connection(base, None, headers)
+    basic: tuple[str, str] | None = None
+    if flags.given("basic"):
+        user, _, password = flags.get("basic").partition(":")
+        basic, origin = (user, password), "-b"
+    elif environ.get("ORCHESTRATOR_AUTH_USER"):
+        basic = (environ["ORCHESTRATOR_AUTH_USER"], environ.get("ORCHESTRATOR_AUTH_PASSWORD", ""))
+        origin = "ORCHESTRATOR_AUTH_USER"
+    elif config is not None and config.basic is not None and "Authorization" not in headers:
+        basic, origin = config.basic, f"-config {config.source}"
+    if basic is None or not basic[0]:
+        return _Connection(base, None, headers)
+    trace(f"credentials: basic, user {basic[0]} (from {origin})")
+    return _Connection(base, httpx.BasicAuth(*basic), headers)
 
 
 def _parse_key(text: str | None, flag: str) -> InstanceKey | None:
@@ -91,81 +137,145 @@ def _parse_key(text: str | None, flag: str) -> InstanceKey | None:
         raise UsageError(f"{flag}: {exc}") from None
 
 
+def _command_name(flags: Flags) -> str:
+    if not flags.get("command"):
+        raise UsageError("usage: orchestrator -c <command> [-i host:port] [-d host:port]")
+    given = flags.get("command")
+    return SYNONYMS.get(given) or given.replace("slave", "replica")
+
+
+def _invocation(flags: Flags, name: str, environ: Mapping[str, str]) -> Invocation:
+    instance_text = flags.get("instance", environ.get("ORCHESTRATOR_INSTANCE", ""))
+    destination_flag = "-d" if flags.given("destination") else "-s"
+    return Invocation(
+        command=name,
+        instance=None if name == "search" else _parse_key(instance_text, "-i"),
+        destination=_parse_key(flags.destination, destination_flag),
+        alias=flags.get("alias"),
+        owner=flags.get("owner") or environ.get("USER", "") or "orchestrator-cli",
+        reason=flags.get("reason"),
+        duration=flags.get("duration", "10m"),
+        promotion_rule=flags.get("promotion_rule", "prefer"),
+        pattern=flags.get("pattern"),
+        tag=flags.get("tag"),
+        binlog=flags.get("binlog"),
+        seconds=flags.get("seconds"),
+        instance_text=instance_text,
+    )
+
+
+def _load(
+    flags: Flags, environ: Mapping[str, str], *, always: bool, trace: Trace
+) -> LoadedSettings | None:
+    """``-config FILE`` loaded as the services load it (``always``: the default file too)."""
+    if not flags.given("config") and not always:
+        return None
+    path = flags.get("config") or None
+    if flags.given("config") and not path:
+        raise ConfigError("config", "-config needs a file name")
+    loaded = load_settings(path, environ=environ)
+    trace(f"configuration from {loaded.source}")
+    for warning in loaded.warnings:
+        trace(f"configuration: {warning}")
+    return loaded
+
+
 def run_client(
     argv: Sequence[str],
     *,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     transport: httpx.BaseTransport | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     env = os.environ if environ is None else environ
     try:
-        args, extra = _parser().parse_known_args(list(argv))
-    except SystemExit:
-        print(
-            "orchestrator: usage: orchestrator -c <command> [-i host:port] [-d host:port]",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    command_name = SYNONYMS.get(args.command) or str(args.command).replace("slave", "replica")
-    command = COMMANDS.get(command_name)
-    try:
-        if extra:
-            raise UsageError(f"unexpected arguments: {' '.join(extra)}")
-        if command is None:
-            known = ", ".join(sorted(COMMANDS))
-            raise UsageError(f"unknown command {args.command!r}; known: {known}")
-        invocation = Invocation(
-            command=command_name,
-            instance=_parse_key(args.instance, "-i"),
-            destination=_parse_key(args.destination, "-d"),
-            alias=args.alias,
-            owner=args.owner or "orchestrator-cli",
-            reason=args.reason,
-            duration=args.duration,
-            promotion_rule=args.rule,
-            pattern=args.pattern,
-            tag=args.tag,
-            binlog=args.binlog,
-            seconds=args.seconds,
-        )
-        path = command.path(invocation)
+        flags = parse_flags(argv)
     except UsageError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
+        err.write(f"orchestrator: {exc}\n")
         return EXIT_USAGE
-    auth, headers = _auth_headers(args.basic, env)
-    base = _api_base(args.api)
+    trace = Trace(err if flags.on("debug") else None)
+    if flags.on("help") or flags.get("command") == "help":
+        out.write(usage(sorted(COMMANDS.keys() | LOCAL_COMMANDS)) + "\n")
+        return 0
+    if flags.on("version"):
+        out.write(metadata.version(PACKAGE) + "\n")
+        return 0
     try:
-        verify: ssl.SSLContext | bool = client_context(env) if base.startswith("https:") else True
+        name = _command_name(flags)
+        if name == "dump-config":
+            loaded = _load(flags, env, always=True, trace=trace)
+            assert loaded is not None
+            for warning in loaded.warnings:
+                err.write(f"orchestrator: warning: {warning}\n")
+            out.write(dump_config(loaded) + "\n")
+            return 0
+        command = COMMANDS.get(name)
+        if command is None:
+            known = ", ".join(sorted(COMMANDS.keys() | LOCAL_COMMANDS))
+            raise UsageError(f"unknown command {flags.get('command')!r}; known: {known}")
+        invocation = _invocation(flags, name, env)
+        path = command.path(invocation)
+        loaded = _load(flags, env, always=False, trace=trace)
+        connection = _connection(
+            flags, client_config(loaded) if loaded is not None else None, env, trace
+        )
     except ConfigError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
+        err.write(f"orchestrator: bad configuration: {exc}\n")
+        return EXIT_USAGE
+    except UsageError as exc:
+        err.write(f"orchestrator: {exc}\n")
+        return EXIT_USAGE
+    method = "POST" if command.mutates else "GET"
+    url = f"{connection.base}/{path}"
+    trace(f"command {name}: {method} {public_text(url)} (timeout {command.timeout:g} s)")
+    response: httpx.Response | None = None
+    try:
+        verify: ssl.SSLContext | bool = (
+            client_context(env) if connection.base.startswith("https:") else True
+        )
+    except ConfigError as exc:
+        err.write(f"orchestrator: {exc}\n")
         return EXIT_USAGE
     try:
         with httpx.Client(
             transport=transport,
-            auth=auth,
-            headers=headers,
+            auth=connection.auth,
+            headers=connection.headers,
             timeout=command.timeout,
             verify=verify,
+            event_hooks=trace.event_hooks(),
         ) as client:
-            if command.mutates:
-                response = client.post(f"{base}/{path}")
-            else:
-                response = client.get(f"{base}/{path}")
-        answer = _decode(response)
-        text = command.output(answer, invocation)
+            response = client.request(method, url)
+        text = command.output(_decode(response), invocation)
     except httpx.HTTPError as exc:
+        trace.failed(exc)
         hint = ""
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
             hint = f" (to trust the API's certificate, set {CA_FILE_ENV} to its CA's PEM file)"
-        print(f"orchestrator: cannot reach the API at {base}: {exc}{hint}", file=sys.stderr)
-        return EXIT_ERROR
+        message = f"cannot reach the API at {connection.shown}: {exc}{hint}"
+        return _failed(message, exc, None, stack=flags.on("stack"), err=err)
     except ClientError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _failed(str(exc), exc, response, stack=flags.on("stack"), err=err)
     if text:
         out.write(text + "\n")
     return 0
+
+
+def _failed(
+    message: str,
+    error: BaseException,
+    response: httpx.Response | None,
+    *,
+    stack: bool,
+    err: TextIO,
+) -> int:
+    err.write(
+        (error_chain(message, error, response) if stack else f"orchestrator: {message}") + "\n"
+    )
+    return EXIT_ERROR
 
 
 def _decode(response: httpx.Response) -> Any:

@@ -40,6 +40,7 @@ class Invocation:
     binlog: str = ""
     seconds: str = ""
     tag: str = ""  # --tag: name, name=value, ~name, comma-joined (tags commands)
+    instance_text: str = ""  # -i as typed (search takes it as its text, as orchestrator-client)
 
     def need_instance(self) -> InstanceKey:
         if self.instance is None:
@@ -222,8 +223,12 @@ COMMANDS: dict[str, Command] = {
     ),
     "all-instances": Command(lambda inv: "all-instances", lambda r, i: keys(r)),
     "all-clusters-masters": Command(lambda inv: "masters", lambda r, i: keys(r)),
-    "search": Command(
-        lambda inv: f"search?s={quote(inv.pattern or inv.alias, safe='')}", lambda r, i: keys(r)
+    "search": Command(  # the text: --pattern (orchestrator), else -i (orchestrator-client)
+        lambda inv: (
+            "search?s="
+            + quote(_needed(inv, "pattern", inv.pattern or inv.instance_text or inv.alias), safe="")
+        ),
+        lambda r, i: keys(r),
     ),
     "instance": Command(lambda inv: f"instance/{_instance(inv)}", lambda r, i: key_text(r["Key"])),
     "which-instance": Command(
@@ -487,6 +492,16 @@ COMMANDS: dict[str, Command] = {
         timeout=RECOVERY_TIMEOUT,
     ),
     # --- end takeovers ---
+    # --- section 3 (issue 10) ---
+    # move-below -i replica -d sibling (or -s sibling): a GTID move below a sibling; Key<MasterKey
+    "move-below": Command(_below("move-below"), _moved, mutates=True, timeout=RECOVERY_TIMEOUT),
+    # enable-gtid / disable-gtid -i replica: orchestrator-client prints .Details.Key
+    **{
+        name: Command(_control(name), _details_key, mutates=True, timeout=RECOVERY_TIMEOUT)
+        for name in ("enable-gtid", "disable-gtid")
+    },
+    # dump-config is answered by the client itself (client.LOCAL_COMMANDS), without the API
+    # --- end section 3 ---
 }
 
 

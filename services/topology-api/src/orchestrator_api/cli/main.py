@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from orchestrator_api.cli import CliParser, Subcommands, client, sandbox, up
+from orchestrator_api.cli.flags import is_client_invocation
 from orchestrator_shared.errors import OrchestratorError
 
 PROG = "orchestrator"
@@ -41,8 +42,8 @@ def build_parser() -> CliParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if "-c" in arguments:  # orchestrator's own style: orchestrator -c <command> -i host:port
-        return client.run_client(arguments)
+    if is_client_invocation(arguments) or arguments[:1] == ["-help"]:
+        return client.run_client(arguments)  # orchestrator's style: orchestrator -c <command> ...
     parser = build_parser()
     try:
         args = parser.parse_args(arguments)

@@ -1,6 +1,7 @@
 """GTID-aware moves (issue 6): ``move-below-gtid`` (and the ``move-gtid`` name
-orchestrator-client uses), ``move-up``, ``repoint``, ``can-replicate-from``; ``relocate`` is
-registered in :mod:`orchestrator_api.http.routes` and answers through :func:`moved` too.
+orchestrator-client uses), ``move-up``, ``repoint``, ``can-replicate-from``, and ``move-below``
+(issue 10: below a sibling, GTID only); ``relocate`` is registered in
+:mod:`orchestrator_api.http.routes` and answers through :func:`moved` too.
 
 Each is forwarded to the active recovery worker on ``orchestrator.v1.command.<operation>``
 (``orchestrator_recovery.moves``), which validates (the target has every transaction the
@@ -114,6 +115,7 @@ _below("move-gtid", "move-below-gtid")
 _below("repoint", "repoint")
 _alone("repoint", "repoint")  # to its current master
 _alone("move-up", "move-up")
+_below("move-below", "move-below")  # the destination is the sibling (orchestrator's siblingHost)
 
 
 @router.get(

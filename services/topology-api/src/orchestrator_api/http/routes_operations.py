@@ -3,7 +3,8 @@
 ``enable-/disable-semi-sync-master``, ``enable-/disable-semi-sync-replica``,
 ``flush-binary-logs``; ``stop-replica-nice``, ``reset-replica``, ``detach-`` and
 ``reattach-replica-master-host`` (with orchestrator's synonyms), ``skip-query``,
-``gtid-errant-reset-master``, ``gtid-errant-inject-empty``; and the routes with one more path
+``gtid-errant-reset-master``, ``gtid-errant-inject-empty``, ``enable-gtid``, ``disable-gtid``
+(issue 10: the replica switched between GTID and file:pos); and the routes with one more path
 parameter: ``delay-replication/{host}/{port}/{seconds}``,
 ``purge-binary-logs/{host}/{port}/{logFile}[?force=true]``, plus the read-only
 ``locate-gtid-errant/{host}/{port}`` (``Details`` = binary log names).
@@ -73,6 +74,9 @@ ROUTES: dict[str, str] = {
     "skip-query": "skip-query",
     "gtid-errant-reset-master": "gtid-errant-reset-master",
     "gtid-errant-inject-empty": "gtid-errant-inject-empty",
+    # section 3 (issue 10)
+    "enable-gtid": "enable-gtid",
+    "disable-gtid": "disable-gtid",
 }
 
 MAX_DELAY = 2**31 - 1  # MariaDB's largest MASTER_DELAY
@@ -100,6 +104,9 @@ STATE_FIELDS = (
     "ExecBinlogCoordinates",
     "ReadBinlogCoordinates",
     "GtidErrant",
+    "UsingMariaDBGTID",  # enable-gtid / disable-gtid
+    "UsingOracleGTID",
+    "UsingGtid",
 )
 
 
