@@ -51,6 +51,9 @@ ENV_PREFIX = "ORCHESTRATOR_"
 SYNONYMS: dict[str, str] = {
     "SlaveLagQuery": "ReplicationLagQuery",
     "DiscoverByShowReplicaHosts": "DiscoverByShowSlaveHosts",
+    # orchestrator recovery settings (issue 10)
+    "DetachLostSlavesAfterMasterFailover": "DetachLostReplicasAfterMasterFailover",
+    "PostponeSlaveRecoveryOnLagMinutes": "PostponeReplicaRecoveryOnLagMinutes",
 }
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -168,6 +171,56 @@ class Settings(BaseModel):
     ReplicationCredentialsQuery: str = ""
     # New: every hook is killed (with its children) after this long.
     HookTimeoutSeconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    # --- orchestrator recovery settings (issue 10) ---
+    # (docs/configuration.md and docs/recovery*.md say what each does and how it differs.)
+    # Regular expressions on the host name: an instance that matches is left out of the
+    # analysis (API and recovery alike), so it is never recovered automatically.
+    RecoveryIgnoreHostnameFilters: tuple[str, ...] = ()
+    # Regular expressions on the host name: a matching instance is never promoted (as must_not).
+    PromotionIgnoreHostnameFilters: tuple[str, ...] = ()
+    # Replicas delayed or lagging more than this are moved under the new master after the
+    # recovery, in the background (0: never postponed).
+    PostponeReplicaRecoveryOnLagMinutes: NonNegativeInt = 0
+    # The successor's relay log at promotion: wait until it is applied, failing only when the
+    # SQL thread makes no progress for ReasonableReplicationLagSeconds (Delay), or refuse at once
+    # when it is not applied (Fail). Neither: wait up to RecoveryCatchUpTimeoutSeconds.
+    DelayMasterPromotionIfSQLThreadNotUpToDate: bool = False
+    FailMasterPromotionIfSQLThreadNotUpToDate: bool = False
+    # orchestrator's "reasonable" replication lag; here the longest the Delay rule above waits
+    # without the successor's SQL thread making progress.
+    ReasonableReplicationLagSeconds: PositiveInt = 10
+    # False: a master failover leaves the successor as it is (no RESET SLAVE ALL, still
+    # read_only) for the operator's hooks to promote; its siblings are still moved under it.
+    ApplyMySQLPromotionAfterMasterFailover: bool = True
+    # Replicas lost in a master failover get detach-replica-master-host (Master_Host = //host).
+    DetachLostReplicasAfterMasterFailover: bool = True
+    # Semi-sync: a LockedSemiSyncMaster is recovered by enabling semi-sync on enough replicas
+    # (Recover: at least the master's wait count; Enforce: exactly, also disabling extras, and
+    # MasterWithTooManySemiSyncReplicas is analysed and recovered).
+    EnforceExactSemiSyncReplicas: bool = False
+    RecoverLockedSemiSyncMaster: bool = False
+    # Hooks run after every successful take-master (docs/hooks.md).
+    PostTakeMasterProcesses: tuple[str, ...] = ()
+
+    @field_validator("RecoveryIgnoreHostnameFilters", "PromotionIgnoreHostnameFilters")
+    @classmethod
+    def _hostname_filters(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            _check_regex(pattern)
+        return patterns
+
+    @model_validator(mode="after")
+    def _one_sql_thread_rule(self) -> Settings:
+        if (
+            self.DelayMasterPromotionIfSQLThreadNotUpToDate
+            and self.FailMasterPromotionIfSQLThreadNotUpToDate
+        ):
+            raise ValueError(
+                "DelayMasterPromotionIfSQLThreadNotUpToDate: cannot be true together with "
+                "FailMasterPromotionIfSQLThreadNotUpToDate (choose one, as in orchestrator)"
+            )
+        return self
 
     # --- topology-api: HTTP, authentication, storage -------------------------------------
     # orchestrator listens on ":3000"; ours defaults to loopback so the open default is safe.

@@ -54,6 +54,13 @@ class RecoveryData(BaseModel):
     # New: the operation that asked for it ("graceful-master-takeover", ...); empty for an
     # automated recovery. orchestrator's AnalysisEntry.CommandHint.
     command: str = ""
+    # Issue 10 (docs/recovery.md, "Events"): replicas moved under the successor after the
+    # recovery (PostponeReplicaRecoveryOnLagMinutes); False when the successor was left to the
+    # hooks to promote (ApplyMySQLPromotionAfterMasterFailover=false); a semi-sync recovery's
+    # changes: replica -> semi-sync turned on (true) or off (false).
+    postponed: tuple[str, ...] = ()
+    promotion_applied: bool = True
+    semi_sync: dict[str, bool] = {}
 
 
 class RecoveryEvent(BaseModel):
