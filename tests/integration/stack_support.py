@@ -34,11 +34,11 @@ StackFactory = Callable[..., Stack]
 def stack_factory(
     sandbox_factory: Callable[..., Sandbox], nats_server: Any, etcd_server: Any, tmp_path: Path
 ) -> Iterator[StackFactory]:
-    """Starts a sandbox (``nodes``, ``chain``) and the stack with ``settings`` added."""
+    """Starts a sandbox (``chain``, ``semi_sync``) and the stack with ``settings`` added."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def make(*, chain: bool = False, **settings: Any) -> Stack:
-        sandbox = sandbox_factory(nodes=4, chain=chain)
+    def make(*, chain: bool = False, semi_sync: bool = False, **settings: Any) -> Stack:
+        sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync)
         port = free_port()
         common = {
             **TOPOLOGY,

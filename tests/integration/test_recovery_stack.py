@@ -9,9 +9,9 @@ import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import nats
@@ -19,6 +19,7 @@ import psutil
 import pymysql
 import pytest
 from nats.js.api import DeliverPolicy
+from pydantic import BaseModel
 
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_shared.bus import CommandReply, CommandRequest
@@ -27,6 +28,8 @@ from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
 from tests.integration.stack_support import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
@@ -79,18 +82,23 @@ async def wait_for_phase(
 
 
 @asynccontextmanager
-async def recovery_events(url: str) -> AsyncIterator[list[RecoveryEvent]]:
-    received: list[RecoveryEvent] = []
+async def bus_messages(url: str, subject: str, model: type[M]) -> AsyncIterator[list[M]]:
+    """Every message on ``subject`` while inside, parsed as ``model``."""
+    received: list[M] = []
     nc = await nats.connect(url)
 
     async def take(msg: Any) -> None:
-        received.append(RecoveryEvent.model_validate_json(msg.data))
+        received.append(model.model_validate_json(msg.data))
 
-    await nc.subscribe("orchestrator.v1.recovery.>", cb=take)
+    await nc.subscribe(subject, cb=take)
     try:
         yield received
     finally:
         await nc.close()
+
+
+def recovery_events(url: str) -> AbstractAsyncContextManager[list[RecoveryEvent]]:
+    return bus_messages(url, "orchestrator.v1.recovery.>", RecoveryEvent)
 
 
 async def api_post(stack: Stack, path: str) -> httpx.Response:

@@ -17,7 +17,8 @@ A scenario file, in a terse form (every key optional except ``expect``)::
       "downtimed": {"testhost:22295": 3600},   # seconds from now until the downtime ends
       "maintenance": ["testhost:22297"],
       "binlog_unchanged": {"testhost:22293": 20},  # seconds the coordinates have not moved
-      "options": {"recover_non_writeable_master": true, "include_downtimed": false},
+      "options": {"recover_non_writeable_master": true, "include_downtimed": false,
+                  "recovery_ignore_hostname_filters": ["^backup-"]},
       "expect": [{"key": "...", "code": "DeadMaster", "structure": [...],
                   "skippable": true, "errant": {"testhost:22297": "..."}}]
     }
@@ -169,7 +170,10 @@ def load_scenario(path: Path) -> dict[str, Any]:
 
 
 def run_scenario(scenario: Mapping[str, Any]) -> list[dict[str, Any]]:
-    option_fields = dict(scenario.get("options", {}))
+    option_fields = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in scenario.get("options", {}).items()
+    }
     include_downtimed = bool(option_fields.pop("include_downtimed", True))
     options = AnalysisOptions(**option_fields)
     results = analyze(

@@ -324,6 +324,7 @@ def test_settings_map_stage_to_commands() -> None:
         "PostUnsuccessfulFailoverProcesses",
         "PreGracefulTakeoverProcesses",
         "PostGracefulTakeoverProcesses",
+        "PostTakeMasterProcesses",
     }
 
 

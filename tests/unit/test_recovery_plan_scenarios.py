@@ -153,8 +153,9 @@ def run_scenario(scenario: Mapping[str, Any]) -> MasterPlan | RelocationPlan | R
         "recover_intermediate_master_cluster_filters": ["*"],
         **scenario.get("options", {}),
     }
-    for name in ("recover_master_cluster_filters", "recover_intermediate_master_cluster_filters"):
-        option_fields[name] = tuple(option_fields[name])
+    for name, value in option_fields.items():
+        if isinstance(value, list):
+            option_fields[name] = tuple(value)
     options = PlanOptions(**option_fields)
     candidates = {
         InstanceKey.parse(key): PromotionRule(rule)
@@ -213,6 +214,11 @@ def check_expectations(
             assert sorted(str(key) for key in result.repoint) == sorted(expect["repoint"])
         if "must_catch_up" in expect:
             assert result.successor_must_catch_up is expect["must_catch_up"]
+        if "postponed" in expect:
+            postponed = {str(key): why for key, why in result.postponed.items()}
+            assert sorted(postponed) == sorted(expect["postponed"]), shown
+            for key, text in expect["postponed"].items():
+                assert text in postponed[key], (key, postponed[key])
     if "lost" in expect:
         assert not isinstance(result, Refusal)
         assert sorted(str(key) for key in result.lost) == sorted(expect["lost"]), shown

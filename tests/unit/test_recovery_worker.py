@@ -13,9 +13,12 @@ from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.worker import (
     Guard,
+    Hooks,
+    MasterResult,
     Planned,
     RecoveryWorker,
     Refused,
+    SemiSyncResult,
     WorkerOptions,
 )
 from orchestrator_shared.analysis import Analysis, AnalysisCode, analyze
@@ -120,16 +123,36 @@ class FakePlanner:
 
 
 class FakeExecutor:
-    def __init__(self) -> None:
+    def __init__(self, result: MasterResult | None = None) -> None:
         self.executed: list[object] = []
         self.fenced: list[InstanceKey] = []
+        self.result = result or MasterResult(successor=R1, repointed=(R2,), lost={})
+        self.semi_sync_result = SemiSyncResult(changed={}, failed={}, reached=True, detail="")
+        self.moved_later: list[tuple[str, tuple[str, ...]]] = []
+        self.detached: list[tuple[str, ...]] = []
+        self.move_failures: dict[str, str] = {}
 
-    async def fail_over_master(
-        self, plan: object, guard: Guard
-    ) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
         await guard()
         self.executed.append(plan)
-        return R1, (R2,), {}
+        return self.result
+
+    async def semi_sync(self, plan: object, guard: Guard) -> SemiSyncResult:
+        await guard()
+        self.executed.append(plan)
+        return self.semi_sync_result
+
+    async def move_postponed(
+        self, successor: str, replicas: tuple[str, ...], guard: Guard
+    ) -> dict[str, str]:
+        await guard()
+        self.moved_later.append((successor, replicas))
+        return dict(self.move_failures)
+
+    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> dict[str, str]:
+        await guard()
+        self.detached.append(replicas)
+        return {}
 
     async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
         await guard()
@@ -144,7 +167,13 @@ class FakeExecutor:
 
 class Harness:
     def __init__(
-        self, *, now_answers: dict[InstanceKey, InstanceSnapshot], plan: Planned | Refused
+        self,
+        *,
+        now_answers: dict[InstanceKey, InstanceSnapshot],
+        plan: Planned | Refused,
+        options: WorkerOptions | None = None,
+        hooks: Hooks | None = None,
+        executor: FakeExecutor | None = None,
     ) -> None:
         self.state = FleetState()
         self.answers = now_answers
@@ -152,16 +181,18 @@ class Harness:
         self.control = RecoveryControl(self.kv)
         self.publisher = FakePublisher()
         self.planner = FakePlanner(plan)
-        self.executor = FakeExecutor()
+        self.executor = executor or FakeExecutor()
         self.guards = 0
         self.worker = RecoveryWorker(
-            WorkerOptions(worker_id="w1", source="test", block_period=timedelta(minutes=10)),
+            options
+            or WorkerOptions(worker_id="w1", source="test", block_period=timedelta(minutes=10)),
             self.state,
             probe=self.probe,
             publisher=self.publisher,
             control=self.control,
             planner=self.planner,
             executor=self.executor,
+            hooks=hooks,
             clock=lambda: NOW + timedelta(seconds=1),
         )
 
@@ -332,9 +363,8 @@ class FakeHooks:
 
 
 async def test_hooks_run_in_orchestrator_order_and_a_failing_pre_hook_aborts() -> None:
-    run = Harness(now_answers=DEAD, plan=PLANNED)
     hooks = FakeHooks()
-    run.worker._hooks = hooks
+    run = Harness(now_answers=DEAD, plan=PLANNED, hooks=hooks)
     done = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
     assert done is not None and done.phase is RecoveryPhase.COMPLETED
     assert hooks.ran == [
@@ -343,8 +373,8 @@ async def test_hooks_run_in_orchestrator_order_and_a_failing_pre_hook_aborts() -
         ("PostMasterFailoverProcesses", R1),
         ("PostFailoverProcesses", R1),
     ]
-    aborted = Harness(now_answers=DEAD, plan=PLANNED)
-    aborted.worker._hooks = failing = FakeHooks(failing="PreFailoverProcesses")
+    failing = FakeHooks(failing="PreFailoverProcesses")
+    aborted = Harness(now_answers=DEAD, plan=PLANNED, hooks=failing)
     outcome = await aborted.worker.recover(aborted.suspect(DEAD), aborted.guard, 7)
     assert outcome is not None and outcome.phase is RecoveryPhase.FAILED
     assert outcome.data.reason == "PreFailoverProcesses hook exited with 1"

@@ -54,6 +54,9 @@ ENV_PREFIX = "ORCHESTRATOR_"
 SYNONYMS: dict[str, str] = {
     "SlaveLagQuery": "ReplicationLagQuery",
     "DiscoverByShowReplicaHosts": "DiscoverByShowSlaveHosts",
+    # orchestrator recovery settings (issue 10)
+    "DetachLostSlavesAfterMasterFailover": "DetachLostReplicasAfterMasterFailover",
+    "PostponeSlaveRecoveryOnLagMinutes": "PostponeReplicaRecoveryOnLagMinutes",
 }
 
 
@@ -205,6 +208,54 @@ class Settings(BaseModel):
     # New: every hook is killed (with its children) after this long.
     HookTimeoutSeconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
+    # --- orchestrator recovery settings (issue 10) ---
+    # (docs/configuration.md and docs/recovery*.md say what each does and how it differs.)
+    # Regular expressions on the host name: an instance that matches is left out of the
+    # analysis (API and recovery alike), so it is never recovered automatically.
+    RecoveryIgnoreHostnameFilters: tuple[str, ...] = ()
+    # Regular expressions on the host name: a matching instance is never promoted (as must_not).
+    PromotionIgnoreHostnameFilters: tuple[str, ...] = ()
+    # Replicas delayed or lagging more than this are moved under the new master after the
+    # recovery, in the background (0: never postponed).
+    PostponeReplicaRecoveryOnLagMinutes: NonNegativeInt = 0
+    # The successor's relay log at promotion: wait until it is applied, failing only when the
+    # SQL thread makes no progress for ReasonableReplicationLagSeconds (Delay), or refuse at once
+    # when it is not applied (Fail). Neither: wait up to RecoveryCatchUpTimeoutSeconds.
+    DelayMasterPromotionIfSQLThreadNotUpToDate: bool = False
+    FailMasterPromotionIfSQLThreadNotUpToDate: bool = False
+    # (the Delay rule's "no progress" limit is ReasonableReplicationLagSeconds, below)
+    # False: a master failover leaves the successor as it is (no RESET SLAVE ALL, still
+    # read_only) for the operator's hooks to promote; its siblings are still moved under it.
+    ApplyMySQLPromotionAfterMasterFailover: bool = True
+    # Replicas lost in a master failover get detach-replica-master-host (Master_Host = //host).
+    DetachLostReplicasAfterMasterFailover: bool = True
+    # Semi-sync: a LockedSemiSyncMaster is recovered by enabling semi-sync on enough replicas
+    # (Recover: at least the master's wait count; Enforce: exactly, also disabling extras, and
+    # MasterWithTooManySemiSyncReplicas is analysed and recovered).
+    EnforceExactSemiSyncReplicas: bool = False
+    RecoverLockedSemiSyncMaster: bool = False
+    # Hooks run after every successful take-master (docs/hooks.md).
+    PostTakeMasterProcesses: tuple[str, ...] = ()
+
+    @field_validator("RecoveryIgnoreHostnameFilters", "PromotionIgnoreHostnameFilters")
+    @classmethod
+    def _hostname_filters(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            _check_regex(pattern)
+        return patterns
+
+    @model_validator(mode="after")
+    def _one_sql_thread_rule(self) -> Settings:
+        if (
+            self.DelayMasterPromotionIfSQLThreadNotUpToDate
+            and self.FailMasterPromotionIfSQLThreadNotUpToDate
+        ):
+            raise ValueError(
+                "DelayMasterPromotionIfSQLThreadNotUpToDate: cannot be true together with "
+                "FailMasterPromotionIfSQLThreadNotUpToDate (choose one, as in orchestrator)"
+            )
+        return self
+
     # --- topology-api: HTTP, authentication, storage -------------------------------------
     # orchestrator listens on ":3000"; ours defaults to loopback so the open default is safe.
     ListenAddress: str = "127.0.0.1:3000"
@@ -239,7 +290,9 @@ class Settings(BaseModel):
     StatusEndpoint: str = "/api/status"
     StatusOUVerify: bool = False
     # A replica lagging more than this (after its SQL_Delay) has the `replication_lag` problem
-    # and counts as lagging in the replication analysis.
+    # and counts as lagging in the replication analysis; also the longest
+    # DelayMasterPromotionIfSQLThreadNotUpToDate waits without the successor's SQL thread
+    # making progress.
     ReasonableReplicationLagSeconds: NonNegativeInt = 10
     # A promotion rule set with `register-candidate` expires this long after it was registered.
     CandidateInstanceExpireMinutes: PositiveInt = 60

@@ -54,6 +54,13 @@ class RecoveryData(BaseModel):
     # New: the operation that asked for it ("graceful-master-takeover", ...); empty for an
     # automated recovery. orchestrator's AnalysisEntry.CommandHint.
     command: str = ""
+    # Issue 10 (docs/recovery.md, "Events"): replicas moved under the successor after the
+    # recovery (PostponeReplicaRecoveryOnLagMinutes); False when the successor was left to the
+    # hooks to promote (ApplyMySQLPromotionAfterMasterFailover=false); a semi-sync recovery's
+    # changes: replica -> semi-sync turned on (true) or off (false).
+    postponed: tuple[str, ...] = ()
+    promotion_applied: bool = True
+    semi_sync: dict[str, bool] = {}
 
 
 def describe_recovery(phase: RecoveryPhase, data: RecoveryData) -> str:
@@ -63,8 +70,18 @@ def describe_recovery(phase: RecoveryPhase, data: RecoveryData) -> str:
     text = f"{phase.value}: {what} on {data.failed} (cluster {data.cluster})"
     if data.successor:
         text += f"; successor {data.successor}"
+    if not data.promotion_applied:
+        text += (
+            "; promotion left to the operator's hooks (ApplyMySQLPromotionAfterMasterFailover="
+            "false): the successor stays read_only, its replication stopped, not reset"
+        )
     if data.repointed:
         text += f"; moved {', '.join(data.repointed)}"
+    if data.postponed:
+        text += f"; postponed (moved after the recovery): {', '.join(data.postponed)}"
+    if data.semi_sync:
+        changes = [f"{key} {'on' if on else 'off'}" for key, on in sorted(data.semi_sync.items())]
+        text += f"; semi-sync turned {', '.join(changes)}"
     if data.lost:
         text += "; lost " + ", ".join(f"{key} ({why})" for key, why in sorted(data.lost.items()))
     if data.rejected and phase in (RecoveryPhase.STARTED, RecoveryPhase.FAILED):

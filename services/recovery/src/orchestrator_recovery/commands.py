@@ -32,7 +32,7 @@ from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
 from orchestrator_recovery.control import RecoveryControl
-from orchestrator_recovery.worker import RECOVERABLE, Guard, RecoveryWorker
+from orchestrator_recovery.worker import Guard, RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError
@@ -151,18 +151,23 @@ class CommandResponder:
 
     # --- recoveries ---------------------------------------------------------------------------
     def _analysis_of(self, key: InstanceKey) -> Analysis | None:
-        for analysis in self._worker.analyse(everything=True):
-            if analysis.key == key:
-                return analysis
-        return None
+        return self._worker.analysis_of(key)
 
     async def _recover(self, request: CommandRequest) -> CommandReply:
         key = _key(request.instance, "instance")
         candidate = _key(request.destination, "candidate") if request.destination else None
+        ignored = self._worker.ignoring(key)
+        if ignored is not None:
+            return _refused(
+                request,
+                f"{key} matches RecoveryIgnoreHostnameFilters ({ignored!r}): it has no analysis, "
+                "so there is nothing to recover (as in orchestrator); use force-master-failover "
+                "for a master, or relocate its replicas",
+            )
         analysis = self._analysis_of(key)
         if analysis is None:
             return _refused(request, f"{key} is not known to the recovery worker")
-        if analysis.code not in RECOVERABLE:
+        if not self._worker.recoverable(analysis.code):
             return _refused(
                 request,
                 f"{key} is not analysed as failed ({analysis.code}); nothing to recover",
@@ -242,7 +247,7 @@ class CommandResponder:
 
     async def _ack_all(self, request: CommandRequest) -> CommandReply:
         count = 0
-        for cluster in await self._control.unacknowledged():
+        for cluster in sorted(await self._control.unacknowledged_clusters()):
             count += await self._control.acknowledge(cluster, by=request.requested_by)
         return _done(request, "Acknowledged all recoveries", count)
 

@@ -11,6 +11,10 @@ Keys (under the etcd key prefix, ``/orchestrator`` by default)::
     <prefix>/recovery/clusters/<cluster>/last   the last recovery of the cluster (JSON: id,
                                                 failed, successor, ended_at, acknowledged): the
                                                 anti-flapping block period runs from ended_at
+    <prefix>/recovery/clusters/<cluster>/last-semi-sync
+                                                the same for the cluster's last semi-sync
+                                                recovery (its own block period: it neither
+                                                blocks nor is blocked by a failover)
     <prefix>/recovery/downtime/<host:port>      an operator's downtime (JSON: owner, reason,
                                                 ends_at), written by topology-api
     <prefix>/recovery/candidates/<host:port>    a registered promotion rule (JSON: rule,
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +37,15 @@ from typing import Any, Protocol
 from orchestrator_shared.events import RecoveryData, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
+
+
+class RecordKind(enum.StrEnum):
+    """Which block period a recovery starts; the value is its etcd key's last part."""
+
+    FAILOVER = "last"
+    """A dead master or intermediate master (a promotion or a relocation)."""
+    SEMI_SYNC = "last-semi-sync"
+    """A semi-sync recovery (``LockedSemiSyncMaster``, ``MasterWithTooManySemiSyncReplicas``)."""
 
 
 class KeyValueStore(Protocol):
@@ -132,8 +146,11 @@ class RecoveryControl:
         body = {"phase": phase.value, "data": data.model_dump(mode="json")}
         await self._store.put(self._key("clusters", data.cluster, "active"), _dumps(body))
 
-    async def finish(self, data: RecoveryData, *, ended_at: datetime) -> None:
-        """Record the recovery as the cluster's last one and clear the in-flight record.
+    async def finish(
+        self, data: RecoveryData, *, ended_at: datetime, kind: RecordKind = RecordKind.FAILOVER
+    ) -> None:
+        """Record the recovery as the cluster's last one (of its ``kind``) and clear the
+        in-flight record.
 
         A cluster is named after its master, so after a promotion it goes by the successor's
         key: the record is kept under that name (the block period applies to the cluster as
@@ -145,36 +162,50 @@ class RecoveryControl:
             ended_at=ended_at,
         )
         await self._store.put(
-            self._key("clusters", data.successor or data.cluster, "last"), last.to_json()
+            self._key("clusters", data.successor or data.cluster, kind.value), last.to_json()
         )
         await self._store.delete(self._key("clusters", data.cluster, "active"))
 
-    async def last(self, cluster: str) -> LastRecovery | None:
-        found, _ = await self._store.get(self._key("clusters", cluster, "last"))
+    async def last(
+        self, cluster: str, kind: RecordKind = RecordKind.FAILOVER
+    ) -> LastRecovery | None:
+        found, _ = await self._store.get(self._key("clusters", cluster, kind.value))
         return None if found is None else LastRecovery.from_json(found.value)
 
-    async def unacknowledged(self) -> dict[str, LastRecovery]:
-        """The last recovery of every cluster where it is not acknowledged (whatever its age),
-        by cluster name; one etcd read."""
+    async def unacknowledged(
+        self, kind: RecordKind = RecordKind.FAILOVER
+    ) -> dict[str, LastRecovery]:
+        """The last recovery (of ``kind``) of every cluster where it is not acknowledged
+        (whatever its age), by cluster name; one etcd read."""
         prefix = self._key("clusters") + b"/"
+        suffix = "/" + kind.value
         found, _ = await self._store.get_prefix(prefix)
         lasts = {}
         for entry in found:
             key = bytes(entry.key).decode()
-            if key.endswith("/last"):
+            if key.endswith(suffix):
                 last = LastRecovery.from_json(entry.value)
                 if not last.acknowledged:
-                    lasts[key[len(prefix) : -len("/last")]] = last
+                    lasts[key[len(prefix) : -len(suffix)]] = last
         return lasts
 
     async def acknowledge(self, cluster: str, *, by: str) -> bool:
-        """Lift the block period of the cluster; whether there was something to acknowledge."""
-        last = await self.last(cluster)
-        if last is None or last.acknowledged:
-            return False
-        acknowledged = dataclasses.replace(last, acknowledged=True, acknowledged_by=by)
-        await self._store.put(self._key("clusters", cluster, "last"), acknowledged.to_json())
-        return True
+        """Lift the block periods of the cluster (a failover's and a semi-sync recovery's);
+        whether there was something to acknowledge."""
+        lifted = False
+        for kind in RecordKind:
+            last = await self.last(cluster, kind)
+            if last is None or last.acknowledged:
+                continue
+            acknowledged = dataclasses.replace(last, acknowledged=True, acknowledged_by=by)
+            key = self._key("clusters", cluster, kind.value)
+            await self._store.put(key, acknowledged.to_json())
+            lifted = True
+        return lifted
+
+    async def unacknowledged_clusters(self) -> set[str]:
+        """Every cluster with a recovery of any kind not acknowledged."""
+        return {cluster for kind in RecordKind for cluster in await self.unacknowledged(kind)}
 
 
 class OperatorState:

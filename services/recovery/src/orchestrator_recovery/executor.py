@@ -20,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from orchestrator_recovery import sql
+from orchestrator_recovery.catch_up import DEFAULT_CATCH_UP_TIMEOUT, CatchUpPolicy, bring_up_to_date
+from orchestrator_recovery.catch_up import StepRefused as _Refusal
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
 from orchestrator_recovery.outcome import (
     Action,
@@ -32,6 +35,7 @@ from orchestrator_recovery.outcome import (
     FenceOutcome,
     RelocationOutcome,
     StepJournal,
+    StepNote,
 )
 from orchestrator_recovery.sql import Check, Dialect, Positions, Progress, ReplicaStatus
 from orchestrator_shared.errors import LeaseLost, OperationRefused
@@ -56,8 +60,6 @@ Guard = Callable[[], Awaitable[None]]
 DEFAULT_FENCE_TIMEOUT = 0.3
 """How long the old master gets to answer (connect, read_only, kill, position) before it is
 taken as unreachable: a hung master must not hold the failover up."""
-DEFAULT_CATCH_UP_TIMEOUT = 3.0
-"""How long the successor gets to apply its relay log before the failover is refused."""
 DEFAULT_STEP_TIMEOUT = 1.0
 """The bound of one statement (connect included). Must stay below the lease TTL."""
 DEFAULT_VERIFY_TIMEOUT = 1.0
@@ -66,14 +68,6 @@ DEFAULT_POLL_INTERVAL = 0.01
 
 T = TypeVar("T")
 U = TypeVar("U")
-
-
-class _Refusal(Exception):
-    """Internal: the failover must stop before promotion, for ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +137,9 @@ class _Executor:
         """A destructive statement: the guard first, then the statement, nothing between."""
         await self.guard()
         await self.links.execute(key, statement, within=within)
+
+    def step(self, key: InstanceKey, action: Action) -> AbstractContextManager[StepNote]:
+        return self.journal.step(key, action)
 
     async def status(self, key: InstanceKey) -> ReplicaStatus | None:
         return sql.parse_replica_status(await self.links.rows(key, self.dialect.replica_status_sql))
@@ -225,7 +222,7 @@ class _Executor:
 
     # --- 3. the successor catches up -----------------------------------------------------------
 
-    async def _poll_status(
+    async def poll_status(
         self,
         key: InstanceKey,
         decide: Callable[[ReplicaStatus], Check],
@@ -243,53 +240,12 @@ class _Executor:
             await asyncio.sleep(self.poll)
 
     async def catch_up(
-        self, successor: InstanceKey, final_position: str | None, within: float
+        self, successor: InstanceKey, final_position: str | None, policy: CatchUpPolicy
     ) -> None:
-        """Bring the successor to the end of what it received, then stop its replication.
-        Raises :class:`_Refusal` when it cannot in ``within`` seconds."""
-        deadline = time.monotonic() + within
-        dialect = self.dialect
-        try:
-            status = await self.status(successor)
-            if status is None:
-                raise _Refusal("the successor has no replication configured")
-            if not status.is_sql_running:
-                # Started while the IO thread still runs: MariaDB keeps the relay log then.
-                problem = sql.sql_thread_start_refusal(dialect, status)
-                if problem is not None:
-                    raise _Refusal(f"the successor cannot apply its relay log: {problem}")
-                with self.journal.step(successor, Action.START_SQL):
-                    await self.change(successor, dialect.start_sql_thread_sql)
-            if final_position:
-                # The old master answered: receive all it has before cutting the IO thread.
-                with self.journal.step(successor, Action.CATCH_UP) as note:
-                    check = await self._poll_status(
-                        successor,
-                        lambda status: sql.received_check(dialect, status, final_position),
-                        deadline,
-                    )
-                    note.ok, note.detail = check.progress is Progress.DONE, check.detail
-                if check.progress is not Progress.DONE:
-                    raise _Refusal(
-                        f"the successor did not receive the old master's last transactions "
-                        f"({final_position}) within {within:g}s: {check.detail}"
-                    )
-            with self.journal.step(successor, Action.STOP_IO):
-                await self.change(successor, dialect.stop_io_sql)
-            with self.journal.step(successor, Action.CATCH_UP) as note:
-                check = await self._poll_status(
-                    successor, lambda status: sql.applied_check(dialect, status), deadline
-                )
-                note.ok, note.detail = check.progress is Progress.DONE, check.detail
-            if check.progress is not Progress.DONE:
-                raise _Refusal(
-                    f"the successor could not apply its relay log within {within:g}s: "
-                    f"{check.detail}"
-                )
-            with self.journal.step(successor, Action.STOP_REPLICATION):
-                await self.change(successor, dialect.stop_replication_sql)
-        except StatementFailed as error:
-            raise _Refusal(f"the successor failed: {error}") from None
+        """Bring the successor to the end of what it received, then stop its replication
+        (:func:`~orchestrator_recovery.catch_up.bring_up_to_date`). Raises :class:`_Refusal`
+        when ``policy`` says it cannot be promoted."""
+        await bring_up_to_date(self, successor, final_position, policy)
 
     # --- 4. promotion --------------------------------------------------------------------------
 
@@ -310,6 +266,20 @@ class _Executor:
         except StatementFailed as error:
             raise _Refusal(f"promotion of the successor failed: {error}") from None
         return positions
+
+    async def leave_promotion(self, successor: InstanceKey) -> Positions:
+        """``ApplyMySQLPromotionAfterMasterFailover=false``: no RESET SLAVE ALL, no read_only=0;
+        the successor's GTID position (what its new replicas are checked against)."""
+        with self.journal.step(successor, Action.PROMOTION_LEFT) as note:
+            note.detail = (
+                "ApplyMySQLPromotionAfterMasterFailover=false: replication left stopped (not "
+                "reset), read_only left on, for the operator's hooks"
+            )
+            try:
+                return await self.positions(successor)
+            except StatementFailed as error:
+                note.ok = False
+                raise _Refusal(f"the successor could not be read: {error}") from None
 
     async def set_writable(self, successor: InstanceKey) -> None:
         with self.journal.step(successor, Action.SET_WRITABLE) as note:
@@ -349,7 +319,7 @@ class _Executor:
             with self.journal.step(replica, Action.START_REPLICATION):
                 await self.change(replica, dialect.start_replication_sql)
             with self.journal.step(replica, Action.VERIFY) as note:
-                check = await self._poll_status(
+                check = await self.poll_status(
                     replica,
                     lambda status: sql.following_check(status, master),
                     time.monotonic() + verify_timeout,
@@ -436,6 +406,9 @@ async def fail_over_master(
     session: MySQLAccess,
     semi_sync_master: bool = False,
     catch_up_timeout: float = DEFAULT_CATCH_UP_TIMEOUT,
+    catch_up: CatchUpPolicy | None = None,
+    apply_promotion: bool = True,
+    postpone: Sequence[InstanceKey] = (),
     step_timeout: float = DEFAULT_STEP_TIMEOUT,
     fence_timeout: float = DEFAULT_FENCE_TIMEOUT,
     verify_timeout: float = DEFAULT_VERIFY_TIMEOUT,
@@ -447,21 +420,27 @@ async def fail_over_master(
 
     1. fence the old master if it answers within ``fence_timeout`` (read_only=1, client
        connections killed, its last GTID position read), concurrently with
-    2. stopping the IO thread of every replica in ``repoint``;
+    2. stopping the IO thread of every replica in ``repoint`` and ``postpone``;
     3. the successor: receive the fenced master's last position (if known), stop its IO
-       thread, apply its relay log within ``catch_up_timeout`` (starting its SQL thread if it
-       was stopped), stop replication. If it cannot: :class:`FailoverRefused`, after
+       thread, apply its relay log as ``catch_up`` says (default: within
+       ``catch_up_timeout``; :mod:`~orchestrator_recovery.catch_up`), starting its SQL thread
+       if it was stopped, stop replication. If it cannot: :class:`FailoverRefused`, after
        ``START SLAVE`` wherever replication was stopped; nothing is promoted;
     4. promote: RESET SLAVE ALL, semi-sync master on if ``semi_sync_master``, read_only=0
        (with semi-sync: only once the replicas have been moved, so that the first writes
-       have semi-sync replicas to acknowledge them);
-    5. 6. move each replica concurrently (GTID) and verify it replicates within
+       have semi-sync replicas to acknowledge them). With ``apply_promotion=False``
+       (``ApplyMySQLPromotionAfterMasterFailover``) none of this: the successor stays
+       read_only with its replication stopped, for the operator's hooks to promote;
+    5. 6. move each replica of ``repoint`` concurrently (GTID) and verify it replicates within
        ``verify_timeout``; one that cannot follow is detached and reported in ``lost``.
 
-    ``LeaseLost`` from ``guard`` stops everything at once and propagates; ``journal`` (if
-    given) then holds the steps done.
+    The ``postpone`` replicas (``PostponeReplicaRecoveryOnLagMinutes``) are left with their IO
+    thread stopped, in ``outcome.postponed``: move them afterwards with
+    :func:`relocate_replicas`. ``LeaseLost`` from ``guard`` stops everything at once and
+    propagates; ``journal`` (if given) then holds the steps done.
     """
-    _check_keys(failed, successor, repoint)
+    _check_keys(failed, successor, [*repoint, *postpone])
+    policy = catch_up if catch_up is not None else CatchUpPolicy(timeout=catch_up_timeout)
     journal = journal if journal is not None else StepJournal()
     started = time.monotonic()
     lost: dict[InstanceKey, str] = {}
@@ -474,20 +453,24 @@ async def fail_over_master(
             access=session,
             poll_interval=poll_interval,
         )
+        everyone = [*repoint, *postpone]
         fence, stops = await _alongside(
-            run.fence(failed, fence_timeout), [run.stop_io(replica) for replica in repoint]
+            run.fence(failed, fence_timeout), [run.stop_io(replica) for replica in everyone]
         )
         stopped: list[InstanceKey] = []
-        for replica, problem in zip(repoint, stops, strict=True):
+        for replica, problem in zip(everyone, stops, strict=True):
             if problem is None:
                 stopped.append(replica)
             else:
                 lost[replica] = str(problem)
         try:
-            await run.catch_up(successor, fence.final_position, catch_up_timeout)
-            positions = await run.promote(
-                successor, semi_sync=semi_sync_master, writable=not semi_sync_master
-            )
+            await run.catch_up(successor, fence.final_position, policy)
+            if apply_promotion:
+                positions = await run.promote(
+                    successor, semi_sync=semi_sync_master, writable=not semi_sync_master
+                )
+            else:
+                positions = await run.leave_promotion(successor)
         except _Refusal as refusal:
             await run.restore([*stopped, successor])
             raise FailoverRefused(
@@ -496,6 +479,7 @@ async def fail_over_master(
                 fenced_old_master=fence.fenced,
                 steps=journal.records,
             ) from None
+        moving = [replica for replica in stopped if replica not in postpone]
         reasons = await _all(
             run.move(
                 replica,
@@ -504,9 +488,9 @@ async def fail_over_master(
                 wait_for_master=0.0,
                 verify_timeout=verify_timeout,
             )
-            for replica in stopped
+            for replica in moving
         )
-        if semi_sync_master:
+        if semi_sync_master and apply_promotion:
             try:
                 await run.set_writable(successor)
             except StatementFailed as error:
@@ -518,7 +502,7 @@ async def fail_over_master(
                     steps=journal.records,
                 ) from None
     repointed = []
-    for replica, reason in zip(stopped, reasons, strict=True):
+    for replica, reason in zip(moving, reasons, strict=True):
         if reason is None:
             repointed.append(replica)
         else:
@@ -528,6 +512,8 @@ async def fail_over_master(
         successor=successor,
         repointed=tuple(repointed),
         lost=lost,
+        postponed=tuple(replica for replica in stopped if replica in postpone),
+        promotion_applied=apply_promotion,
         fenced_old_master=fence.fenced,
         old_master_detail=fence.detail,
         steps=journal.records,

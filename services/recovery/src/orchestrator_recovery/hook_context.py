@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from orchestrator_shared.binlog import BinlogCoordinates
@@ -124,6 +124,10 @@ class HookContext:
     successor: InstanceKey | None = None
     successor_alias: str = ""
     successor_binlog_coordinates: BinlogCoordinates | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """``ORC_*`` variables set over the ones derived from the fields above (only
+    ``PostTakeMasterProcesses`` uses it: orchestrator's take-master hook sets
+    ``ORC_SUCCESSOR_HOST`` and ``ORC_FAILED_HOST`` to ``host:port``)."""
 
     @property
     def is_successful(self) -> bool:
@@ -201,6 +205,7 @@ def hook_environment(context: HookContext, base: Mapping[str, str] | None = None
         variable = _ENV_OF_PLACEHOLDER[placeholder]
         if variable is not None:
             env[variable] = value
+    env.update(context.environment)
     return env
 
 
@@ -245,8 +250,9 @@ def _reference(variable: str, quoting: _Quoting) -> str:
 
 
 def _neutralized(value: str) -> str:
-    """A non-plain value that has no variable to refer to: every non-plain character becomes
-    ``_``. (No placeholder takes this path today: those without a variable are numbers.)"""
+    """A non-plain value that has no variable of its own to refer to: every non-plain
+    character becomes ``_``. (Only a host name in ``PostTakeMasterProcesses``, whose
+    ``ORC_*_HOST`` variables hold ``host:port``, could take this path; host names are plain.)"""
     return "".join(char if _PLAIN_VALUE.fullmatch(char) else "_" for char in value)
 
 
@@ -269,7 +275,7 @@ def substitute_placeholders(command: str, context: HookContext) -> str:
         variable = _ENV_OF_PLACEHOLDER[name]
         if _PLAIN_VALUE.fullmatch(value):
             parts.append(value)
-        elif variable is not None:
+        elif variable is not None and variable not in context.environment:
             parts.append(_reference(variable, quoting))
         else:
             parts.append(_neutralized(value))

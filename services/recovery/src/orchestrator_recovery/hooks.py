@@ -88,7 +88,8 @@ _SHELL = "bash"
 # Runs the hook as a background job of a shell that waits for it, so that the SIGTERM sent by
 # PR_SET_PDEATHSIG when the worker dies interrupts ``wait`` and kills the whole process group
 # (a foreground child would delay the trap until it exits). Its exit status is the hook's.
-_SUPERVISOR = 'trap "kill -KILL 0" TERM; bash -c "$1" & wait "$!"'
+# Its own arguments after the command become the hook's positional parameters ($1, $2...).
+_SUPERVISOR = 'trap "kill -KILL 0" TERM; hook="$1"; shift; bash -c "$hook" "$0" "$@" & wait "$!"'
 _SUPERVISOR_NAME = "orchestrator-hook"
 _PR_SET_PDEATHSIG = 1
 
@@ -104,6 +105,7 @@ class HookStage(StrEnum):
     POST_UNSUCCESSFUL_FAILOVER = "PostUnsuccessfulFailoverProcesses"
     PRE_GRACEFUL_TAKEOVER = "PreGracefulTakeoverProcesses"
     POST_GRACEFUL_TAKEOVER = "PostGracefulTakeoverProcesses"
+    POST_TAKE_MASTER = "PostTakeMasterProcesses"
 
     @property
     def aborts_on_failure(self) -> bool:
@@ -143,6 +145,7 @@ class HookSettings:
     post_unsuccessful_failover_processes: tuple[str, ...] = ()
     pre_graceful_takeover_processes: tuple[str, ...] = ()
     post_graceful_takeover_processes: tuple[str, ...] = ()
+    post_take_master_processes: tuple[str, ...] = ()
     timeout_seconds: float = DEFAULT_HOOK_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
@@ -170,6 +173,7 @@ _FIELD_OF_STAGE: dict[HookStage, str] = {
     HookStage.POST_UNSUCCESSFUL_FAILOVER: "post_unsuccessful_failover_processes",
     HookStage.PRE_GRACEFUL_TAKEOVER: "pre_graceful_takeover_processes",
     HookStage.POST_GRACEFUL_TAKEOVER: "post_graceful_takeover_processes",
+    HookStage.POST_TAKE_MASTER: "post_take_master_processes",
 }
 
 
@@ -269,9 +273,12 @@ async def run_hooks(
     audit: HookAudit | None = None,
     detached: DetachedHooks | None = None,
     output_limit: int = OUTPUT_LIMIT_BYTES,
+    arguments: Sequence[str] = (),
 ) -> list[HookResult]:
     """Run ``commands`` of ``stage`` one after the other (see the module docstring); ``timeout``
-    is in seconds, for each hook.
+    is in seconds, for each hook. ``arguments`` are each hook's positional parameters (``$1``,
+    ``$2``...; orchestrator passes the successor and the demoted master to
+    ``PostTakeMasterProcesses`` so).
 
     Returns the result of every synchronous hook that ran, in order; ``audit`` is called with
     each result (asynchronous hooks' too) as soon as it is known. Raises ``HookFailed`` in a
@@ -282,6 +289,7 @@ async def run_hooks(
         env=hook_environment(context),
         timeout_seconds=validate_hook_timeout(timeout, setting="timeout"),
         output_limit=output_limit,
+        arguments=tuple(arguments),
     )
     results: list[HookResult] = []
     waited: list[asyncio.Task[HookResult]] = []
@@ -355,6 +363,7 @@ class _Runner:
     env: Mapping[str, str]
     timeout_seconds: float
     output_limit: int
+    arguments: tuple[str, ...] = ()
 
     async def run_detached(
         self, command: str, configured: str, audit: HookAudit | None
@@ -386,6 +395,7 @@ class _Runner:
                     _SUPERVISOR,
                     _SUPERVISOR_NAME,
                     command,
+                    *self.arguments,
                     stdin=subprocess.DEVNULL,
                     stdout=sink,
                     stderr=subprocess.STDOUT,

@@ -33,7 +33,13 @@ from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations import instance_operations
 from orchestrator_recovery.publisher import EventPublisher
 from orchestrator_recovery.takeover import Takeover, TakeoverOptions
-from orchestrator_recovery.wiring import MySQLExecutor, SharedPlanner, ShellHooks, plan_options
+from orchestrator_recovery.wiring import (
+    MySQLExecutor,
+    SharedPlanner,
+    ShellHooks,
+    plan_options,
+    semi_sync_mode,
+)
 from orchestrator_recovery.worker import RecoveryWorker, WorkerOptions
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
@@ -82,24 +88,26 @@ async def serve(settings: Settings) -> None:
                     await nc.publish(subjects.discovery(DiscoveryVerb.REFRESH), body)
 
         publisher = EventPublisher(nc, subjects)
+        hooks = ShellHooks(settings, host=socket.gethostname(), audit=publisher.audit)
         worker = RecoveryWorker(
             WorkerOptions(
                 worker_id=identity.id,
                 source=f"orchestrator-recovery/{socket.gethostname()}/{identity.id}",
                 analysis=AnalysisOptions.from_settings(settings),
                 block_period=timedelta(seconds=settings.RecoveryPeriodBlockSeconds),
+                semi_sync=semi_sync_mode(settings),
+                detach_lost=settings.DetachLostReplicasAfterMasterFailover,
             ),
             state,
             probe=prober.probe,
             publisher=publisher,
             control=control,
-            planner=SharedPlanner(plan_options(settings)),
-            executor=MySQLExecutor(
-                MySQLAccess.from_settings(settings),
-                catch_up_timeout=settings.RecoveryCatchUpTimeoutSeconds,
+            planner=SharedPlanner(plan_options(settings), semi_sync=semi_sync_mode(settings)),
+            executor=MySQLExecutor.from_settings(
+                settings, audit=publisher.audit, worker_id=identity.id
             ),
             refresh=refresh,
-            hooks=ShellHooks(settings, host=socket.gethostname(), audit=publisher.audit),
+            hooks=hooks,
             operator_state=OperatorState(election.client, prefix=settings.EtcdKeyPrefix),
         )
 
@@ -117,6 +125,9 @@ async def serve(settings: Settings) -> None:
             worker_id=identity.id,
             max_lag=settings.ReasonableMaintenanceReplicationLagSeconds,
             credentials_query=settings.ReplicationCredentialsQuery,
+            after_take_master=lambda successor, demoted, cluster: hooks.take_master(
+                successor, demoted, cluster=cluster
+            ),
         )
         takeovers = Takeover(
             access=MySQLAccess.from_settings(settings),

@@ -492,10 +492,12 @@ def move_operations(
     verify: float = VERIFY,
     max_lag: int = REASONABLE_LAG_SECONDS,
     credentials_query: str = "",
+    after_take_master: Callable[[InstanceKey, InstanceKey, str], Awaitable[None]] | None = None,
 ) -> dict[str, Handler]:
     """The move handlers, by operation name, for :class:`CommandResponder`'s ``operations``:
     the single moves here and the moves of many replicas (:mod:`.moves_many`).
-    ``credentials_query``: ``ReplicationCredentialsQuery``, for make-co-master."""
+    ``credentials_query``: ``ReplicationCredentialsQuery``, for make-co-master;
+    ``after_take_master``: the ``PostTakeMasterProcesses`` hooks."""
     # imported here: moves_many builds on Mover
     from orchestrator_recovery.moves_co_master import CoMaster  # noqa: PLC0415
     from orchestrator_recovery.moves_many import ManyMoves  # noqa: PLC0415
@@ -510,5 +512,9 @@ def move_operations(
         verify=verify,
         max_lag=max_lag,
     )
-    many = ManyMoves(mover, CoMaster(mover, credentials_query=credentials_query))
+    many = ManyMoves(
+        mover,
+        CoMaster(mover, credentials_query=credentials_query),
+        after_take_master=after_take_master,
+    )
     return mover.handlers() | many.handlers()

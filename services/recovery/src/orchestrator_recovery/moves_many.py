@@ -11,7 +11,9 @@ the lease guard, verify, restore on failure):
   a master (:func:`~orchestrator_recovery.moves_many_rules.choose_promoted`) takes its
   siblings; those that cannot replicate from it are *lost* (left where they are);
 - ``take-master``: I swaps places with its master M (M itself a replica of G): I moves below
-  G, then M below I; if the second step fails, M is back below G and I is moved back below M;
+  G, then M below I; if the second step fails, M is back below G and I is moved back below M.
+  After a successful one, ``PostTakeMasterProcesses`` run (``after_take_master``); a failing
+  hook is audited and does not undo the move;
 - ``make-co-master``: the cluster master M replicates from its read-only replica I.
 
 The replicas of an instance are the ones it names in ``SHOW SLAVE HOSTS`` plus the ones
@@ -30,7 +32,7 @@ One :class:`AuditEvent` per operation once something changed (or on success).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from orchestrator_recovery.commands import Handler
@@ -54,13 +56,25 @@ def _names(keys: Sequence[InstanceKey]) -> str:
     return ", ".join(map(str, keys)) or "none"
 
 
+AfterTakeMaster = Callable[[InstanceKey, InstanceKey, str], Awaitable[None]]
+"""Called with (the instance, its former master now below it, the cluster) after a successful
+``take-master``: the ``PostTakeMasterProcesses`` hooks."""
+
+
 class ManyMoves:
     """Runs the moves of many replicas with one :class:`Mover`; one instance serves every
     handler, each operation opens its own connections."""
 
-    def __init__(self, mover: Mover, co_master: CoMaster) -> None:
+    def __init__(
+        self,
+        mover: Mover,
+        co_master: CoMaster,
+        *,
+        after_take_master: AfterTakeMaster | None = None,
+    ) -> None:
         self._mover = mover
         self._co_master = co_master
+        self._after_take_master = after_take_master
 
     # --- reading -------------------------------------------------------------------------
 
@@ -284,7 +298,10 @@ class ManyMoves:
                 raise (LeaseLost(text) if lost else OperationRefused(text)) from None
             details = await self._mover.details(links, key)
         text = f"{key} took its master {master.key}: now below {grand}, {master.key} below it"
-        return await self._done(request, key, text, f"{key} took its master", details)
+        reply = await self._done(request, key, text, f"{key} took its master", details)
+        if self._after_take_master is not None:
+            await self._after_take_master(key, master.key, request.cluster)
+        return reply
 
     async def _undo_take(
         self,

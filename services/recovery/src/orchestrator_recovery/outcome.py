@@ -33,6 +33,7 @@ class Action(enum.StrEnum):
     RESET_REPLICATION = "reset-replication"  # RESET SLAVE ALL
     SEMI_SYNC_MASTER = "semi-sync-master-on"
     SET_WRITABLE = "set-writable"  # read_only=0
+    PROMOTION_LEFT = "promotion-left-to-hooks"  # ApplyMySQLPromotionAfterMasterFailover=false
     CHECK_POSITION = "check-position"  # may the replica follow its new master?
     CHANGE_MASTER = "change-master"
     START_REPLICATION = "start-replication"
@@ -121,12 +122,16 @@ def _frozen(mapping: Mapping[InstanceKey, str]) -> Mapping[InstanceKey, str]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FailoverOutcome:
-    """A completed master failover: ``successor`` is writable and replicates from nobody."""
+    """A completed master failover: ``successor`` is writable and replicates from nobody
+    (unless ``promotion_applied`` is False: then it is read_only, its replication stopped).
+    ``postponed`` replicas have their IO thread stopped and are still to be moved."""
 
     failed: InstanceKey
     successor: InstanceKey
     repointed: tuple[InstanceKey, ...]
     lost: Mapping[InstanceKey, str] = field(default_factory=dict)
+    postponed: tuple[InstanceKey, ...] = ()
+    promotion_applied: bool = True
     fenced_old_master: bool
     old_master_detail: str
     steps: tuple[StepRecord, ...]
@@ -139,10 +144,14 @@ class FailoverOutcome:
         """One sentence for the log."""
         lost = ", ".join(f"{key} ({why})" for key, why in self.lost.items()) or "none"
         fenced = "fenced" if self.fenced_old_master else f"not fenced ({self.old_master_detail})"
-        return (
-            f"promoted {self.successor} in place of {self.failed} ({fenced}) in "
+        done = "promoted" if self.promotion_applied else "chose (promotion left to hooks)"
+        text = (
+            f"{done} {self.successor} in place of {self.failed} ({fenced}) in "
             f"{self.duration * 1000:.0f} ms; repointed {len(self.repointed)}; lost: {lost}"
         )
+        if self.postponed:
+            text += f"; postponed: {', '.join(map(str, self.postponed))}"
+        return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

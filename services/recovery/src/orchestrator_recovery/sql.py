@@ -75,6 +75,13 @@ class Dialect:
             return "SET GLOBAL rpl_semi_sync_master_enabled=ON"
         return "SET GLOBAL rpl_semi_sync_source_enabled=ON"
 
+    @property
+    def semi_sync_clients_sql(self) -> str:
+        """One row (``Variable_name``, ``Value``): the semi-sync replicas the master counts."""
+        if self.is_mariadb:
+            return "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'"
+        return "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_source_clients'"
+
     @staticmethod
     def kill_sql(connection_id: int) -> str:
         return f"KILL CONNECTION {int(connection_id)}"
@@ -271,6 +278,15 @@ def parse_positions(rows: Iterable[Mapping[str, Any]]) -> Positions:
     )
 
 
+def parse_status_number(rows: Iterable[Mapping[str, Any]]) -> int | None:
+    """The ``Value`` of a one-row ``SHOW GLOBAL STATUS LIKE ...`` as a number (None: no row,
+    or not a number)."""
+    for row in rows:
+        text = text_value(_column(row, "Value", "VALUE")).strip()
+        return int(text) if text.isdigit() else None
+    return None
+
+
 def client_connection_ids(rows: Iterable[Mapping[str, Any]]) -> list[int]:
     """The processlist ids to kill when fencing: every session but replication, the event
     scheduler and other server threads, and a fencing ``SET GLOBAL read_only`` still waiting
@@ -388,6 +404,17 @@ def _applied(dialect: Dialect, status: ReplicaStatus) -> Check:
         f"executed {status.exec_position[0]}:{status.exec_position[1]} of read "
         f"{status.read_position[0]}:{status.read_position[1]}"
     )
+
+
+def applied_marker(dialect: Dialect, status: ReplicaStatus) -> str:
+    """What the SQL thread has applied, as text that changes whenever it applies something
+    (MariaDB GTID: ``gtid_slave_pos``; MySQL GTID: ``Executed_Gtid_Set``; otherwise the exec
+    coordinates): how a wait tells a slow SQL thread from a stuck one."""
+    if status.using_gtid and dialect.is_mariadb:
+        return status.gtid_slave_pos
+    if status.using_gtid:
+        return status.executed_gtid_set
+    return f"{status.exec_position[0]}:{status.exec_position[1]}"
 
 
 def sql_thread_start_refusal(dialect: Dialect, status: ReplicaStatus) -> str | None:

@@ -1,11 +1,15 @@
 """The worker's ports filled in: the pure planner of ``orchestrator_shared.recovery`` fed from
-the fleet, and the MySQL executor of :mod:`orchestrator_recovery.executor`."""
+the fleet, the MySQL executor of :mod:`orchestrator_recovery.executor` (with the semi-sync
+recovery of :mod:`orchestrator_recovery.semi_sync` and the operations a recovery's aftermath
+uses), and the operator's shell hooks."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
+from orchestrator_recovery.catch_up import CatchUpPolicy
+from orchestrator_recovery.commands import Handler
 from orchestrator_recovery.executor import (
     fail_over_master,
     fence_returning_master,
@@ -13,9 +17,21 @@ from orchestrator_recovery.executor import (
 )
 from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
 from orchestrator_recovery.mysql import MySQLAccess
-from orchestrator_recovery.worker import MASTER_FAILURES, Guard, Planned, Refused
+from orchestrator_recovery.operations import instance_operations
+from orchestrator_recovery.semi_sync import carry_out_semi_sync
+from orchestrator_recovery.worker import (
+    MASTER_FAILURES,
+    SEMI_SYNC_FAILURES,
+    Guard,
+    MasterResult,
+    Planned,
+    Refused,
+    SemiSyncResult,
+)
 from orchestrator_shared.analysis import Analysis
+from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.config import Settings
+from orchestrator_shared.errors import OperationRefused
 from orchestrator_shared.events import AuditEvent, RecoveryData
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
@@ -24,30 +40,47 @@ from orchestrator_shared.recovery import (
     PlanOptions,
     Refusal,
     RelocationPlan,
+    SemiSyncMode,
+    SemiSyncPlan,
     cluster_matches_filters,
     plan_intermediate_master_recovery,
     plan_master_recovery,
+    plan_semi_sync_replicas,
 )
 from orchestrator_shared.snapshot import Flavor, InstanceSnapshot
 
 
 def plan_options(settings: Settings) -> PlanOptions:
     lag_minutes = settings.FailMasterPromotionOnLagMinutes
+    postpone_minutes = settings.PostponeReplicaRecoveryOnLagMinutes
     return PlanOptions(
         fail_on_lag_seconds=lag_minutes * 60.0 if lag_minutes > 0 else None,
         prevent_cross_data_center=settings.PreventCrossDataCenterMasterFailover,
         prevent_cross_region=settings.PreventCrossRegionMasterFailover,
         recover_master_cluster_filters=settings.RecoverMasterClusterFilters,
         recover_intermediate_master_cluster_filters=settings.RecoverIntermediateMasterClusterFilters,
+        promotion_ignore_hostname_filters=settings.PromotionIgnoreHostnameFilters,
+        postpone_lag_seconds=postpone_minutes * 60.0 if postpone_minutes > 0 else None,
     )
+
+
+def semi_sync_mode(settings: Settings) -> SemiSyncMode | None:
+    """Which semi-sync recovery the settings ask for: ``EnforceExactSemiSyncReplicas`` wins
+    over ``RecoverLockedSemiSyncMaster`` (as in orchestrator); None: neither."""
+    if settings.EnforceExactSemiSyncReplicas:
+        return SemiSyncMode.EXACT
+    if settings.RecoverLockedSemiSyncMaster:
+        return SemiSyncMode.AT_LEAST
+    return None
 
 
 class SharedPlanner:
     """Chooses from what the worker knows: the failed instance's replicas, its siblings and
     its master, as last seen (the failed one and its replicas just probed by the worker)."""
 
-    def __init__(self, options: PlanOptions) -> None:
+    def __init__(self, options: PlanOptions, *, semi_sync: SemiSyncMode | None = None) -> None:
         self._options = options
+        self._semi_sync = semi_sync
 
     def plan(
         self,
@@ -62,6 +95,8 @@ class SharedPlanner:
         if failed is None:
             return Refused(reason=f"no snapshot of {analysis.key}", rejected={})
         replicas = [snapshots[key] for key in analysis.replicas if key in snapshots]
+        if analysis.code in SEMI_SYNC_FAILURES:
+            return self._semi_sync_plan(analysis, failed, replicas, candidates)
         result: MasterPlan | RelocationPlan | Refusal
         if analysis.code in MASTER_FAILURES:
             result = plan_master_recovery(
@@ -97,40 +132,100 @@ class SharedPlanner:
             )
         if isinstance(result, Refusal):
             return Refused(reason=result.reason, rejected=_texts(result.rejected))
-        successor = str(result.successor) if isinstance(result, MasterPlan) else ""
+        if isinstance(result, MasterPlan):
+            return Planned(
+                plan=result,
+                successor=str(result.successor),
+                rejected=_texts(result.rejected),
+                lost=_texts(result.lost),
+                postponed=tuple(str(key) for key in result.postponed),
+            )
         return Planned(
-            plan=result,
-            successor=successor,
-            rejected=_texts(result.rejected),
-            lost=_texts(result.lost),
+            plan=result, successor="", rejected=_texts(result.rejected), lost=_texts(result.lost)
         )
+
+    def _semi_sync_plan(
+        self,
+        analysis: Analysis,
+        master: InstanceSnapshot,
+        replicas: list[InstanceSnapshot],
+        candidates: Mapping[InstanceKey, PromotionRule],
+    ) -> Planned | Refused:
+        if self._semi_sync is None:
+            return Refused(
+                reason="neither RecoverLockedSemiSyncMaster nor EnforceExactSemiSyncReplicas is "
+                "set: semi-sync problems are not recovered",
+                rejected={},
+            )
+        result = plan_semi_sync_replicas(
+            master,
+            replicas,
+            cluster=analysis.cluster_name,
+            mode=self._semi_sync,
+            options=self._options,
+            candidates=candidates,
+        )
+        if isinstance(result, Refusal):
+            return Refused(reason=result.reason, rejected=_texts(result.rejected))
+        return Planned(plan=result, successor="", rejected=_texts(result.reasons), lost={})
 
 
 class MySQLExecutor:
-    """Carries plans out with :func:`fail_over_master` / :func:`relocate_replicas`."""
+    """Carries plans out: :func:`fail_over_master` / :func:`relocate_replicas`, the semi-sync
+    changes (:func:`carry_out_semi_sync`), and the aftermath of a master failover (postponed
+    replicas moved, lost ones detached with the ``detach-replica-master-host`` operation)."""
 
-    def __init__(self, access: MySQLAccess, *, catch_up_timeout: float) -> None:
+    def __init__(
+        self,
+        access: MySQLAccess,
+        *,
+        catch_up: CatchUpPolicy,
+        apply_promotion: bool = True,
+        audit: Callable[[AuditEvent], Awaitable[object]],
+        worker_id: str,
+    ) -> None:
         self._access = access
-        self._catch_up_timeout = catch_up_timeout
+        self._catch_up = catch_up
+        self._apply_promotion = apply_promotion
+        self._audit = audit
+        self._worker_id = worker_id
 
-    async def fail_over_master(
-        self, plan: object, guard: Guard
-    ) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        audit: Callable[[AuditEvent], Awaitable[object]],
+        worker_id: str,
+    ) -> MySQLExecutor:
+        return cls(
+            MySQLAccess.from_settings(settings),
+            catch_up=CatchUpPolicy.from_settings(settings),
+            apply_promotion=settings.ApplyMySQLPromotionAfterMasterFailover,
+            audit=audit,
+            worker_id=worker_id,
+        )
+
+    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
         assert isinstance(plan, MasterPlan)
         outcome = await fail_over_master(
             failed=plan.failed,
             successor=plan.successor,
             repoint=plan.repoint,
+            postpone=tuple(plan.postponed),
             guard=_confirming(guard),
             session=self._access,
             semi_sync_master=plan.semi_sync_master,
-            catch_up_timeout=self._catch_up_timeout,
+            catch_up=self._catch_up,
+            apply_promotion=self._apply_promotion,
             flavor=plan.flavor if plan.flavor is not Flavor.UNKNOWN else Flavor.MARIADB,
         )
-        return (
-            str(outcome.successor),
-            tuple(str(key) for key in outcome.repointed),
-            _texts(outcome.lost),
+        return MasterResult(
+            successor=str(outcome.successor),
+            repointed=tuple(str(key) for key in outcome.repointed),
+            lost=_texts(outcome.lost),
+            postponed=tuple(str(key) for key in outcome.postponed),
+            promotion_applied=outcome.promotion_applied,
         )
 
     async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -139,13 +234,57 @@ class MySQLExecutor:
             moves=plan.moves,
             guard=_confirming(guard),
             session=self._access,
-            catch_up_timeout=self._catch_up_timeout,
+            catch_up_timeout=self._catch_up.timeout,
         )
         return tuple(str(key) for key in outcome.moved), _texts(outcome.lost)
+
+    async def semi_sync(self, plan: object, guard: Guard) -> SemiSyncResult:
+        assert isinstance(plan, SemiSyncPlan)
+        operations = self._operations(guard)
+        return await carry_out_semi_sync(
+            plan,
+            enable=operations["enable-semi-sync-replica"],
+            disable=operations["disable-semi-sync-replica"],
+            access=self._access,
+            requested_by=self._worker_id,
+        )
+
+    async def move_postponed(
+        self, successor: str, replicas: tuple[str, ...], guard: Guard
+    ) -> dict[str, str]:
+        new_master = InstanceKey.parse(successor)
+        outcome = await relocate_replicas(
+            moves=[(InstanceKey.parse(replica), new_master) for replica in replicas],
+            guard=_confirming(guard),
+            session=self._access,
+            catch_up_timeout=self._catch_up.timeout,
+        )
+        return _texts(outcome.lost)
+
+    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> dict[str, str]:
+        detach = self._operations(guard)["detach-replica-master-host"]
+        failures: dict[str, str] = {}
+        for replica in replicas:
+            request = CommandRequest(
+                operation="detach-replica-master-host",
+                instance=replica,
+                requested_by=self._worker_id,
+            )
+            try:
+                await detach(request)
+            except OperationRefused as exc:
+                failures[replica] = str(exc)
+        return failures
 
     async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
         outcome = await fence_returning_master(key, self._access, _confirming(guard))
         return outcome.fenced, outcome.detail
+
+    def _operations(self, guard: Guard) -> Mapping[str, Handler]:
+        """The instance operations, behind this recovery's guard and audited as the worker."""
+        return instance_operations(
+            access=self._access, guard=guard, audit=self._audit, worker_id=self._worker_id
+        )
 
 
 class ShellHooks:
@@ -170,6 +309,7 @@ class ShellHooks:
             post_unsuccessful_failover_processes=settings.PostUnsuccessfulFailoverProcesses,
             pre_graceful_takeover_processes=settings.PreGracefulTakeoverProcesses,
             post_graceful_takeover_processes=settings.PostGracefulTakeoverProcesses,
+            post_take_master_processes=settings.PostTakeMasterProcesses,
             timeout_seconds=settings.HookTimeoutSeconds,
         )
         self._master_filters = settings.RecoverMasterClusterFilters
@@ -206,14 +346,56 @@ class ShellHooks:
             lost_replicas=tuple(InstanceKey.parse(key) for key in sorted(data.lost)),
             successor=InstanceKey.parse(data.successor) if data.successor else None,
         )
+        await self._run(hook_stage, commands, context, key=data.failed, cluster=cluster)
 
+    async def take_master(
+        self, successor: InstanceKey, demoted: InstanceKey, *, cluster: str
+    ) -> None:
+        """``PostTakeMasterProcesses`` after ``successor`` took its master ``demoted``: as in
+        orchestrator, ``ORC_SUCCESSOR_HOST`` and ``ORC_FAILED_HOST`` hold ``host:port`` and
+        the two keys are the hook's ``$1`` and ``$2``; the placeholders and the other ``ORC_*``
+        variables are there too (orchestrator sets none). A failing hook is audited; the move
+        stands."""
+        stage = HookStage.POST_TAKE_MASTER
+        commands = self._hooks.commands(stage)
+        if not commands:
+            return
+        context = HookContext(
+            failure_type="",
+            failure_description=f"take-master: {successor} took its master {demoted}",
+            failed=demoted,
+            failure_cluster=cluster,
+            command_hint="take-master",
+            orchestrator_host=self._host,
+            successor=successor,
+            environment={"ORC_SUCCESSOR_HOST": str(successor), "ORC_FAILED_HOST": str(demoted)},
+        )
+        await self._run(
+            stage,
+            commands,
+            context,
+            key=str(successor),
+            cluster=cluster,
+            arguments=(str(successor), str(demoted)),
+        )
+
+    async def _run(
+        self,
+        stage: HookStage,
+        commands: tuple[str, ...],
+        context: HookContext,
+        *,
+        key: str,
+        cluster: str,
+        arguments: tuple[str, ...] = (),
+    ) -> None:
         async def audit(result: HookResult) -> None:
             await self._audit(
                 AuditEvent(
-                    type=f"hook-{stage}",
+                    type=f"hook-{stage.value}",
                     message=result.describe()
                     + (f"; output: {result.output}" if result.output else ""),
-                    key=data.failed,
+                    key=key,
                     cluster=cluster,
                     user=self._host,
                     at=datetime.now(UTC),
@@ -222,7 +404,12 @@ class ShellHooks:
             )
 
         await run_hooks(
-            hook_stage, commands, context, timeout=self._hooks.timeout_seconds, audit=audit
+            stage,
+            commands,
+            context,
+            timeout=self._hooks.timeout_seconds,
+            audit=audit,
+            arguments=arguments,
         )
 
 

@@ -9,40 +9,52 @@ ends). One pass of the loop:
 3. for an actionable failure with no recovery running in its cluster, start one (a task per
    cluster, so a slow recovery never delays another cluster's).
 
-A recovery (:meth:`RecoveryWorker.recover`):
+A recovery (:meth:`RecoveryWorker.recover`) is carried through by
+:class:`~orchestrator_recovery.recovering.Recoveries` (verify, gates, plan, execute, tell).
+Between passes the loop also reads what operators registered in etcd (downtime, promotion
+rules) and makes a returning old master read_only again.
 
-1. **verify**: probe the failed instance and each of its replicas directly, now; analyse again
-   on what they answered. Only a failure the replicas confirm goes on (a master unreachable for
-   us alone, with replicas still replicating, is ``UnreachableMaster``: no failover);
-2. ``detected``; then the gates, each ending in ``blocked`` with its reason: recoveries disabled
-   globally, the cluster in its block period (``RecoveryPeriodBlockSeconds``) and not
-   acknowledged, a recovery of the cluster already recorded in flight;
-3. ``OnFailureDetectionProcesses``; the plan (pure, ``orchestrator_shared.recovery``): a refusal
-   ends in ``failed`` with its reason and why each replica was rejected;
-4. ``started``, recorded in etcd before the first destructive step; ``PreFailoverProcesses``
-   (a failing hook aborts); the executor, every destructive step behind ``guard()``;
-5. ``promoted`` / ``completed`` (or ``failed``), post hooks, the cluster's last recovery
-   recorded (the block period starts), discovery asked to probe the instances involved again.
+Instances matching ``RecoveryIgnoreHostnameFilters`` get no analysis here (so no event and no
+recovery); :meth:`RecoveryWorker.analysis_of`, which operations use, still sees them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Protocol, cast
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import cast
 
+from orchestrator_recovery.aftermath import Aftermath
 from orchestrator_recovery.control import LastRecovery, OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
+from orchestrator_recovery.ports import (
+    INTERMEDIATE_MASTER_FAILURES,
+    MASTER_FAILURES,
+    RECOVERABLE,
+    SEMI_SYNC_FAILURES,
+    Executor,
+    Guard,
+    Hooks,
+    MasterResult,
+    Outcome,
+    Planned,
+    Planner,
+    Probe,
+    Publisher,
+    Refused,
+    SemiSyncResult,
+    WorkerOptions,
+)
+from orchestrator_recovery.recovering import Recoveries, replace_data
 from orchestrator_shared.analysis import (
     Analysis,
     AnalysisCode,
-    AnalysisOptions,
     CoordinatesSeen,
     analyze,
     track_binlog_coordinates,
@@ -53,112 +65,35 @@ from orchestrator_shared.events import (
     AnalysisProblem,
     AuditEvent,
     RecoveryData,
-    RecoveryEvent,
     RecoveryPhase,
-    describe_recovery,
 )
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
+from orchestrator_shared.recovery import matching_hostname_filter
 from orchestrator_shared.snapshot import InstanceSnapshot
 
+__all__ = [
+    "INTERMEDIATE_MASTER_FAILURES",
+    "MASTER_FAILURES",
+    "RECOVERABLE",
+    "SEMI_SYNC_FAILURES",
+    "Executor",
+    "Guard",
+    "Hooks",
+    "MasterResult",
+    "Outcome",
+    "Planned",
+    "Planner",
+    "Probe",
+    "Publisher",
+    "RecoveryWorker",
+    "Refused",
+    "SemiSyncResult",
+    "WorkerOptions",
+    "replace_data",
+]
+
 log = logging.getLogger(__name__)
-
-MASTER_FAILURES = frozenset({AnalysisCode.DEAD_MASTER, AnalysisCode.DEAD_MASTER_AND_SOME_REPLICAS})
-INTERMEDIATE_MASTER_FAILURES = frozenset(
-    {
-        AnalysisCode.DEAD_INTERMEDIATE_MASTER,
-        AnalysisCode.DEAD_INTERMEDIATE_MASTER_AND_SOME_REPLICAS,
-        AnalysisCode.DEAD_INTERMEDIATE_MASTER_WITH_SINGLE_REPLICA,
-        AnalysisCode.DEAD_INTERMEDIATE_MASTER_WITH_SINGLE_REPLICA_FAILING_TO_CONNECT,
-    }
-)
-RECOVERABLE = MASTER_FAILURES | INTERMEDIATE_MASTER_FAILURES
-
-Probe = Callable[[InstanceKey, InstanceSnapshot | None], Awaitable[InstanceSnapshot]]
-Guard = Callable[[], Awaitable[object]]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    worker_id: str
-    source: str  # CloudEvents ``source``
-    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
-    tick: float = 0.25  # seconds between analyses when nothing changes
-    # how often demoted masters are probed (a returning one is made read_only again)
-    demoted_check: float = 0.5
-    block_period: timedelta = timedelta(seconds=3600)  # RecoveryPeriodBlockSeconds
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A plan ready to execute: ``plan`` is the pure planner's own value, for the executor."""
-
-    plan: object
-    successor: str  # host:port, empty for an intermediate master's relocation
-    rejected: Mapping[str, str]
-    lost: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    reason: str
-    rejected: Mapping[str, str]
-
-
-class Hooks(Protocol):
-    """The operator's hooks (``orchestrator_recovery.wiring.ShellHooks``): ``stage`` is an
-    orchestrator hook setting's name; a failing ``Pre*`` / ``OnFailureDetection`` hook raises
-    ``OperationRefused`` (the recovery is refused), ``Post*`` failures are only recorded."""
-
-    async def run(self, stage: str, analysis: Analysis, data: RecoveryData) -> None: ...
-
-
-class Publisher(Protocol):
-    """Where events go (``orchestrator_recovery.publisher.EventPublisher``)."""
-
-    async def recovery(self, event: RecoveryEvent) -> bool: ...
-    async def analysis(self, event: AnalysisEvent) -> bool: ...
-    async def audit(self, event: AuditEvent) -> bool: ...
-
-
-class Planner(Protocol):
-    """The pure planning of ``orchestrator_shared.recovery`` fed from the worker's facts."""
-
-    def plan(
-        self,
-        analysis: Analysis,
-        snapshots: Mapping[InstanceKey, InstanceSnapshot],
-        *,
-        forced: bool,
-        requested: InstanceKey | None,
-        candidates: Mapping[InstanceKey, PromotionRule],
-    ) -> Planned | Refused: ...
-
-
-class Executor(Protocol):
-    """How a plan is carried out against MySQL (``orchestrator_recovery.wiring.MySQLExecutor``)."""
-
-    async def fail_over_master(
-        self, plan: object, guard: Guard
-    ) -> tuple[str, tuple[str, ...], dict[str, str]]:
-        """Carry out a master plan; (successor, repointed, lost with why)."""
-        ...
-
-    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
-        """Carry out an intermediate-master plan; (moved, lost with why)."""
-        ...
-
-    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
-        """Make a returning old master read_only again; (fenced, detail)."""
-        ...
-
-
-@dataclass
-class Outcome:
-    """How one recovery ended (for tests and the command replies)."""
-
-    phase: RecoveryPhase
-    data: RecoveryData
 
 
 class RecoveryWorker:
@@ -177,7 +112,6 @@ class RecoveryWorker:
         operator_state: OperatorState | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._hooks = hooks
         self._operator_state = operator_state
         # what operators registered (downtime: key -> end; promotion rules), refreshed by the
         # leader's loop
@@ -189,15 +123,24 @@ class RecoveryWorker:
         self._probe = probe
         self._publisher = publisher
         self._control = control
-        self._planner = planner
         self._executor = executor
-        self._refresh = refresh
         self._published: dict[str, tuple[tuple[str, str], ...]] = {}
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
-        # the last blocked failure of each cluster and why, so it is told once, not every tick
-        self._blocked: dict[str, tuple[str, str]] = {}
         # since when each instance's binlog coordinates stayed the same (LockedSemiSyncMaster)
         self._binlog_history: dict[InstanceKey, CoordinatesSeen] = {}
+        self._recoveries = Recoveries(
+            options,
+            state,
+            verify=self.verify,
+            candidates=lambda: self._candidates,
+            publisher=publisher,
+            control=control,
+            planner=planner,
+            executor=executor,
+            refresh=refresh,
+            hooks=hooks,
+            clock=clock,
+        )
 
     # --- what operations (takeovers) use ---------------------------------------------------
     @property
@@ -214,11 +157,27 @@ class RecoveryWorker:
         return self._downtimed
 
     def analysis_of(self, key: InstanceKey) -> Analysis | None:
-        """``key``'s analysis now, problem or not (None: not known)."""
-        for analysis in self.analyse(everything=True):
+        """``key``'s analysis now, problem or not (None: not known). Operations ask this, so
+        ``RecoveryIgnoreHostnameFilters`` does not hide anything here."""
+        for analysis in self.analyse(everything=True, for_recovery=False):
             if analysis.key == key:
                 return analysis
         return None
+
+    @property
+    def aftermath(self) -> Aftermath:
+        """The background work of completed recoveries (postponed and lost replicas)."""
+        return self._recoveries.aftermath
+
+    def recoverable(self, code: AnalysisCode) -> bool:
+        """Whether this worker recovers ``code`` (:meth:`Recoveries.recoverable`)."""
+        return self._recoveries.recoverable(code)
+
+    def ignoring(self, key: InstanceKey) -> str | None:
+        """The ``RecoveryIgnoreHostnameFilters`` pattern that takes ``key`` out of recovery, if
+        one does."""
+        filters = self._options.analysis.recovery_ignore_hostname_filters
+        return matching_hostname_filter(filters, key.host)
 
     @contextlib.contextmanager
     def holding(self, cluster: str) -> Iterator[None]:
@@ -261,11 +220,12 @@ class RecoveryWorker:
                     # verified at once, before its next snapshot says anything: the direct
                     # probes of the recovery decide whether it is a failure.
                     suspected = analysis.key in suspects and analysis.count_replicas > 0
-                    if analysis.code in RECOVERABLE or suspected:
+                    if self.recoverable(analysis.code) or suspected:
                         self._start(analysis, guard, token)
         finally:
             for task in self._running.values():
                 task.cancel()
+            self.aftermath.cancel()
 
     def _drain_unreachable(self) -> set[InstanceKey]:
         found: set[InstanceKey] = set()
@@ -274,16 +234,24 @@ class RecoveryWorker:
         return found
 
     def analyse(
-        self, snapshots: Iterable[InstanceSnapshot] | None = None, *, everything: bool = False
+        self,
+        snapshots: Iterable[InstanceSnapshot] | None = None,
+        *,
+        everything: bool = False,
+        for_recovery: bool = True,
     ) -> list[Analysis]:
-        """The fleet's analysis (problems only, unless ``everything``)."""
+        """The fleet's analysis (problems only, unless ``everything``). ``for_recovery``: the
+        instances ``RecoveryIgnoreHostnameFilters`` matches get no analysis (orchestrator)."""
         seen = list(self._state.snapshots.values() if snapshots is None else snapshots)
         self._binlog_history = track_binlog_coordinates(self._binlog_history, seen)
+        options = self._options.analysis
+        if not for_recovery:
+            options = dataclasses.replace(options, recovery_ignore_hostname_filters=())
         return analyze(
             seen,
             now=self._clock(),
             downtimed=self._downtimed,
-            options=self._options.analysis,
+            options=options,
             include_no_problem=everything,
             binlog_history=self._binlog_history,
         )
@@ -419,195 +387,24 @@ class RecoveryWorker:
         verify: bool = True,
         command: str = "",
     ) -> Outcome | None:
-        """Verify, gate, plan and execute one recovery; None when the failure is not confirmed.
-
-        ``forced`` (a manual ``recover``): the gates (global switch, downtime, block period,
-        cluster filters) do not apply. ``verify=False`` (``force-master-failover``): the
-        analysis is taken as given, the master is treated as dead even if it answers (the
-        executor fences it first).
-        """
-        verified = await self.verify(analysis) if verify else analysis
-        if verified.code not in RECOVERABLE:
-            if verified.code is not analysis.code:
-                log.info(
-                    "%s: %s not confirmed by its replicas: %s",
-                    analysis.key,
-                    analysis.code,
-                    verified.code,
-                )
-            return None
-        now = self._clock()
-        data = RecoveryData(
-            recovery_id=str(uuid.uuid4()),
-            cluster=verified.cluster_name,
-            cluster_alias=verified.cluster_alias,
-            analysis=verified.code.value,
-            failed=str(verified.key),
-            fencing_token=token,
-            worker=self._options.worker_id,
-            started_at=now,
-            forced=forced,
-            requested_by=requested_by,
-            command=command,
-        )
-        if not forced and await self._already_recovered(verified.key, now):
-            return None  # this failure was recovered; what is left of it is lost replicas
-        inherited = None if forced else await self._control.active(data.cluster)
-        if inherited is not None:
-            # A leader before us started this recovery and stopped leading mid-way.
-            data = replace_data(data, recovery_id=inherited.data.recovery_id)
-            if inherited.phase is RecoveryPhase.PROMOTED:
-                # It promoted a successor: never promote again; the recovery is done.
-                done = replace_data(
-                    inherited.data,
-                    fencing_token=token,
-                    worker=self._options.worker_id,
-                    reason=f"finished by {self._options.worker_id}: worker "
-                    f"{inherited.data.worker} had promoted {inherited.data.successor}",
-                )
-                return await self._end(RecoveryPhase.COMPLETED, done, record=True)
-            log.info(
-                "recovery %s of %s was started by %s, which stopped leading before any "
-                "promotion: planning it again from the facts",
-                data.recovery_id,
-                data.cluster,
-                inherited.data.worker,
-            )
-        blocked = await self._gate(verified, data, now, forced=forced)
-        if blocked and self._blocked.get(data.cluster) == (data.failed, blocked):
-            return None  # still blocked for the same reason: said once already
-        await self.announce(RecoveryPhase.DETECTED, data)
-        if blocked:
-            self._blocked[data.cluster] = (data.failed, blocked)
-            return await self._end(RecoveryPhase.BLOCKED, replace_data(data, reason=blocked))
-        self._blocked.pop(data.cluster, None)
-        try:
-            await self.run_hook("OnFailureDetectionProcesses", verified, data)
-        except OperationRefused as exc:
-            return await self._end(RecoveryPhase.FAILED, replace_data(data, reason=str(exc)))
-        plan = self._planner.plan(
-            verified,
-            self._state.snapshots,
+        """Verify, gate, plan and execute one recovery; None when the failure is not confirmed
+        (:meth:`Recoveries.recover <orchestrator_recovery.recovering.Recoveries.recover>`)."""
+        return await self._recoveries.recover(
+            analysis,
+            guard,
+            token,
             forced=forced,
             requested=requested,
-            candidates=self._candidates,
+            requested_by=requested_by,
+            verify=verify,
+            command=command,
         )
-        if isinstance(plan, Refused):
-            ended = replace_data(data, reason=plan.reason, rejected=dict(plan.rejected))
-            await self.run_hook("PostUnsuccessfulFailoverProcesses", verified, ended)
-            return await self._end(RecoveryPhase.FAILED, ended, record=True)
-        data = replace_data(
-            data,
-            successor=plan.successor,
-            rejected=dict(plan.rejected),
-            lost=dict(plan.lost),
-        )
-        await self._control.set_active(RecoveryPhase.STARTED, data)
-        await self.announce(RecoveryPhase.STARTED, data)
-        try:
-            await self.run_hook("PreFailoverProcesses", verified, data)
-            await guard()
-            if verified.code in MASTER_FAILURES:
-                successor, repointed, lost = await self._executor.fail_over_master(plan.plan, guard)
-                data = replace_data(
-                    data, successor=successor, repointed=repointed, lost={**data.lost, **lost}
-                )
-                await self._control.set_active(RecoveryPhase.PROMOTED, data)
-                await self.announce(RecoveryPhase.PROMOTED, data)
-            else:
-                moved, lost = await self._executor.relocate(plan.plan, guard)
-                data = replace_data(data, repointed=moved, lost={**data.lost, **lost})
-        except OperationRefused as exc:
-            failed = replace_data(data, reason=str(exc))
-            await self.run_hook("PostUnsuccessfulFailoverProcesses", verified, failed)
-            return await self._end(RecoveryPhase.FAILED, failed, record=True)
-        await self.refresh_involved(data)
-        outcome = await self._end(RecoveryPhase.COMPLETED, data, record=True)
-        post = (
-            "PostMasterFailoverProcesses"
-            if verified.code in MASTER_FAILURES
-            else "PostIntermediateMasterFailoverProcesses"
-        )
-        await self.run_hook(post, verified, outcome.data)
-        await self.run_hook("PostFailoverProcesses", verified, outcome.data)
-        return outcome
-
-    async def run_hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
-        if self._hooks is not None:
-            await self._hooks.run(stage, analysis, data)
-
-    async def _already_recovered(self, key: InstanceKey, now: datetime) -> bool:
-        """Whether ``key`` is the failed instance of a recovery still in its block period: its
-        failure was handled (a successor took over); it stays dead, perhaps with replicas
-        that could not follow, and that is not a new failure to recover."""
-        return any(
-            last.failed == str(key)
-            and last.successor
-            and last.blocks(now, self._options.block_period)
-            for last in (await self._control.unacknowledged()).values()
-        )
-
-    async def _gate(
-        self, analysis: Analysis, data: RecoveryData, now: datetime, *, forced: bool
-    ) -> str:
-        """Why this recovery must not run (empty: it may)."""
-        if forced:
-            return ""
-        switch = await self._control.global_switch()
-        if switch.disabled:
-            by = f" by {switch.by}" if switch.by else ""
-            return f"automated recoveries are disabled globally{by}"
-        if analysis.is_downtimed or analysis.skippable_due_to_downtime:
-            return f"{analysis.key} is downtimed"
-        last = await self._control.last(data.cluster)
-        if last is not None and last.blocks(now, self._options.block_period):
-            until = last.ended_at + self._options.block_period
-            return (
-                f"cluster {data.cluster} was recovered at {last.ended_at.isoformat()} "
-                f"(recovery {last.recovery_id}); blocked until {until.isoformat()} "
-                "unless acknowledged (ack-cluster-recoveries)"
-            )
-        return ""
-
-    async def _end(
-        self, phase: RecoveryPhase, data: RecoveryData, *, record: bool = False
-    ) -> Outcome:
-        ended = replace_data(data, ended_at=self._clock())
-        if record:
-            await self._control.finish(ended, ended_at=ended.ended_at or self._clock())
-        await self.announce(phase, ended)
-        return Outcome(phase, ended)
 
     async def announce(self, phase: RecoveryPhase, data: RecoveryData) -> None:
-        log.info(
-            "recovery %s of %s: %s%s",
-            data.recovery_id[:8],
-            data.cluster,
-            phase,
-            f" ({data.reason})" if data.reason else "",
-        )
-        await self._publisher.recovery(RecoveryEvent.of(phase, data, source=self._options.source))
-        await self._publisher.audit(
-            AuditEvent(
-                type=f"recovery-{phase}",
-                message=describe_recovery(phase, data),
-                key=data.failed,
-                cluster=data.cluster,
-                user=self._options.worker_id,
-                at=self._clock(),
-                ok=phase not in (RecoveryPhase.FAILED, RecoveryPhase.BLOCKED),
-            )
-        )
+        await self._recoveries.announce(phase, data)
+
+    async def run_hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
+        await self._recoveries.run_hook(stage, analysis, data)
 
     async def refresh_involved(self, data: RecoveryData) -> None:
-        if self._refresh is None:
-            return
-        keys = [data.failed, *([data.successor] if data.successor else []), *data.repointed]
-        try:
-            await self._refresh([InstanceKey.parse(key) for key in keys])
-        except Exception as exc:
-            log.warning("asking discovery to probe again after recovery: %s", exc)
-
-
-def replace_data(data: RecoveryData, **changes: object) -> RecoveryData:
-    return data.model_copy(update=changes)
+        await self._recoveries.refresh_involved(data)

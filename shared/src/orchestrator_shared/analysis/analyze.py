@@ -25,6 +25,7 @@ from orchestrator_shared.analysis.model import Analysis, AnalysisOptions, Coordi
 from orchestrator_shared.analysis.structure import structure_warnings
 from orchestrator_shared.errors import InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.recovery.filters import matching_hostname_filter
 from orchestrator_shared.snapshot import InstanceSnapshot, ReplicationChannel
 from orchestrator_shared.topology import Topology, build_topology
 
@@ -47,7 +48,9 @@ def analyze(
     """One ``Analysis`` per instance with a problem or a structure warning, sorted by key.
 
     ``downtimed`` maps an instance to the end of its downtime (active while ``now`` is before
-    it). Instances in ``maintenance`` are left out entirely, as orchestrator does. Use
+    it). Instances in ``maintenance`` are left out entirely, as orchestrator does, and so are the
+    analyses of instances whose host name matches ``options.recovery_ignore_hostname_filters``
+    (they still count as replicas of their master). Use
     ``binlog_history`` (kept with ``track_binlog_coordinates``) to tell a locked semi-sync master
     from a hypothesis. ``include_downtimed=False`` drops what downtime makes skippable (the CLI);
     the API and the recovery loop keep it.
@@ -62,7 +65,10 @@ def analyze(
         binlog_history=binlog_history,
     )
     results: list[Analysis] = []
+    ignored = options.recovery_ignore_hostname_filters
     for key in sorted(analysis_pass.by_key):
+        if ignored and matching_hostname_filter(ignored, key.host) is not None:
+            continue
         analysis = analysis_pass.analyze_instance(key)
         if not analysis.has_problem and not include_no_problem:
             continue

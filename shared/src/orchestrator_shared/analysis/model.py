@@ -33,6 +33,9 @@ class AnalysisOptions:
     """orchestrator's ``RecoverNonWriteableMaster``: a read-only master becomes the main code."""
     enforce_exact_semi_sync_replicas: bool = False
     """orchestrator's ``EnforceExactSemiSyncReplicas``: enables the too-many-replicas code."""
+    recovery_ignore_hostname_filters: tuple[str, ...] = ()
+    """orchestrator's ``RecoveryIgnoreHostnameFilters``: an instance whose host name one of
+    these regular expressions matches gets no analysis at all (it is never recovered)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -42,7 +45,11 @@ class AnalysisOptions:
             reasonable_locked_semi_sync_master_seconds=float(
                 settings.locked_semi_sync_master_seconds
             ),
-            **overrides,
+            **{
+                "enforce_exact_semi_sync_replicas": settings.EnforceExactSemiSyncReplicas,
+                "recovery_ignore_hostname_filters": settings.RecoveryIgnoreHostnameFilters,
+                **overrides,
+            },
         )
 
     @property

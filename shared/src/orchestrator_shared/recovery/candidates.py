@@ -11,7 +11,8 @@ The choice, in order (``docs/recovery-planning.md`` has the operator's version):
 4. Among the replicas left (their positions are then equal), the best promotion rule, then the
    failed master's data center, then the smallest key.
 5. The others are repointed under the successor with GTID when it has everything they have;
-   the rest are lost, each with its reason.
+   the rest are lost, each with its reason. Of those repointed, the ones delayed or lagging
+   beyond ``PostponeReplicaRecoveryOnLagMinutes`` are *postponed*: moved after the recovery.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from types import MappingProxyType
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery.facts import RULE_RANK, ServerFacts, compare_has_all
-from orchestrator_shared.recovery.filters import cluster_matches_filters
+from orchestrator_shared.recovery.filters import (
+    cluster_matches_filters,
+    matching_hostname_filter,
+)
 from orchestrator_shared.recovery.model import (
     GtidKind,
     MasterPlan,
@@ -54,6 +58,7 @@ class _Rule(enum.Enum):
     NO_LOG_BIN = enum.auto()
     NO_LOG_SLAVE_UPDATES = enum.auto()
     MUST_NOT = enum.auto()
+    PROMOTION_IGNORED = enum.auto()
     VERSION = enum.auto()
     LAG = enum.auto()
     DATA_CENTER = enum.auto()
@@ -144,6 +149,8 @@ def plan_master_recovery(
     successor = chosen
 
     repoint, lost = _followers(successor, facts, verdicts)
+    postponed = _postponed(successor, [item for item in facts if item.key in repoint], options)
+    repoint = [key for key in repoint if key not in postponed]
     for item in facts:  # every replica not chosen has a reason
         if item.key != successor.key and item.key not in rejected:
             rejected[item.key] = lost.get(item.key, "not chosen")
@@ -158,6 +165,7 @@ def plan_master_recovery(
         repoint=tuple(repoint),
         lost=frozen_reasons(lost),
         rejected=frozen_reasons(rejected),
+        postponed=frozen_reasons(postponed),
         semi_sync_master=failed.semi_sync.master_enabled,
         successor_must_catch_up=must_catch_up,
         catch_up_gtid=str(eventual) if must_catch_up and eventual is not None else "",
@@ -289,6 +297,14 @@ def _judge(
             )
         if item.rule is PromotionRule.MUST_NOT:
             rules.append((_Rule.MUST_NOT, f"promotion rule must_not ({item.rule_source})"))
+        ignored = matching_hostname_filter(options.promotion_ignore_hostname_filters, item.key.host)
+        if ignored is not None:
+            rules.append(
+                (
+                    _Rule.PROMOTION_IGNORED,
+                    f"host name matches PromotionIgnoreHostnameFilters ({ignored!r})",
+                )
+            )
         older = _older_replica(item, facts)
         if older is not None:
             rules.append(
@@ -472,3 +488,27 @@ def _cannot_follow(successor: ServerFacts, item: ServerFacts, verdict: _Verdict)
     if not verdict_all:
         return f"has {lacking} that {successor.key} lacks"
     return ""
+
+
+def _postponed(
+    successor: ServerFacts, followers: Sequence[ServerFacts], options: PlanOptions
+) -> dict[InstanceKey, str]:
+    """The followers delayed or lagging beyond ``PostponeReplicaRecoveryOnLagMinutes``, each
+    with why: they are moved under the successor after the recovery, not during it."""
+    limit = options.postpone_limit_seconds
+    if limit is None:
+        return {}
+    postponed: dict[InstanceKey, str] = {}
+    for item in followers:
+        lag = item.lag_seconds
+        if item.sql_delay > limit:
+            why = f"is delayed (SQL_Delay={item.sql_delay}s)"
+        elif lag is not None and lag > limit:
+            why = f"lags {lag}s"
+        else:
+            continue
+        postponed[item.key] = (
+            f"{why}, beyond PostponeReplicaRecoveryOnLagMinutes ({limit:g}s): moved under "
+            f"{successor.key} after the recovery"
+        )
+    return postponed

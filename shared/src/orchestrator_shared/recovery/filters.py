@@ -12,6 +12,10 @@ A cluster matches when any filter is
 
 An empty filter never matches and neither does an invalid regular expression, so an empty list
 means "no automated recovery" (orchestrator's default: recovery is opt-in).
+
+``matching_hostname_filter`` is orchestrator's test of ``RecoveryIgnoreHostnameFilters`` and
+``PromotionIgnoreHostnameFilters``: a regular expression searched in the host name (not the
+port), unanchored.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["cluster_matches_filters"]
+__all__ = ["cluster_matches_filters", "matching_hostname_filter"]
 
 
 def cluster_matches_filters(filters: Iterable[str], *, cluster: str, alias: str = "") -> bool:
@@ -44,3 +48,9 @@ def _search(pattern: str, text: str) -> bool:
         return re.search(pattern, text) is not None
     except re.error:
         return False
+
+
+def matching_hostname_filter(filters: Iterable[str], host: str) -> str | None:
+    """The first of ``filters`` (regular expressions) found in ``host``, or None. Empty and
+    invalid expressions match nothing (the settings are validated at start-up)."""
+    return next((pattern for pattern in filters if pattern and _search(pattern, host)), None)

@@ -11,13 +11,13 @@ master itself, ranked (orchestrator's ``GetCandidateSiblingOfIntermediateMaster`
 4. the smallest key.
 
 A sibling can be a target when it is reachable, replicates from the master (both threads
-running), has ``log_bin`` and ``log_slave_updates``, is not delayed, not ``must_not`` and has no
-errant GTIDs; the master when it is reachable and has ``log_bin`` (and ``log_slave_updates``
-when it is itself a replica). A target takes a replica when
-both use the same GTID implementation, the target does not run a newer major version, and the
-target's binary log already holds every transaction the replica has or has received (a replica
-asking for a GTID its new master has not logged yet would stop with an error). A replica no
-target can take is lost, with the reason each target gave.
+running), has ``log_bin`` and ``log_slave_updates``, is not delayed, not ``must_not`` (nor
+matched by ``PromotionIgnoreHostnameFilters``) and has no errant GTIDs; the master when it is
+reachable and has ``log_bin`` (and ``log_slave_updates`` when it is itself a replica). A target
+takes a replica when both use the same GTID implementation, the target does not run a newer
+major version, and the target's binary log already holds every transaction the replica has or
+has received (a replica asking for a GTID its new master has not logged yet would stop with an
+error). A replica no target can take is lost, with the reason each target gave.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from types import MappingProxyType
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery.facts import RULE_RANK, ServerFacts
-from orchestrator_shared.recovery.filters import cluster_matches_filters
+from orchestrator_shared.recovery.filters import (
+    cluster_matches_filters,
+    matching_hostname_filter,
+)
 from orchestrator_shared.recovery.model import (
     GtidKind,
     PlanOptions,
@@ -111,7 +114,7 @@ def plan_intermediate_master_recovery(
         sibling = ServerFacts.of(
             snap, master=master, master_key=master_key, upstream=upstream, candidates=candidates
         )
-        reason = _sibling_unfit(sibling, master_key)
+        reason = _sibling_unfit(sibling, master_key, options)
         if reason:
             rejected[sibling.key] = reason
         else:
@@ -205,7 +208,9 @@ def _unique(
     return [by_key[key] for key in sorted(by_key)]
 
 
-def _sibling_unfit(sibling: ServerFacts, master_key: InstanceKey | None) -> str:
+def _sibling_unfit(
+    sibling: ServerFacts, master_key: InstanceKey | None, options: PlanOptions
+) -> str:
     snapshot = sibling.snapshot
     problems: list[str] = []
     if not sibling.is_reachable:
@@ -226,6 +231,9 @@ def _sibling_unfit(sibling: ServerFacts, master_key: InstanceKey | None) -> str:
         problems.append(f"is a delayed replica (SQL_Delay={sibling.sql_delay}s)")
     if sibling.rule is PromotionRule.MUST_NOT:
         problems.append(f"promotion rule must_not ({sibling.rule_source})")
+    ignored = matching_hostname_filter(options.promotion_ignore_hostname_filters, sibling.key.host)
+    if ignored is not None:
+        problems.append(f"host name matches PromotionIgnoreHostnameFilters ({ignored!r})")
     if sibling.errant is not None:
         problems.append(f"has errant GTIDs {sibling.errant.gtids}")
     if sibling.positions.binlog is None:

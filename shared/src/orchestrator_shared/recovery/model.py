@@ -71,6 +71,8 @@ class RefusalCode(enum.StrEnum):
     """The requested successor is not eligible, or lacks transactions another replica has."""
     NOTHING_RELOCATABLE = "nothing-relocatable"
     """No replica of a dead intermediate master can be moved anywhere."""
+    NO_SEMI_SYNC_CHANGE = "no-semi-sync-change"
+    """A semi-sync recovery found no replica whose semi-sync setting it could change."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,11 +93,24 @@ class PlanOptions:
     """``RecoverMasterClusterFilters``: clusters with automated master recovery (empty: none)."""
     recover_intermediate_master_cluster_filters: tuple[str, ...] = ()
     """``RecoverIntermediateMasterClusterFilters``: the same for dead intermediate masters."""
+    promotion_ignore_hostname_filters: tuple[str, ...] = ()
+    """``PromotionIgnoreHostnameFilters``: a replica whose host name matches one of these
+    regular expressions is never promoted (as ``must_not``)."""
+    postpone_lag_seconds: float | None = None
+    """``PostponeReplicaRecoveryOnLagMinutes`` * 60: a follower whose ``SQL_Delay`` or lag is
+    beyond this is moved under the successor after the recovery (``MasterPlan.postponed``).
+    ``None`` or 0 turns it off."""
 
     @property
     def lag_limit_seconds(self) -> float | None:
         """The lag limit in force, or ``None`` when the check is off."""
         limit = self.fail_on_lag_seconds
+        return limit if limit is not None and limit > 0 else None
+
+    @property
+    def postpone_limit_seconds(self) -> float | None:
+        """The postponing limit in force, or ``None`` when nothing is postponed."""
+        limit = self.postpone_lag_seconds
         return limit if limit is not None and limit > 0 else None
 
 
@@ -106,9 +121,11 @@ class MasterPlan:
     The executor stops replication everywhere, waits (bounded) for the successor to apply its
     relay log when ``successor_must_catch_up`` (to ``catch_up_gtid`` when known, else to
     ``catch_up_coordinates`` of the failed master's binlog), promotes it, then moves every key
-    of ``repoint`` under it with GTID (``gtid_kind``). ``lost`` replicas cannot follow it safely:
-    detach and downtime them. Every replica other than the successor has a reason in
-    ``rejected``.
+    of ``repoint`` under it with GTID (``gtid_kind``). ``postponed`` replicas can follow it too
+    but are delayed or lagging beyond ``PostponeReplicaRecoveryOnLagMinutes``: their IO thread
+    is stopped with the others', and they are moved once the recovery completed, in the
+    background. ``lost`` replicas cannot follow it safely: detach and downtime them. Every
+    replica other than the successor has a reason in ``rejected``.
     """
 
     cluster: str
@@ -117,6 +134,8 @@ class MasterPlan:
     repoint: tuple[InstanceKey, ...]
     lost: Mapping[InstanceKey, str] = field(default_factory=lambda: MappingProxyType({}))
     rejected: Mapping[InstanceKey, str] = field(default_factory=lambda: MappingProxyType({}))
+    postponed: Mapping[InstanceKey, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Followers moved after the recovery, each with why (its delay or lag)."""
     semi_sync_master: bool = False
     """Enable semi-sync master on the successor: the failed master had it enabled."""
     successor_must_catch_up: bool = False
@@ -135,12 +154,15 @@ class MasterPlan:
     def __post_init__(self) -> None:
         object.__setattr__(self, "lost", frozen_reasons(self.lost))
         object.__setattr__(self, "rejected", frozen_reasons(self.rejected))
+        object.__setattr__(self, "postponed", frozen_reasons(self.postponed))
 
     def describe(self) -> str:
         parts = [f"promote {self.successor} in place of dead master {self.failed}"]
         if self.successor_must_catch_up:
             parts.append("after it applies its relay log")
         parts.append(f"repoint {_keys_text(self.repoint)}" if self.repoint else "repoint none")
+        if self.postponed:
+            parts.append(f"then {_keys_text(list(self.postponed))} in the background")
         if self.lost:
             parts.append(f"lost {_keys_text(list(self.lost))}")
         return f"cluster {self.cluster}: " + "; ".join(parts)
@@ -154,6 +176,7 @@ class MasterPlan:
             "repoint": [str(key) for key in self.repoint],
             "lost": _reasons_json(self.lost),
             "rejected": _reasons_json(self.rejected),
+            "postponed": _reasons_json(self.postponed),
             "semi_sync_master": self.semi_sync_master,
             "successor_must_catch_up": self.successor_must_catch_up,
             "catch_up_gtid": self.catch_up_gtid,

@@ -1,0 +1,171 @@
+"""What the recovery worker (:mod:`orchestrator_recovery.worker`) works with: which analysis
+codes it recovers, its options, the values its planner and executor hand back, and the ports it
+is given (hooks, publisher, planner, executor), as ``Protocol`` classes that the unit tests
+fill with fakes and :mod:`orchestrator_recovery.wiring` with the real thing.
+
+Everything here is also importable from :mod:`orchestrator_recovery.worker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from orchestrator_shared.analysis import Analysis, AnalysisCode, AnalysisOptions
+from orchestrator_shared.events import (
+    AnalysisEvent,
+    AuditEvent,
+    RecoveryData,
+    RecoveryEvent,
+    RecoveryPhase,
+)
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import PromotionRule
+from orchestrator_shared.recovery import SemiSyncMode
+from orchestrator_shared.snapshot import InstanceSnapshot
+
+MASTER_FAILURES = frozenset({AnalysisCode.DEAD_MASTER, AnalysisCode.DEAD_MASTER_AND_SOME_REPLICAS})
+INTERMEDIATE_MASTER_FAILURES = frozenset(
+    {
+        AnalysisCode.DEAD_INTERMEDIATE_MASTER,
+        AnalysisCode.DEAD_INTERMEDIATE_MASTER_AND_SOME_REPLICAS,
+        AnalysisCode.DEAD_INTERMEDIATE_MASTER_WITH_SINGLE_REPLICA,
+        AnalysisCode.DEAD_INTERMEDIATE_MASTER_WITH_SINGLE_REPLICA_FAILING_TO_CONNECT,
+    }
+)
+RECOVERABLE = MASTER_FAILURES | INTERMEDIATE_MASTER_FAILURES
+"""The failures recovered by a failover (a promotion or a relocation)."""
+SEMI_SYNC_FAILURES = frozenset(
+    {AnalysisCode.LOCKED_SEMI_SYNC_MASTER, AnalysisCode.MASTER_WITH_TOO_MANY_SEMI_SYNC_REPLICAS}
+)
+"""Recovered by changing the replicas' semi-sync setting, only when ``WorkerOptions.semi_sync``
+is set (``RecoverLockedSemiSyncMaster`` / ``EnforceExactSemiSyncReplicas``)."""
+
+Probe = Callable[[InstanceKey, InstanceSnapshot | None], Awaitable[InstanceSnapshot]]
+Guard = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    worker_id: str
+    source: str  # CloudEvents ``source``
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    tick: float = 0.25  # seconds between analyses when nothing changes
+    # how often demoted masters are probed (a returning one is made read_only again)
+    demoted_check: float = 0.5
+    block_period: timedelta = timedelta(seconds=3600)  # RecoveryPeriodBlockSeconds
+    # semi-sync recoveries: None (neither setting), or EnforceExactSemiSyncReplicas (EXACT,
+    # which wins) / RecoverLockedSemiSyncMaster (AT_LEAST)
+    semi_sync: SemiSyncMode | None = None
+    # DetachLostReplicasAfterMasterFailover: lost replicas get detach-replica-master-host
+    detach_lost: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A plan ready to execute: ``plan`` is the pure planner's own value, for the executor."""
+
+    plan: object
+    successor: str  # host:port, empty for an intermediate master's relocation
+    rejected: Mapping[str, str]
+    lost: Mapping[str, str]
+    postponed: tuple[str, ...] = ()  # replicas a master failover moves after completing
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str
+    rejected: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class MasterResult:
+    """What a master failover did (keys as ``host:port``)."""
+
+    successor: str
+    repointed: tuple[str, ...]
+    lost: Mapping[str, str]  # replica -> why it could not follow
+    postponed: tuple[str, ...] = ()  # IO thread stopped; to be moved after the recovery
+    promotion_applied: bool = True  # False: left to the hooks (read_only, not reset)
+
+
+@dataclass(frozen=True, slots=True)
+class SemiSyncResult:
+    """What a semi-sync recovery did (keys as ``host:port``)."""
+
+    changed: Mapping[str, bool]  # replica -> semi-sync turned on (True) or off (False)
+    failed: Mapping[str, str]  # replica -> why its change failed
+    reached: bool  # the master counts the semi-sync replicas the plan aimed for
+    detail: str  # one sentence: what the master counts now
+
+
+class Hooks(Protocol):
+    """The operator's hooks (``orchestrator_recovery.wiring.ShellHooks``): ``stage`` is an
+    orchestrator hook setting's name; a failing ``Pre*`` / ``OnFailureDetection`` hook raises
+    ``OperationRefused`` (the recovery is refused), ``Post*`` failures are only recorded."""
+
+    async def run(self, stage: str, analysis: Analysis, data: RecoveryData) -> None: ...
+
+
+class Publisher(Protocol):
+    """Where events go (``orchestrator_recovery.publisher.EventPublisher``)."""
+
+    async def recovery(self, event: RecoveryEvent) -> bool: ...
+    async def analysis(self, event: AnalysisEvent) -> bool: ...
+    async def audit(self, event: AuditEvent) -> bool: ...
+
+
+class Planner(Protocol):
+    """The pure planning of ``orchestrator_shared.recovery`` fed from the worker's facts."""
+
+    def plan(
+        self,
+        analysis: Analysis,
+        snapshots: Mapping[InstanceKey, InstanceSnapshot],
+        *,
+        forced: bool,
+        requested: InstanceKey | None,
+        candidates: Mapping[InstanceKey, PromotionRule],
+    ) -> Planned | Refused: ...
+
+
+class Executor(Protocol):
+    """How a plan is carried out against MySQL (``orchestrator_recovery.wiring.MySQLExecutor``)."""
+
+    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
+        """Carry out a master plan."""
+        ...
+
+    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Carry out an intermediate-master plan; (moved, lost with why)."""
+        ...
+
+    async def semi_sync(self, plan: object, guard: Guard) -> SemiSyncResult:
+        """Carry out a semi-sync plan."""
+        ...
+
+    async def move_postponed(
+        self, successor: str, replicas: tuple[str, ...], guard: Guard
+    ) -> dict[str, str]:
+        """Move replicas a master failover postponed under its successor; why each one that
+        could not be moved was not (it is then left with replication stopped)."""
+        ...
+
+    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> dict[str, str]:
+        """``detach-replica-master-host`` on each lost replica; why each one that could not
+        be detached was not."""
+        ...
+
+    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
+        """Make a returning old master read_only again; (fenced, detail)."""
+        ...
+
+
+@dataclass
+class Outcome:
+    """How one recovery ended (for tests and the command replies)."""
+
+    phase: RecoveryPhase
+    data: RecoveryData
