@@ -37,6 +37,8 @@ from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Downtime
 
 MASTER_ANALYSES = frozenset({"DeadMaster", "DeadMasterAndSomeReplicas"})
+# recovered on the master itself, with no successor (docs/recovery.md, semi-sync recoveries)
+SEMI_SYNC_ANALYSES = frozenset({"LockedSemiSyncMaster", "MasterWithTooManySemiSyncReplicas"})
 ENDED = frozenset({RecoveryPhase.COMPLETED, RecoveryPhase.FAILED, RecoveryPhase.BLOCKED})
 # operations after which the old master replicates from the new one (it is not lost)
 GRACEFUL_TAKEOVERS = frozenset({"graceful-master-takeover", "graceful-master-takeover-auto"})
@@ -80,7 +82,7 @@ async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta
             started_at=aware(data.started_at) if data.started_at is not None else at,
             cluster_alias=data.cluster_alias,
             type="MasterRecovery"
-            if data.analysis in MASTER_ANALYSES
+            if data.analysis in MASTER_ANALYSES | SEMI_SYNC_ANALYSES
             else "IntermediateMasterRecovery",
             recovery_type=phase.value,
             ended_at=aware(data.ended_at) if data.ended_at is not None else None,
