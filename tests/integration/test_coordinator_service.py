@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests import harness
 from tests.harness.etcd import EtcdServer
 from tests.harness.ports import LOOPBACK, free_ports
 from tests.harness.process import http_get, tcp_accepts
+from tests.harness.tls import make_certificates
 from tests.integration.coordinator_support import (
     STEADY,
     CoordinatorProcess,
@@ -30,6 +30,7 @@ from tests.integration.coordinator_support import (
     read_records,
     wait_for_lead,
 )
+from tests.integration.stack_support import run_once
 
 pytestmark = pytest.mark.integration
 
@@ -175,15 +176,7 @@ async def test_coordinator_and_workers_with_etcd_authentication(
 
 
 def run_coordinator(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "orchestrator.conf.json"
-    path.write_text(json.dumps(config))
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator_coordinator.main", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_once("orchestrator_coordinator.main", config, tmp_path, timeout=30)
 
 
 def test_unreachable_etcd_stops_start_up_with_one_line(tmp_path: Path) -> None:
@@ -214,30 +207,6 @@ def test_keepalive_not_below_the_ttl_stops_start_up(tmp_path: Path) -> None:
 
 
 # --- TLS ------------------------------------------------------------------------------------
-
-
-def make_certificates(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl, EC keys)."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
-
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-            "-subj", "/CN=orchestrator-test-ca")  # fmt: skip
-    for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
-        (directory / f"{name}.ext").write_text(
-            f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"
-        )
-        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}")  # fmt: skip
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.pem", "-days", "1",
-                "-extfile", f"{name}.ext")  # fmt: skip
-    return {
-        name: directory / name
-        for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
-    }
 
 
 class TlsEtcdServer(EtcdServer):
