@@ -1,17 +1,23 @@
 """The whole stack (4-node MariaDB sandbox, nats-server, etcd, discovery, topology-api, two
 recovery workers) with an orchestrator-style configuration whose store is MySQL: ``BackendDB:
 "mysql"`` and the ``MySQLOrchestrator*`` keys, credentials in a ``[client]`` file, pointing at a
-MariaDB server of its own (not the sandbox)."""
+MariaDB server of its own (not the sandbox); and ``orchestrator up`` with such a configuration."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests import harness
+from tests.harness.ports import free_port
 from tests.integration.api_support import run_cli
 from tests.integration.stack_support import StackFactory
+from tests.integration.test_local_stack import free_base_port
 from tests.integration.test_recovery_stack import (
     api_get,
     check_new_topology,
@@ -63,3 +69,38 @@ async def test_the_stack_serves_the_fleet_from_a_mysql_store_and_keeps_its_recov
     assert mariadb_db.sql("SELECT instance_key, successor_key, is_successful FROM recoveries") == [
         (master, successor.key, 1)
     ]
+
+
+def test_orchestrator_up_runs_on_a_mysql_store(
+    mariadb_db: harness.MariadbDatabase, tmp_path: Path
+) -> None:
+    base, port = free_base_port(4), free_port()
+    config = tmp_path / "orchestrator.conf.json"
+    config.write_text(
+        json.dumps(
+            {
+                "ListenAddress": f"127.0.0.1:{port}",
+                # an orchestrator configuration: no BackendDB, orchestrator's default is mysql
+                "MySQLOrchestratorHost": mariadb_db.host,
+                "MySQLOrchestratorPort": mariadb_db.port,
+                "MySQLOrchestratorDatabase": mariadb_db.name,
+                "MySQLOrchestratorUser": mariadb_db.user,
+                "MySQLOrchestratorPassword": "${ORCHESTRATOR_TEST_STORE_PASSWORD}",
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator_api.cli.main", "up", "--config", str(config),
+         "--sandbox", str(tmp_path / "sb"), "--base-port", str(base), "--once",
+         "--timeout", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "ORCHESTRATOR_TEST_STORE_PASSWORD": mariadb_db.password},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"cluster 127.0.0.1:{base}" in result.stdout
+    stored = mariadb_db.sql("SELECT instance_key FROM instances ORDER BY instance_key")
+    assert [row[0] for row in stored] == [f"127.0.0.1:{base + n}" for n in range(4)]
+    assert mariadb_db.password not in result.stdout + result.stderr

@@ -12,7 +12,8 @@ Where a value comes from, later sources winning:
    (trailing newline stripped), the way container platforms mount secrets. For the topology
    credentials, orchestrator's ``MySQLTopologyCredentialsConfigFile`` (an INI file with
    ``[client] user=... password=...``) is honoured too, and wins over the plain keys, as in
-   orchestrator.
+   orchestrator; likewise ``MySQLOrchestratorCredentialsConfigFile`` for the MySQL store, whose
+   password may also be written ``${NAME}`` (read from the environment variable NAME).
 
 Unknown keys are reported as warnings, never fatal, so an existing orchestrator config with
 settings we do not implement still starts. A bad value raises :class:`ConfigError` whose text is

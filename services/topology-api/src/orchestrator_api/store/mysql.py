@@ -126,8 +126,10 @@ def tls_context(backend: MySQLBackend) -> ssl.SSLContext | None:
     return context
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, backend: MySQLBackend) -> str:
     """One line for an aiomysql/PyMySQL/socket error (they never hold the password)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {_deadline(backend):g} s"
     code = errno(exc)
     if code is not None and len(exc.args) > 1:
         text = f"({code}) {str(exc.args[1]).splitlines()[0]}"
@@ -265,7 +267,7 @@ class MySQLDriver:
                 connection.close()  # MySQLOrchestratorRejectReadOnly: reconnect, maybe elsewhere
             elif code is None or code >= _FIRST_CLIENT_ERRNO:
                 connection.close()  # it may hold half a reply
-            raise StoreError(f"MySQL {self.backend.where}: {describe(exc)}") from exc
+            raise StoreError(f"MySQL {self.backend.where}: {describe(exc, self.backend)}") from exc
 
     async def table_keys(self, connection: Any, table: str) -> TableKeys:
         known = self._keys.get(table)
@@ -309,28 +311,30 @@ class MySQLDriver:
         tx = MySQLTransaction(self, connection)
         try:
             await self.run(connection, "START TRANSACTION")
-            try:
-                yield tx
-                await self.run(connection, "COMMIT")
-            except BaseException:
-                await asyncio.shield(self._rollback(connection))
-                raise
-            finally:
-                if tx.schema_lock is not None:
-                    self._keys.clear()  # a migration may have changed them
-                    await asyncio.shield(self._unlock(connection, tx.schema_lock))
+            yield tx
+            await self.run(connection, "COMMIT")
+        except BaseException:
+            await asyncio.shield(self._end(tx, rollback=True))
+            raise
+        await asyncio.shield(self._end(tx, rollback=False))
+
+    async def _end(self, tx: MySQLTransaction, *, rollback: bool) -> None:
+        """Roll back if asked, give up the schema lock, and only then return the connection
+        to the pool: shielded as one, so a cancelled caller never leaves a connection in the
+        pool that is still busy."""
+        connection = tx.connection
+        try:
+            if rollback:
+                with suppress(StoreError):  # the connection is gone: the server rolled back
+                    await self.run(connection, "ROLLBACK")
+            if tx.schema_lock is not None:
+                self._keys.clear()  # a migration may have changed them
+                try:
+                    await self.run(connection, "SELECT RELEASE_LOCK(%s)", (tx.schema_lock,))
+                except StoreError:
+                    connection.close()  # the server frees the lock with the session
         finally:
             self._pool.release(connection)
-
-    async def _rollback(self, connection: Any) -> None:
-        with suppress(StoreError):  # the connection is gone: the server rolled back already
-            await self.run(connection, "ROLLBACK")
-
-    async def _unlock(self, connection: Any, name: str) -> None:
-        try:
-            await self.run(connection, "SELECT RELEASE_LOCK(%s)", (name,))
-        except StoreError:
-            connection.close()  # the server frees the lock with the session
 
     async def lock_schema(self, tx: Transaction) -> None:
         assert isinstance(tx, MySQLTransaction)
@@ -372,7 +376,7 @@ async def _translated(backend: MySQLBackend) -> AsyncIterator[None]:
     try:
         yield
     except _ERRORS as exc:
-        raise StoreError(f"MySQL {backend.where}: {describe(exc)}") from exc
+        raise StoreError(f"MySQL {backend.where}: {describe(exc, backend)}") from exc
 
 
 async def open_mysql_store(backend: MySQLBackend) -> SqlStore:

@@ -126,7 +126,7 @@ class InsertReturning:
     AUTO_INCREMENT id, else by the table's primary key, each found in ``values``."""
 
     table: str
-    columns: str
+    columns: str  # as PyMySQL takes it (% doubled)
     values: dict[str, Fragment]
     target: tuple[str, ...]
 
@@ -250,7 +250,7 @@ def _insert(source: _Source, arity: int) -> Translated:
             raise refused(sql, "RETURNING needs a single-row INSERT ... VALUES")
         if "?" in mask(returning, nested=False):
             raise refused(sql, "RETURNING cannot take arguments")
-        plan = InsertReturning(table, returning, values, target)
+        plan = InsertReturning(table, returning.replace("%", "%%"), values, target)
     return Translated(main, arity, count, max(rows, 1), plan, bulk)
 
 
@@ -337,7 +337,8 @@ def _change(source: _Source, arity: int, verb: str) -> Translated:
     assignments = None
     if verb == "UPDATE":
         assignments = source.part(head.end(), where.start() if where else body_end)
-    plan = ChangeReturning(head.group("table"), returning, condition, assignments)
+    columns = returning.replace("%", "%%")
+    plan = ChangeReturning(head.group("table"), columns, condition, assignments)
     return Translated(main, arity, count, 1, plan)
 
 
