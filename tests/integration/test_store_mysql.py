@@ -177,6 +177,19 @@ async def test_a_migration_waits_for_the_lock_no_longer_than_the_read_timeout(
         await store.ping()
 
 
+async def test_once_migrated_the_data_privileges_are_enough(
+    mariadb_db: harness.MariadbDatabase,
+) -> None:
+    await (await open_store("mysql", mysql=mariadb_db.backend())).close()
+    mariadb_db.sql(
+        f"REVOKE CREATE, ALTER, INDEX, DROP ON `{mariadb_db.name}`.* FROM '{mariadb_db.user}'@'%'"
+    )
+    async with opened(mariadb_db.backend()) as store:
+        await store.write_batch(FLEET)
+        await store.set_cluster_alias("db1:3306", "shop-main")
+        assert await store.resolve_cluster("shop-main") == "db1:3306"
+
+
 async def test_an_interrupted_migration_is_resumed(mariadb_db: harness.MariadbDatabase) -> None:
     # MySQL commits each CREATE by itself: a process that died in migration 1 left some of
     # its tables (and the seed row) but no record of the migration
