@@ -134,6 +134,37 @@ async def postgres_db(postgres_admin_dsn: str) -> AsyncIterator[harness.Postgres
         await database.drop()
 
 
+# --- MariaDB for the MySQL store ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mariadb_admin() -> Iterator[harness.MariadbLike]:
+    """One MariaDB server for the session, on which ``mariadb_db`` creates databases."""
+    server = _started(harness.start_mariadb)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def mariadb_db(
+    request: pytest.FixtureRequest, mariadb_admin: harness.MariadbLike
+) -> Iterator[harness.MariadbDatabase]:
+    """A fresh database and a user of its own with the store's grants (``backend()``)."""
+    try:
+        with harness.MariadbDatabase(host=mariadb_admin.host, port=mariadb_admin.port) as database:
+            yield database
+    finally:
+        _log_tails_on_failure(request, [mariadb_admin])
+
+
+@pytest.fixture
+def mariadb_server(request: pytest.FixtureRequest) -> Iterator[harness.MariadbLike]:
+    """A MariaDB server of the test's own, for tests that break it (stop/kill/restart)."""
+    yield from _owned(request, harness.start_mariadb, lambda server: [server])
+
+
 # --- MariaDB ----------------------------------------------------------------------------------
 # Sandboxes of real ``mariadbd`` processes (orchestrator_api.sandbox), on free consecutive
 # loopback ports, with PR_SET_PDEATHSIG so a killed pytest takes them along. A factory fixture,

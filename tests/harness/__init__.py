@@ -1,4 +1,4 @@
-"""Real servers for integration tests: nats-server, etcd (1 or N members), PostgreSQL.
+"""Real servers for integration tests: nats-server, etcd (1 or N members), PostgreSQL, MariaDB.
 
 Each ``start_*`` function picks a backend (``containers.choose_backend``: the local binary, else a
 Docker container, else ``BackendUnavailable`` naming what to install), starts the server on free
@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from tests.harness.containers import (
     BACKEND_ENV,
     ETCD,
+    MARIADB,
     NATS,
     POSTGRES,
     Backend,
     EtcdContainer,
     EtcdContainerCluster,
+    MariaDBContainer,
     NatsContainer,
     PostgresContainer,
     ServerKind,
@@ -31,6 +34,8 @@ from tests.harness.containers import (
     parse_backend,
 )
 from tests.harness.etcd import EtcdCluster, EtcdServer
+from tests.harness.mariadb import MariadbDatabase, MariadbServer
+from tests.harness.mariadb import binaries as mariadb_binaries
 from tests.harness.nats import NatsServer
 from tests.harness.postgres import (
     ADMIN_DSN_ENV,
@@ -105,6 +110,17 @@ class PostgresLike(Server, Protocol):
     def dsn(self) -> str: ...
 
 
+class MariadbLike(Server, Protocol):
+    """A MariaDB server: ``root`` without password over TCP, TLS on with ``certificates``."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def certificates(self) -> dict[str, Path]: ...
+
+
 def backend_for(kind: ServerKind, *, found: Sequence[str] | None = None) -> Backend:
     """The backend for ``kind`` on this machine, or BackendUnavailable saying what to install."""
     present = (
@@ -170,12 +186,22 @@ def start_postgres_container() -> PostgresLike:
     return start_with_fresh_ports(PostgresContainer)
 
 
+def start_mariadb() -> MariadbLike:
+    """A MariaDB server of its own (``mariadbd`` from the sandbox's template, else a container)."""
+    found = list(MARIADB.binaries) if mariadb_binaries() is not None else []
+    if backend_for(MARIADB, found=found) is Backend.PROCESS:
+        return start_with_fresh_ports(MariadbServer)
+    return start_with_fresh_ports(MariaDBContainer)
+
+
 __all__ = [
     "Backend",
     "BackendUnavailable",
     "EtcdClusterLike",
     "EtcdLike",
     "HarnessError",
+    "MariadbDatabase",
+    "MariadbLike",
     "NatsLike",
     "PostgresDatabase",
     "PostgresLike",
@@ -188,6 +214,7 @@ __all__ = [
     "postgres_admin",
     "start_etcd",
     "start_etcd_cluster",
+    "start_mariadb",
     "start_nats",
     "start_postgres_cluster",
     "start_postgres_container",

@@ -1,5 +1,5 @@
 """Test certificates made with the ``openssl`` command: a CA and the certificates it issues
-(EC P-256 keys, valid for a day), for the TLS tests of etcd and of the API."""
+(EC P-256 keys, valid for a day), for the TLS tests of etcd, MariaDB and the API."""
 
 from __future__ import annotations
 

@@ -16,14 +16,17 @@ from __future__ import annotations
 import enum
 import functools
 import gc
-import socket
+import shutil
+import tempfile
 import time
 import uuid
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from tests.harness.certificates import make_certificates
 from tests.harness.etcd import ELECTION_MS, HEARTBEAT_MS, is_healthy
 from tests.harness.ports import LOOPBACK, free_port
 from tests.harness.postgres import postgres_accepts
@@ -31,6 +34,7 @@ from tests.harness.process import (
     HarnessError,
     ServerStartError,
     http_get,
+    mysql_greets,
     register,
     tcp_accepts,
     unregister,
@@ -426,27 +430,38 @@ class PostgresContainer(ContainerServer):
 
 
 class MariaDBContainer(ContainerServer):
-    """mariadb:10.11 with a passwordless ``root`` reachable over TCP."""
+    """mariadb:10.11 with a passwordless ``root`` reachable over TCP, and TLS on: certificates
+    made on the host (``certificates``), mounted read-only."""
 
     def __init__(self) -> None:
         self.port = free_port()
+        self.tls_dir = Path(tempfile.mkdtemp(prefix="orch-mariadb-tls-"))
+        self.certificates = make_certificates(self.tls_dir)
+        self.tls_dir.chmod(0o755)  # the server runs as the image's mysql user
+        for path in self.certificates.values():
+            path.chmod(0o644)
         super().__init__(
             name="mariadb",
             image=MARIADB.image,
             env={"MARIADB_ALLOW_EMPTY_ROOT_PASSWORD": "1", "MARIADB_ROOT_HOST": "%"},
-            command=["--log-bin=mysql-bin", "--server-id=1", "--gtid-strict-mode=ON"],
+            command=[
+                "--log-bin=mysql-bin",
+                "--server-id=1",
+                "--gtid-strict-mode=ON",
+                "--ssl-ca=/tls/ca.pem",
+                "--ssl-cert=/tls/server.pem",
+                "--ssl-key=/tls/server.key",
+            ],
             ports={3306: self.port},
         )
+        self._container.with_volume_mapping(str(self.tls_dir), "/tls", "ro")
 
     def probe(self) -> bool:
         # The image's init phase runs with --skip-networking, so a TCP greeting means ready.
-        return _mysql_greets(self.port)
+        return mysql_greets(self.port)
 
-
-def _mysql_greets(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=1.0) as sock:
-            header = sock.recv(5)
-    except OSError:
-        return False
-    return len(header) == 5 and header[4] == 10  # protocol 10 handshake, not an error packet
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            shutil.rmtree(self.tls_dir, ignore_errors=True)

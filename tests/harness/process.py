@@ -238,6 +238,17 @@ def tcp_accepts(host: str, port: int, *, timeout: float = 1.0) -> bool:
         return False
 
 
+def mysql_greets(port: int, *, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """Whether a MySQL/MariaDB server on ``port`` sends its protocol-10 handshake (a server
+    still starting, or refusing us, sends an error packet instead)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            header = sock.recv(5)
+    except OSError:
+        return False
+    return len(header) == 5 and header[4] == 10
+
+
 def is_gone(pid: int) -> bool:
     """The process does not exist any more (a zombie counts as gone)."""
     try:

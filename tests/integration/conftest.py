@@ -10,31 +10,35 @@ import pytest
 
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import Store, open_store
-from tests.harness import PostgresDatabase
+from tests.harness import MariadbDatabase, PostgresDatabase
 from tests.integration.stack_support import StackFactory, stack_factory
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_dsn: str
 ) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        opened = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
+    if request.param in ("sqlite", "mysql"):
+        if request.param == "sqlite":
+            opened = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
+        else:
+            database: MariadbDatabase = request.getfixturevalue("mariadb_db")
+            opened = await open_store("mysql", mysql=database.backend())
         try:
             yield opened
         finally:
             await opened.close()
         return
-    database = PostgresDatabase(admin_dsn=postgres_admin_dsn)
-    await database.create()
+    postgres = PostgresDatabase(admin_dsn=postgres_admin_dsn)
+    await postgres.create()
     try:
-        opened = await open_store("postgres", postgres_dsn=database.dsn)
+        opened = await open_store("postgres", postgres_dsn=postgres.dsn)
         try:
             yield opened
         finally:
             await opened.close()
     finally:
-        await database.drop()
+        await postgres.drop()
 
 
 @pytest.fixture(scope="module")

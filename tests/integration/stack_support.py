@@ -4,8 +4,10 @@ recovery workers."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,22 @@ class Stack:
 
 
 StackFactory = Callable[..., Stack]
+
+
+def run_once(
+    module: str, config: dict[str, Any], directory: Path, *, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module --config FILE`` with ``config`` written to FILE, to its end (a
+    service that stops at start-up)."""
+    path = directory / "orchestrator.conf.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run(
+        [sys.executable, "-m", module, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def stack_factory(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.integration.coordinator_support import (
     read_records,
     wait_for_lead,
 )
+from tests.integration.stack_support import run_once
 
 pytestmark = pytest.mark.integration
 
@@ -176,15 +176,7 @@ async def test_coordinator_and_workers_with_etcd_authentication(
 
 
 def run_coordinator(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "orchestrator.conf.json"
-    path.write_text(json.dumps(config))
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator_coordinator.main", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_once("orchestrator_coordinator.main", config, tmp_path, timeout=30)
 
 
 def test_unreachable_etcd_stops_start_up_with_one_line(tmp_path: Path) -> None:

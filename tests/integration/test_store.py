@@ -1,5 +1,6 @@
-"""The store's contract, run against both backends: SQLite in a temporary file and PostgreSQL
-in a fresh database. Each test states one behaviour the API relies on."""
+"""The store's contract, run against every backend: SQLite in a temporary file, PostgreSQL and
+MariaDB (the MySQL backend) in a fresh database. Each test states one behaviour the API relies
+on."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from orchestrator_shared.snapshot import (
     ReplicationChannel,
     ThreadState,
 )
+from tests.harness.mariadb import MariadbDatabase
 from tests.harness.postgres import PostgresDatabase
 
 pytestmark = pytest.mark.integration
@@ -97,7 +99,7 @@ FLEET = (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens a store on this test's database (every call: one more client of the same one)."""
     if request.param == "sqlite":
@@ -107,6 +109,13 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
             return await open_store("sqlite", sqlite_path=path)
 
         return open_sqlite
+    if request.param == "mysql":
+        mariadb: MariadbDatabase = request.getfixturevalue("mariadb_db")
+
+        async def open_mysql() -> Store:
+            return await open_store("mysql", mysql=mariadb.backend())
+
+        return open_mysql
     database: PostgresDatabase = request.getfixturevalue("postgres_db")
 
     async def open_postgres() -> Store:
@@ -165,9 +174,11 @@ async def test_a_database_of_a_newer_release_is_refused(tmp_path: Path) -> None:
 
 async def test_unknown_backend_and_missing_dsn_are_store_errors() -> None:
     with pytest.raises(StoreError, match="BackendDB"):
-        await open_store("mysql")
+        await open_store("oracle")
     with pytest.raises(StoreError, match="PostgreSQLDSN"):
         await open_store("postgres")
+    with pytest.raises(StoreError, match="MySQLOrchestratorHost"):
+        await open_store("mysql")
 
 
 # --- instances and clusters ---------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The store's bus consumer against a real nats-server (and PostgreSQL for the outage test):
-snapshots and events published by discovery's publisher end up in the store."""
+"""The store's bus consumer against a real nats-server (and PostgreSQL and MariaDB for the
+outage tests): snapshots and events published by discovery's publisher end up in the store."""
 
 from __future__ import annotations
 
@@ -145,6 +145,27 @@ async def test_a_message_the_database_refuses_is_skipped(
 
             await eventually(skipped)
             assert await store.get_instance(InstanceKey.parse("db1:3306")) is None
+    finally:
+        await store.close()
+
+
+async def test_a_snapshot_mariadb_cannot_store_is_skipped(
+    mariadb_db: harness.MariadbDatabase, nats_server: harness.NatsLike
+) -> None:
+    store = await open_store("mysql", mysql=mariadb_db.backend())
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
+            # instance keys are VARCHAR(255) on MySQL: a longer one is refused, not cut short
+            await bus.publish_snapshot(snapshot(f"{'h' * 300}:3306"))
+            for snap in FLEET:
+                await bus.publish_snapshot(snap)
+            await eventually(has(store, "db1:3306", "db2:3306", "db3:3306", "db9:3306"))
+
+            async def skipped() -> bool:
+                return consumer.stats.messages_skipped == 1
+
+            await eventually(skipped)
+            assert len(await store.all_instances()) == len(FLEET)
     finally:
         await store.close()
 
@@ -396,21 +417,40 @@ async def test_a_postgres_outage_fails_writes_then_they_resume(
 ) -> None:
     store = await open_store("postgres", postgres_dsn=postgres_cluster.dsn)
     try:
-        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
-            await bus.publish_snapshot(FLEET[0])
-            await eventually(has(store, "db1:3306"))
-
-            await asyncio.to_thread(postgres_cluster.kill)
-            with pytest.raises(StoreError):
-                await store.write_batch(FLEET[1:2])
-            await bus.publish_snapshot(FLEET[3])
-
-            async def failed() -> bool:
-                return consumer.stats.failed_writes > 0
-
-            await eventually(failed)
-
-            await asyncio.to_thread(postgres_cluster.restart)
-            await eventually(has(store, "db1:3306", "db9:3306"), timeout=15)
+        await writes_fail_then_resume(store, postgres_cluster, nats_server)
     finally:
         await store.close()
+
+
+async def test_a_mariadb_outage_fails_writes_then_they_resume(
+    mariadb_server: harness.MariadbLike, nats_server: harness.NatsLike
+) -> None:
+    with harness.MariadbDatabase(host=mariadb_server.host, port=mariadb_server.port) as database:
+        store = await open_store("mysql", mysql=database.backend(read_timeout=3.0))
+        try:
+            await writes_fail_then_resume(store, mariadb_server, nats_server)
+        finally:
+            await store.close()
+
+
+async def writes_fail_then_resume(
+    store: Store, database: harness.Server, nats_server: harness.NatsLike
+) -> None:
+    """The database server killed: writes fail and the consumer retries; once it is back,
+    what was published meanwhile is written."""
+    async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
+        await bus.publish_snapshot(FLEET[0])
+        await eventually(has(store, "db1:3306"))
+
+        await asyncio.to_thread(database.kill)
+        with pytest.raises(StoreError):
+            await store.write_batch(FLEET[1:2])
+        await bus.publish_snapshot(FLEET[3])
+
+        async def failed() -> bool:
+            return consumer.stats.failed_writes > 0
+
+        await eventually(failed)
+
+        await asyncio.to_thread(database.restart)
+        await eventually(has(store, "db1:3306", "db9:3306"), timeout=15)

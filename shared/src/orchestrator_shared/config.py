@@ -13,7 +13,9 @@ Where a value comes from, later sources winning:
    without ``_FILE`` names no setting, as in ``ORCHESTRATOR_SSL_CERT_FILE``, the variable is the
    plain value of the setting it names). For the topology credentials, orchestrator's
    ``MySQLTopologyCredentialsConfigFile`` (an INI file with ``[client] user=... password=...``)
-   is honoured too, and wins over the plain keys, as in orchestrator.
+   is honoured too, and wins over the plain keys, as in orchestrator; likewise
+   ``MySQLOrchestratorCredentialsConfigFile`` for the MySQL store, whose password may also be
+   written ``${NAME}`` (read from the environment variable NAME).
 
 Keys orchestrator spells differently are read in every source: legacy spellings
 (:data:`SYNONYMS`) and keys in another unit (:data:`CONVERSIONS`, minutes into our seconds; within
@@ -268,7 +270,9 @@ class Settings(BaseModel):
     PowerAuthUsers: tuple[str, ...] = ("*",)
     # New: static bearer tokens for AuthenticationMethod "token": token -> "read" | "admin".
     APITokens: dict[str, Literal["read", "admin"]] = Field(default_factory=dict, repr=False)
-    BackendDB: Literal["sqlite", "postgres"] = "sqlite"
+    # "sqlite" (orchestrator's "sqlite3" too), "postgres" or "mysql"; absent: "mysql" when
+    # MySQLOrchestratorHost is set (orchestrator's default), else "sqlite" (no server needed).
+    BackendDB: Literal["sqlite", "postgres", "mysql"] = "sqlite"
     SQLite3DataFile: str = "orchestrator.sqlite3"
     PostgreSQLDSN: str = Field(default="", repr=False)
     AuditPurgeDays: PositiveInt = 7  # audit, detections and finished recoveries kept this long
@@ -296,6 +300,27 @@ class Settings(BaseModel):
     ReasonableReplicationLagSeconds: NonNegativeInt = 10
     # A promotion rule set with `register-candidate` expires this long after it was registered.
     CandidateInstanceExpireMinutes: PositiveInt = 60
+
+    # --- the MySQL/MariaDB store (BackendDB "mysql"; docs/storage.md) ------------------------
+    MySQLOrchestratorHost: str = ""
+    MySQLOrchestratorPort: Annotated[int, Field(ge=1, le=65535)] = 3306
+    MySQLOrchestratorDatabase: str = ""  # created when missing, as orchestrator does
+    MySQLOrchestratorUser: str = ""
+    # "${NAME}" reads the environment variable NAME, as in orchestrator
+    MySQLOrchestratorPassword: str = Field(default="", repr=False)
+    # an INI file with [client] user=... password=...; wins over the two keys above
+    MySQLOrchestratorCredentialsConfigFile: str = ""
+    MySQLOrchestratorUseMutualTLS: bool = False  # TLS to the store; the files below need it
+    MySQLOrchestratorSSLCAFile: str = ""  # PEM; without it the system's CAs are trusted
+    MySQLOrchestratorSSLCertFile: str = ""  # client certificate (PEM), with the key file
+    MySQLOrchestratorSSLPrivateKeyFile: str = ""
+    MySQLOrchestratorSSLSkipVerify: bool = False  # encrypt, but check no certificate
+    MySQLOrchestratorMaxPoolConnections: PositiveInt = 128  # per API process, opened on demand
+    MySQLOrchestratorReadTimeoutSeconds: PositiveFloat = 30  # per statement (the connect:
+    # MySQLConnectTimeoutSeconds)
+    # a connection the server refuses a write on as read-only is dropped, so the pool connects
+    # again (to whatever the host name points at by then, say after a failover)
+    MySQLOrchestratorRejectReadOnly: bool = False
 
     # --- validators ------------------------------------------------------------------------
     @field_validator("DiscoverySeeds")
@@ -375,6 +400,34 @@ class Settings(BaseModel):
         parse_listen_address(address)
         return address
 
+    @field_validator("BackendDB", mode="before")
+    @classmethod
+    def _backend_name(cls, value: Any) -> Any:
+        """orchestrator's names: ``sqlite3`` (any name with sqlite in it) and ``mysql``."""
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return "sqlite" if "sqlite" in value else value
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_default(cls, data: Any) -> Any:
+        """orchestrator's BackendDB defaults to mysql: a configuration naming a MySQL store
+        host and no BackendDB (or "") means that store; with no host, the default stands."""
+        if not isinstance(data, dict) or data.get("BackendDB"):
+            return data
+        data = {key: value for key, value in data.items() if key != "BackendDB"}
+        if data.get("MySQLOrchestratorHost"):
+            data["BackendDB"] = "mysql"
+        return data
+
+    @field_validator("MySQLOrchestratorDatabase")
+    @classmethod
+    def _database_name(cls, name: str) -> str:
+        if name and not re.fullmatch(r"[A-Za-z0-9_$-]{1,64}", name):
+            raise ValueError("expected a database name of letters, digits, _, $ or - (<= 64)")
+        return name
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         method = self.AuthenticationMethod
@@ -386,8 +439,27 @@ class Settings(BaseModel):
             raise ValueError("AuthenticationMethod: 'token' needs APITokens")
         if self.BackendDB == "postgres" and not self.PostgreSQLDSN:
             raise ValueError("BackendDB: 'postgres' needs PostgreSQLDSN")
+        if self.BackendDB == "mysql":
+            self._check_mysql_store()
         self._check_etcd()
         return self
+
+    def _check_mysql_store(self) -> None:
+        for name in ("MySQLOrchestratorHost", "MySQLOrchestratorDatabase"):
+            if not getattr(self, name):
+                raise ValueError(f"BackendDB: 'mysql' needs {name}")
+        if not self.MySQLOrchestratorUser:
+            raise ValueError(
+                "BackendDB: 'mysql' needs MySQLOrchestratorUser "
+                "(or MySQLOrchestratorCredentialsConfigFile)"
+            )
+        if self.MySQLOrchestratorUseMutualTLS and bool(self.MySQLOrchestratorSSLCertFile) != bool(
+            self.MySQLOrchestratorSSLPrivateKeyFile
+        ):
+            raise ValueError(
+                "MySQLOrchestratorSSLCertFile: MySQLOrchestratorSSLCertFile and "
+                "MySQLOrchestratorSSLPrivateKeyFile go together"
+            )
 
     def _check_etcd(self) -> None:
         """The leadership timing rules (docs/coordinator.md): a leader renews its lease several
@@ -588,29 +660,68 @@ def _environment_sources(env: Mapping[str, str]) -> tuple[_Source, _Source]:
     return plain, secrets
 
 
-def _read_credentials_file(path: str) -> dict[str, str]:
+def _read_credentials_file(path: str, prefix: str = "MySQLTopology") -> dict[str, str]:
+    """``<prefix>User`` / ``<prefix>Password`` from the ``[client]`` section of ``path`` (the
+    file named by ``<prefix>CredentialsConfigFile``)."""
+    setting = f"{prefix}CredentialsConfigFile"
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except OSError as exc:
-        raise ConfigError(
-            "MySQLTopologyCredentialsConfigFile", f"cannot read {path}: {exc.strerror}"
-        ) from None
+        raise ConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
     except configparser.Error as exc:
         first_line = str(exc).splitlines()[0]
-        raise ConfigError(
-            "MySQLTopologyCredentialsConfigFile", f"{path} is not an INI file: {first_line}"
-        ) from None
+        raise ConfigError(setting, f"{path} is not an INI file: {first_line}") from None
     if not parser.has_section("client"):
-        raise ConfigError("MySQLTopologyCredentialsConfigFile", f"{path} has no [client] section")
+        raise ConfigError(setting, f"{path} has no [client] section")
     client = parser["client"]
     found: dict[str, str] = {}
     if "user" in client:
-        found["MySQLTopologyUser"] = client["user"].strip()
+        found[f"{prefix}User"] = client["user"].strip()
     if "password" in client:
-        found["MySQLTopologyPassword"] = client["password"].strip()
+        found[f"{prefix}Password"] = client["password"].strip()
     return found
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([^}]+)\}")
+
+
+def _mysql_store_settings(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """orchestrator's ways to give the MySQL store's credentials: its credentials file, and a
+    password ``${NAME}`` read from the environment variable NAME."""
+    credentials_file = raw.get("MySQLOrchestratorCredentialsConfigFile")
+    if isinstance(credentials_file, str) and credentials_file:
+        raw.update(_read_credentials_file(credentials_file, "MySQLOrchestrator"))
+    password = raw.get("MySQLOrchestratorPassword")
+    reference = _ENV_REFERENCE.fullmatch(password) if isinstance(password, str) else None
+    if reference is not None:
+        name = reference.group(1)
+        if name not in env:
+            raise ConfigError(
+                "MySQLOrchestratorPassword", f"names the environment variable {name}, not set"
+            )
+        raw["MySQLOrchestratorPassword"] = env[name]
+
+
+def _mysql_store_warnings(settings: Settings) -> list[str]:
+    if settings.BackendDB != "mysql" or settings.MySQLOrchestratorUseMutualTLS:
+        return []
+    tls_files = [
+        name
+        for name in (
+            "MySQLOrchestratorSSLCAFile",
+            "MySQLOrchestratorSSLCertFile",
+            "MySQLOrchestratorSSLPrivateKeyFile",
+        )
+        if getattr(settings, name)
+    ]
+    if not tls_files:
+        return []
+    return [
+        f"{tls_files[0]} is set but MySQLOrchestratorUseMutualTLS is not: the MySQL store is "
+        "reached without TLS (as orchestrator does)"
+    ]
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -668,6 +779,7 @@ def load_settings(
     credentials_file = raw.get("MySQLTopologyCredentialsConfigFile")
     if isinstance(credentials_file, str) and credentials_file:
         raw.update(_read_credentials_file(credentials_file))
+    _mysql_store_settings(raw, env)
 
     for name, value in list(raw.items()):
         if isinstance(value, list):
@@ -681,4 +793,5 @@ def load_settings(
         if not first["loc"]:  # a rule across settings names the setting it is about
             setting, _, message = message.partition(": ")
         raise ConfigError(setting, message) from None
+    warnings += _mysql_store_warnings(settings)
     return LoadedSettings(settings=settings, source=source, warnings=tuple(warnings))

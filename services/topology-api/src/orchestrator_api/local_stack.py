@@ -10,7 +10,8 @@ What it starts, in order (each one ready before the next starts):
 3. a local ``etcd`` when ``EtcdEndpoints`` is empty (data under ``<run dir>/etcd``, wiped at
    each start: it will only hold leases); ready when ``/health`` says so;
 4. ``orchestrator-discovery``; ready when its metrics port answers;
-5. ``orchestrator-topology-api`` on ``ListenAddress`` with SQLite in ``<run dir>``; ready when
+5. ``orchestrator-topology-api`` on ``ListenAddress`` with its store as configured (``BackendDB``
+   and its settings pass through; by default SQLite in ``<run dir>``); ready when
    ``/api/health`` answers OK (over HTTPS with ``UseSSL``: ``up`` trusts exactly the configured
    ``SSLCertFile``, see :func:`orchestrator_api.tls.local_api_context`).
 

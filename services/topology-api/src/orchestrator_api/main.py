@@ -29,6 +29,7 @@ from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import StoreConsumer
+from orchestrator_api.store.mysql import MySQLBackend
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.bus import Subjects
@@ -65,6 +66,7 @@ async def serve(settings: Settings) -> None:
             settings.BackendDB,
             sqlite_path=settings.SQLite3DataFile,
             postgres_dsn=settings.PostgreSQLDSN,
+            mysql=MySQLBackend.from_settings(settings) if settings.BackendDB == "mysql" else None,
         )
         stack.push_async_callback(store.close)
         consumer = StoreConsumer(

@@ -1,8 +1,9 @@
 """The topology store: what topology-api keeps and serves (DESIGN.md §1, issue 3).
 
-One async :class:`Store` port with two backends of the same schema and behaviour: SQLite (the
-embedded default, one file, see :mod:`.sqlite`) and PostgreSQL (shared by API replicas, see
-:mod:`.postgres`). Both run the same SQL (:mod:`.sql`) and the same versioned migrations
+One async :class:`Store` port with three backends of the same schema and behaviour: SQLite (the
+embedded default, one file, see :mod:`.sqlite`), PostgreSQL (shared by API replicas, see
+:mod:`.postgres`) and MySQL/MariaDB (orchestrator's ``BackendDB: "mysql"``, shared likewise, see
+:mod:`.mysql`). All run the same SQL (:mod:`.sql`) and the same versioned migrations
 (:mod:`.schema`), applied when the store opens. :mod:`.consumer` fills the store from the bus.
 
 Every failure of the database reaches callers as :class:`StoreError`.
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from orchestrator_api.store.aliases import Succession
 from orchestrator_api.store.lineage import RecoveryStep
@@ -33,6 +34,9 @@ from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
 from orchestrator_shared.topology import Topology, TopologyInstance
+
+if TYPE_CHECKING:
+    from orchestrator_api.store.mysql import MySQLBackend
 
 __all__ = [
     "AuditEntry",
@@ -56,10 +60,11 @@ __all__ = [
 
 
 class Backend(StrEnum):
-    """``BackendDB``."""
+    """``BackendDB`` (orchestrator's ``sqlite3`` is ``sqlite``)."""
 
     SQLITE = "sqlite"
     POSTGRES = "postgres"
+    MYSQL = "mysql"
 
 
 class Store(Protocol):
@@ -154,19 +159,29 @@ async def open_store(
     sqlite_path: Path | str = "orchestrator.sqlite3",
     postgres_dsn: str = "",
     postgres_max_connections: int = 10,
+    mysql: MySQLBackend | None = None,
 ) -> Store:
     """Open the store chosen by ``BackendDB``, migrating its schema as needed.
 
-    ``sqlite_path`` is ``SQLite3DataFile``; ``postgres_dsn`` is ``PostgreSQLDSN``.
+    ``sqlite_path`` is ``SQLite3DataFile``; ``postgres_dsn`` is ``PostgreSQLDSN``; ``mysql``
+    holds the ``MySQLOrchestrator*`` settings (``MySQLBackend.from_settings``).
     """
     try:
-        chosen = Backend(backend)
+        chosen = Backend("sqlite" if backend == "sqlite3" else backend)
     except ValueError:
-        raise StoreError(f"BackendDB: expected sqlite or postgres, got {backend!r}") from None
+        raise StoreError(
+            f"BackendDB: expected sqlite, postgres or mysql, got {backend!r}"
+        ) from None
     if chosen is Backend.SQLITE:
         from orchestrator_api.store.sqlite import open_sqlite_store  # noqa: PLC0415
 
         return await open_sqlite_store(sqlite_path)
+    if chosen is Backend.MYSQL:
+        if mysql is None:
+            raise StoreError("MySQLOrchestratorHost: required when BackendDB is mysql")
+        from orchestrator_api.store.mysql import open_mysql_store  # noqa: PLC0415
+
+        return await open_mysql_store(mysql)
     if not postgres_dsn:
         raise StoreError("PostgreSQLDSN: required when BackendDB is postgres")
     from orchestrator_api.store.postgres import open_postgres_store  # noqa: PLC0415

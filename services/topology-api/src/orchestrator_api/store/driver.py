@@ -1,8 +1,10 @@
 """The port each backend implements: run SQL, inside or outside a transaction.
 
-SQL is written once, with ``?`` placeholders; the PostgreSQL driver renumbers them to ``$n``.
+SQL is written once, with ``?`` placeholders, in the dialect SQLite and PostgreSQL share
+(``ON CONFLICT ... DO UPDATE SET c = excluded.c``, ``RETURNING``); the PostgreSQL driver renumbers
+the placeholders to ``$n``, the MySQL driver rewrites what MySQL lacks (:mod:`.mysql_dialect`).
 Drivers translate their library's errors into :class:`StoreError`; nothing above them sees an
-aiosqlite or asyncpg exception.
+aiosqlite, asyncpg or aiomysql exception.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ Row = Sequence[Any]
 
 class Transaction(Protocol):
     async def execute(self, sql: str, *args: Any) -> int:
-        """Run one statement; the number of rows it changed."""
+        """Run one statement; the number of rows it changed (an UPDATE: the rows it matched,
+        as PostgreSQL counts)."""
         ...
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...

@@ -9,7 +9,6 @@ back.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
@@ -19,20 +18,24 @@ import asyncpg  # type: ignore[import-untyped]
 
 from orchestrator_api.store.driver import Row, Transaction
 from orchestrator_api.store.schema import Dialect
-from orchestrator_api.store.sql import SqlStore, migrate
+from orchestrator_api.store.sql import SqlStore, store_on
+from orchestrator_api.store.sqltext import placeholders
 from orchestrator_shared.errors import StoreError
 
 # pg_advisory_xact_lock key for migrations: "orch" in ASCII.
 MIGRATION_LOCK_KEY = 0x6F726368
 DEFAULT_TIMEOUT_SECONDS = 5.0
-_PLACEHOLDER = re.compile(r"\?")
 
 
 @lru_cache(maxsize=512)
 def numbered(sql: str) -> str:
-    """``?`` placeholders renumbered as PostgreSQL's ``$1, $2, ...``."""
-    counter = iter(range(1, 10_000))
-    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+    """``?`` placeholders renumbered as PostgreSQL's ``$1, $2, ...`` (a ``?`` in quoted text
+    stays)."""
+    pieces, last = [], 0
+    for number, offset in enumerate(placeholders(sql), start=1):
+        pieces += [sql[last:offset], f"${number}"]
+        last = offset + 1
+    return "".join(pieces) + sql[last:]
 
 
 # InternalClientError: a connection whose server died in the middle of an operation refuses
@@ -154,12 +157,8 @@ async def open_postgres_store(
     dsn: str, *, max_connections: int = 10, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
 ) -> SqlStore:
     """Connect to PostgreSQL at ``dsn`` and migrate its schema as needed."""
-    driver = await PostgresDriver.open(
-        dsn, max_connections=max_connections, timeout_seconds=timeout_seconds
+    return await store_on(
+        await PostgresDriver.open(
+            dsn, max_connections=max_connections, timeout_seconds=timeout_seconds
+        )
     )
-    try:
-        await migrate(driver)
-    except BaseException:
-        await driver.close()
-        raise
-    return SqlStore(driver)

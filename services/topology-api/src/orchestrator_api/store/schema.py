@@ -1,12 +1,17 @@
 """The store's schema: one list of migrations, applied in order at open, recorded in
 ``schema_version``.
 
-Both backends run the same statements; the few dialect differences are written as placeholders
+Every backend runs the same statements; the few dialect differences are written as placeholders
 that :func:`render` fills in (``{id}`` for an auto-numbered primary key, ``{real}`` for a float,
-``{bigint}``). A migration is never edited once released: a change is a new migration appended to
-the list. ``{key}`` is the type of a text column that is part of a primary key, a unique
-constraint or an index. Times are Unix seconds (``{real}``), booleans are 0/1 integers, instance
-keys are their ``host:port`` text, and JSON is kept as text.
+``{bigint}``, ``{key}`` for a text column that is part of a primary key, a unique constraint or an
+index). A migration is never edited once released: a change is a new migration appended to the
+list. Times are Unix seconds (``{real}``), booleans are 0/1 integers, instance keys are their
+``host:port`` text, and JSON is kept as text.
+
+MySQL/MariaDB cannot index an unbounded ``TEXT`` column, so ``{key}`` is ``VARCHAR(255)`` there
+(and ``TEXT`` elsewhere); every other ``TEXT`` becomes ``LONGTEXT`` and each table is InnoDB in
+``utf8mb4`` with a binary collation (case-sensitive, as SQLite and PostgreSQL compare), see
+:func:`orchestrator_api.store.mysql_dialect.table_ddl`.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestrator_api.store.mysql_dialect import table_ddl
+
 
 class Dialect(StrEnum):
     SQLITE = "sqlite"
     POSTGRES = "postgres"
+    MYSQL = "mysql"
 
 
 _TYPES: dict[Dialect, dict[str, str]] = {
@@ -33,6 +41,12 @@ _TYPES: dict[Dialect, dict[str, str]] = {
         "bigint": "BIGINT",
         "key": "TEXT",
     },
+    Dialect.MYSQL: {
+        "id": "BIGINT AUTO_INCREMENT PRIMARY KEY",
+        "real": "DOUBLE",
+        "bigint": "BIGINT",
+        "key": "VARCHAR(255)",
+    },
 }
 
 
@@ -44,7 +58,9 @@ class Migration:
 
 
 def render(statement: str, dialect: Dialect) -> str:
-    return statement.format(**_TYPES[dialect])
+    """``statement`` with its type placeholders filled in for ``dialect``."""
+    rendered = statement.format(**_TYPES[dialect])
+    return table_ddl(rendered) if dialect is Dialect.MYSQL else rendered
 
 
 SCHEMA_VERSION_TABLE = """
@@ -73,10 +89,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "INSERT INTO store_state VALUES (1, 0, 0, 1, NULL, '')",
             """CREATE TABLE instances (
-                instance_key TEXT PRIMARY KEY,
+                instance_key {key} PRIMARY KEY,
                 hostname TEXT NOT NULL,
                 port INTEGER NOT NULL,
-                cluster_name TEXT NOT NULL,
+                cluster_name {key} NOT NULL,
                 master_key TEXT NOT NULL,
                 suggested_cluster_alias TEXT NOT NULL,
                 ok INTEGER NOT NULL,
@@ -89,19 +105,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX instances_generation ON instances (generation)",
             "CREATE INDEX instances_cluster ON instances (cluster_name)",
             """CREATE TABLE cluster_settings (
-                cluster_name TEXT PRIMARY KEY,
+                cluster_name {key} PRIMARY KEY,
                 alias_override TEXT NOT NULL,
                 domain TEXT NOT NULL
             )""",
             """CREATE TABLE downtime (
-                instance_key TEXT PRIMARY KEY,
+                instance_key {key} PRIMARY KEY,
                 owner TEXT NOT NULL,
                 reason TEXT NOT NULL,
                 begins_at {real} NOT NULL,
                 ends_at {real} NOT NULL
             )""",
             """CREATE TABLE candidates (
-                instance_key TEXT PRIMARY KEY,
+                instance_key {key} PRIMARY KEY,
                 promotion_rule TEXT NOT NULL,
                 registered_at {real} NOT NULL,
                 expires_at {real} NOT NULL
@@ -110,8 +126,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 id {id},
                 at {real} NOT NULL,
                 audit_type TEXT NOT NULL,
-                instance_key TEXT NOT NULL,
-                cluster_name TEXT NOT NULL,
+                instance_key {key} NOT NULL,
+                cluster_name {key} NOT NULL,
                 message TEXT NOT NULL,
                 actor TEXT NOT NULL
             )""",
@@ -121,7 +137,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             """CREATE TABLE failure_detections (
                 id {id},
                 instance_key TEXT NOT NULL,
-                cluster_name TEXT NOT NULL,
+                cluster_name {key} NOT NULL,
                 cluster_alias TEXT NOT NULL,
                 analysis_code TEXT NOT NULL,
                 detected_at {real} NOT NULL,
@@ -134,9 +150,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX failure_detections_cluster ON failure_detections (cluster_name)",
             """CREATE TABLE recoveries (
                 id {id},
-                uid TEXT NOT NULL UNIQUE,
+                uid {key} NOT NULL UNIQUE,
                 instance_key TEXT NOT NULL,
-                cluster_name TEXT NOT NULL,
+                cluster_name {key} NOT NULL,
                 cluster_alias TEXT NOT NULL,
                 analysis_code TEXT NOT NULL,
                 recovery_kind TEXT NOT NULL,
@@ -170,9 +186,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             # orchestrator's database_instance_tags: one value per instance and tag name
             """CREATE TABLE instance_tags (
-                instance_key TEXT NOT NULL,
-                tag_name TEXT NOT NULL,
-                tag_value TEXT NOT NULL,
+                instance_key {key} NOT NULL,
+                tag_name {key} NOT NULL,
+                tag_value {key} NOT NULL,
                 updated_at {real} NOT NULL,
                 PRIMARY KEY (instance_key, tag_name)
             )""",

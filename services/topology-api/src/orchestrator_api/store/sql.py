@@ -86,6 +86,17 @@ async def migrate(driver: Driver) -> int:
     return max(newest, LATEST_VERSION)
 
 
+async def store_on(driver: Driver) -> SqlStore:
+    """The store over ``driver``, its schema migrated first; ``driver`` is closed if that
+    fails."""
+    try:
+        await migrate(driver)
+    except BaseException:
+        await driver.close()
+        raise
+    return SqlStore(driver)
+
+
 class SqlStore(TagStore, LineageStore):
     """The topology store over one driver (see :mod:`orchestrator_api.store`); its tag
     methods come from :class:`TagStore`, its succession and recovery-step methods from
@@ -545,4 +556,4 @@ class SqlStore(TagStore, LineageStore):
         return count
 
 
-__all__ = ["Row", "SqlStore", "migrate"]
+__all__ = ["Row", "SqlStore", "migrate", "store_on"]

@@ -18,7 +18,7 @@ import aiosqlite
 
 from orchestrator_api.store.driver import Row, Transaction
 from orchestrator_api.store.schema import Dialect
-from orchestrator_api.store.sql import SqlStore, migrate
+from orchestrator_api.store.sql import SqlStore, store_on
 from orchestrator_shared.errors import StoreError
 
 BUSY_TIMEOUT_MS = 5000
@@ -129,10 +129,4 @@ class SqliteDriver:
 
 async def open_sqlite_store(path: Path | str) -> SqlStore:
     """Open (creating and migrating as needed) the SQLite store in ``path``."""
-    driver = await SqliteDriver.open(Path(path))
-    try:
-        await migrate(driver)
-    except BaseException:
-        await driver.close()
-        raise
-    return SqlStore(driver)
+    return await store_on(await SqliteDriver.open(Path(path)))
