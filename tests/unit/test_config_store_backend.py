@@ -219,3 +219,14 @@ def test_orchestrator_up_hands_the_store_settings_to_the_api(tmp_path: Path) -> 
     child = Settings.model_validate(document)
     assert MySQLBackend.from_settings(child) == MySQLBackend.from_settings(settings)
     assert child.BackendDB == "mysql"
+
+
+def test_the_topology_password_may_name_an_environment_variable(tmp_path: Path) -> None:
+    document = {"MySQLTopologyUser": "orc", "MySQLTopologyPassword": "${ORC_TOPOLOGY_PASS}"}
+    settings = load(tmp_path, document, {"ORC_TOPOLOGY_PASS": "t0p"})
+    assert settings.MySQLTopologyPassword == "t0p"
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, document)
+    assert str(caught.value) == (
+        "MySQLTopologyPassword: names the environment variable ORC_TOPOLOGY_PASS, not set"
+    )

@@ -14,8 +14,8 @@ Where a value comes from, later sources winning:
    plain value of the setting it names). For the topology credentials, orchestrator's
    ``MySQLTopologyCredentialsConfigFile`` (an INI file with ``[client] user=... password=...``)
    is honoured too, and wins over the plain keys, as in orchestrator; likewise
-   ``MySQLOrchestratorCredentialsConfigFile`` for the MySQL store, whose password may also be
-   written ``${NAME}`` (read from the environment variable NAME).
+   ``MySQLOrchestratorCredentialsConfigFile`` for the MySQL store. Both passwords may also be
+   written ``${NAME}`` (read from the environment variable NAME), as in orchestrator.
 
 Keys orchestrator spells differently are read in every source: legacy spellings
 (:data:`SYNONYMS`) and keys in another unit (:data:`CONVERSIONS`, minutes into our seconds; within
@@ -687,21 +687,22 @@ def _read_credentials_file(path: str, prefix: str = "MySQLTopology") -> dict[str
 _ENV_REFERENCE = re.compile(r"\$\{([^}]+)\}")
 
 
-def _mysql_store_settings(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    """orchestrator's ways to give the MySQL store's credentials: its credentials file, and a
+def _mysql_credentials(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """orchestrator's ways to give MySQL credentials, for the topology and for the MySQL store:
+    a credentials file (``<prefix>CredentialsConfigFile``, winning over the plain keys), and a
     password ``${NAME}`` read from the environment variable NAME."""
-    credentials_file = raw.get("MySQLOrchestratorCredentialsConfigFile")
-    if isinstance(credentials_file, str) and credentials_file:
-        raw.update(_read_credentials_file(credentials_file, "MySQLOrchestrator"))
-    password = raw.get("MySQLOrchestratorPassword")
-    reference = _ENV_REFERENCE.fullmatch(password) if isinstance(password, str) else None
-    if reference is not None:
-        name = reference.group(1)
-        if name not in env:
-            raise ConfigError(
-                "MySQLOrchestratorPassword", f"names the environment variable {name}, not set"
-            )
-        raw["MySQLOrchestratorPassword"] = env[name]
+    for prefix in ("MySQLTopology", "MySQLOrchestrator"):
+        credentials_file = raw.get(f"{prefix}CredentialsConfigFile")
+        if isinstance(credentials_file, str) and credentials_file:
+            raw.update(_read_credentials_file(credentials_file, prefix))
+        setting = f"{prefix}Password"
+        password = raw.get(setting)
+        reference = _ENV_REFERENCE.fullmatch(password) if isinstance(password, str) else None
+        if reference is not None:
+            name = reference.group(1)
+            if name not in env:
+                raise ConfigError(setting, f"names the environment variable {name}, not set")
+            raw[setting] = env[name]
 
 
 def _mysql_store_warnings(settings: Settings) -> list[str]:
@@ -776,10 +777,7 @@ def load_settings(
     for from_env in _environment_sources(env):
         from_env.apply(raw, warnings)
 
-    credentials_file = raw.get("MySQLTopologyCredentialsConfigFile")
-    if isinstance(credentials_file, str) and credentials_file:
-        raw.update(_read_credentials_file(credentials_file))
-    _mysql_store_settings(raw, env)
+    _mysql_credentials(raw, env)
 
     for name, value in list(raw.items()):
         if isinstance(value, list):
