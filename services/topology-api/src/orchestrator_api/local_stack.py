@@ -43,7 +43,7 @@ import httpx
 
 from orchestrator_api.children import spawn_child
 from orchestrator_api.sandbox.config import REPLICATION_PASSWORD, REPLICATION_USER
-from orchestrator_shared.config import Settings, parse_listen_address
+from orchestrator_shared.config import Settings, normalize_url_prefix, parse_listen_address
 from orchestrator_shared.errors import OrchestratorError
 
 SANDBOX_USER = "orchestrator"
@@ -101,8 +101,9 @@ def check_ports(settings: Settings) -> None:
         raise PortInUseError("DiscoveryMetricsListenAddress", metrics)
 
 
-def api_url(listen_address: str) -> str:
-    """The URL a local client uses for a server on ``listen_address``."""
+def api_url(listen_address: str, prefix: str = "") -> str:
+    """The URL a local client uses for a server on ``listen_address`` (under ``URLPrefix``
+    ``prefix``, already normalized)."""
     host, port = parse_listen_address(listen_address)
     if host in {"0.0.0.0", ""}:
         host = "127.0.0.1"
@@ -110,7 +111,7 @@ def api_url(listen_address: str) -> str:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"http://{host}:{port}{prefix}"
 
 
 @dataclass
@@ -280,7 +281,9 @@ def api_process(settings: dict[str, Any], run_dir: Path) -> Iterator[Child]:
         run_dir,
     )
     try:
-        url = api_url(settings["ListenAddress"])
+        url = api_url(
+            settings["ListenAddress"], normalize_url_prefix(settings.get("URLPrefix", ""))
+        )
         healthy = _json_answers(f"{url}/api/health", lambda body: body.get("Code") == "OK")
         try:
             _wait_ready(child, healthy, what=f"{url}/api/health")

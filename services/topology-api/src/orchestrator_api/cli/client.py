@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-s", "--pattern", dest="pattern", default="")
     parser.add_argument("--owner", "-owner", dest="owner", default=os.environ.get("USER", ""))
     parser.add_argument("--reason", "-reason", dest="reason", default="")
-    parser.add_argument("--duration", "-duration", dest="duration", default="10m")
+    # no --duration: the API's default (MaintenanceExpireMinutes)
+    parser.add_argument("--duration", "-duration", dest="duration", default="")
     parser.add_argument("--promotion-rule", "-promotion-rule", dest="rule", default="prefer")
     parser.add_argument("--tag", "-tag", "-t", dest="tag", default="")
     parser.add_argument("--binlog", "-binlog", dest="binlog", default="")
@@ -124,6 +125,7 @@ def run_client(
             tag=args.tag,
             binlog=args.binlog,
             seconds=args.seconds,
+            instance_text=args.instance or "",
         )
         path = command.path(invocation)
     except UsageError as exc:

@@ -130,7 +130,7 @@ def _start_stack(args: argparse.Namespace, settings: Settings, stack: contextlib
     api = stack.enter_context(
         local_stack.api_process(local_stack.api_settings(common, run_dir), run_dir)
     )
-    url = local_stack.api_url(settings.ListenAddress)
+    url = local_stack.api_url(settings.ListenAddress, settings.URLPrefix)
     _say(f"orchestrator-topology-api on {url} (log: {api.log_path})")
     if sandbox is not None and sandbox.master.key not in discovery_config["DiscoverySeeds"]:
         local_stack.discover_through_api(url, sandbox.master.key)

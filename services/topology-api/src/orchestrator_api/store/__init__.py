@@ -10,12 +10,13 @@ Every failure of the database reaches callers as :class:`StoreError`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator_api.store.history import AnalysisChange, TopologyHistoryEntry
 from orchestrator_api.store.models import (
     AuditEntry,
     ClusterSummary,
@@ -33,6 +34,7 @@ from orchestrator_shared.snapshot import InstanceSnapshot
 from orchestrator_shared.topology import Topology, TopologyInstance
 
 __all__ = [
+    "AnalysisChange",
     "AuditEntry",
     "Backend",
     "Candidate",
@@ -47,6 +49,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Tag",
+    "TopologyHistoryEntry",
     "open_store",
 ]
 
@@ -131,6 +134,16 @@ class Store(Protocol):
     async def acknowledge_recoveries(
         self, where: RecoveryFilter, *, by: str, comment: str, at: datetime
     ) -> int: ...
+
+    # topology history and the analysis changelog (:mod:`.history`)
+    async def snapshot_topologies(self, *, at: datetime) -> int: ...
+    async def topology_history(
+        self, *, cluster: str | None = None
+    ) -> list[TopologyHistoryEntry]: ...
+    async def record_analysis(
+        self, cluster: str, problems: Mapping[InstanceKey, str], *, at: datetime
+    ) -> int: ...
+    async def analysis_changelog(self) -> list[AnalysisChange]: ...
 
     # global recovery switch and housekeeping
     async def global_recoveries(self) -> GlobalRecoveries: ...

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from orchestrator_api.store import rows
 from orchestrator_api.store.driver import Driver, Row, Transaction
+from orchestrator_api.store.history import HistoryStore
 from orchestrator_api.store.models import (
     AuditEntry,
     ClusterSummary,
@@ -85,9 +86,10 @@ async def migrate(driver: Driver) -> int:
     return max(newest, LATEST_VERSION)
 
 
-class SqlStore(TagStore):
+class SqlStore(TagStore, HistoryStore):
     """The topology store over one driver (see :mod:`orchestrator_api.store`); its tag
-    methods come from :class:`TagStore`."""
+    methods come from :class:`TagStore`, its topology history and analysis changelog from
+    :class:`HistoryStore`."""
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
@@ -518,8 +520,9 @@ class SqlStore(TagStore):
             )
 
     async def purge(self, *, now: datetime, history_before: datetime) -> int:
-        """Delete expired downtime and candidates, and audit entries, failure detections and
-        finished recoveries older than ``history_before``; how many rows went."""
+        """Delete expired downtime and candidates, and audit entries, failure detections,
+        finished recoveries, topology snapshots and analysis changes older than
+        ``history_before``; how many rows went."""
         now_s, before_s = rows.to_seconds(now), rows.to_seconds(history_before)
         async with self._writing() as tx:
             await self._next_generation(tx)
@@ -532,6 +535,7 @@ class SqlStore(TagStore):
             count += await tx.execute(
                 "DELETE FROM recoveries WHERE is_active = 0 AND started_at < ?", before_s
             )
+            count += await self._purge_history(tx, before_s)
         return count
 
 
