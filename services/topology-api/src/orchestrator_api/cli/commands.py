@@ -187,9 +187,8 @@ def _moved(response: Any, _inv: Invocation) -> str:
 
 
 def _many(route: str, below: bool) -> Callable[[Invocation], str]:
-    """``route/{instance}/{destination}`` (``-d`` required when ``below``; otherwise
-    orchestrator-client's ``route/{instance}/`` when there is none), with ``?pattern=`` when
-    ``-s`` is given."""
+    """``route/{instance}/{destination}`` (``-d`` required when ``below``, else optional: then
+    orchestrator-client's ``route/{instance}/``), with ``?pattern=`` when ``-s`` is given."""
 
     def path(inv: Invocation) -> str:
         if below:
@@ -488,7 +487,6 @@ COMMANDS: dict[str, Command] = {
     ),
     # --- end takeovers ---
     # --- orchestrator-client compatibility (issue 10) ---
-    # (routes and outputs in cli/compat.py)
     **{
         name: Command(spec.path, spec.output, mutates=spec.mutates)
         for name, spec in compat.SPECS.items()

@@ -1,6 +1,7 @@
 """``orchestrator -c`` commands of issue 10 (orchestrator-client compatibility): the route each
 calls and what it prints, as :class:`Spec` values that :mod:`.commands` turns into its
-``Command`` entries (this module does not import :mod:`.commands`, which imports it).
+``Command`` entries. :mod:`.commands` imports this module, so this one reaches back for the
+client's two error classes only when it raises one.
 
 Commands orchestrator-client has call exactly its paths and print what it prints (its ``jq``
 filters, restated in Python): ``async-discover``, ``forget-cluster``, ``snapshot-topologies``,
