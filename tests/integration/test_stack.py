@@ -179,7 +179,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(
             "--seed",
             "1",
             "--exclude-path-regex",
-            "discover|refresh|leader-check|global-recoveries|ack-all-recoveries|maintenance",
+            "discover|refresh|leader-check|raft-|global-recoveries|ack-all-recoveries|maintenance",
             "--request-timeout",
             "10",
             "--warnings",

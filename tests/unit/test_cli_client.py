@@ -59,7 +59,8 @@ def test_read_commands_print_like_orchestrator_client() -> None:
         }
     )
     assert run(["-c", "clusters"], api) == (0, "127.0.0.1:22306\n")
-    assert run(["-c", "clusters-alias"], api) == (0, "127.0.0.1:22306\tsb\n")
+    # orchestrator-client's comma (orchestrator's own CLI uses a tab)
+    assert run(["-c", "clusters-alias"], api) == (0, "127.0.0.1:22306,sb\n")
     assert run(["-c", "which-master", "-i", "127.0.0.1:22307"], api) == (0, "127.0.0.1:22306\n")
     code, text = run(["-c", "which-replicas", "-i", "127.0.0.1:22306"], api)
     assert code == 0
@@ -118,7 +119,8 @@ def test_unreachable_api(capsys: pytest.CaptureFixture[str]) -> None:
 def test_mutations_post_with_credentials() -> None:
     api = FakeApi(
         {
-            "begin-downtime/127.0.0.1/22309/ceo/testing/10m": (200, sample("begin-downtime")),
+            # no --duration: the API's default
+            "begin-downtime/127.0.0.1/22309/ceo/testing": (200, sample("begin-downtime")),
             "register-candidate/127.0.0.1/22308/prefer": (200, sample("register-candidate")),
         }
     )

@@ -145,8 +145,9 @@ def test_cli_prints_what_orchestrator_client_prints() -> None:
                 200,
                 {"Code": "OK", "Details": {"Hostname": "h1", "Port": 22307}},
             ),
-            "move-up-replicas/h1/22307": (200, {"Code": "OK", "Details": [one]}),
-            "repoint-replicas/h1/22307": (200, {"Code": "OK", "Details": []}),
+            # orchestrator-client's paths: a trailing slash where -d would go
+            "move-up-replicas/h1/22307/": (200, {"Code": "OK", "Details": [one]}),
+            "repoint-replicas/h1/22307/": (200, {"Code": "OK", "Details": []}),
             "take-siblings/h2/22308": (200, {"Code": "OK", "Details": one}),
             "take-master/h2/22308": (200, {"Code": "OK", "Details": one}),
             "make-co-master/h2/22308": (200, {"Code": "OK", "Details": one}),

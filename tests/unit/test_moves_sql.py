@@ -189,6 +189,7 @@ def test_move_commands_print_instance_below_master() -> None:
         {
             "relocate/h1/22309/h2/22308": (200, sample("relocate")),
             "move-below-gtid/h1/22309/h2/22308": (200, sample("move-below")),
+            "move-gtid/h1/22309/h2/22308": (200, sample("move-below")),  # orchestrator-client's
             "move-up/h1/22309": (200, sample("move-up")),
             "repoint/h1/22309": (200, sample("move-below")),
             "repoint/h1/22309/h2/22308": (200, sample("move-below")),

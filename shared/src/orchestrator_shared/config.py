@@ -321,6 +321,15 @@ class Settings(BaseModel):
     # a connection the server refuses a write on as read-only is dropped, so the pool connects
     # again (to whatever the host name points at by then, say after a failover)
     MySQLOrchestratorRejectReadOnly: bool = False
+    # --- orchestrator-client compatibility (issue 10; docs/api.md) -------------------------
+    # The API (and /docs, /metrics) answers under this path, e.g. "/orchestrator" for
+    # /orchestrator/api/...; written as orchestrator accepts it ("orchestrator/" too).
+    URLPrefix: str = ""
+    # submit-masters-to-kv-stores: keys are <prefix>/<cluster alias>[/hostname|port|ipv4|ipv6].
+    KVClusterMasterPrefix: str = "mysql/master"
+    # cluster-osc-replicas leaves out replicas matching these (an IP: that host exactly; else a
+    # regex searched in host:port).
+    OSCIgnoreHostnameFilters: tuple[str, ...] = ()
 
     # --- validators ------------------------------------------------------------------------
     @field_validator("DiscoverySeeds")
@@ -393,6 +402,18 @@ class Settings(BaseModel):
         if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", prefix):
             raise ValueError("expected dot-separated tokens of letters, digits, '-' or '_'")
         return prefix
+
+    @field_validator("URLPrefix")
+    @classmethod
+    def _url_prefix(cls, prefix: str) -> str:
+        return normalize_url_prefix(prefix)
+
+    @field_validator("OSCIgnoreHostnameFilters")
+    @classmethod
+    def _osc_filters(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            _check_regex(pattern)
+        return patterns
 
     @field_validator("ListenAddress")
     @classmethod
@@ -541,6 +562,27 @@ def _check_regex(pattern: str) -> None:
         re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"expected a regular expression, {pattern!r} is not one: {exc}") from None
+
+
+_URL_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)*")
+
+
+def normalize_url_prefix(prefix: str) -> str:
+    """orchestrator's ``URLPrefix`` as it reads it: leading and trailing slashes trimmed, one
+    leading slash put back (``orchestrator/`` is ``/orchestrator``; ``""`` and ``/`` are no
+    prefix). ValueError for what cannot be a path: spaces, ``?``, ``#``, ``%``, empty, ``.``
+    or ``..`` segments."""
+    trimmed = prefix.strip().strip("/")
+    if not trimmed:
+        return ""
+    normalized = "/" + trimmed
+    segments = trimmed.split("/")
+    if not _URL_PREFIX.fullmatch(normalized) or any(s in {"", ".", ".."} for s in segments):
+        raise ValueError(
+            f"expected a URL path such as /orchestrator (letters, digits, - . _ ~ between "
+            f"slashes), got {prefix!r}"
+        )
+    return normalized
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:

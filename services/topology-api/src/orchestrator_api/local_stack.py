@@ -108,8 +108,9 @@ def check_ports(settings: Settings) -> None:
 Verify = ssl.SSLContext | bool
 
 
-def api_url(listen_address: str, *, scheme: str = "http") -> str:
-    """The URL a local client uses for a server on ``listen_address``."""
+def api_url(listen_address: str, prefix: str = "", *, scheme: str = "http") -> str:
+    """The URL a local client uses for a server on ``listen_address`` (under ``URLPrefix``
+    ``prefix``, already normalized)."""
     host, port = parse_listen_address(listen_address)
     if host in {"0.0.0.0", ""}:
         host = "127.0.0.1"
@@ -117,7 +118,7 @@ def api_url(listen_address: str, *, scheme: str = "http") -> str:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{host}:{port}{prefix}"
 
 
 @dataclass

@@ -154,7 +154,7 @@ def _invocation(flags: Flags, name: str, environ: Mapping[str, str]) -> Invocati
         alias=flags.get("alias"),
         owner=flags.get("owner") or environ.get("USER", "") or "orchestrator-cli",
         reason=flags.get("reason"),
-        duration=flags.get("duration", "10m"),
+        duration=flags.get("duration", ""),  # none: the API's default (MaintenanceExpireMinutes)
         promotion_rule=flags.get("promotion_rule", "prefer"),
         pattern=flags.get("pattern"),
         tag=flags.get("tag"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from orchestrator_api.cli import compat
 from orchestrator_shared.errors import OrchestratorError
 from orchestrator_shared.instance_key import InstanceKey
 
@@ -40,7 +41,7 @@ class Invocation:
     binlog: str = ""
     seconds: str = ""
     tag: str = ""  # --tag: name, name=value, ~name, comma-joined (tags commands)
-    instance_text: str = ""  # -i as typed (search takes it as its text, as orchestrator-client)
+    instance_text: str = ""  # -i as typed (orchestrator-client puts it in paths as it is)
 
     def need_instance(self) -> InstanceKey:
         if self.instance is None:
@@ -56,7 +57,7 @@ class Invocation:
         if self.alias:
             return quote(self.alias, safe="")
         if self.instance is not None:  # a member's host:port is a cluster hint too
-            return quote(str(self.instance), safe=":[]")
+            return quote(self.instance_text or str(self.instance), safe=":[]")
         raise UsageError(f"{self.command} needs -alias or -i host:port")
 
 
@@ -95,8 +96,8 @@ def _replication_analysis(response: Any, _inv: Invocation) -> str:
         key = key_text(entry["AnalyzedInstanceKey"])
         cluster = entry.get("ClusterDetails", {}).get("ClusterName", "")
         code = entry.get("Analysis", "")
-        if code == "NoProblem" and entry.get("StructureAnalysis"):
-            code = ", ".join(entry["StructureAnalysis"])
+        if code == "NoProblem":  # orchestrator-client: the first structure warning
+            code = next(iter(entry.get("StructureAnalysis") or []), "")
         lines.append(f"{key} (cluster {cluster}): {code}")
     return "\n".join(lines)
 
@@ -186,10 +187,14 @@ def _moved(response: Any, _inv: Invocation) -> str:
 
 
 def _many(route: str, below: bool) -> Callable[[Invocation], str]:
-    """``route/{instance}[/{destination}]`` with ``?pattern=`` when ``-s`` is given."""
+    """``route/{instance}/{destination}`` (``-d`` required when ``below``, else optional: then
+    orchestrator-client's ``route/{instance}/``), with ``?pattern=`` when ``-s`` is given."""
 
     def path(inv: Invocation) -> str:
-        base = _below(route)(inv) if below else _control(route)(inv)
+        if below:
+            base = _below(route)(inv)
+        else:
+            base = f"{_control(route)(inv)}/{key_path(inv.destination) if inv.destination else ''}"
         return base + (f"?pattern={quote(inv.pattern, safe='')}" if inv.pattern else "")
 
     return path
@@ -219,17 +224,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "clusters-alias": Command(
         lambda inv: "clusters-info",
-        lambda r, i: "\n".join(f"{c['ClusterName']}\t{c['ClusterAlias']}" for c in r),
+        lambda r, i: "\n".join(f"{c['ClusterName']},{c['ClusterAlias']}" for c in r),
     ),
     "all-instances": Command(lambda inv: "all-instances", lambda r, i: keys(r)),
     "all-clusters-masters": Command(lambda inv: "masters", lambda r, i: keys(r)),
-    "search": Command(  # the text: --pattern (orchestrator), else -i (orchestrator-client)
-        lambda inv: (
-            "search?s="
-            + quote(_needed(inv, "pattern", inv.pattern or inv.instance_text or inv.alias), safe="")
-        ),
-        lambda r, i: keys(r),
-    ),
+    "search": Command(compat.search_path, lambda r, i: keys(r)),
     "instance": Command(lambda inv: f"instance/{_instance(inv)}", lambda r, i: key_text(r["Key"])),
     "which-instance": Command(
         lambda inv: f"instance/{_instance(inv)}", lambda r, i: key_text(r["Key"])
@@ -250,7 +249,7 @@ COMMANDS: dict[str, Command] = {
         lambda inv: f"cluster/{inv.cluster_hint()}", lambda r, i: keys(r)
     ),
     "which-cluster-master": Command(
-        lambda inv: f"master/{inv.cluster_hint()}", lambda r, i: key_text(r["Key"])
+        lambda inv: f"master/{inv.cluster_hint()}", lambda r, i: str(r["ClusterName"])
     ),
     "topology": Command(
         lambda inv: f"topology/{inv.cluster_hint()}", lambda r, i: str(_details(r))
@@ -260,7 +259,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "replication-analysis": Command(lambda inv: "replication-analysis", _replication_analysis),
     "problems": Command(lambda inv: "problems", lambda r, i: keys(r)),
-    "downtimed": Command(lambda inv: "downtimed", lambda r, i: keys(r)),
+    "downtimed": Command(
+        lambda inv: f"downtimed/{compat.optional_hint(inv)}", lambda r, i: keys(r)
+    ),
     "discover": Command(
         lambda inv: f"discover/{_instance(inv)}",
         lambda r, i: key_text(_details(r)["Key"]),
@@ -268,9 +269,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "forget": Command(lambda inv: f"forget/{_instance(inv)}", lambda r, i: "", mutates=True),
     "begin-downtime": Command(
-        lambda inv: (
+        lambda inv: (  # without --duration: the API's default (MaintenanceExpireMinutes)
             f"begin-downtime/{_instance(inv)}/{quote(inv.owner, safe='')}/"
-            f"{quote(inv.reason, safe='')}/{quote(inv.duration, safe='')}"
+            f"{quote(inv.reason, safe='')}"
+            + (f"/{quote(inv.duration, safe='')}" if inv.duration else "")
         ),
         lambda r, i: str(i.need_instance()),
         mutates=True,
@@ -343,7 +345,7 @@ COMMANDS: dict[str, Command] = {
     },
     # moves (orchestrator-client prints Key<MasterKey)
     "relocate": Command(_below("relocate"), _moved, mutates=True, timeout=RECOVERY_TIMEOUT),
-    "move-gtid": Command(_below("move-below-gtid"), _moved, mutates=True, timeout=RECOVERY_TIMEOUT),
+    "move-gtid": Command(_below("move-gtid"), _moved, mutates=True, timeout=RECOVERY_TIMEOUT),
     "move-below-gtid": Command(
         _below("move-below-gtid"), _moved, mutates=True, timeout=RECOVERY_TIMEOUT
     ),
@@ -427,7 +429,8 @@ COMMANDS: dict[str, Command] = {
         lambda inv: (
             _comment(inv)  # --reason is required
             and f"begin-maintenance/{_instance(inv)}/{quote(inv.owner, safe='')}/"
-            f"{quote(inv.reason, safe='')}?duration={quote(inv.duration, safe='')}"
+            f"{quote(inv.reason, safe='')}"
+            + (f"?duration={quote(inv.duration, safe='')}" if inv.duration else "")
         ),
         lambda r, i: str(i.need_instance()),
         mutates=True,
@@ -453,7 +456,7 @@ COMMANDS: dict[str, Command] = {
         lambda r, i: str(r),
     ),
     "tagged": Command(
-        lambda inv: f"tagged?tag={quote(inv.tag, safe='')}",
+        lambda inv: f"tagged/?tag={quote(inv.tag, safe='')}",  # orchestrator-client's path
         lambda r, i: "\n".join(key_text(k) for k in r),
     ),
     "tag": Command(
@@ -502,6 +505,12 @@ COMMANDS: dict[str, Command] = {
     },
     # dump-config is answered by the client itself (client.LOCAL_COMMANDS), without the API
     # --- end section 3 ---
+    # --- orchestrator-client compatibility (issue 10) ---
+    **{
+        name: Command(spec.path, spec.output, mutates=spec.mutates)
+        for name, spec in compat.SPECS.items()
+    },
+    # --- end orchestrator-client compatibility ---
 }
 
 

@@ -134,7 +134,9 @@ def _start_stack(
         + ", ".join(str(worker.log_path) for worker in workers)
         + ")"
     )
-    url = local_stack.api_url(settings.ListenAddress, scheme=tls.api_scheme(settings))
+    url = local_stack.api_url(
+        settings.ListenAddress, settings.URLPrefix, scheme=tls.api_scheme(settings)
+    )
     api = stack.enter_context(
         local_stack.api_process(
             local_stack.api_settings(common, run_dir), run_dir, url=url, verify=verify

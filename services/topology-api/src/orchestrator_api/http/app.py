@@ -20,10 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orchestrator_api import wire
 from orchestrator_api.http import (
     routes,
+    routes_compat,
     routes_history,
     routes_maintenance,
     routes_moves,
     routes_operations,
+    routes_raft,
     routes_recovery,
     routes_tags,
     routes_takeover,
@@ -31,6 +33,7 @@ from orchestrator_api.http import (
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.errors import install_error_handlers
 from orchestrator_api.http.hot import HotReads
+from orchestrator_api.http.paths import PathNormalizer
 from orchestrator_api.wire.timefmt import go_datetime
 from orchestrator_shared.bus import LeaderEvent
 
@@ -50,6 +53,7 @@ def create_app(
         version=API_VERSION,
         description="orchestrator-compatible REST API for MySQL/MariaDB topologies "
         "(see docs/api.md).",
+        redirect_slashes=False,  # PathNormalizer serves both forms; never an empty 307
     )
     app.state.context = context
     app.state.settings = context.settings
@@ -63,6 +67,8 @@ def create_app(
     app.include_router(routes_maintenance.router)
     app.include_router(routes_tags.router)
     app.include_router(routes_takeover.router)
+    app.include_router(routes_compat.router)  # orchestrator-client compatibility (issue 10)
+    app.include_router(routes_raft.router)
     metrics_registry = registry or CollectorRegistry()
     requests = Counter(
         "orchestrator_api_requests",
@@ -82,6 +88,8 @@ def create_app(
     if short_path:
         app.add_middleware(HotReads, context=context, routes=app.routes)
     app.add_middleware(RequestMetrics, requests=requests, latency=latency)
+    # outermost: trailing slashes and URLPrefix, before anything routes the request
+    app.add_middleware(PathNormalizer, prefix=context.settings.URLPrefix)
 
     @app.get("/api/health")
     async def health(context: Context) -> dict[str, Any]:
@@ -96,7 +104,9 @@ def create_app(
             "Application node is healthy",
             {
                 "Healthy": True,
-                "Hostname": hostname,
+                # the node that acts (orchestrator's leader: what orchestrator-client's
+                # raft-leader-hostname prints), this API's own host while none leads
+                "Hostname": identity.host if identity is not None else hostname,
                 "Token": "",
                 "IsActiveNode": True,
                 # the active recovery worker (orchestrator's active node), as the coordinator
@@ -104,7 +114,7 @@ def create_app(
                 "ActiveNode": _active_node(leader) if leader is not None and identity else None,
                 "Error": None,
                 "AvailableNodes": [],
-                "RaftLeader": f"{identity.id}@{identity.host}" if identity is not None else "",
+                "RaftLeader": routes_raft.leader_name(leader) if leader is not None else "",
                 "IsRaftLeader": False,
                 "RaftLeaderURI": "",
                 "RaftAdvertise": "",
@@ -123,18 +133,7 @@ def create_app(
 
     @app.get("/api/leader-check", response_model=None)
     async def leader_check(context: Context) -> str | JSONResponse:
-        # Every API replica serves reads and forwards operations to the active recovery
-        # worker, so each is a valid target while a worker leads; with none leading, the
-        # operations it would forward cannot run.
-        if context.leader is None:
-            return "OK"  # no coordinator configured to ask (tests, a bare API)
-        latest = context.leader.latest
-        if latest is not None and latest.leader is not None:
-            return "OK"
-        why = "no report from the coordinator yet" if latest is None else "none leads"
-        return JSONResponse(
-            wire.error_envelope(f"No active recovery worker: {why}"), status_code=503
-        )
+        return routes_raft.leader_check_answer(context)  # see routes_raft
 
     @app.get("/api/_ping")
     async def ping() -> Response:

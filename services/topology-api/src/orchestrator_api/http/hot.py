@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orchestrator_api.auth import Denied, Role, authorize
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.http.errors import ApiError
+from orchestrator_api.http.paths import route_path
 from orchestrator_api.http.routes import clusters_info_body
 from orchestrator_shared.errors import OrchestratorError
 
@@ -100,7 +101,7 @@ class HotReads:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            path: str = scope["path"]
+            path = route_path(scope)  # under URLPrefix: the path below it
             for pattern, route, answer in self.routes:
                 match = pattern.fullmatch(path)
                 if match is None:

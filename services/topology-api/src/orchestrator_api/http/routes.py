@@ -271,7 +271,11 @@ async def async_discover(host: str, port: str, context: Context, _: AdminAccess)
     task = asyncio.get_running_loop().create_task(requester.request("discover", key))
     _background.add(task)
     task.add_done_callback(_background.discard)
-    return wire.ok_envelope(f"Asynchronous discovery initiated for Instance: {key}", None)
+    # Details.Key (orchestrator: null): what orchestrator-client's async-discover prints
+    return wire.ok_envelope(
+        f"Asynchronous discovery initiated for Instance: {key}",
+        {"Key": wire.instance_key_json(key)},
+    )
 
 
 _background: set[asyncio.Task[Any]] = set()

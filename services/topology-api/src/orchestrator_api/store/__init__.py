@@ -11,13 +11,14 @@ Every failure of the database reaches callers as :class:`StoreError`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from orchestrator_api.store.aliases import Succession
+from orchestrator_api.store.history import AnalysisChange, TopologyHistoryEntry
 from orchestrator_api.store.lineage import RecoveryStep
 from orchestrator_api.store.models import (
     AuditEntry,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from orchestrator_api.store.mysql import MySQLBackend
 
 __all__ = [
+    "AnalysisChange",
     "AuditEntry",
     "Backend",
     "Candidate",
@@ -55,6 +57,7 @@ __all__ = [
     "StoreError",
     "Succession",
     "Tag",
+    "TopologyHistoryEntry",
     "open_store",
 ]
 
@@ -146,6 +149,16 @@ class Store(Protocol):
     async def acknowledge_recoveries(
         self, where: RecoveryFilter, *, by: str, comment: str, at: datetime
     ) -> int: ...
+
+    # topology history and the analysis changelog (:mod:`.history`)
+    async def snapshot_topologies(self, *, at: datetime) -> int: ...
+    async def topology_history(
+        self, *, cluster: str | None = None
+    ) -> list[TopologyHistoryEntry]: ...
+    async def record_analysis(
+        self, cluster: str, problems: Mapping[InstanceKey, str], *, at: datetime
+    ) -> int: ...
+    async def analysis_changelog(self) -> list[AnalysisChange]: ...
 
     # global recovery switch and housekeeping
     async def global_recoveries(self) -> GlobalRecoveries: ...

@@ -9,9 +9,11 @@ Two loops, one per stream:
   and comes back: nothing is lost, and the consumer carries on once the database is back.
   When the database answers but refused the batch, the batch is written message by message
   and a message refused twice is skipped like a malformed one.
-* ``ORCHESTRATOR_EVENTS``: ``unreachable`` and ``audit`` events become audit entries,
-  ``recovery`` events recovery history (:mod:`.recoveries`); the other events (analysis, leader)
-  are acknowledged and left to the services that record them.
+* ``ORCHESTRATOR_EVENTS``: ``unreachable`` and ``audit`` events become audit entries;
+  recovery events become failure detections and recovery history
+  (:mod:`orchestrator_api.store.recoveries`); analysis events become the analysis changelog
+  (:meth:`Store.record_analysis`, one event after the other); leader events are acknowledged
+  and left to :mod:`orchestrator_api.leadership`.
 
 After each written batch, the store's view gets its upkeep (:mod:`.upkeep`): new cluster
 alias conflicts are reported, lost instances back at work lose their downtime.
@@ -53,7 +55,7 @@ from orchestrator_api.store.upkeep import ViewUpkeep
 from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
 from orchestrator_shared.bus import Subjects, UnreachableEvent
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
-from orchestrator_shared.events import AuditEvent, RecoveryEvent
+from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.nats_client import connect_nats
 from orchestrator_shared.snapshot import InstanceSnapshot
@@ -64,6 +66,9 @@ DRAIN_WAIT_SECONDS = 0.02  # how long a batch may wait to fill once its first me
 
 BatchWriter = Callable[[Sequence[Msg]], Awaitable[None]]
 _Item = TypeVar("_Item")
+
+# an analysis event as the store records it: cluster, instance -> code, when
+_ClusterProblems = tuple[str, dict[InstanceKey, str], datetime]
 
 DEFAULT_DURABLE_PREFIX = "orchestrator-topology-api"
 JETSTREAM_TIMEOUT_SECONDS = 2.0
@@ -229,11 +234,15 @@ class StoreConsumer:
         recoveries = [msg for msg in messages if msg.subject.startswith(recovery_prefix)]
         if recoveries:
             await self._write_recoveries(recoveries)
+        analysis_prefix = f"{self._subjects.root}.analysis."
+        analyses = [msg for msg in messages if msg.subject.startswith(analysis_prefix)]
+        if analyses:
+            await self._write_analyses(analyses)
         parsed: list[tuple[Msg, AuditEntry]] = []
         ignored: list[Msg] = []
         clusters = None
         for msg in messages:
-            if msg.subject.startswith(recovery_prefix):
+            if msg.subject.startswith((recovery_prefix, analysis_prefix)):
                 continue
             try:
                 entry = self._audit_entry_of(msg)
@@ -267,6 +276,23 @@ class StoreConsumer:
         self.stats.events_written += written
         if written:
             await self._upkeep.check()
+
+    async def _write_analyses(self, messages: Sequence[Msg]) -> None:
+        parsed: list[tuple[Msg, _ClusterProblems]] = []
+        for msg in messages:
+            try:
+                event = AnalysisEvent.model_validate_json(msg.data)
+                problems = {InstanceKey.parse(p.instance): p.code for p in event.problems}
+            except (ValidationError, InvalidInstanceKey) as exc:
+                await self._skip(msg, exc)
+                continue
+            parsed.append((msg, (event.cluster, problems, aware(event.at))))
+
+        async def record(events: Sequence[_ClusterProblems]) -> None:
+            for cluster, problems, at in events:  # in order: each compared with the previous
+                await self._store.record_analysis(cluster, problems, at=at)
+
+        self.stats.events_written += await self._write(parsed, record)
 
     async def _write(
         self,

@@ -219,6 +219,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX recovery_steps_uid ON recovery_steps (recovery_uid, id)",
         ),
     ),
+    Migration(
+        4,
+        "topology history, analysis changelog",
+        (
+            # orchestrator's database_instance_topology_history: snapshot-topologies copies
+            # every instance's master there (one copy per second at most)
+            """CREATE TABLE topology_history (
+                snapshot_at {bigint} NOT NULL,
+                instance_key {key} NOT NULL,
+                master_key TEXT NOT NULL,
+                cluster_name {key} NOT NULL,
+                version TEXT NOT NULL,
+                PRIMARY KEY (snapshot_at, instance_key)
+            )""",
+            "CREATE INDEX topology_history_cluster ON topology_history (cluster_name, snapshot_at)",
+            # orchestrator's database_instance_analysis_changelog: each change of an
+            # instance's analysis code, as the recovery worker's analysis events tell it
+            """CREATE TABLE analysis_changelog (
+                id {id},
+                instance_key {key} NOT NULL,
+                cluster_name {key} NOT NULL,
+                analysis TEXT NOT NULL,
+                at {real} NOT NULL
+            )""",
+            "CREATE INDEX analysis_changelog_instance ON analysis_changelog (instance_key, id)",
+            "CREATE INDEX analysis_changelog_cluster ON analysis_changelog (cluster_name, id)",
+            "CREATE INDEX analysis_changelog_at ON analysis_changelog (at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from orchestrator_api.store import rows
 from orchestrator_api.store.driver import Driver, Row, Transaction
+from orchestrator_api.store.history import HistoryStore
 from orchestrator_api.store.lineage import LineageStore, load_successions
 from orchestrator_api.store.models import (
     AuditEntry,
@@ -97,10 +98,11 @@ async def store_on(driver: Driver) -> SqlStore:
     return SqlStore(driver)
 
 
-class SqlStore(TagStore, LineageStore):
+class SqlStore(TagStore, LineageStore, HistoryStore):
     """The topology store over one driver (see :mod:`orchestrator_api.store`); its tag
     methods come from :class:`TagStore`, its succession and recovery-step methods from
-    :class:`LineageStore`."""
+    :class:`LineageStore`, its topology history and analysis changelog from
+    :class:`HistoryStore`."""
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
@@ -538,8 +540,9 @@ class SqlStore(TagStore, LineageStore):
 
     async def purge(self, *, now: datetime, history_before: datetime) -> int:
         """Delete expired downtime and candidates, and audit entries, failure detections,
-        finished recoveries and recovery steps older than ``history_before``; how many rows
-        went. (Successions are kept: an old cluster name resolves for as long as it is used.)"""
+        finished recoveries, recovery steps, topology snapshots and analysis changes older than
+        ``history_before``; how many rows went. (Successions are kept: an old cluster name
+        resolves for as long as it is used.)"""
         now_s, before_s = rows.to_seconds(now), rows.to_seconds(history_before)
         async with self._writing() as tx:
             await self._next_generation(tx)
@@ -553,6 +556,7 @@ class SqlStore(TagStore, LineageStore):
                 "DELETE FROM recoveries WHERE is_active = 0 AND started_at < ?", before_s
             )
             count += await tx.execute("DELETE FROM recovery_steps WHERE at < ?", before_s)
+            count += await self._purge_history(tx, before_s)
         return count
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "go_datetime",
+    "go_duration",
     "nanoseconds",
     "rfc3339",
     "whole_seconds_between",
@@ -56,3 +57,33 @@ def whole_seconds_between(earlier: datetime, later: datetime) -> int:
     """``unix_timestamp(later) - unix_timestamp(earlier)``, as orchestrator's SQL computes it:
     both times truncated to whole seconds first, so 12.9 s to 13.1 s counts as one second."""
     return int(_utc(later).timestamp() // 1) - int(_utc(earlier).timestamp() // 1)
+
+
+def _fraction(value: int, digits: int) -> str:
+    """``value / 10**digits`` as Go writes it: no trailing zeros, no point for a whole."""
+    whole, rest = divmod(value, 10**digits)
+    tail = str(rest).rjust(digits, "0").rstrip("0")
+    return f"{whole}.{tail}" if tail else str(whole)
+
+
+def go_duration(nanos: int) -> str:
+    """Go's ``time.Duration.String()``: ``0s``, ``850ns``, ``1.5µs``, ``12.34ms``, ``2.5s``,
+    ``1m30s``, ``2h0m5s``."""
+    if nanos == 0:
+        return "0s"
+    sign, value = ("-" if nanos < 0 else ""), abs(nanos)
+    if value < 1_000:
+        return f"{sign}{value}ns"
+    if value < 1_000_000:
+        return f"{sign}{_fraction(value, 3)}\u00b5s"
+    if value < 1_000_000_000:
+        return f"{sign}{_fraction(value, 6)}ms"
+    seconds, rest = divmod(value, 1_000_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    text = _fraction(second * 1_000_000_000 + rest, 9) + "s"
+    if minutes:
+        text = f"{minute}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return sign + text
