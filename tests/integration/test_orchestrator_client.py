@@ -61,11 +61,6 @@ class Stack:
     http: httpx.Client  # follows no redirect
     processes: list[subprocess.Popen[bytes]]  # the stack's, discovery first
 
-    def stop_discovery(self) -> None:
-        code, output = stop(self.processes.pop(0))
-        assert code == 0, output
-        assert "Traceback" not in output, output
-
     def get(self, path: str) -> Any:
         """An API answer (None when it is not a 200)."""
         try:
@@ -504,17 +499,23 @@ def test_every_orchestrator_client_command_this_api_serves(stack: Stack) -> None
     stack.wait(master_is(stack, survivor, successor), "a new master", show=lambda: links(stack))
     run("-c", "forget-cluster", "-i", successor, change=True, prints=False)
     run("-c", "discover", "-i", survivor, change=True, prints=survivor)
-    # Detached replicas come last, with discovery stopped first: it cannot read a replica whose
-    # master host is orchestrator's detached form (//host: its probe raises InvalidInstanceKey)
-    # and then does not stop on SIGTERM. The routes only ask it for a refresh, best-effort.
-    stack.stop_discovery()
-    for command in (
-        "detach-replica",
-        "reattach-replica",
-        "detach-replica-master-host",
-        "reattach-replica-master-host",
-        "reset-replica",
+    # Detached replicas come last: discovery keeps reading a replica whose master host is
+    # orchestrator's detached form (//host) and the API shows it detached, then attached again.
+    for command, detached in (
+        ("detach-replica", True),
+        ("reattach-replica", False),
+        ("detach-replica-master-host", True),
+        ("reattach-replica-master-host", False),
     ):
         run("-c", command, "-i", survivor, change=True, prints=survivor)
+        stack.wait(
+            lambda detached=detached: (
+                (found := stack.get(f"instance/{survivor.replace(':', '/')}")) is not None
+                and found["IsDetachedMaster"] is detached
+                and found["MasterKey"]["Hostname"].startswith("//") is detached
+            ),
+            f"{survivor} shown {'detached' if detached else 'attached'}",
+        )
+    run("-c", "reset-replica", "-i", survivor, change=True, prints=survivor)
 
     assert table.covered == set(CLIENT), sorted(set(CLIENT) - table.covered)

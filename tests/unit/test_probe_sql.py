@@ -7,6 +7,7 @@ same types aiomysql returns); the MySQL file reproduces MySQL 8.0.36's column na
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ import pytest
 
 from orchestrator_discovery import probe_sql
 from orchestrator_discovery.probe_sql import Dialect
-from orchestrator_shared.snapshot import Flavor, ThreadState
+from orchestrator_shared.analysis import analyze
+from orchestrator_shared.snapshot import Flavor, InstanceSnapshot, ProbeFacts, ThreadState
+from orchestrator_shared.topology import build_topology
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 pytestmark = pytest.mark.unit
 
@@ -217,3 +222,31 @@ def test_negative_lag_is_clamped() -> None:
         {"Master_Host": "h", "Master_Port": 1, "Seconds_Behind_Master": -4}
     )
     assert channel.seconds_behind_master == 0
+
+
+def test_a_detached_master_is_read_as_a_replica_of_nobody() -> None:
+    """orchestrator's detach-replica-master-host writes Master_Host '//host': the replica keeps
+    the master it was detached from, linked to no master (its own cluster), shown //host."""
+    row = dict(rows("mariadb-10.11-replica")["replica_status"][0])
+    row["Master_Host"] = "//127.0.0.1"
+    row["Slave_IO_Running"] = "No"
+    channel = probe_sql.parse_replica_status(row)
+    assert channel.master_detached
+    assert channel.master_key == "127.0.0.1:63306"
+    snapshot = InstanceSnapshot(
+        key="127.0.0.1:63307",
+        probe=ProbeFacts(ok=True, checked_at=NOW, attempted_at=NOW, last_seen_at=NOW),
+        channels=(channel,),
+        read_only=True,
+    )
+    assert snapshot.master_key is None
+    master = InstanceSnapshot(
+        key="127.0.0.1:63306",
+        probe=ProbeFacts(ok=True, checked_at=NOW, attempted_at=NOW, last_seen_at=NOW),
+    )
+    topology = build_topology([master, snapshot])
+    assert sorted(topology.clusters) == ["127.0.0.1:63306", "127.0.0.1:63307"]
+    # the detached replica is nobody's replica in the analysis either
+    assert all(
+        snapshot.instance_key not in a.replicas for a in analyze([master, snapshot], now=NOW)
+    )

@@ -111,6 +111,10 @@ class ReplicationChannel(_Frozen):
     executed_gtid_set: str = ""
     has_replication_filters: bool = False
     master_ssl_allowed: bool = False
+    # orchestrator's detached master: ``detach-replica-master-host`` rewrote Master_Host to
+    # ``//host`` (reversible with reattach-replica-master-host); ``master_key`` is then the
+    # master it was detached from, and the channel links it to no master.
+    master_detached: bool = False
 
     _check_master = field_validator("master_key")(_check_key)
 
@@ -212,8 +216,11 @@ class InstanceSnapshot(_Frozen):
 
     @property
     def master_key(self) -> InstanceKey | None:
+        """The master this instance replicates from; None for none, or a detached one."""
         channel = self.primary_channel
-        return InstanceKey.parse(channel.master_key) if channel else None
+        if channel is None or channel.master_detached:
+            return None
+        return InstanceKey.parse(channel.master_key)
 
     @property
     def is_replica(self) -> bool:

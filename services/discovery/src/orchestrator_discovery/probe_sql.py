@@ -233,6 +233,9 @@ def parse_master_status(rows: Sequence[Mapping[str, Any]]) -> Coordinates | None
 def parse_replica_status(row: Mapping[str, Any]) -> ReplicationChannel:
     """One row of SHOW ALL SLAVES STATUS (MariaDB) or SHOW [SLAVE|REPLICA] STATUS (MySQL)."""
     host = as_text(_column(row, "Master_Host", "Source_Host"))
+    # orchestrator's detach-replica-master-host writes "//host": the master it was detached from
+    detached = host.startswith("//")
+    host = host.removeprefix("//")
     port = as_int(_column(row, "Master_Port", "Source_Port"), 3306)
     io_running = as_text(_column(row, "Slave_IO_Running", "Replica_IO_Running"))
     sql_running = as_text(_column(row, "Slave_SQL_Running", "Replica_SQL_Running"))
@@ -250,6 +253,7 @@ def parse_replica_status(row: Mapping[str, Any]) -> ReplicationChannel:
     return ReplicationChannel(
         name=as_text(_column(row, "Connection_name", "Channel_Name", "Channel_name")),
         master_key=str(InstanceKey(host=host.lower(), port=port)) if host else "unknown:3306",
+        master_detached=detached,
         master_user=as_text(_column(row, "Master_User", "Source_User")),
         io_running=io_running,
         sql_running=sql_running,

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from orchestrator_api.cli import compat
-from orchestrator_shared.errors import OrchestratorError
+from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
 from orchestrator_shared.instance_key import InstanceKey
 
 DEFAULT_API = "http://127.0.0.1:3000"
@@ -66,7 +66,13 @@ def key_path(key: InstanceKey) -> str:
 
 
 def key_text(value: Mapping[str, Any]) -> str:
-    return str(InstanceKey(str(value["Hostname"]), int(value["Port"])))
+    """orchestrator-client's ``Hostname:Port`` (an IPv6 host in brackets; a detached master's
+    ``//host`` as it is)."""
+    host, port = str(value["Hostname"]), int(value["Port"])
+    try:
+        return str(InstanceKey(host, port))
+    except InvalidInstanceKey:
+        return f"{host}:{port}"
 
 
 def keys(values: Sequence[Mapping[str, Any]]) -> str:

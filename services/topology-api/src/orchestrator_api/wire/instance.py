@@ -8,7 +8,8 @@ value. What a snapshot cannot know is written as orchestrator writes an unset fi
   ``DetectInstanceAliasQuery`` / ``DetectPhysicalEnvironmentQuery``, no unresolve map);
 * ``UsingPseudoGTID``, ``ReplicationCredentialsAvailable``: ``false``; ``CountMySQLSnapshots``,
   ``SemiSyncPriority``: ``0`` (no pseudo-GTID, credentials query or orchestrator-agent);
-* ``IsDetachedMaster``: ``false`` (a ``//host`` master key is never a valid key here);
+* ``IsDetachedMaster``: ``true`` for a replica ``detach-replica-master-host`` detached, whose
+  ``MasterKey`` is then ``{"Hostname": "//host", ...}`` as orchestrator shows it;
 * the Group Replication fields: empty (MySQL Group Replication is not probed).
 
 ``SuggestedClusterAlias`` is the instance's own ``DetectClusterAliasQuery`` answer, else the
@@ -183,6 +184,14 @@ def _master_key(channel: ReplicationChannel | None) -> InstanceKey | None:
     return _key(channel.master_key) if channel is not None else None
 
 
+def _master_key_json(channel: ReplicationChannel | None) -> dict[str, Any]:
+    """``MasterKey``; a detached master written ``//host``, as orchestrator does."""
+    answer = instance_key_json(_master_key(channel))
+    if channel is not None and channel.master_detached:
+        answer["Hostname"] = "//" + answer["Hostname"]
+    return answer
+
+
 def _master_uuid(snapshot: InstanceSnapshot, channel: ReplicationChannel | None) -> str:
     if channel is None:
         return ""
@@ -299,10 +308,10 @@ def instance_json(
         "LogSlaveUpdatesEnabled": log_replica_updates,
         "LogReplicationUpdatesEnabled": log_replica_updates,
         "SelfBinlogCoordinates": binlog_coordinates_json(snap.self_coordinates),
-        "MasterKey": instance_key_json(_master_key(channel)),
+        "MasterKey": _master_key_json(channel),
         "MasterUUID": _master_uuid(snap, channel),
         "AncestryUUID": ",".join(_ancestry(node, cluster)),
-        "IsDetachedMaster": False,
+        "IsDetachedMaster": channel is not None and channel.master_detached,
         "Slave_SQL_Running": sql_running,
         "ReplicationSQLThreadRuning": sql_running,
         "Slave_IO_Running": io_running,
