@@ -91,7 +91,9 @@ def check_named(stack: Stack, master: str, earlier: list[str]) -> None:
     which = cli(stack.api, "-c", "which-cluster-master", "-alias", ALIAS)
     assert (which.returncode, which.stdout) == (0, f"{master}\n"), which.stderr
     aliases = cli(stack.api, "-c", "clusters-alias")
-    assert f"{master},{ALIAS}" in aliases.stdout.splitlines(), aliases.stdout  # as orchestrator-client
+    assert f"{master},{ALIAS}" in aliases.stdout.splitlines(), (
+        aliases.stdout
+    )  # as orchestrator-client
     assert api_get(stack, f"/api/cluster/alias/{ALIAS}") is not None
 
 
