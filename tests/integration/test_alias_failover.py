@@ -19,6 +19,7 @@ import pytest
 
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.sandbox.config import change_master_sql
+from orchestrator_shared.errors import SandboxError
 from orchestrator_shared.events import RecoveryPhase
 from tests.integration.stack_support import Stack, StackFactory
 from tests.integration.test_recovery_stack import (
@@ -56,12 +57,19 @@ def lost_in_recovery(stack: Stack) -> set[str]:
     return {f"{i['Key']['Hostname']}:{i['Key']['Port']}" for i in answer}
 
 
-def rejoin(sandbox: Sandbox, index: int, master: str) -> None:
-    """Put a restarted old master back to work under ``master`` (as an operator would)."""
+def rejoin(sandbox: Sandbox, index: int, master: str) -> bool:
+    """Put a restarted old master back to work under ``master`` (as an operator would); the
+    worker that fenced it may still be cutting its client connections, ours included: then
+    False, and the caller tries again."""
     port = int(master.rsplit(":", 1)[1])
-    sandbox.execute(index, "SET GLOBAL read_only = 1")
-    sandbox.execute(index, change_master_sql(port).replace("slave_pos", "current_pos"))
-    sandbox.execute(index, "START SLAVE")
+    try:
+        sandbox.execute(index, "SET GLOBAL read_only = 1")
+        sandbox.execute(index, "STOP SLAVE")
+        sandbox.execute(index, change_master_sql(port).replace("slave_pos", "current_pos"))
+        sandbox.execute(index, "START SLAVE")
+    except SandboxError:
+        return False
+    return True
 
 
 def check_named(stack: Stack, master: str, earlier: list[str]) -> None:
@@ -142,7 +150,11 @@ async def test_the_alias_and_old_names_follow_every_master_change(
         index = node_of(sandbox, dead)
         sandbox.start(index)
         wait_until(lambda index=index: read_only(sandbox, index), timeout=15, what="fenced")
-        rejoin(sandbox, index, master)
+        wait_until(
+            lambda index=index, master=master: rejoin(sandbox, index, master),
+            timeout=15,
+            what=f"{dead} repointed to {master}",
+        )
         wait_until(
             lambda dead=dead: dead not in lost_in_recovery(stack),
             timeout=20,

@@ -499,6 +499,11 @@ def test_every_orchestrator_client_command_this_api_serves(stack: Stack) -> None
     stack.wait(master_is(stack, survivor, successor), "a new master", show=lambda: links(stack))
     run("-c", "forget-cluster", "-i", successor, change=True, prints=False)
     run("-c", "discover", "-i", survivor, change=True, prints=survivor)
+    # discover answers once discovery probed it; the store has it a moment later
+    stack.wait(
+        lambda: stack.get(f"instance/{survivor.replace(':', '/')}") is not None,
+        f"{survivor} back in the API",
+    )
     # Detached replicas come last: discovery keeps reading a replica whose master host is
     # orchestrator's detached form (//host) and the API shows it detached, then attached again.
     for command, detached in (
