@@ -325,7 +325,9 @@ async def test_dead_intermediate_masters_replicas_move_under_the_master_twice_wi
     # blocked by the first recovery until it is acknowledged, then recovered
     async with recovery_events(stack.nats_url) as events:
         sandbox.kill(2)
-        blocked = await wait_for_phase(events, RecoveryPhase.BLOCKED, timeout=20)
+        # (once, in a full run on a loaded machine, nothing arrived within 20 s; the cause was
+        # not found: the same test passes alone and under CPU load)
+        blocked = await wait_for_phase(events, RecoveryPhase.BLOCKED, timeout=45)
         assert blocked.data.failed == sandbox.nodes[2].key, blocked.data
         answer = await api_post(
             stack, f"/api/ack-recovery/cluster/{sandbox.nodes[0].key}?comment=second+failure"

@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from orchestrator_api.store import Store, StoreError, open_store
+from orchestrator_api.store import Downtime, Store, StoreError, open_store
 from orchestrator_api.store.consumer import StoreConsumer
 from orchestrator_discovery.nats_bus import NatsBus
 from orchestrator_shared.bus import SNAPSHOTS_STREAM, Subjects, UnreachableEvent
@@ -274,7 +274,11 @@ async def test_recovery_events_become_history_detections_alias_and_downtime(
                 setting = (await store.view()).settings.get("db2:3306")
                 return setting is not None and setting.alias_override == "shop-override"
 
+            async def both_downtimed() -> bool:  # the last thing the event does
+                return len(await store.downtimes(now=datetime.now(UTC))) == 2
+
             await eventually(alias_moved)
+            await eventually(both_downtimed)
             view = await store.view()
             assert view.settings["db2:3306"].alias_override == "shop-override"
             assert view.settings["db1:3306"].alias_override == ""
@@ -454,3 +458,54 @@ async def writes_fail_then_resume(
 
         await asyncio.to_thread(database.restart)
         await eventually(has(store, "db1:3306", "db9:3306"), timeout=15)
+
+
+async def test_an_intermediate_master_recovery_renames_nothing_and_downtimes_only_the_lost(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    """The cluster keeps its master: no succession, the failed intermediate master is not
+    downtimed, and a downtime an operator gave the master (the moved replicas' new master)
+    stays."""
+    raw = await nats.connect(nats_server.url)
+    js = raw.jetstream()
+    done = RecoveryData(
+        recovery_id="im-1",
+        cluster="db1:3306",
+        cluster_alias="shop",
+        analysis="DeadIntermediateMaster",
+        failed="db2:3306",
+        successor="db1:3306",
+        repointed=("db3:3306",),
+        lost={"db4:3306": "cannot follow"},
+        started_at=NOW,
+        ended_at=NOW + timedelta(seconds=1),
+    )
+    try:
+        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url):
+            for snap in FLEET:
+                await bus.publish_snapshot(snap)
+            await eventually(has(store, "db1:3306", "db2:3306"))
+            operator = Downtime(
+                InstanceKey.parse("db1:3306"),
+                "ops",
+                "maintenance",
+                datetime.now(UTC),
+                datetime.now(UTC) + timedelta(hours=1),
+            )
+            await store.begin_downtime(operator)
+            event = RecoveryEvent.of(RecoveryPhase.COMPLETED, done, source="test")
+            await js.publish(f"{SUBJECTS.root}.recovery.db1:3306.completed", event.to_json())
+
+            async def lost_downtimed() -> bool:  # the last thing the event does
+                found = await store.downtimes(now=datetime.now(UTC))
+                return any(str(d.key) == "db4:3306" for d in found)
+
+            await eventually(lost_downtimed)
+            assert await store.successions() == []
+            downtimes = await store.downtimes(now=datetime.now(UTC))
+            assert [(str(d.key), d.reason) for d in downtimes] == [
+                ("db1:3306", "maintenance"),
+                ("db4:3306", "lost-in-recovery"),
+            ]
+    finally:
+        await raw.close()

@@ -10,9 +10,9 @@ a completed master recovery changes for operators.
 * ``completed`` of a master recovery or takeover → the cluster's succession is recorded (its old
   name and alias follow the successor, see :mod:`.aliases`), the alias and domain set by
   operators move to the successor's cluster (the cluster is named after its master, so its name
-  changed), a downtime of the successor ends, and every lost replica, and the failed master
-  unless a graceful takeover put it back to work as a replica, is downtimed
-  (``lost-in-recovery``) for ``lost_downtime``.
+  changed), a downtime of the successor ends, and the failed master, unless a graceful takeover
+  put it back to work as a replica, is downtimed (``lost-in-recovery``) for ``lost_downtime``;
+* ``completed`` of any recovery → every replica it lost is downtimed likewise.
 
 Applying an event twice gives the same rows (a redelivered event changes nothing), except a
 redelivered ``detected``, which is recorded once per delivery.
@@ -101,7 +101,10 @@ async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta
     await store.record_recovery_step(
         RecoveryStep(recovery_uid=data.recovery_id, at=at, message=describe_recovery(phase, data))
     )
-    if phase is RecoveryPhase.COMPLETED and successor is not None:
+    if phase is not RecoveryPhase.COMPLETED or successor is None:
+        return
+    downtimed = list(lost)
+    if data.analysis in MASTER_ANALYSES:  # a new master: the cluster's name changed
         await store.record_succession(
             Succession(
                 cluster=data.cluster,
@@ -114,17 +117,18 @@ async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta
         )
         await _move_cluster_settings(store, data.cluster, str(successor))
         await store.end_downtime(successor)  # as orchestrator: the new master is not downtimed
-        downtimed = [*([] if data.command in GRACEFUL_TAKEOVERS else [failed]), *lost]
-        for key in downtimed if lost_downtime > timedelta(0) else ():
-            await store.begin_downtime(
-                Downtime(
-                    key=key,
-                    owner=data.worker or "orchestrator",
-                    reason=LOST_IN_RECOVERY,
-                    begins_at=at,
-                    ends_at=at + lost_downtime,
-                )
+        if data.command not in GRACEFUL_TAKEOVERS:
+            downtimed.insert(0, failed)
+    for key in downtimed if lost_downtime > timedelta(0) else ():
+        await store.begin_downtime(
+            Downtime(
+                key=key,
+                owner=data.worker or "orchestrator",
+                reason=LOST_IN_RECOVERY,
+                begins_at=at,
+                ends_at=at + lost_downtime,
             )
+        )
 
 
 async def _alias_before(store: Store, data: RecoveryData) -> str:
