@@ -64,27 +64,22 @@ class LineageStore:
     async def record_succession(self, succession: Succession) -> None:
         """Record that a cluster passed to a successor (replacing an older record of the same
         old name; a record older than the stored one is ignored, so a redelivered event never
-        undoes a later master change)."""
+        undoes a later master change): one conditional upsert, as instances are written."""
         async with self._writing() as tx:
-            found = await tx.fetch(
-                "SELECT succeeded_at FROM cluster_successions WHERE cluster_name = ?",
-                succession.cluster,
-            )
-            at = rows.to_seconds(succession.at)
-            if found and float(found[0][0]) > at:
-                return
             await self._next_generation(tx)
             await tx.execute(
-                "DELETE FROM cluster_successions WHERE cluster_name = ?", succession.cluster
-            )
-            await tx.execute(
-                f"INSERT INTO cluster_successions ({SUCCESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO cluster_successions ({SUCCESSION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (cluster_name) DO UPDATE SET "
+                "successor_key = excluded.successor_key, "
+                "cluster_alias = excluded.cluster_alias, recovery_uid = excluded.recovery_uid, "
+                "command = excluded.command, succeeded_at = excluded.succeeded_at "
+                "WHERE excluded.succeeded_at >= cluster_successions.succeeded_at",
                 succession.cluster,
                 str(succession.successor),
                 succession.alias,
                 succession.recovery_uid,
                 succession.command,
-                at,
+                rows.to_seconds(succession.at),
             )
 
     async def successions(self) -> list[Succession]:
