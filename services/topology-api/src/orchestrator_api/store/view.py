@@ -18,7 +18,6 @@ from orchestrator_api.store.aliases import (
     Succession,
     assign_aliases,
     follow_successions,
-    is_back_at_work,
     is_lost_in_recovery,
     lost_masters,
 )
@@ -154,8 +153,7 @@ class FleetView:
             for entry in self._downtime.values()
             if entry.reason == LOST_IN_RECOVERY
             and entry.is_active(self.built_at)
-            and (snapshot := self.snapshots.get(entry.key)) is not None
-            and is_back_at_work(snapshot, since=entry.begins_at)
+            and entry.key not in self.lost
         )
 
     def _holds(self, entry: Downtime, now: datetime) -> bool:
