@@ -24,6 +24,7 @@ from orchestrator_api.http.payloads import cluster_info_payload
 from orchestrator_api.http.registration import mutation
 from orchestrator_api.http.routes_moves import moved
 from orchestrator_api.store import Candidate, Downtime, PromotionRule
+from orchestrator_api.store.aliases import LOST_IN_RECOVERY
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
@@ -222,12 +223,16 @@ async def search(context: Context, _: ReadAccess, s: str = Query(min_length=1)) 
     return await _instances(context, view, view.search(s))
 
 
-async def _downtimed(context: ApiContext, view: FleetView, cluster: str | None) -> Response:
+async def _downtimed(
+    context: ApiContext, view: FleetView, cluster: str | None, *, reason: str | None = None
+) -> Response:
+    """Instances downtimed now (with ``reason`` only), in ``cluster`` or everywhere."""
     downtimes = view.downtimes(now=context.clock())
     nodes = [
         node
         for d in downtimes
-        if (node := view.instance(d.key)) is not None
+        if (reason is None or d.reason == reason)
+        and (node := view.instance(d.key)) is not None
         and (cluster is None or node.cluster_name == cluster)
     ]
     return await _instances(context, view, nodes)
@@ -242,6 +247,20 @@ async def downtimed(context: Context, _: ReadAccess) -> Response:
 async def downtimed_in_cluster(hint: str, context: Context, _: ReadAccess) -> Response:
     view, name = await context.cluster_name(hint)
     return await _downtimed(context, view, name)
+
+
+@router.get("/lost-in-recovery")
+async def lost_in_recovery(context: Context, _: ReadAccess) -> Response:
+    """Instances downtimed as ``lost-in-recovery`` (orchestrator's ``which-lost-in-recovery``):
+    failed masters and replicas a recovery could not take along, until they are put back to
+    work or their downtime ends."""
+    return await _downtimed(context, await context.view(), None, reason=LOST_IN_RECOVERY)
+
+
+@router.get("/lost-in-recovery/{hint}")
+async def lost_in_recovery_of_cluster(hint: str, context: Context, _: ReadAccess) -> Response:
+    view, name = await context.cluster_name(hint)
+    return await _downtimed(context, view, name, reason=LOST_IN_RECOVERY)
 
 
 # --- operator actions (GET as orchestrator, POST too) -------------------------------------

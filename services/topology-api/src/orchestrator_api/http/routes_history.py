@@ -15,7 +15,6 @@ from orchestrator_api.http.deps import ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import instance_payload
 from orchestrator_api.store import AuditEntry, FailureDetection, RecoveryFilter, RecoveryRecord
-from orchestrator_api.store.aliases import LOST_IN_RECOVERY
 from orchestrator_api.store.view import FleetView
 from orchestrator_api.wire.timefmt import go_datetime, rfc3339
 from orchestrator_shared.analysis import AnalysisOptions, analyze, track_binlog_coordinates
@@ -24,45 +23,6 @@ from orchestrator_shared.instance_key import InstanceKey
 router = APIRouter(prefix="/api")
 
 PAGE_SIZE = 20
-
-
-# --- lost in recovery -----------------------------------------------------------------------
-
-
-async def _lost_in_recovery(context: ApiContext, view: FleetView, cluster: str | None) -> Any:
-    now = context.clock()
-    nodes = [
-        node
-        for entry in view.downtimes(now=now)
-        if entry.reason == LOST_IN_RECOVERY
-        and (node := view.instance(entry.key)) is not None
-        and (cluster is None or node.cluster_name == cluster)
-    ]
-    settings = context.settings
-    return [
-        instance_payload(
-            view,
-            node,
-            now=now,
-            poll=settings.InstancePollSeconds,
-            reasonable_lag=settings.ReasonableReplicationLagSeconds,
-        )
-        for node in nodes
-    ]
-
-
-@router.get("/lost-in-recovery")
-async def lost_in_recovery(context: Context, _: ReadAccess) -> Any:
-    """Instances downtimed as ``lost-in-recovery`` (orchestrator's ``which-lost-in-recovery``):
-    failed masters and replicas a recovery could not take along, until they are put back to
-    work or their downtime ends."""
-    return await _lost_in_recovery(context, await context.view(), None)
-
-
-@router.get("/lost-in-recovery/{hint}")
-async def lost_in_recovery_of_cluster(hint: str, context: Context, _: ReadAccess) -> Any:
-    view, name = await context.cluster_name(hint)
-    return await _lost_in_recovery(context, view, name)
 
 
 # --- analysis and problems ------------------------------------------------------------------
