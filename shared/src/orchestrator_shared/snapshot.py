@@ -119,6 +119,11 @@ class ReplicationChannel(_Frozen):
     _check_master = field_validator("master_key")(_check_key)
 
     @property
+    def linked_master(self) -> InstanceKey | None:
+        """The master this channel links its instance to: None for a detached one."""
+        return None if self.master_detached else InstanceKey.parse(self.master_key)
+
+    @property
     def is_replicating(self) -> bool:
         return self.io_thread is ThreadState.RUNNING and self.sql_thread is ThreadState.RUNNING
 
@@ -218,9 +223,7 @@ class InstanceSnapshot(_Frozen):
     def master_key(self) -> InstanceKey | None:
         """The master this instance replicates from; None for none, or a detached one."""
         channel = self.primary_channel
-        if channel is None or channel.master_detached:
-            return None
-        return InstanceKey.parse(channel.master_key)
+        return channel.linked_master if channel is not None else None
 
     @property
     def is_replica(self) -> bool:

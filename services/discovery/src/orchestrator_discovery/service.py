@@ -275,10 +275,8 @@ class DiscoveryService:
             if not _matches(self.options.ignore_replica_hosts, key.host):
                 neighbours.append(key)
         for channel in snapshot.channels:
-            if channel.master_detached:
-                continue  # orchestrator's //host: detached on purpose, not a link to follow
-            master = InstanceKey.parse(channel.master_key)
-            if not _matches(self.options.ignore_master_hosts, master.host):
+            master = channel.linked_master  # None: detached (//host), not a link to follow
+            if master is not None and not _matches(self.options.ignore_master_hosts, master.host):
                 neighbours.append(master)
         for key in neighbours:
             if key not in self._forgotten and self.track(key):

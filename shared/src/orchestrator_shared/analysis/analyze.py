@@ -277,12 +277,8 @@ def _masters_of(snapshot: InstanceSnapshot) -> list[InstanceKey]:
 
 
 def _channel_master(channel: ReplicationChannel) -> InstanceKey | None:
-    """The master a channel links to; None for a detached one (orchestrator's ``//host``: a
-    replica of nobody, on purpose)."""
-    if channel.master_detached:
-        return None
     try:
-        return InstanceKey.parse(channel.master_key)
+        return channel.linked_master
     except InvalidInstanceKey:  # pragma: no cover - validated when the snapshot was built
         return None
 

@@ -50,7 +50,7 @@ def major_version(version: str) -> tuple[int, int] | None:
 def channel_to(snapshot: InstanceSnapshot, master: InstanceKey) -> ReplicationChannel | None:
     """The replication channel of ``snapshot`` whose master is ``master``, if any."""
     for channel in snapshot.channels:
-        if not channel.master_detached and InstanceKey.parse(channel.master_key) == master:
+        if channel.linked_master == master:
             return channel
     return None
 
