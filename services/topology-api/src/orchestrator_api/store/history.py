@@ -1,4 +1,4 @@
-"""Topology history and the analysis changelog (schema version 3): two of orchestrator's
+"""Topology history and the analysis changelog (schema version 4): two of orchestrator's
 history tables, for ``snapshot-topologies`` and ``replication-analysis-changelog``.
 
 * ``topology_history`` (orchestrator's ``database_instance_topology_history``): each
