@@ -239,13 +239,6 @@ class Settings(BaseModel):
     # Hooks run after every successful take-master (docs/hooks.md).
     PostTakeMasterProcesses: tuple[str, ...] = ()
 
-    @field_validator("RecoveryIgnoreHostnameFilters", "PromotionIgnoreHostnameFilters")
-    @classmethod
-    def _hostname_filters(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            _check_regex(pattern)
-        return patterns
-
     @model_validator(mode="after")
     def _one_sql_thread_rule(self) -> Settings:
         if (
@@ -346,6 +339,9 @@ class Settings(BaseModel):
         "DiscoveryIgnoreHostnameFilters",
         "DiscoveryIgnoreReplicaHostnameFilters",
         "DiscoveryIgnoreMasterHostnameFilters",
+        "RecoveryIgnoreHostnameFilters",
+        "PromotionIgnoreHostnameFilters",
+        "OSCIgnoreHostnameFilters",
     )
     @classmethod
     def _filters_are_regexes(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
@@ -407,13 +403,6 @@ class Settings(BaseModel):
     @classmethod
     def _url_prefix(cls, prefix: str) -> str:
         return normalize_url_prefix(prefix)
-
-    @field_validator("OSCIgnoreHostnameFilters")
-    @classmethod
-    def _osc_filters(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            _check_regex(pattern)
-        return patterns
 
     @field_validator("ListenAddress")
     @classmethod
