@@ -81,6 +81,29 @@ def has(store: Store, *keys: str) -> Callable[[], Awaitable[bool]]:
     return check
 
 
+@asynccontextmanager
+async def recovering(
+    store: Store, url: str
+) -> AsyncIterator[tuple[NatsBus, Callable[[RecoveryPhase, RecoveryData], Awaitable[None]]]]:
+    """A consumer running with FLEET stored (db1 and db2 seen): the bus for more snapshots, and
+    how to publish a recovery event as the worker does."""
+    raw = await nats.connect(url)
+    js = raw.jetstream()
+
+    async def publish_recovery(phase: RecoveryPhase, data: RecoveryData) -> None:
+        event = RecoveryEvent.of(phase, data, source="test")
+        await js.publish(f"{SUBJECTS.root}.recovery.{data.cluster}.{phase}", event.to_json())
+
+    try:
+        async with publisher(url) as bus, consuming(store, url):
+            for snap in FLEET:
+                await bus.publish_snapshot(snap)
+            await eventually(has(store, "db1:3306", "db2:3306"))
+            yield bus, publish_recovery
+    finally:
+        await raw.close()
+
+
 async def test_published_snapshots_appear_in_the_store(
     store: Store, nats_server: harness.NatsLike
 ) -> None:
@@ -219,8 +242,6 @@ async def test_unreachable_and_audit_events_become_audit_entries(
 async def test_recovery_events_become_history_detections_alias_and_downtime(
     store: Store, nats_server: harness.NatsLike
 ) -> None:
-    raw = await nats.connect(nats_server.url)
-    js = raw.jetstream()
     data = RecoveryData(
         recovery_id="r-1",
         cluster="db1:3306",
@@ -239,92 +260,83 @@ async def test_recovery_events_become_history_detections_alias_and_downtime(
             "ended_at": NOW + timedelta(seconds=1),
         }
     )
-    try:
-        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url):
-            for snap in FLEET:
-                await bus.publish_snapshot(snap)
-            await eventually(has(store, "db1:3306", "db2:3306"))
-            await store.set_cluster_alias("db1:3306", "shop-override")
-            for phase, body in [
-                (RecoveryPhase.DETECTED, data),
-                (RecoveryPhase.STARTED, data),
-                (RecoveryPhase.COMPLETED, completed),
-            ]:
-                event = RecoveryEvent.of(phase, body, source="test")
-                await js.publish(f"{SUBJECTS.root}.recovery.db1:3306.{phase}", event.to_json())
+    async with recovering(store, nats_server.url) as (bus, publish_recovery):
+        await store.set_cluster_alias("db1:3306", "shop-override")
+        for phase, body in [
+            (RecoveryPhase.DETECTED, data),
+            (RecoveryPhase.STARTED, data),
+            (RecoveryPhase.COMPLETED, completed),
+        ]:
+            await publish_recovery(phase, body)
 
-            async def done() -> bool:
-                found = await store.recoveries()
-                return bool(found) and not found[0].is_active
+        async def done() -> bool:
+            found = await store.recoveries()
+            return bool(found) and not found[0].is_active
 
-            await eventually(done)
-            [record] = await store.recoveries()
-            assert record.uid == "r-1" and record.is_successful and record.fencing_token == 41
-            assert record.successor_key == InstanceKey.parse("db2:3306")
-            assert record.lost_replicas == (InstanceKey.parse("db4:3306"),)
-            [detection] = await store.failure_detections()
-            assert (detection.analysis_code, detection.key) == (
-                "DeadMaster",
-                InstanceKey.parse("db1:3306"),
-            )
+        await eventually(done)
+        [record] = await store.recoveries()
+        assert record.uid == "r-1" and record.is_successful and record.fencing_token == 41
+        assert record.successor_key == InstanceKey.parse("db2:3306")
+        assert record.lost_replicas == (InstanceKey.parse("db4:3306"),)
+        [detection] = await store.failure_detections()
+        assert (detection.analysis_code, detection.key) == (
+            "DeadMaster",
+            InstanceKey.parse("db1:3306"),
+        )
 
-            # the operator's alias follows the master (applied after the recovery's row: wait);
-            # the lost replica and the failed master are downtimed
-            async def alias_moved() -> bool:
-                setting = (await store.view()).settings.get("db2:3306")
-                return setting is not None and setting.alias_override == "shop-override"
+        # the operator's alias follows the master (applied after the recovery's row: wait);
+        # the lost replica and the failed master are downtimed
+        async def alias_moved() -> bool:
+            setting = (await store.view()).settings.get("db2:3306")
+            return setting is not None and setting.alias_override == "shop-override"
 
-            async def both_downtimed() -> bool:  # the last thing the event does
-                return len(await store.downtimes(now=datetime.now(UTC))) == 2
+        async def both_downtimed() -> bool:  # the last thing the event does
+            return len(await store.downtimes(now=datetime.now(UTC))) == 2
 
-            await eventually(alias_moved)
-            await eventually(both_downtimed)
-            view = await store.view()
-            assert view.settings["db2:3306"].alias_override == "shop-override"
-            assert view.settings["db1:3306"].alias_override == ""
-            downtimes = await store.downtimes(now=datetime.now(UTC))
-            assert [(str(d.key), d.reason) for d in downtimes] == [
-                ("db1:3306", "lost-in-recovery"),
-                ("db4:3306", "lost-in-recovery"),
-            ]
-            # the succession is recorded with the alias the cluster had
-            [succession] = await store.successions()
-            assert (succession.cluster, str(succession.successor), succession.alias) == (
-                "db1:3306",
-                "db2:3306",
-                "shop-override",
-            )
-            # one step per event, in order
-            steps = await store.recovery_steps("r-1")
-            assert [step.message.split(":")[0] for step in steps] == [
-                "detected",
-                "started",
-                "completed",
-            ]
-            assert "successor db2:3306" in steps[-1].message
-            assert "db4:3306 (no GTID)" in steps[-1].message
+        await eventually(alias_moved)
+        await eventually(both_downtimed)
+        view = await store.view()
+        assert view.settings["db2:3306"].alias_override == "shop-override"
+        assert view.settings["db1:3306"].alias_override == ""
+        downtimes = await store.downtimes(now=datetime.now(UTC))
+        assert [(str(d.key), d.reason) for d in downtimes] == [
+            ("db1:3306", "lost-in-recovery"),
+            ("db4:3306", "lost-in-recovery"),
+        ]
+        # the succession is recorded with the alias the cluster had
+        [succession] = await store.successions()
+        assert (succession.cluster, str(succession.successor), succession.alias) == (
+            "db1:3306",
+            "db2:3306",
+            "shop-override",
+        )
+        # one step per event, in order
+        steps = await store.recovery_steps("r-1")
+        assert [step.message.split(":")[0] for step in steps] == [
+            "detected",
+            "started",
+            "completed",
+        ]
+        assert "successor db2:3306" in steps[-1].message
+        assert "db4:3306 (no GTID)" in steps[-1].message
 
-            # once discovery shows db2 as master, the old name and the alias name its cluster
-            await bus.publish_snapshot(snapshot("db2:3306", checked_at=NOW + timedelta(seconds=5)))
-            await bus.publish_snapshot(
-                snapshot("db3:3306", "db2:3306", checked_at=NOW + timedelta(seconds=5))
-            )
+        # once discovery shows db2 as master, the old name and the alias name its cluster
+        await bus.publish_snapshot(snapshot("db2:3306", checked_at=NOW + timedelta(seconds=5)))
+        await bus.publish_snapshot(
+            snapshot("db3:3306", "db2:3306", checked_at=NOW + timedelta(seconds=5))
+        )
 
-            async def renamed() -> bool:
-                return await store.resolve_cluster("db1:3306") == "db2:3306"
+        async def renamed() -> bool:
+            return await store.resolve_cluster("db1:3306") == "db2:3306"
 
-            await eventually(renamed)
-            assert await store.resolve_cluster("shop-override") == "db2:3306"
-            assert (await store.cluster("db1:3306")) is not None  # the dead master, alone
-    finally:
-        await raw.close()
+        await eventually(renamed)
+        assert await store.resolve_cluster("shop-override") == "db2:3306"
+        assert (await store.cluster("db1:3306")) is not None  # the dead master, alone
 
 
 async def test_a_graceful_takeover_moves_the_name_but_does_not_downtime_the_old_master(
     store: Store, nats_server: harness.NatsLike
 ) -> None:
-    raw = await nats.connect(nats_server.url)
-    js = raw.jetstream()
     done = RecoveryData(
         recovery_id="t-1",
         cluster="db1:3306",
@@ -337,39 +349,32 @@ async def test_a_graceful_takeover_moves_the_name_but_does_not_downtime_the_old_
         started_at=NOW,
         ended_at=NOW + timedelta(seconds=1),
     )
-    try:
-        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url):
-            for snap in FLEET:
-                await bus.publish_snapshot(snap)
-            await eventually(has(store, "db1:3306", "db2:3306"))
-            event = RecoveryEvent.of(RecoveryPhase.COMPLETED, done, source="test")
-            await js.publish(f"{SUBJECTS.root}.recovery.db1:3306.completed", event.to_json())
+    async with recovering(store, nats_server.url) as (bus, publish_recovery):
+        await publish_recovery(RecoveryPhase.COMPLETED, done)
 
-            async def recorded() -> bool:
-                return bool(await store.successions())
+        async def recorded() -> bool:
+            return bool(await store.successions())
 
-            await eventually(recorded)
-            [succession] = await store.successions()
-            assert (str(succession.successor), succession.alias, succession.command) == (
-                "db2:3306",
-                "shop",
-                "graceful-master-takeover-auto",
-            )
-            assert await store.downtimes(now=datetime.now(UTC)) == []
-            # discovery then sees the old master replicating from the new one
-            later = NOW + timedelta(seconds=5)
-            await bus.publish_snapshot(snapshot("db2:3306", checked_at=later, alias="shop"))
-            await bus.publish_snapshot(snapshot("db1:3306", "db2:3306", checked_at=later))
-            await bus.publish_snapshot(snapshot("db3:3306", "db2:3306", checked_at=later))
+        await eventually(recorded)
+        [succession] = await store.successions()
+        assert (str(succession.successor), succession.alias, succession.command) == (
+            "db2:3306",
+            "shop",
+            "graceful-master-takeover-auto",
+        )
+        assert await store.downtimes(now=datetime.now(UTC)) == []
+        # discovery then sees the old master replicating from the new one
+        later = NOW + timedelta(seconds=5)
+        await bus.publish_snapshot(snapshot("db2:3306", checked_at=later, alias="shop"))
+        await bus.publish_snapshot(snapshot("db1:3306", "db2:3306", checked_at=later))
+        await bus.publish_snapshot(snapshot("db3:3306", "db2:3306", checked_at=later))
 
-            async def moved() -> bool:
-                return await store.resolve_cluster("db1:3306") == "db2:3306"
+        async def moved() -> bool:
+            return await store.resolve_cluster("db1:3306") == "db2:3306"
 
-            await eventually(moved)
-            assert await store.resolve_cluster("shop") == "db2:3306"
-            assert [c.name for c in await store.clusters()] == ["db2:3306", "db9:3306"]
-    finally:
-        await raw.close()
+        await eventually(moved)
+        assert await store.resolve_cluster("shop") == "db2:3306"
+        assert [c.name for c in await store.clusters()] == ["db2:3306", "db9:3306"]
 
 
 async def test_the_consumer_resumes_after_nats_restarts(
@@ -466,8 +471,6 @@ async def test_an_intermediate_master_recovery_renames_nothing_and_downtimes_onl
     """The cluster keeps its master: no succession, the failed intermediate master is not
     downtimed, and a downtime an operator gave the master (the moved replicas' new master)
     stays."""
-    raw = await nats.connect(nats_server.url)
-    js = raw.jetstream()
     done = RecoveryData(
         recovery_id="im-1",
         cluster="db1:3306",
@@ -480,32 +483,25 @@ async def test_an_intermediate_master_recovery_renames_nothing_and_downtimes_onl
         started_at=NOW,
         ended_at=NOW + timedelta(seconds=1),
     )
-    try:
-        async with publisher(nats_server.url) as bus, consuming(store, nats_server.url):
-            for snap in FLEET:
-                await bus.publish_snapshot(snap)
-            await eventually(has(store, "db1:3306", "db2:3306"))
-            operator = Downtime(
-                InstanceKey.parse("db1:3306"),
-                "ops",
-                "maintenance",
-                datetime.now(UTC),
-                datetime.now(UTC) + timedelta(hours=1),
-            )
-            await store.begin_downtime(operator)
-            event = RecoveryEvent.of(RecoveryPhase.COMPLETED, done, source="test")
-            await js.publish(f"{SUBJECTS.root}.recovery.db1:3306.completed", event.to_json())
+    async with recovering(store, nats_server.url) as (_, publish_recovery):
+        operator = Downtime(
+            InstanceKey.parse("db1:3306"),
+            "ops",
+            "maintenance",
+            datetime.now(UTC),
+            datetime.now(UTC) + timedelta(hours=1),
+        )
+        await store.begin_downtime(operator)
+        await publish_recovery(RecoveryPhase.COMPLETED, done)
 
-            async def lost_downtimed() -> bool:  # the last thing the event does
-                found = await store.downtimes(now=datetime.now(UTC))
-                return any(str(d.key) == "db4:3306" for d in found)
+        async def lost_downtimed() -> bool:  # the last thing the event does
+            found = await store.downtimes(now=datetime.now(UTC))
+            return any(str(d.key) == "db4:3306" for d in found)
 
-            await eventually(lost_downtimed)
-            assert await store.successions() == []
-            downtimes = await store.downtimes(now=datetime.now(UTC))
-            assert [(str(d.key), d.reason) for d in downtimes] == [
-                ("db1:3306", "maintenance"),
-                ("db4:3306", "lost-in-recovery"),
-            ]
-    finally:
-        await raw.close()
+        await eventually(lost_downtimed)
+        assert await store.successions() == []
+        downtimes = await store.downtimes(now=datetime.now(UTC))
+        assert [(str(d.key), d.reason) for d in downtimes] == [
+            ("db1:3306", "maintenance"),
+            ("db4:3306", "lost-in-recovery"),
+        ]

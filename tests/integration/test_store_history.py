@@ -1,5 +1,5 @@
-"""Schema version 3 (issue 10): the topology history of ``snapshot-topologies`` and the analysis
-changelog of ``replication-analysis-changelog``, on SQLite and PostgreSQL; and the analysis
+"""Schema version 4 (issue 10): the topology history of ``snapshot-topologies`` and the analysis
+changelog of ``replication-analysis-changelog``, on SQLite, PostgreSQL and MariaDB; and the analysis
 events the recovery worker publishes reaching the changelog over a real nats-server."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -23,14 +23,14 @@ from orchestrator_api.store.schema import (
     Dialect,
     render,
 )
-from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot
 from tests import harness
 from tests.harness.certificates import make_certificates
 from tests.harness.mariadb import admin_session
 from tests.harness.ports import free_port
 from tests.integration.stack_support import run_once
-from tests.integration.test_store import FLEET
+from tests.integration.test_store import FLEET, k
+from tests.integration.test_store_consumer import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,6 @@ async def opened(backend: MySQLBackend) -> AsyncIterator[Store]:
         await store.close()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s")
-        await asyncio.sleep(0.1)
-
-
 async def writes(store: Store, snapshots: Sequence[InstanceSnapshot]) -> bool:
     """Whether the store wrote ``snapshots`` (False: it failed with a StoreError)."""
     try:
@@ -65,10 +57,6 @@ async def writes(store: Store, snapshots: Sequence[InstanceSnapshot]) -> bool:
 
 def versions(database: harness.MariadbDatabase) -> list[int]:
     return [row[0] for row in database.sql("SELECT version FROM schema_version ORDER BY 1")]
-
-
-def k(text: str) -> InstanceKey:
-    return InstanceKey.parse(text)
 
 
 # --- reaching the server --------------------------------------------------------------------
@@ -255,7 +243,7 @@ async def test_the_store_recovers_when_the_server_comes_back(
         with pytest.raises(StoreError):
             await store.ping()
         await asyncio.to_thread(mariadb_server.restart)
-        await eventually(lambda: writes(store, FLEET[2:]))
+        await eventually(lambda: writes(store, FLEET[2:]), timeout=30)
         assert {str(node.key) for node in await store.all_instances()} == {
             str(snap.instance_key) for snap in FLEET
         }
@@ -275,7 +263,7 @@ async def test_a_hung_server_times_out_and_the_store_recovers(
         finally:
             mariadb_server.resume()
 
-        await eventually(lambda: writes(store, FLEET[1:]))
+        await eventually(lambda: writes(store, FLEET[1:]), timeout=30)
         assert len(await store.all_instances()) == len(FLEET)
 
 

@@ -28,6 +28,15 @@ def load(
     return load_settings(path, environ=env or {}, default_path=NO_DEFAULT_FILE)
 
 
+def one_line_error(tmp_path: Path, document: dict[str, object]) -> str:
+    """The ConfigError ``document`` stops start-up with, checked to be one line."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, document)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
 # --- keys in minutes read into our settings in seconds ------------------------------------------
 
 
@@ -262,11 +271,8 @@ def test_https_settings_from_an_orchestrator_config(tmp_path: Path) -> None:
 def test_api_settings_that_cannot_work_stop_start_up_with_one_line(
     tmp_path: Path, document: dict[str, object], expected: str
 ) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load(tmp_path, document)
-    message = str(caught.value)
+    message = one_line_error(tmp_path, document)
     assert message.startswith(expected), message
-    assert "\n" not in message
 
 
 def test_lag_thresholds_reach_the_analysis() -> None:

@@ -23,17 +23,16 @@ one source our own key wins). Unknown keys are reported as warnings, never fatal
 orchestrator config with settings we do not implement still starts. A bad value raises
 :class:`ConfigError` whose text is one line naming the setting and what was expected.
 
-The settings object is immutable and passed explicitly; there is no global config.
+The settings object is immutable and passed explicitly; there is no global config. The sources
+are read by :mod:`orchestrator_shared.config_sources`; this module is what they may set.
 """
 
 from __future__ import annotations
 
-import configparser
-import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,11 +45,11 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator_shared.config_sources import Conversion, Keys, read_sources
 from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
 
 DEFAULT_CONFIG_PATH = Path("/etc/orchestrator.conf.json")
-ENV_PREFIX = "ORCHESTRATOR_"
 
 # Older orchestrator spellings accepted for compatibility: legacy name -> current name.
 SYNONYMS: dict[str, str] = {
@@ -60,28 +59,6 @@ SYNONYMS: dict[str, str] = {
     "DetachLostSlavesAfterMasterFailover": "DetachLostReplicasAfterMasterFailover",
     "PostponeSlaveRecoveryOnLagMinutes": "PostponeReplicaRecoveryOnLagMinutes",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Conversion:
-    """An orchestrator key read into one of our settings in another unit: ours = its value times
-    ``factor``. Within one source (the file, the environment, the secret files) our key, when
-    given too, wins: it is the more specific of the two.
-
-    ``zero_keeps_default``: orchestrator documents 0 but never acts on it; 0 then leaves our
-    setting alone, with a warning saying so.
-    """
-
-    target: str
-    factor: int
-    unit: str
-    zero_keeps_default: bool = False
-
-    def convert(self, key: str, value: Any) -> int:
-        number = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
-        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-            raise ConfigError(key, f"expected a whole number of {self.unit}, got {value!r}")
-        return number * self.factor
 
 
 # orchestrator's keys for settings we have under another name and unit: key -> conversion
@@ -239,13 +216,6 @@ class Settings(BaseModel):
     # Hooks run after every successful take-master (docs/hooks.md).
     PostTakeMasterProcesses: tuple[str, ...] = ()
 
-    @field_validator("RecoveryIgnoreHostnameFilters", "PromotionIgnoreHostnameFilters")
-    @classmethod
-    def _hostname_filters(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            _check_regex(pattern)
-        return patterns
-
     @model_validator(mode="after")
     def _one_sql_thread_rule(self) -> Settings:
         if (
@@ -346,6 +316,9 @@ class Settings(BaseModel):
         "DiscoveryIgnoreHostnameFilters",
         "DiscoveryIgnoreReplicaHostnameFilters",
         "DiscoveryIgnoreMasterHostnameFilters",
+        "RecoveryIgnoreHostnameFilters",
+        "PromotionIgnoreHostnameFilters",
+        "OSCIgnoreHostnameFilters",
     )
     @classmethod
     def _filters_are_regexes(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
@@ -407,13 +380,6 @@ class Settings(BaseModel):
     @classmethod
     def _url_prefix(cls, prefix: str) -> str:
         return normalize_url_prefix(prefix)
-
-    @field_validator("OSCIgnoreHostnameFilters")
-    @classmethod
-    def _osc_filters(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            _check_regex(pattern)
-        return patterns
 
     @field_validator("ListenAddress")
     @classmethod
@@ -593,158 +559,8 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0", int(port_text))
 
 
-def _normalized(name: str) -> str:
-    return name.replace("_", "").lower()
-
-
-_FIELDS_BY_NORMALIZED = {_normalized(name): name for name in Settings.model_fields}
-_SYNONYMS_BY_NORMALIZED = {_normalized(old): new for old, new in SYNONYMS.items()}
-
-
-_CONVERSIONS_BY_NORMALIZED = {_normalized(key): key for key in CONVERSIONS}
-
-
-def _key_for(name: str, *, exact: bool) -> str | None:
-    """The setting ``name`` names (a synonym resolved), or the orchestrator key of a
-    :data:`CONVERSIONS` entry; ``exact``: spelled exactly (the file) rather than matched
-    ignoring case and underscores (the environment)."""
-    if exact:
-        if name in Settings.model_fields or name in CONVERSIONS:
-            return name
-        return SYNONYMS.get(name)
-    normalized = _normalized(name)
-    return (
-        _FIELDS_BY_NORMALIZED.get(normalized)
-        or _SYNONYMS_BY_NORMALIZED.get(normalized)
-        or _CONVERSIONS_BY_NORMALIZED.get(normalized)
-    )
-
-
-@dataclass
-class _Source:
-    """The values one source gives (the file, the environment or the secret files), the keys
-    read through a :class:`Conversion` kept apart until :meth:`apply`."""
-
-    where: str
-    values: dict[str, Any] = field(default_factory=dict)
-    converted: dict[str, tuple[str, Any]] = field(default_factory=dict)  # target -> (key, raw)
-
-    def put(self, key: str, value: Any) -> None:
-        conversion = CONVERSIONS.get(key)
-        if conversion is None:
-            self.values[key] = value
-        else:
-            self.converted[conversion.target] = (key, value)
-
-    def apply(self, raw: dict[str, Any], warnings: list[str]) -> None:
-        for target, (key, value) in self.converted.items():
-            conversion = CONVERSIONS[key]
-            converted = conversion.convert(key, value)
-            if target in self.values:
-                warnings.append(f"{key} in {self.where} is ignored: {target} is set there too")
-            elif converted == 0 and conversion.zero_keeps_default:
-                warnings.append(
-                    f"{key}: 0 in {self.where} is ignored, as orchestrator ignores it; "
-                    f"{target} keeps its value (set {target} to 0 to turn it off)"
-                )
-            else:
-                raw[target] = converted
-        raw.update(self.values)
-
-
-def _is_sequence_field(name: str) -> bool:
-    annotation = Settings.model_fields[name].annotation
-    return getattr(annotation, "__origin__", None) is tuple
-
-
-def _env_value(name: str, raw: str) -> Any:
-    """Interpret an environment string for field ``name``."""
-    if getattr(Settings.model_fields[name].annotation, "__origin__", None) is dict:
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            raise ConfigError(name, f"expected a JSON object, got {raw!r}") from None
-    if _is_sequence_field(name):
-        text = raw.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                raise ConfigError(name, f"expected a JSON list, got {raw!r}") from None
-        return [item.strip() for item in text.split(",") if item.strip()]
-    return raw
-
-
-def _environment_sources(env: Mapping[str, str]) -> tuple[_Source, _Source]:
-    """``ORCHESTRATOR_<Name>`` values, then the ``ORCHESTRATOR_<Name>_FILE`` secret files (a
-    later source). A name ending in ``_FILE`` that names a setting only with the suffix
-    (``ORCHESTRATOR_SSL_CERT_FILE``) is that setting's plain value."""
-    plain, secrets = _Source("the environment"), _Source("the secret files")
-    for env_name, env_text in env.items():
-        if not env_name.startswith(ENV_PREFIX):
-            continue
-        name = env_name.removeprefix(ENV_PREFIX)
-        key = None
-        if name.upper().endswith("_FILE"):
-            key = _key_for(name[: -len("_FILE")], exact=False)
-        if key is not None:
-            try:
-                text = Path(env_text).read_text(encoding="utf-8").rstrip("\n")
-            except OSError as exc:
-                raise ConfigError(
-                    key, f"cannot read secret file {env_text}: {exc.strerror}"
-                ) from None
-            secrets.put(key, text if key in CONVERSIONS else _env_value(key, text))
-            continue
-        key = _key_for(name, exact=False)
-        if key is not None:
-            plain.put(key, env_text if key in CONVERSIONS else _env_value(key, env_text))
-    return plain, secrets
-
-
-def _read_credentials_file(path: str, prefix: str = "MySQLTopology") -> dict[str, str]:
-    """``<prefix>User`` / ``<prefix>Password`` from the ``[client]`` section of ``path`` (the
-    file named by ``<prefix>CredentialsConfigFile``)."""
-    setting = f"{prefix}CredentialsConfigFile"
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise ConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
-    except configparser.Error as exc:
-        first_line = str(exc).splitlines()[0]
-        raise ConfigError(setting, f"{path} is not an INI file: {first_line}") from None
-    if not parser.has_section("client"):
-        raise ConfigError(setting, f"{path} has no [client] section")
-    client = parser["client"]
-    found: dict[str, str] = {}
-    if "user" in client:
-        found[f"{prefix}User"] = client["user"].strip()
-    if "password" in client:
-        found[f"{prefix}Password"] = client["password"].strip()
-    return found
-
-
-_ENV_REFERENCE = re.compile(r"\$\{([^}]+)\}")
-
-
-def _mysql_credentials(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    """orchestrator's ways to give MySQL credentials, for the topology and for the MySQL store:
-    a credentials file (``<prefix>CredentialsConfigFile``, winning over the plain keys), and a
-    password ``${NAME}`` read from the environment variable NAME."""
-    for prefix in ("MySQLTopology", "MySQLOrchestrator"):
-        credentials_file = raw.get(f"{prefix}CredentialsConfigFile")
-        if isinstance(credentials_file, str) and credentials_file:
-            raw.update(_read_credentials_file(credentials_file, prefix))
-        setting = f"{prefix}Password"
-        password = raw.get(setting)
-        reference = _ENV_REFERENCE.fullmatch(password) if isinstance(password, str) else None
-        if reference is not None:
-            name = reference.group(1)
-            if name not in env:
-                raise ConfigError(setting, f"names the environment variable {name}, not set")
-            raw[setting] = env[name]
+# what config_sources may read: our settings and orchestrator's other names for them
+_KEYS = Keys(Settings.model_fields, SYNONYMS, CONVERSIONS)
 
 
 def _mysql_store_warnings(settings: Settings) -> list[str]:
@@ -786,44 +602,7 @@ def load_settings(
 ) -> LoadedSettings:
     """Build the settings from defaults, a file and the environment (see the module docstring)."""
     env = os.environ if environ is None else environ
-    warnings: list[str] = []
-    raw: dict[str, Any] = {}
-    source = "defaults"
-
-    config_path = Path(path) if path is not None else None
-    if config_path is None and default_path.exists():
-        config_path = default_path
-    if config_path is not None:
-        try:
-            text = config_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError("config", f"cannot read {config_path}: {exc.strerror}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                "config", f"{config_path} is not valid JSON: {exc.msg} at line {exc.lineno}"
-            ) from None
-        if not isinstance(document, dict):
-            raise ConfigError("config", f"{config_path} must hold a JSON object")
-        source = str(config_path)
-        from_config = _Source(str(config_path))
-        for key, value in document.items():
-            found = _key_for(key, exact=True)
-            if found is None:
-                warnings.append(f"unknown setting {key!r} in {config_path} is ignored")
-                continue
-            from_config.put(found, value)
-        from_config.apply(raw, warnings)
-
-    for from_env in _environment_sources(env):
-        from_env.apply(raw, warnings)
-
-    _mysql_credentials(raw, env)
-
-    for name, value in list(raw.items()):
-        if isinstance(value, list):
-            raw[name] = tuple(value)
+    raw, source, warnings = read_sources(path, env, default_path, _KEYS)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -217,13 +217,20 @@ class StoreConsumer:
                         await subscription.unsubscribe()
 
     # --- batches ---------------------------------------------------------------------------
-    async def _write_snapshots(self, messages: Sequence[Msg]) -> None:
-        parsed: list[tuple[Msg, InstanceSnapshot]] = []
+    async def _parse(
+        self, messages: Sequence[Msg], parse: Callable[[bytes], _Item]
+    ) -> list[tuple[Msg, _Item]]:
+        """Each message with what ``parse`` reads in it; a malformed one is skipped."""
+        parsed: list[tuple[Msg, _Item]] = []
         for msg in messages:
             try:
-                parsed.append((msg, InstanceSnapshot.from_json(msg.data)))
-            except ValidationError as exc:
+                parsed.append((msg, parse(msg.data)))
+            except (ValidationError, InvalidInstanceKey) as exc:
                 await self._skip(msg, exc)
+        return parsed
+
+    async def _write_snapshots(self, messages: Sequence[Msg]) -> None:
+        parsed = await self._parse(messages, InstanceSnapshot.from_json)
         written = await self._write(parsed, self._store.write_batch)
         self.stats.snapshots_written += written
         if written:
@@ -262,12 +269,7 @@ class StoreConsumer:
         self.stats.events_written += written
 
     async def _write_recoveries(self, messages: Sequence[Msg]) -> None:
-        parsed: list[tuple[Msg, RecoveryEvent]] = []
-        for msg in messages:
-            try:
-                parsed.append((msg, RecoveryEvent.model_validate_json(msg.data)))
-            except ValidationError as exc:
-                await self._skip(msg, exc)
+        parsed = await self._parse(messages, RecoveryEvent.model_validate_json)
 
         async def apply(events: Sequence[RecoveryEvent]) -> None:
             await apply_recovery_events(self._store, events, lost_downtime=self._lost_downtime)
@@ -278,15 +280,7 @@ class StoreConsumer:
             await self._upkeep.check()
 
     async def _write_analyses(self, messages: Sequence[Msg]) -> None:
-        parsed: list[tuple[Msg, _ClusterProblems]] = []
-        for msg in messages:
-            try:
-                event = AnalysisEvent.model_validate_json(msg.data)
-                problems = {InstanceKey.parse(p.instance): p.code for p in event.problems}
-            except (ValidationError, InvalidInstanceKey) as exc:
-                await self._skip(msg, exc)
-                continue
-            parsed.append((msg, (event.cluster, problems, aware(event.at))))
+        parsed = await self._parse(messages, _cluster_problems)
 
         async def record(events: Sequence[_ClusterProblems]) -> None:
             for cluster, problems, at in events:  # in order: each compared with the previous
@@ -390,6 +384,12 @@ class StoreConsumer:
         log.warning("store write failed, %d messages come back later: %s", len(messages), problem)
         await _settle(msg.nak(delay=self._retry) for msg in messages)
         await asyncio.sleep(self._retry)
+
+
+def _cluster_problems(data: bytes) -> _ClusterProblems:
+    event = AnalysisEvent.model_validate_json(data)
+    problems = {InstanceKey.parse(p.instance): p.code for p in event.problems}
+    return event.cluster, problems, aware(event.at)
 
 
 async def _settle(acks: Iterable[Awaitable[None]]) -> None:

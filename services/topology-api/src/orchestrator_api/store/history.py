@@ -1,4 +1,4 @@
-"""Topology history and the analysis changelog (schema version 3): two of orchestrator's
+"""Topology history and the analysis changelog (schema version 4): two of orchestrator's
 history tables, for ``snapshot-topologies`` and ``replication-analysis-changelog``.
 
 * ``topology_history`` (orchestrator's ``database_instance_topology_history``): each
@@ -65,6 +65,13 @@ _LATEST_IN_CLUSTER = (
 _LATEST_OF_INSTANCE = (
     "SELECT id, cluster_name, analysis FROM analysis_changelog WHERE instance_key = ? "
     "ORDER BY id DESC LIMIT 1"
+)
+# old changes, but not an instance's latest one while it names a problem (the derived table
+# lets MySQL read the table a DELETE changes; GROUP BY keeps it from being merged away)
+_PURGE_CHANGES = (
+    "DELETE FROM analysis_changelog WHERE at < ? AND (analysis = ? OR id NOT IN "
+    "(SELECT id FROM (SELECT MAX(id) AS id FROM analysis_changelog GROUP BY instance_key) "
+    "AS latest))"
 )
 
 
@@ -181,17 +188,7 @@ class HistoryStore:
         """Inside the store's purge: snapshots and changes older than ``before`` (Unix
         seconds), keeping each instance's latest change while it names a problem."""
         count = await tx.execute("DELETE FROM topology_history WHERE snapshot_at < ?", before)
-        latest = await tx.fetch(
-            "SELECT MAX(id) FROM analysis_changelog GROUP BY instance_key",
-        )
-        keep = {int(row[0]) for row in latest}
-        old = await tx.fetch(
-            "SELECT id, analysis FROM analysis_changelog WHERE at < ?",
-            before,
-        )
-        gone = [(int(id_),) for id_, code in old if int(id_) not in keep or code == NO_PROBLEM]
-        await tx.executemany("DELETE FROM analysis_changelog WHERE id = ?", gone)
-        return count + len(gone)
+        return count + await tx.execute(_PURGE_CHANGES, before, NO_PROBLEM)
 
 
 def _change_of(row: Row) -> AnalysisChange | None:

@@ -229,11 +229,14 @@ class MySQLDriver:
             )
 
     # --- running statements ------------------------------------------------------------------
-    async def run(self, connection: Any, sql: str, args: Sequence[Any] = ()) -> Result:
-        """One statement (``%s`` placeholders) on ``connection``."""
+    async def run(
+        self, connection: Any, sql: str, args: Sequence[Any] = (), *, wait: float = 0.0
+    ) -> Result:
+        """One statement (``%s`` placeholders) on ``connection``; ``wait``: how long the server
+        may hold it on top of the usual deadline (``GET_LOCK``)."""
         async with (
             self._guarded(connection),
-            asyncio.timeout(_deadline(self.backend)),
+            asyncio.timeout(wait + _deadline(self.backend)),
             connection.cursor() as cursor,
         ):
             await cursor.execute(sql, tuple(args))
@@ -339,14 +342,8 @@ class MySQLDriver:
     async def lock_schema(self, tx: Transaction) -> None:
         assert isinstance(tx, MySQLTransaction)
         name, wait = self.backend.schema_lock, self.backend.read_timeout
-        async with (
-            _translated(self.backend),
-            asyncio.timeout(wait + _deadline(self.backend)),
-            tx.connection.cursor() as cursor,
-        ):
-            await cursor.execute("SELECT GET_LOCK(%s, %s)", (name, wait))
-            got = (await cursor.fetchone())[0]
-        if got != 1:
+        got = await self.run(tx.connection, "SELECT GET_LOCK(%s, %s)", (name, wait), wait=wait)
+        if got.rows[0][0] != 1:
             raise StoreError(
                 f"MySQL {self.backend.where}: another process held the schema lock {name!r} "
                 f"for {wait:g} s (a migration still running?)"

@@ -75,14 +75,21 @@ class Fragment:
     @property
     def pyformat(self) -> str:
         """The text as PyMySQL expects it: ``%s`` placeholders, ``%`` doubled."""
-        masked = mask(self.text, nested=False)
-        return "".join(
-            "%s" if masked[index] == "?" else "%%" if char == "%" else char
-            for index, char in enumerate(self.text)
-        )
+        return _pyformat(self.text)
 
     def args(self, args: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(args[index] for index in self.params)
+
+
+@lru_cache(maxsize=1024)
+def _pyformat(text: str) -> str:
+    """:attr:`Fragment.pyformat`, rewritten once per text: every run of a statement (and of
+    its ``RETURNING`` plan) asks for it, and ``translate`` caches the fragments, not this."""
+    masked = mask(text, nested=False)
+    return "".join(
+        "%s" if masked[index] == "?" else "%%" if char == "%" else char
+        for index, char in enumerate(text)
+    )
 
 
 class _Source:
