@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator_api.cli.commands import UsageError
+from orchestrator_api.cli import UsageError
 
 __all__ = ["FLAGS", "Flag", "Flags", "is_client_invocation", "parse_flags", "usage"]
 
