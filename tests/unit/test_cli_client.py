@@ -24,6 +24,12 @@ def sample(name: str) -> Any:
     return json.loads(path.read_text())
 
 
+def api_path(request: httpx.Request) -> str:
+    """The request's path below ``/api/``, with its query (what :class:`FakeApi` answers by)."""
+    path = request.url.path.removeprefix("/api/")
+    return path + (f"?{request.url.query.decode()}" if request.url.query else "")
+
+
 class FakeApi:
     """Answers by path; records requests."""
 
@@ -33,10 +39,9 @@ class FakeApi:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        path = request.url.path.removeprefix("/api/")
-        if request.url.query:
-            path += "?" + request.url.query.decode()
-        status, body = self.answers.get(path, (404, {"Code": "ERROR", "Message": "no route"}))
+        status, body = self.answers.get(
+            api_path(request), (404, {"Code": "ERROR", "Message": "no route"})
+        )
         return httpx.Response(status, json=body)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator_api.cli.compat import broken, dominant_dc, instance_status, jq_raw
-from tests.unit.test_cli_client import FakeApi, run, sample
+from tests.unit.test_cli_client import FakeApi, api_path, run, sample
 
 pytestmark = pytest.mark.unit
 
@@ -24,11 +24,7 @@ def replica(port: int, **fields: Any) -> dict[str, Any]:
 
 
 def paths(api: FakeApi) -> list[str]:
-    found = []
-    for request in api.requests:
-        path = request.url.path.removeprefix("/api/")
-        found.append(path + (f"?{request.url.query.decode()}" if request.url.query else ""))
-    return found
+    return [api_path(request) for request in api.requests]
 
 
 def test_instance_status_is_orchestrators_description() -> None:

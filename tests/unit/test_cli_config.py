@@ -34,12 +34,6 @@ def loaded(settings: Settings, source: str = "/etc/orchestrator.conf.json") -> L
 # --- the API address and credentials of a configuration ---------------------------------------
 
 
-class WithPrefix(Settings):
-    """The settings with the key another part of the project adds (URLPrefix)."""
-
-    URLPrefix: str = ""
-
-
 TLS = {
     "UseSSL": True,
     "SSLCertFile": "/etc/orch/cert.pem",
@@ -56,8 +50,8 @@ TLS = {
         (Settings(ListenAddress="[::]:3002"), "http://[::1]:3002"),
         (Settings(ListenAddress="[::1]:3003"), "http://[::1]:3003"),
         (Settings(ListenAddress="10.0.0.5:3004"), "http://10.0.0.5:3004"),
-        (WithPrefix(ListenAddress=":3000", URLPrefix="/orc/"), "http://127.0.0.1:3000/orc"),
-        (WithPrefix(URLPrefix="orc", **TLS), "https://127.0.0.1:3000/orc"),
+        (Settings(ListenAddress=":3000", URLPrefix="/orc/"), "http://127.0.0.1:3000/orc"),
+        (Settings(URLPrefix="orc", **TLS), "https://127.0.0.1:3000/orc"),
     ],
 )
 def test_the_api_address_of_a_configuration(settings: Settings, api: str) -> None:

@@ -175,3 +175,15 @@ def test_an_address_without_a_record_counts_as_no_certificate() -> None:
     peers = PeerCertificates()
     assert peers.lookup(("127.0.0.1", 40000)) is None
     assert len(peers) == 0
+
+
+def test_the_status_endpoint_answers_without_a_certificate_under_url_prefix_too() -> None:
+    # every route, StatusEndpoint included, is served below the prefix
+    prefixed = WITH_OUS.model_copy(update={"URLPrefix": "/orchestrator"})
+    for path in ("/orchestrator/api/status", "/orchestrator/api/status/"):
+        assert check_client_certificate(prefixed, path, None) is None, path
+    for path in ("/orchestrator/api/clusters", "/orchestratorx/api/status", "/x/api/status"):
+        assert check_client_certificate(prefixed, path, None) is not None, path
+    gate = ClientCertificateGate(Recorder(), settings=prefixed, peers=PeerCertificates())
+    assert call(gate, "/orchestrator/api/status", ("10.0.0.3", 5000))[0]["status"] == 200
+    assert call(gate, "/orchestrator/api/clusters", ("10.0.0.3", 5000))[0]["status"] == 401

@@ -130,10 +130,12 @@ def check_client_certificate(
 ) -> Denied | None:
     """Whether a request for ``path`` may go on under ``UseMutualTLS``, given the OUs of the
     client certificate that verified against ``SSLCAFile`` (None: the client presented none).
-    Denied requests get 401, as orchestrator answers them."""
+    Denied requests get 401, as orchestrator answers them. ``path`` is the request's, so
+    ``StatusEndpoint`` is served below ``URLPrefix``."""
     if not settings.UseMutualTLS:
         return None
-    if not settings.StatusOUVerify and _same_path(path, settings.StatusEndpoint):
+    status = settings.URLPrefix + settings.StatusEndpoint
+    if not settings.StatusOUVerify and _same_path(path, status):
         return None
     if organizational_units is None:
         return Denied(401, "a client certificate signed by the API's CA is required (mutual TLS)")

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from orchestrator_api.cli import ClientError, UsageError
 from orchestrator_api.cli.client_config import ClientConfig, client_config, dump_config
 from orchestrator_api.cli.commands import (
     COMMANDS,
@@ -38,10 +39,8 @@ from orchestrator_api.cli.commands import (
     EXIT_ERROR,
     EXIT_USAGE,
     SYNONYMS,
-    ClientError,
     Command,
     Invocation,
-    UsageError,
 )
 from orchestrator_api.cli.diagnostics import Trace, error_chain, public_text
 from orchestrator_api.cli.flags import Flags, parse_flags, usage

@@ -26,7 +26,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator_shared.config import LoadedSettings, Settings, parse_listen_address
+from orchestrator_api import local_stack, tls
+from orchestrator_shared.config import LoadedSettings, Settings
 
 MASK = "********"
 SECRET_NAME = re.compile(r"passw|token|secret|dsn", re.IGNORECASE)
@@ -35,7 +36,6 @@ _KEYWORD_PASSWORD = re.compile(
     r"(?P<head>\b(?:password|passwd|pwd|secret|token)\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&;]*)",
     re.IGNORECASE,
 )
-_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 # --- the client's view of a configuration -----------------------------------------------------
@@ -52,13 +52,10 @@ class ClientConfig:
 
 def client_config(loaded: LoadedSettings) -> ClientConfig:
     settings = loaded.settings
-    host, port = parse_listen_address(settings.ListenAddress)
-    host = _LOOPBACK.get(host, host)
-    if ":" in host:
-        host = f"[{host}]"
-    scheme = "https" if settings.UseSSL else "http"
-    prefix = str(getattr(settings, "URLPrefix", "") or "").strip().strip("/")
-    api = f"{scheme}://{host}:{port}" + (f"/{prefix}" if prefix else "")
+    # the URL `orchestrator up` reaches its own API at (URLPrefix is normalized by the settings)
+    api = local_stack.api_url(
+        settings.ListenAddress, settings.URLPrefix, scheme=tls.api_scheme(settings)
+    )
     basic = None
     if settings.AuthenticationMethod in ("basic", "multi"):
         basic = (settings.HTTPAuthUser, settings.HTTPAuthPassword)

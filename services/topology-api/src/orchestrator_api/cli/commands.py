@@ -4,27 +4,23 @@ line and runs them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+# the client's errors live in the package (compat raises them too), still importable from here
+from orchestrator_api.cli import ClientError as ClientError  # noqa: PLC0414 - re-exported
+from orchestrator_api.cli import UsageError as UsageError  # noqa: PLC0414 - re-exported
 from orchestrator_api.cli import compat
-from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
+from orchestrator_api.cli.answers import details as _details
+from orchestrator_api.cli.answers import key_path, key_text, keys
 from orchestrator_shared.instance_key import InstanceKey
 
 DEFAULT_API = "http://127.0.0.1:3000"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 RECOVERY_TIMEOUT = 150.0  # above the API's wait for the recovery worker (120 s)
-
-
-class ClientError(OrchestratorError):
-    """The API answered with an error, or could not be reached."""
-
-
-class UsageError(OrchestratorError):
-    """The command line is incomplete or wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,24 +57,6 @@ class Invocation:
         raise UsageError(f"{self.command} needs -alias or -i host:port")
 
 
-def key_path(key: InstanceKey) -> str:
-    return f"{quote(key.host, safe='')}/{key.port}"
-
-
-def key_text(value: Mapping[str, Any]) -> str:
-    """orchestrator-client's ``Hostname:Port`` (an IPv6 host in brackets; a detached master's
-    ``//host`` as it is)."""
-    host, port = str(value["Hostname"]), int(value["Port"])
-    try:
-        return str(InstanceKey(host, port))
-    except InvalidInstanceKey:
-        return f"{host}:{port}"
-
-
-def keys(values: Sequence[Mapping[str, Any]]) -> str:
-    return "\n".join(key_text(value["Key"]) for value in values)
-
-
 Output = Callable[[Any, Invocation], str]
 
 
@@ -88,12 +66,6 @@ class Command:
     output: Output
     mutates: bool = False
     timeout: float = 30.0  # seconds; a recovery waits for the worker (hooks, catch-up)
-
-
-def _details(response: Any) -> Any:
-    if isinstance(response, dict) and "Code" in response:
-        return response.get("Details")
-    return response
 
 
 def _replication_analysis(response: Any, _inv: Invocation) -> str:

@@ -1,7 +1,7 @@
 """``orchestrator -c`` commands of issue 10 (orchestrator-client compatibility): the route each
 calls and what it prints, as :class:`Spec` values that :mod:`.commands` turns into its
-``Command`` entries. :mod:`.commands` imports this module, so this one reaches back for the
-client's two error classes only when it raises one.
+``Command`` entries. The pieces both modules use (the errors, instance keys, ``Details``) come
+from :mod:`orchestrator_api.cli` and :mod:`.answers`: :mod:`.commands` imports this module.
 
 Commands orchestrator-client has call exactly its paths and print what it prints (its ``jq``
 filters, restated in Python): ``async-discover``, ``forget-cluster``, ``snapshot-topologies``,
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_api.cli import ClientError, UsageError
+from orchestrator_api.cli.answers import details, key_path, key_text, keys
 
 if TYPE_CHECKING:
     from orchestrator_api.cli.commands import Invocation
@@ -40,26 +41,12 @@ class Spec:
     mutates: bool = False
 
 
-def _fail(message: str) -> Exception:
-    """The client's error for an answer that cannot be printed (raised by the caller)."""
-    from orchestrator_api.cli.commands import ClientError  # noqa: PLC0415 - a cycle otherwise
-
-    return ClientError(message)
-
-
-def _usage(message: str) -> Exception:
-    from orchestrator_api.cli.commands import UsageError  # noqa: PLC0415 - a cycle otherwise
-
-    return UsageError(message)
-
-
 # --- pieces -----------------------------------------------------------------------------------
 
 
 def host_port(inv: Invocation) -> str:
     """``-i`` as orchestrator-client puts it in a path: ``host/port``."""
-    key = inv.need_instance()
-    return f"{quote(key.host, safe='')}/{key.port}"
+    return key_path(inv.need_instance())
 
 
 def optional_hint(inv: Invocation) -> str:
@@ -69,23 +56,12 @@ def optional_hint(inv: Invocation) -> str:
     return quote(inv.instance_text, safe=":[]")
 
 
-def details(response: Any) -> Any:
-    """``Details`` of an envelope; the answer itself when it is not one."""
-    if isinstance(response, dict) and "Code" in response:
-        return response.get("Details")
-    return response
-
-
 def print_key(value: Any) -> str:
-    """orchestrator-client's ``print_key``: ``Hostname:Port``."""
+    """orchestrator-client's ``print_key``: ``Hostname:Port`` (:func:`.answers.key_text`), or
+    the client's error when the answer holds no key."""
     if not isinstance(value, Mapping):
-        raise _fail("no instance key in the answer")
-    return str(InstanceKey(str(value["Hostname"]), int(value["Port"])))
-
-
-def print_keys(instances: Iterable[Mapping[str, Any]]) -> str:
-    """``.[] | .Key`` then ``print_key``: one key a line."""
-    return "\n".join(print_key(instance["Key"]) for instance in instances)
+        raise ClientError("no instance key in the answer")
+    return key_text(value)
 
 
 def jq_raw(value: Any) -> str:
@@ -200,20 +176,13 @@ def search_path(inv: Invocation) -> str:
     """``search``: orchestrator-client's ``-i TEXT``, else orchestrator's ``--pattern``."""
     text = inv.instance_text or inv.pattern or inv.alias
     if not text:
-        raise _usage("search needs -i TEXT (or --pattern TEXT)")
+        raise UsageError("search needs -i TEXT (or --pattern TEXT)")
     return f"search?s={quote(text, safe='')}"
-
-
-def _hint(inv: Invocation) -> str:
-    hint = optional_hint(inv)
-    if not hint:
-        raise _usage(f"{inv.command} needs -alias or -i host:port")
-    return hint
 
 
 def _set_alias(inv: Invocation) -> str:
     if not inv.alias:
-        raise _usage("set-cluster-alias needs -i host:port (a member) and --alias NEW_ALIAS")
+        raise UsageError("set-cluster-alias needs -i host:port (a member) and --alias NEW_ALIAS")
     return f"set-cluster-alias/{quote(str(inv.need_instance()), safe=':[]')}?alias=" + quote(
         inv.alias, safe=""
     )
@@ -224,7 +193,7 @@ def _leader_hostname(response: Any, _inv: Invocation) -> str:
     ``Details.Hostname``; ``status`` says itself whether a worker leads (``RaftLeader``)."""
     health = details(response)
     if not isinstance(health, Mapping) or not health.get("RaftLeader"):
-        raise _fail("Cannot determine raft state")
+        raise ClientError("Cannot determine raft state")
     return jq_raw(health.get("Hostname"))
 
 
@@ -241,21 +210,21 @@ SPECS: dict[str, Spec] = {
         mutates=True,
     ),
     "forget-cluster": Spec(
-        lambda inv: f"forget-cluster/{_hint(inv)}", lambda r, i: "", mutates=True
+        lambda inv: f"forget-cluster/{inv.cluster_hint()}", lambda r, i: "", mutates=True
     ),
     "snapshot-topologies": Spec(
         lambda inv: "snapshot-topologies", lambda r, i: jq_raw(details(r)), mutates=True
     ),
     "which-broken-replicas": Spec(
         lambda inv: f"instance-replicas/{host_port(inv)}",
-        lambda r, i: print_keys(replica for replica in r if broken(replica)),
+        lambda r, i: keys(replica for replica in r if broken(replica)),
     ),
     "which-cluster-osc-replicas": Spec(
-        lambda inv: f"cluster-osc-replicas/{_hint(inv)}", lambda r, i: print_keys(r)
+        lambda inv: f"cluster-osc-replicas/{inv.cluster_hint()}", lambda r, i: keys(r)
     ),
     "which-cluster-osc-running-replicas": Spec(
-        lambda inv: f"cluster-osc-replicas/{_hint(inv)}",
-        lambda r, i: print_keys(replica for replica in r if _running(replica)),
+        lambda inv: f"cluster-osc-replicas/{inv.cluster_hint()}",
+        lambda r, i: keys(replica for replica in r if _running(replica)),
     ),
     "dominant-dc": Spec(lambda inv: "masters", lambda r, i: dominant_dc(r)),
     "submit-masters-to-kv-stores": Spec(
@@ -272,10 +241,11 @@ SPECS: dict[str, Spec] = {
     "raft-leader-hostname": Spec(lambda inv: "status", _leader_hostname),
     # orchestrator's own CLI commands
     "which-cluster-domain": Spec(
-        lambda inv: f"cluster-info/{_hint(inv)}", lambda r, i: jq_raw(r.get("ClusterDomain"))
+        lambda inv: f"cluster-info/{inv.cluster_hint()}",
+        lambda r, i: jq_raw(r.get("ClusterDomain")),
     ),
     "which-downtimed-instances": Spec(
-        lambda inv: f"downtimed/{optional_hint(inv)}", lambda r, i: print_keys(r)
+        lambda inv: f"downtimed/{optional_hint(inv)}", lambda r, i: keys(r)
     ),
     "instance-status": Spec(
         lambda inv: f"instance/{host_port(inv)}", lambda r, i: instance_status(r)
@@ -309,13 +279,11 @@ __all__ = [
     "SPECS",
     "Spec",
     "broken",
-    "details",
     "dominant_dc",
     "host_port",
     "instance_status",
     "jq_raw",
     "optional_hint",
     "print_key",
-    "print_keys",
     "search_path",
 ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator_api.cli.commands import UsageError
+from orchestrator_api.cli import UsageError
 
 __all__ = ["FLAGS", "Flag", "Flags", "is_client_invocation", "parse_flags", "usage"]
 
@@ -198,7 +198,8 @@ def is_client_invocation(argv: Sequence[str]) -> bool:
             return False
         stripped = word.lstrip("-")
         dashes = len(word) - len(stripped)
-        if 1 <= dashes <= 2 and stripped.partition("=")[0] in {"c", "command"}:
+        flag = _BY_NAME.get(stripped.partition("=")[0])
+        if 1 <= dashes <= 2 and flag is not None and flag.dest == "command":
             return True
     return False
 

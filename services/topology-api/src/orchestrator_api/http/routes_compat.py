@@ -32,7 +32,6 @@ from orchestrator_api.kv import master_kv_pairs, resolve_addresses
 from orchestrator_api.osc import osc_replicas
 from orchestrator_api.store.view import FleetView
 from orchestrator_api.wire.timefmt import go_datetime, go_duration
-from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
 
 router = APIRouter(prefix="/api")
@@ -42,10 +41,6 @@ RECOVERY_FILTER_SETTINGS = (
     "RecoverIntermediateMasterClusterFilters",
     "RecoveryIgnoreHostnameFilters",  # shown once the setting exists
 )
-
-
-def _by_host_then_port(key: InstanceKey) -> tuple[str, int]:
-    return (key.host, key.port)
 
 
 # --- downtime and search ----------------------------------------------------------------------
@@ -77,7 +72,7 @@ async def search_path(search_string: str, context: Context, who: ReadAccess) -> 
 async def bulk_instances(context: Context, _: AdminAccess) -> list[dict[str, Any]]:
     """Every known instance's key, by host then port."""
     view = await context.view()
-    keys = sorted(view.snapshots, key=_by_host_then_port)
+    keys = sorted(view.snapshots)  # InstanceKey orders by host, then port
     return [wire.instance_key_json(key) for key in keys]
 
 
@@ -94,7 +89,7 @@ async def bulk_promotion_rules(context: Context, _: AdminAccess) -> list[dict[st
             "LastSuggestedString": go_datetime(candidate.registered_at),
             "PromotionRuleExpiry": go_datetime(candidate.expires_at),
         }
-        for candidate in sorted(candidates, key=lambda c: _by_host_then_port(c.key))
+        for candidate in sorted(candidates, key=lambda c: c.key)
     ]
 
 
