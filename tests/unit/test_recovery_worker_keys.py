@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator_recovery.commands import CommandResponder, Leadership
 from orchestrator_recovery.control import RecordKind
-from orchestrator_recovery.worker import MasterResult, Planned, SemiSyncResult, WorkerOptions
+from orchestrator_recovery.ports import MasterResult, Planned, SemiSyncResult, WorkerOptions
 from orchestrator_shared.analysis import AnalysisCode, AnalysisOptions
 from orchestrator_shared.bus import CommandRequest, Subjects
 from orchestrator_shared.events import RecoveryPhase

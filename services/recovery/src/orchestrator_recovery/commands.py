@@ -32,7 +32,8 @@ from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
 from orchestrator_recovery.control import RecoveryControl
-from orchestrator_recovery.worker import Guard, RecoveryWorker
+from orchestrator_recovery.ports import Guard
+from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError

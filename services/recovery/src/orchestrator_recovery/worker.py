@@ -34,24 +34,16 @@ from typing import cast
 from orchestrator_recovery.control import LastRecovery, OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.ports import (
-    INTERMEDIATE_MASTER_FAILURES,
-    MASTER_FAILURES,
-    RECOVERABLE,
-    SEMI_SYNC_FAILURES,
     Executor,
     Guard,
     Hooks,
-    MasterResult,
     Outcome,
-    Planned,
     Planner,
     Probe,
     Publisher,
-    Refused,
-    SemiSyncResult,
     WorkerOptions,
 )
-from orchestrator_recovery.recovering import Recoveries, replace_data
+from orchestrator_recovery.recovering import Recoveries
 from orchestrator_shared.analysis import (
     Analysis,
     AnalysisCode,
@@ -70,26 +62,7 @@ from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import matching_hostname_filter
 from orchestrator_shared.snapshot import InstanceSnapshot
 
-__all__ = [
-    "INTERMEDIATE_MASTER_FAILURES",
-    "MASTER_FAILURES",
-    "RECOVERABLE",
-    "SEMI_SYNC_FAILURES",
-    "Executor",
-    "Guard",
-    "Hooks",
-    "MasterResult",
-    "Outcome",
-    "Planned",
-    "Planner",
-    "Probe",
-    "Publisher",
-    "RecoveryWorker",
-    "Refused",
-    "SemiSyncResult",
-    "WorkerOptions",
-    "replace_data",
-]
+__all__ = ["RecoveryWorker"]
 
 log = logging.getLogger(__name__)
 
