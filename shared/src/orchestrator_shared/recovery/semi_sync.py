@@ -87,8 +87,7 @@ class SemiSyncPlan:
     @property
     def target(self) -> str:
         """The number of semi-sync replicas aimed for, in words."""
-        exactly = "exactly" if self.mode is SemiSyncMode.EXACT else "at least"
-        return f"{exactly} {self.wait_count}"
+        return _target(self.mode, self.wait_count)
 
     def describe(self) -> str:
         parts = [f"semi-sync replicas of {self.master}: {self.target} (it counts {self.clients})"]
