@@ -46,6 +46,21 @@ def events(run: Harness) -> list[tuple[str, str, bool]]:
     return [(event.type, event.key, event.ok) for event in run.publisher.audits]
 
 
+def command_responder(run: Harness) -> CommandResponder:
+    """The worker's command handlers over ``run`` (no bus; ``handle`` is called directly)."""
+
+    async def guard() -> object:
+        return None
+
+    return CommandResponder(
+        cast("Any", None),
+        Subjects(),
+        run.worker,
+        run.control,
+        Leadership(lambda: True, guard, lambda: 1),
+    )
+
+
 # --- the aftermath of a master failover ---------------------------------------------------------
 
 
@@ -244,17 +259,7 @@ async def test_ack_all_recoveries_lifts_both_kinds_of_block_period() -> None:
     assert list(await run.control.unacknowledged()) == ["other:1"]
     assert list(await run.control.unacknowledged(RecordKind.SEMI_SYNC)) == [MASTER]
     assert await run.control.unacknowledged_clusters() == {"other:1", MASTER}
-
-    async def guard() -> object:
-        return None
-
-    responder = CommandResponder(
-        cast("Any", None),
-        Subjects(),
-        run.worker,
-        run.control,
-        Leadership(lambda: True, guard, lambda: 1),
-    )
+    responder = command_responder(run)
     answer = await responder.handle(
         CommandRequest(operation="ack-all-recoveries", requested_by="ops")
     )
@@ -311,17 +316,7 @@ async def test_an_ignored_host_gets_no_analysis_and_recover_says_why() -> None:
     # the verification of a recovery started for it finds no failure: nothing happens
     assert await run.worker.recover(analysis, run.guard, 7) is None
     assert run.publisher.recoveries == [] and run.executor.executed == []
-
-    async def guard() -> object:
-        return None
-
-    responder = CommandResponder(
-        cast("Any", None),
-        Subjects(),
-        run.worker,
-        run.control,
-        Leadership(lambda: True, guard, lambda: 1),
-    )
+    responder = command_responder(run)
     answer = await responder.handle(CommandRequest(operation="recover", instance=MASTER))
     assert not answer.ok
     assert answer.error == (
