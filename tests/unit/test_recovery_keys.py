@@ -23,7 +23,7 @@ from orchestrator_recovery.hooks import (
 )
 from orchestrator_recovery.wiring import plan_options, semi_sync_mode
 from orchestrator_shared.analysis import AnalysisOptions
-from orchestrator_shared.config import Settings, load_settings
+from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ConfigError
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
@@ -38,18 +38,11 @@ from orchestrator_shared.recovery import (
 )
 from orchestrator_shared.recovery.takeover import choose_takeover_successor
 from orchestrator_shared.snapshot import InstanceSnapshot, SemiSync
+from tests.unit.test_config_orchestrator_keys import load
 from tests.unit.test_recovery_plan_scenarios import server
 from tests.unit.test_recovery_sql import MARIADB, MYSQL, status
 
 pytestmark = pytest.mark.unit
-
-NO_DEFAULT_FILE = Path("/nonexistent/orchestrator.conf.json")
-
-
-def load(tmp_path: Path, document: dict[str, Any]) -> Settings:
-    path = tmp_path / "orchestrator.conf.json"
-    path.write_text(json.dumps(document))
-    return load_settings(path, environ={}, default_path=NO_DEFAULT_FILE).settings
 
 
 def key(text: str) -> InstanceKey:
@@ -87,7 +80,7 @@ def test_an_orchestrator_file_sets_them_legacy_names_included(tmp_path: Path) ->
             "EnforceExactSemiSyncReplicas": True,
             "PostTakeMasterProcesses": ["echo took"],
         },
-    )
+    ).settings
     assert settings.RecoveryIgnoreHostnameFilters == ("^test-",)
     assert settings.PostponeReplicaRecoveryOnLagMinutes == 5
     assert settings.DetachLostReplicasAfterMasterFailover is False

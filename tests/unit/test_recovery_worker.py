@@ -11,16 +11,16 @@ import pytest
 
 from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
-from orchestrator_recovery.worker import (
+from orchestrator_recovery.ports import (
     Guard,
     Hooks,
     MasterResult,
     Planned,
-    RecoveryWorker,
     Refused,
     SemiSyncResult,
     WorkerOptions,
 )
+from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode, analyze
 from orchestrator_shared.errors import OperationRefused
 from orchestrator_shared.events import (

@@ -13,14 +13,14 @@ import pytest
 
 from orchestrator_recovery.commands import CommandResponder, Leadership
 from orchestrator_recovery.control import RecordKind
-from orchestrator_recovery.worker import MasterResult, Planned, SemiSyncResult, WorkerOptions
+from orchestrator_recovery.ports import MasterResult, Planned, SemiSyncResult, WorkerOptions
 from orchestrator_shared.analysis import AnalysisCode, AnalysisOptions
 from orchestrator_shared.bus import CommandRequest, Subjects
-from orchestrator_shared.events import RecoveryPhase
+from orchestrator_shared.events import RecoveryData, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.recovery import SemiSyncMode
 from orchestrator_shared.snapshot import InstanceSnapshot
-from tests.unit.test_analysis_scenarios import instance_snapshot
+from tests.unit.test_analysis_scenarios import NOW, instance_snapshot
 from tests.unit.test_recovery_worker import (
     BROKEN_IO,
     DEAD,
@@ -44,6 +44,21 @@ DEAD3 = fleet(master_ok=False, replicas=BROKEN_IO, members=(R1, R2, R3))
 
 def events(run: Harness) -> list[tuple[str, str, bool]]:
     return [(event.type, event.key, event.ok) for event in run.publisher.audits]
+
+
+def command_responder(run: Harness) -> CommandResponder:
+    """The worker's command handlers over ``run`` (no bus; ``handle`` is called directly)."""
+
+    async def guard() -> object:
+        return None
+
+    return CommandResponder(
+        cast("Any", None),
+        Subjects(),
+        run.worker,
+        run.control,
+        Leadership(lambda: True, guard, lambda: 1),
+    )
 
 
 # --- the aftermath of a master failover ---------------------------------------------------------
@@ -231,6 +246,29 @@ async def test_a_semi_sync_recovery_in_its_block_period_is_blocked_once_until_ac
     assert len(run.executor.executed) == 2
 
 
+async def test_ack_all_recoveries_lifts_both_kinds_of_block_period() -> None:
+    run, _ = semi_harness(LOCKED, DONE)
+    failover = RecoveryData(
+        recovery_id="f-1", cluster="other:1", analysis="DeadMaster", failed="other:1"
+    )
+    await run.control.finish(failover, ended_at=NOW)
+    semi = RecoveryData(
+        recovery_id="s-1", cluster=MASTER, analysis="LockedSemiSyncMaster", failed=MASTER
+    )
+    await run.control.finish(semi, ended_at=NOW, kind=RecordKind.SEMI_SYNC)
+    assert list(await run.control.unacknowledged()) == ["other:1"]
+    assert list(await run.control.unacknowledged(RecordKind.SEMI_SYNC)) == [MASTER]
+    assert await run.control.unacknowledged_clusters() == {"other:1", MASTER}
+    responder = command_responder(run)
+    answer = await responder.handle(
+        CommandRequest(operation="ack-all-recoveries", requested_by="ops")
+    )
+    assert answer.ok and answer.details == 2
+    assert await run.control.unacknowledged_clusters() == set()
+    semi_last = await run.control.last(MASTER, RecordKind.SEMI_SYNC)
+    assert semi_last is not None and semi_last.acknowledged_by == "ops"
+
+
 async def test_a_semi_sync_recovery_that_does_not_reach_its_target_fails() -> None:
     short = SemiSyncResult(
         changed={R1: True},
@@ -278,17 +316,7 @@ async def test_an_ignored_host_gets_no_analysis_and_recover_says_why() -> None:
     # the verification of a recovery started for it finds no failure: nothing happens
     assert await run.worker.recover(analysis, run.guard, 7) is None
     assert run.publisher.recoveries == [] and run.executor.executed == []
-
-    async def guard() -> object:
-        return None
-
-    responder = CommandResponder(
-        cast("Any", None),
-        Subjects(),
-        run.worker,
-        run.control,
-        Leadership(lambda: True, guard, lambda: 1),
-    )
+    responder = command_responder(run)
     answer = await responder.handle(CommandRequest(operation="recover", instance=MASTER))
     assert not answer.ok
     assert answer.error == (

@@ -32,7 +32,8 @@ from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
 from orchestrator_recovery.control import RecoveryControl
-from orchestrator_recovery.worker import Guard, RecoveryWorker
+from orchestrator_recovery.ports import Guard
+from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError
@@ -150,9 +151,6 @@ class CommandResponder:
             return _refused(request, str(exc))
 
     # --- recoveries ---------------------------------------------------------------------------
-    def _analysis_of(self, key: InstanceKey) -> Analysis | None:
-        return self._worker.analysis_of(key)
-
     async def _recover(self, request: CommandRequest) -> CommandReply:
         key = _key(request.instance, "instance")
         candidate = _key(request.destination, "candidate") if request.destination else None
@@ -164,7 +162,7 @@ class CommandResponder:
                 "so there is nothing to recover (as in orchestrator); use force-master-failover "
                 "for a master, or relocate its replicas",
             )
-        analysis = self._analysis_of(key)
+        analysis = self._worker.analysis_of(key)
         if analysis is None:
             return _refused(request, f"{key} is not known to the recovery worker")
         if not self._worker.recoverable(analysis.code):
@@ -178,7 +176,7 @@ class CommandResponder:
         """``force-master-failover``, and ``force-master-takeover`` (``destination`` = the
         direct replica of the writable master to promote)."""
         key = _key(request.instance, "instance")
-        analysis = self._analysis_of(key)
+        analysis = self._worker.analysis_of(key)
         if analysis is None or not analysis.is_master:
             return _refused(request, f"{key} is not the master of a known cluster")
         candidate = None

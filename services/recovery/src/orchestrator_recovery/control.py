@@ -177,17 +177,7 @@ class RecoveryControl:
     ) -> dict[str, LastRecovery]:
         """The last recovery (of ``kind``) of every cluster where it is not acknowledged
         (whatever its age), by cluster name; one etcd read."""
-        prefix = self._key("clusters") + b"/"
-        suffix = "/" + kind.value
-        found, _ = await self._store.get_prefix(prefix)
-        lasts = {}
-        for entry in found:
-            key = bytes(entry.key).decode()
-            if key.endswith(suffix):
-                last = LastRecovery.from_json(entry.value)
-                if not last.acknowledged:
-                    lasts[key[len(prefix) : -len(suffix)]] = last
-        return lasts
+        return dict(await self._unacknowledged(kind))
 
     async def acknowledge(self, cluster: str, *, by: str) -> bool:
         """Lift the block periods of the cluster (a failover's and a semi-sync recovery's);
@@ -204,8 +194,23 @@ class RecoveryControl:
         return lifted
 
     async def unacknowledged_clusters(self) -> set[str]:
-        """Every cluster with a recovery of any kind not acknowledged."""
-        return {cluster for kind in RecordKind for cluster in await self.unacknowledged(kind)}
+        """Every cluster with a recovery of any kind not acknowledged; one etcd read."""
+        return {cluster for cluster, _ in await self._unacknowledged(*RecordKind)}
+
+    async def _unacknowledged(self, *kinds: RecordKind) -> list[tuple[str, LastRecovery]]:
+        """(cluster, last recovery) for each unacknowledged record of ``kinds``."""
+        prefix = self._key("clusters") + b"/"
+        suffixes = ["/" + kind.value for kind in kinds]
+        found, _ = await self._store.get_prefix(prefix)
+        lasts = []
+        for entry in found:
+            key = bytes(entry.key).decode()
+            suffix = next((suffix for suffix in suffixes if key.endswith(suffix)), None)
+            if suffix is not None:
+                last = LastRecovery.from_json(entry.value)
+                if not last.acknowledged:
+                    lasts.append((key[len(prefix) : -len(suffix)], last))
+        return lasts
 
 
 class OperatorState:

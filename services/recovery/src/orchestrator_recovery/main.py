@@ -31,6 +31,7 @@ from orchestrator_recovery.maintenance import MaintenanceLocks
 from orchestrator_recovery.moves import move_operations
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations import instance_operations
+from orchestrator_recovery.ports import WorkerOptions
 from orchestrator_recovery.publisher import EventPublisher
 from orchestrator_recovery.takeover import Takeover, TakeoverOptions
 from orchestrator_recovery.wiring import (
@@ -40,7 +41,7 @@ from orchestrator_recovery.wiring import (
     plan_options,
     semi_sync_mode,
 )
-from orchestrator_recovery.worker import RecoveryWorker, WorkerOptions
+from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
 from orchestrator_shared.config import Settings, load_settings

@@ -240,9 +240,8 @@ class GtidModes:
             mode = replica.using if replica.using in ("slave_pos", "current_pos") else "slave_pos"
             switch, back = file_pos_sql(dialect, file, position), gtid_sql(dialect, mode)
         await steps.send(key, switch)
-        steps.undo_with(key, [back, *starts])
-        if starts:  # from now on, undoing stops what may have started first
-            steps.undo_with(key, [dialect.stop_replication_sql, back, *starts])
+        # undoing switches back; with threads to start, it first stops what may have started
+        steps.undo_with(key, [dialect.stop_replication_sql, back, *starts] if starts else [back])
         for sql in starts:
             await steps.send(key, sql)
         if status.is_io_running and status.is_sql_running:

@@ -2,8 +2,6 @@
 codes it recovers, its options, the values its planner and executor hand back, and the ports it
 is given (hooks, publisher, planner, executor), as ``Protocol`` classes that the unit tests
 fill with fakes and :mod:`orchestrator_recovery.wiring` with the real thing.
-
-Everything here is also importable from :mod:`orchestrator_recovery.worker`.
 """
 
 from __future__ import annotations

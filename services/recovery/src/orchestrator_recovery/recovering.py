@@ -2,7 +2,7 @@
 
 :class:`Recoveries` is the part of the active worker (:mod:`orchestrator_recovery.worker`) that
 carries one recovery through; the worker's loop starts it, and operations (``recover``,
-``force-master-failover``) call it through :meth:`RecoveryWorker.recover`.
+``force-master-failover``) call it through ``RecoveryWorker.recover``.
 
 A failover (a dead master or intermediate master):
 

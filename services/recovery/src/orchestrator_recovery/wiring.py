@@ -18,8 +18,7 @@ from orchestrator_recovery.executor import (
 from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations import instance_operations
-from orchestrator_recovery.semi_sync import carry_out_semi_sync
-from orchestrator_recovery.worker import (
+from orchestrator_recovery.ports import (
     MASTER_FAILURES,
     SEMI_SYNC_FAILURES,
     Guard,
@@ -28,6 +27,7 @@ from orchestrator_recovery.worker import (
     Refused,
     SemiSyncResult,
 )
+from orchestrator_recovery.semi_sync import carry_out_semi_sync
 from orchestrator_shared.analysis import Analysis
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.config import Settings

@@ -9,8 +9,9 @@ ends). One pass of the loop:
 3. for an actionable failure with no recovery running in its cluster, start one (a task per
    cluster, so a slow recovery never delays another cluster's).
 
-A recovery (:meth:`RecoveryWorker.recover`) is carried through by
-:class:`~orchestrator_recovery.recovering.Recoveries` (verify, gates, plan, execute, tell).
+A recovery (``RecoveryWorker.recover``) is carried through by
+:class:`~orchestrator_recovery.recovering.Recoveries` (verify, gates, plan, execute, tell), whose
+entry points the worker hands out as its own.
 Between passes the loop also reads what operators registered in etcd (downtime, promotion
 rules) and makes a returning old master read_only again.
 
@@ -30,28 +31,19 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import cast
 
-from orchestrator_recovery.aftermath import Aftermath
 from orchestrator_recovery.control import LastRecovery, OperatorState, RecoveryControl
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.ports import (
-    INTERMEDIATE_MASTER_FAILURES,
-    MASTER_FAILURES,
-    RECOVERABLE,
-    SEMI_SYNC_FAILURES,
     Executor,
     Guard,
     Hooks,
-    MasterResult,
     Outcome,
-    Planned,
     Planner,
     Probe,
     Publisher,
-    Refused,
-    SemiSyncResult,
     WorkerOptions,
 )
-from orchestrator_recovery.recovering import Recoveries, replace_data
+from orchestrator_recovery.recovering import Recoveries
 from orchestrator_shared.analysis import (
     Analysis,
     AnalysisCode,
@@ -64,34 +56,13 @@ from orchestrator_shared.events import (
     AnalysisEvent,
     AnalysisProblem,
     AuditEvent,
-    RecoveryData,
-    RecoveryPhase,
 )
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import matching_hostname_filter
 from orchestrator_shared.snapshot import InstanceSnapshot
 
-__all__ = [
-    "INTERMEDIATE_MASTER_FAILURES",
-    "MASTER_FAILURES",
-    "RECOVERABLE",
-    "SEMI_SYNC_FAILURES",
-    "Executor",
-    "Guard",
-    "Hooks",
-    "MasterResult",
-    "Outcome",
-    "Planned",
-    "Planner",
-    "Probe",
-    "Publisher",
-    "RecoveryWorker",
-    "Refused",
-    "SemiSyncResult",
-    "WorkerOptions",
-    "replace_data",
-]
+__all__ = ["RecoveryWorker"]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +99,7 @@ class RecoveryWorker:
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
         # since when each instance's binlog coordinates stayed the same (LockedSemiSyncMaster)
         self._binlog_history: dict[InstanceKey, CoordinatesSeen] = {}
-        self._recoveries = Recoveries(
+        recoveries = Recoveries(
             options,
             state,
             verify=self.verify,
@@ -141,6 +112,18 @@ class RecoveryWorker:
             hooks=hooks,
             clock=clock,
         )
+        # One recovery is carried through by Recoveries; its entry points are the worker's own
+        # (the loop and the operations call them on the worker).
+        self.recover = recoveries.recover
+        """Verify, gate, plan and execute one recovery; None when the failure is not confirmed
+        (:meth:`Recoveries.recover <orchestrator_recovery.recovering.Recoveries.recover>`)."""
+        self.recoverable = recoveries.recoverable
+        """Whether this worker recovers an analysis code (:meth:`Recoveries.recoverable`)."""
+        self.announce = recoveries.announce
+        self.run_hook = recoveries.run_hook
+        self.refresh_involved = recoveries.refresh_involved
+        self.aftermath = recoveries.aftermath
+        """The background work of completed recoveries (postponed and lost replicas)."""
 
     # --- what operations (takeovers) use ---------------------------------------------------
     @property
@@ -163,15 +146,6 @@ class RecoveryWorker:
             if analysis.key == key:
                 return analysis
         return None
-
-    @property
-    def aftermath(self) -> Aftermath:
-        """The background work of completed recoveries (postponed and lost replicas)."""
-        return self._recoveries.aftermath
-
-    def recoverable(self, code: AnalysisCode) -> bool:
-        """Whether this worker recovers ``code`` (:meth:`Recoveries.recoverable`)."""
-        return self._recoveries.recoverable(code)
 
     def ignoring(self, key: InstanceKey) -> str | None:
         """The ``RecoveryIgnoreHostnameFilters`` pattern that takes ``key`` out of recovery, if
@@ -374,37 +348,3 @@ class RecoveryWorker:
             if again.key == analysis.key:
                 return again
         return replace(analysis, code=AnalysisCode.NO_PROBLEM)
-
-    async def recover(
-        self,
-        analysis: Analysis,
-        guard: Guard,
-        token: int,
-        *,
-        forced: bool = False,
-        requested: InstanceKey | None = None,
-        requested_by: str = "",
-        verify: bool = True,
-        command: str = "",
-    ) -> Outcome | None:
-        """Verify, gate, plan and execute one recovery; None when the failure is not confirmed
-        (:meth:`Recoveries.recover <orchestrator_recovery.recovering.Recoveries.recover>`)."""
-        return await self._recoveries.recover(
-            analysis,
-            guard,
-            token,
-            forced=forced,
-            requested=requested,
-            requested_by=requested_by,
-            verify=verify,
-            command=command,
-        )
-
-    async def announce(self, phase: RecoveryPhase, data: RecoveryData) -> None:
-        await self._recoveries.announce(phase, data)
-
-    async def run_hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
-        await self._recoveries.run_hook(stage, analysis, data)
-
-    async def refresh_involved(self, data: RecoveryData) -> None:
-        await self._recoveries.refresh_involved(data)

@@ -25,10 +25,7 @@ from types import MappingProxyType
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery.facts import RULE_RANK, ServerFacts, compare_has_all
-from orchestrator_shared.recovery.filters import (
-    cluster_matches_filters,
-    matching_hostname_filter,
-)
+from orchestrator_shared.recovery.filters import cluster_matches_filters
 from orchestrator_shared.recovery.model import (
     GtidKind,
     MasterPlan,
@@ -297,14 +294,9 @@ def _judge(
             )
         if item.rule is PromotionRule.MUST_NOT:
             rules.append((_Rule.MUST_NOT, f"promotion rule must_not ({item.rule_source})"))
-        ignored = matching_hostname_filter(options.promotion_ignore_hostname_filters, item.key.host)
-        if ignored is not None:
-            rules.append(
-                (
-                    _Rule.PROMOTION_IGNORED,
-                    f"host name matches PromotionIgnoreHostnameFilters ({ignored!r})",
-                )
-            )
+        ignored = options.promotion_ignored(item.key)
+        if ignored:
+            rules.append((_Rule.PROMOTION_IGNORED, ignored))
         older = _older_replica(item, facts)
         if older is not None:
             rules.append(

@@ -28,10 +28,7 @@ from types import MappingProxyType
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery.facts import RULE_RANK, ServerFacts
-from orchestrator_shared.recovery.filters import (
-    cluster_matches_filters,
-    matching_hostname_filter,
-)
+from orchestrator_shared.recovery.filters import cluster_matches_filters
 from orchestrator_shared.recovery.model import (
     GtidKind,
     PlanOptions,
@@ -231,9 +228,9 @@ def _sibling_unfit(
         problems.append(f"is a delayed replica (SQL_Delay={sibling.sql_delay}s)")
     if sibling.rule is PromotionRule.MUST_NOT:
         problems.append(f"promotion rule must_not ({sibling.rule_source})")
-    ignored = matching_hostname_filter(options.promotion_ignore_hostname_filters, sibling.key.host)
-    if ignored is not None:
-        problems.append(f"host name matches PromotionIgnoreHostnameFilters ({ignored!r})")
+    ignored = options.promotion_ignored(sibling.key)
+    if ignored:
+        problems.append(ignored)
     if sibling.errant is not None:
         problems.append(f"has errant GTIDs {sibling.errant.gtids}")
     if sibling.positions.binlog is None:

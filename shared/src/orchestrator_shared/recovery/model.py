@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.recovery.filters import matching_hostname_filter
 from orchestrator_shared.snapshot import Flavor
 
 __all__ = [
@@ -112,6 +113,14 @@ class PlanOptions:
         """The postponing limit in force, or ``None`` when nothing is postponed."""
         limit = self.postpone_lag_seconds
         return limit if limit is not None and limit > 0 else None
+
+    def promotion_ignored(self, key: InstanceKey) -> str:
+        """Why ``PromotionIgnoreHostnameFilters`` keeps ``key`` from ever being promoted, or
+        ''."""
+        pattern = matching_hostname_filter(self.promotion_ignore_hostname_filters, key.host)
+        if pattern is None:
+            return ""
+        return f"host name matches PromotionIgnoreHostnameFilters ({pattern!r})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

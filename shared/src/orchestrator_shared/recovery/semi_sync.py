@@ -37,7 +37,6 @@ from typing import Any
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery.facts import RULE_RANK, ServerFacts
-from orchestrator_shared.recovery.filters import matching_hostname_filter
 from orchestrator_shared.recovery.model import (
     PlanOptions,
     Refusal,
@@ -88,8 +87,7 @@ class SemiSyncPlan:
     @property
     def target(self) -> str:
         """The number of semi-sync replicas aimed for, in words."""
-        exactly = "exactly" if self.mode is SemiSyncMode.EXACT else "at least"
-        return f"{exactly} {self.wait_count}"
+        return _target(self.mode, self.wait_count)
 
     def describe(self) -> str:
         parts = [f"semi-sync replicas of {self.master}: {self.target} (it counts {self.clients})"]
@@ -237,9 +235,9 @@ def _never_semi_sync(item: ServerFacts, options: PlanOptions) -> str:
     """Why a replica must never acknowledge (it can never be promoted), or ''."""
     if item.rule is PromotionRule.MUST_NOT:
         return f"never semi-sync: promotion rule must_not ({item.rule_source})"
-    ignored = matching_hostname_filter(options.promotion_ignore_hostname_filters, item.key.host)
-    if ignored is not None:
-        return f"never semi-sync: host name matches PromotionIgnoreHostnameFilters ({ignored!r})"
+    ignored = options.promotion_ignored(item.key)
+    if ignored:
+        return f"never semi-sync: {ignored}"
     if item.sql_delay > 0:
         return f"never semi-sync: a delayed replica (SQL_Delay={item.sql_delay}s)"
     return ""
