@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 # database again (one query per read was a third of a cluster read's cost).
 VIEW_RECHECK_SECONDS = 0.02
 
+# A snapshot probed before its instance was forgotten (already on its way through the bus when
+# discovery was told to forget it) is ignored for this long after the forget, so a forget is not
+# undone at once by the last poll before it.
+FORGET_GUARD_SECONDS = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class _Cached:
@@ -111,6 +116,8 @@ class SqlStore(TagStore, LineageStore, HistoryStore):
         self._checked_at = -math.inf  # when the stored generation was last compared
         # (generation, forget epoch) a snapshot write in progress will install its view as
         self._installing: tuple[int, int] | None = None
+        # instances this process forgot, and when (Unix seconds): see FORGET_GUARD_SECONDS
+        self._forgotten: dict[InstanceKey, float] = {}
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[Transaction]:
@@ -241,12 +248,16 @@ class SqlStore(TagStore, LineageStore, HistoryStore):
         snapshots: Sequence[InstanceSnapshot],
         audit: Sequence[AuditEntry] = (),
     ) -> None:
-        """Store snapshots (latest per instance wins; an older one than stored is ignored)
-        and audit entries, all in one transaction."""
+        """Store snapshots (latest per instance wins; an older one than stored is ignored, and
+        so is one probed before this process forgot its instance) and audit entries, all in one
+        transaction."""
         if not snapshots and not audit:
             return
         latest: dict[InstanceKey, InstanceSnapshot] = {}
         for snapshot in snapshots:
+            forgotten_at = self._forgotten.get(snapshot.instance_key)
+            if forgotten_at is not None and snapshot.probe.checked_at.timestamp() < forgotten_at:
+                continue  # probed before the forget: the forget stands
             known = latest.get(snapshot.instance_key)
             if known is None or snapshot.probe.checked_at >= known.probe.checked_at:
                 latest[snapshot.instance_key] = snapshot
@@ -315,7 +326,15 @@ class SqlStore(TagStore, LineageStore, HistoryStore):
             if current is None or current.generation < installed.generation:
                 self._cached = installed
 
+    def _remember_forgotten(self, keys: Sequence[InstanceKey]) -> None:
+        now = time.time()
+        self._forgotten = {
+            key: at for key, at in self._forgotten.items() if now - at < FORGET_GUARD_SECONDS
+        }
+        self._forgotten.update((key, now) for key in keys)
+
     async def forget_instance(self, key: InstanceKey) -> bool:
+        self._remember_forgotten([key])
         async with self._writing() as tx:
             await self._next_generation(tx, forgets=True)
             await forget_tags(tx, [str(key)])
@@ -324,7 +343,9 @@ class SqlStore(TagStore, LineageStore, HistoryStore):
 
     async def forget_cluster(self, cluster: str) -> int:
         """Forget every instance of a cluster; how many were forgotten."""
-        members = [str(node.key) for node in (await self.view()).cluster_instances(cluster)]
+        nodes = (await self.view()).cluster_instances(cluster)
+        self._remember_forgotten([node.key for node in nodes])
+        members = [str(node.key) for node in nodes]
         async with self._writing() as tx:
             await self._next_generation(tx, forgets=True)
             await forget_tags(tx, members, cluster)
