@@ -351,6 +351,34 @@ async def test_a_failed_master_serving_again_is_not_fenced() -> None:
     assert await run.worker.keep_demoted_fenced(run.guard) == []
 
 
+async def test_a_failed_master_promoted_by_a_takeover_is_not_fenced() -> None:
+    """A graceful takeover onto the failed master makes it writable before the replicas'
+    snapshots say they follow it: it is left alone while it is being promoted, and after,
+    since the takeover is recorded; its death is a new failure then."""
+    run = Harness(now_answers=DEAD, plan=PLANNED)
+    await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    run.answers = {**DEAD, InstanceKey.parse(MASTER): instance_snapshot(MASTER, {**GTID})}
+    with run.worker.promoting(InstanceKey.parse(MASTER)):
+        assert await run.worker.keep_demoted_fenced(run.guard) == []
+        takeover = RecoveryData(
+            recovery_id="takeover",
+            cluster=R1,
+            analysis="DeadMaster",
+            failed=R1,
+            successor=MASTER,
+        )
+        await run.control.took_over(takeover, ended_at=NOW + timedelta(minutes=5))
+    assert await run.worker.keep_demoted_fenced(run.guard) == []
+    assert run.executor.fenced == []
+    # it dies again as the master of R1 and R2: a new failure, recovered (not "already")
+    run.answers = DEAD
+    again = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert again is not None and again.phase is RecoveryPhase.COMPLETED
+    # the takeover starts no block period and is nothing to acknowledge
+    assert await run.control.last(MASTER) is None
+    assert await run.control.unacknowledged_clusters() == {R1}
+
+
 class FakeHooks:
     def __init__(self, failing: str = "") -> None:
         self.failing = failing

@@ -15,6 +15,12 @@ Keys (under the etcd key prefix, ``/orchestrator`` by default)::
                                                 the same for the cluster's last semi-sync
                                                 recovery (its own block period: it neither
                                                 blocks nor is blocked by a failover)
+    <prefix>/recovery/clusters/<cluster>/last-takeover
+                                                the cluster's last graceful takeover (the same
+                                                JSON): no block period, never acknowledged; it
+                                                says its successor was made master on purpose
+                                                after any failure of its own, so it is not
+                                                fenced as a returning old master
     <prefix>/recovery/downtime/<host:port>      an operator's downtime (JSON: owner, reason,
                                                 ends_at), written by topology-api
     <prefix>/recovery/candidates/<host:port>    a registered promotion rule (JSON: rule,
@@ -46,6 +52,12 @@ class RecordKind(enum.StrEnum):
     """A dead master or intermediate master (a promotion or a relocation)."""
     SEMI_SYNC = "last-semi-sync"
     """A semi-sync recovery (``LockedSemiSyncMaster``, ``MasterWithTooManySemiSyncReplicas``)."""
+    TAKEOVER = "last-takeover"
+    """A graceful takeover: no block period (it is planned), nothing to acknowledge."""
+
+
+BLOCKING = (RecordKind.FAILOVER, RecordKind.SEMI_SYNC)
+"""The kinds of record that start a block period an acknowledgement lifts."""
 
 
 class KeyValueStore(Protocol):
@@ -183,7 +195,7 @@ class RecoveryControl:
         """Lift the block periods of the cluster (a failover's and a semi-sync recovery's);
         whether there was something to acknowledge."""
         lifted = False
-        for kind in RecordKind:
+        for kind in BLOCKING:
             last = await self.last(cluster, kind)
             if last is None or last.acknowledged:
                 continue
@@ -195,22 +207,53 @@ class RecoveryControl:
 
     async def unacknowledged_clusters(self) -> set[str]:
         """Every cluster with a recovery of any kind not acknowledged; one etcd read."""
-        return {cluster for cluster, _ in await self._unacknowledged(*RecordKind)}
+        return {cluster for cluster, _ in await self._unacknowledged(*BLOCKING)}
+
+    async def took_over(self, data: RecoveryData, *, ended_at: datetime) -> None:
+        """Record a graceful takeover that made ``data.successor`` the master (under the name
+        the cluster goes by now, as :meth:`finish` does); nothing else is touched."""
+        last = LastRecovery(
+            recovery_id=data.recovery_id,
+            failed=data.failed,
+            successor=data.successor,
+            ended_at=ended_at,
+        )
+        key = self._key("clusters", data.successor or data.cluster, RecordKind.TAKEOVER.value)
+        await self._store.put(key, last.to_json())
+
+    async def fencing_view(self) -> tuple[dict[str, LastRecovery], list[LastRecovery]]:
+        """In one etcd read: the unacknowledged failover records by cluster (their failed
+        masters are kept fenced) and every record, acknowledged or not, of a failover or a
+        takeover that promoted someone (a master promoted after its failure is not fenced)."""
+        records = await self._records(RecordKind.FAILOVER, RecordKind.TAKEOVER)
+        unacknowledged = {
+            cluster: last
+            for cluster, kind, last in records
+            if kind is RecordKind.FAILOVER and not last.acknowledged
+        }
+        return unacknowledged, [last for _, _, last in records if last.successor]
 
     async def _unacknowledged(self, *kinds: RecordKind) -> list[tuple[str, LastRecovery]]:
         """(cluster, last recovery) for each unacknowledged record of ``kinds``."""
+        return [
+            (cluster, last)
+            for cluster, _, last in await self._records(*kinds)
+            if not last.acknowledged
+        ]
+
+    async def _records(self, *kinds: RecordKind) -> list[tuple[str, RecordKind, LastRecovery]]:
+        """(cluster, kind, last recovery) for each record of ``kinds``; one etcd read."""
         prefix = self._key("clusters") + b"/"
-        suffixes = ["/" + kind.value for kind in kinds]
         found, _ = await self._store.get_prefix(prefix)
-        lasts = []
+        records = []
         for entry in found:
             key = bytes(entry.key).decode()
-            suffix = next((suffix for suffix in suffixes if key.endswith(suffix)), None)
-            if suffix is not None:
-                last = LastRecovery.from_json(entry.value)
-                if not last.acknowledged:
-                    lasts.append((key[len(prefix) : -len(suffix)], last))
-        return lasts
+            for kind in kinds:
+                suffix = "/" + kind.value
+                if key.endswith(suffix):
+                    cluster = key[len(prefix) : -len(suffix)]
+                    records.append((cluster, kind, LastRecovery.from_json(entry.value)))
+        return records
 
 
 class OperatorState:

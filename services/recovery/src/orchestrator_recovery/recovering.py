@@ -325,12 +325,15 @@ class Recoveries:
     async def _already_recovered(self, key: InstanceKey, now: datetime) -> bool:
         """Whether ``key`` is the failed instance of a recovery still in its block period: its
         failure was handled (a successor took over); it stays dead, perhaps with replicas
-        that could not follow, and that is not a new failure to recover."""
+        that could not follow, and that is not a new failure to recover. Once promoted again
+        since (a later failover or a graceful takeover), its failure is a new one."""
+        records, promotions = await self._control.fencing_view()
         return any(
             last.failed == str(key)
             and last.successor
             and last.blocks(now, self._options.block_period)
-            for last in (await self._control.unacknowledged()).values()
+            and not any(p.successor == str(key) and p.ended_at > last.ended_at for p in promotions)
+            for last in records.values()
         )
 
     async def _gate(

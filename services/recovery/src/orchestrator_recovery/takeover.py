@@ -242,7 +242,7 @@ class Takeover:
             )
             hook_analysis = replace(analysis, code=AnalysisCode.DEAD_MASTER)
             run = _Run(master, successor, dialect, [], [])
-            with self._worker.holding(analysis.cluster_name):
+            with self._worker.holding(analysis.cluster_name), self._worker.promoting(successor):
                 await self._worker.announce(RecoveryPhase.STARTED, data)
                 try:
                     await self._move_siblings(request, run, siblings, snapshots)
@@ -259,6 +259,7 @@ class Takeover:
                     await self._end(RecoveryPhase.FAILED, data, reason=text)
                     raise OperationRefused(text) from None
                 data = data.model_copy(update={"repointed": tuple(str(k) for k in run.moved)})
+                await self._worker.took_over(data)
                 await self._worker.announce(RecoveryPhase.PROMOTED, data)
                 note = await self._demote(links, run, credentials, auto=auto)
                 ended = await self._end(RecoveryPhase.COMPLETED, data, reason=note)

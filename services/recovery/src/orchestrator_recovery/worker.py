@@ -56,6 +56,7 @@ from orchestrator_shared.events import (
     AnalysisEvent,
     AnalysisProblem,
     AuditEvent,
+    RecoveryData,
 )
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
@@ -97,6 +98,7 @@ class RecoveryWorker:
         self._executor = executor
         self._published: dict[str, tuple[tuple[str, str], ...]] = {}
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
+        self._promoting: set[InstanceKey] = set()  # see promoting()
         # since when each instance's binlog coordinates stayed the same (LockedSemiSyncMaster)
         self._binlog_history: dict[InstanceKey, CoordinatesSeen] = {}
         recoveries = Recoveries(
@@ -291,17 +293,17 @@ class RecoveryWorker:
         """Probe each failed master of an unacknowledged recovery; one that answers writable
         (restarted with read_only off) is made read_only again and its clients cut off. It
         stays so, outside the cluster (it replicates from nobody), until an operator
-        acknowledges the recovery. The keys fenced now."""
+        acknowledges the recovery, or promotes it again. The keys fenced now."""
         fenced: list[str] = []
-        records = await self._control.unacknowledged()
+        records, promotions = await self._control.fencing_view()
         for cluster, last in records.items():
             if not last.successor or not last.failed:
                 continue
             key = InstanceKey.parse(last.failed)
-            if self._back_in_service(key, last, records.values()):
+            if key in self._promoting or self._back_in_service(key, last, promotions):
                 continue
             snapshot = await self._probe(key, self._state.snapshots.get(key))
-            if not snapshot.probe.ok or snapshot.read_only:
+            if not snapshot.probe.ok or snapshot.read_only or key in self._promoting:
                 continue
             done, detail = await self._executor.fence(key, guard)
             await self._publisher.audit(
@@ -320,13 +322,27 @@ class RecoveryWorker:
                 fenced.append(str(key))
         return fenced
 
+    @contextlib.contextmanager
+    def promoting(self, key: InstanceKey) -> Iterator[None]:
+        """While a planned promotion makes ``key`` the master (from before it is writable until
+        its record is written), it is not fenced as a returning old master."""
+        self._promoting.add(key)
+        try:
+            yield
+        finally:
+            self._promoting.discard(key)
+
+    async def took_over(self, data: RecoveryData) -> None:
+        """Remember in etcd that a graceful takeover made ``data.successor`` the master."""
+        await self._control.took_over(data, ended_at=self._clock())
+
     def _back_in_service(
-        self, key: InstanceKey, last: LastRecovery, records: Iterable[LastRecovery]
+        self, key: InstanceKey, last: LastRecovery, promotions: Iterable[LastRecovery]
     ) -> bool:
-        """Whether the failed master of ``last`` serves again since: a later recovery promoted
-        it, or replicas replicate from it (an operator made it a master again). Fencing it
-        then would make a live master read-only."""
-        if any(r.successor == str(key) and r.ended_at > last.ended_at for r in records):
+        """Whether the failed master of ``last`` serves again since: a later failover or a
+        graceful takeover promoted it, or replicas replicate from it (an operator made it a
+        master again). Fencing it then would make a live master read-only."""
+        if any(r.successor == str(key) and r.ended_at > last.ended_at for r in promotions):
             return True
         return any(
             snapshot.master_key == key
