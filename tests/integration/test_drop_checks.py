@@ -1,16 +1,14 @@
 """The web UI's drop checks (issue 11): ``/api/can-relocate`` and ``/api/can-relocate-replicas``
 through the whole stack on a real 4-node MariaDB sandbox (answered by the active recovery
 worker, read-only), and the worker's checks against a simulated 200-instance cluster
-(benchmarks/simfleet.py) for their speed."""
+(benchmarks/simfleet.py; their speed: benchmarks/drop_checks.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -74,9 +72,7 @@ def test_drop_checks_on_the_sandbox(make_stack: StackFactory) -> None:
         timeout=20,
         what="a recovery worker leads and answers",
     )
-    started = time.monotonic()
     one = verdicts(get("can-relocate", 1))
-    elapsed = time.monotonic() - started
     assert set(one) == {ports[0], ports[2], ports[3]}
     assert one[ports[2]] == (True, "")  # its sibling
     assert one[ports[0]] == (True, "")  # its own master (a repoint)
@@ -86,7 +82,6 @@ def test_drop_checks_on_the_sandbox(make_stack: StackFactory) -> None:
         f"127.0.0.1:{ports[3]} replicates (directly or not) from 127.0.0.1:{ports[1]}: "
         "cannot move it below its own replica"
     )
-    assert elapsed < 1.0, elapsed
 
     master = verdicts(get("can-relocate", 0))  # every other instance is below the master
     assert all(
@@ -148,7 +143,8 @@ def fleet() -> Iterator[int]:
         process.communicate(timeout=10)
 
 
-async def test_a_200_instance_cluster_is_checked_well_under_a_second(fleet: int) -> None:
+async def test_every_target_of_a_200_instance_cluster_is_checked(fleet: int) -> None:
+    """Every other instance gets its verdict (how fast: benchmarks/drop_checks.py)."""
     keys = [InstanceKey("127.0.0.1", fleet + member) for member in range(FLEET_SIZE)]
     checks = DropChecks(access=ACCESS)
     replica = keys[1]
@@ -157,16 +153,9 @@ async def test_a_200_instance_cluster_is_checked_well_under_a_second(fleet: int)
         instance=str(replica),
         arguments={"targets": ",".join(str(key) for key in keys if key != replica)},
     )
-    timings: list[float] = []
-    reply: Any = None
-    for _ in range(3):
-        started = time.monotonic()
-        reply = await checks.can_relocate(request)
-        timings.append(time.monotonic() - started)
+    reply = await checks.can_relocate(request)
     answers = {v["Key"]["Port"]: (v["Allowed"], v["Reason"]) for v in reply.details}
     assert len(answers) == FLEET_SIZE - 1
     assert answers[fleet] == (True, "")  # the master
     siblings = [answers[fleet + member] for member in range(2, FLEET_SIZE)]
     assert all(allowed for allowed, _ in siblings), siblings[:3]
-    print(f"can-relocate over {FLEET_SIZE} simulated instances: {timings}")
-    assert min(timings) < 1.0, timings  # ~0.3 s on an idle 2-core machine
