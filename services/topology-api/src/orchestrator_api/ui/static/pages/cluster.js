@@ -449,7 +449,7 @@ export async function clusterPage(root, name) {
       notify(`${current.mode === "replicas" ? "relocate-replicas" : "relocate"} ${current.source} below ${target}: ${reason}`, "error");
       return;
     }
-    await drop(current, target, state === "allowed" ? reason : `Not checked beforehand: ${reason}`);
+    await drop(current, target, state === "allowed" ? reason : reason.replace(/^not checked beforehand/, "Not checked beforehand"));
   };
   svg.addEventListener("pointerup", finish);
   svg.addEventListener("pointercancel", finish);
