@@ -199,11 +199,12 @@ export async function clusterPage(root, name) {
       clusterName = current;
       history.replaceState(null, "", `#/cluster/${encodeURIComponent(current)}`);
     }
-    render(instances, analysis, maintenance, started);
+    render(instances, analysis, maintenance, started, performance.now());
   };
 
-  /** @param {any[]} list @param {any} analysis @param {any[]} maintenance @param {number} started */
-  const render = (list, analysis, maintenance, started) => {
+  /** @param {any[]} list @param {any} analysis @param {any[]} maintenance
+   * @param {number} started when the fetch began @param {number} arrived when the answers were in */
+  const render = (list, analysis, maintenance, started, arrived) => {
     /** @type {Map<string, string[]>} */
     const problems = new Map();
     for (const entry of analysis?.Details ?? []) {
@@ -276,9 +277,16 @@ export async function clusterPage(root, name) {
     title.textContent = `cluster ${clusterName}${alias && alias !== clusterName ? ` (${alias})` : ""}`;
     const troubled = [...problems.values()].filter((p) => p.length).length;
     summary.textContent = `${list.length} instances · ${troubled ? `⚠ ${troubled} with problems` : "no problems"} · ${app.live === "connected" ? "live" : "refreshing every 5 s"}`;
+    const scripted = performance.now() - arrived;
     requestAnimationFrame(() =>
       setTimeout(() => {
-        /** @type {any} */ (window).__lastRender = { instances: list.length, ms: performance.now() - started, at: performance.now() };
+        /** @type {any} */ (window).__lastRender = {
+          instances: list.length,
+          ms: performance.now() - started, // fetch to painted (the contract's measure)
+          renderMs: performance.now() - arrived, // answers in to painted
+          scriptMs: scripted, // answers in to the DOM updated
+          at: performance.now(),
+        };
       }, 0),
     );
   };
