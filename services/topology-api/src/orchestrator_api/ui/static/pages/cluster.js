@@ -156,22 +156,42 @@ export async function clusterPage(root, name) {
     }
   };
 
-  /** The cluster's instances; after a failover the name may have moved: follow a known instance. */
-  const fetchCluster = async () => {
+  /** @param {string} key @returns {Promise<any[]>} the instances of the cluster `key` is in */
+  const clusterOf = async (key) => {
     try {
-      return await get(`cluster/${encodeURIComponent(clusterName)}`);
+      return await get(`cluster/instance/${keyPath(key)}`);
+    } catch {
+      return [];
+    }
+  };
+
+  /** After a change: now, and again as the servers' new state reaches the store (the event
+   * stream would say so; without it, do not wait for the next poll). */
+  const refreshSoon = () => {
+    refresh();
+    if (app.live !== "connected") for (const ms of [1000, 2500]) window.setTimeout(() => closed || refresh(), ms);
+  };
+
+  /** The cluster's instances. A failover names the cluster after its new master: when most of
+   * the instances shown are no longer in the answer (or the name is gone), follow them. */
+  const fetchCluster = async () => {
+    /** @type {any[]} */
+    let found = [];
+    try {
+      found = await get(`cluster/${encodeURIComponent(clusterName)}`);
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 404 || instances.length === 0) throw error;
-      for (const known of instances) {
-        try {
-          const found = await get(`cluster/instance/${keyPath(keyText(known.Key))}`);
-          if (found.length) return found;
-        } catch {
-          // try the next one
-        }
-      }
-      throw error;
     }
+    const now = new Set(found.map((i) => keyText(i.Key)));
+    const gone = instances.map((i) => keyText(i.Key)).filter((key) => !now.has(key));
+    if (gone.length > found.length) {
+      for (const key of gone) {
+        const elsewhere = await clusterOf(key);
+        if (elsewhere.length > found.length) return elsewhere;
+      }
+    }
+    if (!found.length) throw new ApiError(404, `no cluster ${clusterName} any more`);
+    return found;
   };
 
   const load = async () => {
@@ -192,12 +212,15 @@ export async function clusterPage(root, name) {
     if (closed) return;
     summary.classList.remove("error");
     const [found, analysis, maintenance] = fetched;
+    const followed = instances.length > 0; // a rename while shown, not the first answer
     instances = found;
     const current = instances[0]?.ClusterName;
     if (current && current !== clusterName) {
       // the hint was an alias, or a failover renamed the cluster: follow it without a reload
+      if (followed) events.prepend(h("li", {}, `${new Date().toLocaleTimeString()} the cluster is now ${current}`));
       clusterName = current;
       history.replaceState(null, "", `#/cluster/${encodeURIComponent(current)}`);
+      if (followed) again = true; // the analysis asked was the old name's
     }
     render(instances, analysis, maintenance, started, performance.now());
   };
@@ -298,7 +321,7 @@ export async function clusterPage(root, name) {
     for (const [k, node] of nodes) node.classList.toggle("selected", k === key);
     panel.replaceChildren(h("p", {}, `loading ${key} …`));
     try {
-      const content = await instancePanel(key, { instances, onChanged: () => { refresh(); select(key, false); } });
+      const content = await instancePanel(key, { instances, onChanged: () => { refreshSoon(); select(key, false); } });
       if (selected !== key || closed) return;
       panel.replaceChildren(content);
       if (focus) /** @type {HTMLElement | null} */ (content.querySelector("h2"))?.setAttribute("tabindex", "-1");
@@ -503,7 +526,7 @@ export async function clusterPage(root, name) {
       notify("nothing changed", "info");
       return;
     }
-    if (await run(chosen)) refresh();
+    if (await run(chosen)) refreshSoon();
   };
 
   const unsubscribe = onLive((event) => {
