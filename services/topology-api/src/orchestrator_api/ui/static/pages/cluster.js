@@ -254,11 +254,28 @@ export async function clusterPage(root, name) {
     svg.setAttribute("height", String(height));
     const current = lay;
     edgesLayer.innerHTML = current.edges.map((edge) => edgePath(current, edge)).join("");
-    const seen = new Set();
+    const items = [];
     for (const i of list) {
       const key = keyText(i.Key);
       const place = current.placed.get(key);
       if (!place) continue;
+      const own = problems.get(key) ?? [];
+      const d = describe(i, place, own, inMaintenance.has(key));
+      items.push({ i, key, place, own, d, markup: cardMarkup(d, own, place) });
+    }
+    if (nodes.size === 0) {
+      // the first render: one parse for every card
+      nodesLayer.innerHTML = items
+        .map((it) => `<g class="instance" data-key="${esc(it.key)}" tabindex="0" role="button">${it.markup}</g>`)
+        .join("");
+      const cards = /** @type {NodeListOf<SVGGElement>} */ (nodesLayer.querySelectorAll("g.instance"));
+      cards.forEach((node, n) => {
+        nodes.set(items[n].key, node);
+        drawn.set(items[n].key, items[n].markup);
+      });
+    }
+    const seen = new Set();
+    for (const { i, key, place, own, d, markup } of items) {
       seen.add(key);
       let node = nodes.get(key);
       if (!node) {
@@ -270,9 +287,6 @@ export async function clusterPage(root, name) {
         nodes.set(key, node);
         nodesLayer.append(node);
       }
-      const own = problems.get(key) ?? [];
-      const d = describe(i, place, own, inMaintenance.has(key));
-      const markup = cardMarkup(d, own, place);
       const transform = `translate(${place.x},${place.y})`;
       if (node.getAttribute("transform") !== transform) node.setAttribute("transform", transform);
       node.setAttribute("data-master", keyText(i.MasterKey));
