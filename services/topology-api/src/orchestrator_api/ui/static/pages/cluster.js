@@ -553,12 +553,21 @@ export async function clusterPage(root, name) {
     }
     if (event.type === "recovery" || event.type === "analysis") {
       const data = event.data ?? {};
-      const about = data.data?.cluster ?? data.cluster ?? data.ClusterName ?? "";
-      if (about && about !== clusterName) return;
+      const info = data.data ?? {}; // RecoveryEvent (CloudEvents): the recovery in .data
+      const keys = new Set(instances.map((i) => keyText(i.Key)));
+      const about = [info.cluster, info.cluster_alias, data.subject, data.cluster].filter(Boolean);
+      const ours = about.length === 0 || about.includes(clusterName) || about.includes(name) || keys.has(info.failed);
+      if (!ours) return;
       if (event.type === "recovery") {
-        const info = data.data ?? {};
-        const line = `${new Date().toLocaleTimeString()} recovery ${data.phase ?? ""}: ${info.failed ?? ""}${info.successor ? ` → ${info.successor}` : ""}${info.reason ? ` (${info.reason})` : ""}`;
-        events.prepend(h("li", { class: "recovery" }, line));
+        const phase = data.phase ?? String(data.type ?? "").split(".").pop();
+        const parts = [
+          `${new Date().toLocaleTimeString()} recovery ${phase}`,
+          info.analysis ? `${info.analysis} of ${info.failed}` : info.failed,
+          info.successor ? `→ ${info.successor} promoted` : "",
+          info.fencing_token ? `(fencing token ${info.fencing_token})` : "",
+          info.reason ? `: ${info.reason}` : "",
+        ];
+        events.prepend(h("li", { class: "recovery", "data-phase": phase }, parts.filter(Boolean).join(" ")));
       }
       refresh();
     }
