@@ -152,7 +152,7 @@ async def responder_api(
 
     transport = httpx.ASGITransport(app=create_app(context))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield ResponderApi(client, context, store, requester, stop_worker)
     finally:
         await stop_worker()

@@ -70,7 +70,7 @@ def client_for(
     if clock is not None:
         context.clock = clock
     transport = httpx.ASGITransport(app=create_app(context, short_path=short_path))
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 @pytest.fixture
@@ -402,7 +402,7 @@ async def test_health_and_leader_check_follow_the_coordinator_reports(
         await raw.jetstream().add_stream(events_stream_config(subjects, retention_days=1))
         context = ApiContext(settings=Settings(), store=store, leader=watch)
         transport = httpx.ASGITransport(app=create_app(context))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
             answer = await api.get("/api/leader-check")
             assert answer.status_code == 503
             assert "no report from the coordinator yet" in answer.json()["Message"]
@@ -463,7 +463,7 @@ async def test_operator_changes_reach_etcd_for_the_recovery_workers(
                 settings=Settings(), store=store, operator_state=OperatorState(etcd)
             )
             transport = httpx.ASGITransport(app=create_app(context))
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
                 answer = await api.post("/api/begin-downtime/db1/3306/ops/disk/1h")
                 assert answer.status_code == expected, answer.text
                 answer = await api.post("/api/register-candidate/db1/3306/prefer")

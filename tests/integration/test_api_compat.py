@@ -42,7 +42,7 @@ pytestmark = pytest.mark.integration
 
 def client_for(context: ApiContext) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=create_app(context))
-    return httpx.AsyncClient(transport=transport, base_url="http://t")
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 # --- every route, with and without a trailing slash ------------------------------------------

@@ -130,7 +130,7 @@ async def harness(store: Store, nats_server: Any) -> AsyncIterator[Harness]:
     transport = httpx.ASGITransport(app=create_app(context))
 
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
             yield Harness(api, worker, store, context, start_worker, stop_worker)
     finally:
         await requester.close()
@@ -277,7 +277,7 @@ async def test_switch_and_recover_need_the_admin_role(store: Store) -> None:
     )
     context = ApiContext(settings=settings, store=store)
     transport = httpx.ASGITransport(app=create_app(context))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
         read = {"Authorization": "Bearer rd"}
         for path in (
             "/api/disable-global-recoveries",

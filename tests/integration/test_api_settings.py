@@ -67,7 +67,7 @@ async def test_candidates_expire_after_candidate_instance_expire_minutes(
             context = ApiContext(settings=settings, store=store, operator_state=state)
             context.clock = lambda: moment["now"]
             transport = httpx.ASGITransport(app=create_app(context))
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
                 moment["now"] = CHECKED
                 answer = await api.post(f"/api/register-candidate/{node}/3306/prefer")
                 assert answer.status_code == 200, answer.text

@@ -228,7 +228,7 @@ async def test_the_routes_need_the_admin_role(tmp_path: Path) -> None:
         settings = Settings(AuthenticationMethod="token", APITokens={"adm": "admin", "rd": "read"})
         context = ApiContext(settings=settings, store=store)
         transport = httpx.ASGITransport(app=create_app(context))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             for route in (
                 "/api/move-below/127.0.0.1/3307/127.0.0.1/3308",
                 "/api/enable-gtid/127.0.0.1/3307",

@@ -51,7 +51,7 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
             await store.put_tag(key(port), Tag(name, value, has_value=True))
     context = ApiContext(settings=Settings(), store=store)
     transport = httpx.ASGITransport(app=create_app(context))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         client.app_context = context  # type: ignore[attr-defined]
         yield client
 

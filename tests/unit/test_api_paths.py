@@ -51,7 +51,7 @@ def client(
         settings=Settings(URLPrefix=prefix, **settings), store=cast(Any, Store()), leader=reports
     )
     transport = httpx.ASGITransport(app=create_app(context))
-    return httpx.AsyncClient(transport=transport, base_url="http://t")
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 @pytest.fixture

@@ -238,6 +238,13 @@ class Settings(BaseModel):
     HTTPAuthPassword: str = Field(default="", repr=False)
     AuthUserHeader: str = "X-Forwarded-User"
     PowerAuthUsers: tuple[str, ...] = ("*",)
+    # New (docs/security.md): the names a request's Host header may carry, besides localhost,
+    # 127.0.0.1, ::1 and ListenAddress's host ("*": any). A DNS-rebinding page reaches the API
+    # under its own domain name, which is not listed. Gateways and Kubernetes services add theirs.
+    HTTPAllowedHosts: tuple[str, ...] = ()
+    # New: refuse mutations on GET (405). Off by default: orchestrator-client sends them on GET;
+    # browsers' cross-site requests are refused by the Sec-Fetch-Site / Origin check either way.
+    HTTPRefuseGETMutations: bool = False
     # New: static bearer tokens for AuthenticationMethod "token": token -> "read" | "admin".
     APITokens: dict[str, Literal["read", "admin"]] = Field(default_factory=dict, repr=False)
     # "sqlite" (orchestrator's "sqlite3" too), "postgres" or "mysql"; absent: "mysql" when

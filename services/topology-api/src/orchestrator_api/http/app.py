@@ -34,13 +34,19 @@ from orchestrator_api.http import (
 )
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.errors import install_error_handlers
+from orchestrator_api.http.host_guard import HostGuard
 from orchestrator_api.http.hot import HotReads
 from orchestrator_api.http.paths import PathNormalizer
+from orchestrator_api.http.request_guard import allowed_hosts
 from orchestrator_api.ui import routes as ui_routes
 from orchestrator_api.wire.timefmt import go_datetime
 from orchestrator_shared.bus import LeaderEvent
 
 API_VERSION = "0.1.0"
+# what load balancers, kubelets and Prometheus ask for by address: served under any Host
+PROBE_PATHS = frozenset(
+    {"/api/health", "/api/status", "/api/leader-check", "/api/_ping", "/api/lb-check", "/metrics"}
+)
 
 
 def create_app(
@@ -94,6 +100,12 @@ def create_app(
     if short_path:
         app.add_middleware(HotReads, context=context, routes=app.routes)
     app.add_middleware(RequestMetrics, requests=requests, latency=latency)
+    # DNS rebinding: only the API's own host names (docs/security.md)
+    app.add_middleware(
+        HostGuard,
+        allowed=allowed_hosts(context.settings),
+        exempt=frozenset(PROBE_PATHS | {context.settings.StatusEndpoint}),
+    )
     # outermost: trailing slashes and URLPrefix, before anything routes the request
     app.add_middleware(PathNormalizer, prefix=context.settings.URLPrefix)
 
