@@ -192,7 +192,13 @@ async def serve(context: ApiContext) -> AsyncIterator[str]:
     """The API app of ``context`` served by uvicorn on a free port; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(context), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(context),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            proxy_headers=False,  # as the API serves: the client is the TCP peer
+        )
     )
     serving = asyncio.create_task(server.serve())
     try:

@@ -112,3 +112,42 @@ async def test_get_mutations_can_be_refused(tmp_path: Path) -> None:
         assert await alias_of(client) == "post"
         # reads stay on GET
         assert (await client.get("/api/clusters")).status_code == 200
+
+
+async def test_a_proxy_header_from_an_untrusted_peer_is_refused(tmp_path: Path) -> None:
+    """The gateway is 127.0.0.2 (TrustedProxyCIDRs); a client on 127.0.0.1 that sends the
+    header itself, even with an X-Forwarded-For naming the gateway, is refused."""
+    settings = {
+        "AuthenticationMethod": "proxy",
+        "TrustedProxyCIDRs": ["127.0.0.2/32"],
+        "PowerAuthUsers": ["alice"],
+    }
+    async with api(tmp_path, **settings) as (url, direct):
+        gateway = httpx.AsyncClient(
+            base_url=url, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        )
+        async with gateway:
+            alice = {"X-Forwarded-User": "alice"}
+            spoofed = {**alice, "X-Forwarded-For": "127.0.0.2", "X-Real-IP": "127.0.0.2"}
+            for method, path in (("POST", set_alias("spoofed")), ("GET", "/api/clusters")):
+                answer = await direct.request(method, path, headers=spoofed)
+                assert answer.status_code == 401, path
+                assert "TrustedProxyCIDRs" in answer.json()["Message"]
+            assert (await gateway.get("/api/clusters-info", headers=alice)).json()[0][
+                "ClusterAlias"
+            ] == MASTER  # nothing changed
+            # through the gateway: alice may change things, bob (not a power user) may read
+            assert (await gateway.post(set_alias("alice"), headers=alice)).status_code == 200
+            bob = {"X-Forwarded-User": "bob"}
+            assert (await gateway.post(set_alias("bob"), headers=bob)).status_code == 403
+            infos = (await gateway.get("/api/clusters-info", headers=bob)).json()
+            assert infos[0]["ClusterAlias"] == "alice"
+
+
+async def test_proxy_power_users_default_to_nobody(tmp_path: Path) -> None:
+    async with api(tmp_path, AuthenticationMethod="proxy") as (_, client):
+        carol = {"X-Forwarded-User": "carol"}
+        answer = await client.post(set_alias("carol"), headers=carol)
+        assert answer.status_code == 403
+        assert "needs the admin role" in answer.json()["Message"]
+        assert (await client.get("/api/clusters", headers=carol)).status_code == 200

@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -237,7 +238,10 @@ class Settings(BaseModel):
     HTTPAuthUser: str = ""
     HTTPAuthPassword: str = Field(default="", repr=False)
     AuthUserHeader: str = "X-Forwarded-User"
-    PowerAuthUsers: tuple[str, ...] = ("*",)
+    # Deliberately unlike orchestrator ("*"): nobody may change things under proxy until named.
+    PowerAuthUsers: tuple[str, ...] = ()
+    # New: the peers (CIDRs) whose AuthUserHeader is believed under proxy; others get 401.
+    TrustedProxyCIDRs: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     # New (docs/security.md): the names a request's Host header may carry, besides localhost,
     # 127.0.0.1, ::1 and ListenAddress's host ("*": any). A DNS-rebinding page reaches the API
     # under its own domain name, which is not listed. Gateways and Kubernetes services add theirs.
@@ -387,6 +391,16 @@ class Settings(BaseModel):
     @classmethod
     def _url_prefix(cls, prefix: str) -> str:
         return normalize_url_prefix(prefix)
+
+    @field_validator("TrustedProxyCIDRs")
+    @classmethod
+    def _proxy_networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        for network in networks:
+            try:
+                ip_network(network.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or CIDR network") from None
+        return networks
 
     @field_validator("ListenAddress")
     @classmethod

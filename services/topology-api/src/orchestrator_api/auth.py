@@ -6,7 +6,9 @@
 * ``basic``: HTTP basic with ``HTTPAuthUser`` / ``HTTPAuthPassword``; that user may do all.
 * ``multi``: as ``basic``, plus the user ``readonly`` (any password), who may only read.
 * ``proxy``: the user name in the ``AuthUserHeader`` header, set by the gateway; every named
-  user may read, users in ``PowerAuthUsers`` (``*`` = all) may change things.
+  user may read, users in ``PowerAuthUsers`` (``*`` = all; default: nobody) may change things.
+  The header counts only from a peer in ``TrustedProxyCIDRs`` (default: loopback); from any
+  other peer the request is refused 401, whoever it names.
 * ``token``: ``Authorization: Bearer <token>``; ``APITokens`` gives each token ``read`` or
   ``admin``.
 
@@ -26,7 +28,8 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from ipaddress import ip_address
+from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from orchestrator_shared.config import Settings, parse_listen_address
 from orchestrator_shared.errors import ConfigError
@@ -83,8 +86,29 @@ def _equal(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def authenticate(settings: Settings, headers: Mapping[str, str]) -> Principal | Denied:
-    """The caller's identity and role under the configured method."""
+@lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[IPv4Network | IPv6Network, ...]:
+    return tuple(ip_network(cidr.strip(), strict=False) for cidr in cidrs)
+
+
+def is_trusted_proxy(settings: Settings, peer: str | None) -> bool:
+    """``peer`` (the TCP peer's address; None: unknown) is in ``TrustedProxyCIDRs``."""
+    if peer is None:
+        return False
+    try:
+        address = ip_address(peer.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in _networks(settings.TrustedProxyCIDRs))
+
+
+def authenticate(
+    settings: Settings, headers: Mapping[str, str], *, peer: str | None
+) -> Principal | Denied:
+    """The caller's identity and role under the configured method; ``peer``: the address the
+    request came from (the TCP peer, never a forwarded-for header)."""
     method = settings.AuthenticationMethod
     if method in ("", "none"):
         return Principal(user="anonymous", role=Role.ADMIN)
@@ -100,6 +124,12 @@ def authenticate(settings: Settings, headers: Mapping[str, str]) -> Principal | 
         return Denied(401, "wrong user name or password", _BASIC_CHALLENGE)
     if method == "proxy":
         user = _header(headers, settings.AuthUserHeader).strip()
+        if not is_trusted_proxy(settings, peer):
+            return Denied(
+                401,
+                f"the {settings.AuthUserHeader} header is believed only from a trusted proxy; "
+                f"{peer or 'this peer'} is not in TrustedProxyCIDRs",
+            )
         if not user:
             return Denied(401, f"authentication required: no {settings.AuthUserHeader} header")
         powerful = "*" in settings.PowerAuthUsers or user in settings.PowerAuthUsers
@@ -115,9 +145,11 @@ def authenticate(settings: Settings, headers: Mapping[str, str]) -> Principal | 
     return Denied(401, "unknown token")
 
 
-def authorize(settings: Settings, headers: Mapping[str, str], needs: Role) -> Principal | Denied:
+def authorize(
+    settings: Settings, headers: Mapping[str, str], needs: Role, *, peer: str | None
+) -> Principal | Denied:
     """``authenticate``, then check the role against what the route needs."""
-    found = authenticate(settings, headers)
+    found = authenticate(settings, headers, peer=peer)
     if isinstance(found, Denied):
         return found
     if found.role < needs:
@@ -169,3 +201,13 @@ def check_listen_policy(settings: Settings) -> None:
             "method (basic, multi, proxy, token) or 'none' explicitly, require client "
             "certificates (UseMutualTLS), or listen on 127.0.0.1",
         )
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What an operator should hear about the authentication settings when the API starts."""
+    if settings.AuthenticationMethod == "proxy" and not settings.PowerAuthUsers:
+        return [
+            "AuthenticationMethod is proxy and PowerAuthUsers is empty: nobody may change the "
+            'topology (list the users, or ["*"] for every user the proxy names)'
+        ]
+    return []

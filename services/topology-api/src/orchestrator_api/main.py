@@ -22,7 +22,7 @@ import uvicorn
 import uvloop
 
 from orchestrator_api import tls
-from orchestrator_api.auth import check_listen_policy
+from orchestrator_api.auth import check_listen_policy, startup_warnings
 from orchestrator_api.discovery_client import NatsRequester
 from orchestrator_api.http.app import create_app
 from orchestrator_api.http.client_certificates import serving
@@ -126,6 +126,8 @@ async def serve(settings: Settings) -> None:
             "log_level": "warning",
             "http": "httptools",
             "lifespan": "off",
+            # the client is the TCP peer: TrustedProxyCIDRs judges it, not X-Forwarded-For
+            "proxy_headers": False,
             # on SIGTERM, requests in flight get this long, then connections are closed
             "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
         }
@@ -165,7 +167,7 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"orchestrator-topology-api: bad configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging("topology-api")
-    for warning in loaded.warnings:
+    for warning in [*loaded.warnings, *startup_warnings(loaded.settings)]:
         log.warning("%s", warning)
     try:
         with contextlib.suppress(KeyboardInterrupt):

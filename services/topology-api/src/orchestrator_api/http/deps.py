@@ -24,7 +24,8 @@ def _require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
             )
             if refused is not None:
                 raise ApiError(refused.status, refused.message)
-        found = authorize(settings, request.headers, role)
+        peer = request.client.host if request.client is not None else None
+        found = authorize(settings, request.headers, role, peer=peer)
         if isinstance(found, Denied):
             raise ApiError(found.status, found.message, headers=found.headers)
         return found

@@ -118,7 +118,11 @@ class HotReads:
 
     async def _answer(self, scope: Scope, match: re.Match[str], answer: _Answer) -> bytes | None:
         context = self.context
-        if isinstance(authorize(context.settings, Headers(scope=scope), Role.READ), Denied):
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if isinstance(
+            authorize(context.settings, Headers(scope=scope), Role.READ, peer=peer), Denied
+        ):
             return None
         try:
             return await answer(context, match)
