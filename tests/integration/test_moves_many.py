@@ -11,6 +11,8 @@ kill a node get their own. The routes and the CLI: ``test_moves_many_api.py``.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -264,6 +266,32 @@ async def test_impossible_moves_are_refused_and_change_nothing(clean: Sandbox) -
     )
     assert link(sandbox, 3) == below(sandbox, 2)
     await same_data(sandbox, 3, "narrowed by the pattern")
+
+
+async def test_a_catastrophic_pattern_is_matched_in_linear_time(clean: Sandbox) -> None:
+    """``(a+)+$`` against a replica named ``aaa…ab`` (the API lists the replicas it knows):
+    Python's re would backtrack for hours on the worker's event loop; RE2 answers at once."""
+    sandbox, recorder = clean, Recorder()
+    ops = handlers(recorder)
+    victim = "a" * 64 + "b.example"
+    wanted = request(
+        "relocate-replicas",
+        sandbox,
+        0,
+        below=1,
+        pattern="(a+)+$",
+        replicas=f"{victim}:3306,{sandbox.node(2).key},{sandbox.node(3).key}",
+    )
+    started = time.perf_counter()
+    with contextlib.suppress(OperationRefused):  # nothing selected: whatever it answers
+        await ops["relocate-replicas"](wanted)
+    assert time.perf_counter() - started < 5
+    assert topology(sandbox) == star(sandbox)
+    assert recorder.guards == 0
+    too_long = request("relocate-replicas", sandbox, 0, below=1, pattern="a" * 600)
+    with pytest.raises(OperationRefused, match="bad pattern: a pattern of 600 characters"):
+        await ops["relocate-replicas"](too_long)
+    assert topology(sandbox) == star(sandbox)
 
 
 async def test_a_lease_lost_midway_stops_and_says_what_moved(clean: Sandbox) -> None:

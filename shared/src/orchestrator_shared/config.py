@@ -49,6 +49,17 @@ from pydantic import (
 from orchestrator_shared.config_sources import Conversion, Keys, read_sources
 from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.patterns import compile_pattern
+
+# the settings that are lists of regular expressions on host names (RE2, checked at start-up)
+HOSTNAME_FILTER_SETTINGS = (
+    "DiscoveryIgnoreHostnameFilters",
+    "DiscoveryIgnoreReplicaHostnameFilters",
+    "DiscoveryIgnoreMasterHostnameFilters",
+    "RecoveryIgnoreHostnameFilters",
+    "PromotionIgnoreHostnameFilters",
+    "OSCIgnoreHostnameFilters",
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/orchestrator.conf.json")
 
@@ -323,19 +334,21 @@ class Settings(BaseModel):
                 raise ValueError(str(exc)) from None
         return seeds
 
-    @field_validator(
-        "DiscoveryIgnoreHostnameFilters",
-        "DiscoveryIgnoreReplicaHostnameFilters",
-        "DiscoveryIgnoreMasterHostnameFilters",
-        "RecoveryIgnoreHostnameFilters",
-        "PromotionIgnoreHostnameFilters",
-        "OSCIgnoreHostnameFilters",
-    )
+    @field_validator(*HOSTNAME_FILTER_SETTINGS)
     @classmethod
     def _filters_are_regexes(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in patterns:
             _check_regex(pattern)
         return patterns
+
+    @field_validator("RecoverMasterClusterFilters", "RecoverIntermediateMasterClusterFilters")
+    @classmethod
+    def _cluster_filters(cls, filters: tuple[str, ...]) -> tuple[str, ...]:
+        """``*``, a name, ``alias=NAME``, ``alias~=REGEX`` or a regex on the cluster name."""
+        for entry in filters:
+            if entry and entry != "*" and not entry.startswith("alias="):
+                _check_regex(entry.removeprefix("alias~="))
+        return filters
 
     @field_validator("DataCenterPattern", "RegionPattern")
     @classmethod
@@ -545,10 +558,8 @@ class LoadedSettings:
 
 
 def _check_regex(pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"expected a regular expression, {pattern!r} is not one: {exc}") from None
+    """RE2's syntax, at most MAX_PATTERN_LENGTH characters (orchestrator_shared.patterns)."""
+    compile_pattern(pattern)  # InvalidPattern is a ValueError: pydantic names the setting
 
 
 _URL_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)*")

@@ -9,7 +9,6 @@ hung server costs one task slot and never blocks another probe. Library errors (
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +27,7 @@ from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ProbeError, ProbeTimeout
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
+from orchestrator_shared.patterns import compile_pattern
 from orchestrator_shared.snapshot import (
     InstanceSnapshot,
     ProbeFacts,
@@ -164,8 +164,7 @@ async def _single_value(conn: aiomysql.Connection, sql: str) -> str | None:
 def _pattern_value(pattern: str, host: str) -> str:
     if not pattern:
         return ""
-    match = re.search(pattern, host)
-    return match.group(1) if match and match.groups() else ""
+    return compile_pattern(pattern).first_group(host)  # validated at start-up
 
 
 class Prober:

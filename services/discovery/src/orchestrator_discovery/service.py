@@ -23,7 +23,6 @@ import heapq
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from orchestrator_shared.bus import DiscoveryReply, DiscoveryVerb, UnreachableEv
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, ProbeError, ProbeTimeout
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.patterns import search
 from orchestrator_shared.snapshot import InstanceSnapshot, utcnow
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class DiscoveryOptions:
 
 
 def _matches(patterns: tuple[str, ...], host: str) -> bool:
-    return any(re.search(pattern, host) for pattern in patterns)
+    return any(search(pattern, host) for pattern in patterns)  # validated at start-up
 
 
 def _same_neighbours(before: InstanceSnapshot | None, after: InstanceSnapshot) -> bool:

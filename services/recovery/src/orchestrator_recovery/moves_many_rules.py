@@ -8,7 +8,6 @@ values directly.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from orchestrator_recovery.sql import quote
 from orchestrator_shared.errors import InvalidGtid, OperationRefused
 from orchestrator_shared.gtid import MariaGtidPosition
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.patterns import InvalidPattern, compile_pattern
 
 
 def selected(keys: Iterable[InstanceKey], pattern: str) -> list[InstanceKey]:
@@ -32,9 +32,9 @@ def selected(keys: Iterable[InstanceKey], pattern: str) -> list[InstanceKey]:
     if not pattern:
         return ordered
     try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise OperationRefused(f"bad pattern {pattern!r}: {exc}") from None
+        compiled = compile_pattern(pattern)  # RE2: linear time on the recovery leader
+    except InvalidPattern as exc:
+        raise OperationRefused(f"bad pattern: {exc}") from None
     return [key for key in ordered if compiled.search(str(key))]
 
 

@@ -20,10 +20,10 @@ recognize those, so none are.)
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Iterable, Sequence
 
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.patterns import search
 from orchestrator_shared.topology import Cluster, TopologyInstance
 
 IsValid = Callable[[TopologyInstance], bool]
@@ -36,7 +36,7 @@ def hostname_filters_match(key: InstanceKey, filters: Iterable[str]) -> bool:
         try:
             ipaddress.ip_address(pattern)
         except ValueError:
-            if re.search(pattern, str(key)):
+            if search(pattern, str(key)):  # validated at start-up
                 return True
         else:
             if pattern == key.host:

@@ -20,8 +20,9 @@ port), unanchored.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
+
+from orchestrator_shared.patterns import InvalidPattern, search
 
 __all__ = ["cluster_matches_filters", "matching_hostname_filter"]
 
@@ -45,8 +46,8 @@ def _matches(pattern: str, *, cluster: str, alias: str) -> bool:
 
 def _search(pattern: str, text: str) -> bool:
     try:
-        return re.search(pattern, text) is not None
-    except re.error:
+        return search(pattern, text)
+    except InvalidPattern:
         return False
 
 

@@ -21,6 +21,7 @@ from orchestrator_shared.errors import (
     OperationRefused,
     StoreError,
 )
+from orchestrator_shared.patterns import InvalidPattern
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidInstanceKey)
     async def bad_key(_request: Request, exc: InvalidInstanceKey) -> JSONResponse:
         return error_response(400, str(exc))
+
+    @app.exception_handler(InvalidPattern)
+    async def bad_pattern(_request: Request, exc: InvalidPattern) -> JSONResponse:
+        return error_response(400, f"bad pattern: {exc}")
 
     @app.exception_handler(OperationRefused)
     async def refused(_request: Request, exc: OperationRefused) -> JSONResponse:

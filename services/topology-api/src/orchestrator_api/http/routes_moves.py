@@ -34,6 +34,7 @@ from orchestrator_api.http.registration import add_mutation
 from orchestrator_api.http.routes_operations import STATE_FIELDS
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.patterns import compile_pattern
 
 router = APIRouter(prefix="/api")
 
@@ -167,6 +168,7 @@ async def many(
         destination = str(target.key)
     arguments = {"replicas": ",".join(str(key) for key in node.replicas)}
     if pattern:
+        compile_pattern(pattern)  # a bad or too long one: 400 here, not a refusal from the worker
         arguments["pattern"] = pattern
     master = view.instance(node.snapshot.master_key) if node.snapshot.master_key else None
     if master is not None:
