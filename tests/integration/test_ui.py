@@ -200,9 +200,9 @@ def test_dragging_a_replica_onto_a_sibling_moves_it_and_a_drop_onto_its_own_repl
 
     target = drag_over(page, moved.key, sibling.key)
     expect(target).to_have_attribute("data-drop", "allowed", timeout=RENDER_TIMEOUT_MS)
-    # its own master is no target; every other instance is marked one way or the other
-    marks = page.page.locator("g.instance[data-drop]")
-    expect(marks).to_have_count(2)
+    # every other instance is marked, its own master refused (it replicates from it already)
+    expect(page.page.locator("g.instance[data-drop]")).to_have_count(3)
+    expect(page.instance(sandbox.master.key)).to_have_attribute("data-drop", "refused")
     shoot(page.page, shots, "drag")
     page.page.mouse.up()
 
@@ -245,13 +245,20 @@ def test_the_menu_equivalent_of_a_drag_relocates_a_replica(
     page.instance(moved.key).focus()
     page.page.keyboard.press("Enter")
     actions = page.page.locator("[data-testid=actions]")
-    expect(actions).to_be_visible()
+    expect(actions).to_be_visible(timeout=RENDER_TIMEOUT_MS)
+    expect(actions).to_contain_text("Relocate below…")
     shoot(page.page, shots, "instance")
-    actions.get_by_role("button", name="Relocate below…").click()
-    page.page.get_by_role("option", name=below.key).click()
+    targets = actions.locator("select[data-testid=relocate-target]")
+    expect(targets.locator("option", has_text=f"{below.key}: allowed")).to_have_count(1)
+    targets.focus()
+    targets.select_option(below.key)
+    page.page.keyboard.press("Tab")  # to the Relocate button
+    expect(actions.get_by_role("button", name="Relocate", exact=True)).to_be_focused()
+    page.page.keyboard.press("Enter")
     dialog = page.page.locator("dialog[data-testid=confirm]")
     expect(dialog).to_be_visible()
-    dialog.locator("button[data-testid=confirm-ok]").press("Enter")
+    expect(dialog.locator("button[data-testid=confirm-ok]")).to_be_focused()
+    page.page.keyboard.press("Enter")
     wait_until(
         lambda: source_port(sandbox, moved.index) == below.port,
         timeout=20,
