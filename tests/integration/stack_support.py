@@ -28,6 +28,7 @@ class Stack:
     workers: list[subprocess.Popen[bytes]]
     nats: Any
     etcd: Any
+    api_process: subprocess.Popen[bytes] | None = None
 
 
 StackFactory = Callable[..., Stack]
@@ -78,26 +79,24 @@ def stack_factory(
                 tmp_path,
             )
         )
-        processes.append(
-            start(
-                "orchestrator_api.main",
-                {
-                    **common,
-                    "ListenAddress": f"127.0.0.1:{port}",
-                    "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
-                },
-                tmp_path,
-            )
+        api_process = start(
+            "orchestrator_api.main",
+            {
+                **common,
+                "ListenAddress": f"127.0.0.1:{port}",
+                "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
+            },
+            tmp_path,
         )
+        processes.append(api_process)
         workers = []
         for n in (1, 2):
             worker_dir = tmp_path / f"worker-{n}"
             worker_dir.mkdir()
             workers.append(start("orchestrator_recovery.main", common, worker_dir))
         processes.extend(workers)
-        return Stack(
-            sandbox, f"http://127.0.0.1:{port}", nats_server.url, workers, nats_server, etcd_server
-        )
+        url = f"http://127.0.0.1:{port}"
+        return Stack(sandbox, url, nats_server.url, workers, nats_server, etcd_server, api_process)
 
     try:
         yield make

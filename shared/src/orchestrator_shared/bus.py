@@ -66,6 +66,22 @@ class Subjects:
         return f"{self.root}.leader"
 
     @property
+    def store_changed(self) -> str:
+        """Core NATS (no stream): a topology-api process committed new snapshots."""
+        return f"{self.root}.store.changed"
+
+    @property
+    def live_events(self) -> list[str]:
+        """What the API's live stream follows with core subscriptions: committed snapshots,
+        recovery, analysis and audit events."""
+        return [
+            self.store_changed,
+            f"{self.root}.recovery.>",
+            f"{self.root}.analysis.>",
+            f"{self.root}.audit.>",
+        ]
+
+    @property
     def events(self) -> list[str]:
         """Subjects kept by the events stream."""
         return [
@@ -138,6 +154,16 @@ class CommandReply(_Message):
     message: str = ""
     error: str = ""
     details: object = None
+
+
+class StoreChanged(_Message):
+    """``orchestrator.v1.store.changed``: a topology-api process has just committed snapshots
+    of these instances (a read of the store now sees them). Every API process sharing the
+    database hears it, so each can tell its live-stream clients to refetch."""
+
+    clusters: tuple[str, ...] = ()
+    instances: tuple[str, ...] = ()
+    writer: str = ""  # the process that wrote them (host:pid)
 
 
 class LeaderIdentity(BaseModel):

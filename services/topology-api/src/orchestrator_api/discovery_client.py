@@ -61,12 +61,12 @@ class NatsRequester:
         reply = await self._request(subject, body, REQUEST_TIMEOUT_SECONDS, "discovery service")
         return {"ok": False, "error": reply} if isinstance(reply, str) else reply
 
-    async def command(self, request: CommandRequest) -> CommandReply:
-        """A topology operation, forwarded to the active recovery worker."""
+    async def command(self, request: CommandRequest, *, wait: float | None = None) -> CommandReply:
+        """A topology operation, forwarded to the active recovery worker; its answer within
+        ``wait`` seconds (default :data:`COMMAND_TIMEOUT_SECONDS`)."""
         subject = self._subjects.command(request.operation)
-        reply = await self._request(
-            subject, request.to_json(), COMMAND_TIMEOUT_SECONDS, "active recovery worker"
-        )
+        limit = COMMAND_TIMEOUT_SECONDS if wait is None else wait
+        reply = await self._request(subject, request.to_json(), limit, "active recovery worker")
         if isinstance(reply, str):
             return CommandReply(ok=False, operation=request.operation, error=reply)
         return CommandReply.model_validate(reply)

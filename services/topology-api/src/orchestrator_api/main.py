@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from orchestrator_api.http.app import create_app
 from orchestrator_api.http.client_certificates import serving
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
+from orchestrator_api.live import LiveHub
 from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import StoreConsumer
 from orchestrator_api.store.mysql import MySQLBackend
@@ -56,6 +58,19 @@ async def purge_history(store: Store, *, keep: timedelta) -> None:
         except StoreError as exc:
             log.warning("purge failed: %s", exc)
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn, ending the live streams when it shuts down: it waits for open responses to
+    finish (up to ``timeout_graceful_shutdown``), and a stream never does by itself."""
+
+    def __init__(self, config: uvicorn.Config, *, live: LiveHub) -> None:
+        super().__init__(config)
+        self._live = live
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._live.end_streams()
+        await super().shutdown(sockets)
 
 
 async def serve(settings: Settings) -> None:
@@ -88,6 +103,9 @@ async def serve(settings: Settings) -> None:
         leader = LeaderWatch(subjects)
         await leader.connect(servers)
         stack.push_async_callback(leader.close)
+        live = LiveHub(subjects)
+        await live.connect(servers)
+        stack.push_async_callback(live.close)
         app, tls_options = serving(
             create_app(
                 ApiContext(
@@ -96,6 +114,7 @@ async def serve(settings: Settings) -> None:
                     discovery=discovery,
                     leader=leader,
                     operator_state=operator_state,
+                    live=live,
                 )
             ),
             settings,
@@ -110,7 +129,7 @@ async def serve(settings: Settings) -> None:
             # on SIGTERM, requests in flight get this long, then connections are closed
             "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
         }
-        server = uvicorn.Server(uvicorn.Config(app, **(options | tls_options)))
+        server = ApiServer(uvicorn.Config(app, **(options | tls_options)), live=live)
         scheme = tls.api_scheme(settings)
         log.info("topology-api on %s://%s:%d (store: %s)", scheme, host, port, settings.BackendDB)
         # uvicorn re-raises the signal that stopped it, with the handler it found: make that a

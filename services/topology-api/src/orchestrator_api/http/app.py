@@ -22,6 +22,7 @@ from orchestrator_api.http import (
     routes,
     routes_compat,
     routes_history,
+    routes_live,
     routes_maintenance,
     routes_moves,
     routes_operations,
@@ -69,6 +70,7 @@ def create_app(
     app.include_router(routes_takeover.router)
     app.include_router(routes_compat.router)  # orchestrator-client compatibility (issue 10)
     app.include_router(routes_raft.router)
+    app.include_router(routes_live.router)  # web UI: whoami, the live stream (issue 11)
     metrics_registry = registry or CollectorRegistry()
     requests = Counter(
         "orchestrator_api_requests",

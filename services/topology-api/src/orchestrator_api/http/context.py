@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import InstanceAnswers
+from orchestrator_api.live import Listener
 from orchestrator_api.store import AuditEntry, Store
 from orchestrator_api.store.view import FleetView
 from orchestrator_recovery.control import OperatorState
@@ -29,11 +30,20 @@ class LeaderSource(Protocol):
     def latest(self) -> LeaderEvent | None: ...
 
 
+class LiveSource(Protocol):
+    """The open streams of ``GET /api/stream`` (:class:`orchestrator_api.live.LiveHub`)."""
+
+    def listen(self) -> Listener: ...
+    def forget(self, listener: Listener) -> None: ...
+
+
 class BusRequester(Protocol):
     """Requests on the bus (see :mod:`orchestrator_api.discovery_client`)."""
 
     async def request(self, verb: str, key: InstanceKey) -> dict[str, Any]: ...
-    async def command(self, request: CommandRequest) -> CommandReply: ...
+    async def command(
+        self, request: CommandRequest, *, wait: float | None = None
+    ) -> CommandReply: ...
 
 
 def utcnow() -> datetime:
@@ -54,6 +64,8 @@ class ApiContext:
     # since when each instance's binlog coordinates stayed the same, as the analyses of this
     # process saw them (LockedSemiSyncMaster needs a master that stopped moving)
     binlog_history: dict[InstanceKey, CoordinatesSeen] = field(default_factory=dict)
+    # the live stream's hub (GET /api/stream); None: no stream (503)
+    live: LiveSource | None = None
 
     def __post_init__(self) -> None:
         self.answers = InstanceAnswers(reasonable_lag=self.settings.ReasonableReplicationLagSeconds)
@@ -127,11 +139,12 @@ class ApiContext:
             raise ApiError(_discovery_status(str(reply.get("error", ""))), str(reply["error"]))
         return reply
 
-    async def forward(self, request: CommandRequest) -> CommandReply:
-        """Send a topology operation to the active recovery worker; errors as API errors."""
+    async def forward(self, request: CommandRequest, *, wait: float | None = None) -> CommandReply:
+        """Send a topology operation to the active recovery worker (``wait``: seconds for its
+        answer, the requester's default when None); errors as API errors."""
         if self.discovery is None:
             raise ApiError(503, "the bus is not reachable (no NATS connection)")
-        reply = await self.discovery.command(request)
+        reply = await self.discovery.command(request, wait=wait)
         if reply.ok:
             return reply
         if reply.error.startswith(("no active recovery worker", "active recovery worker did")):

@@ -16,7 +16,10 @@ Two loops, one per stream:
   and left to :mod:`orchestrator_api.leadership`.
 
 After each written batch, the store's view gets its upkeep (:mod:`.upkeep`): new cluster
-alias conflicts are reported, lost instances back at work lose their downtime.
+alias conflicts are reported, lost instances back at work lose their downtime; then the
+consumer publishes ``orchestrator.v1.store.changed`` (core NATS, :class:`StoreChanged`: the
+clusters and instances just committed), so that every API process, not only the one that
+wrote this batch, can tell its live-stream clients (:mod:`orchestrator_api.live`).
 
 The consumers are durable and named, so a restarted API resumes where it stopped. Replicas
 sharing one PostgreSQL database share the durable names (each message is written by one of
@@ -33,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -53,7 +58,7 @@ from orchestrator_api.store.models import AuditEntry
 from orchestrator_api.store.recoveries import apply_recovery_events, aware
 from orchestrator_api.store.upkeep import ViewUpkeep
 from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
-from orchestrator_shared.bus import Subjects, UnreachableEvent
+from orchestrator_shared.bus import StoreChanged, Subjects, UnreachableEvent
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
 from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent
 from orchestrator_shared.instance_key import InstanceKey
@@ -71,6 +76,7 @@ _Item = TypeVar("_Item")
 _ClusterProblems = tuple[str, dict[InstanceKey, str], datetime]
 
 DEFAULT_DURABLE_PREFIX = "orchestrator-topology-api"
+_WRITER = f"{socket.gethostname()}:{os.getpid()}"
 JETSTREAM_TIMEOUT_SECONDS = 2.0
 
 
@@ -235,6 +241,28 @@ class StoreConsumer:
         self.stats.snapshots_written += written
         if written:
             await self._upkeep.check()
+            await self._announce([snapshot.instance_key for _, snapshot in parsed])
+
+    async def _announce(self, keys: Sequence[InstanceKey]) -> None:
+        """Tell every API process that these snapshots are committed (best-effort: a lost
+        notice only delays a browser's refetch until the next one)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        try:
+            view = await self._store.view()
+        except StoreError:
+            return
+        clusters = {node.cluster_name for key in keys if (node := view.instance(key)) is not None}
+        notice = StoreChanged(
+            clusters=tuple(sorted(name for name in clusters if name)),
+            instances=tuple(sorted({str(key) for key in keys})),
+            writer=_WRITER,
+        )
+        try:
+            await nc.publish(self._subjects.store_changed, notice.to_json())
+        except NatsError as exc:
+            log.debug("store.changed not sent: %s", exc)
 
     async def _write_events(self, messages: Sequence[Msg]) -> None:
         recovery_prefix = f"{self._subjects.root}.recovery."
