@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,9 +50,11 @@ from benchlib import (
     free_port,
     free_port_block,
     http_get,
+    leader_ok,
     print_table,
     start_nats,
 )
+from leader_takeover import start_etcd
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
@@ -151,17 +154,35 @@ async def publish(nats_url: str, messages: list[tuple[InstanceKey, bytes]]) -> N
         await nc.close()
 
 
-def api_executable() -> str:
-    script = Path(sys.executable).parent / "orchestrator-topology-api"
-    if script.exists():
-        return str(script)
-    found = shutil.which("orchestrator-topology-api")
+def publish_now(nats_url: str, messages: list[tuple[InstanceKey, bytes]]) -> None:
+    """:func:`publish` from a thread of its own (Playwright's sync API runs a loop here)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, publish(nats_url, messages)).result()
+
+
+def script(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
     if found is None:
-        raise BenchmarkError("orchestrator-topology-api not installed in this environment")
+        raise BenchmarkError(f"{name} not installed in this environment")
     return found
 
 
-def start_api(children: Children, nats_url: str) -> str:
+def start_worker(children: Children, nats_url: str, etcd: str) -> None:
+    """One recovery worker, so that the page's recovery and maintenance reads have a leader to
+    ask (they answer 503 without one); the simulated instances never fail, so it only reads."""
+    config = children.workdir / "recovery.conf.json"
+    config.write_text(json.dumps({"NATSServers": [nats_url], "EtcdEndpoints": [etcd]}))
+    children.start(
+        "recovery",
+        [script("orchestrator-recovery"), "--config", str(config)],
+        env={"ORCHESTRATOR_LOG_LEVEL": "WARNING"},
+    )
+
+
+def start_api(children: Children, nats_url: str, etcd: str) -> str:
     port = free_port()
     config = children.workdir / "topology-api.conf.json"
     config.write_text(
@@ -169,6 +190,7 @@ def start_api(children: Children, nats_url: str) -> str:
             {
                 "ListenAddress": f"{LOOPBACK}:{port}",
                 "NATSServers": [nats_url],
+                "EtcdEndpoints": [etcd],
                 "SQLite3DataFile": str(children.workdir / "orchestrator.sqlite3"),
             },
             indent=2,
@@ -176,7 +198,7 @@ def start_api(children: Children, nats_url: str) -> str:
     )
     api = children.start(
         "topology-api",
-        [api_executable(), "--config", str(config)],
+        [script("orchestrator-topology-api"), "--config", str(config)],
         env={"ORCHESTRATOR_LOG_LEVEL": "WARNING"},
     )
     url = f"http://{LOOPBACK}:{port}"
@@ -234,7 +256,10 @@ def measure_run(browser: Browser, target: Target, args: argparse.Namespace) -> R
     errors: list[str] = []
     try:
         page = context.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on(
+            "console",
+            lambda m: errors.append(f"{m.text} {m.location['url']}") if m.type == "error" else None,
+        )
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{api}/#/cluster/{cluster}")
         page.wait_for_function(
@@ -249,7 +274,7 @@ def measure_run(browser: Browser, target: Target, args: argparse.Namespace) -> R
             before = float(last_render(page)["at"])
             data = snapshot(fleet, key, lag=n + 3, read_only=n % 2 == 0)
             published = time.monotonic()
-            asyncio.run(publish(nats_url, [(key, data)]))
+            publish_now(nats_url, [(key, data)])
             page.wait_for_function(f"window.__lastRender.at > {before}", timeout=10_000)
             walls.append((time.monotonic() - published) * 1000)
             shown = last_render(page)
@@ -268,10 +293,18 @@ def measure_run(browser: Browser, target: Target, args: argparse.Namespace) -> R
 
 def measure(args: argparse.Namespace, children: Children) -> list[Run]:
     nats_url, _ = start_nats(children)
-    api = start_api(children, nats_url)
+    etcd = start_etcd(children)
+    start_worker(children, nats_url, etcd)
+    api = start_api(children, nats_url, etcd)
     fleet = build_fleet(args.instances, args.intermediates)
     asyncio.run(publish(nats_url, [(key, snapshot(fleet, key)) for key in fleet.keys]))
     target = Target(api, wait_listed(api, fleet), fleet, nats_url)
+    with httpx.Client(base_url=api, timeout=5) as http:
+        deadline = time.monotonic() + 60
+        while not leader_ok(http):
+            if time.monotonic() > deadline:
+                raise BenchmarkError("no recovery worker leads after 60 s")
+            time.sleep(0.2)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]

@@ -11,6 +11,7 @@ context closes). Screenshots go to a temp dir, or to ``$ORCHESTRATOR_UI_SCREENSH
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,17 @@ from tests.integration.ui_support import (
 pytestmark = pytest.mark.integration
 
 RENDER_TIMEOUT_MS = 15_000
+PROBLEM = re.compile(r"(^|\s)problem(\s|$)")
+# Set window.__sawFailure once the given instance is drawn with a problem (even briefly).
+WATCH_FAILURE = """key => {
+  window.__sawFailure = false;
+  const svg = document.querySelector('svg[data-testid=topology]');
+  const check = () => {
+    const node = svg.querySelector(`g.instance[data-key="${key}"]`);
+    if (node && node.classList.contains('problem')) window.__sawFailure = node.textContent;
+  };
+  new MutationObserver(check).observe(svg, {subtree: true, childList: true, attributes: true});
+}"""
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -185,7 +197,7 @@ def test_the_cluster_page_shows_the_four_sandbox_instances_with_their_state(
         text = node.text_content() or ""
         assert key in text or str(instance["Key"]["Port"]) in text, text
         assert instance["Version"].split("-")[0] in text, text
-        expect(node).not_to_have_class("problem")
+        expect(node).not_to_have_class(PROBLEM)
     assert page.page.evaluate("window.__lastRender.instances") == 4
     shoot(page.page, shots, "cluster")
 
@@ -339,12 +351,13 @@ def test_kill_9_of_the_master_the_page_shows_the_failure_then_the_new_tree_witho
         page = pages()
         open_cluster(page, stack)
         page.page.evaluate("window.__sameDocument = true")
+        page.page.evaluate(WATCH_FAILURE, sandbox.master.key)
         navigations: list[str] = []
         page.page.on("framenavigated", lambda frame: navigations.append(frame.url))
         sandbox.kill(0)
-        old_master = page.instance(sandbox.master.key)
-        expect(old_master).to_have_class("problem", timeout=RENDER_TIMEOUT_MS)
+        page.page.wait_for_function("window.__sawFailure", timeout=RENDER_TIMEOUT_MS)
         shoot(page.page, shots, "failure")
+        assert "DeadMaster" in page.page.evaluate("window.__sawFailure")
         roots = page.page.locator('g.instance[data-master=""]')
 
         def new_tree() -> str | None:
