@@ -101,7 +101,10 @@ async def test_url_prefix_serves_everything_below_it_and_nothing_else() -> None:
             "Details": None,
         }
         assert (await api.get("/orchestratorx/api/lb-check")).status_code == 404
-        assert (await api.get("/orchestrator")).status_code == 404
+        for mount in ("/orchestrator", "/orchestrator/"):  # the web UI's page
+            page = await api.get(mount)
+            assert page.status_code == 200
+            assert 'src="/orchestrator/ui/app.js"' in page.text
         unknown = await api.get("/orchestrator/api/nothing")
         assert unknown.json()["Message"] == "no such route: /orchestrator/api/nothing"
         # the OpenAPI page points below the prefix

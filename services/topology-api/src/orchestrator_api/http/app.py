@@ -35,6 +35,7 @@ from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.errors import install_error_handlers
 from orchestrator_api.http.hot import HotReads
 from orchestrator_api.http.paths import PathNormalizer
+from orchestrator_api.ui import routes as ui_routes
 from orchestrator_api.wire.timefmt import go_datetime
 from orchestrator_shared.bus import LeaderEvent
 
@@ -71,6 +72,7 @@ def create_app(
     app.include_router(routes_compat.router)  # orchestrator-client compatibility (issue 10)
     app.include_router(routes_raft.router)
     app.include_router(routes_live.router)  # web UI: whoami, the live stream (issue 11)
+    app.include_router(ui_routes.router)  # the web UI (issue 11)
     metrics_registry = registry or CollectorRegistry()
     requests = Counter(
         "orchestrator_api_requests",

@@ -10,6 +10,7 @@ the path before anything routes it, so the short path of :mod:`.hot`, authorizat
 and the request metrics all see the same path, and no route ever answers a redirect:
 
 * trailing slashes are removed (``/api/downtimed/`` is ``/api/downtimed``; ``/`` stays);
+  the mount point itself is its root: ``/orchestrator`` is ``/orchestrator/``, the web UI;
 * with ``URLPrefix`` (e.g. ``/orchestrator``), a request must start with it: it becomes the
   request's ``root_path`` (ASGI's mount point, which Starlette's routing strips and the
   OpenAPI page uses for its links), and a path outside it is answered 404 with orchestrator's
@@ -59,6 +60,8 @@ class PathNormalizer:
                 return
             changes["root_path"] = mount
         trimmed = without_trailing_slash(path)
+        if self.prefix and trimmed == root + self.prefix:
+            trimmed += "/"  # the page at the mount point: route "/" below root_path
         if trimmed != path:
             changes["path"] = trimmed
             raw = scope.get("raw_path")

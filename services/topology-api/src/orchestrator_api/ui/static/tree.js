@@ -1,0 +1,124 @@
+// @ts-check
+/** The replication tree's layout (pure: no DOM). Masters at the left (depth 0), replicas to
+ * the right, each subtree stacked below the previous one, a parent centred on its children
+ * (a small tidy tree). Co-masters (two instances replicating from each other) are both
+ * roots, side by side vertically, joined by a two-way edge. */
+
+/**
+ * @typedef {{key: string, master: string, writable: boolean}} TreeInput
+ * @typedef {"master" | "co-master" | "intermediate" | "replica" | "orphan"} Role
+ * @typedef {{
+ *   key: string, x: number, y: number, depth: number, parent: string,
+ *   role: Role, coMaster: string, children: string[],
+ * }} Placed
+ * @typedef {{from: string, to: string, twoWay: boolean}} Edge
+ * @typedef {{placed: Map<string, Placed>, edges: Edge[], width: number, height: number}} Layout
+ */
+
+/** host:port keys in a human order (hosts alphabetically, ports numerically).
+ * @param {string} a @param {string} b @returns {number} */
+export function compareKeys(a, b) {
+  const ia = a.lastIndexOf(":");
+  const ib = b.lastIndexOf(":");
+  const host = a.slice(0, ia).localeCompare(b.slice(0, ib));
+  return host || Number(a.slice(ia + 1)) - Number(b.slice(ib + 1));
+}
+
+/**
+ * @param {TreeInput[]} nodes
+ * @param {{dx: number, dy: number}} spacing column width, row height
+ * @returns {Layout}
+ */
+export function layout(nodes, spacing) {
+  /** @type {Map<string, TreeInput>} */
+  const byKey = new Map(nodes.map((node) => [node.key, node]));
+  /** @type {Map<string, string>} */
+  const parent = new Map();
+  for (const node of nodes) {
+    parent.set(node.key, node.master && node.master !== node.key && byKey.has(node.master) ? node.master : "");
+  }
+  // break cycles (co-masters): the writable member (else the smallest key) becomes a root
+  /** @type {Map<string, string>} */
+  const coMaster = new Map();
+  for (const node of nodes) {
+    const seen = [];
+    let at = node.key;
+    while (at && !seen.includes(at) && seen.length <= nodes.length) {
+      seen.push(at);
+      at = parent.get(at) ?? "";
+    }
+    if (!at) continue; // reached a root
+    const cycle = seen.slice(seen.indexOf(at));
+    const root = cycle.find((key) => byKey.get(key)?.writable) ?? [...cycle].sort(compareKeys)[0];
+    const other = parent.get(root) ?? "";
+    parent.set(root, "");
+    if (other && parent.get(other) === root) {
+      parent.set(other, ""); // a two-member cycle: both masters, side by side
+      coMaster.set(root, other);
+      coMaster.set(other, root);
+    }
+  }
+  /** @type {Map<string, string[]>} */
+  const children = new Map(nodes.map((node) => [node.key, []]));
+  for (const [key, master] of parent) if (master) children.get(master)?.push(key);
+  for (const list of children.values()) list.sort(compareKeys);
+  const roots = [...parent].filter(([, master]) => !master).map(([key]) => key);
+  // co-masters adjacent, the writable one first; then the other roots
+  roots.sort((a, b) => {
+    const ga = coMaster.has(a) ? [a, coMaster.get(a) ?? ""].sort(compareKeys)[0] : a;
+    const gb = coMaster.has(b) ? [b, coMaster.get(b) ?? ""].sort(compareKeys)[0] : b;
+    if (ga !== gb) return compareKeys(ga, gb);
+    return Number(Boolean(byKey.get(b)?.writable)) - Number(Boolean(byKey.get(a)?.writable));
+  });
+
+  /** @type {Map<string, Placed>} */
+  const placed = new Map();
+  let row = 0;
+  let deepest = 0;
+  /** @param {string} key @param {number} depth @returns {number} the row (may be fractional) */
+  const place = (key, depth) => {
+    deepest = Math.max(deepest, depth);
+    const kids = children.get(key) ?? [];
+    let y;
+    if (kids.length === 0) {
+      y = row;
+      row += 1;
+    } else {
+      const rows = kids.map((kid) => place(kid, depth + 1));
+      y = (rows[0] + rows[rows.length - 1]) / 2;
+    }
+    const master = parent.get(key) ?? "";
+    const declared = byKey.get(key)?.master ?? "";
+    /** @type {Role} */
+    let role = "replica";
+    if (coMaster.has(key)) role = "co-master";
+    else if (!master) role = declared && declared !== key ? "orphan" : "master";
+    else if (kids.length > 0) role = "intermediate";
+    placed.set(key, {
+      key,
+      x: depth * spacing.dx,
+      y: y * spacing.dy,
+      depth,
+      parent: master,
+      role,
+      coMaster: coMaster.get(key) ?? "",
+      children: kids,
+    });
+    return y;
+  };
+  const visited = new Set();
+  for (const root of roots) {
+    if (visited.has(root)) continue;
+    visited.add(root);
+    place(root, 0);
+  }
+  /** @type {Edge[]} */
+  const edges = [];
+  for (const node of placed.values()) {
+    if (node.parent) edges.push({ from: node.parent, to: node.key, twoWay: false });
+    if (node.coMaster && compareKeys(node.key, node.coMaster) < 0) {
+      edges.push({ from: node.key, to: node.coMaster, twoWay: true });
+    }
+  }
+  return { placed, edges, width: (deepest + 1) * spacing.dx, height: Math.max(row, 1) * spacing.dy };
+}
