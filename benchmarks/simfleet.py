@@ -522,7 +522,9 @@ _SHOW_NAMED = re.compile(
     r"^show (?:global |session )?(variables|status)(?: where variable_name in \((.*)\)"
     r"| like '(.*)')?$"
 )
-_SELECT_VARS = re.compile(r"^select (@@[\w.]+(?:\s*,\s*@@[\w.]+)*)$", re.IGNORECASE)
+_SELECTED = r"@@[\w.]+(?:\s+as\s+\w+)?"  # @@global.version [AS version]
+_SELECT_VARS = re.compile(rf"^select ({_SELECTED}(?:\s*,\s*{_SELECTED})*)$", re.IGNORECASE)
+_ALIAS = re.compile(r"\s+as\s+", re.IGNORECASE)
 _DUMP_ALIAS = re.compile(r"\bas (\w+) from information_schema\.processlist", re.IGNORECASE)
 _OK_PREFIXES = ("set ", "begin", "commit", "rollback", "start transaction", "use ")
 
@@ -689,15 +691,19 @@ def _named_rows(values: dict[str, str], statement: Statement) -> list[Row]:
 def _selected_variables(
     variables: dict[str, str], exprs: tuple[str, ...]
 ) -> tuple[ColumnSet, list[Row]] | bytes:
-    """``SELECT @@a, @@b``: one row; an ERR packet for a variable the server does not have."""
+    """``SELECT @@a, @@b AS c``: one row; an ERR packet for a variable the server does not
+    have. A column is named by its alias, or by its expression as written."""
     values: list[str] = []
-    for expr in exprs:
+    labels: list[str] = []
+    for selected in exprs:
+        expr, _, alias = (part.strip() for part in _ALIAS.sub(" as ", selected).partition(" as "))
         name = expr[2:].lower().removeprefix("global.").removeprefix("session.")
         if name not in variables:
             return err_payload(1193, "HY000", f"Unknown system variable '{name}'")
         value = variables[name]
         values.append(_SELECTED_BOOLEANS.get(value, value))
-    columns = ColumnSet(*(_value_column(e, v) for e, v in zip(exprs, values, strict=True)))
+        labels.append(alias or expr)
+    columns = ColumnSet(*(_value_column(e, v) for e, v in zip(labels, values, strict=True)))
     return columns, [tuple(values)]
 
 

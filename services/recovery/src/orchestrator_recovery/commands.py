@@ -13,7 +13,9 @@ answered with an error naming it.
 With ``locks`` (:mod:`orchestrator_recovery.maintenance`), every handler given as ``operations``
 runs only while it holds its instances' transient locks and no one else's maintenance lock holds
 them, and ``begin-maintenance``, ``end-maintenance``, ``in-maintenance``, ``maintenance`` are
-answered too; the recovery operations above are not locked.
+answered too; the recovery operations above are not locked, nor are the read-only
+``queries`` (the web UI's drop checks, :mod:`orchestrator_recovery.drop_checks`), which change
+nothing and may ask about every instance of a cluster at once.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class CommandResponder:
         *,
         operations: Mapping[str, Handler] | None = None,
         locks: OperationLocks | None = None,
+        queries: Mapping[str, Handler] | None = None,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
@@ -99,6 +102,7 @@ class CommandResponder:
                 for name, handler in (operations or {}).items()
             },
             **(locks.operations() if locks is not None else {}),
+            **(queries or {}),  # read-only: never locked
         }
 
     async def run(self) -> None:

@@ -26,6 +26,7 @@ from orchestrator_coordinator.etcd import EtcdError
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_recovery import commands
 from orchestrator_recovery.control import OperatorState, RecoveryControl
+from orchestrator_recovery.drop_checks import DropChecks
 from orchestrator_recovery.fleet import FleetFeed, FleetState
 from orchestrator_recovery.maintenance import MaintenanceLocks
 from orchestrator_recovery.moves import move_operations
@@ -157,6 +158,10 @@ async def serve(settings: Settings) -> None:
             )
             | moves
             | takeovers,
+            queries=DropChecks(
+                access=MySQLAccess.from_settings(settings),
+                max_lag=settings.ReasonableMaintenanceReplicationLagSeconds,
+            ).handlers(),
             locks=MaintenanceLocks(
                 election.client,
                 prefix=settings.EtcdKeyPrefix,

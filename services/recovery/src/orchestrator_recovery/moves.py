@@ -60,7 +60,7 @@ from orchestrator_recovery.moves_sql import (
     refusal,
     sibling_refusal,
 )
-from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
+from orchestrator_recovery.mysql import Links, MySQLAccess, Row, StatementFailed
 from orchestrator_recovery.operations_base import instance_key, operation_audit, read_state
 from orchestrator_recovery.replication import replicating_from
 from orchestrator_recovery.sql import (
@@ -113,14 +113,22 @@ async def read_server(links: Links, key: InstanceKey) -> Server:
         variables = await links.rows(key, SERVER_SQL)
         dialect = flavor_dialect(variables)
         status_rows = await links.rows(key, dialect.replica_status_sql)
-        positions = parse_positions(await links.rows(key, dialect.positions_sql))
+        positions = await links.rows(key, dialect.positions_sql)
     except StatementFailed as exc:
         raise OperationRefused(f"cannot read {key}: {exc.message}") from None
+    return server_of(key, variables, positions, status_rows)
+
+
+def server_of(
+    key: InstanceKey, variables: list[Row], positions: list[Row], status_rows: list[Row]
+) -> Server:
+    """A server from the answers to :data:`SERVER_SQL`, the positions query and the replica
+    status."""
     return parse_server(
         key,
         variables,
         parse_replica_status(status_rows),
-        positions,
+        parse_positions(positions),
         parse_lag(status_rows),
         parse_gtid_mode(status_rows),
     )

@@ -29,6 +29,13 @@ SERVER_SQL = (
     "@@global.log_slave_updates AS log_slave_updates, @@global.binlog_format AS binlog_format"
 )
 
+# what SERVER_SQL and the positions query of either flavor read, in one statement (a variable
+# the server does not have is simply not listed): the drop checks read whole clusters with it
+CHECK_VARIABLES_SQL = (
+    "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('version', 'log_bin', 'log_slave_updates', "
+    "'binlog_format', 'gtid_binlog_pos', 'gtid_slave_pos', 'gtid_executed', 'gtid_purged')"
+)
+
 _VERSION = re.compile(r"(\d+)\.(\d+)")
 
 
@@ -99,6 +106,28 @@ def parse_gtid_mode(rows: Iterable[Mapping[str, Any]]) -> str:
         if str(row.get("Connection_name") or "") == "":
             return str(row.get("Using_Gtid") or "").strip().lower()
     return ""
+
+
+def split_variables(
+    rows: Iterable[Mapping[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of :data:`CHECK_VARIABLES_SQL` as the answers to :data:`SERVER_SQL` and to the
+    flavor's positions query (``Dialect.positions_sql``) would be."""
+    values = {str(row.get("Variable_name") or "").lower(): row.get("Value") for row in rows}
+    if "version" not in values:
+        return [], []
+    variables = {
+        name: values.get(name)
+        for name in ("version", "log_bin", "log_slave_updates", "binlog_format")
+    }
+    if "mariadb" in str(values["version"]).lower():
+        positions = {
+            "binlog": values.get("gtid_binlog_pos"),
+            "applied": values.get("gtid_slave_pos"),
+        }
+    else:
+        positions = {"binlog": values.get("gtid_executed"), "purged": values.get("gtid_purged")}
+    return [variables], [positions]
 
 
 def flavor_dialect(variables: Iterable[Mapping[str, Any]]) -> Dialect:

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orchestrator_api import wire
 from orchestrator_api.http import (
     routes,
+    routes_checks,
     routes_compat,
     routes_history,
     routes_live,
@@ -72,6 +73,7 @@ def create_app(
     app.include_router(routes_compat.router)  # orchestrator-client compatibility (issue 10)
     app.include_router(routes_raft.router)
     app.include_router(routes_live.router)  # web UI: whoami, the live stream (issue 11)
+    app.include_router(routes_checks.router)  # web UI: drop checks (issue 11)
     app.include_router(ui_routes.router)  # the web UI (issue 11)
     metrics_registry = registry or CollectorRegistry()
     requests = Counter(
