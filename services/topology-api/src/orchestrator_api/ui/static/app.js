@@ -106,7 +106,6 @@ async function route() {
 }
 
 async function main() {
-  startLive();
   await loadWhoAmI();
   const button = /** @type {HTMLButtonElement} */ (document.getElementById("global-recovery"));
   button.addEventListener("click", toggleGlobalRecoveries);
@@ -116,6 +115,7 @@ async function main() {
   });
   window.addEventListener("hashchange", route);
   await route();
+  startLive(); // after the first page subscribed: it misses nothing the stream says
 }
 
 main();

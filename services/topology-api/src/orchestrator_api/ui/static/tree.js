@@ -40,6 +40,8 @@ export function layout(nodes, spacing) {
   // break cycles (co-masters): the writable member (else the smallest key) becomes a root
   /** @type {Map<string, string>} */
   const coMaster = new Map();
+  /** @type {Set<string>} */
+  const cycleRoots = new Set(); // masters whose own master is in their subtree
   for (const node of nodes) {
     const seen = [];
     let at = node.key;
@@ -52,6 +54,7 @@ export function layout(nodes, spacing) {
     const root = cycle.find((key) => byKey.get(key)?.writable) ?? [...cycle].sort(compareKeys)[0];
     const other = parent.get(root) ?? "";
     parent.set(root, "");
+    cycleRoots.add(root);
     if (other && parent.get(other) === root) {
       parent.set(other, ""); // a two-member cycle: both masters, side by side
       coMaster.set(root, other);
@@ -92,7 +95,7 @@ export function layout(nodes, spacing) {
     /** @type {Role} */
     let role = "replica";
     if (coMaster.has(key)) role = "co-master";
-    else if (!master) role = declared && declared !== key ? "orphan" : "master";
+    else if (!master) role = declared && declared !== key && !cycleRoots.has(key) ? "orphan" : "master";
     else if (kids.length > 0) role = "intermediate";
     placed.set(key, {
       key,

@@ -156,22 +156,42 @@ export async function clusterPage(root, name) {
     }
   };
 
-  /** The cluster's instances; after a failover the name may have moved: follow a known instance. */
-  const fetchCluster = async () => {
+  /** @param {string} key @returns {Promise<any[]>} the instances of the cluster `key` is in */
+  const clusterOf = async (key) => {
     try {
-      return await get(`cluster/${encodeURIComponent(clusterName)}`);
+      return await get(`cluster/instance/${keyPath(key)}`);
+    } catch {
+      return [];
+    }
+  };
+
+  /** After a change: now, and again as the servers' new state reaches the store (the event
+   * stream would say so; without it, do not wait for the next poll). */
+  const refreshSoon = () => {
+    refresh();
+    if (app.live !== "connected") for (const ms of [1000, 2500]) window.setTimeout(() => closed || refresh(), ms);
+  };
+
+  /** The cluster's instances. A failover names the cluster after its new master: when most of
+   * the instances shown are no longer in the answer (or the name is gone), follow them. */
+  const fetchCluster = async () => {
+    /** @type {any[]} */
+    let found = [];
+    try {
+      found = await get(`cluster/${encodeURIComponent(clusterName)}`);
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 404 || instances.length === 0) throw error;
-      for (const known of instances) {
-        try {
-          const found = await get(`cluster/instance/${keyPath(keyText(known.Key))}`);
-          if (found.length) return found;
-        } catch {
-          // try the next one
-        }
-      }
-      throw error;
     }
+    const now = new Set(found.map((i) => keyText(i.Key)));
+    const gone = instances.map((i) => keyText(i.Key)).filter((key) => !now.has(key));
+    if (gone.length > found.length) {
+      for (const key of gone) {
+        const elsewhere = await clusterOf(key);
+        if (elsewhere.length > found.length) return elsewhere;
+      }
+    }
+    if (!found.length) throw new ApiError(404, `no cluster ${clusterName} any more`);
+    return found;
   };
 
   const load = async () => {
@@ -192,12 +212,15 @@ export async function clusterPage(root, name) {
     if (closed) return;
     summary.classList.remove("error");
     const [found, analysis, maintenance] = fetched;
+    const followed = instances.length > 0; // a rename while shown, not the first answer
     instances = found;
     const current = instances[0]?.ClusterName;
     if (current && current !== clusterName) {
       // the hint was an alias, or a failover renamed the cluster: follow it without a reload
+      if (followed) events.prepend(h("li", {}, `${new Date().toLocaleTimeString()} the cluster is now ${current}`));
       clusterName = current;
       history.replaceState(null, "", `#/cluster/${encodeURIComponent(current)}`);
+      if (followed) again = true; // the analysis asked was the old name's
     }
     render(instances, analysis, maintenance, started, performance.now());
   };
@@ -231,11 +254,28 @@ export async function clusterPage(root, name) {
     svg.setAttribute("height", String(height));
     const current = lay;
     edgesLayer.innerHTML = current.edges.map((edge) => edgePath(current, edge)).join("");
-    const seen = new Set();
+    const items = [];
     for (const i of list) {
       const key = keyText(i.Key);
       const place = current.placed.get(key);
       if (!place) continue;
+      const own = problems.get(key) ?? [];
+      const d = describe(i, place, own, inMaintenance.has(key));
+      items.push({ i, key, place, own, d, markup: cardMarkup(d, own, place) });
+    }
+    if (nodes.size === 0) {
+      // the first render: one parse for every card
+      nodesLayer.innerHTML = items
+        .map((it) => `<g class="instance" data-key="${esc(it.key)}" tabindex="0" role="button">${it.markup}</g>`)
+        .join("");
+      const cards = /** @type {NodeListOf<SVGGElement>} */ (nodesLayer.querySelectorAll("g.instance"));
+      cards.forEach((node, n) => {
+        nodes.set(items[n].key, node);
+        drawn.set(items[n].key, items[n].markup);
+      });
+    }
+    const seen = new Set();
+    for (const { i, key, place, own, d, markup } of items) {
       seen.add(key);
       let node = nodes.get(key);
       if (!node) {
@@ -247,9 +287,6 @@ export async function clusterPage(root, name) {
         nodes.set(key, node);
         nodesLayer.append(node);
       }
-      const own = problems.get(key) ?? [];
-      const d = describe(i, place, own, inMaintenance.has(key));
-      const markup = cardMarkup(d, own, place);
       const transform = `translate(${place.x},${place.y})`;
       if (node.getAttribute("transform") !== transform) node.setAttribute("transform", transform);
       node.setAttribute("data-master", keyText(i.MasterKey));
@@ -298,7 +335,7 @@ export async function clusterPage(root, name) {
     for (const [k, node] of nodes) node.classList.toggle("selected", k === key);
     panel.replaceChildren(h("p", {}, `loading ${key} …`));
     try {
-      const content = await instancePanel(key, { instances, onChanged: () => { refresh(); select(key, false); } });
+      const content = await instancePanel(key, { instances, onChanged: () => { refreshSoon(); select(key, false); } });
       if (selected !== key || closed) return;
       panel.replaceChildren(content);
       if (focus) /** @type {HTMLElement | null} */ (content.querySelector("h2"))?.setAttribute("tabindex", "-1");
@@ -503,7 +540,7 @@ export async function clusterPage(root, name) {
       notify("nothing changed", "info");
       return;
     }
-    if (await run(chosen)) refresh();
+    if (await run(chosen)) refreshSoon();
   };
 
   const unsubscribe = onLive((event) => {
@@ -516,12 +553,21 @@ export async function clusterPage(root, name) {
     }
     if (event.type === "recovery" || event.type === "analysis") {
       const data = event.data ?? {};
-      const about = data.data?.cluster ?? data.cluster ?? data.ClusterName ?? "";
-      if (about && about !== clusterName) return;
+      const info = data.data ?? {}; // RecoveryEvent (CloudEvents): the recovery in .data
+      const keys = new Set(instances.map((i) => keyText(i.Key)));
+      const about = [info.cluster, info.cluster_alias, data.subject, data.cluster].filter(Boolean);
+      const ours = about.length === 0 || about.includes(clusterName) || about.includes(name) || keys.has(info.failed);
+      if (!ours) return;
       if (event.type === "recovery") {
-        const info = data.data ?? {};
-        const line = `${new Date().toLocaleTimeString()} recovery ${data.phase ?? ""}: ${info.failed ?? ""}${info.successor ? ` → ${info.successor}` : ""}${info.reason ? ` (${info.reason})` : ""}`;
-        events.prepend(h("li", { class: "recovery" }, line));
+        const phase = data.phase ?? String(data.type ?? "").split(".").pop();
+        const parts = [
+          `${new Date().toLocaleTimeString()} recovery ${phase}`,
+          info.analysis ? `${info.analysis} of ${info.failed}` : info.failed,
+          info.successor ? `→ ${info.successor} promoted` : "",
+          info.fencing_token ? `(fencing token ${info.fencing_token})` : "",
+          info.reason ? `: ${info.reason}` : "",
+        ];
+        events.prepend(h("li", { class: "recovery", "data-phase": phase }, parts.filter(Boolean).join(" ")));
       }
       refresh();
     }

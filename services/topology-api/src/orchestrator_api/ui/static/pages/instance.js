@@ -116,10 +116,14 @@ export async function instancePanel(key, context) {
       "fieldset",
       {},
       h("legend", {}, "Replication"),
-      actionButton("Start replica", "start-replica", () => act(`start-replica/${path}`, `Start replication on ${key}?`)),
+      h(
+        "div",
+        { class: "row" },
+        actionButton("Start replica", "start-replica", () => act(`start-replica/${path}`, `Start replication on ${key}?`)),
       actionButton("Stop replica", "stop-replica", () => act(`stop-replica/${path}`, `Stop replication on ${key}?`)),
       actionButton("Set read-only", "set-read-only", () => act(`set-read-only/${path}`, `Make ${key} read-only?`)),
-      actionButton("Set writeable", "set-writeable", () => act(`set-writeable/${path}`, `Make ${key} writeable?`)),
+        actionButton("Set writeable", "set-writeable", () => act(`set-writeable/${path}`, `Make ${key} writeable?`)),
+      ),
     ),
     h(
       "fieldset",

@@ -32,14 +32,18 @@ export async function recoveriesPage(root) {
   );
   /** @param {any} r */
   const cluster = (r) => r.AnalysisEntry?.ClusterDetails?.ClusterName ?? "";
+  /** @param {any} r @returns {string} the failed instance, or the first one taking part */
+  const failed = (r) => keyText(r.AnalysisEntry?.AnalyzedInstanceKey) || keyText((r.ParticipatingInstanceKeys ?? [])[0]);
   /** @type {Array<[string, (r: any) => Node | string]>} */
   const columns = [
     ["Id", (r) => String(r.Id)],
     ["Started", (r) => r.RecoveryStartTimestamp || "—"],
-    ["Analysis", (r) => h("strong", {}, r.AnalysisEntry?.Analysis ?? "?")],
-    ["Failed", (r) => (keyText(r.AnalysisEntry?.AnalyzedInstanceKey) ? instanceLink(keyText(r.AnalysisEntry.AnalyzedInstanceKey)) : "—")],
+    ["Analysis", (r) => h("strong", {}, r.AnalysisEntry?.Analysis || r.Type || "—")],
+    ["Failed", (r) => (failed(r) ? instanceLink(failed(r)) : "—")],
+    ["Participants", (r) => (r.ParticipatingInstanceKeys ?? []).map(keyText).join(", ") || "—"],
     ["Cluster", (r) => (cluster(r) ? clusterLink(cluster(r)) : "—")],
     ["Successor", (r) => (keyText(r.SuccessorKey) ? instanceLink(keyText(r.SuccessorKey)) : "none")],
+    ["Worker (token)", (r) => `${r.ProcessingNodeHostname || "—"}${r.ProcessingNodeToken ? ` (${r.ProcessingNodeToken})` : ""}`],
     ["Result", (r) => (r.IsActive ? "⟳ running" : r.IsSuccessful ? "✓ successful" : `✖ failed${(r.AllErrors ?? []).length ? `: ${r.AllErrors.join("; ")}` : ""}`)],
     ["Acknowledged", (r) => (r.Acknowledged ? `by ${r.AcknowledgedBy}: ${r.AcknowledgedComment}` : actionButton("Acknowledge", "ack-recovery", () => ack(`ack-recovery/${r.Id}`, `Acknowledge recovery ${r.Id}?`)))],
   ];
@@ -85,9 +89,10 @@ export async function recoveriesPage(root) {
               [
                 ["Id", (d) => String(d.Id)],
                 ["Detected", (d) => d.RecoveryStartTimestamp || d.DetectionTimestamp || "—"],
-                ["Analysis", (d) => d.AnalysisEntry?.Analysis ?? "?"],
-                ["Instance", (d) => instanceLink(keyText(d.AnalysisEntry?.AnalyzedInstanceKey))],
-                ["Cluster", (d) => clusterLink(d.AnalysisEntry?.ClusterDetails?.ClusterName ?? "")],
+                ["Analysis", (d) => d.AnalysisEntry?.Analysis || d.Type || "—"],
+                ["Instance", (d) => (keyText(d.AnalysisEntry?.AnalyzedInstanceKey) ? instanceLink(keyText(d.AnalysisEntry.AnalyzedInstanceKey)) : "—")],
+                ["Cluster", (d) => (d.AnalysisEntry?.ClusterDetails?.ClusterName ? clusterLink(d.AnalysisEntry.ClusterDetails.ClusterName) : "—")],
+                ["Worker (token)", (d) => `${d.ProcessingNodeHostname || "—"}${d.ProcessingNodeToken ? ` (${d.ProcessingNodeToken})` : ""}`],
               ],
               /** @type {any[]} */ (list),
               { class: "list" },
