@@ -1,14 +1,15 @@
 """How fast the web UI's cluster page draws a 200-instance cluster, first and after an update,
 in headless Chromium (issue 11: "first render and an update under 200 ms").
 
-It starts its own nats-server (JetStream) and ONE ``orchestrator-topology-api`` (SQLite in the
-work directory), and publishes snapshots of a simulated cluster straight onto
-``orchestrator.v1.snapshot.<token>``, as discovery would: one master, ``--intermediates``
-intermediate masters under it and the rest of the ``--instances`` spread below them (all on
-127.0.0.1, ports nobody listens on: nothing probes them here). Once the API lists them all, for
-each of ``--runs`` runs it opens the cluster page in a fresh browser context of Debian's
-chromium (``/usr/bin/chromium``, driven by Playwright) and reads the page's own measure,
-``window.__lastRender = {instances, ms}`` (fetch to painted, set after every render):
+It starts its own nats-server (JetStream), etcd, one ``orchestrator-recovery`` worker (the page
+reads the maintenance list and the global recovery switch through it) and ONE
+``orchestrator-topology-api`` (SQLite in the work directory), and publishes snapshots of a
+simulated cluster straight onto ``orchestrator.v1.snapshot.<token>``, as discovery would: one
+master, ``--intermediates`` intermediate masters under it and the rest of the ``--instances``
+spread below them (all on 127.0.0.1, ports nobody listens on: nothing probes them here). Once
+the API lists them all, for each of ``--runs`` runs it opens the cluster page in a fresh browser
+context of Debian's chromium (``/usr/bin/chromium``, driven by Playwright) and reads the page's
+own measure, ``window.__lastRender = {instances, ms}`` (fetch to painted, after every render):
 
 * first render: the page loaded, until the tree of every instance is painted;
 * update: ``--updates`` times, a new snapshot of one replica (another lag, read-only flipped) is
@@ -16,8 +17,10 @@ chromium (``/usr/bin/chromium``, driven by Playwright) and reads the page's own 
   redraws. The page's ms for that redraw is the update figure; the time from the publication
   until the page has redrawn (bus, store, event stream, fetch and paint) is shown beside it.
 
-Reports median and max of both over all runs; exits 1 if a median is 200 ms or more, 2 if the
-benchmark could not run. Every process it starts is stopped on any exit.
+Reports median and max of both over all runs, the page's own share of each (``renderMs``: from
+the API's answers to painted) and, for comparison, how long the API alone takes to answer each
+read the page makes; exits 1 if a median is 200 ms or more, 2 if the benchmark could not run.
+Every process it starts is stopped on any exit.
 
     uv run --no-sync python benchmarks/ui_render.py [--instances 200] [--runs 5] [--updates 5]
 """
@@ -47,10 +50,10 @@ from benchlib import (
     BenchmarkError,
     Children,
     Figure,
+    api_json,
     free_port,
     free_port_block,
     http_get,
-    leader_ok,
     print_table,
     start_nats,
 )
@@ -71,6 +74,8 @@ from orchestrator_shared.snapshot import (
 CHROMIUM = "/usr/bin/chromium"
 TARGET_MS = 200.0
 VERSION = "10.11.19-MariaDB-log"
+# What the page reads from the recovery worker (503 until it answers the API).
+WORKER_READS = ("/api/check-global-recoveries", "/api/maintenance")
 
 
 @dataclass
@@ -229,7 +234,9 @@ def wait_listed(api: str, fleet: Fleet, timeout: float = 60) -> str:
 @dataclass
 class Run:
     first_ms: float
+    first_render_ms: float  # the page's share: from the API's answers to painted
     updates_ms: list[float]
+    updates_render_ms: list[float]
     updates_wall_ms: list[float]
 
 
@@ -248,6 +255,20 @@ class Target:
     cluster: str
     fleet: Fleet
     nats_url: str
+    api_ms: dict[str, float] = field(default_factory=dict)  # median answer time per read
+
+
+def time_reads(http: httpx.Client, cluster: str, times: int = 5) -> dict[str, float]:
+    """The median time the API takes to answer each read the cluster page makes (alone)."""
+    found = {}
+    for path in (f"/api/cluster/{cluster}", f"/api/replication-analysis/{cluster}", *WORKER_READS):
+        took = []
+        for _ in range(times):
+            started = time.monotonic()
+            http.get(path).raise_for_status()
+            took.append((time.monotonic() - started) * 1000)
+        found[path] = statistics.median(took)
+    return found
 
 
 def measure_run(browser: Browser, target: Target, args: argparse.Namespace) -> Run:
@@ -266,9 +287,10 @@ def measure_run(browser: Browser, target: Target, args: argparse.Namespace) -> R
             f"window.__lastRender && window.__lastRender.instances === {len(fleet.keys)}",
             timeout=30_000,
         )
-        first = float(last_render(page)["ms"])
+        shown = last_render(page)
+        first, first_render = float(shown["ms"]), float(shown.get("renderMs", "nan"))
         page.wait_for_function("document.body.dataset.live === 'connected'", timeout=10_000)
-        updates, walls = [], []
+        updates, renders, walls = [], [], []
         for n in range(args.updates):
             key = fleet.keys[-1 - n]
             before = float(last_render(page)["at"])
@@ -281,17 +303,18 @@ def measure_run(browser: Browser, target: Target, args: argparse.Namespace) -> R
             if shown["instances"] != len(fleet.keys):
                 raise BenchmarkError(f"the update drew {shown['instances']} instances")
             updates.append(float(shown["ms"]))
+            renders.append(float(shown.get("renderMs", "nan")))
             time.sleep(0.3)  # let the page settle: no coalesced double update
         if errors:
             raise BenchmarkError(f"console errors on the page: {errors}")
-        return Run(first, updates, walls)
+        return Run(first, first_render, updates, renders, walls)
     except PlaywrightError as exc:
         raise BenchmarkError(f"browser: {exc}") from exc
     finally:
         context.close()
 
 
-def measure(args: argparse.Namespace, children: Children) -> list[Run]:
+def measure(args: argparse.Namespace, children: Children) -> tuple[list[Run], dict[str, float]]:
     nats_url, _ = start_nats(children)
     etcd = start_etcd(children)
     start_worker(children, nats_url, etcd)
@@ -301,16 +324,18 @@ def measure(args: argparse.Namespace, children: Children) -> list[Run]:
     target = Target(api, wait_listed(api, fleet), fleet, nats_url)
     with httpx.Client(base_url=api, timeout=5) as http:
         deadline = time.monotonic() + 60
-        while not leader_ok(http):
+        while not all(api_json(http, path) is not None for path in WORKER_READS):
             if time.monotonic() > deadline:
-                raise BenchmarkError("no recovery worker leads after 60 s")
+                raise BenchmarkError("the recovery worker does not answer the API after 60 s")
             time.sleep(0.2)
+        target.api_ms = time_reads(http, target.cluster)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
         )
         try:
-            return [measure_run(browser, target, args) for _ in range(args.runs)]
+            runs = [measure_run(browser, target, args) for _ in range(args.runs)]
+            return runs, target.api_ms
         finally:
             browser.close()
 
@@ -330,10 +355,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def summarize(runs: list[Run], args: argparse.Namespace) -> int:
+def summarize(runs: list[Run], api_ms: dict[str, float], args: argparse.Namespace) -> int:
     firsts = [run.first_ms for run in runs]
     updates = [ms for run in runs for ms in run.updates_ms]
     walls = [ms for run in runs for ms in run.updates_wall_ms]
+    first_page = statistics.median(run.first_render_ms for run in runs)
+    update_page = statistics.median(ms for run in runs for ms in run.updates_render_ms)
     first_median, update_median = statistics.median(firsts), statistics.median(updates)
     target = f"< {TARGET_MS:.0f} ms"
     figures = [
@@ -341,10 +368,13 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> int:
         Figure("page loads / updates", f"{len(firsts)} / {len(updates)}"),
         Figure("first render median", f"{first_median:.0f} ms", target, first_median < TARGET_MS),
         Figure("first render max", f"{max(firsts):.0f} ms"),
+        Figure("  of which the page (answers -> painted), median", f"{first_page:.0f} ms"),
         Figure("update median", f"{update_median:.0f} ms", target, update_median < TARGET_MS),
         Figure("update max", f"{max(updates):.0f} ms"),
+        Figure("  of which the page (answers -> painted), median", f"{update_page:.0f} ms"),
         Figure("publication -> redrawn median", f"{statistics.median(walls):.0f} ms"),
         Figure("publication -> redrawn max", f"{max(walls):.0f} ms"),
+        *(Figure(f"API alone: GET {path}, median", f"{ms:.0f} ms") for path, ms in api_ms.items()),
     ]
     print_table(f"UI render, headless Chromium ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", figures)
     missed = [f.name for f in figures if f.ok is False]
@@ -365,7 +395,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ui-render-"))
     children = Children(workdir)
     try:
-        runs = measure(args, children)
+        runs, api_ms = measure(args, children)
     except BenchmarkError as exc:
         print(f"ui_render: {exc}", file=sys.stderr)
         return 2
@@ -378,7 +408,7 @@ def main() -> int:
             print(f"work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    return summarize(runs, args)
+    return summarize(runs, api_ms, args)
 
 
 if __name__ == "__main__":
