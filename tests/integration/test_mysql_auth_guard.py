@@ -57,8 +57,14 @@ class FakeServer:
     offer_tls: bool = False
     received: bytearray = field(default_factory=bytearray)
     logged_in: int = 0
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)  # type: ignore[arg-type]
+        self.writers.append(writer)
         salt = bytes(33 + b % 94 for b in os.urandom(20))  # printable, no NUL
         caps = CAPABILITIES | (CLIENT.SSL if self.offer_tls else 0)
         greeting = b"".join(
@@ -110,6 +116,10 @@ async def serving(server: FakeServer) -> AsyncIterator[InstanceKey]:
     finally:
         listener.close()
         await listener.wait_closed()
+        for writer in server.writers:  # every connection ends before the test does
+            writer.close()
+        if server.handlers:
+            await asyncio.wait(server.handlers, timeout=5)
 
 
 def options(tls: ssl.SSLContext | None = None) -> ProbeOptions:

@@ -20,10 +20,14 @@ The TLS context comes from :mod:`orchestrator_shared.mysql_tls`.
 
 from __future__ import annotations
 
+import ssl
+import struct
 from typing import Any
 
 import aiomysql
 import pymysql
+from pymysql.charset import charset_by_name
+from pymysql.connections import MAX_PACKET_LEN
 from pymysql.constants import CLIENT, CR
 from pymysql.err import OperationalError
 
@@ -40,6 +44,8 @@ class GuardedConnection(aiomysql.Connection):  # type: ignore[misc]
     (``CR_AUTH_PLUGIN_CANNOT_LOAD``) for a cleartext plugin without TLS.
     """
 
+    _ssl_context: ssl.SSLContext | None  # set by aiomysql from ``ssl=``
+
     def _refuse_cleartext(self, plugin: str) -> None:
         if plugin in CLEARTEXT_PLUGINS and not self._secure:
             raise OperationalError(
@@ -49,14 +55,42 @@ class GuardedConnection(aiomysql.Connection):  # type: ignore[misc]
             )
 
     async def _request_authentication(self) -> None:
-        if self._ssl_context is not None and not self.server_capabilities & CLIENT.SSL:
+        context = self._ssl_context
+        if context is None:
+            self._refuse_cleartext(self._client_auth_plugin or self._server_auth_plugin)
+            await super()._request_authentication()
+            return
+        if not self.server_capabilities & CLIENT.SSL:
             raise OperationalError(
                 CR.CR_SSL_CONNECTION_ERROR,
                 "TLS is required (MySQLTopologyUseMutualTLS) but the server does not offer it",
             )
-        if self._ssl_context is None:  # with TLS, the greeting's plugin is used after TLS
-            self._refuse_cleartext(self._client_auth_plugin or self._server_auth_plugin)
-        await super()._request_authentication()
+        await self._start_tls(context)
+        self._ssl_context = None  # aiomysql's own upgrade is done: it goes on over TLS
+        try:
+            await super()._request_authentication()
+        finally:
+            self._ssl_context = context
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        """The SSLRequest packet, then TLS on the same transport. aiomysql's own upgrade moves
+        a duplicate of the socket to a new transport and leaks it when the handshake fails
+        (a certificate that does not verify); here a failed handshake leaves the original
+        transport, which ``_connect`` closes."""
+        if int(self.server_version.split(".", 1)[0]) >= 5:
+            self.client_flag |= CLIENT.MULTI_RESULTS
+        charset_id = charset_by_name(self.charset).id
+        self.write_packet(struct.pack("<iIB23s", self.client_flag, MAX_PACKET_LEN, charset_id, b""))
+        await self._writer.start_tls(context, server_hostname=self._host)
+        self._secure = True
+
+    def close(self) -> None:
+        """Close the socket now. A TLS transport's ``close()`` waits for the server's
+        close_notify first, and its socket outlives the connection if the event loop stops
+        (or the server never answers) meanwhile; MySQL needs no TLS shutdown."""
+        if self._writer is not None and self._secure:
+            self._writer.transport.abort()
+        super().close()
 
     async def _process_auth(self, plugin_name: bytes, auth_packet: Any) -> Any:
         self._refuse_cleartext(plugin_name.decode("ascii", "replace"))
