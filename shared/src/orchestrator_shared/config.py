@@ -49,6 +49,7 @@ from pydantic import (
 from orchestrator_shared.config_sources import Conversion, Keys, read_sources
 from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.mysql_tls import topology_tls_context
 from orchestrator_shared.patterns import compile_pattern
 
 # the settings that are lists of regular expressions on host names (RE2, checked at start-up)
@@ -100,6 +101,15 @@ class Settings(BaseModel):
     MySQLConnectTimeoutSeconds: PositiveFloat = 2
     MySQLDiscoveryReadTimeoutSeconds: PositiveFloat = 10
     MySQLTopologyMaxPoolConnections: PositiveInt = 3
+    # TLS to every topology server (orchestrator's keys; docs/security.md, MySQL): the server
+    # certificate is checked against MySQLTopologySSLCAFile (else the system's CAs) and must
+    # name the host; SSLSkipVerify encrypts but checks nothing; CertFile/PrivateKeyFile are a
+    # client certificate. Without TLS, a server asking for a cleartext password is refused.
+    MySQLTopologyUseMutualTLS: bool = False
+    MySQLTopologySSLCAFile: str = ""
+    MySQLTopologySSLCertFile: str = ""
+    MySQLTopologySSLPrivateKeyFile: str = ""
+    MySQLTopologySSLSkipVerify: bool = False
 
     # --- discovery -------------------------------------------------------------------------
     InstancePollSeconds: PositiveFloat = 5
@@ -462,6 +472,11 @@ class Settings(BaseModel):
             raise ValueError("BackendDB: 'postgres' needs PostgreSQLDSN")
         if self.BackendDB == "mysql":
             self._check_mysql_store()
+        if bool(self.MySQLTopologySSLCertFile) != bool(self.MySQLTopologySSLPrivateKeyFile):
+            raise ValueError(
+                "MySQLTopologySSLCertFile: MySQLTopologySSLCertFile and "
+                "MySQLTopologySSLPrivateKeyFile go together"
+            )
         self._check_etcd()
         return self
 
@@ -595,24 +610,24 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 _KEYS = Keys(Settings.model_fields, SYNONYMS, CONVERSIONS)
 
 
-def _mysql_store_warnings(settings: Settings) -> list[str]:
-    if settings.BackendDB != "mysql" or settings.MySQLOrchestratorUseMutualTLS:
+def _tls_files_warning(settings: Settings, prefix: str, what: str) -> list[str]:
+    """A warning when ``<prefix>SSL*File`` is set without ``<prefix>UseMutualTLS``."""
+    if getattr(settings, f"{prefix}UseMutualTLS"):
         return []
-    tls_files = [
-        name
-        for name in (
-            "MySQLOrchestratorSSLCAFile",
-            "MySQLOrchestratorSSLCertFile",
-            "MySQLOrchestratorSSLPrivateKeyFile",
-        )
-        if getattr(settings, name)
-    ]
+    names = (f"{prefix}SSLCAFile", f"{prefix}SSLCertFile", f"{prefix}SSLPrivateKeyFile")
+    tls_files = [name for name in names if getattr(settings, name)]
     if not tls_files:
         return []
     return [
-        f"{tls_files[0]} is set but MySQLOrchestratorUseMutualTLS is not: the MySQL store is "
-        "reached without TLS (as orchestrator does)"
+        f"{tls_files[0]} is set but {prefix}UseMutualTLS is not: {what} reached without TLS "
+        "(as orchestrator does)"
     ]
+
+
+def _mysql_store_warnings(settings: Settings) -> list[str]:
+    if settings.BackendDB != "mysql":
+        return []
+    return _tls_files_warning(settings, "MySQLOrchestrator", "the MySQL store is")
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -645,4 +660,7 @@ def load_settings(
             setting, _, message = message.partition(": ")
         raise ConfigError(setting, message) from None
     warnings += _mysql_store_warnings(settings)
+    warnings += _tls_files_warning(settings, "MySQLTopology", "topology servers are")
+    # the TLS files are read now: a file that cannot be used stops every service at startup
+    topology_tls_context(settings)
     return LoadedSettings(settings=settings, source=source, warnings=tuple(warnings))

@@ -31,6 +31,8 @@ from pymysql.constants import FIELD_TYPE
 from pymysql.converters import through
 from pymysql.protocol import FieldDescriptorPacket, MysqlPacket
 
+from orchestrator_shared.mysql_client import GuardedConnection, connect_guarded
+
 _HEADER = struct.Struct("<HBB")
 _CACHE_SIZE = 256
 
@@ -86,8 +88,9 @@ class _CachedResult(MySQLResult):  # type: ignore[misc]
             raise aiomysql.InternalError("protocol error: expected EOF after column definitions")
 
 
-class FastConnection(aiomysql.Connection):  # type: ignore[misc]
-    """aiomysql's connection with cached column definitions and buffered packet reads."""
+class FastConnection(GuardedConnection):
+    """aiomysql's connection with cached column definitions and buffered packet reads (and
+    the TLS and authentication rules of :class:`GuardedConnection`)."""
 
     async def _read_query_result(self, unbuffered: bool = False) -> None:
         if unbuffered:
@@ -126,6 +129,5 @@ class FastConnection(aiomysql.Connection):  # type: ignore[misc]
 
 async def connect(**kwargs: Any) -> FastConnection:
     """Like ``aiomysql.connect`` (same keyword arguments), returning a :class:`FastConnection`."""
-    conn = FastConnection(**kwargs)
-    await conn._connect()
+    conn: FastConnection = await connect_guarded(FastConnection, **kwargs)
     return conn

@@ -9,6 +9,7 @@ hung server costs one task slot and never blocks another probe. Library errors (
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
@@ -26,6 +27,8 @@ from orchestrator_discovery.probe_sql import Dialect
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ProbeError, ProbeTimeout
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.mysql_client import connect_guarded, describe_mysql_error
+from orchestrator_shared.mysql_tls import topology_tls_context
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.patterns import compile_pattern
 from orchestrator_shared.snapshot import (
@@ -55,6 +58,8 @@ class ProbeOptions:
     region_pattern: str = ""
     promotion_rule_query: str = ""
     replication_lag_query: str = ""
+    # MySQLTopologyUseMutualTLS: the TLS context of every connection (None: plain TCP)
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProbeOptions:
@@ -72,18 +77,8 @@ class ProbeOptions:
             region_pattern=settings.RegionPattern,
             promotion_rule_query=settings.DetectPromotionRuleQuery,
             replication_lag_query=settings.ReplicationLagQuery,
+            tls=topology_tls_context(settings),
         )
-
-
-def describe_mysql_error(exc: BaseException) -> tuple[str, int | None]:
-    """One line and the MySQL errno (if any) for a driver exception."""
-    if isinstance(exc, pymysql.err.MySQLError) and exc.args:
-        first = exc.args[0]
-        if isinstance(first, int) and len(exc.args) > 1:
-            return str(exc.args[1]).splitlines()[0], first
-        return str(first).splitlines()[0], None
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text, None
 
 
 class ConnectionPool:
@@ -103,6 +98,7 @@ class ConnectionPool:
             connect_timeout=self._options.connect_timeout,
             autocommit=True,
             client_flag=CLIENT.MULTI_STATEMENTS,
+            ssl=self._options.tls,
         )
 
     @asynccontextmanager
@@ -402,13 +398,14 @@ class LivenessLink:
         try:
             async with asyncio.timeout(self._timeout):
                 if self._conn is None:
-                    self._conn = await aiomysql.connect(
+                    self._conn = await connect_guarded(
                         host=self.key.host,
                         port=self.key.port,
                         user=self._options.user,
                         password=self._options.password,
                         connect_timeout=min(self._timeout, self._options.connect_timeout),
                         autocommit=True,
+                        ssl=self._options.tls,
                     )
                 await self._conn.ping(reconnect=False)
         except TimeoutError:

@@ -14,6 +14,7 @@ costs a ``SHOW WARNINGS`` round trip): a redundant ``STOP SLAVE`` only raises a 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import defaultdict
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ import pymysql
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import OrchestratorError
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.mysql_client import connect_guarded, describe_mysql_error
+from orchestrator_shared.mysql_tls import topology_tls_context
 
 Row = dict[str, Any]
 
@@ -71,6 +74,8 @@ class MySQLAccess:
     connect_timeout: float = 1.0
     replication_user: str | None = None
     replication_password: str | None = field(default=None, repr=False)
+    # MySQLTopologyUseMutualTLS: the TLS context of every connection (None: plain TCP)
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(
@@ -86,6 +91,7 @@ class MySQLAccess:
             connect_timeout=settings.MySQLConnectTimeoutSeconds,
             replication_user=replication_user,
             replication_password=replication_password,
+            tls=topology_tls_context(settings),
         )
 
 
@@ -94,16 +100,6 @@ class _QuietDictCursor(aiomysql.DictCursor):  # type: ignore[misc]
 
     async def _show_warnings(self, conn: Any) -> None:
         return None
-
-
-def _describe(exc: BaseException) -> tuple[str, int | None]:
-    if isinstance(exc, pymysql.err.MySQLError) and exc.args:
-        first = exc.args[0]
-        if isinstance(first, int) and len(exc.args) > 1:
-            return str(exc.args[1]).splitlines()[0], first
-        return str(first).splitlines()[0] if str(first) else type(exc).__name__, None
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text, None
 
 
 class Links:
@@ -150,28 +146,24 @@ class Links:
         if self._closed:
             raise StatementFailed(key, "connect", "links closed")
         timeout = min(self._access.connect_timeout, deadline_s)
-        conn = aiomysql.Connection(
-            host=key.host,
-            port=key.port,
-            user=self._access.user,
-            password=self._access.password,
-            connect_timeout=timeout,
-            autocommit=True,
-            cursorclass=_QuietDictCursor,
-        )
         try:
-            try:
-                async with asyncio.timeout(timeout):
-                    await conn._connect()
-            except BaseException:
-                conn.close()  # a cancelled handshake must not leave its socket open
-                raise
+            async with asyncio.timeout(timeout):
+                conn = await connect_guarded(
+                    host=key.host,
+                    port=key.port,
+                    user=self._access.user,
+                    password=self._access.password,
+                    connect_timeout=timeout,
+                    autocommit=True,
+                    cursorclass=_QuietDictCursor,
+                    ssl=self._access.tls,
+                )
         except TimeoutError:
             raise StatementFailed(
                 key, "connect", f"no answer within {timeout:g}s", timed_out=True
             ) from None
         except (pymysql.err.MySQLError, OSError) as exc:
-            message, errno = _describe(exc)
+            message, errno = describe_mysql_error(exc)
             raise StatementFailed(key, "connect", message, errno=errno) from None
         self._connections[key] = conn
         return conn
@@ -199,7 +191,7 @@ class Links:
         except StatementFailed:
             raise
         except (pymysql.err.MySQLError, OSError) as exc:
-            message, errno = _describe(exc)
+            message, errno = describe_mysql_error(exc)
             if errno is None or errno >= _FIRST_CLIENT_ERRNO:
                 self.discard(key)  # the connection itself broke; a server error leaves it usable
             raise StatementFailed(key, sql, message, errno=errno) from None

@@ -34,7 +34,8 @@ from orchestrator_api.store.mysql_transaction import MySQLTransaction, Result, T
 from orchestrator_api.store.schema import Dialect
 from orchestrator_api.store.sql import SqlStore, store_on
 from orchestrator_shared.config import Settings
-from orchestrator_shared.errors import StoreError
+from orchestrator_shared.errors import ConfigError, StoreError
+from orchestrator_shared.mysql_tls import client_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -104,26 +105,16 @@ def tls_context(backend: MySQLBackend) -> ssl.SSLContext | None:
     """The TLS context of ``MySQLOrchestratorUseMutualTLS``; None without TLS."""
     if not backend.use_tls:
         return None
-    context = ssl.create_default_context()
-    if backend.ssl_ca_file:
-        try:
-            context.load_verify_locations(cafile=backend.ssl_ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise StoreError(
-                f"MySQLOrchestratorSSLCAFile: cannot use {backend.ssl_ca_file}: {exc}"
-            ) from None
-    if backend.ssl_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if backend.ssl_cert_file:
-        try:
-            context.load_cert_chain(backend.ssl_cert_file, backend.ssl_key_file or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise StoreError(
-                f"MySQLOrchestratorSSLCertFile: cannot use {backend.ssl_cert_file} with "
-                f"{backend.ssl_key_file}: {exc}"
-            ) from None
-    return context
+    try:
+        return client_tls_context(
+            "MySQLOrchestrator",
+            ca_file=backend.ssl_ca_file,
+            cert_file=backend.ssl_cert_file,
+            key_file=backend.ssl_key_file,
+            skip_verify=backend.ssl_skip_verify,
+        )
+    except ConfigError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def describe(exc: BaseException, backend: MySQLBackend) -> str:
