@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -142,6 +143,10 @@ def test_while_up_runs_the_cli_lists_the_sandbox_and_a_signal_stops_everything(
                 "orchestrator_coordinator.main",
                 "orchestrator_recovery.main",
             } <= service_names(children)
+            # the API shows the recovery filters the workers run with (every cluster under up)
+            info = httpx.get(f"{url}/api/clusters-info", timeout=10).json()
+            assert [c["HasAutomatedMasterRecovery"] for c in info] == [True], info
+            assert [c["HasAutomatedIntermediateMasterRecovery"] for c in info] == [True], info
             # the API may list the cluster a moment before `up` prints its last start-up line
             while "try: " not in (tmp_path / "up.out").read_text():
                 assert time.monotonic() < deadline, (tmp_path / "up.out").read_text()

@@ -121,12 +121,10 @@ def _start_stack(
     )
     coordinator = stack.enter_context(local_stack.coordinator_process(common, run_dir))
     _say(f"orchestrator-coordinator started (log: {coordinator.log_path})")
+    # the workers and the API share the recovery filters (the API shows them in ClusterInfo)
+    recovering = local_stack.recovery_settings(common, settings)
     workers = [
-        stack.enter_context(
-            local_stack.recovery_process(
-                local_stack.recovery_settings(common, settings), run_dir, f"recovery-{n}"
-            )
-        )
+        stack.enter_context(local_stack.recovery_process(recovering, run_dir, f"recovery-{n}"))
         for n in (1, 2)
     ]
     _say(
@@ -139,7 +137,7 @@ def _start_stack(
     )
     api = stack.enter_context(
         local_stack.api_process(
-            local_stack.api_settings(common, run_dir), run_dir, url=url, verify=verify
+            local_stack.api_settings(recovering, run_dir), run_dir, url=url, verify=verify
         )
     )
     _say(f"orchestrator-topology-api on {url} (log: {api.log_path})")
