@@ -270,7 +270,7 @@ def test_dragging_a_replica_onto_a_sibling_moves_it_and_a_drop_onto_its_own_repl
     before = sources(sandbox)
     target = drag_over(page, sibling.key, moved.key)
     expect(target).to_have_attribute("data-drop", "refused", timeout=RENDER_TIMEOUT_MS)
-    reason = target.locator("title").text_content() or ""
+    reason = target.locator("title.drop-reason").text_content() or ""
     assert reason.strip(), "a refused target says why"
     shoot(page.page, shots, "drag-refused")
     page.page.mouse.up()

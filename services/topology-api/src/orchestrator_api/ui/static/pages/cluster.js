@@ -11,7 +11,9 @@ import { instancePanel } from "./instance.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 290; // card width
-const H = 92; // card height
+const H = 104; // card height
+const CHARS = 44; // characters of a line that fit in a card's width (12 px font)
+const PROBLEM_CHARS = 38; // the same for the problems line (bold 11 px, after "⚠ ")
 const DX = W + 70;
 const DY = H + 16;
 const MARGIN = 16;
@@ -68,14 +70,28 @@ function describe(i, place, problems, maintenance) {
   return { key, lines, marks, label, lag };
 }
 
+/** One line of a card, cut to the card's width; the whole text as its tooltip when cut.
+ * @param {string} text @param {string} attributes */
+function line(text, attributes) {
+  if (text.length <= CHARS) return `<text ${attributes}>${esc(text)}</text>`;
+  return `<text ${attributes}><title>${esc(text)}</title>${esc(text.slice(0, CHARS - 1))}…</text>`;
+}
+
 /** @param {ReturnType<typeof describe>} d @param {string[]} problems @param {Placed} place */
 function cardMarkup(d, problems, place) {
   const texts = [
     `<text class="k" x="10" y="17">${esc(d.key)}</text>`,
-    ...d.lines.map((line, n) => `<text x="10" y="${34 + n * 14}">${esc(line)}</text>`),
-    `<text class="marks" x="10" y="${34 + d.lines.length * 14}">${esc(d.marks.join(" · "))}</text>`,
+    ...d.lines.map((text, n) => line(text, `x="10" y="${34 + n * 14}"`)),
+    line(d.marks.join(" · "), `class="marks" x="10" y="${34 + d.lines.length * 14}"`),
   ];
-  if (problems.length) texts.push(`<text class="problems" x="10" y="${H - 6}">⚠ ${esc(problems.join(", "))}</text>`);
+  if (problems.length) {
+    // the first problem, and how many more (all of them in the tooltip and the aria-label)
+    const more = problems.length > 1 ? ` +${problems.length - 1}` : "";
+    const room = PROBLEM_CHARS - more.length;
+    const first = problems[0].length <= room ? problems[0] : `${problems[0].slice(0, room - 1)}…`;
+    const all = `⚠ ${problems.join(", ")}`;
+    texts.push(`<text class="problems" x="10" y="${H - 9}"><title>${esc(all)}</title>${esc(`⚠ ${first}${more}`)}</text>`);
+  }
   const handle = place.children.length
     ? `<g class="handle" data-handle="${esc(d.key)}" transform="translate(${W + 12},${H / 2})"><circle r="10"/><text x="0" y="4" text-anchor="middle">${place.children.length}</text></g>`
     : "";
