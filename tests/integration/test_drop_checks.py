@@ -109,6 +109,21 @@ def test_drop_checks_on_the_sandbox(make_stack: StackFactory) -> None:
     assert bad.status_code == 400
     assert httpx.get(f"{api}/api/can-relocate/127.0.0.1/{ports[1]}", timeout=5).status_code == 401
 
+    # someone's maintenance on node 2: moving below it is refused for the others, with whose
+    begun = httpx.post(
+        f"{api}/api/begin-maintenance/127.0.0.1/{ports[2]}/alice/disk%20swap",
+        auth=ADMIN,
+        timeout=10,
+    )
+    assert begun.status_code == 200, begun.text
+    locked = verdicts(get("can-relocate", 1))
+    assert not locked[ports[2]][0]
+    assert locked[ports[2]][1].startswith(f"127.0.0.1:{ports[2]} is in maintenance (alice, ")
+    assert locked[ports[0]] == (True, "")
+    ended = httpx.post(f"{api}/api/end-maintenance/127.0.0.1/{ports[2]}", auth=ADMIN, timeout=10)
+    assert ended.status_code == 200, ended.text
+    assert verdicts(get("can-relocate", 1))[ports[2]] == (True, "")
+
     # nothing changed on the servers
     assert [link(sandbox, i) for i in range(4)] == before
 

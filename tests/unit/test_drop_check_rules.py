@@ -3,15 +3,19 @@ targets ``relocate`` / ``relocate-replicas`` would refuse, and why."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from orchestrator_recovery.drop_checks import (
     Verdict,
+    held_instances,
     masters_of,
     relocate_refusal,
     replicas_of,
     replicas_refusal,
 )
+from orchestrator_recovery.maintenance import Lock
 from orchestrator_recovery.moves_sql import Server, split_variables
 from orchestrator_shared.instance_key import InstanceKey
 from tests.unit.test_moves_sql import server
@@ -119,3 +123,17 @@ def test_show_variables_read_as_the_moves_read_them() -> None:
     ]
     assert split_variables(mysql)[1] == [{"binlog": "uuid:1-10", "purged": "uuid:1-2"}]
     assert split_variables([]) == ([], [])
+
+
+def test_locked_instances_are_held_for_everyone_but_the_maintenance_owner() -> None:
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    locks = [
+        Lock(A, "alice", "disk swap", begins_at=now, ends_at=now + timedelta(hours=1)),
+        Lock(B, "bob", "relocate", begins_at=now),  # a running operation: busy for all
+        Lock(C, "carol", "old", begins_at=now, ends_at=now - timedelta(minutes=1)),  # ended
+    ]
+    held = held_instances(locks, "ops", now)
+    assert set(held) == {A, B}
+    assert held[A].startswith(f"{A} is in maintenance (alice, disk swap, until ")
+    assert held[B].startswith(f"{B} is busy: relocate requested by bob is running")
+    assert set(held_instances(locks, "alice", now)) == {B}  # her own maintenance is hers

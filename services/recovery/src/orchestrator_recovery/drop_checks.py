@@ -18,6 +18,10 @@ replica status), concurrently, with a short deadline (``timeout`` seconds to con
 statement), so a cluster of 200 answers in a fraction of a second; a server that does not
 answer refuses the moves that need it, with its error as the reason.
 
+With ``locks`` (the maintenance locks in etcd, read once per call), R or T held by someone else's
+maintenance or by a running operation refuses the move with the lock's description, as
+``relocate`` would.
+
 The reply's ``details``: ``[{"Key": {"Hostname", "Port"}, "Allowed": bool, "Reason": str}]``,
 one per target, in the order given.
 """
@@ -25,11 +29,13 @@ one per target, in the order given.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator_recovery.commands import Handler
+from orchestrator_recovery.maintenance import Lock, blocking
 from orchestrator_recovery.moves import MAX_CHAIN, server_of
 from orchestrator_recovery.moves_sql import (
     CHECK_VARIABLES_SQL,
@@ -146,10 +152,21 @@ class DropChecks:
         access: MySQLAccess,
         max_lag: int = REASONABLE_LAG_SECONDS,
         timeout: float = CHECK_TIMEOUT,
+        locks: Callable[[], Awaitable[Sequence[Lock]]] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._access = replace(access, connect_timeout=min(access.connect_timeout, timeout))
         self._max_lag = max_lag
         self._timeout = timeout
+        self._locks = locks
+        self._clock = clock
+
+    async def held(self, requested_by: str) -> dict[InstanceKey, str]:
+        """Why each locked instance cannot be moved or moved below now (empty without
+        ``locks``)."""
+        if self._locks is None:
+            return {}
+        return held_instances(await self._locks(), requested_by, self._clock())
 
     async def read(self, keys: Iterable[InstanceKey]) -> dict[InstanceKey, Server | str]:
         """Each of ``keys`` and the masters of their chains, once, concurrently."""
@@ -179,18 +196,32 @@ class DropChecks:
     async def can_relocate(self, request: CommandRequest) -> CommandReply:
         key = instance_key(request.instance)
         targets = [t for t in _keys(request.arguments.get("targets", ""), "target") if t != key]
-        servers = await self.read([key, *targets])
-        verdicts = [Verdict(t, relocate_refusal(servers, key, t, self._max_lag)) for t in targets]
+        servers, held = await asyncio.gather(
+            self.read([key, *targets]), self.held(request.requested_by)
+        )
+        verdicts = [
+            Verdict(
+                t, held.get(key) or held.get(t) or relocate_refusal(servers, key, t, self._max_lag)
+            )
+            for t in targets
+        ]
         return _reply(request, key, verdicts)
 
     async def can_relocate_replicas(self, request: CommandRequest) -> CommandReply:
         key = instance_key(request.instance)
         targets = [t for t in _keys(request.arguments.get("targets", ""), "target") if t != key]
         known = _keys(request.arguments.get("replicas", ""), "replica")
-        servers = await self.read([key, *targets, *known])
+        servers, held = await asyncio.gather(
+            self.read([key, *targets, *known]), self.held(request.requested_by)
+        )
         replicas = replicas_of(servers, key, known)
+        busy = next((held[r] for r in replicas if r in held), "")
         verdicts = [
-            Verdict(t, replicas_refusal(servers, key, replicas, t, self._max_lag)) for t in targets
+            Verdict(
+                t,
+                busy or held.get(t) or replicas_refusal(servers, key, replicas, t, self._max_lag),
+            )
+            for t in targets
         ]
         return _reply(request, key, verdicts)
 
@@ -199,6 +230,18 @@ class DropChecks:
             "can-relocate": self.can_relocate,
             "can-relocate-replicas": self.can_relocate_replicas,
         }
+
+
+def held_instances(
+    locks: Iterable[Lock], requested_by: str, now: datetime
+) -> dict[InstanceKey, str]:
+    """Instance -> why it is not free for ``requested_by``: a running operation's lock, or
+    someone else's maintenance in force (the first such lock of each instance)."""
+    held: dict[InstanceKey, str] = {}
+    for lock in locks:
+        if lock.transient or blocking([lock], requested_by, now) is not None:
+            held.setdefault(lock.key, lock.describe())
+    return held
 
 
 def _reply(request: CommandRequest, key: InstanceKey, verdicts: Sequence[Verdict]) -> CommandReply:

@@ -144,6 +144,14 @@ async def serve(settings: Settings) -> None:
             ),
             worker_id=identity.id,
         ).handlers()
+        locks = MaintenanceLocks(
+            election.client,
+            prefix=settings.EtcdKeyPrefix,
+            guard=guard,
+            audit=publisher.audit,
+            worker_id=identity.id,
+            default_duration=timedelta(minutes=settings.MaintenanceExpireMinutes),
+        )
         responder = commands.CommandResponder(
             nc,
             subjects,
@@ -161,15 +169,9 @@ async def serve(settings: Settings) -> None:
             queries=DropChecks(
                 access=MySQLAccess.from_settings(settings),
                 max_lag=settings.ReasonableMaintenanceReplicationLagSeconds,
+                locks=locks.active,
             ).handlers(),
-            locks=MaintenanceLocks(
-                election.client,
-                prefix=settings.EtcdKeyPrefix,
-                guard=guard,
-                audit=publisher.audit,
-                worker_id=identity.id,
-                default_duration=timedelta(minutes=settings.MaintenanceExpireMinutes),
-            ),
+            locks=locks,
         )
 
         async def lead(term: Leadership) -> None:
