@@ -309,6 +309,24 @@ def test_the_menu_equivalent_of_a_drag_relocates_a_replica(
     expect(page.notice()).not_to_be_empty(timeout=RENDER_TIMEOUT_MS)
 
 
+def test_the_selected_instances_panel_follows_its_changes_live(
+    star_stack: Stack, pages: Pages
+) -> None:
+    sandbox = star_stack.sandbox
+    replica = sandbox.node(3)
+    page = pages()
+    open_cluster(page, star_stack)
+    page.instance(replica.key).click()
+    panel = page.page.locator(f"[data-testid=instance-panel][data-key='{replica.key}'] h2")
+    expect(panel).to_contain_text("read-only", timeout=RENDER_TIMEOUT_MS)
+    sandbox.execute(replica.index, "SET GLOBAL read_only = 0")
+    try:
+        # no reload, no click: the next snapshot reaches the page, and the panel follows
+        expect(panel).to_contain_text("writeable", timeout=30_000)
+    finally:
+        sandbox.execute(replica.index, "SET GLOBAL read_only = 1")
+
+
 def test_a_read_only_user_can_change_nothing_from_the_page_nor_through_the_api(
     star_stack: Stack, pages: Pages
 ) -> None:

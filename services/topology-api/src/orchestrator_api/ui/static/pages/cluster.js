@@ -18,6 +18,7 @@ const DX = W + 70;
 const DY = H + 16;
 const MARGIN = 16;
 const DRAG_START_PX = 5;
+const PANEL_EVERY_MS = 10_000; // the selected instance's panel follows its changes at most this often
 
 /**
  * @typedef {import("../tree.js").Placed} Placed
@@ -317,6 +318,7 @@ export async function clusterPage(root, name) {
       if (drawn.get(key) !== markup) {
         node.innerHTML = markup;
         drawn.set(key, markup);
+        if (key === selected) panelStale = true;
       }
     }
     for (const [key, node] of nodes) {
@@ -330,6 +332,7 @@ export async function clusterPage(root, name) {
     title.textContent = `cluster ${clusterName}${alias && alias !== clusterName ? ` (${alias})` : ""}`;
     const troubled = [...problems.values()].filter((p) => p.length).length;
     summary.textContent = `${list.length} instances · ${troubled ? `⚠ ${troubled} with problems` : "no problems"} · ${app.live === "connected" ? "live" : "refreshing every 5 s"}`;
+    if (panelStale) followPanel();
     const scripted = performance.now() - arrived;
     requestAnimationFrame(() =>
       setTimeout(() => {
@@ -345,9 +348,31 @@ export async function clusterPage(root, name) {
   };
 
   // --- the panel ------------------------------------------------------------------------------
+  let panelStale = false;
+  let panelDrawn = 0; // performance.now() of the last panel drawn
+  let panelTimer = 0;
+  /** The selected instance changed: its panel follows, at most every PANEL_EVERY_MS (the panel
+   * asks the recovery worker for its drop checks), and not while the operator is using it (then
+   * at the next change). */
+  const followPanel = () => {
+    if (!selected || closed || panelTimer || panelInUse()) return;
+    const wait = PANEL_EVERY_MS - (performance.now() - panelDrawn);
+    panelTimer = window.setTimeout(() => {
+      panelTimer = 0;
+      if (panelStale && selected && !closed && !panelInUse()) {
+        panelStale = false;
+        select(selected, false);
+      }
+    }, Math.max(0, wait));
+  };
+  /** Whether the operator is busy in the panel (focus in it, or a dialog open): then it is not
+   * redrawn under them; it follows at the next change after. */
+  const panelInUse = () => panel.contains(document.activeElement) || Boolean(document.querySelector("dialog[open]"));
   /** @param {string} key @param {boolean} focus */
   const select = async (key, focus) => {
     selected = key;
+    panelDrawn = performance.now();
+    panelStale = false;
     for (const [k, node] of nodes) node.classList.toggle("selected", k === key);
     panel.replaceChildren(h("p", {}, `loading ${key} …`));
     try {
@@ -592,6 +617,7 @@ export async function clusterPage(root, name) {
   await refresh();
   return () => {
     closed = true;
+    window.clearTimeout(panelTimer);
     unsubscribe();
     document.removeEventListener("keydown", escape);
   };
