@@ -145,6 +145,15 @@ async def test_the_alias_and_old_names_follow_every_master_change(
         steps = api_get(stack, f"/api/audit-recovery-steps/{done.data.recovery_id}")
         assert steps and steps[0]["Message"].startswith("detected: DeadMaster")
         assert steps[-1]["Message"].startswith("completed:")
+        recovery = api_get(stack, f"/api/audit-recovery/uid/{done.data.recovery_id}")
+        assert recovery, recovery
+        entry = recovery[0]["AnalysisEntry"]  # what orchestrator's readers look for in it
+        assert entry["Analysis"] == "DeadMaster"
+        assert entry["AnalyzedInstanceKey"] == {
+            "Hostname": "127.0.0.1",
+            "Port": int(dead.rsplit(":", 1)[1]),
+        }
+        assert entry["ClusterDetails"]["ClusterName"] == dead
         # it comes back (fenced by the worker) and an operator puts it back to work under the
         # new master: it is not lost any more
         index = node_of(sandbox, dead)

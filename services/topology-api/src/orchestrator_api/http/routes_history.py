@@ -15,6 +15,7 @@ from orchestrator_api.http.deps import ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
 from orchestrator_api.http.payloads import instance_payload
 from orchestrator_api.store import AuditEntry, FailureDetection, RecoveryFilter, RecoveryRecord
+from orchestrator_api.store.recoveries import MASTER_ANALYSES
 from orchestrator_api.store.view import FleetView
 from orchestrator_api.wire.timefmt import go_datetime, rfc3339
 from orchestrator_shared.analysis import AnalysisOptions, analyze, track_binlog_coordinates
@@ -160,11 +161,23 @@ async def audit_page(page: str, context: Context, _: ReadAccess) -> list[dict[st
 # --- recovery history -----------------------------------------------------------------------
 
 
-def _analysis_entry(text: str) -> Any:
+def _analysis_entry(
+    text: str, key: InstanceKey, code: str, cluster: str, alias: str
+) -> dict[str, Any]:
+    """orchestrator's ``ReplicationAnalysis`` of a detection or recovery: the entry the recovery
+    service sent, completed by what every record knows (the instance, the code, the cluster),
+    so that readers of audit-recovery always find them."""
     try:
-        return json.loads(text)
+        entry = json.loads(text)
     except json.JSONDecodeError:
-        return {}
+        entry = {}
+    if not isinstance(entry, dict):
+        entry = {}
+    entry.setdefault("AnalyzedInstanceKey", wire.instance_key_json(key))
+    entry.setdefault("Analysis", code)
+    entry.setdefault("ClusterDetails", {"ClusterName": cluster, "ClusterAlias": alias or cluster})
+    entry.setdefault("IsMaster", code in MASTER_ANALYSES)
+    return entry
 
 
 def _moment(value: datetime | None, *, go: bool = False) -> str:
@@ -178,7 +191,9 @@ def recovery_json(record: RecoveryRecord) -> dict[str, Any]:
     return {
         "Id": record.id,
         "UID": record.uid,
-        "AnalysisEntry": _analysis_entry(record.analysis),
+        "AnalysisEntry": _analysis_entry(
+            record.analysis, record.key, record.analysis_code, record.cluster, record.cluster_alias
+        ),
         "SuccessorKey": wire.instance_key_json(record.successor_key)
         if record.successor_key is not None
         else None,
@@ -211,7 +226,13 @@ def detection_json(detection: FailureDetection) -> dict[str, Any]:
     return {
         "Id": detection.id,
         "UID": "",
-        "AnalysisEntry": _analysis_entry(detection.analysis),
+        "AnalysisEntry": _analysis_entry(
+            detection.analysis,
+            detection.key,
+            detection.analysis_code,
+            detection.cluster,
+            detection.cluster_alias,
+        ),
         "SuccessorKey": None,
         "SuccessorAlias": "",
         "SuccessorBinlogCoordinates": None,
