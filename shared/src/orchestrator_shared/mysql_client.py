@@ -45,13 +45,14 @@ class GuardedConnection(aiomysql.Connection):  # type: ignore[misc]
     """
 
     _ssl_context: ssl.SSLContext | None  # set by aiomysql from ``ssl=``
+    tls_setting = "MySQLTopologyUseMutualTLS"  # named in the errors: how to turn TLS on
 
     def _refuse_cleartext(self, plugin: str) -> None:
         if plugin in CLEARTEXT_PLUGINS and not self._secure:
             raise OperationalError(
                 CR.CR_AUTH_PLUGIN_CANNOT_LOAD,
                 f"the server asks for the password in clear text ({plugin}) on a connection "
-                "without TLS; refused (set MySQLTopologyUseMutualTLS)",
+                f"without TLS; refused (set {self.tls_setting})",
             )
 
     async def _request_authentication(self) -> None:
@@ -63,7 +64,7 @@ class GuardedConnection(aiomysql.Connection):  # type: ignore[misc]
         if not self.server_capabilities & CLIENT.SSL:
             raise OperationalError(
                 CR.CR_SSL_CONNECTION_ERROR,
-                "TLS is required (MySQLTopologyUseMutualTLS) but the server does not offer it",
+                f"TLS is required ({self.tls_setting}) but the server does not offer it",
             )
         await self._start_tls(context)
         self._ssl_context = None  # aiomysql's own upgrade is done: it goes on over TLS

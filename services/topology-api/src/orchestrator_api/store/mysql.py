@@ -35,6 +35,7 @@ from orchestrator_api.store.schema import Dialect
 from orchestrator_api.store.sql import SqlStore, store_on
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ConfigError, StoreError
+from orchestrator_shared.mysql_client import GuardedConnection, connect_guarded
 from orchestrator_shared.mysql_tls import client_tls_context
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,10 @@ def describe(exc: BaseException, backend: MySQLBackend) -> str:
     return text or type(exc).__name__
 
 
+class _StoreConnection(GuardedConnection):
+    tls_setting = "MySQLOrchestratorUseMutualTLS"
+
+
 class _QuietCursor(aiomysql.Cursor):  # type: ignore[misc]
     """A cursor that leaves server warnings alone (aiomysql's turns each into a Python warning,
     after a ``SHOW WARNINGS`` round trip); ``CREATE TABLE IF NOT EXISTS`` raises a note."""
@@ -171,22 +176,27 @@ class MySQLDriver:
     async def _connect(
         cls, backend: MySQLBackend, context: ssl.SSLContext | None, *, database: bool = True
     ) -> Any:
+        arguments: dict[str, Any] = {
+            "host": backend.host,
+            "port": backend.port,
+            "user": backend.user,
+            "password": backend.password,
+            "db": backend.database if database else None,
+            "charset": "utf8mb4",
+            "autocommit": True,
+            "connect_timeout": backend.connect_timeout,
+            "ssl": context,
+            "sql_mode": f"'{SQL_MODE}'",
+            "init_command": ISOLATION,
+            "cursorclass": _QuietCursor,
+        }
         async with _translated(backend), asyncio.timeout(_deadline(backend)):
+            # One guarded connection first: it refuses a cleartext password plugin without TLS,
+            # and a failed TLS handshake (a certificate that does not verify) closes its socket,
+            # where aiomysql's pool would leak one. Then the pool, which now succeeds.
+            (await connect_guarded(_StoreConnection, **arguments)).close()
             return await aiomysql.create_pool(
-                minsize=1,
-                maxsize=backend.max_connections,
-                host=backend.host,
-                port=backend.port,
-                user=backend.user,
-                password=backend.password,
-                db=backend.database if database else None,
-                charset="utf8mb4",
-                autocommit=True,
-                connect_timeout=backend.connect_timeout,
-                ssl=context,
-                sql_mode=f"'{SQL_MODE}'",
-                init_command=ISOLATION,
-                cursorclass=_QuietCursor,
+                minsize=1, maxsize=backend.max_connections, **arguments
             )
 
     @classmethod
