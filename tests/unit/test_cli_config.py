@@ -163,7 +163,7 @@ def test_unset_secrets_say_so_and_keys_are_orchestrators() -> None:
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgresql://h/db?user=u&password=p&sslmode=require", None),
         ("host=h user=u password=p dbname=d", f"host=h user=u password={MASK} dbname=d"),
-        ("host=h password='p q' dbname=d", f"host=h password={MASK} dbname=d"),
+        ("host=h password='p q' dbname=d", f"host=h password='{MASK}' dbname=d"),
         ("u:p@tcp(h:3306)/db", f"u:{MASK}@tcp(h:3306)/db"),
         ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
     ],
