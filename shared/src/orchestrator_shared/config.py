@@ -209,6 +209,9 @@ class Settings(BaseModel):
     ReplicationCredentialsQuery: str = ""
     # New: every hook is killed (with its children) after this long.
     HookTimeoutSeconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # New: names of the worker's environment variables a hook also gets. By default a hook gets
+    # only PATH, HOME, LANG, LC_ALL, TZ, USER, LOGNAME, SHELL, TMPDIR and the ORC_* variables.
+    HookEnvironmentPassThrough: tuple[str, ...] = ()
 
     # --- orchestrator recovery settings (issue 10) ---
     # (docs/configuration.md and docs/recovery*.md say what each does and how it differs.)

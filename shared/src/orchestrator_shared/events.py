@@ -150,6 +150,12 @@ class AnalysisEvent(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
+# In a hook's audit message (``hook-<stage>`` types), what follows this is the hook's output:
+# the API shows it to the admin role only (docs/security.md).
+HOOK_OUTPUT_MARK = "; output: "
+HOOK_AUDIT_PREFIX = "hook-"
+
+
 class AuditEvent(BaseModel):
     """``orchestrator.v1.audit.<cluster>``: one audit entry from any service that changes a
     topology (who, what, on which instance); topology-api keeps them for ``/api/audit``."""
