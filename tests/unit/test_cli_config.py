@@ -286,7 +286,8 @@ def test_debug_logs_each_call_without_credentials() -> None:
     api = Api({"clusters-info": (200, CLUSTERS)})
     code, out, err = run("-c", "clusters", "-debug", "--api", "http://ops:hunter2@h:3000", api=api)
     assert (code, out) == (0, "db1:3306\n")
-    lines = err.splitlines()
+    warning, *lines = err.splitlines()
+    assert warning.startswith("orchestrator: warning: --api carries a password")
     assert all(line.startswith("orchestrator: debug: ") for line in lines)
     assert "orchestrator: debug: API http://h:3000/api (from --api)" in lines
     assert any(line.endswith("GET http://h:3000/api/clusters-info") for line in lines)
