@@ -118,6 +118,7 @@ def test_no_secret_value_reaches_the_dump() -> None:
     settings = Later(
         **secrets,
         EtcdUser="etcd-user",
+        EtcdAllowInsecurePassword=True,
         AuthenticationMethod="token",
         APITokens={"s8-admin-token": "admin", "s9-read-token": "read"},
         ReadOnlyTokens={"s10-ro": "read"},
@@ -266,7 +267,7 @@ def test_dump_config_prints_the_effective_settings_masked(tmp_path: Path) -> Non
         )
     )
     env = {"ORCHESTRATOR_InstancePollSeconds": "2", "ORCHESTRATOR_EtcdPassword": "etcd-secret"}
-    env |= {"ORCHESTRATOR_EtcdUser": "root"}
+    env |= {"ORCHESTRATOR_EtcdUser": "root", "ORCHESTRATOR_EtcdAllowInsecurePassword": "true"}
     code, out, err = run("-c", "dump-config", "-config", str(config), env=env)
     assert code == 0
     dumped = json.loads(out)

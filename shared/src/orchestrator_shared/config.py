@@ -161,6 +161,9 @@ class Settings(BaseModel):
     EtcdCACertFile: str = ""  # PEM; https:// endpoints without it trust the system's CAs
     EtcdCertFile: str = ""  # client certificate (PEM), with EtcdKeyFile
     EtcdKeyFile: str = ""
+    # New: allow EtcdUser/EtcdPassword over plain http:// endpoints (the password then crosses
+    # the network in clear text on every authentication). Off: such a configuration is refused.
+    EtcdAllowInsecurePassword: bool = False
     # Where orchestrator-coordinator serves /status and /metrics.
     CoordinatorListenAddress: str = "127.0.0.1:9127"
 
@@ -527,6 +530,12 @@ class Settings(BaseModel):
             )
         if bool(self.EtcdUser) != bool(self.EtcdPassword):
             raise ValueError("EtcdUser: EtcdUser and EtcdPassword go together")
+        plain = [url for url in self.etcd_endpoints_or_local if url.startswith("http://")]
+        if self.EtcdPassword and plain and not self.EtcdAllowInsecurePassword:
+            raise ValueError(
+                f"EtcdPassword: would be sent in clear text to {plain[0]}; use https:// endpoints "
+                "(EtcdCACertFile) or set EtcdAllowInsecurePassword"
+            )
         if bool(self.EtcdCertFile) != bool(self.EtcdKeyFile):
             raise ValueError("EtcdCertFile: EtcdCertFile and EtcdKeyFile go together")
         tls_files = self.EtcdCACertFile or self.EtcdCertFile
