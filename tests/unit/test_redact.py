@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,20 @@ def test_log_lines_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     assert "connecting to" in err
     assert "urlpw" not in err
     assert "logged-secret-value" not in err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 200_000,
+        "a." * 100_000,
+        '{"' + "x" * 200_000 + '": 1}',
+        "x=" * 100_000,
+        "ab://" * 40_000,
+    ],
+)
+def test_redaction_is_linear_on_long_lines(text: str) -> None:
+    """A log line carrying a long payload must not stall the service (it took seconds once)."""
+    started = time.monotonic()
+    redact(text)
+    assert time.monotonic() - started < 1.0

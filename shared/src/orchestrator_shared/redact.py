@@ -40,14 +40,16 @@ MASK = "********"
 SECRET_NAME = re.compile(r"passw|token|secret|dsn|key$", re.IGNORECASE)
 _MIN_SECRET = 4  # shorter registered values would mask ordinary words; never registered
 
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s\"'<>]*)")
-_QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
-_WORD = r"\w*(?:password|passwd|pwd|secret|token)\w*"
-_KEYWORD = re.compile(
-    rf"(?P<head>\b{_WORD}\s*=\s*)(?:{_QUOTED}|[^\s&;,)]*)",
-    re.IGNORECASE,
+# Every pattern runs in linear time (logs carry long payloads): a scheme is at most 32
+# characters and cannot start inside another; a keyword is one word (``\w+``, checked for a
+# secret word afterwards) that the engine gives back a character at a time at most once.
+_URL = re.compile(
+    r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<rest>[^\s\"'<>]*)"
 )
-_JSON = re.compile(rf"(?P<head>\"{_WORD}\"\s*:\s*)\"(?:[^\"\\]|\\.)*\"", re.IGNORECASE)
+_QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+_SECRET_WORD = re.compile(r"password|passwd|pwd|secret|token", re.IGNORECASE)
+_KEYWORD = re.compile(rf"(?P<head>\b(?P<name>\w+)\s*=\s*)(?P<value>{_QUOTED}|[^\s&;,)]*)")
+_JSON = re.compile(r"(?P<head>\"(?P<name>\w+)\"\s*:\s*)(?P<value>\"(?:[^\"\\]|\\.)*\")")
 _IDENTIFIED = re.compile(
     rf"(?P<head>\bIDENTIFIED\s+(?:WITH\s+\S+\s+)?(?:BY|AS)\s+(?:PASSWORD\s+)?)(?:{_QUOTED})",
     re.IGNORECASE,
@@ -127,15 +129,21 @@ def redact(text: str, *, registered: bool = True) -> str:
     for value in sorted(_KNOWN.values, key=len, reverse=True) if registered else ():
         if value in text:
             text = text.replace(value, MASK)
-    text = _URL.sub(lambda m: m["scheme"] + mask_userinfo(m["rest"]), text)
+    if "://" in text:
+        text = _URL.sub(lambda m: m["scheme"] + mask_userinfo(m["rest"]), text)
     text = _IDENTIFIED.sub(_quoted_mask, text)
-    text = _JSON.sub(lambda m: f'{m["head"]}"{MASK}"', text)
     text = _AUTHORIZATION.sub(lambda m: f"{m['head']}{MASK}", text)
-    return _KEYWORD.sub(_keyword_mask, text)
+    if '"' in text:
+        text = _JSON.sub(_assignment_mask, text)
+    return _KEYWORD.sub(_assignment_mask, text) if "=" in text else text
 
 
-def _keyword_mask(match: re.Match[str]) -> str:
-    value = match.group(0)[len(match["head"]) :]
+def _assignment_mask(match: re.Match[str]) -> str:
+    """``name = value`` (or ``"name": "value"``) with the value masked when the name says
+    secret; quotes kept."""
+    value = match["value"]
+    if not value or not _SECRET_WORD.search(match["name"]):
+        return match.group(0)
     if value.startswith(("'", '"')):
         return f"{match['head']}{value[0]}{MASK}{value[0]}"
-    return f"{match['head']}{MASK}" if value else match.group(0)
+    return f"{match['head']}{MASK}"
