@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import ConfigError, OperationRefused
+from orchestrator_shared.events import AuditEvent
 from orchestrator_shared.logging import configure_logging
 from orchestrator_shared.redact import (
     MASK,
@@ -139,3 +140,9 @@ def test_redaction_is_linear_on_long_lines(text: str) -> None:
     started = time.monotonic()
     redact(text)
     assert time.monotonic() - started < 1.0
+
+
+def test_audit_events_are_redacted_when_built() -> None:
+    event = AuditEvent(type="relocate", message="CHANGE MASTER TO master_password='audit-pw'")
+    assert "audit-pw" not in event.message
+    assert "audit-pw" not in event.to_json().decode()
