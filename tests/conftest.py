@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from orchestrator_api.sandbox import Sandbox
+from orchestrator_shared.redact import forget_secrets
 from tests import harness
 from tests.harness.ports import is_port_free
 
@@ -58,6 +59,15 @@ def _started(start: Callable[[], ServerT]) -> ServerT:
         return start()
     except harness.BackendUnavailable as error:
         pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_registered_secrets() -> Iterator[None]:
+    """Secrets registered for redaction by one test (``load_settings`` registers them) do not
+    mask another test's text."""
+    forget_secrets()
+    yield
+    forget_secrets()
 
 
 # --- server fixtures ------------------------------------------------------------------------

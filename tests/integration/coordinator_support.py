@@ -256,9 +256,13 @@ class CoordinatorProcess(ManagedProcess):
             time.sleep(0.05)
 
 
-def enable_etcd_auth(endpoint: str, *, prefix: str, user: str, password: str) -> None:
+def enable_etcd_auth(
+    endpoint: str, *, prefix: str, user: str, password: str, ca_file: Path | None = None
+) -> None:
     """With etcdctl: a root user, a role that may read and write ``prefix``, ``user`` with it,
-    then ``auth enable`` (docs/coordinator.md shows the same commands to operators)."""
+    then ``auth enable`` (docs/coordinator.md shows the same commands to operators).
+    ``ca_file``: the CA of an https:// endpoint."""
+    tls = ["--cacert", str(ca_file)] if ca_file is not None else []
 
     def etcdctl(*args: str) -> None:
         environment = {
@@ -266,7 +270,7 @@ def enable_etcd_auth(endpoint: str, *, prefix: str, user: str, password: str) ->
         }
         environment["ETCDCTL_API"] = "3"
         subprocess.run(
-            ["etcdctl", "--endpoints", endpoint, *args],
+            ["etcdctl", "--endpoints", endpoint, *tls, *args],
             check=True,
             capture_output=True,
             timeout=20,

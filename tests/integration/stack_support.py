@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class Stack:
     nats: Any
     etcd: Any
     api_process: subprocess.Popen[bytes] | None = None
+    # every process of the stack (discovery, the API, the workers), in start order
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
 StackFactory = Callable[..., Stack]
@@ -56,7 +58,16 @@ def stack_factory(
     """Starts a sandbox (``chain``, ``semi_sync``) and the stack with ``settings`` added."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def make(*, chain: bool = False, semi_sync: bool = False, **settings: Any) -> Stack:
+    def make(
+        *,
+        chain: bool = False,
+        semi_sync: bool = False,
+        environment: dict[str, str] | None = None,
+        **settings: Any,
+    ) -> Stack:
+        """``environment``: added to every service's (``ORCHESTRATOR_LOG_LEVEL`` and secrets
+        given as variables)."""
+        first = len(processes)
         sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync)
         port = free_port()
         common = {
@@ -77,6 +88,7 @@ def stack_factory(
                     "DiscoveryMetricsListenAddress": "",
                 },
                 tmp_path,
+                environment=environment,
             )
         )
         api_process = start(
@@ -87,16 +99,28 @@ def stack_factory(
                 "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
             },
             tmp_path,
+            environment=environment,
         )
         processes.append(api_process)
         workers = []
         for n in (1, 2):
             worker_dir = tmp_path / f"worker-{n}"
             worker_dir.mkdir()
-            workers.append(start("orchestrator_recovery.main", common, worker_dir))
+            workers.append(
+                start("orchestrator_recovery.main", common, worker_dir, environment=environment)
+            )
         processes.extend(workers)
         url = f"http://127.0.0.1:{port}"
-        return Stack(sandbox, url, nats_server.url, workers, nats_server, etcd_server, api_process)
+        return Stack(
+            sandbox,
+            url,
+            nats_server.url,
+            workers,
+            nats_server,
+            etcd_server,
+            api_process,
+            processes=processes[first:],
+        )
 
     try:
         yield make

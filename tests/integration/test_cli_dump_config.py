@@ -50,6 +50,7 @@ def test_dump_config_masks_every_secret(tmp_path: Path) -> None:
     secret_file = tmp_path / "etcd-password"
     secret_file.write_text("etcd-pw-6\n")
     env = {"ORCHESTRATOR_EtcdUser": "root", "ORCHESTRATOR_EtcdPassword_FILE": str(secret_file)}
+    env["ORCHESTRATOR_EtcdEndpoints"] = '["https://127.0.0.1:2379"]'  # a password needs TLS
     done = orchestrator("-c", "dump-config", "-config", str(config), env=env)
     assert done.returncode == 0, done.stderr
     for secret in ("pw-1", "token-2", "token-3", "pw-4", "pw-5", "pw-6"):

@@ -147,6 +147,7 @@ async def test_coordinator_and_workers_with_etcd_authentication(
             "EtcdEndpoints": [etcd_server.endpoint],
             "NATSServers": [nats_server.url],
             "EtcdUser": "orch",
+            "EtcdAllowInsecurePassword": True,  # a plain http:// etcd: allowed explicitly
             **timing_settings(),
         },
         environment={"ORCHESTRATOR_EtcdPassword_FILE": str(secret)},
@@ -210,11 +211,13 @@ def test_keepalive_not_below_the_ttl_stops_start_up(tmp_path: Path) -> None:
 
 
 class TlsEtcdServer(EtcdServer):
-    """A single etcd serving clients over TLS and requiring client certificates."""
+    """A single etcd serving clients over TLS and requiring client certificates (unless
+    ``client_cert_auth=False``)."""
 
-    def __init__(self, certificates: dict[str, Path]) -> None:
+    def __init__(self, certificates: dict[str, Path], *, client_cert_auth: bool = True) -> None:
         super().__init__()
         self.certificates = certificates
+        self.client_cert_auth = client_cert_auth
 
     @property
     def endpoint(self) -> str:
@@ -225,12 +228,26 @@ class TlsEtcdServer(EtcdServer):
             *super().command(),
             "--cert-file", str(self.certificates["server.pem"]),
             "--key-file", str(self.certificates["server.key"]),
-            "--trusted-ca-file", str(self.certificates["ca.pem"]),
-            "--client-cert-auth",
+            *(
+                ["--trusted-ca-file", str(self.certificates["ca.pem"]), "--client-cert-auth"]
+                if self.client_cert_auth
+                else []
+            ),
         ]  # fmt: skip
 
     def probe(self) -> bool:
         return tcp_accepts(LOOPBACK, self.port)
+
+
+async def _elected_and_guarded(options: EtcdOptions, prefix: str) -> None:
+    """An election on ``options`` becomes leader and its guard confirms the term."""
+    election_options = ElectionOptions(
+        etcd=options, key_prefix=prefix, lease_ttl=STEADY.ttl, keepalive_interval=0.4
+    )
+    async with Election(election_options) as election:
+        async with asyncio.timeout(5):
+            term = await election.wait_leader()
+        assert (await election.guard()).token == term.token
 
 
 async def test_election_over_tls_with_client_certificates(tmp_path: Path) -> None:
@@ -245,13 +262,7 @@ async def test_election_over_tls_with_client_certificates(tmp_path: Path) -> Non
             cert_file=str(certificates["client.pem"]),
             key_file=str(certificates["client.key"]),
         )
-        election_options = ElectionOptions(
-            etcd=tls, key_prefix="/tls", lease_ttl=STEADY.ttl, keepalive_interval=0.4
-        )
-        async with Election(election_options) as election:
-            async with asyncio.timeout(5):
-                term = await election.wait_leader()
-            assert (await election.guard()).token == term.token
+        await _elected_and_guarded(tls, "/tls")
 
         # without a client certificate the server refuses the connection
         no_client_cert = EtcdOptions(
@@ -268,3 +279,47 @@ async def test_election_over_tls_with_client_certificates(tmp_path: Path) -> Non
                 pass
     finally:
         server.close()
+
+
+async def test_an_etcd_password_goes_over_tls_only(tmp_path: Path) -> None:
+    """etcd with auth on: the password works over https://; over http:// the coordinator
+    refuses to start (one line, exit 2) unless EtcdAllowInsecurePassword says so."""
+    certificates = make_certificates(tmp_path)
+    server = TlsEtcdServer(certificates, client_cert_auth=False)
+    try:
+        await asyncio.to_thread(server.start)
+        await asyncio.to_thread(
+            enable_etcd_auth,
+            server.endpoint,
+            prefix="/tls-auth",
+            user="orch",
+            password="orch-tls-pw",
+            ca_file=certificates["ca.pem"],
+        )
+        options = EtcdOptions(
+            endpoints=(server.endpoint,),
+            request_timeout=STEADY.request_timeout,
+            ca_cert_file=str(certificates["ca.pem"]),
+            user="orch",
+            password="orch-tls-pw",
+        )
+        await _elected_and_guarded(options, "/tls-auth")
+    finally:
+        await asyncio.to_thread(server.close)
+    plain = f"http://{LOOPBACK}:{server.port}"
+    result = run_coordinator(
+        {
+            "EtcdEndpoints": [plain],
+            "EtcdUser": "orch",
+            "EtcdPassword": "orch-tls-pw",
+            "CoordinatorListenAddress": f"{LOOPBACK}:0",
+        },
+        tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "orchestrator-coordinator: bad configuration: EtcdPassword: would be sent in clear "
+        f"text to {plain}; use https:// endpoints (EtcdCACertFile) or set "
+        "EtcdAllowInsecurePassword"
+    ]
+    assert "orch-tls-pw" not in result.stderr + result.stdout

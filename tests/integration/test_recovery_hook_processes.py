@@ -174,6 +174,51 @@ async def test_operator_text_in_values_is_never_run(tmp_path: Path, value: str) 
         assert _read(f"{out}.{style}") == value, style
 
 
+async def test_the_worker_environment_is_allow_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook gets PATH, HOME... and the names passed through, never the worker's secrets."""
+    monkeypatch.setenv("ORCHESTRATOR_MySQLTopologyPassword", "topo-secret-in-env")
+    monkeypatch.setenv("SOME_TOKEN", "token-in-env")
+    monkeypatch.setenv("HOOK_EXTRA", "passed")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = tmp_path / "env"
+    await run_hooks(
+        HookStage.POST_FAILOVER,
+        [f"env -0 > {out}"],
+        CONTEXT,
+        timeout=5,
+        pass_through=["HOOK_EXTRA"],
+    )
+    seen = dict(item.split("=", 1) for item in out.read_text().split("\0") if item)
+    assert seen["HOOK_EXTRA"] == "passed"
+    assert seen["HOME"] == str(tmp_path)
+    assert "ORCHESTRATOR_MySQLTopologyPassword" not in seen
+    assert "SOME_TOKEN" not in seen
+    assert "topo-secret-in-env" not in out.read_text()
+    unexpected = {
+        name
+        for name in seen
+        if not name.startswith("ORC_")
+        and name not in {*hooks.INHERITED_VARIABLES, "HOOK_EXTRA"}
+        # set by bash itself for every command it runs
+        and name not in {"PWD", "SHLVL", "_", "OLDPWD"}
+    }
+    assert unexpected == set()
+
+
+async def test_hook_output_is_redacted() -> None:
+    results = await run_hooks(
+        HookStage.POST_FAILOVER,
+        ["echo \"CHANGE MASTER TO MASTER_PASSWORD='printed-pw'\"; echo nats://u:urlpw@h:4222"],
+        CONTEXT,
+        timeout=5,
+    )
+    assert "printed-pw" not in results[0].output
+    assert "urlpw" not in results[0].output
+    assert "CHANGE MASTER TO" in results[0].output
+
+
 # --- order and failures ------------------------------------------------------------------------
 
 

@@ -40,15 +40,32 @@ def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
-def start(module: str, config: dict[str, Any], directory: Path) -> subprocess.Popen[bytes]:
+# each started process's log file (its stdout and stderr): a file, not a pipe, so a chatty
+# process never blocks on a full pipe nobody reads until the end
+LOG_FILES: dict[subprocess.Popen[bytes], Path] = {}
+
+
+def start(
+    module: str,
+    config: dict[str, Any],
+    directory: Path,
+    *,
+    environment: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``python -m module`` with ``config``, its output to ``directory/<module>.log``; logs at
+    WARNING unless ``environment`` (added to this process's) says otherwise."""
     path = directory / f"{module}.json"
     path.write_text(json.dumps(config))
-    return subprocess.Popen(
-        [sys.executable, "-m", module, "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "ORCHESTRATOR_LOG_LEVEL": "WARNING"},
-    )
+    log_path = directory / f"{module}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "--config", str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ORCHESTRATOR_LOG_LEVEL": "WARNING", **(environment or {})},
+        )
+    LOG_FILES[process] = log_path
+    return process
 
 
 def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
@@ -59,9 +76,10 @@ def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    output = process.stdout.read().decode() if process.stdout else ""
-    if process.stdout:
-        process.stdout.close()
+    log_path = LOG_FILES.pop(process, None)
+    if log_path is None:
+        return process.returncode, ""  # stopped (and read) before
+    output = log_path.read_text(errors="replace")
     return process.returncode, output
 
 

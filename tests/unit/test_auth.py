@@ -16,6 +16,7 @@ from orchestrator_api.auth import (
     check_listen_policy,
     is_trusted_proxy,
     startup_warnings,
+    token_name,
 )
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ConfigError
@@ -62,12 +63,26 @@ def test_basic() -> None:
     assert isinstance(readonly, Denied)
 
 
-def test_multi_adds_a_read_only_user() -> None:
-    config = settings(**{**BASIC, "AuthenticationMethod": "multi"})
-    assert authorize(config, basic("readonly", "anything"), Role.READ, peer=LOCAL) == Principal(
-        "readonly", Role.READ
+@pytest.mark.parametrize(
+    ("read_only_password", "given", "accepted"),
+    [("", "anything", True), ("look", "anything", False), ("look", "look", True)],
+)
+def test_multi_adds_a_read_only_user(read_only_password: str, given: str, accepted: bool) -> None:
+    """orchestrator accepts ``readonly`` with any password; HTTPAuthReadOnlyPassword asks one."""
+    config = settings(
+        **{
+            **BASIC,
+            "AuthenticationMethod": "multi",
+            "HTTPAuthReadOnlyPassword": read_only_password,
+        }
     )
-    denied = authorize(config, basic("readonly", "anything"), Role.ADMIN, peer=LOCAL)
+    found = authorize(config, basic("readonly", given), Role.READ, peer=LOCAL)
+    if not accepted:
+        assert isinstance(found, Denied)
+        assert found.status == 401
+        return
+    assert found == Principal("readonly", Role.READ)
+    denied = authorize(config, basic("readonly", given), Role.ADMIN, peer=LOCAL)
     assert isinstance(denied, Denied)
     assert denied.status == 403
     assert authorize(config, basic("ops", "pw"), Role.ADMIN, peer=LOCAL) == Principal(
@@ -165,3 +180,14 @@ def test_open_api_only_on_loopback() -> None:
         check_listen_policy(settings(ListenAddress=":3000"))
     with pytest.raises(ConfigError):
         check_listen_policy(settings(ListenAddress="10.0.0.5:3000"))
+
+
+def test_a_token_is_named_by_a_fingerprint_not_its_characters() -> None:
+    token = "s3cr3t-token-abcdef"
+    config = settings(AuthenticationMethod="token", APITokens={token: "admin"})
+    who = authorize(config, {"Authorization": f"Bearer {token}"}, Role.ADMIN, peer=LOCAL)
+    assert isinstance(who, Principal)
+    assert who.user == token_name(token)
+    assert who.user.startswith("token:")
+    assert token[:3] not in who.user
+    assert token_name(token) != token_name(token + "x")

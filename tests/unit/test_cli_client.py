@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -212,3 +213,59 @@ def test_recovery_commands_print_like_orchestrator_client(
     assert capsys.readouterr().err == "orchestrator: recover refused: not failed\n"
     assert run(["-c", "force-master-failover", "-alias", "sb"], refused) == (1, "")
     assert "no successor was promoted" in capsys.readouterr().err
+
+
+def test_credentials_from_files_and_a_warning_for_the_command_line(tmp_path: Path) -> None:
+    api = FakeApi(
+        {"register-candidate/127.0.0.1/22308/prefer": (200, sample("register-candidate"))}
+    )
+    argv = ["-c", "register-candidate", "-i", "127.0.0.1:22308"]
+    secret = tmp_path / "password"
+    secret.write_text("pw-from-file\n")
+    token = tmp_path / "token"
+    token.write_text("tok-from-file\n")
+
+    def call(extra: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = run_client(
+            argv + extra, out=out, err=err, transport=httpx.MockTransport(api), environ=env
+        )
+        return (
+            code,
+            api.requests[-1].headers.get("Authorization", "") if code == 0 else "",
+            (err.getvalue()),
+        )
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    code, sent, warned = call([], {"ORCHESTRATOR_AUTH_USER": "ops", **_file(secret)})
+    assert (code, sent, warned) == (0, basic("ops", "pw-from-file"), "")
+    code, sent, warned = call(["-b", "ops"], _file(secret))
+    assert (code, sent, warned) == (0, basic("ops", "pw-from-file"), "")
+    code, sent, warned = call([], {"ORCHESTRATOR_AUTH_TOKEN_FILE": str(token)})
+    assert (code, sent, warned) == (0, "Bearer tok-from-file", "")
+    code, sent, warned = call(["-b", "ops:on-the-line"], {})
+    assert (code, sent) == (0, basic("ops", "on-the-line"))
+    assert warned.startswith("orchestrator: warning: -b carries a password")
+    assert "on-the-line" not in warned
+    code, _, warned = call(["--api", "http://ops:in-url@h:1"], {})
+    assert "--api carries a password" in warned
+    assert "in-url" not in warned
+    code, _, warned = call(
+        [], {"ORCHESTRATOR_AUTH_USER": "ops", "ORCHESTRATOR_AUTH_PASSWORD": "x", **_file(secret)}
+    )
+    assert code == 2
+    assert warned == (
+        "orchestrator: set ORCHESTRATOR_AUTH_PASSWORD or ORCHESTRATOR_AUTH_PASSWORD_FILE, "
+        "not both\n"
+    )
+    code, _, warned = call(
+        [], {"ORCHESTRATOR_AUTH_USER": "ops", "ORCHESTRATOR_AUTH_PASSWORD_FILE": "/nonexistent"}
+    )
+    assert code == 2
+    assert warned.startswith("orchestrator: ORCHESTRATOR_AUTH_PASSWORD_FILE: cannot read")
+
+
+def _file(path: Path) -> dict[str, str]:
+    return {"ORCHESTRATOR_AUTH_PASSWORD_FILE": str(path)}

@@ -118,6 +118,7 @@ def test_no_secret_value_reaches_the_dump() -> None:
     settings = Later(
         **secrets,
         EtcdUser="etcd-user",
+        EtcdAllowInsecurePassword=True,
         AuthenticationMethod="token",
         APITokens={"s8-admin-token": "admin", "s9-read-token": "read"},
         ReadOnlyTokens={"s10-ro": "read"},
@@ -163,7 +164,7 @@ def test_unset_secrets_say_so_and_keys_are_orchestrators() -> None:
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgresql://h/db?user=u&password=p&sslmode=require", None),
         ("host=h user=u password=p dbname=d", f"host=h user=u password={MASK} dbname=d"),
-        ("host=h password='p q' dbname=d", f"host=h password={MASK} dbname=d"),
+        ("host=h password='p q' dbname=d", f"host=h password='{MASK}' dbname=d"),
         ("u:p@tcp(h:3306)/db", f"u:{MASK}@tcp(h:3306)/db"),
         ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
     ],
@@ -266,7 +267,7 @@ def test_dump_config_prints_the_effective_settings_masked(tmp_path: Path) -> Non
         )
     )
     env = {"ORCHESTRATOR_InstancePollSeconds": "2", "ORCHESTRATOR_EtcdPassword": "etcd-secret"}
-    env |= {"ORCHESTRATOR_EtcdUser": "root"}
+    env |= {"ORCHESTRATOR_EtcdUser": "root", "ORCHESTRATOR_EtcdAllowInsecurePassword": "true"}
     code, out, err = run("-c", "dump-config", "-config", str(config), env=env)
     assert code == 0
     dumped = json.loads(out)
@@ -286,7 +287,8 @@ def test_debug_logs_each_call_without_credentials() -> None:
     api = Api({"clusters-info": (200, CLUSTERS)})
     code, out, err = run("-c", "clusters", "-debug", "--api", "http://ops:hunter2@h:3000", api=api)
     assert (code, out) == (0, "db1:3306\n")
-    lines = err.splitlines()
+    warning, *lines = err.splitlines()
+    assert warning.startswith("orchestrator: warning: --api carries a password")
     assert all(line.startswith("orchestrator: debug: ") for line in lines)
     assert "orchestrator: debug: API http://h:3000/api (from --api)" in lines
     assert any(line.endswith("GET http://h:3000/api/clusters-info") for line in lines)

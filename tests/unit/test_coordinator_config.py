@@ -120,11 +120,40 @@ def test_etcd_password_from_a_secret_file(tmp_path: Path) -> None:
     secret = tmp_path / "etcd-password"
     secret.write_text("s3cret\n")
     settings = load(
-        {"EtcdUser": "orchestrator"},
+        {"EtcdUser": "orchestrator", "EtcdEndpoints": ["https://e1:2379"]},
         tmp_path,
         env={"ORCHESTRATOR_EtcdPassword_FILE": str(secret)},
     )
     assert settings.EtcdPassword == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "allowed", "refused"),
+    [
+        ([], False, True),  # the local default is http://
+        (["https://e1:2379", "http://e2:2379"], False, True),
+        (["http://e1:2379"], True, False),
+        (["https://e1:2379"], False, False),
+    ],
+)
+def test_an_etcd_password_over_plain_http_is_refused(
+    tmp_path: Path, endpoints: list[str], allowed: bool, refused: bool
+) -> None:
+    config = {
+        "EtcdUser": "orchestrator",
+        "EtcdPassword": "etcd-pw-7",
+        "EtcdEndpoints": endpoints,
+        "EtcdAllowInsecurePassword": allowed,
+    }
+    if not refused:
+        assert load(config, tmp_path).EtcdUser == "orchestrator"
+        return
+    with pytest.raises(ConfigError) as caught:
+        load(config, tmp_path)
+    assert caught.value.setting == "EtcdPassword"
+    assert "clear text to http://" in caught.value.problem
+    assert "EtcdAllowInsecurePassword" in caught.value.problem
+    assert "etcd-pw-7" not in str(caught.value)
 
 
 def test_cli_bad_config_is_one_line_on_stderr_and_exit_2(

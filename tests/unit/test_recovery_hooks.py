@@ -287,11 +287,19 @@ def test_environment_keeps_raw_values() -> None:
 
 
 def test_environment_defaults_to_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's allow-listed variables, and the ones passed through; nothing else."""
     monkeypatch.setenv("HOOK_TEST_MARKER", "1")
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    monkeypatch.setenv("ORCHESTRATOR_HTTPAuthPassword", "hidden")
     monkeypatch.setenv("ORC_COMMAND", "stale")
     env = hook_environment(context(command_hint=""))
-    assert env["HOOK_TEST_MARKER"] == "1"
+    assert "HOOK_TEST_MARKER" not in env
+    assert "ORCHESTRATOR_HTTPAuthPassword" not in env
+    assert env["TZ"] == "Europe/Paris"
     assert env["ORC_COMMAND"] == ""
+    passed = hook_environment(context(command_hint=""), pass_through=["HOOK_TEST_MARKER"])
+    assert passed["HOOK_TEST_MARKER"] == "1"
+    assert hook_environment(context(), pass_through=["ORC_COMMAND"])["ORC_COMMAND"] != "stale"
 
 
 # --- stages, settings, results ----------------------------------------------------------------

@@ -51,6 +51,7 @@ from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.mysql_tls import topology_tls_context
 from orchestrator_shared.patterns import compile_pattern
+from orchestrator_shared.redact import is_secret_setting, redact, register_secrets, secret_values
 
 # the settings that are lists of regular expressions on host names (RE2, checked at start-up)
 HOSTNAME_FILTER_SETTINGS = (
@@ -160,6 +161,9 @@ class Settings(BaseModel):
     EtcdCACertFile: str = ""  # PEM; https:// endpoints without it trust the system's CAs
     EtcdCertFile: str = ""  # client certificate (PEM), with EtcdKeyFile
     EtcdKeyFile: str = ""
+    # New: allow EtcdUser/EtcdPassword over plain http:// endpoints (the password then crosses
+    # the network in clear text on every authentication). Off: such a configuration is refused.
+    EtcdAllowInsecurePassword: bool = False
     # Where orchestrator-coordinator serves /status and /metrics.
     CoordinatorListenAddress: str = "127.0.0.1:9127"
 
@@ -208,6 +212,9 @@ class Settings(BaseModel):
     ReplicationCredentialsQuery: str = ""
     # New: every hook is killed (with its children) after this long.
     HookTimeoutSeconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # New: names of the worker's environment variables a hook also gets. By default a hook gets
+    # only PATH, HOME, LANG, LC_ALL, TZ, USER, LOGNAME, SHELL, TMPDIR and the ORC_* variables.
+    HookEnvironmentPassThrough: tuple[str, ...] = ()
 
     # --- orchestrator recovery settings (issue 10) ---
     # (docs/configuration.md and docs/recovery*.md say what each does and how it differs.)
@@ -258,6 +265,9 @@ class Settings(BaseModel):
     AuthenticationMethod: Literal["", "none", "basic", "multi", "proxy", "token"] = ""
     HTTPAuthUser: str = ""
     HTTPAuthPassword: str = Field(default="", repr=False)
+    # New: under "multi", the password the user "readonly" must give. Empty (the default, as
+    # orchestrator): any password; reading is all that user may do (docs/security.md).
+    HTTPAuthReadOnlyPassword: str = Field(default="", repr=False)
     AuthUserHeader: str = "X-Forwarded-User"
     # Deliberately unlike orchestrator ("*"): nobody may change things under proxy until named.
     PowerAuthUsers: tuple[str, ...] = ()
@@ -520,6 +530,12 @@ class Settings(BaseModel):
             )
         if bool(self.EtcdUser) != bool(self.EtcdPassword):
             raise ValueError("EtcdUser: EtcdUser and EtcdPassword go together")
+        plain = [url for url in self.etcd_endpoints_or_local if url.startswith("http://")]
+        if self.EtcdPassword and plain and not self.EtcdAllowInsecurePassword:
+            raise ValueError(
+                f"EtcdPassword: would be sent in clear text to {plain[0]}; use https:// endpoints "
+                "(EtcdCACertFile) or set EtcdAllowInsecurePassword"
+            )
         if bool(self.EtcdCertFile) != bool(self.EtcdKeyFile):
             raise ValueError("EtcdCertFile: EtcdCertFile and EtcdKeyFile go together")
         tls_files = self.EtcdCACertFile or self.EtcdCertFile
@@ -637,8 +653,12 @@ def _describe(error: dict[str, Any]) -> str:
         message = "expected a JSON list"
     value = error.get("input")
     if isinstance(value, str | int | float | bool) and "got" not in message:
+        loc = error.get("loc") or ()
+        field = Settings.model_fields.get(str(loc[0])) if loc else None
+        if loc and is_secret_setting(str(loc[0]), in_repr=field is None or field.repr):
+            return message  # never echo a secret setting's value
         message = f"{message}, got {value!r}"
-    return message
+    return redact(message)
 
 
 def load_settings(
@@ -659,6 +679,7 @@ def load_settings(
         if not first["loc"]:  # a rule across settings names the setting it is about
             setting, _, message = message.partition(": ")
         raise ConfigError(setting, message) from None
+    register_secrets(secret_values(settings))
     warnings += _mysql_store_warnings(settings)
     warnings += _tls_files_warning(settings, "MySQLTopology", "topology servers are")
     # the TLS files are read now: a file that cannot be used stops every service at startup

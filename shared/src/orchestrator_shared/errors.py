@@ -17,14 +17,21 @@
 
 Library errors (aiomysql, nats-py, asyncpg, aetcd) are translated into these at the adapter
 boundary, so callers never catch a third-party exception type. Each error carries its message
-plus structured fields where they help an operator (the instance key, the setting name).
+(redacted: no password or token) plus structured fields where they help an operator (the
+instance key, the setting name).
 """
 
 from __future__ import annotations
 
+from orchestrator_shared.redact import redact
+
 
 class OrchestratorError(Exception):
-    """Base of every error this project raises on purpose."""
+    """Base of every error this project raises on purpose. Its message is redacted
+    (:func:`orchestrator_shared.redact.redact`): no password or token in what it says."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(OrchestratorError):

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestrator_shared.redact import redact
 
 EVENTS_SCHEMA_VERSION = 1
 CLOUDEVENTS_TYPE_PREFIX = "io.orchestrator.recovery."
@@ -150,9 +152,16 @@ class AnalysisEvent(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
+# In a hook's audit message (``hook-<stage>`` types), what follows this is the hook's output:
+# the API shows it to the admin role only (docs/security.md).
+HOOK_OUTPUT_MARK = "; output: "
+HOOK_AUDIT_PREFIX = "hook-"
+
+
 class AuditEvent(BaseModel):
     """``orchestrator.v1.audit.<cluster>``: one audit entry from any service that changes a
-    topology (who, what, on which instance); topology-api keeps them for ``/api/audit``."""
+    topology (who, what, on which instance); topology-api keeps them for ``/api/audit``. The
+    message is redacted when the event is built: no password or token on the bus or in the store."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -165,6 +174,11 @@ class AuditEvent(BaseModel):
     at: datetime | None = None
     ok: bool = True
     details: dict[str, Any] = {}
+
+    @field_validator("message")
+    @classmethod
+    def _redacted(cls, message: str) -> str:
+        return redact(message)
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

@@ -2,7 +2,8 @@
 
 Services log through the standard library's ``logging`` (so third-party libraries' records are
 formatted the same way); structlog renders them. ``ORCHESTRATOR_LOG_LEVEL`` sets the level,
-``ORCHESTRATOR_LOG_FORMAT=json`` switches to JSON lines for log shippers.
+``ORCHESTRATOR_LOG_FORMAT=json`` switches to JSON lines for log shippers. Every line is redacted
+last (:mod:`orchestrator_shared.redact`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import structlog
+
+from orchestrator_shared.redact import redact
 
 
 def configure_logging(service: str, *, level: str | None = None) -> None:
@@ -31,6 +35,7 @@ def configure_logging(service: str, *, level: str | None = None) -> None:
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _add_service(service),
             renderer,
+            _redacted,
         ],
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -39,6 +44,12 @@ def configure_logging(service: str, *, level: str | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level_name, logging.INFO))
     logging.getLogger("nats").setLevel(logging.WARNING)
+
+
+def _redacted(_logger: object, _name: str, line: Any) -> Any:
+    """The rendered line (the renderer's string) with its secrets masked
+    (:func:`orchestrator_shared.redact.redact`): tracebacks and libraries' messages included."""
+    return redact(line) if isinstance(line, str) else line
 
 
 def _add_service(service: str) -> structlog.types.Processor:

@@ -6,7 +6,9 @@ Both carry orchestrator's full set (reference §4.5, ``prepareCommand`` and
 ``file:pos``. As in orchestrator, the successor placeholders (``{successorHost}``,
 ``{successorPort}``, ``{successorAlias}``, ``{successorBinlogCoordinates}``) are replaced only once
 a successor is known, otherwise they stay in the command literally; the ``ORC_SUCCESSOR_*``
-variables are then absent. ``ORC_*`` variables inherited from the worker's own environment are
+variables are then absent. Of the worker's own environment a hook gets only ``PATH``, ``HOME``,
+``LANG``, ``LC_ALL``, ``TZ``, ``USER``, ``LOGNAME``, ``SHELL``, ``TMPDIR`` and the names listed in
+``HookEnvironmentPassThrough`` (never its passwords); ``ORC_*`` variables inherited from it are
 removed, so a hook never sees a stale value.
 
 Substitution is one pass (a value that happens to contain ``{failedHost}`` is not substituted
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -196,11 +198,27 @@ def placeholder_values(context: HookContext) -> dict[str, str]:
     return values
 
 
-def hook_environment(context: HookContext, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) without its ``ORC_*`` variables, plus the
-    ``ORC_*`` variables of ``context``."""
+# what a hook inherits from the worker's environment, besides HookEnvironmentPassThrough
+INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR")
+
+
+def hook_environment(
+    context: HookContext,
+    base: Mapping[str, str] | None = None,
+    *,
+    pass_through: Sequence[str] = (),
+) -> dict[str, str]:
+    """The allow-listed variables of ``base`` (default: this process's environment):
+    ``INHERITED_VARIABLES`` and the names in ``pass_through`` (never an ``ORC_*`` one), plus
+    the ``ORC_*`` variables of ``context``. Nothing else: the worker's passwords and tokens stay
+    in the worker."""
     inherited = os.environ if base is None else base
-    env = {name: value for name, value in inherited.items() if not name.startswith(ENV_PREFIX)}
+    allowed = {*INHERITED_VARIABLES, *pass_through}
+    env = {
+        name: value
+        for name, value in inherited.items()
+        if name in allowed and not name.startswith(ENV_PREFIX)
+    }
     for placeholder, value in placeholder_values(context).items():
         variable = _ENV_OF_PLACEHOLDER[placeholder]
         if variable is not None:

@@ -4,9 +4,12 @@ orchestrator's hook settings, placeholders and ``ORC_*`` variables (reference §
 ``hook_context`` and ``docs/hooks.md``). ``run_hooks`` runs one stage's commands:
 
 * **sequentially**, in list order, each as ``bash -c <command>`` after placeholder substitution,
-  with this process's environment plus the ``ORC_*`` variables, stdin from ``/dev/null``;
+  with an allow-listed part of this process's environment (``hook_environment``: ``PATH``,
+  ``HOME``, ``LANG``, ``TZ``..., the names passed through) plus the ``ORC_*`` variables, stdin
+  from ``/dev/null``;
 * stdout and stderr go to one unlinked temporary file; the last ``output_limit`` bytes are kept in
-  the ``HookResult`` (and so in the audit);
+  the ``HookResult``, redacted (``orchestrator_shared.redact``), and so in the audit, which shows
+  them to the admin role only;
 * **every hook has a timeout** (orchestrator has none). A hook still running at its timeout is
   killed with its whole process group: the hook starts a new session, so ``sleep`` or anything
   else it started dies with it unless it left the session on purpose (``setsid``, a daemon);
@@ -50,15 +53,18 @@ from enum import StrEnum
 from typing import IO, Any
 
 from orchestrator_recovery.hook_context import (
+    INHERITED_VARIABLES,
     HookContext,
     hook_environment,
     placeholder_values,
     substitute_placeholders,
 )
 from orchestrator_shared.errors import ConfigError, OperationRefused
+from orchestrator_shared.redact import redact
 
 __all__ = [
     "DEFAULT_HOOK_TIMEOUT_SECONDS",
+    "INHERITED_VARIABLES",
     "MAX_HOOK_TIMEOUT_SECONDS",
     "OUTPUT_LIMIT_BYTES",
     "DetachedHooks",
@@ -147,6 +153,8 @@ class HookSettings:
     post_graceful_takeover_processes: tuple[str, ...] = ()
     post_take_master_processes: tuple[str, ...] = ()
     timeout_seconds: float = DEFAULT_HOOK_TIMEOUT_SECONDS
+    # names of the worker's environment variables passed to hooks besides the allow-list
+    environment_pass_through: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timeout_seconds", validate_hook_timeout(self.timeout_seconds))
@@ -214,7 +222,7 @@ class HookResult:
         else:
             outcome = f"exited with {self.exit_code} after {self.duration:.3g}s"
         kind = "async hook" if self.detached else "hook"
-        return f"{self.stage.value} {kind} {self.command!r} {outcome}"
+        return redact(f"{self.stage.value} {kind} {self.command!r} {outcome}")
 
 
 class HookFailed(OperationRefused):
@@ -274,11 +282,13 @@ async def run_hooks(
     detached: DetachedHooks | None = None,
     output_limit: int = OUTPUT_LIMIT_BYTES,
     arguments: Sequence[str] = (),
+    pass_through: Sequence[str] = (),
 ) -> list[HookResult]:
     """Run ``commands`` of ``stage`` one after the other (see the module docstring); ``timeout``
     is in seconds, for each hook. ``arguments`` are each hook's positional parameters (``$1``,
     ``$2``...; orchestrator passes the successor and the demoted master to
-    ``PostTakeMasterProcesses`` so).
+    ``PostTakeMasterProcesses`` so). ``pass_through``: the worker's environment variables a
+    hook gets besides the allow-list (``hook_environment``).
 
     Returns the result of every synchronous hook that ran, in order; ``audit`` is called with
     each result (asynchronous hooks' too) as soon as it is known. Raises ``HookFailed`` in a
@@ -286,7 +296,7 @@ async def run_hooks(
     """
     runner = _Runner(
         stage=stage,
-        env=hook_environment(context),
+        env=hook_environment(context, pass_through=pass_through),
         timeout_seconds=validate_hook_timeout(timeout, setting="timeout"),
         output_limit=output_limit,
         arguments=tuple(arguments),
@@ -422,6 +432,7 @@ class _Runner:
                     raise
             duration = time.monotonic() - started
             output, truncated = _tail(sink, self.output_limit)
+            output = redact(output)
         return self._result(
             command,
             configured,

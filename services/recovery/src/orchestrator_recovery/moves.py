@@ -41,7 +41,6 @@ on false, ``Reason``.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -72,6 +71,7 @@ from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from orchestrator_shared.events import AuditEvent
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.redact import redact
 
 Guard = Callable[[], Awaitable[object]]
 Audit = Callable[[AuditEvent], Awaitable[object]]
@@ -83,7 +83,6 @@ CATCH_UP = 5.0  # seconds a target behind the replica is given to catch up befor
 VERIFY = 10.0  # seconds for the moved replica to replicate from its new master
 MAX_CHAIN = 16  # masters followed up from the target looking for the replica
 POLL = 0.1
-_PASSWORD = re.compile(r"master_password='(?:[^'\\]|\\.)*'", re.IGNORECASE)
 
 
 def _key_json(key: InstanceKey | None) -> dict[str, Any]:
@@ -94,7 +93,7 @@ def _key_json(key: InstanceKey | None) -> dict[str, Any]:
 
 def shown(sql: str) -> str:
     """A statement as errors and audits may show it: no password."""
-    return _PASSWORD.sub("master_password='***'", sql)
+    return redact(sql)
 
 
 def change_master_sql(master: InstanceKey, mode: str = "slave_pos") -> str:

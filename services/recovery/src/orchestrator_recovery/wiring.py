@@ -32,7 +32,7 @@ from orchestrator_shared.analysis import Analysis
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import OperationRefused
-from orchestrator_shared.events import AuditEvent, RecoveryData
+from orchestrator_shared.events import HOOK_AUDIT_PREFIX, HOOK_OUTPUT_MARK, AuditEvent, RecoveryData
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import (
@@ -311,6 +311,7 @@ class ShellHooks:
             post_graceful_takeover_processes=settings.PostGracefulTakeoverProcesses,
             post_take_master_processes=settings.PostTakeMasterProcesses,
             timeout_seconds=settings.HookTimeoutSeconds,
+            environment_pass_through=settings.HookEnvironmentPassThrough,
         )
         self._master_filters = settings.RecoverMasterClusterFilters
         self._intermediate_filters = settings.RecoverIntermediateMasterClusterFilters
@@ -392,9 +393,9 @@ class ShellHooks:
         async def audit(result: HookResult) -> None:
             await self._audit(
                 AuditEvent(
-                    type=f"hook-{stage.value}",
+                    type=f"{HOOK_AUDIT_PREFIX}{stage.value}",
                     message=result.describe()
-                    + (f"; output: {result.output}" if result.output else ""),
+                    + (f"{HOOK_OUTPUT_MARK}{result.output}" if result.output else ""),
                     key=key,
                     cluster=cluster,
                     user=self._host,
@@ -410,6 +411,7 @@ class ShellHooks:
             timeout=self._hooks.timeout_seconds,
             audit=audit,
             arguments=arguments,
+            pass_through=self._hooks.environment_pass_through,
         )
 
 

@@ -4,13 +4,14 @@
   only when ``ListenAddress`` is a loopback address (:func:`check_listen_policy`).
 * ``none``: the same, chosen explicitly, on any address.
 * ``basic``: HTTP basic with ``HTTPAuthUser`` / ``HTTPAuthPassword``; that user may do all.
-* ``multi``: as ``basic``, plus the user ``readonly`` (any password), who may only read.
+* ``multi``: as ``basic``, plus the user ``readonly``, who may only read: with any password, as
+  in orchestrator, unless ``HTTPAuthReadOnlyPassword`` is set.
 * ``proxy``: the user name in the ``AuthUserHeader`` header, set by the gateway; every named
   user may read, users in ``PowerAuthUsers`` (``*`` = all; default: nobody) may change things.
   The header counts only from a peer in ``TrustedProxyCIDRs`` (default: loopback); from any
   other peer the request is refused 401, whoever it names.
 * ``token``: ``Authorization: Bearer <token>``; ``APITokens`` gives each token ``read`` or
-  ``admin``.
+  ``admin``. The audit names the caller ``token:<fingerprint>`` (:func:`token_name`).
 
 No credential (or a wrong one) → 401 (with a ``WWW-Authenticate`` challenge for basic/multi);
 a valid credential without the role → 403.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -120,7 +122,9 @@ def authenticate(
         if _equal(user, settings.HTTPAuthUser) and _equal(password, settings.HTTPAuthPassword):
             return Principal(user=user, role=Role.ADMIN)
         if method == "multi" and user == READ_ONLY_USER:
-            return Principal(user=user, role=Role.READ)
+            expected = settings.HTTPAuthReadOnlyPassword
+            if not expected or _equal(password, expected):
+                return Principal(user=user, role=Role.READ)
         return Denied(401, "wrong user name or password", _BASIC_CHALLENGE)
     if method == "proxy":
         user = _header(headers, settings.AuthUserHeader).strip()
@@ -141,8 +145,14 @@ def authenticate(
     token = token.strip()
     for known, role in settings.APITokens.items():
         if _equal(token, known):
-            return Principal(user=f"token:{known[:4]}…", role=Role[role.upper()])
+            return Principal(user=token_name(known), role=Role[role.upper()])
     return Denied(401, "unknown token")
+
+
+def token_name(token: str) -> str:
+    """How a token's caller is named in the audit and in messages: a fingerprint (the first 8
+    hex digits of its SHA-256), never any of its characters."""
+    return f"token:{hashlib.sha256(token.encode()).hexdigest()[:8]}"
 
 
 def authorize(

@@ -8,9 +8,12 @@ are answered here, without the API.
 
 The API: ``--api URL`` (``-U``), else the address of ``-config FILE`` (:mod:`.client_config`),
 else ``ORCHESTRATOR_API``, else ``http://127.0.0.1:3000``; ``/api`` is appended when missing.
-Credentials: ``-b user:pass``, else ``ORCHESTRATOR_AUTH_USER``/``ORCHESTRATOR_AUTH_PASSWORD``
-(basic), ``ORCHESTRATOR_AUTH_TOKEN`` (bearer), ``ORCHESTRATOR_AUTH_USER_HEADER`` +
-``ORCHESTRATOR_AUTH_USER`` (proxy header), else the basic credentials of ``-config FILE``. An
+Credentials: ``-b user:pass`` (a warning on stderr: a command line is readable by every user of
+the machine; ``-b user`` takes the password from the environment), else
+``ORCHESTRATOR_AUTH_USER``/``ORCHESTRATOR_AUTH_PASSWORD`` (basic), ``ORCHESTRATOR_AUTH_TOKEN``
+(bearer), ``ORCHESTRATOR_AUTH_USER_HEADER`` + ``ORCHESTRATOR_AUTH_USER`` (proxy header), else the
+basic credentials of ``-config FILE``. ``ORCHESTRATOR_AUTH_PASSWORD_FILE`` and
+``ORCHESTRATOR_AUTH_TOKEN_FILE`` name a file holding the password or token instead. An
 ``https://`` API is verified as :mod:`orchestrator_api.tls` says (``ORCHESTRATOR_CA_FILE``,
 ``CURL_CA_BUNDLE``, the system's CAs; ``ORCHESTRATOR_CLIENT_CERT_FILE`` for mutual TLS).
 
@@ -24,9 +27,10 @@ from __future__ import annotations
 import os
 import ssl
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -59,6 +63,13 @@ __all__ = [
     "run_client",
 ]
 
+# a password on the command line is visible to every user of the machine (ps, /proc) and kept in
+# the shell's history
+COMMAND_LINE_WARNING = (
+    "{what}: other users of this machine can read a command line (ps) and the shell keeps it; "
+    "use ORCHESTRATOR_AUTH_PASSWORD or ORCHESTRATOR_AUTH_PASSWORD_FILE"
+)
+
 # commands answered by the client itself, without the API
 LOCAL_COMMANDS = frozenset({"dump-config", "help"})
 PACKAGE = "orchestrator-topology-api"
@@ -90,8 +101,27 @@ class _Connection:
         return public_text(self.base)
 
 
+def secret_from_env(environ: Mapping[str, str], name: str) -> str:
+    """``name``'s value, else the content of the file ``<name>_FILE`` names (one trailing
+    newline stripped), else ``""``. Both set, or an unreadable file: a usage error."""
+    file_name = f"{name}_FILE"
+    if environ.get(name) and environ.get(file_name):
+        raise UsageError(f"set {name} or {file_name}, not both")
+    if not environ.get(file_name):
+        return environ.get(name, "")
+    try:
+        text = Path(environ[file_name]).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{file_name}: cannot read {environ[file_name]}: {exc}") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
 def _connection(
-    flags: Flags, config: ClientConfig | None, environ: Mapping[str, str], trace: Trace
+    flags: Flags,
+    config: ClientConfig | None,
+    environ: Mapping[str, str],
+    trace: Trace,
+    warn: Callable[[str], object],
 ) -> _Connection:
     """Where to send the calls and with which credentials (see the module docstring)."""
     if flags.given("api"):
@@ -103,10 +133,13 @@ def _connection(
     else:
         api, origin = DEFAULT_API, "the default"
     base = _api_base(api, origin)
+    if origin == "--api" and httpx.URL(base).password:
+        warn(COMMAND_LINE_WARNING.format(what="--api carries a password"))
     trace(f"API {public_text(base)} (from {origin})")
     headers: dict[str, str] = {}
-    if environ.get("ORCHESTRATOR_AUTH_TOKEN"):
-        headers["Authorization"] = f"Bearer {environ['ORCHESTRATOR_AUTH_TOKEN']}"
+    token = secret_from_env(environ, "ORCHESTRATOR_AUTH_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
         trace("credentials: bearer token (ORCHESTRATOR_AUTH_TOKEN)")
     if environ.get("ORCHESTRATOR_AUTH_USER_HEADER") and environ.get("ORCHESTRATOR_AUTH_USER"):
         headers[environ["ORCHESTRATOR_AUTH_USER_HEADER"]] = environ["ORCHESTRATOR_AUTH_USER"]
@@ -114,11 +147,15 @@ def _connection(
         return _Connection(base, None, headers)
     basic: tuple[str, str] | None = None
     if flags.given("basic"):
-        user, _, password = flags.get("basic").partition(":")
+        user, colon, password = flags.get("basic").partition(":")
+        if colon:
+            warn(COMMAND_LINE_WARNING.format(what="-b carries a password"))
+        else:  # -b user: the password from the environment or its file
+            password = secret_from_env(environ, "ORCHESTRATOR_AUTH_PASSWORD")
         basic, origin = (user, password), "-b"
     elif environ.get("ORCHESTRATOR_AUTH_USER"):
-        basic = (environ["ORCHESTRATOR_AUTH_USER"], environ.get("ORCHESTRATOR_AUTH_PASSWORD", ""))
-        origin = "ORCHESTRATOR_AUTH_USER"
+        password = secret_from_env(environ, "ORCHESTRATOR_AUTH_PASSWORD")
+        basic, origin = (environ["ORCHESTRATOR_AUTH_USER"], password), "ORCHESTRATOR_AUTH_USER"
     elif config is not None and config.basic is not None and "Authorization" not in headers:
         basic, origin = config.basic, f"-config {config.source}"
     if basic is None or not basic[0]:
@@ -219,7 +256,11 @@ def run_client(
         path = command.path(invocation)
         loaded = _load(flags, env, always=False, trace=trace)
         connection = _connection(
-            flags, client_config(loaded) if loaded is not None else None, env, trace
+            flags,
+            client_config(loaded) if loaded is not None else None,
+            env,
+            trace,
+            lambda message: err.write(f"orchestrator: warning: {message}\n"),
         )
     except ConfigError as exc:
         err.write(f"orchestrator: bad configuration: {exc}\n")

@@ -11,32 +11,23 @@ client takes from it:
   as the credentials (unless the command line or the environment gives some).
 
 ``dump-config`` prints the effective settings as JSON under orchestrator's key names, every
-secret masked by rule, not by a list: a setting declared ``repr=False`` or whose name says
-``Password``, ``Token``, ``Secret`` or ``DSN`` is masked (a DSN keeps everything but its
-password; a mapping of tokens keeps its values when they are one of a fixed set of words, such
-as a token's role), and in every other setting the password of a URL
-(``nats://user:password@host``) is masked too.
+secret masked by rule, not by a list (:mod:`orchestrator_shared.redact`): a setting declared
+``repr=False`` or whose name says ``Password``, ``Token``, ``Secret``, ``DSN`` or ends in ``Key``
+is masked (a DSN keeps everything but its password; a mapping of tokens keeps its values when
+they are one of a fixed set of words, such as a token's role), and every other setting is
+redacted as any text is (the password of ``nats://user:password@host``, ``password=...``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator_api import local_stack, tls
 from orchestrator_shared.config import LoadedSettings, Settings
-
-MASK = "********"
-SECRET_NAME = re.compile(r"passw|token|secret|dsn", re.IGNORECASE)
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>\S*)")
-_KEYWORD_PASSWORD = re.compile(
-    r"(?P<head>\b(?:password|passwd|pwd|secret|token)\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&;]*)",
-    re.IGNORECASE,
-)
-
+from orchestrator_shared.redact import MASK, is_secret_setting, mask_userinfo, redact
 
 # --- the client's view of a configuration -----------------------------------------------------
 
@@ -71,31 +62,20 @@ def secret_settings(model: type[Settings] = Settings) -> frozenset[str]:
     return frozenset(
         name
         for name, info in model.model_fields.items()
-        if not info.repr or SECRET_NAME.search(name)
+        if is_secret_setting(name, in_repr=info.repr)
     )
 
 
-def _masked_userinfo(text: str) -> str:
-    """``user:password@rest`` -> ``user:********@rest``; the last ``@`` ends the password, so
-    a password holding ``@`` or ``/`` is masked whole (at worst, more than the password)."""
-    userinfo, at, rest = text.rpartition("@")
-    if not at or ":" not in userinfo:
-        return text
-    return f"{userinfo.partition(':')[0]}:{MASK}@{rest}"
-
-
 def mask_text(text: str) -> str:
-    """``text`` with the passwords it spells out masked: a URL's ``user:password@`` and
-    ``password=...`` (libpq keywords, query parameters)."""
-    text = _URL.sub(lambda m: m["scheme"] + _masked_userinfo(m["rest"]), text)
-    return _KEYWORD_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
+    """``text`` with the passwords it spells out masked (``orchestrator_shared.redact``)."""
+    return redact(text)
 
 
 def mask_dsn(text: str) -> str:
     """A DSN with its password masked: URL (``postgresql://u:p@h/db``), keywords
     (``host=h password=p``) or Go's ``u:p@tcp(h:3306)/db``."""
-    masked = mask_text(text)
-    return masked if "://" in text else _masked_userinfo(masked)
+    masked = redact(text, registered=False)
+    return masked if "://" in text else mask_userinfo(masked)
 
 
 def _masked_everywhere(value: Any) -> Any:

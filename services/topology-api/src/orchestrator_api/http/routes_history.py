@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi import Path as FastApiPath
 
 from orchestrator_api import wire
+from orchestrator_api.auth import Principal, Role
 from orchestrator_api.http.context import ApiContext, Context
 from orchestrator_api.http.deps import ReadAccess
 from orchestrator_api.http.errors import ApiError, NotFound
@@ -19,7 +20,9 @@ from orchestrator_api.store.recoveries import MASTER_ANALYSES
 from orchestrator_api.store.view import FleetView
 from orchestrator_api.wire.timefmt import go_datetime, rfc3339
 from orchestrator_shared.analysis import AnalysisOptions, analyze, track_binlog_coordinates
+from orchestrator_shared.events import HOOK_AUDIT_PREFIX, HOOK_OUTPUT_MARK
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.redact import redact
 
 router = APIRouter(prefix="/api")
 
@@ -125,7 +128,16 @@ def _page(text: str) -> int:
     return int(text)
 
 
-def audit_json(entry: AuditEntry) -> dict[str, Any]:
+def audit_message(entry: AuditEntry, who: Principal) -> str:
+    """The message as ``who`` may read it: redacted; a hook's output only for the admin role."""
+    message = entry.message
+    if who.role < Role.ADMIN and entry.type.startswith(HOOK_AUDIT_PREFIX):
+        described, mark, _ = message.partition(HOOK_OUTPUT_MARK)
+        message = described + (f"{HOOK_OUTPUT_MARK}(shown to the admin role only)" if mark else "")
+    return redact(message)
+
+
+def audit_json(entry: AuditEntry, who: Principal) -> dict[str, Any]:
     return {
         "AuditId": entry.id,
         "AuditTimestamp": go_datetime(entry.at),
@@ -135,27 +147,27 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
         else {"Hostname": "", "Port": 0},
         "ClusterName": entry.cluster,
         "User": entry.user,
-        "Message": entry.message,
+        "Message": audit_message(entry, who),
     }
 
 
 @router.get("/audit")
-async def audit(context: Context, _: ReadAccess) -> list[dict[str, Any]]:
-    return [audit_json(e) for e in await context.store.audit_log(limit=PAGE_SIZE)]
+async def audit(context: Context, who: ReadAccess) -> list[dict[str, Any]]:
+    return [audit_json(e, who) for e in await context.store.audit_log(limit=PAGE_SIZE)]
 
 
 @router.get("/audit/instance/{host}/{port}")
 async def audit_of_instance(
-    host: str, port: str, context: Context, _: ReadAccess
+    host: str, port: str, context: Context, who: ReadAccess
 ) -> list[dict[str, Any]]:
     key = context.key(host, port)
-    return [audit_json(e) for e in await context.store.audit_log(key=key, limit=PAGE_SIZE)]
+    return [audit_json(e, who) for e in await context.store.audit_log(key=key, limit=PAGE_SIZE)]
 
 
 @router.get("/audit/{page}")
-async def audit_page(page: str, context: Context, _: ReadAccess) -> list[dict[str, Any]]:
+async def audit_page(page: str, context: Context, who: ReadAccess) -> list[dict[str, Any]]:
     entries = await context.store.audit_log(limit=PAGE_SIZE, offset=_page(page) * PAGE_SIZE)
-    return [audit_json(e) for e in entries]
+    return [audit_json(e, who) for e in entries]
 
 
 # --- recovery history -----------------------------------------------------------------------
