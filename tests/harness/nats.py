@@ -11,7 +11,8 @@ BINARY = "nats-server"
 
 
 class NatsServer(ManagedProcess):
-    """``nats-server -js`` on loopback; ``url`` for clients, ``monitor_port`` for /healthz.
+    """``nats-server -js`` on loopback; ``url`` for clients, ``monitor_port`` for /healthz;
+    ``config_file`` a server configuration (accounts, permissions) read with the flags.
 
     JetStream state lives in ``workdir/jetstream``, so streams survive ``kill()`` + ``restart()``.
     """
@@ -22,6 +23,7 @@ class NatsServer(ManagedProcess):
         binary: Path | None = None,
         port: int | None = None,
         monitor_port: int | None = None,
+        config_file: Path | None = None,
     ) -> None:
         found = binary or find_binary(BINARY)
         if found is None:
@@ -30,6 +32,7 @@ class NatsServer(ManagedProcess):
         self.binary = found
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
+        self.config_file = config_file  # users, permissions, TLS (flags below win over it)
 
     @property
     def host(self) -> str:
@@ -52,6 +55,7 @@ class NatsServer(ManagedProcess):
             "--server_name", f"harness-{self.port}",
             "--jetstream",
             "--store_dir", str(self.store_dir),
+            *(["--config", str(self.config_file)] if self.config_file else []),
         ]  # fmt: skip
 
     def probe(self) -> bool:

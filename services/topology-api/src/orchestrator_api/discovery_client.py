@@ -24,6 +24,7 @@ from orchestrator_shared.bus import (
     Subjects,
 )
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
 
 REQUEST_TIMEOUT_SECONDS = 15.0  # above discovery's probe deadline (10 s by default)
@@ -35,8 +36,8 @@ class NatsRequester:
         self._subjects = subjects
         self._nc: Client | None = None
 
-    async def connect(self, servers: list[str]) -> None:
-        self._nc = await connect_nats(servers, name="orchestrator-topology-api")
+    async def connect(self, servers: list[str], auth: NatsAuth = ANONYMOUS) -> None:
+        self._nc = await connect_nats(servers, name="orchestrator-topology-api", auth=auth)
 
     async def _request(
         self, subject: str, body: bytes, wait: float, who: str
