@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator_api.sandbox import Sandbox
+from orchestrator_shared.command_signing import generate_key
 from tests.harness.ports import free_port
 from tests.integration.test_stack import start, stop
 
@@ -66,6 +67,7 @@ def stack_factory(
             "InstancePollSeconds": 1,
             "RecoverMasterClusterFilters": ["*"],
             "RecoverIntermediateMasterClusterFilters": ["*"],
+            "CommandSigningKey": generate_key(),  # the API signs commands, workers verify
             **settings,
         }
         processes.append(

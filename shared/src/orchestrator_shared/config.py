@@ -46,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator_shared.command_signing import MIN_KEY_LENGTH
 from orchestrator_shared.config_sources import Conversion, Keys, read_sources
 from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
@@ -393,6 +394,17 @@ class Settings(BaseModel):
                 raise ValueError(f"expected nats://host:port URLs, got {redact_url(url)!r}")
         return urls
 
+    @field_validator("CommandSigningKey")
+    @classmethod
+    def _signing_key(cls, key: str) -> str:
+        if key and len(key) < MIN_KEY_LENGTH:
+            # never echo the value: it is a secret
+            raise ValueError(
+                f"expected at least {MIN_KEY_LENGTH} characters (e.g. openssl rand -hex 32), "
+                f"got {len(key)}"
+            )
+        return key
+
     @field_validator("EtcdEndpoints")
     @classmethod
     def _etcd_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
@@ -682,4 +694,9 @@ def load_settings(
     # the TLS files are read now: a file that cannot be used stops every service at startup
     topology_tls_context(settings)
     nats_auth(settings)
+    if settings.AllowUnsignedCommands and not settings.CommandSigningKey:
+        warnings.append(
+            "AllowUnsignedCommands is set and CommandSigningKey is not: commands are not "
+            "authenticated, whoever may publish on the command subjects can run any operation"
+        )
     return LoadedSettings(settings=settings, source=source, warnings=tuple(warnings))

@@ -45,6 +45,7 @@ from orchestrator_recovery.wiring import (
 from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
+from orchestrator_shared.command_signing import CommandVerifier
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import BusError, ConfigError
 from orchestrator_shared.instance_key import InstanceKey
@@ -175,6 +176,10 @@ async def serve(settings: Settings) -> None:
                 locks=locks.active,
             ).handlers(),
             locks=locks,
+            verifier=CommandVerifier(
+                settings.CommandSigningKey, allow_unsigned=settings.AllowUnsignedCommands
+            ),
+            audit=publisher.audit,
         )
 
         async def lead(term: Leadership) -> None:

@@ -35,6 +35,7 @@ from orchestrator_api.store.mysql import MySQLBackend
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.bus import Subjects
+from orchestrator_shared.command_signing import command_signer
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError, StoreError
 from orchestrator_shared.gc_pacing import pace_garbage_collection
@@ -94,7 +95,7 @@ async def serve(settings: Settings) -> None:
         )
         await consumer.connect(servers, auth=auth)
         stack.push_async_callback(consumer.close)
-        discovery = NatsRequester(subjects)
+        discovery = NatsRequester(subjects, signer=command_signer(settings))
         await discovery.connect(servers, auth=auth)
         stack.push_async_callback(discovery.close)
         operator_state = None
