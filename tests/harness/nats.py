@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.harness.ports import LOOPBACK, free_port
@@ -24,6 +25,7 @@ class NatsServer(ManagedProcess):
         port: int | None = None,
         monitor_port: int | None = None,
         config_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         found = binary or find_binary(BINARY)
         if found is None:
@@ -33,6 +35,7 @@ class NatsServer(ManagedProcess):
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
         self.config_file = config_file  # users, permissions, TLS (flags below win over it)
+        self.env = dict(env or {})  # variables the config file reads ($NAME)
 
     @property
     def host(self) -> str:
@@ -57,6 +60,9 @@ class NatsServer(ManagedProcess):
             "--store_dir", str(self.store_dir),
             *(["--config", str(self.config_file)] if self.config_file else []),
         ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), **self.env}
 
     def probe(self) -> bool:
         answer = http_get(f"http://{LOOPBACK}:{self.monitor_port}/healthz?js-enabled-only=true")

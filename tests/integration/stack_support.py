@@ -57,7 +57,16 @@ def stack_factory(
     """Starts a sandbox (``chain``, ``semi_sync``) and the stack with ``settings`` added."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def make(*, chain: bool = False, semi_sync: bool = False, **settings: Any) -> Stack:
+    def make(
+        *,
+        chain: bool = False,
+        semi_sync: bool = False,
+        per_service: dict[str, dict[str, Any]] | None = None,
+        **settings: Any,
+    ) -> Stack:
+        """``per_service``: settings of one service only (``discovery``, ``api``,
+        ``recovery``), e.g. its own NATS user."""
+        own = per_service or {}
         sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync)
         port = free_port()
         common = {
@@ -77,6 +86,7 @@ def stack_factory(
                     **common,
                     "DiscoverySeeds": [sandbox.master.key],
                     "DiscoveryMetricsListenAddress": "",
+                    **own.get("discovery", {}),
                 },
                 tmp_path,
             )
@@ -87,6 +97,7 @@ def stack_factory(
                 **common,
                 "ListenAddress": f"127.0.0.1:{port}",
                 "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
+                **own.get("api", {}),
             },
             tmp_path,
         )
@@ -95,7 +106,8 @@ def stack_factory(
         for n in (1, 2):
             worker_dir = tmp_path / f"worker-{n}"
             worker_dir.mkdir()
-            workers.append(start("orchestrator_recovery.main", common, worker_dir))
+            worker_config = {**common, **own.get("recovery", {})}
+            workers.append(start("orchestrator_recovery.main", worker_config, worker_dir))
         processes.extend(workers)
         url = f"http://127.0.0.1:{port}"
         return Stack(sandbox, url, nats_server.url, workers, nats_server, etcd_server, api_process)

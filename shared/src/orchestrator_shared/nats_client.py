@@ -41,9 +41,13 @@ async def connect_nats(
             await on_reconnect()
 
     async def error(exc: Exception) -> None:
-        # refused credentials would otherwise retry silently forever: say so, once per attempt
+        # refused credentials would otherwise retry silently forever, and a publish the
+        # server's permissions drop would vanish: say so
         text = scrub(str(exc) or exc.__class__.__name__, servers, auth.secrets)
-        refused = isinstance(exc, AuthorizationError) or "authorization" in text.lower()
+        lowered = text.lower()
+        refused = isinstance(exc, AuthorizationError) or any(
+            word in lowered for word in ("authorization", "permissions violation")
+        )
         level = logging.WARNING if refused else logging.DEBUG
         log.log(level, "%s: NATS client error: %s", name, text)
 
