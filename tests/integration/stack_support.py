@@ -30,6 +30,7 @@ class Stack:
     nats: Any
     etcd: Any
     api_process: subprocess.Popen[bytes] | None = None
+    signing_key: str = ""  # CommandSigningKey of the API and the workers
 
 
 StackFactory = Callable[..., Stack]
@@ -110,7 +111,16 @@ def stack_factory(
             workers.append(start("orchestrator_recovery.main", worker_config, worker_dir))
         processes.extend(workers)
         url = f"http://127.0.0.1:{port}"
-        return Stack(sandbox, url, nats_server.url, workers, nats_server, etcd_server, api_process)
+        return Stack(
+            sandbox,
+            url,
+            nats_server.url,
+            workers,
+            nats_server,
+            etcd_server,
+            api_process,
+            signing_key=common["CommandSigningKey"],
+        )
 
     try:
         yield make

@@ -16,6 +16,7 @@ from orchestrator_shared.command_signing import (
     NonceCache,
     command_signer,
     generate_key,
+    signer_warnings,
     subject_operation,
 )
 from tests.unit.test_config_orchestrator_keys import load, one_line_error
@@ -130,3 +131,10 @@ def test_settings_for_signing(tmp_path: Path) -> None:
     from_file = load(tmp_path, None, {"ORCHESTRATOR_CommandSigningKey_FILE": str(secret)})
     assert from_file.settings.CommandSigningKey == KEY
     assert KEY not in repr(from_file.settings)
+
+
+def test_the_api_warns_when_it_would_send_unsigned_commands(tmp_path: Path) -> None:
+    [warning] = signer_warnings(load(tmp_path, {}).settings)
+    assert warning.startswith("CommandSigningKey is not set: commands are sent unsigned")
+    assert signer_warnings(load(tmp_path, {"CommandSigningKey": KEY}).settings) == []
+    assert signer_warnings(load(tmp_path, {"AllowUnsignedCommands": True}).settings) == []

@@ -94,6 +94,16 @@ def command_signer(settings: Settings) -> CommandSigner | None:
     return CommandSigner(settings.CommandSigningKey, validity_seconds=settings.CommandExpirySeconds)
 
 
+def signer_warnings(settings: Settings) -> list[str]:
+    """What topology-api says at start-up about how it sends commands."""
+    if settings.CommandSigningKey or settings.AllowUnsignedCommands:
+        return []
+    return [
+        "CommandSigningKey is not set: commands are sent unsigned and the recovery workers "
+        "refuse them (give the API and the workers the same key)"
+    ]
+
+
 class NonceCache:
     """Nonces of accepted requests, each kept until its request expires (then a replay is
     refused as expired anyway)."""

@@ -35,7 +35,7 @@ from orchestrator_api.store.mysql import MySQLBackend
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.bus import Subjects
-from orchestrator_shared.command_signing import command_signer
+from orchestrator_shared.command_signing import command_signer, signer_warnings
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError, StoreError
 from orchestrator_shared.gc_pacing import pace_garbage_collection
@@ -170,7 +170,8 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"orchestrator-topology-api: bad configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging("topology-api")
-    for warning in [*loaded.warnings, *startup_warnings(loaded.settings)]:
+    settings = loaded.settings
+    for warning in [*loaded.warnings, *startup_warnings(settings), *signer_warnings(settings)]:
         log.warning("%s", warning)
     try:
         with contextlib.suppress(KeyboardInterrupt):
