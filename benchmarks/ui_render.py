@@ -62,6 +62,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
 from orchestrator_shared.bus import Subjects
+from orchestrator_shared.command_signing import generate_key
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import (
     Flavor,
@@ -76,6 +77,8 @@ TARGET_MS = 200.0
 VERSION = "10.11.19-MariaDB-log"
 # What the page reads from the recovery worker (503 until it answers the API).
 WORKER_READS = ("/api/check-global-recoveries", "/api/maintenance")
+
+SIGNING_KEY = generate_key()  # the API signs commands, the worker verifies
 
 
 @dataclass
@@ -179,7 +182,11 @@ def start_worker(children: Children, nats_url: str, etcd: str) -> None:
     """One recovery worker, so that the page's recovery and maintenance reads have a leader to
     ask (they answer 503 without one); the simulated instances never fail, so it only reads."""
     config = children.workdir / "recovery.conf.json"
-    config.write_text(json.dumps({"NATSServers": [nats_url], "EtcdEndpoints": [etcd]}))
+    config.write_text(
+        json.dumps(
+            {"NATSServers": [nats_url], "EtcdEndpoints": [etcd], "CommandSigningKey": SIGNING_KEY}
+        )
+    )
     children.start(
         "recovery",
         [script("orchestrator-recovery"), "--config", str(config)],
@@ -197,6 +204,7 @@ def start_api(children: Children, nats_url: str, etcd: str) -> str:
                 "NATSServers": [nats_url],
                 "EtcdEndpoints": [etcd],
                 "SQLite3DataFile": str(children.workdir / "orchestrator.sqlite3"),
+                "CommandSigningKey": SIGNING_KEY,  # the worker refuses unsigned commands
             },
             indent=2,
         )

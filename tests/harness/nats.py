@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.harness.ports import LOOPBACK, free_port
@@ -11,7 +12,8 @@ BINARY = "nats-server"
 
 
 class NatsServer(ManagedProcess):
-    """``nats-server -js`` on loopback; ``url`` for clients, ``monitor_port`` for /healthz.
+    """``nats-server -js`` on loopback; ``url`` for clients, ``monitor_port`` for /healthz;
+    ``config_file`` a server configuration (accounts, permissions) read with the flags.
 
     JetStream state lives in ``workdir/jetstream``, so streams survive ``kill()`` + ``restart()``.
     """
@@ -22,6 +24,8 @@ class NatsServer(ManagedProcess):
         binary: Path | None = None,
         port: int | None = None,
         monitor_port: int | None = None,
+        config_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         found = binary or find_binary(BINARY)
         if found is None:
@@ -30,6 +34,8 @@ class NatsServer(ManagedProcess):
         self.binary = found
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
+        self.config_file = config_file  # users, permissions, TLS (flags below win over it)
+        self.env = dict(env or {})  # variables the config file reads ($NAME)
 
     @property
     def host(self) -> str:
@@ -52,7 +58,11 @@ class NatsServer(ManagedProcess):
             "--server_name", f"harness-{self.port}",
             "--jetstream",
             "--store_dir", str(self.store_dir),
+            *(["--config", str(self.config_file)] if self.config_file else []),
         ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), **self.env}
 
     def probe(self) -> bool:
         answer = http_get(f"http://{LOOPBACK}:{self.monitor_port}/healthz?js-enabled-only=true")

@@ -28,6 +28,7 @@ from orchestrator_api.store import Store, open_store
 from orchestrator_recovery.commands import CommandResponder, Handler, Leadership, OperationLocks
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_shared.bus import Subjects
+from orchestrator_shared.command_signing import CommandSigner, CommandVerifier, generate_key
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import LeaseLost
 from orchestrator_shared.events import AuditEvent
@@ -129,6 +130,7 @@ async def responder_api(
     ``guard``) and the API on a fresh SQLite store, asking it over ``nats_url``."""
     store: Store = await open_store("sqlite", sqlite_path=tmp_path / "orchestrator.sqlite3")
     nc = await nats.connect(nats_url)
+    signing_key = generate_key()  # the API signs, the responder verifies, as in a deployment
     responder = CommandResponder(
         nc,
         Subjects(),
@@ -137,11 +139,12 @@ async def responder_api(
         Leadership(lambda: True, guard, lambda: 1),
         operations=operations,
         locks=locks,
+        verifier=CommandVerifier(signing_key),
     )
     answering = asyncio.create_task(responder.run())
     await asyncio.sleep(0.1)
     await nc.flush()
-    requester = NatsRequester(Subjects())
+    requester = NatsRequester(Subjects(), signer=CommandSigner(signing_key))
     await requester.connect([nats_url])
     context = ApiContext(settings=Settings(), store=store, discovery=requester)
 

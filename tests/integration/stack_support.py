@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator_api.sandbox import Sandbox
+from orchestrator_shared.command_signing import generate_key
 from tests.harness.ports import free_port
 from tests.integration.test_stack import start, stop
 
@@ -31,6 +32,7 @@ class Stack:
     api_process: subprocess.Popen[bytes] | None = None
     # every process of the stack (discovery, the API, the workers), in start order
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    signing_key: str = ""  # CommandSigningKey of the API and the workers
 
 
 StackFactory = Callable[..., Stack]
@@ -63,11 +65,14 @@ def stack_factory(
         chain: bool = False,
         semi_sync: bool = False,
         environment: dict[str, str] | None = None,
+        per_service: dict[str, dict[str, Any]] | None = None,
         **settings: Any,
     ) -> Stack:
         """``environment``: added to every service's (``ORCHESTRATOR_LOG_LEVEL`` and secrets
-        given as variables)."""
+        given as variables); ``per_service``: settings of one service only (``discovery``,
+        ``api``, ``recovery``), e.g. its own NATS user."""
         first = len(processes)
+        own = per_service or {}
         sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync)
         port = free_port()
         common = {
@@ -77,6 +82,7 @@ def stack_factory(
             "InstancePollSeconds": 1,
             "RecoverMasterClusterFilters": ["*"],
             "RecoverIntermediateMasterClusterFilters": ["*"],
+            "CommandSigningKey": generate_key(),  # the API signs commands, workers verify
             **settings,
         }
         processes.append(
@@ -86,6 +92,7 @@ def stack_factory(
                     **common,
                     "DiscoverySeeds": [sandbox.master.key],
                     "DiscoveryMetricsListenAddress": "",
+                    **own.get("discovery", {}),
                 },
                 tmp_path,
                 environment=environment,
@@ -97,6 +104,7 @@ def stack_factory(
                 **common,
                 "ListenAddress": f"127.0.0.1:{port}",
                 "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
+                **own.get("api", {}),
             },
             tmp_path,
             environment=environment,
@@ -106,8 +114,9 @@ def stack_factory(
         for n in (1, 2):
             worker_dir = tmp_path / f"worker-{n}"
             worker_dir.mkdir()
+            worker_config = {**common, **own.get("recovery", {})}
             workers.append(
-                start("orchestrator_recovery.main", common, worker_dir, environment=environment)
+                start("orchestrator_recovery.main", worker_config, worker_dir, environment=environment)
             )
         processes.extend(workers)
         url = f"http://127.0.0.1:{port}"
@@ -120,6 +129,7 @@ def stack_factory(
             etcd_server,
             api_process,
             processes=processes[first:],
+            signing_key=common["CommandSigningKey"],
         )
 
     try:

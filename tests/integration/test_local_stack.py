@@ -147,6 +147,14 @@ def test_while_up_runs_the_cli_lists_the_sandbox_and_a_signal_stops_everything(
             info = httpx.get(f"{url}/api/clusters-info", timeout=10).json()
             assert [c["HasAutomatedMasterRecovery"] for c in info] == [True], info
             assert [c["HasAutomatedIntermediateMasterRecovery"] for c in info] == [True], info
+            # a command reaches the leading worker: up gave the API and the workers one key
+            while (
+                checked := orchestrator("-c", "check-global-recoveries", "--api", url, timeout=30)
+            ).returncode != 0:
+                assert "not signed" not in checked.stderr, checked.stderr
+                assert time.monotonic() < deadline, checked.stderr
+                time.sleep(0.3)
+            assert checked.stdout.strip() == "enabled", checked.stdout
             # the API may list the cluster a moment before `up` prints its last start-up line
             while "try: " not in (tmp_path / "up.out").read_text():
                 assert time.monotonic() < deadline, (tmp_path / "up.out").read_text()

@@ -34,6 +34,7 @@ import pytest
 from orchestrator_api.cli.client import run_client
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.sandbox.config import REPLICATION_PASSWORD, REPLICATION_USER
+from orchestrator_shared.command_signing import generate_key
 from tests import harness
 from tests.harness.ports import free_port
 from tests.integration.api_support import replica_row
@@ -98,6 +99,7 @@ def stack(
             "NATSServers": [nats.url],
             "EtcdEndpoints": [etcd.endpoint],
             "InstancePollSeconds": 1,
+            "CommandSigningKey": generate_key(),  # the API signs commands, the workers verify
             "DetectClusterAliasQuery": f"SELECT '{ALIAS}'",
             "DetectDataCenterQuery": "SELECT 'east'",
             "ReplicationCredentialsQuery": (

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_shared.bus import CommandReply, CommandRequest
+from orchestrator_shared.command_signing import CommandSigner
 from orchestrator_shared.errors import SandboxError
 from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
 from tests.integration.stack_support import Stack, StackFactory
@@ -281,7 +282,7 @@ async def test_a_second_failure_inside_the_block_period_is_blocked_until_acknowl
             )
             answer = await nc.request(
                 "orchestrator.v1.command.ack-cluster-recoveries",
-                request.model_dump_json(by_alias=True).encode(),
+                CommandSigner(stack.signing_key).sign(request).to_json(),
                 timeout=5,
             )
             assert CommandReply.model_validate_json(answer.data).ok

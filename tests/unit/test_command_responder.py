@@ -1,5 +1,7 @@
-"""The command responder's answers, with a fake request message: a handler's refusal, and an
-operation cancelled mid-way (the worker stopped leading) that still gets an answer."""
+"""The command responder's answers, with a fake request message: a handler's refusal, an
+operation cancelled mid-way (the worker stopped leading) that still gets an answer, and the
+requests it refuses before anything runs (subject mismatch, unsigned, forged, expired, replayed),
+each audited."""
 
 from __future__ import annotations
 
@@ -10,15 +12,24 @@ import pytest
 
 from orchestrator_recovery.commands import CommandResponder, Leadership
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
+from orchestrator_shared.command_signing import CommandSigner, CommandVerifier
 from orchestrator_shared.errors import OperationRefused
+from orchestrator_shared.events import AuditEvent
 
 pytestmark = pytest.mark.unit
 
 
+KEY = "k" * 64
+SIGNER = CommandSigner(KEY)
+
+
 class FakeMsg:
-    def __init__(self, request: CommandRequest) -> None:
-        self.subject = f"orchestrator.v1.command.{request.operation}"
-        self.data = request.model_dump_json().encode()
+    def __init__(
+        self, request: CommandRequest, *, subject: str = "", signer: CommandSigner | None = SIGNER
+    ) -> None:
+        self.subject = subject or f"orchestrator.v1.command.{request.operation}"
+        sent = request if signer is None else signer.sign(request)
+        self.data = sent.to_json()
         self.reply = "inbox"
         self.answers: list[CommandReply] = []
 
@@ -26,9 +37,18 @@ class FakeMsg:
         self.answers.append(CommandReply.model_validate_json(data))
 
 
-def responder(**operations: Any) -> CommandResponder:
+def responder(
+    audits: list[AuditEvent] | None = None,
+    verifier: CommandVerifier | None = None,
+    **operations: Any,
+) -> CommandResponder:
     async def guard() -> object:
         return None
+
+    async def audit(event: AuditEvent) -> bool:
+        if audits is not None:
+            audits.append(event)
+        return True
 
     return CommandResponder(
         cast("Any", None),
@@ -37,6 +57,8 @@ def responder(**operations: Any) -> CommandResponder:
         cast("Any", None),
         Leadership(lambda: True, guard, lambda: 1),
         operations=operations,
+        verifier=verifier or CommandVerifier(KEY),
+        audit=audit,
     )
 
 
@@ -70,3 +92,79 @@ async def test_an_operation_cancelled_mid_way_is_still_answered() -> None:
     assert not answer.ok
     # the API answers such errors with 503 (orchestrator_api.http.context.forward)
     assert answer.error.startswith("active recovery worker did not finish")
+
+
+# --- requests refused before anything runs ------------------------------------------------------
+
+
+async def _refused_and_audited(msg: FakeMsg, verifier: CommandVerifier | None = None) -> str:
+    ran: list[CommandRequest] = []
+
+    async def set_writeable(request: CommandRequest) -> CommandReply:
+        ran.append(request)
+        return CommandReply(ok=True, operation=request.operation)
+
+    audits: list[AuditEvent] = []
+    worker = responder(
+        audits, verifier, **{"set-writeable": set_writeable, "stop-replica": set_writeable}
+    )
+    await worker._answer(cast("Any", msg))
+    [answer] = msg.answers
+    assert not answer.ok and answer.error.startswith("command refused: ")
+    assert ran == []
+    [audit] = audits
+    assert (audit.type, audit.ok, audit.details["subject"]) == (
+        "command-refused",
+        False,
+        msg.subject,
+    )
+    assert KEY not in audit.model_dump_json() and "signature" not in audit.details
+    return answer.error.removeprefix("command refused: ")
+
+
+async def test_the_operation_must_be_the_subjects() -> None:
+    msg = FakeMsg(
+        CommandRequest(operation="set-writeable", instance="db:1"),
+        subject="orchestrator.v1.command.stop-replica",
+    )
+    reason = await _refused_and_audited(msg)
+    assert reason == "the request's operation 'set-writeable' is not the subject's 'stop-replica'"
+
+
+async def test_unsigned_and_forged_commands_are_refused() -> None:
+    unsigned = FakeMsg(CommandRequest(operation="set-writeable", instance="db:1"), signer=None)
+    assert await _refused_and_audited(unsigned) == "the command is not signed"
+    forged = FakeMsg(
+        CommandRequest(operation="set-writeable", instance="db:1", requested_by="mallory"),
+        signer=CommandSigner("x" * 64),
+    )
+    assert await _refused_and_audited(forged) == (
+        "the command's signature is not valid (forged or altered)"
+    )
+
+
+async def test_a_replayed_command_is_refused_the_second_time() -> None:
+    msg = FakeMsg(CommandRequest(operation="set-writeable", instance="db:1"))
+    verifier = CommandVerifier(KEY)
+    first = FakeMsg(CommandRequest(operation="set-writeable"))
+    first.data = msg.data
+    await responder(None, verifier, **{"set-writeable": _ok})._answer(cast("Any", first))
+    assert [answer.ok for answer in first.answers] == [True]
+    assert (
+        await _refused_and_audited(msg, verifier) == "the command was already received (a replay)"
+    )
+
+
+async def test_a_worker_without_a_key_refuses_unless_unsigned_commands_are_allowed() -> None:
+    msg = FakeMsg(CommandRequest(operation="set-writeable", instance="db:1"), signer=None)
+    reason = await _refused_and_audited(msg, CommandVerifier(""))
+    assert reason.startswith("no CommandSigningKey is configured on this worker")
+    allowed = FakeMsg(CommandRequest(operation="set-writeable", instance="db:1"), signer=None)
+    await responder(
+        None, CommandVerifier("", allow_unsigned=True), **{"set-writeable": _ok}
+    )._answer(cast("Any", allowed))
+    assert [answer.ok for answer in allowed.answers] == [True]
+
+
+async def _ok(request: CommandRequest) -> CommandReply:
+    return CommandReply(ok=True, operation=request.operation)

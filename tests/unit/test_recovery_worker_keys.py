@@ -16,6 +16,7 @@ from orchestrator_recovery.control import RecordKind
 from orchestrator_recovery.ports import MasterResult, Planned, SemiSyncResult, WorkerOptions
 from orchestrator_shared.analysis import AnalysisCode, AnalysisOptions
 from orchestrator_shared.bus import CommandRequest, Subjects
+from orchestrator_shared.command_signing import CommandVerifier
 from orchestrator_shared.events import RecoveryData, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.recovery import SemiSyncMode
@@ -58,6 +59,7 @@ def command_responder(run: Harness) -> CommandResponder:
         run.worker,
         run.control,
         Leadership(lambda: True, guard, lambda: 1),
+        verifier=CommandVerifier(""),  # handle() is called directly: nothing to verify
     )
 
 

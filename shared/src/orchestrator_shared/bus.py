@@ -143,6 +143,12 @@ class CommandRequest(_Message):
     cluster: str = ""
     arguments: dict[str, str] = {}
     requested_by: str = ""
+    # the signed envelope (orchestrator_shared.command_signing, docs/bus.md "Signed commands"):
+    # when it stops being valid, a random nonce (each is accepted once), and the HMAC-SHA256
+    # of every other field; empty on an unsigned command
+    expires_at: datetime | None = None
+    nonce: str = ""
+    signature: str = ""
 
 
 class CommandReply(_Message):

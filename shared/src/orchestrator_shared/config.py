@@ -46,10 +46,12 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator_shared.command_signing import MIN_KEY_LENGTH
 from orchestrator_shared.config_sources import Conversion, Keys, read_sources
 from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.mysql_tls import topology_tls_context
+from orchestrator_shared.nats_auth import nats_auth, redact_url
 from orchestrator_shared.patterns import compile_pattern
 from orchestrator_shared.redact import is_secret_setting, redact, register_secrets, secret_values
 
@@ -139,6 +141,23 @@ class Settings(BaseModel):
     # --- bus -------------------------------------------------------------------------------
     NATSServers: tuple[str, ...] = ()
     NATSSubjectPrefix: str = "orchestrator"
+    # New: how every service authenticates to NATS (docs/security.md, The bus): a credentials
+    # file (user JWT + seed), or an nkey seed file, or a user and password; TLS with a CA and
+    # an optional client certificate. None set: anonymous (orchestrator up on loopback).
+    NATSCredsFile: str = ""
+    NATSNKeySeedFile: str = ""
+    NATSUser: str = ""
+    NATSPassword: str = Field(default="", repr=False)
+    NATSCAFile: str = ""
+    NATSCertFile: str = ""
+    NATSKeyFile: str = ""
+    # New: the secret topology-api signs every command with (HMAC-SHA256) and the recovery
+    # workers verify (docs/bus.md, Signed commands). Empty: the API sends unsigned commands and
+    # a worker refuses them all unless AllowUnsignedCommands is set.
+    CommandSigningKey: str = Field(default="", repr=False)
+    AllowUnsignedCommands: bool = False
+    # New: how long a signed command stays valid after it was sent.
+    CommandExpirySeconds: Annotated[float, Field(gt=0, le=600)] = 30
     EventsRetentionDays: PositiveInt = 7
     # New: etcd client URLs for the recovery leadership (issue 4); empty under `orchestrator up`
     # means a local etcd is started.
@@ -382,8 +401,19 @@ class Settings(BaseModel):
     def _nats_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
         for url in urls:
             if not re.fullmatch(r"(nats|tls|ws|wss)://[^\s/]+(:\d+)?/?", url):
-                raise ValueError(f"expected nats://host:port URLs, got {url!r}")
+                raise ValueError(f"expected nats://host:port URLs, got {redact_url(url)!r}")
         return urls
+
+    @field_validator("CommandSigningKey")
+    @classmethod
+    def _signing_key(cls, key: str) -> str:
+        if key and len(key) < MIN_KEY_LENGTH:
+            # never echo the value: it is a secret
+            raise ValueError(
+                f"expected at least {MIN_KEY_LENGTH} characters (e.g. openssl rand -hex 32), "
+                f"got {len(key)}"
+            )
+        return key
 
     @field_validator("EtcdEndpoints")
     @classmethod
@@ -684,4 +714,10 @@ def load_settings(
     warnings += _tls_files_warning(settings, "MySQLTopology", "topology servers are")
     # the TLS files are read now: a file that cannot be used stops every service at startup
     topology_tls_context(settings)
+    nats_auth(settings)
+    if settings.AllowUnsignedCommands and not settings.CommandSigningKey:
+        warnings.append(
+            "AllowUnsignedCommands is set and CommandSigningKey is not: commands are not "
+            "authenticated, whoever may publish on the command subjects can run any operation"
+        )
     return LoadedSettings(settings=settings, source=source, warnings=tuple(warnings))

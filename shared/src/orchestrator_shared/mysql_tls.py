@@ -17,11 +17,18 @@ if TYPE_CHECKING:
 
 
 def client_tls_context(
-    prefix: str, *, ca_file: str, cert_file: str, key_file: str, skip_verify: bool
+    prefix: str,
+    *,
+    ca_file: str,
+    cert_file: str,
+    key_file: str,
+    skip_verify: bool,
+    setting_names: tuple[str, str] | None = None,
 ) -> ssl.SSLContext:
-    """A TLS client context for MySQL (TLS 1.2 and up; the server certificate checked and
-    naming the host unless ``skip_verify``); ``prefix`` names the settings in errors
-    (``MySQLTopology`` -> ``MySQLTopologySSLCAFile: cannot use ...``)."""
+    """A TLS client context (TLS 1.2 and up; the server certificate checked and naming the
+    host unless ``skip_verify``); ``prefix`` names the settings in errors (``MySQLTopology`` ->
+    ``MySQLTopologySSLCAFile: cannot use ...``), or ``setting_names`` (CA, certificate) do."""
+    ca_setting, cert_setting = setting_names or (f"{prefix}SSLCAFile", f"{prefix}SSLCertFile")
     # with a CA file, that CA alone is trusted (as orchestrator does), else the system's CAs
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if ca_file else ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -29,7 +36,7 @@ def client_tls_context(
         try:
             context.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError, ValueError) as exc:
-            raise ConfigError(f"{prefix}SSLCAFile", f"cannot use {ca_file}: {exc}") from None
+            raise ConfigError(ca_setting, f"cannot use {ca_file}: {exc}") from None
     if skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -38,7 +45,7 @@ def client_tls_context(
             context.load_cert_chain(cert_file, key_file or None)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise ConfigError(
-                f"{prefix}SSLCertFile", f"cannot use {cert_file} with {key_file}: {exc}"
+                cert_setting, f"cannot use {cert_file} with {key_file}: {exc}"
             ) from None
     return context
 

@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import nats
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
 from nats.errors import Error as NatsError
 
 from orchestrator_shared.errors import BusError
+from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth, redact_urls, scrub
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,11 @@ async def connect_nats(
     *,
     name: str,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    auth: NatsAuth = ANONYMOUS,
 ) -> Client:
-    """A client that reconnects forever (0.5 s apart); ``on_reconnect`` runs after each."""
+    """A client that reconnects forever (0.5 s apart); ``on_reconnect`` runs after each;
+    ``auth`` its credentials and TLS (:func:`orchestrator_shared.nats_auth.nats_auth`). No
+    password (of ``auth`` or a ``user:pass@`` URL) appears in what it logs or raises."""
 
     async def disconnected() -> None:
         log.warning("%s: NATS disconnected; waiting for it", name)
@@ -36,7 +41,15 @@ async def connect_nats(
             await on_reconnect()
 
     async def error(exc: Exception) -> None:
-        log.debug("%s: NATS client error: %s", name, exc)
+        # refused credentials would otherwise retry silently forever, and a publish the
+        # server's permissions drop would vanish: say so
+        text = scrub(str(exc) or exc.__class__.__name__, servers, auth.secrets)
+        lowered = text.lower()
+        refused = isinstance(exc, AuthorizationError) or any(
+            word in lowered for word in ("authorization", "permissions violation")
+        )
+        level = logging.WARNING if refused else logging.DEBUG
+        log.log(level, "%s: NATS client error: %s", name, text)
 
     try:
         return await nats.connect(
@@ -52,6 +65,8 @@ async def connect_nats(
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
+            **auth.connect_options(),
         )
     except (NatsError, OSError) as exc:
-        raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {exc}") from None
+        problem = scrub(str(exc) or exc.__class__.__name__, servers, auth.secrets)
+        raise BusError(f"cannot connect to NATS at {redact_urls(servers)}: {problem}") from None

@@ -27,6 +27,7 @@ from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError
 from orchestrator_shared.logging import configure_logging
+from orchestrator_shared.nats_auth import nats_auth, redact_urls
 
 log = logging.getLogger("orchestrator_discovery")
 
@@ -68,7 +69,9 @@ async def run(settings: Settings) -> None:
         on_reconnect=on_reconnect,
     )
     async with AsyncExitStack() as stack:
-        await bus.connect(settings.nats_servers_or_local, name="orchestrator-discovery")
+        await bus.connect(
+            settings.nats_servers_or_local, name="orchestrator-discovery", auth=nats_auth(settings)
+        )
         stack.push_async_callback(bus.close)
         if settings.DiscoveryMetricsListenAddress:
             host, port = parse_listen_address(settings.DiscoveryMetricsListenAddress)
@@ -82,7 +85,7 @@ async def run(settings: Settings) -> None:
             "discovery running: %d seed(s), poll every %gs, NATS %s",
             len(settings.DiscoverySeeds),
             settings.InstancePollSeconds,
-            ", ".join(settings.nats_servers_or_local),
+            redact_urls(settings.nats_servers_or_local),
         )
         await service.run()
 

@@ -29,6 +29,7 @@ from orchestrator_shared.bus import (
 )
 from orchestrator_shared.errors import BusError
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
 from orchestrator_shared.snapshot import InstanceSnapshot
 
@@ -82,7 +83,7 @@ class NatsBus:
     def is_connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
-    async def connect(self, servers: list[str], *, name: str) -> None:
+    async def connect(self, servers: list[str], *, name: str, auth: NatsAuth = ANONYMOUS) -> None:
         async def reconnected() -> None:
             try:
                 await self.ensure_streams()
@@ -91,7 +92,7 @@ class NatsBus:
             if self._on_reconnect is not None:
                 await self._on_reconnect()
 
-        self._nc = await connect_nats(servers, name=name, on_reconnect=reconnected)
+        self._nc = await connect_nats(servers, name=name, on_reconnect=reconnected, auth=auth)
         self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_SECONDS)
         await self.ensure_streams()
 

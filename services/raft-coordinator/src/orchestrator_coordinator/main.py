@@ -35,6 +35,7 @@ from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError
 from orchestrator_shared.logging import configure_logging
+from orchestrator_shared.nats_auth import nats_auth
 
 log = logging.getLogger("orchestrator_coordinator")
 
@@ -85,7 +86,7 @@ async def run(settings: Settings) -> None:
             reporter=f"{socket.gethostname()}:{os.getpid()}",
             metrics=metrics,
         )
-        await publisher.connect(settings.nats_servers_or_local)
+        await publisher.connect(settings.nats_servers_or_local, nats_auth(settings))
         stack.push_async_callback(publisher.close)
 
         async def on_change(previous: ElectionStatus, status: ElectionStatus) -> None:

@@ -20,6 +20,7 @@ from orchestrator_coordinator.metrics import CoordinatorMetrics
 from orchestrator_coordinator.observer import ElectionStatus
 from orchestrator_shared.bus import EVENTS_STREAM, LeaderEvent, Subjects
 from orchestrator_shared.errors import BusError
+from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ class LeaderEventPublisher:
         self._pending: LeaderEvent | None = None
         self._published_once = False
 
-    async def connect(self, servers: list[str]) -> None:
-        self._nc = await connect_nats(servers, name="orchestrator-coordinator")
+    async def connect(self, servers: list[str], auth: NatsAuth = ANONYMOUS) -> None:
+        self._nc = await connect_nats(servers, name="orchestrator-coordinator", auth=auth)
         try:
             await self._ensure_stream()
         except BusError as exc:  # NATS may come back; publishing retries

@@ -10,6 +10,10 @@ replica to promote), ``force-master-failover`` (``instance`` = the cluster's mas
 ``ack-cluster-recoveries`` (``cluster``), ``ack-all-recoveries``. Any other operation is
 answered with an error naming it.
 
+Before anything runs, ``verifier`` (:mod:`orchestrator_shared.command_signing`) checks that the
+body's operation is the subject's, and the request's signature, expiry and nonce; a refused
+request is answered ``command refused: <why>`` and audited (``command-refused``).
+
 With ``locks`` (:mod:`orchestrator_recovery.maintenance`), every handler given as ``operations``
 runs only while it holds its instances' transient locks and no one else's maintenance lock holds
 them, and ``begin-maintenance``, ``end-maintenance``, ``in-maintenance``, ``maintenance`` are
@@ -38,8 +42,9 @@ from orchestrator_recovery.ports import Guard
 from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
+from orchestrator_shared.command_signing import CommandVerifier
 from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError
-from orchestrator_shared.events import RecoveryPhase
+from orchestrator_shared.events import AuditEvent, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 
 log = logging.getLogger(__name__)
@@ -81,8 +86,12 @@ class CommandResponder:
         operations: Mapping[str, Handler] | None = None,
         locks: OperationLocks | None = None,
         queries: Mapping[str, Handler] | None = None,
+        verifier: CommandVerifier,
+        audit: Callable[[AuditEvent], Awaitable[bool]] | None = None,
     ) -> None:
         self._nc = nc
+        self._verifier = verifier
+        self._audit = audit
         self._subjects = subjects
         self._worker = worker
         self._control = control
@@ -115,7 +124,11 @@ class CommandResponder:
 
     async def _on_request(self, msg: Msg) -> None:
         if not self._leadership.is_leader() or not msg.reply:
-            return  # a standby never answers
+            # a standby never answers, but remembers the nonces it would accept: a request
+            # replayed after a change of leader is refused by the new one too
+            with contextlib.suppress(ValidationError):
+                self._verifier.refusal(msg.subject, CommandRequest.model_validate_json(msg.data))
+            return
         task = asyncio.create_task(self._answer(msg))
         self._answering.add(task)  # the loop keeps tasks weakly: hold it until it is done
         task.add_done_callback(self._answering.discard)
@@ -127,6 +140,13 @@ class CommandResponder:
         except ValidationError as exc:
             reply = CommandReply(ok=False, operation=operation, error=f"bad request: {exc}")
         else:
+            refusal = self._verifier.refusal(msg.subject, request)
+            if refusal is not None:
+                await self._audit_refusal(msg.subject, request, refusal)
+                reply = _refused(request, f"command refused: {refusal}")
+                with contextlib.suppress(NatsError):
+                    await msg.respond(reply.model_dump_json(by_alias=True).encode())
+                return
             try:
                 reply = await self.handle(request)
             except asyncio.CancelledError:
@@ -142,6 +162,32 @@ class CommandResponder:
                 raise
         with contextlib.suppress(NatsError):
             await msg.respond(reply.model_dump_json(by_alias=True).encode())
+
+    async def _audit_refusal(self, subject: str, request: CommandRequest, refusal: str) -> None:
+        """A refused command, in the audit: what it asked, who it claims to come from (not
+        verified), never its signature."""
+        log.warning("refused a command on %s: %s", subject, refusal)
+        if self._audit is None:
+            return
+        await self._audit(
+            AuditEvent(
+                type="command-refused",
+                message=f"{request.operation} refused: {refusal}",
+                key=request.instance,
+                cluster=request.cluster,
+                user=f"unverified:{request.requested_by}" if request.requested_by else "",
+                at=datetime.now(UTC),
+                ok=False,
+                details={
+                    "subject": subject,
+                    "operation": request.operation,
+                    "destination": request.destination,
+                    "nonce": request.nonce,
+                    "expires_at": request.expires_at.isoformat() if request.expires_at else "",
+                    "signed": bool(request.signature),
+                },
+            )
+        )
 
     async def handle(self, request: CommandRequest) -> CommandReply:
         handler = self._handlers.get(request.operation)

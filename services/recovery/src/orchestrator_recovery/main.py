@@ -45,10 +45,12 @@ from orchestrator_recovery.wiring import (
 from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
+from orchestrator_shared.command_signing import CommandVerifier
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import BusError, ConfigError
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.logging import configure_logging
+from orchestrator_shared.nats_auth import nats_auth
 from orchestrator_shared.nats_client import connect_nats
 
 log = logging.getLogger("orchestrator_recovery")
@@ -65,7 +67,9 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with AsyncExitStack() as stack:
-        nc = await connect_nats(settings.NATSServers, name="orchestrator-recovery")
+        nc = await connect_nats(
+            settings.NATSServers, name="orchestrator-recovery", auth=nats_auth(settings)
+        )
         stack.push_async_callback(nc.close)
         election = Election(ElectionOptions.from_settings(settings))
         await election.start()
@@ -172,6 +176,10 @@ async def serve(settings: Settings) -> None:
                 locks=locks.active,
             ).handlers(),
             locks=locks,
+            verifier=CommandVerifier(
+                settings.CommandSigningKey, allow_unsigned=settings.AllowUnsignedCommands
+            ),
+            audit=publisher.audit,
         )
 
         async def lead(term: Leadership) -> None:

@@ -23,7 +23,9 @@ from orchestrator_shared.bus import (
     DiscoveryVerb,
     Subjects,
 )
+from orchestrator_shared.command_signing import CommandSigner
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
 
 REQUEST_TIMEOUT_SECONDS = 15.0  # above discovery's probe deadline (10 s by default)
@@ -31,12 +33,15 @@ COMMAND_TIMEOUT_SECONDS = 120.0  # a topology operation waits for replicas to ca
 
 
 class NatsRequester:
-    def __init__(self, subjects: Subjects) -> None:
+    def __init__(self, subjects: Subjects, *, signer: CommandSigner | None = None) -> None:
+        """``signer``: how commands are signed (None: sent unsigned, which workers refuse
+        unless they allow unsigned commands)."""
         self._subjects = subjects
+        self._signer = signer
         self._nc: Client | None = None
 
-    async def connect(self, servers: list[str]) -> None:
-        self._nc = await connect_nats(servers, name="orchestrator-topology-api")
+    async def connect(self, servers: list[str], auth: NatsAuth = ANONYMOUS) -> None:
+        self._nc = await connect_nats(servers, name="orchestrator-topology-api", auth=auth)
 
     async def _request(
         self, subject: str, body: bytes, wait: float, who: str
@@ -66,7 +71,8 @@ class NatsRequester:
         ``wait`` seconds (default :data:`COMMAND_TIMEOUT_SECONDS`)."""
         subject = self._subjects.command(request.operation)
         limit = COMMAND_TIMEOUT_SECONDS if wait is None else wait
-        reply = await self._request(subject, request.to_json(), limit, "active recovery worker")
+        sent = request if self._signer is None else self._signer.sign(request)
+        reply = await self._request(subject, sent.to_json(), limit, "active recovery worker")
         if isinstance(reply, str):
             return CommandReply(ok=False, operation=request.operation, error=reply)
         return CommandReply.model_validate(reply)

@@ -25,6 +25,7 @@ from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
 from orchestrator_shared.bus import EVENTS_STREAM, LeaderEvent, Subjects
+from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ class LeaderWatch:
         self._nc: Client | None = None
         self.latest: LeaderEvent | None = None
 
-    async def connect(self, servers: list[str]) -> None:
-        self._nc = await connect_nats(servers, name="orchestrator-topology-api-leader")
+    async def connect(self, servers: list[str], auth: NatsAuth = ANONYMOUS) -> None:
+        self._nc = await connect_nats(servers, name="orchestrator-topology-api-leader", auth=auth)
 
     async def run(self) -> None:
         """Follow the leader subject until cancelled (subscribing again after bus errors)."""

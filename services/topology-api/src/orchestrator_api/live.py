@@ -35,6 +35,7 @@ from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
 from orchestrator_shared.bus import StoreChanged, Subjects
+from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,8 @@ class LiveHub:
         self._closed = False
         self.dropped = 0  # listeners dropped for falling behind, since start
 
-    async def connect(self, servers: Sequence[str]) -> None:
-        self._nc = await connect_nats(servers, name="orchestrator-topology-api-live")
+    async def connect(self, servers: Sequence[str], auth: NatsAuth = ANONYMOUS) -> None:
+        self._nc = await connect_nats(servers, name="orchestrator-topology-api-live", auth=auth)
         root = self._subjects.root
         kinds = {
             self._subjects.store_changed: "changed",

@@ -46,6 +46,7 @@ import httpx
 
 from orchestrator_api.children import spawn_child
 from orchestrator_api.sandbox.config import REPLICATION_PASSWORD, REPLICATION_USER
+from orchestrator_shared.command_signing import generate_key
 from orchestrator_shared.config import Settings, parse_listen_address
 from orchestrator_shared.errors import OrchestratorError
 
@@ -362,12 +363,17 @@ def common_settings(
     seeds: list[str],
     sandbox_credentials: bool,
 ) -> dict[str, Any]:
-    """The configuration every child shares: the user's, plus what ``up`` started."""
+    """The configuration every child shares: the user's, plus what ``up`` started, and a
+    fresh command signing key when none is configured."""
     document: dict[str, Any] = json.loads(settings.model_dump_json())
     document["NATSServers"] = nats_servers
     document["EtcdEndpoints"] = etcd_endpoints
     if not settings.DiscoverySeeds:
         document["DiscoverySeeds"] = seeds
+    if not settings.CommandSigningKey and not settings.AllowUnsignedCommands:
+        # the API signs commands with it, the workers verify (only these children know it;
+        # their config files are readable by the owner alone)
+        document["CommandSigningKey"] = generate_key()
     if sandbox_credentials and not settings.MySQLTopologyUser:
         document["MySQLTopologyUser"] = SANDBOX_USER
         document["MySQLTopologyPassword"] = SANDBOX_PASSWORD

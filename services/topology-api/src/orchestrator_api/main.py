@@ -35,10 +35,12 @@ from orchestrator_api.store.mysql import MySQLBackend
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.bus import Subjects
+from orchestrator_shared.command_signing import command_signer, signer_warnings
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError, StoreError
 from orchestrator_shared.gc_pacing import pace_garbage_collection
 from orchestrator_shared.logging import configure_logging
+from orchestrator_shared.nats_auth import nats_auth
 
 log = logging.getLogger("orchestrator_api")
 
@@ -76,6 +78,7 @@ class ApiServer(uvicorn.Server):
 async def serve(settings: Settings) -> None:
     subjects = Subjects(settings.NATSSubjectPrefix)
     servers = settings.nats_servers_or_local
+    auth = nats_auth(settings)
     async with AsyncExitStack() as stack:
         store = await open_store(
             settings.BackendDB,
@@ -90,10 +93,10 @@ async def serve(settings: Settings) -> None:
             events_retention_days=settings.EventsRetentionDays,
             lost_downtime=timedelta(seconds=settings.LostInRecoveryDowntimeSeconds),
         )
-        await consumer.connect(servers)
+        await consumer.connect(servers, auth=auth)
         stack.push_async_callback(consumer.close)
-        discovery = NatsRequester(subjects)
-        await discovery.connect(servers)
+        discovery = NatsRequester(subjects, signer=command_signer(settings))
+        await discovery.connect(servers, auth=auth)
         stack.push_async_callback(discovery.close)
         operator_state = None
         if settings.EtcdEndpoints:
@@ -101,10 +104,10 @@ async def serve(settings: Settings) -> None:
             stack.push_async_callback(etcd.close)
             operator_state = OperatorState(etcd, prefix=settings.EtcdKeyPrefix)
         leader = LeaderWatch(subjects)
-        await leader.connect(servers)
+        await leader.connect(servers, auth=auth)
         stack.push_async_callback(leader.close)
         live = LiveHub(subjects)
-        await live.connect(servers)
+        await live.connect(servers, auth=auth)
         stack.push_async_callback(live.close)
         app, tls_options = serving(
             create_app(
@@ -167,7 +170,8 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"orchestrator-topology-api: bad configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging("topology-api")
-    for warning in [*loaded.warnings, *startup_warnings(loaded.settings)]:
+    settings = loaded.settings
+    for warning in [*loaded.warnings, *startup_warnings(settings), *signer_warnings(settings)]:
         log.warning("%s", warning)
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -62,6 +62,7 @@ from orchestrator_shared.bus import StoreChanged, Subjects, UnreachableEvent
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
 from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
 from orchestrator_shared.snapshot import InstanceSnapshot
 
@@ -122,8 +123,14 @@ class StoreConsumer:
         self.stats = ConsumerStats()
         self._upkeep = ViewUpkeep(store)
 
-    async def connect(self, servers: Sequence[str], *, name: str = DEFAULT_DURABLE_PREFIX) -> None:
-        self._nc = await connect_nats(servers, name=name)
+    async def connect(
+        self,
+        servers: Sequence[str],
+        *,
+        name: str = DEFAULT_DURABLE_PREFIX,
+        auth: NatsAuth = ANONYMOUS,
+    ) -> None:
+        self._nc = await connect_nats(servers, name=name, auth=auth)
 
     async def run(self) -> None:
         """Consume both streams until cancelled."""
