@@ -116,7 +116,9 @@ def stack_factory(
             worker_dir.mkdir()
             worker_config = {**common, **own.get("recovery", {})}
             workers.append(
-                start("orchestrator_recovery.main", worker_config, worker_dir, environment=environment)
+                start(
+                    "orchestrator_recovery.main", worker_config, worker_dir, environment=environment
+                )
             )
         processes.extend(workers)
         url = f"http://127.0.0.1:{port}"
