@@ -355,6 +355,7 @@ class MySQLDriver:
         if self._closed:
             return
         self._closed = True
+        _abort_tls(self._pool)
         self._pool.close()
         try:
             async with asyncio.timeout(_deadline(self.backend)):
@@ -362,6 +363,16 @@ class MySQLDriver:
         except TimeoutError:
             self._pool.terminate()
             await self._pool.wait_closed()
+
+
+def _abort_tls(pool: Any) -> None:
+    """Drop the TLS connections of the pool at once. A TLS transport's ``close()`` first waits
+    for the server's close_notify, and its socket outlives the driver when the event loop stops
+    meanwhile (MySQL needs no TLS shutdown; :class:`GuardedConnection` closes the same way)."""
+    for connection in pool._free:  # aiomysql keeps no public list of its idle connections
+        writer = connection._writer
+        if writer is not None and writer.get_extra_info("sslcontext") is not None:
+            writer.transport.abort()
 
 
 def _deadline(backend: MySQLBackend) -> float:
