@@ -10,8 +10,7 @@ Playwright never downloads a browser here: it launches ``/usr/bin/chromium`` hea
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, P
 from playwright.sync_api import Error as PlaywrightError
 
 from orchestrator_api.sandbox import Sandbox
-from orchestrator_shared.errors import SandboxError
 from tests.integration.stack_support import Stack
+from tests.integration.test_recovery_stack import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 LOOPBACK = "127.0.0.1"
@@ -176,20 +175,6 @@ def shoot(page: Page, directory: Path, name: str) -> Path:
 
 def admin_client(stack: Stack) -> httpx.Client:
     return httpx.Client(base_url=stack.api, auth=ADMIN, timeout=10)
-
-
-def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = check()
-        except (httpx.HTTPError, OSError, SandboxError, pymysql.MySQLError):
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.1)
 
 
 def wait_listed(stack: Stack, *, auth: tuple[str, str] | None = ADMIN) -> str:
