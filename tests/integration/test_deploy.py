@@ -1,0 +1,483 @@
+"""docker-compose.yml and deploy/kubernetes, run on this machine's real servers (CI has no
+container engine, no cluster): the secrets compose's ``secrets`` service makes
+(deploy/compose/make-secrets.sh; docs/deploy.md makes the Kubernetes Secrets from them too),
+nats-server with deploy/compose/nats.conf and the per-service users, etcd with the compose
+file's TLS flags (client certificates required), two MariaDB servers set up by the compose init
+scripts (TLS, users that must use it, a replica replicating over verified TLS); then the
+orchestrator services with exactly what the compose file gives them, or exactly what the
+Kubernetes Deployments give their pods (ConfigMap, env, Secret files, args, replicas).
+
+What a container would see at a mounted path (``/run/orchestrator``, ``/etc/nats``...) is found
+at the directory the mount names; the compose host names (``nats``, ``etcd``, ``db1``) and ports
+are this machine's loopback servers on free ports. Then the stack must work with auth and TLS
+on: every service up, discovery crawling both servers over TLS, the API answering over HTTPS to
+its admin only, and a graceful takeover (a command signed by the API, run by the leader worker)
+changing the master.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import _log_tails_on_failure
+from tests.harness.etcd import find_etcd
+from tests.harness.mariadb import MariadbServer, admin_session
+from tests.harness.nats import NatsServer
+from tests.harness.ports import LOOPBACK, free_port, free_ports
+from tests.harness.process import ManagedProcess, find_binary, http_get, tcp_accepts
+from tests.integration.test_recovery_stack import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SERVICES = ("discovery", "topology-api", "coordinator", "recovery-1", "recovery-2")
+LISTEN_KEYS = ("ListenAddress", "CoordinatorListenAddress", "DiscoveryMetricsListenAddress")
+# what each service listens on, when ready (a recovery worker listens on nothing)
+LISTENS_ON = {
+    "orchestrator-topology-api": "ListenAddress",
+    "orchestrator-coordinator": "CoordinatorListenAddress",
+    "orchestrator-discovery": "DiscoveryMetricsListenAddress",
+}
+
+
+def compose() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+@dataclass
+class Machine:
+    """Where the compose names land on this machine: mounts and host:port rewrites."""
+
+    secrets: Path
+    scratch: Path
+    addresses: dict[str, str] = field(default_factory=dict)  # "nats:4222" -> "127.0.0.1:n"
+
+    def mounts(self, service: dict[str, Any]) -> dict[str, Path]:
+        """Container path -> the directory or file on this machine, for one service."""
+        found: dict[str, Path] = {}
+        for volume in service.get("volumes", []):
+            if isinstance(volume, dict):
+                source, target = volume["source"], volume["target"]
+                subpath = volume.get("volume", {}).get("subpath", "")
+                assert source == "secrets", f"unexpected volume {volume}"
+                found[target] = self.secrets / subpath
+            else:
+                source, target = volume.split(":")[:2]
+                if source.startswith("./"):
+                    found[target] = ROOT / source
+                else:  # a named data volume: a fresh directory
+                    found[target] = self.scratch / f"{source}-{len(found)}"
+                    found[target].mkdir(parents=True, exist_ok=True)
+        return found
+
+    def translate(self, text: str, mounts: dict[str, Path]) -> str:
+        for target in sorted(mounts, key=len, reverse=True):
+            text = re.sub(rf"{re.escape(target)}(?=/|$|\b)", str(mounts[target]), text)
+        for address, local in self.addresses.items():
+            text = text.replace(address, local)
+        return text
+
+
+def service_environment(machine: Machine, name: str) -> dict[str, str]:
+    """The service's compose environment, mounts and addresses translated, listening on free
+    loopback ports; nothing else of ours (no ORCHESTRATOR_* from this shell)."""
+    service = compose()["services"][name]
+    mounts = machine.mounts(service)
+    environment = {
+        key: machine.translate(str(value), mounts) for key, value in service["environment"].items()
+    }
+    for key in LISTEN_KEYS:
+        if f"ORCHESTRATOR_{key}" in environment:
+            environment[f"ORCHESTRATOR_{key}"] = f"{LOOPBACK}:{free_port()}"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    return {**inherited, **environment}
+
+
+class ServiceProcess(ManagedProcess):
+    """One orchestrator service, as compose's ``command`` runs it; ready when it listens on
+    the address its environment gives it (the recovery workers listen on none)."""
+
+    ready_timeout = 40.0
+
+    def __init__(self, name: str, argv: list[str], environment: dict[str, str]) -> None:
+        super().__init__(name=name)
+        self.argv = argv
+        self.env = environment
+        key = LISTENS_ON.get(Path(argv[0]).name)
+        self.listen = environment[f"ORCHESTRATOR_{key}"] if key else None
+
+    def command(self) -> list[str]:
+        return self.argv
+
+    def environment(self) -> dict[str, str]:
+        return self.env
+
+    def probe(self) -> bool:
+        if self.listen is None:
+            return self.is_running
+        host, _, port = self.listen.rpartition(":")
+        return tcp_accepts(host, int(port))
+
+
+class ComposeEtcd(ManagedProcess):
+    """etcd with the compose file's flags, on loopback ports (a member of its own)."""
+
+    def __init__(self, flags: list[str]) -> None:
+        super().__init__(name="etcd-compose")
+        self.port, self.peer_port = free_ports(2)
+        self.flags = flags
+
+    def command(self) -> list[str]:
+        peer = f"http://{LOOPBACK}:{self.peer_port}"
+        return [
+            str(find_etcd()), *self.flags,
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}", "--log-outputs=stderr",
+        ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+
+    def probe(self) -> bool:
+        return tcp_accepts(LOOPBACK, self.port)
+
+
+class ComposeMariadb(MariadbServer):
+    """A harness mariadbd with the TLS files and identity of a compose ``dbN`` service."""
+
+    def __init__(self, ssl_flags: list[str], server_id: int) -> None:
+        super().__init__()
+        self.ssl_flags = ssl_flags
+        self.server_id = server_id
+
+    def prepare(self) -> None:
+        super().prepare()
+        lines = [
+            line
+            for line in self.config_file.read_text().splitlines()
+            if not line.startswith(("ssl-", "server-id="))
+        ]
+        lines += [flag.removeprefix("--") for flag in self.ssl_flags]
+        lines += [
+            f"server-id={self.server_id}",
+            "gtid-strict-mode=ON",
+            "log-slave-updates=ON",
+            f"report-host={LOOPBACK}",
+            f"report-port={self.port}",
+            "",
+        ]
+        self.config_file.write_text("\n".join(lines))
+
+
+def run_init_script(script: str, db: ComposeMariadb, secrets: Path, **extra: str) -> None:
+    """A compose init script, as the MariaDB image's entrypoint sources it (its
+    ``docker_process_sql`` feeds SQL to the server as root)."""
+    mariadb = find_binary("mariadb")
+    assert mariadb is not None, "the mariadb client is not installed"
+    program = (
+        f'docker_process_sql() {{ "{mariadb}" --protocol=tcp -h{LOOPBACK} -P{db.port} -uroot; }}\n'
+        f". {ROOT / 'deploy' / 'compose' / script}\n"
+    )
+    environment = {**os.environ, "ORCHESTRATOR_SECRETS": str(secrets), **extra}
+    subprocess.run(["sh", "-ec", program], check=True, env=environment, capture_output=True)
+
+
+def ssl_flags(name: str, machine: Machine) -> list[str]:
+    service = compose()["services"][name]
+    mounts = machine.mounts(service)
+    return [machine.translate(flag, mounts) for flag in service["command"] if "--ssl" in flag]
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> Path:
+    """What compose's ``secrets`` service makes, by its script."""
+    command = compose()["services"]["secrets"]["command"]
+    assert "sh /deploy/make-secrets.sh /secrets" in command[-1]
+    out = tmp_path / "secrets"
+    subprocess.run(
+        ["sh", str(ROOT / "deploy" / "compose" / "make-secrets.sh"), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@dataclass
+class DeployedStack:
+    machine: Machine
+    api_url: str
+    coordinator_url: str
+    db1: ComposeMariadb
+    db2: ComposeMariadb
+    processes: list[ManagedProcess]
+
+    def client(self, *, authenticated: bool = True) -> httpx.Client:
+        password = (self.machine.secrets / "operator" / "http-password").read_text()
+        context = ssl.create_default_context(cafile=self.machine.secrets / "operator" / "ca.pem")
+        return httpx.Client(
+            base_url=self.api_url,
+            verify=context,
+            auth=("admin", password) if authenticated else None,
+            timeout=10,
+        )
+
+
+def _start(process: ManagedProcess, started: list[ManagedProcess]) -> None:
+    started.append(process)
+    process.start()
+
+
+def start_servers(
+    machine: Machine, started: list[ManagedProcess]
+) -> tuple[ComposeMariadb, ComposeMariadb]:
+    """NATS, etcd and two MariaDB servers as the compose file sets them up."""
+    services = compose()["services"]
+    # nats: nats.conf beside users.conf and the secrets, as mounted in /etc/nats
+    nats_mounts = machine.mounts(services["nats"])
+    etc_nats = machine.scratch / "etc-nats"
+    etc_nats.mkdir(parents=True)
+    (etc_nats / "users.conf").write_text(nats_mounts["/etc/nats/users.conf"].read_text())
+    (etc_nats / "secrets").symlink_to(nats_mounts["/etc/nats/secrets"])
+    (etc_nats / "nats.conf").write_text(
+        nats_mounts["/etc/nats/nats.conf"].read_text().replace("/etc/nats/", f"{etc_nats}/")
+    )
+    entrypoint = " ".join(services["nats"]["entrypoint"])
+    assert ". /etc/nats/secrets/passwords.env" in entrypoint
+    assert "nats-server -js -sd /data -c /etc/nats/nats.conf" in entrypoint  # as here
+    passwords = dict(
+        line.split("=", 1)
+        for line in (machine.secrets / "nats" / "passwords.env").read_text().splitlines()
+    )
+    nats = NatsServer(config_file=etc_nats / "nats.conf", env=passwords)
+    _start(nats, started)
+    machine.addresses["nats:4222"] = f"{LOOPBACK}:{nats.port}"
+
+    etcd_service = services["etcd"]
+    etcd_mounts = machine.mounts(etcd_service)
+    etcd = ComposeEtcd([])
+    local = f"{LOOPBACK}:{etcd.port}"
+    machine.addresses["0.0.0.0:2379"] = machine.addresses["etcd:2379"] = local
+    etcd.flags = [machine.translate(flag, etcd_mounts) for flag in etcd_service["command"][1:]]
+    _start(etcd, started)
+
+    db1 = ComposeMariadb(ssl_flags("db1", machine), server_id=1)
+    _start(db1, started)
+    db2 = ComposeMariadb(ssl_flags("db2", machine), server_id=2)
+    _start(db2, started)
+    run_init_script("init-users.sh", db1, machine.secrets / "db")
+    run_init_script("init-users.sh", db2, machine.secrets / "db")
+    run_init_script(
+        "init-replica.sh",
+        db2,
+        machine.secrets / "db",
+        ORCHESTRATOR_MASTER_HOST=LOOPBACK,
+        ORCHESTRATOR_MASTER_PORT=str(db1.port),
+    )
+    machine.addresses["db1:3306"] = f"{LOOPBACK}:{db1.port}"
+    machine.addresses["mariadb-0.mariadb:3306"] = f"{LOOPBACK}:{db1.port}"  # the manifests'
+    return db1, db2
+
+
+def _service(name: str, argv: list[str], environment: dict[str, str]) -> ServiceProcess:
+    binary = shutil.which(argv[0])
+    assert binary is not None, f"{argv[0]} is not installed"
+    return ServiceProcess(name, [binary, *argv[1:]], environment)
+
+
+def start_compose_services(machine: Machine, started: list[ManagedProcess]) -> tuple[str, str]:
+    """The five orchestrator services of docker-compose.yml; the API's and the coordinator's
+    URLs."""
+    services = compose()["services"]
+    environments = {name: service_environment(machine, name) for name in SERVICES}
+    for name in SERVICES:
+        _start(_service(name, services[name]["command"], environments[name]), started)
+    return (
+        f"https://{environments['topology-api']['ORCHESTRATOR_ListenAddress']}",
+        f"http://{environments['coordinator']['ORCHESTRATOR_CoordinatorListenAddress']}",
+    )
+
+
+def kubernetes_documents() -> list[dict[str, Any]]:
+    return [
+        document
+        for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+
+
+def start_kubernetes_services(machine: Machine, started: list[ManagedProcess]) -> tuple[str, str]:
+    """Every Deployment of deploy/kubernetes as its pod would run: the ConfigMap and the
+    service's Secret (made from make-secrets.sh's directory of that name, as docs/deploy.md
+    says) as files at their mount paths, its env, its args; the replicas as processes."""
+    documents = kubernetes_documents()
+    config_maps = {
+        document["metadata"]["name"]: document["data"]
+        for document in documents
+        if document["kind"] == "ConfigMap"
+    }
+    urls: dict[str, str] = {}
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        mounts: dict[str, Path] = {}
+        for volume in pod["volumes"]:
+            mount_path = next(
+                m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume["name"]
+            )
+            if "secret" in volume:
+                secret = volume["secret"]["secretName"]
+                mounts[mount_path] = machine.secrets / secret.removeprefix("orchestrator-")
+            elif "configMap" in volume:
+                directory = machine.scratch / name / volume["name"]
+                directory.mkdir(parents=True)
+                for file, text in config_maps[volume["configMap"]["name"]].items():
+                    (directory / file).write_text(text)
+                mounts[mount_path] = directory
+            else:
+                mounts[mount_path] = machine.scratch / name / volume["name"]
+                mounts[mount_path].mkdir(parents=True)
+        for path in mounts.values():  # the ConfigMap's settings name the mounted secrets
+            for file in path.glob("*.json"):
+                file.write_text(machine.translate(file.read_text(), mounts))
+        environment = {
+            variable["name"]: machine.translate(variable["value"], mounts)
+            for variable in container.get("env", [])
+        }
+        for key in LISTEN_KEYS:  # the ConfigMap's or the env's: a free port here
+            environment[f"ORCHESTRATOR_{key}"] = f"{LOOPBACK}:{free_port()}"
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+        argv = [machine.translate(arg, mounts) for arg in container["args"]]
+        for replica in range(deployment["spec"]["replicas"]):
+            _start(_service(f"{name}-{replica}", argv, {**inherited, **environment}), started)
+        urls[name] = environment["ORCHESTRATOR_ListenAddress"]
+        urls[f"{name}/coordinator"] = environment["ORCHESTRATOR_CoordinatorListenAddress"]
+    return (
+        f"https://{urls['orchestrator-topology-api']}",
+        f"http://{urls['orchestrator-coordinator/coordinator']}",
+    )
+
+
+@pytest.fixture(params=["compose", "kubernetes"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path, secrets: Path) -> Iterator[DeployedStack]:
+    machine = Machine(secrets=secrets, scratch=tmp_path / "volumes")
+    started: list[ManagedProcess] = []
+    try:
+        db1, db2 = start_servers(machine, started)
+        if request.param == "compose":
+            api_url, coordinator_url = start_compose_services(machine, started)
+        else:
+            api_url, coordinator_url = start_kubernetes_services(machine, started)
+        yield DeployedStack(machine, api_url, coordinator_url, db1, db2, started)
+    finally:
+        _log_tails_on_failure(request, started)
+        for process in reversed(started):
+            process.close()
+
+
+def _replica_io_state(db: ComposeMariadb) -> dict[str, Any]:
+    session = admin_session(db.host, db.port)
+    try:
+        with session.cursor() as cursor:
+            cursor.execute("SHOW SLAVE STATUS")
+            row = cursor.fetchone()
+            names = [column[0] for column in cursor.description or ()]
+    finally:
+        session.close()
+    return dict(zip(names, row or (), strict=False))
+
+
+def _execute(db: ComposeMariadb, statement: str) -> Any:
+    session = admin_session(db.host, db.port)
+    try:
+        with session.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchone()
+    finally:
+        session.close()
+
+
+def _read_only(db: ComposeMariadb) -> int:
+    return int(_execute(db, "SELECT @@global.read_only")[0])
+
+
+def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
+    # the replica replicates over TLS, db1's certificate checked against the stack's CA
+    status = wait_until(
+        lambda: (s := _replica_io_state(stack.db2)).get("Slave_IO_Running") == "Yes" and s,
+        timeout=20,
+        what="db2 replicating from db1",
+    )
+    assert status["Master_SSL_Allowed"] == "Yes"
+    assert status["Master_SSL_Verify_Server_Cert"] == "Yes"
+    _execute(stack.db1, "CREATE DATABASE compose_check")  # a GTID for the takeover to compare
+    wait_until(
+        lambda: _replica_io_state(stack.db2).get("Gtid_IO_Pos"), timeout=20, what="db2 applied it"
+    )
+
+    # the recovery workers elect a leader through etcd (TLS, client certificates)
+    def leader() -> Any:
+        answer = http_get(f"{stack.coordinator_url}/health")
+        return answer is not None and answer[0] == 200 and b'"leader_present":true' in answer[1]
+
+    wait_until(leader, timeout=30, what="a recovery leader")
+
+    # the API: HTTPS only, and only for its admin
+    master = f"{LOOPBACK}:{stack.db1.port}"
+    with stack.client(authenticated=False) as anonymous:
+        assert anonymous.get("/api/clusters").status_code == 401
+    with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port: no answer
+        httpx.get(stack.api_url.replace("https://", "http://") + "/api/health", timeout=5)
+
+    with stack.client() as client:
+        # discovery crawled both servers over TLS, through NATS with its own user
+        def both_discovered() -> Any:
+            answer = client.get(f"/api/cluster/{master}")
+            if answer.status_code != 200:
+                return None
+            instances = answer.json()
+            return len(instances) == 2 and instances
+
+        instances = wait_until(both_discovered, timeout=40, what="db1 and db2 discovered")
+        assert all(instance["IsLastCheckValid"] for instance in instances), instances
+
+        # a graceful takeover: signed by the API, run by the leader worker over TLS
+        replica = f"{LOOPBACK}/{stack.db2.port}"
+        answer = client.get(f"/api/graceful-master-takeover/{master}/{replica}")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["Code"] == "OK", answer.text
+
+    # db2 is the master, writable; db1 is pointed at it (started by the operator: the
+    # non-auto takeover leaves replication stopped, as orchestrator's does)
+    assert _read_only(stack.db2) == 0
+    assert _read_only(stack.db1) == 1
+    assert int(_replica_io_state(stack.db1)["Master_Port"]) == stack.db2.port
+    for process in stack.processes:
+        assert process.is_running, f"{process.name} exited: {process.log_path.read_text()[-2000:]}"
+
+    # no password or key of the stack in any server's or service's log
+    secrets = {
+        path.name: path.read_text().strip()
+        for path in stack.machine.secrets.rglob("*")
+        if path.is_file() and ("password" in path.name or "signing-key" in path.name)
+    }
+    for process in stack.processes:
+        log = process.log_path.read_text(errors="replace")
+        leaked = [name for name, value in secrets.items() if value in log]
+        assert not leaked, f"{process.name}'s log holds {leaked}"
