@@ -467,7 +467,23 @@ def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
     # non-auto takeover leaves replication stopped, as orchestrator's does)
     assert _read_only(stack.db2) == 0
     assert _read_only(stack.db1) == 1
-    assert int(_replica_io_state(stack.db1)["Master_Port"]) == stack.db2.port
+    demoted = _replica_io_state(stack.db1)
+    assert int(demoted["Master_Port"]) == stack.db2.port
+    # ...with the successor's TLS options, so the repl user (REQUIRE SSL) can replicate: the
+    # operator gives it the replication user and starts it
+    assert (demoted["Master_SSL_Allowed"], demoted["Master_SSL_Verify_Server_Cert"]) == (
+        "Yes",
+        "Yes",
+    )
+    assert demoted["Master_SSL_CA_File"] == status["Master_SSL_CA_File"]
+    password = (stack.machine.secrets / "db" / "repl-password").read_text()
+    _execute(stack.db1, f"CHANGE MASTER TO master_user='repl', master_password='{password}'")
+    _execute(stack.db1, "START SLAVE")
+    wait_until(
+        lambda: _replica_io_state(stack.db1).get("Slave_IO_Running") == "Yes",
+        timeout=20,
+        what="db1 replicating from db2 over TLS",
+    )
     for process in stack.processes:
         assert process.is_running, f"{process.name} exited: {process.log_path.read_text()[-2000:]}"
 

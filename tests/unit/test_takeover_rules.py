@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from orchestrator_recovery.sql import Dialect, Positions
-from orchestrator_recovery.takeover_sql import demoted_master_sql, not_applied, parse_credentials
+from orchestrator_recovery.takeover_sql import (
+    demoted_master_sql,
+    not_applied,
+    parse_credentials,
+    replication_tls,
+)
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import PlanOptions
@@ -137,3 +142,51 @@ def test_credentials_are_the_first_two_columns_of_the_first_row() -> None:
     assert parse_credentials([]) is None
     assert parse_credentials([{"u": "", "p": "x"}]) is None
     assert parse_credentials([{"u": "only"}]) is None
+
+
+def test_the_demoted_master_replicates_with_the_tls_options_of_the_successor() -> None:
+    master, target = key("db1:3301"), key("db2:3302")
+    rows = [
+        {"Master_Host": "db9", "Master_Port": 3309, "Master_SSL_Allowed": "No"},
+        {
+            "Master_Host": "db1",
+            "Master_Port": 3301,
+            "Master_SSL_Allowed": "Yes",
+            "Master_SSL_CA_File": "/etc/mysql/ca.pem",
+            "Master_SSL_CA_Path": "",
+            "Master_SSL_Cert": b"/etc/mysql/client.pem",
+            "Master_SSL_Key": "/etc/mysql/client.key",
+            "Master_SSL_Verify_Server_Cert": "Yes",
+        },
+    ]
+    tls = replication_tls(MARIADB, rows, master)
+    assert tls == (
+        "master_ssl=1",
+        "master_ssl_ca='/etc/mysql/ca.pem'",
+        "master_ssl_cert='/etc/mysql/client.pem'",
+        "master_ssl_key='/etc/mysql/client.key'",
+        "master_ssl_verify_server_cert=1",
+    )
+    assert demoted_master_sql(MARIADB, target, tls=tls) == (
+        "CHANGE MASTER TO master_host='db2', master_port=3302, master_ssl=1, "
+        "master_ssl_ca='/etc/mysql/ca.pem', master_ssl_cert='/etc/mysql/client.pem', "
+        "master_ssl_key='/etc/mysql/client.key', master_ssl_verify_server_cert=1, "
+        "master_use_gtid=current_pos"
+    )
+    # MySQL spells them SOURCE_*; a link without TLS, or from another master, gives nothing
+    mysql_rows = [
+        {
+            "Source_Host": "db1",
+            "Source_Port": "3301",
+            "Source_SSL_Allowed": "Yes",
+            "Source_SSL_CA_File": "/ca.pem",
+            "Source_SSL_Verify_Server_Cert": "No",
+        }
+    ]
+    mysql = replication_tls(Dialect(Flavor.MYSQL), mysql_rows, master)
+    assert mysql == ("SOURCE_SSL=1", "SOURCE_SSL_CA='/ca.pem'")
+    assert demoted_master_sql(Dialect(Flavor.MYSQL), target, tls=mysql).endswith(
+        "SOURCE_SSL=1, SOURCE_SSL_CA='/ca.pem', SOURCE_AUTO_POSITION=1"
+    )
+    assert replication_tls(MARIADB, rows[:1], master) == ()
+    assert replication_tls(MARIADB, [{**rows[1], "Master_SSL_Allowed": "No"}], master) == ()

@@ -13,7 +13,7 @@ and are not exercised against a server here.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,9 +123,15 @@ class Dialect:
         return "RESET SLAVE ALL" if self.is_mariadb else "RESET REPLICA ALL"
 
     def change_master_sql(
-        self, master: InstanceKey, *, user: str | None = None, password: str | None = None
+        self,
+        master: InstanceKey,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        extra: Sequence[str] = (),
     ) -> str:
-        """Point a stopped replica at ``master`` with GTID auto-positioning.
+        """Point a stopped replica at ``master`` with GTID auto-positioning; ``extra``: more
+        options, written as they are (the TLS ones).
 
         Without ``user`` the replica keeps the replication user and password it already has
         (CHANGE MASTER leaves the options it is not given unchanged).
@@ -134,11 +140,13 @@ class Dialect:
             parts = [f"master_host={quote(master.host)}", f"master_port={int(master.port)}"]
             if user is not None:
                 parts += [f"master_user={quote(user)}", f"master_password={quote(password or '')}"]
+            parts += extra
             parts.append("master_use_gtid=slave_pos")
             return "CHANGE MASTER TO " + ", ".join(parts)
         parts = [f"SOURCE_HOST={quote(master.host)}", f"SOURCE_PORT={int(master.port)}"]
         if user is not None:
             parts += [f"SOURCE_USER={quote(user)}", f"SOURCE_PASSWORD={quote(password or '')}"]
+        parts += extra
         parts.append("SOURCE_AUTO_POSITION=1")
         return "CHANGE REPLICATION SOURCE TO " + ", ".join(parts)
 

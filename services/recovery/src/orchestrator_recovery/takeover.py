@@ -63,7 +63,7 @@ from orchestrator_recovery.sql import (
     parse_positions,
     parse_replica_status,
 )
-from orchestrator_recovery.takeover_sql import demoted_master_sql, not_applied
+from orchestrator_recovery.takeover_sql import demoted_master_sql, not_applied, replication_tls
 from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest
@@ -106,6 +106,7 @@ class _Run:
     successor_reset: bool = False
     promoted: bool = False
     window_ms: float = 0.0
+    tls: tuple[str, ...] = ()  # the successor's replication TLS options (CHANGE MASTER)
 
     def did(self, key: InstanceKey, sql: str) -> None:
         self.done.append(f"{key}: {sql}")
@@ -242,6 +243,8 @@ class Takeover:
             )
             hook_analysis = replace(analysis, code=AnalysisCode.DEAD_MASTER)
             run = _Run(master, successor, dialect, [], [])
+            # read before the successor's RESET SLAVE ALL forgets them
+            run.tls = await self._replication_tls(links, run)
             with self._worker.holding(analysis.cluster_name), self._worker.promoting(successor):
                 await self._worker.announce(RecoveryPhase.STARTED, data)
                 try:
@@ -276,6 +279,14 @@ class Takeover:
         }
         message = f"{request.operation}: successor promoted"
         return CommandReply(ok=True, operation=request.operation, message=message, details=details)
+
+    async def _replication_tls(self, links: Links, run: _Run) -> tuple[str, ...]:
+        """The successor's TLS options of its replication from the master (for step 6)."""
+        try:
+            rows = await links.rows(run.successor, run.dialect.replica_status_sql)
+        except StatementFailed:
+            return ()
+        return replication_tls(run.dialect, rows, run.master)
 
     async def _has_credentials(self, links: Links, key: InstanceKey) -> bool:
         try:
@@ -372,7 +383,9 @@ class Takeover:
     ) -> str:
         """Step 6; '' when it all went, else what did not (the takeover itself stands)."""
         user, password = credentials if credentials is not None else (None, None)
-        sql = demoted_master_sql(run.dialect, run.successor, user=user, password=password)
+        sql = demoted_master_sql(
+            run.dialect, run.successor, user=user, password=password, tls=run.tls
+        )
         try:
             await self._send(links, run, run.master, sql)
             if not auto:
@@ -401,7 +414,8 @@ class Takeover:
         dialect = run.dialect
         try:
             if run.successor_reset:
-                await self._send(links, run, run.successor, dialect.change_master_sql(run.master))
+                restore = dialect.change_master_sql(run.master, extra=run.tls)
+                await self._send(links, run, run.successor, restore)
             if run.successor_stopped:
                 await self._send(links, run, run.successor, dialect.start_replication_sql)
                 why = await self._following(links, run.successor, run.master)
