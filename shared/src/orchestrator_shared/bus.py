@@ -92,6 +92,14 @@ class Subjects:
             f"{self.root}.leader",
         ]
 
+    def dead_letter(self, service: str) -> str:
+        """Where ``service`` keeps a message it could not handle (:mod:`.dead_letters`)."""
+        return f"{self.root}.deadletter.{service}"
+
+    @property
+    def all_dead_letters(self) -> str:
+        return f"{self.root}.deadletter.>"
+
     def key_of_snapshot_subject(self, subject: str) -> InstanceKey:
         return InstanceKey.from_subject_token(subject.rsplit(".", 1)[-1])
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.redact import redact
 
 EVENTS_SCHEMA_VERSION = 1
@@ -63,6 +64,28 @@ class RecoveryData(BaseModel):
     postponed: tuple[str, ...] = ()
     promotion_applied: bool = True
     semi_sync: dict[str, bool] = {}
+
+    # A consumer applies these keys: one that is not host:port fails validation here, so the
+    # message is refused as malformed instead of failing halfway through being applied.
+    @field_validator("failed")
+    @classmethod
+    def _failed_is_a_key(cls, value: str) -> str:
+        InstanceKey.parse(value)
+        return value
+
+    @field_validator("successor")
+    @classmethod
+    def _successor_is_a_key(cls, value: str) -> str:
+        if value:
+            InstanceKey.parse(value)
+        return value
+
+    @field_validator("repointed", "postponed")
+    @classmethod
+    def _keys(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            InstanceKey.parse(value)
+        return values
 
 
 def describe_recovery(phase: RecoveryPhase, data: RecoveryData) -> str:
@@ -121,6 +144,14 @@ class RecoveryEvent(BaseModel):
             data=data,
         )
 
+    @field_validator("type")
+    @classmethod
+    def _a_known_phase(cls, value: str) -> str:
+        phase = value.removeprefix(CLOUDEVENTS_TYPE_PREFIX)
+        if value == phase or phase not in RecoveryPhase.__members__.values():
+            raise ValueError(f"not a recovery event type: {value!r}")
+        return value
+
     @property
     def phase(self) -> RecoveryPhase:
         return RecoveryPhase(self.type.removeprefix(CLOUDEVENTS_TYPE_PREFIX))
@@ -136,6 +167,12 @@ class AnalysisProblem(BaseModel):
     code: str
     description: str = ""
     is_actionable: bool = False
+
+    @field_validator("instance")
+    @classmethod
+    def _a_key(cls, value: str) -> str:
+        InstanceKey.parse(value)
+        return value
 
 
 class AnalysisEvent(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 import uvloop
+from prometheus_client import CollectorRegistry
 
 from orchestrator_api import tls
 from orchestrator_api.auth import check_listen_policy, startup_warnings
@@ -30,7 +31,7 @@ from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.live import LiveHub
 from orchestrator_api.store import Store, open_store
-from orchestrator_api.store.consumer import StoreConsumer
+from orchestrator_api.store.consumer import ConsumerMetrics, StoreConsumer
 from orchestrator_api.store.mysql import MySQLBackend
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_recovery.control import OperatorState
@@ -109,6 +110,8 @@ async def serve(settings: Settings) -> None:
         live = LiveHub(subjects)
         await live.connect(servers, auth=auth)
         stack.push_async_callback(live.close)
+        metrics = CollectorRegistry()
+        metrics.register(ConsumerMetrics(consumer.stats))
         app, tls_options = serving(
             create_app(
                 ApiContext(
@@ -118,7 +121,8 @@ async def serve(settings: Settings) -> None:
                     leader=leader,
                     operator_state=operator_state,
                     live=live,
-                )
+                ),
+                registry=metrics,
             ),
             settings,
         )

@@ -3,17 +3,24 @@
 Two loops, one per stream:
 
 * ``ORCHESTRATOR_SNAPSHOTS``: every snapshot of a batch is written in one transaction
-  (:meth:`Store.write_batch`), then the batch is acked. A message that is not a snapshot is
-  logged and terminated (never redelivered). When the write fails (:class:`StoreError`) and
-  the database does not answer either (PostgreSQL is down), the batch is nak'ed with a delay
-  and comes back: nothing is lost, and the consumer carries on once the database is back.
-  When the database answers but refused the batch, the batch is written message by message
-  and a message refused twice is skipped like a malformed one.
+  (:meth:`Store.write_batch`), then the batch is acked. When the write fails
+  (:class:`StoreError`) and the database does not answer either (PostgreSQL is down), the
+  batch is held and written again once the database answers (its messages kept ours with
+  "in progress" acks meanwhile): nothing is lost, and no delivery is spent on the outage.
+  When the database answers but refused the batch, or the write failed in any other way (a
+  value the driver cannot take, a bug), the batch is written message by message and a message
+  refused twice is refused for good.
 * ``ORCHESTRATOR_EVENTS``: ``unreachable`` and ``audit`` events become audit entries;
   recovery events become failure detections and recovery history
   (:mod:`orchestrator_api.store.recoveries`); analysis events become the analysis changelog
   (:meth:`Store.record_analysis`, one event after the other); leader events are acknowledged
   and left to :mod:`orchestrator_api.leadership`.
+
+A refused message (one that is not what its subject says, one that cannot be applied) is
+terminated, so it never comes back, kept as a dead letter with the reason
+(:mod:`orchestrator_shared.dead_letters`), logged and counted: one bad message never stops the
+others, and never puts the API into a crash loop. Each durable consumer also has a
+``max_deliver`` bound, for a message that would kill the process before it is refused.
 
 After each written batch, the store's view gets its upkeep (:mod:`.upkeep`): new cluster
 alias conflicts are reported, lost instances back at work lose their downtime; then the
@@ -39,7 +46,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -51,7 +58,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError
-from pydantic import ValidationError
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from orchestrator_api.store import Store
 from orchestrator_api.store.models import AuditEntry
@@ -59,7 +67,8 @@ from orchestrator_api.store.recoveries import apply_recovery_events, aware
 from orchestrator_api.store.upkeep import ViewUpkeep
 from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
 from orchestrator_shared.bus import StoreChanged, Subjects, UnreachableEvent
-from orchestrator_shared.errors import BusError, InvalidInstanceKey, StoreError
+from orchestrator_shared.dead_letters import ensure_dead_letters_stream, keep_dead_letter, one_line
+from orchestrator_shared.errors import BusError, StoreError
 from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
@@ -79,6 +88,10 @@ _ClusterProblems = tuple[str, dict[InstanceKey, str], datetime]
 DEFAULT_DURABLE_PREFIX = "orchestrator-topology-api"
 _WRITER = f"{socket.gethostname()}:{os.getpid()}"
 JETSTREAM_TIMEOUT_SECONDS = 2.0
+# deliveries of one message before JetStream gives up on it: for a message that kills the
+# process before it can be refused (refusals terminate at once; an outage spends none)
+MAX_DELIVER = 10
+DEAD_LETTER_SERVICE = "topology-api"
 
 
 @dataclass(slots=True)
@@ -87,9 +100,35 @@ class ConsumerStats:
 
     snapshots_written: int = 0
     events_written: int = 0
-    messages_skipped: int = 0
+    messages_skipped: int = 0  # refused: terminated and kept as dead letters
     failed_writes: int = 0
     resubscribes: int = 0
+    loop_failures: int = 0  # unexpected errors in a consumer loop (it carries on)
+
+
+class ConsumerMetrics(Collector):
+    """The consumer's counters on the API's ``/metrics``."""
+
+    def __init__(self, stats: ConsumerStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self._stats
+        for name, help_text, value in (
+            ("snapshots_written", "Snapshots written to the store", stats.snapshots_written),
+            ("events_written", "Events written to the store", stats.events_written),
+            (
+                "bus_messages_refused",
+                "Messages refused for good (terminated, kept as dead letters)",
+                stats.messages_skipped,
+            ),
+            (
+                "consumer_failures",
+                "Unexpected errors in a consumer loop (it carried on)",
+                stats.loop_failures,
+            ),
+        ):
+            yield CounterMetricFamily(f"orchestrator_api_{name}", help_text, value=value)
 
 
 class StoreConsumer:
@@ -131,6 +170,7 @@ class StoreConsumer:
         auth: NatsAuth = ANONYMOUS,
     ) -> None:
         self._nc = await connect_nats(servers, name=name, auth=auth)
+        await ensure_dead_letters_stream(self._nc, self._subjects)
 
     async def run(self) -> None:
         """Consume both streams until cancelled."""
@@ -174,19 +214,24 @@ class StoreConsumer:
             await js.stream_info(name)
         except NotFoundError:
             await js.add_stream(stream)
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._ack_wait,
+            max_ack_pending=self._batch_size * 4,
+            max_deliver=MAX_DELIVER,
+        )
         try:
-            await js.consumer_info(name, durable)
+            info = await js.consumer_info(name, durable)
         except NotFoundError:
-            await js.add_consumer(
-                name,
-                ConsumerConfig(
-                    durable_name=durable,
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=self._ack_wait,
-                    max_ack_pending=self._batch_size * 4,
-                ),
-            )
+            await js.add_consumer(name, config)
+        else:
+            if info.config.max_deliver != MAX_DELIVER:  # made by an older version: update it
+                try:
+                    await js.add_consumer(name, config)
+                except JetStreamError as exc:
+                    log.warning("consumer %s keeps its max_deliver: %s", durable, exc)
         return await js.pull_subscribe_bind(durable=durable, stream=name)
 
     async def _consume(
@@ -224,6 +269,12 @@ class StoreConsumer:
                 self.stats.resubscribes += 1
                 log.warning("consumer %s: %s; subscribing again", durable, exc or type(exc))
                 await asyncio.sleep(self._retry)
+            except Exception:
+                # a bug outside the per-message handling: logged, counted, and the loop goes
+                # on (the batch comes back after ack_wait, at most MAX_DELIVER times)
+                self.stats.loop_failures += 1
+                log.exception("consumer %s failed unexpectedly; subscribing again", durable)
+                await asyncio.sleep(self._retry)
             finally:
                 if subscription is not None:
                     with contextlib.suppress(NatsError, JetStreamError):
@@ -233,12 +284,12 @@ class StoreConsumer:
     async def _parse(
         self, messages: Sequence[Msg], parse: Callable[[bytes], _Item]
     ) -> list[tuple[Msg, _Item]]:
-        """Each message with what ``parse`` reads in it; a malformed one is skipped."""
+        """Each message with what ``parse`` reads in it; one it cannot read is refused."""
         parsed: list[tuple[Msg, _Item]] = []
         for msg in messages:
             try:
                 parsed.append((msg, parse(msg.data)))
-            except (ValidationError, InvalidInstanceKey) as exc:
+            except Exception as exc:  # whatever a malformed message makes the parser raise
                 await self._skip(msg, exc)
         return parsed
 
@@ -288,7 +339,7 @@ class StoreConsumer:
                 continue
             try:
                 entry = self._audit_entry_of(msg)
-            except (ValidationError, InvalidInstanceKey) as exc:
+            except Exception as exc:  # whatever a malformed message makes the parser raise
                 await self._skip(msg, exc)
                 continue
             if entry is None:
@@ -340,8 +391,11 @@ class StoreConsumer:
             await write([item for _, item in parsed])
         except StoreError as exc:
             if not await self._store_answers():
-                await self._retry_later([msg for msg, _ in parsed], exc)
-                return 0
+                await self._wait_for_store([msg for msg, _ in parsed], exc)
+                return await self._write(parsed, write)
+            return await self._write_one_by_one(parsed, write)
+        except Exception as exc:  # a value the driver cannot take, a bug: find the message
+            log.warning("a batch of %d failed (%s); writing them one by one", len(parsed), exc)
             return await self._write_one_by_one(parsed, write)
         await _settle(msg.ack() for msg, _ in parsed)
         return len(parsed)
@@ -352,7 +406,8 @@ class StoreConsumer:
         write: Callable[[Sequence[_Item]], Awaitable[None]],
     ) -> int:
         """Each item gets two attempts; one refused twice while the database answers is
-        skipped. If the database stops answering, the rest comes back later."""
+        refused for good, as is one whose write fails any other way. If the database stops
+        answering, the rest waits for it."""
         written = 0
         for position, (msg, item) in enumerate(parsed):
             for attempt in (1, 2):
@@ -360,11 +415,14 @@ class StoreConsumer:
                     await write([item])
                 except StoreError as exc:
                     if not await self._store_answers():
-                        await self._retry_later([m for m, _ in parsed[position:]], exc)
-                        return written
+                        rest = parsed[position:]
+                        await self._wait_for_store([m for m, _ in rest], exc)
+                        return written + await self._write_one_by_one(rest, write)
                     if attempt == 1:
                         await asyncio.sleep(self._retry / 4)
                         continue
+                    await self._skip(msg, exc)
+                except Exception as exc:  # not the database's refusal: the message's fault
                     await self._skip(msg, exc)
                 else:
                     written += 1
@@ -410,15 +468,30 @@ class StoreConsumer:
             return {}
 
     async def _skip(self, msg: Msg, problem: Exception) -> None:
+        """Refuse ``msg`` for good: terminated, kept as a dead letter, logged, counted."""
         self.stats.messages_skipped += 1
-        log.warning("skipping a bad message on %s: %s", msg.subject, str(problem).splitlines()[0])
+        reason = one_line(problem)
+        log.error("refused a message on %s: %s", msg.subject, reason)
         await _settle([msg.term()])
+        await keep_dead_letter(
+            self._nc,
+            self._subjects,
+            service=DEAD_LETTER_SERVICE,
+            subject=msg.subject,
+            data=msg.data,
+            reason=reason,
+        )
 
-    async def _retry_later(self, messages: Sequence[Msg], problem: StoreError) -> None:
+    async def _wait_for_store(self, messages: Sequence[Msg], problem: StoreError) -> None:
+        """Hold ``messages`` until the database answers again, telling JetStream they are
+        still being worked on (a nak would spend one of their MAX_DELIVER deliveries)."""
         self.stats.failed_writes += 1
-        log.warning("store write failed, %d messages come back later: %s", len(messages), problem)
-        await _settle(msg.nak(delay=self._retry) for msg in messages)
-        await asyncio.sleep(self._retry)
+        log.warning("store write failed, %d messages wait for it: %s", len(messages), problem)
+        while True:
+            await _settle(msg.in_progress() for msg in messages)
+            await asyncio.sleep(self._retry)
+            if await self._store_answers():
+                return
 
 
 def _cluster_problems(data: bytes) -> _ClusterProblems:
