@@ -9,7 +9,7 @@
 * **Allowed hosts.** A seed, a crawled neighbour or a ``discover`` request naming a host that
   ``DiscoveryAllowedHostnameFilters`` refuses is never scheduled, so never connected to
   (:class:`~orchestrator_shared.host_policy.HostPolicy`); the refusal is logged once per host
-  (a replica reporting a foreign ``report_host`` is seen again every poll) and counted.
+  (a foreign ``report_host`` comes back with every crawl of its master) and counted.
 * **Master liveness.** Every instance with replicas is also pinged on a persistent connection each
   ``MasterLivenessCheckIntervalSeconds``. The first failed ping publishes
   ``orchestrator.v1.unreachable.<key>`` at once and makes the master and all its replicas due
