@@ -66,11 +66,13 @@ def stack_factory(
         semi_sync: bool = False,
         environment: dict[str, str] | None = None,
         per_service: dict[str, dict[str, Any]] | None = None,
+        more_seeds: tuple[str, ...] = (),
         **settings: Any,
     ) -> Stack:
         """``environment``: added to every service's (``ORCHESTRATOR_LOG_LEVEL`` and secrets
         given as variables); ``per_service``: settings of one service only (``discovery``,
-        ``api``, ``recovery``), e.g. its own NATS user."""
+        ``api``, ``recovery``), e.g. its own NATS user; ``more_seeds``: discovery seeds after
+        the sandbox's master."""
         first = len(processes)
         own = per_service or {}
         sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync)
@@ -90,7 +92,7 @@ def stack_factory(
                 "orchestrator_discovery.main",
                 {
                     **common,
-                    "DiscoverySeeds": [sandbox.master.key],
+                    "DiscoverySeeds": [sandbox.master.key, *more_seeds],
                     "DiscoveryMetricsListenAddress": "",
                     **own.get("discovery", {}),
                 },

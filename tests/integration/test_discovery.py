@@ -532,6 +532,11 @@ def test_console_script_runs_and_stops_cleanly_on_sigterm(
             "DiscoverySeeds: invalid instance key 'db:x': port 'x' is not a number",
         ),
         ({"NATSServers": "nats://x"}, "NATSServers: expected a JSON list, got 'nats://x'"),
+        (
+            {"DiscoveryAllowedHostnameFilters": ["10.0.0.0/8", "db("]},
+            "DiscoveryAllowedHostnameFilters: expected a regular expression, 'db(' is not one: "
+            "missing ): db(",
+        ),
     ],
 )
 def test_bad_config_stops_start_up_with_one_line(

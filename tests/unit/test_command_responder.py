@@ -15,6 +15,7 @@ from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandSigner, CommandVerifier
 from orchestrator_shared.errors import OperationRefused
 from orchestrator_shared.events import AuditEvent
+from orchestrator_shared.host_policy import HostPolicy
 
 pytestmark = pytest.mark.unit
 
@@ -40,6 +41,7 @@ class FakeMsg:
 def responder(
     audits: list[AuditEvent] | None = None,
     verifier: CommandVerifier | None = None,
+    hosts: HostPolicy | None = None,
     **operations: Any,
 ) -> CommandResponder:
     async def guard() -> object:
@@ -59,6 +61,7 @@ def responder(
         operations=operations,
         verifier=verifier or CommandVerifier(KEY),
         audit=audit,
+        hosts=hosts,
     )
 
 

@@ -185,6 +185,40 @@ async def test_ignored_hosts_are_not_crawled(fleet: FakeFleet, bus: FakeBus) -> 
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_hosts_outside_the_allow_list_are_never_probed(
+    fleet: FakeFleet, bus: FakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    foreign_replica, foreign_master = InstanceKey("evil", 3306), InstanceKey("10.9.9.9", 3306)
+    fleet.snapshots[R1] = ok_snapshot(R1, master=MASTER, replicas=(foreign_replica,))
+    fleet.snapshots[R2A] = ok_snapshot(R2A, master=foreign_master)  # a second channel's master
+    seed = InstanceKey("192.0.2.1", 3306)
+    service = make_service(
+        fleet, bus, seeds=(seed, R1), allowed_hosts=("127.0.0.0/8",), poll_seconds=0.05
+    )
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: len(bus.snapshots) == 4)
+        await wait_for(lambda: fleet.probed.count(R1) >= 4)  # several polls: several crawls
+        reply = json.loads(await service.handle_request("discover", b"evil:3306"))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert set(service.known) == {MASTER, R1, R2, R2A}
+    assert {seed, foreign_replica, foreign_master}.isdisjoint(fleet.probed)
+    assert reply["ok"] is False
+    assert reply["error"] == (
+        "refused: evil:3306: host evil is not allowed by DiscoveryAllowedHostnameFilters; "
+        "not contacted"
+    )
+    refusals = [r.getMessage() for r in caplog.records if "not contacting" in r.getMessage()]
+    assert sorted(refusals) == sorted(  # once per host, however often it is seen again
+        f"not contacting {key}: host {key.host} is not allowed by "
+        "DiscoveryAllowedHostnameFilters; not contacted"
+        for key in (seed, foreign_replica, foreign_master)
+    )
+    assert service.metrics.hosts_refused._value.get() >= 4
+
+
 async def test_dead_master_is_reported_once_and_replicas_reprobed(
     running: DiscoveryService, fleet: FakeFleet, bus: FakeBus
 ) -> None:

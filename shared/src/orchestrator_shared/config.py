@@ -49,6 +49,7 @@ from pydantic import (
 from orchestrator_shared.command_signing import MIN_KEY_LENGTH
 from orchestrator_shared.config_sources import Conversion, Keys, read_sources
 from orchestrator_shared.errors import ConfigError, InvalidInstanceKey
+from orchestrator_shared.host_policy import HostPolicy, parse_allowed_entry, unanchored_entries
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.mysql_tls import topology_tls_context
 from orchestrator_shared.nats_auth import nats_auth, redact_url
@@ -121,6 +122,10 @@ class Settings(BaseModel):
     DiscoveryIgnoreHostnameFilters: tuple[str, ...] = ()
     DiscoveryIgnoreReplicaHostnameFilters: tuple[str, ...] = ()
     DiscoveryIgnoreMasterHostnameFilters: tuple[str, ...] = ()
+    # New: when not empty, the only hosts any service opens a MySQL connection to (seeds,
+    # discover requests, the crawl, recovery commands, drop checks): IP addresses / CIDR
+    # networks, or RE2 patterns searched in the host name (docs/security.md, MySQL).
+    DiscoveryAllowedHostnameFilters: tuple[str, ...] = ()
     DiscoveryMaxConcurrency: PositiveInt = 300
     # New: how often every master is checked on its persistent liveness connection.
     MasterLivenessCheckIntervalSeconds: PositiveFloat = 0.5
@@ -379,6 +384,14 @@ class Settings(BaseModel):
         for pattern in patterns:
             _check_regex(pattern)
         return patterns
+
+    @field_validator("DiscoveryAllowedHostnameFilters")
+    @classmethod
+    def _allowed_hosts(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        """IP addresses, CIDR networks or host-name patterns (orchestrator_shared.host_policy)."""
+        for entry in entries:
+            parse_allowed_entry(entry)  # ValueError: pydantic names the setting
+        return entries
 
     @field_validator("RecoverMasterClusterFilters", "RecoverIntermediateMasterClusterFilters")
     @classmethod
@@ -676,6 +689,24 @@ def _mysql_store_warnings(settings: Settings) -> list[str]:
     return _tls_files_warning(settings, "MySQLOrchestrator", "the MySQL store is")
 
 
+def _allow_list_warnings(settings: Settings) -> list[str]:
+    """Seeds the allow-list refuses (never contacted), and patterns that allow more than
+    they seem to (no ``$``: ``db1`` allows ``db1.attacker.example`` too)."""
+    policy = HostPolicy.from_settings(settings)
+    warnings = [
+        f"DiscoverySeeds: {seed} is not allowed by DiscoveryAllowedHostnameFilters; it will "
+        "not be contacted"
+        for seed in settings.seed_keys
+        if not policy.is_allowed(seed.host)
+    ]
+    warnings += [
+        f"DiscoveryAllowedHostnameFilters: {entry!r} is not anchored with $: it also allows "
+        "every host name that contains a match"
+        for entry in unanchored_entries(settings.DiscoveryAllowedHostnameFilters)
+    ]
+    return warnings
+
+
 def _describe(error: dict[str, Any]) -> str:
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ")
@@ -712,6 +743,7 @@ def load_settings(
     register_secrets(secret_values(settings))
     warnings += _mysql_store_warnings(settings)
     warnings += _tls_files_warning(settings, "MySQLTopology", "topology servers are")
+    warnings += _allow_list_warnings(settings)
     # the TLS files are read now: a file that cannot be used stops every service at startup
     topology_tls_context(settings)
     nats_auth(settings)

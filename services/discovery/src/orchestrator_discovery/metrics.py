@@ -45,6 +45,11 @@ class DiscoveryMetrics:
             "Unreachable events published",
             registry=self.registry,
         )
+        self.hosts_refused = Counter(
+            "orchestrator_discovery_hosts_refused",
+            "Instances not contacted because DiscoveryAllowedHostnameFilters does not allow them",
+            registry=self.registry,
+        )
         self.publish_failures = Counter(
             "orchestrator_discovery_publish_failures",
             "Messages that could not be published to NATS",

@@ -26,6 +26,7 @@ from orchestrator_discovery import mysql_fast, probe_sql
 from orchestrator_discovery.probe_sql import Dialect
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ProbeError, ProbeTimeout
+from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.mysql_client import connect_guarded, describe_mysql_error
 from orchestrator_shared.mysql_tls import topology_tls_context
@@ -60,6 +61,8 @@ class ProbeOptions:
     replication_lag_query: str = ""
     # MySQLTopologyUseMutualTLS: the TLS context of every connection (None: plain TCP)
     tls: ssl.SSLContext | None = field(default=None, repr=False)
+    # DiscoveryAllowedHostnameFilters: a host it refuses is never connected to
+    hosts: HostPolicy = field(default_factory=HostPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProbeOptions:
@@ -78,7 +81,15 @@ class ProbeOptions:
             promotion_rule_query=settings.DetectPromotionRuleQuery,
             replication_lag_query=settings.ReplicationLagQuery,
             tls=topology_tls_context(settings),
+            hosts=HostPolicy.from_settings(settings),
         )
+
+    def check_allowed(self, key: InstanceKey) -> None:
+        """:class:`ProbeError` (before any connect) for a host the allow-list refuses; the last
+        line of defence: discovery does not even schedule such a host."""
+        refusal = self.hosts.refusal(key)
+        if refusal:
+            raise ProbeError(str(key), refusal)
 
 
 class ConnectionPool:
@@ -90,6 +101,7 @@ class ConnectionPool:
         self._closed = False
 
     async def _connect(self, key: InstanceKey) -> aiomysql.Connection:
+        self._options.check_allowed(key)
         return await mysql_fast.connect(
             host=key.host,
             port=key.port,
@@ -398,6 +410,7 @@ class LivenessLink:
         try:
             async with asyncio.timeout(self._timeout):
                 if self._conn is None:
+                    self._options.check_allowed(self.key)
                     self._conn = await connect_guarded(
                         host=self.key.host,
                         port=self.key.port,

@@ -6,6 +6,10 @@
 * **Crawling.** After a successful probe, the instance's master and replicas that are not known
   yet (and not ignored by the hostname filters, nor recently forgotten) are probed at once, so
   one seed finds the whole tree within a few round trips.
+* **Allowed hosts.** A seed, a crawled neighbour or a ``discover`` request naming a host that
+  ``DiscoveryAllowedHostnameFilters`` refuses is never scheduled, so never connected to
+  (:class:`~orchestrator_shared.host_policy.HostPolicy`); the refusal is logged once per host
+  (a foreign ``report_host`` comes back with every crawl of its master) and counted.
 * **Master liveness.** Every instance with replicas is also pinged on a persistent connection each
   ``MasterLivenessCheckIntervalSeconds``. The first failed ping publishes
   ``orchestrator.v1.unreachable.<key>`` at once and makes the master and all its replicas due
@@ -32,11 +36,20 @@ from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_shared.bus import DiscoveryReply, DiscoveryVerb, UnreachableEvent
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, ProbeError, ProbeTimeout
+from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.patterns import search
 from orchestrator_shared.snapshot import InstanceSnapshot, utcnow
 
 log = logging.getLogger(__name__)
+
+# at most this many refused hosts are remembered as logged (then refusals go on unlogged, only
+# counted): crawled host names come from the servers, so they are not to fill the memory
+_LOG_ONCE = 10_000
+
+
+class HostRefused(ProbeError):
+    """The host filters say not to contact the instance (nothing was sent to it)."""
 
 
 class SnapshotBus(Protocol):
@@ -81,6 +94,7 @@ class DiscoveryOptions:
     ignore_hosts: tuple[str, ...] = ()
     ignore_replica_hosts: tuple[str, ...] = ()
     ignore_master_hosts: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     reporter: str = ""
 
     @classmethod
@@ -93,6 +107,7 @@ class DiscoveryOptions:
             ignore_hosts=settings.DiscoveryIgnoreHostnameFilters,
             ignore_replica_hosts=settings.DiscoveryIgnoreReplicaHostnameFilters,
             ignore_master_hosts=settings.DiscoveryIgnoreMasterHostnameFilters,
+            allowed_hosts=settings.DiscoveryAllowedHostnameFilters,
             reporter=reporter,
         )
 
@@ -128,6 +143,8 @@ class DiscoveryService:
         self._slots = asyncio.Semaphore(self.options.max_concurrency)
         self._tasks: set[asyncio.Task[object]] = set()
         self._stopping = False
+        self._hosts = HostPolicy(self.options.allowed_hosts, self.options.ignore_hosts)
+        self._refusals_logged: set[str] = set()
 
     # --- queries ---------------------------------------------------------------------------
     @property
@@ -146,11 +163,22 @@ class DiscoveryService:
         self._wake.set()
 
     def is_ignored(self, key: InstanceKey) -> bool:
-        return _matches(self.options.ignore_hosts, key.host)
+        return self._hosts.ignoring(key.host) is not None
+
+    def refusal(self, key: InstanceKey) -> str:
+        """Why ``key`` is not to be contacted ("" when it may be); an allow-list refusal is
+        logged the first time a host is refused and counted every time."""
+        refusal = self._hosts.refusal(key)
+        if refusal and not self.is_ignored(key):
+            self.metrics.hosts_refused.inc()
+            if key.host not in self._refusals_logged and len(self._refusals_logged) < _LOG_ONCE:
+                self._refusals_logged.add(key.host)
+                log.warning("not contacting %s: %s", key, refusal)
+        return refusal
 
     def track(self, key: InstanceKey, *, due_now: bool = True) -> bool:
-        """Start probing ``key`` (if new and not ignored). True when it was added."""
-        if key in self._tracked or self.is_ignored(key):
+        """Start probing ``key`` (if new, not ignored and allowed). True when it was added."""
+        if key in self._tracked or self.refusal(key):
             return False
         tracked = _Tracked(key=key)
         self._tracked[key] = tracked
@@ -360,8 +388,9 @@ class DiscoveryService:
 
     async def discover(self, key: InstanceKey) -> InstanceSnapshot:
         """Probe a (possibly new) instance now. Raises ProbeError if it does not answer."""
-        if self.is_ignored(key):
-            raise ProbeError(str(key), "matches DiscoveryIgnoreHostnameFilters; not discovered")
+        refusal = self.refusal(key)
+        if refusal:
+            raise HostRefused(str(key), refusal)
         self._forgotten.pop(key, None)
         added = self.track(key, due_now=False)
         snapshot = await self.probe_now(key)
@@ -402,6 +431,8 @@ class DiscoveryService:
                 note = "" if known else f"{key} was not known"
                 return _reply(verb=verb, ok=True, key=str(key), error=note)
             snapshot = await self.discover(key)
+        except HostRefused as exc:
+            return _reply(verb=verb, ok=False, key=str(key), error=f"refused: {exc}")
         except ProbeError as exc:
             return _reply(verb=verb, ok=False, key=str(key), error=f"cannot probe {exc}")
         except BusError as exc:

@@ -11,8 +11,10 @@ replica to promote), ``force-master-failover`` (``instance`` = the cluster's mas
 answered with an error naming it.
 
 Before anything runs, ``verifier`` (:mod:`orchestrator_shared.command_signing`) checks that the
-body's operation is the subject's, and the request's signature, expiry and nonce; a refused
-request is answered ``command refused: <why>`` and audited (``command-refused``).
+body's operation is the subject's, and the request's signature, expiry and nonce; then
+``hosts`` (``DiscoveryAllowedHostnameFilters``) that every instance the request names may be
+contacted. A refused request is answered ``command refused: <why>`` and audited
+(``command-refused``).
 
 With ``locks`` (:mod:`orchestrator_recovery.maintenance`), every handler given as ``operations``
 runs only while it holds its instances' transient locks and no one else's maintenance lock holds
@@ -45,6 +47,7 @@ from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
 from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError
 from orchestrator_shared.events import AuditEvent, RecoveryPhase
+from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
 
 log = logging.getLogger(__name__)
@@ -88,9 +91,13 @@ class CommandResponder:
         queries: Mapping[str, Handler] | None = None,
         verifier: CommandVerifier,
         audit: Callable[[AuditEvent], Awaitable[bool]] | None = None,
+        hosts: HostPolicy | None = None,
     ) -> None:
+        """``hosts``: the allow-list (``DiscoveryAllowedHostnameFilters``); a command naming
+        an instance it refuses is refused and audited before any handler runs."""
         self._nc = nc
         self._verifier = verifier
+        self._hosts = hosts or HostPolicy()
         self._audit = audit
         self._subjects = subjects
         self._worker = worker
@@ -140,7 +147,7 @@ class CommandResponder:
         except ValidationError as exc:
             reply = CommandReply(ok=False, operation=operation, error=f"bad request: {exc}")
         else:
-            refusal = self._verifier.refusal(msg.subject, request)
+            refusal = self._verifier.refusal(msg.subject, request) or self._host_refusal(request)
             if refusal is not None:
                 await self._audit_refusal(msg.subject, request, refusal)
                 reply = _refused(request, f"command refused: {refusal}")
@@ -162,6 +169,16 @@ class CommandResponder:
                 raise
         with contextlib.suppress(NatsError):
             await msg.respond(reply.model_dump_json(by_alias=True).encode())
+
+    def _host_refusal(self, request: CommandRequest) -> str | None:
+        """Why the allow-list refuses an instance the command names, if it does (the
+        instances found in arguments such as a drop check's targets are refused one by one,
+        when the executor would connect to them)."""
+        for key in request_keys(request):
+            refusal = self._hosts.refusal(key)
+            if refusal:
+                return f"{key}: {refusal}"
+        return None
 
     async def _audit_refusal(self, subject: str, request: CommandRequest, refusal: str) -> None:
         """A refused command, in the audit: what it asked, who it claims to come from (not
@@ -316,6 +333,23 @@ def _key_json(text: str) -> dict[str, object] | None:
 
 def _done(request: CommandRequest, message: str, details: object) -> CommandReply:
     return CommandReply(ok=True, operation=request.operation, message=message, details=details)
+
+
+def request_keys(request: CommandRequest) -> list[InstanceKey]:
+    """The instances an operation touches (``instance``, ``destination``, and the replicas
+    or siblings a move of many names in its arguments), each once, in a fixed order; a
+    missing or malformed key is left to the handler to refuse."""
+    found: set[InstanceKey] = set()
+    listed = [
+        text.strip()
+        for name in ("replicas", "siblings")
+        for text in request.arguments.get(name, "").split(",")
+    ]
+    for text in (request.instance, request.destination, *listed):
+        with contextlib.suppress(InvalidInstanceKey):
+            if text:
+                found.add(InstanceKey.parse(text))
+    return sorted(found, key=str)
 
 
 def _refused(request: CommandRequest, error: str) -> CommandReply:

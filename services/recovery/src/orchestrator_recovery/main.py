@@ -48,6 +48,7 @@ from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import BusError, ConfigError
+from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.logging import configure_logging
 from orchestrator_shared.nats_auth import nats_auth
@@ -180,6 +181,7 @@ async def serve(settings: Settings) -> None:
                 settings.CommandSigningKey, allow_unsigned=settings.AllowUnsignedCommands
             ),
             audit=publisher.audit,
+            hosts=HostPolicy.from_settings(settings),
         )
 
         async def lead(term: Leadership) -> None:

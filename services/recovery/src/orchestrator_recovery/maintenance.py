@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from orchestrator_coordinator.etcd import CreateResult, KeyValue
-from orchestrator_recovery.commands import Handler
+from orchestrator_recovery.commands import Handler, request_keys
 from orchestrator_recovery.operations_base import operation_audit
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.errors import InvalidInstanceKey, OperationRefused, OrchestratorError
@@ -134,23 +134,6 @@ class Lock:
 def _time(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def request_keys(request: CommandRequest) -> list[InstanceKey]:
-    """The instances an operation touches (``instance``, ``destination``, and the replicas
-    or siblings a move of many names in its arguments), each once, in a fixed order; a
-    missing or malformed key is left to the handler to refuse."""
-    found: set[InstanceKey] = set()
-    listed = [
-        text.strip()
-        for name in ("replicas", "siblings")
-        for text in request.arguments.get(name, "").split(",")
-    ]
-    for text in (request.instance, request.destination, *listed):
-        with contextlib.suppress(InvalidInstanceKey):
-            if text:
-                found.add(InstanceKey.parse(text))
-    return sorted(found, key=str)
 
 
 def blocking(locks: Iterable[Lock], requested_by: str, now: datetime) -> Lock | None:

@@ -4,7 +4,8 @@
 connect timeout, optionally replication credentials). :class:`Links` holds one connection per
 instance for the length of one recovery, so each server is connected to once; every
 connect and every statement runs under a deadline, and a connection whose statement failed or
-timed out is closed (it may hold half a reply) and opened again on next use.
+timed out is closed (it may hold half a reply) and opened again on next use. A host
+``DiscoveryAllowedHostnameFilters`` refuses is never connected to: its connect fails at once.
 
 aiomysql/PyMySQL errors and timeouts become :class:`StatementFailed` here, and nowhere else.
 Server warnings are not turned into Python warnings (aiomysql's default cursor does that, and
@@ -26,6 +27,7 @@ import pymysql
 
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import OrchestratorError
+from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.mysql_client import connect_guarded, describe_mysql_error
 from orchestrator_shared.mysql_tls import topology_tls_context
@@ -76,6 +78,8 @@ class MySQLAccess:
     replication_password: str | None = field(default=None, repr=False)
     # MySQLTopologyUseMutualTLS: the TLS context of every connection (None: plain TCP)
     tls: ssl.SSLContext | None = field(default=None, repr=False)
+    # DiscoveryAllowedHostnameFilters: a host it refuses is never connected to
+    hosts: HostPolicy = field(default_factory=HostPolicy)
 
     @classmethod
     def from_settings(
@@ -92,6 +96,7 @@ class MySQLAccess:
             replication_user=replication_user,
             replication_password=replication_password,
             tls=topology_tls_context(settings),
+            hosts=HostPolicy.from_settings(settings),
         )
 
 
@@ -145,6 +150,9 @@ class Links:
             return conn
         if self._closed:
             raise StatementFailed(key, "connect", "links closed")
+        refusal = self._access.hosts.refusal(key)
+        if refusal:
+            raise StatementFailed(key, "connect", refusal)
         timeout = min(self._access.connect_timeout, deadline_s)
         try:
             async with asyncio.timeout(timeout):

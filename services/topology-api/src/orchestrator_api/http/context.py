@@ -19,6 +19,7 @@ from orchestrator_shared.analysis import CoordinatesSeen
 from orchestrator_shared.bus import CommandReply, CommandRequest, LeaderEvent
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
+from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance
 
@@ -66,9 +67,19 @@ class ApiContext:
     binlog_history: dict[InstanceKey, CoordinatesSeen] = field(default_factory=dict)
     # the live stream's hub (GET /api/stream); None: no stream (503)
     live: LiveSource | None = None
+    # DiscoveryAllowedHostnameFilters and DiscoveryIgnoreHostnameFilters
+    hosts: HostPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         self.answers = InstanceAnswers(reasonable_lag=self.settings.ReasonableReplicationLagSeconds)
+        self.hosts = HostPolicy.from_settings(self.settings, discovery=True)
+
+    def check_discoverable(self, key: InstanceKey) -> None:
+        """403 for an instance discovery is not to contact: refused here, so the request is
+        not even sent (discovery refuses it too, should its settings say otherwise)."""
+        refusal = self.hosts.refusal(key)
+        if refusal:
+            raise ApiError(403, f"{key}: {refusal}")
 
     async def tell_recovery(self, change: Callable[[OperatorState], Awaitable[None]]) -> None:
         """Mirror an operator's change for the recovery workers; the store has it already."""
@@ -132,6 +143,8 @@ class ApiContext:
         return view, name
 
     async def ask_discovery(self, verb: str, key: InstanceKey) -> dict[str, Any]:
+        if verb != "forget":
+            self.check_discoverable(key)
         if self.discovery is None:
             raise ApiError(503, "discovery is not reachable (no NATS connection)")
         reply = await self.discovery.request(verb, key)
@@ -155,6 +168,8 @@ class ApiContext:
 def _discovery_status(error: str) -> int:
     if error.startswith("invalid instance key"):
         return 400
+    if error.startswith("refused:"):
+        return 403  # the host filters: discovery will not contact it
     if error.startswith("cannot probe"):
         return 502  # the instance did not answer: not the client's mistake, nor ours
     return 503

@@ -1,9 +1,10 @@
 """Errors as orchestrator's envelope ``{"Code": "ERROR", "Message": ..., "Details": null}``.
 
 orchestrator answers every error with HTTP 500; we keep its envelope (so its clients still parse
-the answer) but use the status that says whose fault it is: 400 malformed input, 401/403 auth,
-404 unknown cluster/instance/route, 405 wrong method, 409 refused operation, 503 a backend is
-down. Unexpected exceptions are 500, logged with their traceback, and never leak it.
+the answer) but use the status that says whose fault it is: 400 malformed input, 401/403 auth
+(403 also for a host the discovery filters refuse to contact), 404 unknown cluster/instance/
+route, 405 wrong method, 409 refused operation, 503 a backend is down. Unexpected exceptions
+are 500, logged with their traceback, and never leak it.
 """
 
 from __future__ import annotations

@@ -284,6 +284,7 @@ async def discover(host: str, port: str, context: Context, who: AdminAccess) -> 
 @_mutation("/async-discover/{host}/{port}")
 async def async_discover(host: str, port: str, context: Context, _: AdminAccess) -> dict[str, Any]:
     key = context.key(host, port)
+    context.check_discoverable(key)
     if context.discovery is None:
         raise ApiError(503, "discovery is not reachable (no NATS connection)")
     requester = context.discovery
