@@ -17,6 +17,7 @@ changing the master.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -104,8 +105,19 @@ def service_environment(machine: Machine, name: str) -> dict[str, str]:
     for key in LISTEN_KEYS:
         if f"ORCHESTRATOR_{key}" in environment:
             environment[f"ORCHESTRATOR_{key}"] = f"{LOOPBACK}:{free_port()}"
+    if "ORCHESTRATOR_MySQLTopologyUser" in environment:
+        environment.update(
+            local_servers_only(environment["ORCHESTRATOR_DiscoveryAllowedHostnameFilters"])
+        )
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     return {**inherited, **environment}
+
+
+def local_servers_only(shipped: object) -> dict[str, str]:
+    """The deployments allow their own servers' names only (checked here); this machine's
+    servers are 127.0.0.1, so the allow-list becomes that."""
+    assert shipped, "a deployment must restrict the servers the services connect to"
+    return {"ORCHESTRATOR_DiscoveryAllowedHostnameFilters": LOOPBACK}
 
 
 class ServiceProcess(ManagedProcess):
@@ -362,6 +374,8 @@ def start_kubernetes_services(machine: Machine, started: list[ManagedProcess]) -
         }
         for key in LISTEN_KEYS:  # the ConfigMap's or the env's: a free port here
             environment[f"ORCHESTRATOR_{key}"] = f"{LOOPBACK}:{free_port()}"
+        settings = json.loads(config_maps["orchestrator-config"]["orchestrator.conf.json"])
+        environment.update(local_servers_only(settings.get("DiscoveryAllowedHostnameFilters")))
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
         argv = [machine.translate(arg, mounts) for arg in container["args"]]
         for replica in range(deployment["spec"]["replicas"]):
