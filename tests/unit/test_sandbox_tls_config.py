@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import configparser
 import json
+import stat
 from pathlib import Path
 
 import pytest
 
 from orchestrator_api.cli.main import main
+from orchestrator_api.local_stack import common_settings
 from orchestrator_api.sandbox import manifest
+from orchestrator_api.sandbox.certificates import make_throwaway_tls
 from orchestrator_api.sandbox.config import (
     HOST,
     SandboxOptions,
@@ -22,6 +25,7 @@ from orchestrator_api.sandbox.config import (
     socket_dir,
 )
 from orchestrator_api.sandbox.tls import check_files
+from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import SandboxError
 from tests.harness.certificates import TestAuthority
 
@@ -157,3 +161,50 @@ def test_a_missing_file_fails_before_anything_is_built(
     err = capsys.readouterr().err
     assert err == f"orchestrator: error: ssl-key {tmp_path / 'nope.key'}: no such file\n"
     assert not (tmp_path / "sbx").exists()
+
+
+# --- `orchestrator up --sandbox-tls`: a throwaway CA, and the stack told to verify it -----------
+
+
+def test_the_throwaway_ca_signs_a_server_certificate_for_127_0_0_1_and_keeps_no_key(
+    tmp_path: Path,
+) -> None:
+    tls = make_throwaway_tls(tmp_path / "tls")
+    check_files(tls)  # loads, and verifies against the CA for 127.0.0.1
+    assert sorted(path.name for path in (tmp_path / "tls").iterdir()) == [
+        "ca.pem",
+        "server.key",
+        "server.pem",
+    ]
+    assert stat.S_IMODE(tls.key.stat().st_mode) == 0o600
+    first_ca = tls.ca.read_bytes()
+    again = make_throwaway_tls(tmp_path / "tls")  # a new sandbox: new files over the old
+    assert again == tls and again.ca.read_bytes() != first_ca
+    check_files(again)
+    other = make_throwaway_tls(tmp_path / "other")
+    with pytest.raises(SandboxError, match=r"^ssl-cert .* does not verify against ssl-ca"):
+        check_files(SandboxTLS(ca=other.ca, cert=again.cert, key=again.key))
+
+
+def test_up_turns_topology_tls_on_for_a_tls_sandbox_unless_configured(tmp_path: Path) -> None:
+    ca = tmp_path / "sandbox" / "tls" / "ca.pem"
+
+    def common(document: dict[str, object], sandbox_ca: Path | None) -> Settings:
+        config = tmp_path / "orchestrator.conf.json"
+        config.write_text(json.dumps(document))
+        shared = common_settings(
+            load_settings(str(config)).settings,
+            nats_servers=[],
+            etcd_endpoints=[],
+            seeds=[],
+            sandbox_credentials=True,
+            sandbox_ca=sandbox_ca,
+        )
+        return Settings.model_validate(shared)
+
+    plain = common({}, None)
+    assert (plain.MySQLTopologyUseMutualTLS, plain.MySQLTopologySSLCAFile) == (False, "")
+    verified = common({}, ca)
+    assert (verified.MySQLTopologyUseMutualTLS, verified.MySQLTopologySSLCAFile) == (True, str(ca))
+    own = common({"MySQLTopologyUseMutualTLS": True, "MySQLTopologySSLSkipVerify": True}, ca)
+    assert (own.MySQLTopologySSLCAFile, own.MySQLTopologySSLSkipVerify) == ("", True)
