@@ -24,6 +24,7 @@ from orchestrator_api.sandbox import (
     SandboxTLS,
 )
 from orchestrator_shared.config import Settings
+from orchestrator_shared.errors import SandboxError
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot
 from tests.conftest import SandboxFactory
@@ -226,7 +227,14 @@ def test_the_whole_stack_discovers_and_takes_over_over_tls(
     same_data(sandbox, 1, "after a takeover over tls")
 
 
-def test_cli_up_with_tls_and_a_restart_from_the_manifest(files: SandboxTLS, tmp_path: Path) -> None:
+def test_cli_up_with_tls_and_a_restart_from_the_manifest(
+    certificates: dict[str, Path], tmp_path: Path
+) -> None:
+    own = tmp_path / "tls"  # copies: this test removes one
+    own.mkdir()
+    for name in ("ca.pem", "server.pem", "server.key"):
+        (own / name).write_bytes(certificates[name].read_bytes())
+    files = SandboxTLS(ca=own / "ca.pem", cert=own / "server.pem", key=own / "server.key")
     directory = tmp_path / "cli"
     base = free_base_port(2)
     loaded: Sandbox | None = None  # the one that restarts the nodes must reap them
@@ -245,6 +253,11 @@ def test_cli_up_with_tls_and_a_restart_from_the_manifest(files: SandboxTLS, tmp_
         # started again from what sandbox.json recorded: TLS as before
         loaded = Sandbox.load(directory)
         assert loaded.tls == files
+        files.key.rename(own / "elsewhere.key")
+        with pytest.raises(SandboxError, match=f"^ssl-key {files.key}: no such file$"):
+            loaded.start(0)  # the files are checked again
+        assert not loaded.is_running(0)
+        (own / "elsewhere.key").rename(files.key)
         loaded.start(0)
         loaded.start(1)
         assert variable(loaded, 0, "have_ssl") == "YES"

@@ -258,10 +258,16 @@ class Sandbox:
         self._set_pid(index, None)
 
     def start(self, index: int, *, timeout: float = START_TIMEOUT_S) -> None:
-        """Start a stopped node on its datadir; a replica resumes replicating by itself."""
+        """Start a stopped node on its datadir; a replica resumes replicating by itself.
+
+        With TLS the files are checked again first (one may have been removed or replaced
+        since ``up``): one line naming the file rather than a node that does not start or
+        replicas that cannot connect to it."""
         layout = self._layout(index)
         if self.is_running(index):
             raise SandboxError(f"node {index} ({layout.key}) is already running")
+        if self.tls is not None:
+            check_files(self.tls)
         if _is_port_in_use(layout.port):
             raise SandboxError(f"port {layout.port} (node {index}) is already in use")
         socket_dir(self.directory).mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
 """Checking a sandbox's TLS files before any node starts.
 
-``mariadbd`` starts with files it cannot use (it only logs that TLS is off), and a replica
-whose source's certificate does not verify retries forever: both would surface as a timeout a
-minute later. Here the same checks run at once, in-process, and fail with one line naming the
-option (``ssl-ca``, ``ssl-cert``, ``ssl-key``) and the file.
+``mariadbd`` refuses files it cannot read ("Failed to setup SSL" in its error log), but it
+starts with a certificate its CA does not sign or that does not name 127.0.0.1, and then each
+replica retries its connection forever: ``up`` would time out a minute later. Here every check
+runs at once, in-process, and fails with one line naming the option (``ssl-ca``,
+``ssl-cert``, ``ssl-key``) and the file.
 """
 
 from __future__ import annotations
