@@ -94,7 +94,7 @@ def _add_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def tls_files(args: argparse.Namespace) -> SandboxTLS | None:
+def _tls_files(args: argparse.Namespace) -> SandboxTLS | None:
     """``--ssl-ca/--ssl-cert/--ssl-key`` as one :class:`SandboxTLS`: all three or none."""
     given = {"--ssl-ca": args.ssl_ca, "--ssl-cert": args.ssl_cert, "--ssl-key": args.ssl_key}
     missing = [flag for flag, value in given.items() if value is None]
@@ -115,7 +115,7 @@ def _up(args: argparse.Namespace) -> int:
         base_port=args.base_port,
         chain=args.chain,
         semi_sync=args.semi_sync,
-        tls=tls_files(args),
+        tls=_tls_files(args),
     )
     elapsed = time.monotonic() - started
     with_tls = "" if sandbox.tls is None else f" with TLS (CA {sandbox.tls.ca})"
