@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 import psutil
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_api.sandbox import Sandbox, SandboxTLS
 from orchestrator_shared.redact import forget_secrets
 from tests import harness
 from tests.harness.ports import is_port_free
@@ -187,7 +187,14 @@ class SandboxFactory:
         self._directory = directory
         self._sandboxes: list[Sandbox] = []
 
-    def __call__(self, *, nodes: int = 4, chain: bool = False, semi_sync: bool = False) -> Sandbox:
+    def __call__(
+        self,
+        *,
+        nodes: int = 4,
+        chain: bool = False,
+        semi_sync: bool = False,
+        tls: SandboxTLS | None = None,
+    ) -> Sandbox:
         for _ in range(5):
             base = random.randrange(61000, 65000 - nodes)  # above the ephemeral range
             if all(is_port_free(base + offset) for offset in range(nodes)):
@@ -200,6 +207,7 @@ class SandboxFactory:
             base_port=base,
             chain=chain,
             semi_sync=semi_sync,
+            tls=tls,
             parent_death_signal=True,
         )
         self._sandboxes.append(sandbox)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_api.sandbox import Sandbox, SandboxTLS
 from orchestrator_shared.command_signing import generate_key
 from tests.harness.ports import free_port
 from tests.integration.test_stack import start, stop
@@ -64,18 +64,23 @@ def stack_factory(
         *,
         chain: bool = False,
         semi_sync: bool = False,
+        sandbox_tls: SandboxTLS | None = None,
+        prepare: Callable[[Sandbox], None] | None = None,
         environment: dict[str, str] | None = None,
         per_service: dict[str, dict[str, Any]] | None = None,
         more_seeds: tuple[str, ...] = (),
         **settings: Any,
     ) -> Stack:
-        """``environment``: added to every service's (``ORCHESTRATOR_LOG_LEVEL`` and secrets
-        given as variables); ``per_service``: settings of one service only (``discovery``,
-        ``api``, ``recovery``), e.g. its own NATS user; ``more_seeds``: discovery seeds after
-        the sandbox's master."""
+        """``sandbox_tls``: the sandbox serves TLS with these files; ``prepare``: runs on the
+        sandbox before any service starts (e.g. users that require TLS); ``environment``:
+        added to every service's (``ORCHESTRATOR_LOG_LEVEL`` and secrets given as variables);
+        ``per_service``: settings of one service only (``discovery``, ``api``, ``recovery``),
+        e.g. its own NATS user; ``more_seeds``: discovery seeds after the sandbox's master."""
         first = len(processes)
         own = per_service or {}
-        sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync)
+        sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync, tls=sandbox_tls)
+        if prepare is not None:
+            prepare(sandbox)
         port = free_port()
         common = {
             **TOPOLOGY,

@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.conftest import SandboxFactory
 from tests.harness.ports import free_port, is_port_free, nobody_listens
 
 pytestmark = pytest.mark.integration
@@ -106,6 +107,50 @@ def test_up_once_shows_the_api_url_and_the_sandbox_discovered_from_one_seed(
     assert mariadbd_pids_under(directory.resolve()) == []
     assert nobody_listens(port)
     assert "Traceback" not in result.stderr
+
+
+def test_up_with_sandbox_tls_discovers_the_sandbox_over_verified_tls(tmp_path: Path) -> None:
+    """The sandbox's topology user requires TLS: discovering every node proves the stack
+    connected over TLS, verifying the throwaway CA ``up`` made."""
+    base = free_base_port(2)
+    port = free_port()
+    directory = tmp_path / "sb"
+    result = orchestrator(
+        "up", "--config", str(api_config(tmp_path, port)), "--sandbox", str(directory),
+        "--nodes", "2", "--base-port", str(base), "--sandbox-tls", "--once", "--timeout", "30",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ca = directory / "tls" / "ca.pem"
+    assert f"MariaDB sandbox in {directory} with TLS (throwaway CA {ca.absolute()}) ..." in (
+        result.stdout
+    )
+    lines = result.stdout.splitlines()
+    last_header = len(lines) - 1 - lines[::-1].index(f"cluster 127.0.0.1:{base}")
+    tree = lines[last_header + 1 :]
+    assert tree[0].startswith(f"127.0.0.1:{base}   [0s,ok,")
+    assert tree[1].startswith(f"+ 127.0.0.1:{base + 1} [0s,ok,")
+    # what discovery was given: TLS on, the sandbox's CA trusted
+    config = json.loads((directory / "run" / "discovery.conf.json").read_text())
+    assert config["MySQLTopologyUseMutualTLS"] is True
+    assert config["MySQLTopologySSLCAFile"] == str(ca.resolve())
+    assert mariadbd_pids_under(directory.resolve()) == []
+    assert "Traceback" not in result.stderr
+
+
+def test_sandbox_tls_refuses_a_running_sandbox_without_tls(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    sandbox = sandbox_factory(nodes=1)
+    config = str(api_config(tmp_path, free_port()))
+    result = orchestrator("up", "--config", config, "--sandbox", str(sandbox.directory),
+                          "--sandbox-tls")  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"orchestrator: error: the sandbox running in {sandbox.directory} has no TLS: stop it "
+        f"first (orchestrator sandbox down --dir {sandbox.directory}) or leave out --sandbox-tls\n"
+    )
+    assert sandbox.is_running(0)  # left alone
+    assert not (sandbox.directory / "tls").exists()
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
@@ -214,6 +259,9 @@ def test_up_rejects_bad_input_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "orchestrator: --once needs --sandbox (it waits for the sandbox's instances)"
     )
+    result = orchestrator("up", "--sandbox-tls")
+    assert result.returncode == 2
+    assert result.stderr == "orchestrator: --sandbox-tls needs --sandbox\n"
 
 
 def test_a_killed_up_leaves_no_process_behind(tmp_path: Path) -> None:

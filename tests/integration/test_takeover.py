@@ -86,10 +86,8 @@ def ready(make_stack: StackFactory, **settings: Any) -> Stack:
     return stack
 
 
-def test_graceful_takeover_and_back(
-    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
-    stack = ready(make_stack, ReplicationCredentialsQuery=CREDENTIALS)
+def take_over_to_node_1(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """``graceful-master-takeover`` from node 0 to node 1, and the topology it leaves."""
     sandbox = stack.sandbox
     zero, one = sandbox.node(0).key, sandbox.node(1).key
     assert cli(stack, capsys, "-c", "graceful-master-takeover", "-i", zero, "-d", one) == (
@@ -104,6 +102,15 @@ def test_graceful_takeover_and_back(
     # the demoted master: read_only, pointed at the new one with current_pos, not started
     assert read_only(sandbox, 0)
     assert link(sandbox, 0) == (sandbox.node(1).port, "No", "No", "Current_Pos")
+
+
+def test_graceful_takeover_and_back(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = ready(make_stack, ReplicationCredentialsQuery=CREDENTIALS)
+    sandbox = stack.sandbox
+    zero, one = sandbox.node(0).key, sandbox.node(1).key
+    take_over_to_node_1(stack, capsys)
     same_data(sandbox, 1, "new master", nodes=(2, 3))  # node 0 not started yet
     master_shown(stack, 1)
     assert cli(stack, capsys, "-c", "start-replica", "-i", zero)[0] == 0

@@ -262,5 +262,5 @@ def test_bad_arguments_are_one_line_and_exit_2(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sandbox", "up", "--help"]) == 0
     out = capsys.readouterr().out
-    for option in ("--dir", "--nodes", "--base-port", "--chain", "--semi-sync"):
+    for option in ("--dir", "--nodes", "--base-port", "--chain", "--semi-sync", "--ssl-ca"):
         assert option in out

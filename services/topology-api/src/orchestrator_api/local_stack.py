@@ -362,9 +362,11 @@ def common_settings(
     etcd_endpoints: list[str],
     seeds: list[str],
     sandbox_credentials: bool,
+    sandbox_ca: Path | None = None,
 ) -> dict[str, Any]:
     """The configuration every child shares: the user's, plus what ``up`` started, and a
-    fresh command signing key when none is configured."""
+    fresh command signing key when none is configured. ``sandbox_ca``: the sandbox serves
+    TLS from this CA; unless TLS to MySQL is configured, topology connections verify it."""
     document: dict[str, Any] = json.loads(settings.model_dump_json())
     document["NATSServers"] = nats_servers
     document["EtcdEndpoints"] = etcd_endpoints
@@ -377,6 +379,9 @@ def common_settings(
     if sandbox_credentials and not settings.MySQLTopologyUser:
         document["MySQLTopologyUser"] = SANDBOX_USER
         document["MySQLTopologyPassword"] = SANDBOX_PASSWORD
+    if sandbox_ca is not None and not settings.MySQLTopologyUseMutualTLS:
+        document["MySQLTopologyUseMutualTLS"] = True
+        document["MySQLTopologySSLCAFile"] = str(sandbox_ca.resolve())
     if sandbox_credentials and not settings.ReplicationCredentialsQuery:
         # the sandbox's replication user, so a demoted master can replicate after a takeover
         document["ReplicationCredentialsQuery"] = (

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from orchestrator_api.cli import Subcommands
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_api.sandbox import Sandbox, SandboxTLS
+from orchestrator_shared.errors import SandboxError
 
 DEFAULT_DIR = Path(".sandbox")
 DEFAULT_NODES = 4
@@ -65,6 +66,14 @@ def register(subcommands: Subcommands) -> None:
         "--chain", action="store_true", help="node i replicates from node i-1 (A->B->C...)"
     )
     up.add_argument("--semi-sync", action="store_true", help="enable semi-synchronous replication")
+    tls = up.add_argument_group(
+        "TLS", "serve TLS and replicate over verified TLS (the three options go together)"
+    )
+    tls.add_argument("--ssl-ca", type=Path, metavar="FILE", help="the CA certificate (PEM)")
+    tls.add_argument(
+        "--ssl-cert", type=Path, metavar="FILE", help="the nodes' certificate (PEM, for 127.0.0.1)"
+    )
+    tls.add_argument("--ssl-key", type=Path, metavar="FILE", help="its private key (PEM)")
     up.set_defaults(handler=_up)
 
     down = actions.add_parser("down", help="stop every node of a sandbox")
@@ -85,6 +94,19 @@ def _add_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _tls_files(args: argparse.Namespace) -> SandboxTLS | None:
+    """``--ssl-ca/--ssl-cert/--ssl-key`` as one :class:`SandboxTLS`: all three or none."""
+    given = {"--ssl-ca": args.ssl_ca, "--ssl-cert": args.ssl_cert, "--ssl-key": args.ssl_key}
+    missing = [flag for flag, value in given.items() if value is None]
+    if len(missing) == len(given):
+        return None
+    if missing:
+        raise SandboxError(
+            f"--ssl-ca, --ssl-cert and --ssl-key go together: {', '.join(missing)} missing"
+        )
+    return SandboxTLS(ca=args.ssl_ca, cert=args.ssl_cert, key=args.ssl_key)
+
+
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     sandbox = Sandbox.up(
@@ -93,11 +115,13 @@ def _up(args: argparse.Namespace) -> int:
         base_port=args.base_port,
         chain=args.chain,
         semi_sync=args.semi_sync,
+        tls=_tls_files(args),
     )
     elapsed = time.monotonic() - started
+    with_tls = "" if sandbox.tls is None else f" with TLS (CA {sandbox.tls.ca})"
     print(
         f"sandbox up in {elapsed:.1f} s: {len(sandbox.nodes)} nodes of MariaDB {sandbox.version} "
-        f"in {sandbox.directory}"
+        f"in {sandbox.directory}{with_tls}"
     )
     print(sandbox.status())
     print(f"stop it with: orchestrator sandbox down --dir {sandbox.directory}")

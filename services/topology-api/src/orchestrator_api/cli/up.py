@@ -12,7 +12,8 @@ from pathlib import Path
 from orchestrator_api import local_stack, tls
 from orchestrator_api.cli import Subcommands
 from orchestrator_api.cli.sandbox import DEFAULT_BASE_PORT, DEFAULT_NODES
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_api.sandbox import TOPOLOGY_USER, Sandbox
+from orchestrator_api.sandbox.certificates import make_throwaway_tls
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import ConfigError, SandboxError
 
@@ -41,6 +42,12 @@ def register(subcommands: Subcommands) -> None:
         "--keep-sandbox", action="store_true", help="leave a sandbox created here running"
     )
     parser.add_argument(
+        "--sandbox-tls",
+        action="store_true",
+        help="the sandbox with TLS (a throwaway CA in DIR/tls) and the stack's MySQL "
+        "connections over verified TLS, as a topology user that requires it",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
         help="stop as soon as every sandbox instance is visible through the API (exit 3 if "
@@ -60,25 +67,46 @@ def _sandbox(args: argparse.Namespace, stack: contextlib.ExitStack) -> Sandbox |
     directory: Path | None = args.sandbox
     if directory is None:
         return None
-    if (directory / "sandbox.json").exists():
-        with contextlib.suppress(SandboxError):
-            existing = Sandbox.load(directory)
-            if all(existing.is_running(node.index) for node in existing.nodes):
-                _say(f"using the sandbox already running in {directory}")
-                return existing
-            existing.down()
-    _say(f"starting a {args.nodes}-node MariaDB sandbox in {directory} ...")
+    existing = _running_sandbox(directory)
+    if existing is not None:
+        if args.sandbox_tls and existing.tls is None:
+            raise SandboxError(
+                f"the sandbox running in {directory} has no TLS: stop it first "
+                f"(orchestrator sandbox down --dir {directory}) or leave out --sandbox-tls"
+            )
+        _say(f"using the sandbox already running in {directory}")
+        return existing  # with TLS or not, as it was built (the stack follows it)
+    tls = make_throwaway_tls(directory / "tls") if args.sandbox_tls else None
+    with_tls = "" if tls is None else f" with TLS (throwaway CA {tls.ca})"
+    _say(f"starting a {args.nodes}-node MariaDB sandbox in {directory}{with_tls} ...")
     # Unless kept, the sandbox lives and dies with this command, even if it is SIGKILLed.
     sandbox = Sandbox.up(
         directory,
         nodes=args.nodes,
         base_port=args.base_port,
+        tls=tls,
         parent_death_signal=not args.keep_sandbox,
     )
     if not args.keep_sandbox:
         stack.callback(sandbox.down)
+    if tls is not None:
+        # a connection in clear is refused from now on: the stack can only work over TLS
+        sandbox.execute(0, f"ALTER USER '{TOPOLOGY_USER}'@'%' REQUIRE SSL")
+        sandbox.wait_caught_up()
     _say(sandbox.status())
     return sandbox
+
+
+def _running_sandbox(directory: Path) -> Sandbox | None:
+    """The sandbox running in ``directory``; one there with a node down is stopped."""
+    if not (directory / "sandbox.json").exists():
+        return None
+    with contextlib.suppress(SandboxError):
+        existing = Sandbox.load(directory)
+        if all(existing.is_running(node.index) for node in existing.nodes):
+            return existing
+        existing.down()
+    return None
 
 
 def _start_stack(
@@ -112,6 +140,7 @@ def _start_stack(
         etcd_endpoints=etcd_endpoints,
         seeds=seeds,
         sandbox_credentials=sandbox is not None,
+        sandbox_ca=None if sandbox is None or sandbox.tls is None else sandbox.tls.ca,
     )
     discovery_config = local_stack.discovery_settings(common)
     discovery = stack.enter_context(local_stack.discovery_process(discovery_config, run_dir))
@@ -164,6 +193,9 @@ def _start_stack(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sandbox_tls and args.sandbox is None:
+        print("orchestrator: --sandbox-tls needs --sandbox", file=sys.stderr)
+        return 2
     if args.once and args.sandbox is None:
         print(
             "orchestrator: --once needs --sandbox (it waits for the sandbox's instances)",

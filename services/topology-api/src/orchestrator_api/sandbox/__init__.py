@@ -15,6 +15,7 @@ from orchestrator_api.sandbox.config import (
     TOPOLOGY_PASSWORD,
     TOPOLOGY_USER,
     SandboxOptions,
+    SandboxTLS,
 )
 from orchestrator_api.sandbox.sandbox import Sandbox, SandboxNode
 
@@ -26,4 +27,5 @@ __all__ = [
     "Sandbox",
     "SandboxNode",
     "SandboxOptions",
+    "SandboxTLS",
 ]

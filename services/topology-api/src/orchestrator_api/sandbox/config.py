@@ -59,6 +59,25 @@ SOCKET_ROOT = Path("/tmp")
 
 
 @dataclass(frozen=True, kw_only=True)
+class SandboxTLS:
+    """The PEM files every node serves TLS with: ``ca`` (trusted for client certificates and
+    by the replicas, which verify their source's certificate), ``cert`` and its ``key``.
+
+    The paths are made absolute (each ``mariadbd`` runs in its node directory) and kept in
+    ``sandbox.json``, so a node restarted later uses the same files.
+    :func:`orchestrator_api.sandbox.tls.check_files` checks them before anything starts.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):
+            object.__setattr__(self, name, Path(getattr(self, name)).absolute())
+
+
+@dataclass(frozen=True, kw_only=True)
 class SandboxOptions:
     """How to build a sandbox. Invalid values raise :class:`SandboxError` at construction."""
 
@@ -66,6 +85,7 @@ class SandboxOptions:
     base_port: int
     chain: bool = False
     semi_sync: bool = False
+    tls: SandboxTLS | None = None
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -197,6 +217,13 @@ def render_my_cnf(
         "table-definition-cache=400",
         "thread-cache-size=4",
     ]
+    if options.tls is not None:
+        lines += [
+            "# TLS for clients and for the replicas of this node (`sandbox up --ssl-*`)",
+            f"ssl-ca={options.tls.ca}",
+            f"ssl-cert={options.tls.cert}",
+            f"ssl-key={options.tls.key}",
+        ]
     if options.semi_sync:
         lines += [
             "rpl-semi-sync-master-enabled=ON",
@@ -216,14 +243,30 @@ def render_my_cnf(
     return "\n".join(lines)
 
 
-def change_master_sql(source_port: int) -> str:
-    """``CHANGE MASTER TO`` for a replica of the node on ``source_port`` (GTID, fast retry)."""
-    return (
+def change_master_sql(source_port: int, tls: SandboxTLS | None = None) -> str:
+    """``CHANGE MASTER TO`` for a replica of the node on ``source_port`` (GTID, fast retry).
+
+    With ``tls`` the replica connects over TLS and verifies its source's certificate (chain to
+    the CA, and 127.0.0.1 in its names). MariaDB keeps these settings through a later
+    ``CHANGE MASTER TO master_host=...``, so a replica moved by a recovery stays on TLS.
+    """
+    sql = (
         f"CHANGE MASTER TO master_host='{HOST}', master_port={source_port}, "
         f"master_user='{REPLICATION_USER}', master_password='{REPLICATION_PASSWORD}', "
         "master_use_gtid=slave_pos, master_connect_retry=1, "
         f"master_heartbeat_period={HEARTBEAT_PERIOD_S}"
     )
+    if tls is not None:
+        sql += (
+            f", master_ssl=1, master_ssl_ca={_sql_string(str(tls.ca))}, "
+            "master_ssl_verify_server_cert=1"
+        )
+    return sql
+
+
+def _sql_string(text: str) -> str:
+    """``text`` as a quoted SQL string literal (a file path may hold a quote)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def master_setup_sql() -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator_api.sandbox.config import MANIFEST_NAME, NodeLayout, SandboxOptions
+from orchestrator_api.sandbox.config import MANIFEST_NAME, NodeLayout, SandboxOptions, SandboxTLS
 from orchestrator_shared.errors import SandboxError
 
 FORMAT = 1
@@ -39,6 +39,7 @@ def write(manifest: Manifest) -> None:
             "base_port": manifest.options.base_port,
             "chain": manifest.options.chain,
             "semi_sync": manifest.options.semi_sync,
+            "tls": _tls_document(manifest.options.tls),
         },
         "mariadbd": str(manifest.mariadbd),
         "version": manifest.version,
@@ -80,7 +81,7 @@ def read(directory: Path) -> Manifest:
     try:
         if document["format"] != FORMAT:
             raise SandboxError(f"{path}: unsupported format {document['format']!r}")
-        options = SandboxOptions(**document["options"])
+        options = _options(document["options"])
         nodes = document["nodes"]
         layouts = [
             NodeLayout(
@@ -104,3 +105,21 @@ def read(directory: Path) -> Manifest:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SandboxError(f"{path} is not a sandbox manifest: {exc!r}") from exc
+
+
+def _tls_document(tls: SandboxTLS | None) -> dict[str, str] | None:
+    if tls is None:
+        return None
+    return {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)}
+
+
+def _options(document: dict[str, Any]) -> SandboxOptions:
+    """The options as written; a manifest from before TLS (no ``tls``) is a sandbox without."""
+    fields = dict(document)
+    tls = fields.pop("tls", None)
+    return SandboxOptions(
+        **fields,
+        tls=None
+        if tls is None
+        else SandboxTLS(ca=Path(tls["ca"]), cert=Path(tls["cert"]), key=Path(tls["key"])),
+    )

@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 
 from orchestrator_api.sandbox.client import NodeSession
-from orchestrator_api.sandbox.config import NodeLayout, change_master_sql, master_setup_sql
+from orchestrator_api.sandbox.config import (
+    NodeLayout,
+    SandboxTLS,
+    change_master_sql,
+    master_setup_sql,
+)
 from orchestrator_shared.errors import SandboxError
 
 POLL_S = 0.05
@@ -23,10 +28,11 @@ def set_up_master(master: NodeLayout) -> None:
             session.rows(statement)
 
 
-def attach(replica: NodeLayout, source: NodeLayout) -> None:
-    """Point ``replica`` at ``source`` with GTID (``slave_pos``) and start replicating."""
+def attach(replica: NodeLayout, source: NodeLayout, tls: SandboxTLS | None = None) -> None:
+    """Point ``replica`` at ``source`` with GTID (``slave_pos``), over TLS when ``tls`` is
+    given, and start replicating."""
     with _session(replica) as session:
-        session.rows(change_master_sql(source.port))
+        session.rows(change_master_sql(source.port, tls))
         session.rows("START SLAVE")
 
 

@@ -24,6 +24,7 @@ from orchestrator_api.sandbox.config import (
     PASSWORDS,
     NodeLayout,
     SandboxOptions,
+    SandboxTLS,
     node_layouts,
     render_my_cnf,
     socket_dir,
@@ -36,6 +37,7 @@ from orchestrator_api.sandbox.template import (
     find_binaries,
     tail,
 )
+from orchestrator_api.sandbox.tls import check_files
 from orchestrator_shared.errors import SandboxError
 
 _POLL_S = 0.05
@@ -98,16 +100,23 @@ class Sandbox:
         base_port: int,
         chain: bool = False,
         semi_sync: bool = False,
+        tls: SandboxTLS | None = None,
         parent_death_signal: bool = False,
         timeout: float = START_TIMEOUT_S,
     ) -> Sandbox:
         """Build and start a sandbox in ``directory``; return once every replica caught up.
 
-        ``parent_death_signal`` makes every ``mariadbd`` get SIGKILL when the calling process
-        dies (test fixtures: a killed pytest leaves no orphans); without it the nodes outlive
-        the caller (the CLI). Raises :class:`SandboxError` (nothing left running) on failure.
+        ``tls``: every node serves TLS with these files and the replicas replicate over
+        verified TLS (checked before anything starts). ``parent_death_signal`` makes every
+        ``mariadbd`` get SIGKILL when the calling process dies (test fixtures: a killed
+        pytest leaves no orphans); without it the nodes outlive the caller (the CLI). Raises
+        :class:`SandboxError` (nothing left running) on failure.
         """
-        options = SandboxOptions(nodes=nodes, base_port=base_port, chain=chain, semi_sync=semi_sync)
+        options = SandboxOptions(
+            nodes=nodes, base_port=base_port, chain=chain, semi_sync=semi_sync, tls=tls
+        )
+        if tls is not None:
+            check_files(tls)
         binaries = find_binaries()
         directory = directory.resolve()
         layouts = node_layouts(directory, options)
@@ -157,6 +166,11 @@ class Sandbox:
         self.down()
 
     # ---- what it is -----------------------------------------------------------------------
+
+    @property
+    def tls(self) -> SandboxTLS | None:
+        """The files the nodes serve TLS with; None for a sandbox without TLS."""
+        return self.options.tls
 
     @property
     def nodes(self) -> list[SandboxNode]:
@@ -244,10 +258,16 @@ class Sandbox:
         self._set_pid(index, None)
 
     def start(self, index: int, *, timeout: float = START_TIMEOUT_S) -> None:
-        """Start a stopped node on its datadir; a replica resumes replicating by itself."""
+        """Start a stopped node on its datadir; a replica resumes replicating by itself.
+
+        With TLS the files are checked again first (one may have been removed or replaced
+        since ``up``): one line naming the file rather than a node that does not start or
+        replicas that cannot connect to it."""
         layout = self._layout(index)
         if self.is_running(index):
             raise SandboxError(f"node {index} ({layout.key}) is already running")
+        if self.tls is not None:
+            check_files(self.tls)
         if _is_port_in_use(layout.port):
             raise SandboxError(f"port {layout.port} (node {index}) is already in use")
         socket_dir(self.directory).mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -350,7 +370,7 @@ class Sandbox:
         for layout in self._layouts:
             source = self.options.source_index(layout.index)
             if source is not None:
-                replication.attach(layout, self._layouts[source])
+                replication.attach(layout, self._layouts[source], self.options.tls)
                 source_layout = self._layouts[source]
                 semi_sync_clients[source_layout] = semi_sync_clients.get(source_layout, 0) + 1
         replication.wait_caught_up(self._layouts[0], self._layouts[1:], deadline=deadline)
