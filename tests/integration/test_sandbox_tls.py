@@ -218,9 +218,10 @@ def test_the_whole_stack_discovers_and_takes_over_over_tls(
     instance = api_get(stack, f"/api/instance/127.0.0.1/{sandbox.node(2).port}")
     assert instance["IsLastCheckValid"], instance
     take_over_to_node_1(stack, capsys)  # the recovery workers connect as the X509 user
-    for index in (2, 3):
+    for index in (0, 2, 3):  # moved: kept by the move; the demoted master 0: copied to it
         moved = replica_status(sandbox, index)
-        assert moved is not None and moved["Master_SSL_Allowed"] == "Yes"  # kept by the move
+        assert moved is not None and moved["Master_SSL_Allowed"] == "Yes"
+        assert moved["Master_SSL_Verify_Server_Cert"] == "Yes"
     master_shown(stack, 1)
     assert cli(stack, capsys, "-c", "start-replica", "-i", sandbox.node(0).key)[0] == 0
     star_of(sandbox, 1)
