@@ -31,7 +31,7 @@ from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.live import LiveHub
 from orchestrator_api.store import Store, open_store
-from orchestrator_api.store.consumer import ConsumerMetrics, StoreConsumer
+from orchestrator_api.store.consumer import ConsumerMetrics, StoreConsumer, durable_prefix
 from orchestrator_api.store.mysql import MySQLBackend
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_recovery.control import OperatorState
@@ -91,6 +91,7 @@ async def serve(settings: Settings) -> None:
         consumer = StoreConsumer(
             store,
             subjects,
+            durable_prefix=durable_prefix(await store.identity()),
             events_retention_days=settings.EventsRetentionDays,
             lost_downtime=timedelta(seconds=settings.LostInRecoveryDowntimeSeconds),
         )

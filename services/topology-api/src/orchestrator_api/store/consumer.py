@@ -28,11 +28,11 @@ consumer publishes ``orchestrator.v1.store.changed`` (core NATS, :class:`StoreCh
 clusters and instances just committed), so that every API process, not only the one that
 wrote this batch, can tell its live-stream clients (:mod:`orchestrator_api.live`).
 
-The consumers are durable and named, so a restarted API resumes where it stopped. Replicas
-sharing one PostgreSQL database share the durable names (each message is written by one of
-them); each SQLite file needs its own ``durable_prefix``. NATS outages are ridden out: the
-client reconnects forever, and any other JetStream error rebuilds the subscription (creating
-the streams and consumers again if the server lost them).
+The consumers are durable and named after the store (:func:`durable_prefix`), so a restarted
+API resumes where it stopped, replicas sharing one PostgreSQL or MySQL database share the
+names (each message is written by one of them), and each SQLite file gets every message. NATS
+outages are ridden out: the client reconnects forever, and any other JetStream error rebuilds
+the subscription (creating the streams and consumers again if the server lost them).
 
 Acks are sent after the write, so a message may be written twice (a crash between the two):
 snapshot writes are idempotent, an audit entry may then appear twice.
@@ -104,6 +104,15 @@ class ConsumerStats:
     failed_writes: int = 0
     resubscribes: int = 0
     loop_failures: int = 0  # unexpected errors in a consumer loop (it carries on)
+
+
+def durable_prefix(store_identity: str) -> str:
+    """The durable consumers' names follow the store: processes writing one database share
+    them (each message is written once), processes with databases of their own (SQLite files)
+    each get every message. A store made before identities existed keeps the old names."""
+    if not store_identity:
+        return DEFAULT_DURABLE_PREFIX
+    return f"{DEFAULT_DURABLE_PREFIX}-{store_identity}"
 
 
 class ConsumerMetrics(Collector):

@@ -248,7 +248,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX analysis_changelog_at ON analysis_changelog (at)",
         ),
     ),
+    Migration(
+        5,
+        "store identity (the bus consumers' names follow it)",
+        (
+            # One row, written by ``migrate``: a new store gets a random id, a store made by an
+            # earlier release '' (it keeps the consumer names it had).
+            """CREATE TABLE store_identity (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                store_id {key} NOT NULL
+            )""",
+        ),
+    ),
 )
+STORE_IDENTITY = 5
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

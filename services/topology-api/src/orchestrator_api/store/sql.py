@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from orchestrator_api.store.models import (
 from orchestrator_api.store.schema import (
     LATEST_VERSION,
     SCHEMA_VERSION_TABLE,
+    STORE_IDENTITY,
     pending,
     render,
 )
@@ -79,9 +81,13 @@ async def migrate(driver: Driver) -> int:
                 f"the database has schema version {newest}, newer than this release knows "
                 f"({LATEST_VERSION}); upgrade orchestrator"
             )
+        fresh = not applied
         for migration in pending(applied):
             for statement in migration.statements:
                 await tx.execute(render(statement, driver.dialect))
+            if migration.version == STORE_IDENTITY:
+                identity = uuid.uuid4().hex[:16] if fresh else ""
+                await tx.execute("INSERT INTO store_identity VALUES (1, ?)", identity)
             await tx.execute(
                 "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                 migration.version,
@@ -137,6 +143,12 @@ class SqlStore(TagStore, LineageStore, HistoryStore):
 
     async def ping(self) -> None:
         await self._driver.fetch("SELECT 1")
+
+    async def identity(self) -> str:
+        """This database's id: random, made with its schema; '' for one made by a release
+        before ids existed. Every process on this database sees the same one."""
+        rows = await self._driver.fetch("SELECT store_id FROM store_identity")
+        return str(rows[0][0]) if rows else ""
 
     # --- the cached view -------------------------------------------------------------------
     async def view(self) -> FleetView:
