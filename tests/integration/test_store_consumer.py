@@ -505,3 +505,30 @@ async def test_an_intermediate_master_recovery_renames_nothing_and_downtimes_onl
             ("db1:3306", "maintenance"),
             ("db4:3306", "lost-in-recovery"),
         ]
+
+
+async def test_a_snapshot_from_the_future_does_not_pin_stale_state(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    """A discovery clock an hour ahead (or a forged time): its snapshot is taken as probed
+    when the stream stored it, so the honest one published after it still wins; the skew is
+    measured (issue 13 §5)."""
+    now = datetime.now(UTC)
+    ahead = snapshot("db1:3306", checked_at=now + timedelta(hours=1), version="10.11.5-MariaDB")
+    honest = snapshot("db1:3306", checked_at=now + timedelta(seconds=1), version="10.11.6-MariaDB")
+    async with publisher(nats_server.url) as bus, consuming(store, nats_server.url) as consumer:
+        await bus.publish_snapshot(ahead)
+        await eventually(has(store, "db1:3306"))
+        assert consumer.stats.clock_skew_seconds > 3500
+        stored = await store.get_instance(InstanceKey.parse("db1:3306"))
+        assert stored is not None and stored.snapshot.probe.checked_at < now + timedelta(minutes=1)
+
+        await asyncio.sleep(1.1)  # the honest probe comes after the stream stored the other
+        await bus.publish_snapshot(honest)
+
+        async def honest_one_stored() -> bool:
+            node = await store.get_instance(InstanceKey.parse("db1:3306"))
+            return node is not None and node.snapshot.version == "10.11.6-MariaDB"
+
+        await eventually(honest_one_stored)
+        assert abs(consumer.stats.clock_skew_seconds) < 5

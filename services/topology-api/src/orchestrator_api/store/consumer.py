@@ -58,7 +58,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from orchestrator_api.store import Store
@@ -67,6 +67,7 @@ from orchestrator_api.store.recoveries import apply_recovery_events, aware
 from orchestrator_api.store.upkeep import ViewUpkeep
 from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
 from orchestrator_shared.bus import StoreChanged, Subjects, UnreachableEvent
+from orchestrator_shared.clock_skew import REPORTED_SKEW_SECONDS, bounded_by_arrival, skew_seconds
 from orchestrator_shared.dead_letters import ensure_dead_letters_stream, keep_dead_letter, one_line
 from orchestrator_shared.errors import BusError, StoreError
 from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent
@@ -92,6 +93,7 @@ JETSTREAM_TIMEOUT_SECONDS = 2.0
 # process before it can be refused (refusals terminate at once; an outage spends none)
 MAX_DELIVER = 10
 DEAD_LETTER_SERVICE = "topology-api"
+SKEW_REPORT_INTERVAL_SECONDS = 60.0  # one clock-skew warning a minute at most
 
 
 @dataclass(slots=True)
@@ -104,6 +106,7 @@ class ConsumerStats:
     failed_writes: int = 0
     resubscribes: int = 0
     loop_failures: int = 0  # unexpected errors in a consumer loop (it carries on)
+    clock_skew_seconds: float = 0.0  # the last snapshot's probe time minus the stream's stamp
 
 
 def durable_prefix(store_identity: str) -> str:
@@ -121,7 +124,7 @@ class ConsumerMetrics(Collector):
     def __init__(self, stats: ConsumerStats) -> None:
         self._stats = stats
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         stats = self._stats
         for name, help_text, value in (
             ("snapshots_written", "Snapshots written to the store", stats.snapshots_written),
@@ -138,6 +141,12 @@ class ConsumerMetrics(Collector):
             ),
         ):
             yield CounterMetricFamily(f"orchestrator_api_{name}", help_text, value=value)
+        yield GaugeMetricFamily(
+            "orchestrator_api_snapshot_clock_skew_seconds",
+            "The last snapshot's probe time minus when NATS stored it (discovery's clock ahead "
+            "of the NATS server's when positive)",
+            value=stats.clock_skew_seconds,
+        )
 
 
 class StoreConsumer:
@@ -170,6 +179,7 @@ class StoreConsumer:
         self._nc: Client | None = None
         self.stats = ConsumerStats()
         self._upkeep = ViewUpkeep(store)
+        self._skew_reported_until = 0.0
 
     async def connect(
         self,
@@ -303,12 +313,34 @@ class StoreConsumer:
         return parsed
 
     async def _write_snapshots(self, messages: Sequence[Msg]) -> None:
-        parsed = await self._parse(messages, InstanceSnapshot.from_json)
+        parsed = [
+            (msg, self._on_the_streams_clock(msg, snapshot))
+            for msg, snapshot in await self._parse(messages, InstanceSnapshot.from_json)
+        ]
         written = await self._write(parsed, self._store.write_batch)
         self.stats.snapshots_written += written
         if written:
             await self._upkeep.check()
             await self._announce([snapshot.instance_key for _, snapshot in parsed])
+
+    def _on_the_streams_clock(self, msg: Msg, snapshot: InstanceSnapshot) -> InstanceSnapshot:
+        """The snapshot's times bounded by when the stream stored it (a discovery clock
+        ahead, or a forged future time, must not pin stale state); the skew recorded."""
+        try:
+            stored_at = msg.metadata.timestamp
+        except (NatsError, ValueError, IndexError):
+            return snapshot  # not a JetStream message (never on this consumer)
+        skew = skew_seconds(snapshot, stored_at)
+        self.stats.clock_skew_seconds = skew
+        if abs(skew) > REPORTED_SKEW_SECONDS and time.monotonic() >= self._skew_reported_until:
+            self._skew_reported_until = time.monotonic() + SKEW_REPORT_INTERVAL_SECONDS
+            log.warning(
+                "clock skew: %s was probed %+.1f s from when NATS stored it (discovery's and "
+                "the NATS server's clocks differ; keep them in sync with NTP)",
+                snapshot.key,
+                skew,
+            )
+        return bounded_by_arrival(snapshot, stored_at)
 
     async def _announce(self, keys: Sequence[InstanceKey]) -> None:
         """Tell every API process that these snapshots are committed (best-effort: a lost
