@@ -60,3 +60,44 @@ async def test_the_feed_loads_the_fleet_then_follows_it(nats_server: harness.Nat
                 await feed
         await nc.close()
         await bus.close()
+
+
+async def test_garbage_and_a_clock_ahead_do_not_stop_or_pin_the_feed(
+    nats_server: harness.NatsLike,
+) -> None:
+    """Issue 13 §1 and §5 for the worker's feed: an unreadable snapshot is skipped and
+    counted, the feed goes on; a snapshot probed an hour "later" than NATS stored it is
+    taken as probed when stored, so the honest one after it replaces it."""
+    subjects = Subjects()
+    bus = NatsBus(subjects, events_retention_days=1)
+    await bus.connect([nats_server.url], name="test-discovery")
+    nc = await nats.connect(nats_server.url)
+    state = FleetState()
+    fleet_feed = FleetFeed(nc, subjects, state)
+    feed = asyncio.create_task(fleet_feed.run())
+    db1 = InstanceKey("db1", 3306)
+    try:
+        async with asyncio.timeout(5):
+            await state.loaded.wait()
+        await nc.jetstream().publish(subjects.snapshot(InstanceKey("db9", 3306)), b"\x00 not json")
+        now = datetime.now(UTC)
+        ahead = snapshot("db1:3306", checked_at=now + timedelta(hours=1), version="10.11.5")
+        await bus.publish_snapshot(ahead)
+        async with asyncio.timeout(5):
+            while db1 not in state.snapshots:
+                await state.wait_changed(0.1)
+        assert state.snapshots[db1].probe.checked_at < now + timedelta(minutes=1)
+        assert fleet_feed.refused == 1
+
+        await asyncio.sleep(0.2)
+        await bus.publish_snapshot(snapshot("db1:3306", checked_at=datetime.now(UTC)))
+        async with asyncio.timeout(5):
+            while state.snapshots[db1].version == "10.11.5":
+                await state.wait_changed(0.1)
+        assert not feed.done()
+    finally:
+        feed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feed
+        await nc.close()
+        await bus.close()

@@ -24,9 +24,10 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import Error as JetStreamError
-from pydantic import ValidationError
 
 from orchestrator_shared.bus import EVENTS_STREAM, SNAPSHOTS_STREAM, Subjects
+from orchestrator_shared.clock_skew import bounded_by_arrival
+from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot
 
@@ -82,6 +83,7 @@ class FleetFeed:
         self._nc = nc
         self._subjects = subjects
         self._state = state
+        self.refused = 0  # snapshots that could not be read (logged, skipped)
 
     async def run(self) -> None:
         """Follow both streams until cancelled, subscribing again after bus errors."""
@@ -144,9 +146,16 @@ class FleetFeed:
                 self._state.forget(self._subjects.key_of_snapshot_subject(msg.subject))
             return
         try:
-            self._state.put(InstanceSnapshot.from_json(msg.data))
-        except ValidationError as exc:
-            log.warning("fleet feed: unreadable snapshot on %s skipped: %s", msg.subject, exc)
+            snapshot = InstanceSnapshot.from_json(msg.data)
+        except Exception as exc:  # whatever a malformed message makes the parser raise
+            self.refused += 1
+            log.error("fleet feed: unreadable snapshot on %s skipped: %s", msg.subject,
+                      one_line(exc))  # fmt: skip
+            return
+        with contextlib.suppress(NatsError, ValueError, IndexError):
+            # a probe time after the stream stored it is a clock ahead (or forged): bounded
+            snapshot = bounded_by_arrival(snapshot, msg.metadata.timestamp)
+        self._state.put(snapshot)
 
     async def _take_unreachable(self, msg: Msg) -> None:
         try:
