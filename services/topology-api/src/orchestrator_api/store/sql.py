@@ -60,6 +60,8 @@ VIEW_RECHECK_SECONDS = 0.02
 # discovery was told to forget it) is ignored for this long after the forget, so a forget is not
 # undone at once by the last poll before it.
 FORGET_GUARD_SECONDS = 60.0
+# while the database is down, how often a read asks it again (else: the view in memory)
+OUTAGE_RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class SqlStore(TagStore, LineageStore, HistoryStore):
         self._cached: _Cached | None = None
         self._refresh_lock = asyncio.Lock()
         self._checked_at = -math.inf  # when the stored generation was last compared
+        self._serving_from_memory = False  # the database failed the last generation check
         # (generation, forget epoch) a snapshot write in progress will install its view as
         self._installing: tuple[int, int] | None = None
         # instances this process forgot, and when (Unix seconds): see FORGET_GUARD_SECONDS
@@ -158,7 +161,21 @@ class SqlStore(TagStore, LineageStore, HistoryStore):
         if cached is not None and time.monotonic() - self._checked_at < VIEW_RECHECK_SECONDS:
             return cached.view
         self._checked_at = time.monotonic()
-        state = await self._driver.fetch("SELECT generation, forget_epoch FROM store_state")
+        try:
+            state = await self._driver.fetch("SELECT generation, forget_epoch FROM store_state")
+        except StoreError as exc:
+            if cached is None:
+                raise
+            # The database is down: the fleet as last read (what discovery reported then)
+            # beats no answer; ask again in a second, not on every read.
+            self._checked_at += OUTAGE_RECHECK_SECONDS - VIEW_RECHECK_SECONDS
+            if not self._serving_from_memory:
+                self._serving_from_memory = True
+                log.warning("store unavailable, serving the fleet from memory: %s", exc)
+            return cached.view
+        if self._serving_from_memory:
+            self._serving_from_memory = False
+            log.info("store available again")
         generation, epoch = int(state[0][0]), int(state[0][1])
         cached = self._cached
         if cached is not None and (cached.generation, cached.forget_epoch) == (generation, epoch):
