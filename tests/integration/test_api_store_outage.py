@@ -7,76 +7,51 @@ appear."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 
-from orchestrator_shared.bus import Subjects
 from tests import harness
-from tests.harness.ports import free_port
+from tests.integration.api_process import instances_shown, launch_api, publish_snapshots
 from tests.integration.test_recovery_stack import wait_until
-from tests.integration.test_stack import start, stop
-from tests.integration.test_store import snapshot
+from tests.integration.test_stack import stop
 
 pytestmark = pytest.mark.integration
-
-SUBJECTS = Subjects()
-
-
-async def publish(nats_url: str, *keys: str) -> None:
-    client = await nats.connect(nats_url)
-    try:
-        js = client.jetstream()
-        for key in keys:
-            snap = snapshot(key)
-            await js.publish(SUBJECTS.snapshot(snap.instance_key), snap.to_json())
-    finally:
-        await client.close()
-
-
-def shown(url: str) -> set[str]:
-    answer = httpx.get(f"{url}/api/all-instances", timeout=5)
-    assert answer.status_code == 200, answer.text
-    return {f"{i['Key']['Hostname']}:{i['Key']['Port']}" for i in answer.json()}
 
 
 async def test_reads_survive_a_postgres_outage_and_writes_catch_up(
     nats_server: harness.NatsLike, postgres_cluster: harness.PostgresLike, tmp_path: Path
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     config = {
         "NATSServers": [nats_server.url],
         "BackendDB": "postgres",
         "PostgreSQLDSN": postgres_cluster.dsn,
-        "ListenAddress": f"127.0.0.1:{port}",
     }
-    process: subprocess.Popen[bytes] = start("orchestrator_api.main", config, tmp_path)
+    process, url = launch_api(config, tmp_path)
     try:
-        wait_until(lambda: httpx.get(f"{url}/api/health", timeout=2).status_code == 200,
-                   timeout=30, what="the API up")  # fmt: skip
-        await publish(nats_server.url, "db1:3306", "db2:3306")
+        await publish_snapshots(nats_server.url, "db1:3306", "db2:3306")
         await asyncio.to_thread(
-            wait_until, lambda: shown(url) == {"db1:3306", "db2:3306"}, timeout=20, what="fleet"
+            wait_until,
+            lambda: instances_shown(url) == {"db1:3306", "db2:3306"},
+            timeout=20,
+            what="fleet",
         )
 
         await asyncio.to_thread(postgres_cluster.stop)
         # the topology from memory; what needs the database: a clear 503
-        assert await asyncio.to_thread(shown, url) == {"db1:3306", "db2:3306"}
+        assert await asyncio.to_thread(instances_shown, url) == {"db1:3306", "db2:3306"}
         audit = await asyncio.to_thread(httpx.get, f"{url}/api/audit", timeout=10)
         assert audit.status_code == 503, audit.text
         assert audit.json()["Message"].startswith("storage unavailable"), audit.text
         health = (await asyncio.to_thread(httpx.get, f"{url}/api/health", timeout=10)).json()
         assert health["Code"] == "ERROR", health
-        await publish(nats_server.url, "db3:3306")  # arrives while the database is down
+        await publish_snapshots(nats_server.url, "db3:3306")  # arrives while the database is down
 
         await asyncio.to_thread(postgres_cluster.start)
         await asyncio.to_thread(
             wait_until,
-            lambda: shown(url) == {"db1:3306", "db2:3306", "db3:3306"},
+            lambda: instances_shown(url) == {"db1:3306", "db2:3306", "db3:3306"},
             timeout=30,
             what="the snapshot published during the outage written and shown",
         )

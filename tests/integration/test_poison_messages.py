@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,9 @@ from orchestrator_shared.events import (
 )
 from tests import harness
 from tests.harness.ports import free_port
+from tests.integration.api_process import launch_api, metric
 from tests.integration.test_recovery_stack import wait_until
-from tests.integration.test_stack import start, stop
+from tests.integration.test_stack import stop
 from tests.integration.test_store import snapshot
 
 pytestmark = pytest.mark.integration
@@ -78,32 +78,16 @@ async def jetstream(url: str) -> AsyncIterator[Any]:
         await client.close()
 
 
-def api_process(nats_url: str, tmp_path: Path, port: int) -> Callable[[], subprocess.Popen[bytes]]:
-    config = {
-        "NATSServers": [nats_url],
-        "ListenAddress": f"127.0.0.1:{port}",
-        "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
-    }
-    return lambda: start("orchestrator_api.main", config, tmp_path)
-
-
-def metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not on /metrics")
-
-
 async def test_poison_messages_are_refused_kept_and_never_come_back(
     nats_server: harness.NatsLike, tmp_path: Path
 ) -> None:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    launch = api_process(nats_server.url, tmp_path, port)
-    process = launch()
+    config = {
+        "NATSServers": [nats_server.url],
+        "SQLite3DataFile": str(tmp_path / "orchestrator.sqlite3"),
+    }
+    process, url = launch_api(config, tmp_path, port=port)
     try:
-        wait_until(lambda: httpx.get(f"{url}/api/health", timeout=2).status_code == 200,
-                   timeout=30, what="the API up")  # fmt: skip
         async with jetstream(nats_server.url) as js:
             for subject, payload in poison():
                 await js.publish(subject, payload)
@@ -142,10 +126,8 @@ async def test_poison_messages_are_refused_kept_and_never_come_back(
     assert code == 0, output[-3000:]
 
     # a restart: none of them is delivered again, the good one is still there
-    process = launch()
+    process, url = launch_api(config, tmp_path, port=port)
     try:
-        wait_until(lambda: httpx.get(f"{url}/api/health", timeout=2).status_code == 200,
-                   timeout=30, what="the API up again")  # fmt: skip
         await asyncio.sleep(2)  # time for anything left unacknowledged to come back
         assert metric(url, "orchestrator_api_bus_messages_refused_total") == 0
         answer = await asyncio.to_thread(httpx.get, f"{url}/api/instance/db1/3306", timeout=2)

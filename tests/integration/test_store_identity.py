@@ -15,18 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-import nats
 import pytest
 
 from orchestrator_api.store import open_store
 from orchestrator_api.store.consumer import DEFAULT_DURABLE_PREFIX, durable_prefix
 from orchestrator_shared.bus import Subjects
 from tests import harness
-from tests.harness.ports import free_port
+from tests.integration.api_process import (
+    instances_shown,
+    launch_api,
+    metric,
+    publish_snapshots,
+)
 from tests.integration.test_recovery_stack import wait_until
-from tests.integration.test_stack import start, stop
-from tests.integration.test_store import snapshot
+from tests.integration.test_stack import stop
 
 pytestmark = pytest.mark.integration
 
@@ -34,40 +36,8 @@ SUBJECTS = Subjects()
 FLEET = [f"db{n}:3306" for n in range(1, 21)]
 
 
-def launch(config: dict[str, Any], directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    process = start(
-        "orchestrator_api.main", {**config, "ListenAddress": f"127.0.0.1:{port}"}, directory
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/api/health", timeout=2).status_code == 200,
-               timeout=30, what=f"the API on {port} up")  # fmt: skip
-    return process, url
-
-
-def instances_shown(url: str) -> set[str]:
-    answer = httpx.get(f"{url}/api/all-instances", timeout=5)
-    answer.raise_for_status()
-    return {f"{i['Key']['Hostname']}:{i['Key']['Port']}" for i in answer.json()}
-
-
 def snapshots_written(url: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith("orchestrator_api_snapshots_written_total "):
-            return float(line.split()[1])
-    raise AssertionError("orchestrator_api_snapshots_written_total not on /metrics")
-
-
-async def publish_fleet(url: str) -> None:
-    client = await nats.connect(url)
-    try:
-        js = client.jetstream()
-        for key in FLEET:
-            snap = snapshot(key)
-            await js.publish(SUBJECTS.snapshot(snap.instance_key), snap.to_json())
-    finally:
-        await client.close()
+    return metric(url, "orchestrator_api_snapshots_written_total")
 
 
 def two_apis(
@@ -75,7 +45,7 @@ def two_apis(
 ) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     processes, urls = [], []
     for n, config in enumerate(configs):
-        process, url = launch({"NATSServers": [nats_url], **config}, tmp_path / f"api-{n}")
+        process, url = launch_api({"NATSServers": [nats_url], **config}, tmp_path / f"api-{n}")
         processes.append(process)
         urls.append(url)
     return processes, urls
@@ -91,7 +61,7 @@ async def test_apis_with_their_own_sqlite_files_each_get_every_snapshot(
     configs = [{"SQLite3DataFile": str(tmp_path / f"api-{n}.sqlite3")} for n in (0, 1)]
     processes, urls = two_apis(configs, tmp_path, nats_server.url)
     try:
-        await publish_fleet(nats_server.url)
+        await publish_snapshots(nats_server.url, *FLEET)
         await asyncio.to_thread(
             wait_until, everything_shown_by(urls), timeout=20, what="both APIs show the fleet"
         )
@@ -107,7 +77,7 @@ async def test_apis_sharing_postgres_share_the_work(
     config = {"BackendDB": "postgres", "PostgreSQLDSN": postgres_db.dsn}
     processes, urls = two_apis([config, config], tmp_path, nats_server.url)
     try:
-        await publish_fleet(nats_server.url)
+        await publish_snapshots(nats_server.url, *FLEET)
         await asyncio.to_thread(
             wait_until, everything_shown_by(urls), timeout=20, what="both APIs show the fleet"
         )
