@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from typing import Any
@@ -41,12 +42,29 @@ from orchestrator_api.http.request_guard import allowed_hosts
 from orchestrator_api.ui import routes as ui_routes
 from orchestrator_api.wire.timefmt import go_datetime
 from orchestrator_shared.bus import LeaderEvent
+from orchestrator_shared.redact import redact
 
 API_VERSION = "0.1.0"
 # what load balancers, kubelets and Prometheus ask for by address: served under any Host
 PROBE_PATHS = frozenset(
     {"/api/health", "/api/status", "/api/leader-check", "/api/_ping", "/api/lb-check", "/metrics"}
 )
+
+
+log = logging.getLogger(__name__)
+UNHEALTHY = "Application node is unhealthy: its store does not answer (see the API's log)"
+_last_store_error: list[str] = [""]
+
+
+def _unhealthy(exc: Exception) -> str:
+    """The health answer when the store fails: the status only. ``/api/health`` answers anyone
+    (load balancers, probes), and a database error names hosts, users, paths: it goes to the
+    log (redacted), once per distinct error rather than once per probe."""
+    text = redact(f"{type(exc).__name__}: {exc}")
+    if text != _last_store_error[0]:
+        _last_store_error[0] = text
+        log.warning("health: the store does not answer: %s", text)
+    return UNHEALTHY
 
 
 def create_app(
@@ -114,7 +132,8 @@ def create_app(
         try:
             await context.store.ping()
         except Exception as exc:
-            return wire.error_envelope(f"Application node is unhealthy: {exc}")
+            return wire.error_envelope(_unhealthy(exc))
+        _last_store_error[0] = ""  # answering again: the next failure is logged
         hostname = socket.gethostname()
         leader = context.leader.latest if context.leader is not None else None
         identity = leader.leader if leader is not None else None
