@@ -60,6 +60,7 @@ become a refused reply with their message)."""
 
 MAX_COMMANDS_IN_PROGRESS = 256  # commands one worker handles at once (docs/bus.md)
 
+
 class OperationLocks(Protocol):
     """Maintenance locks (:class:`orchestrator_recovery.maintenance.MaintenanceLocks`): every
     handler given as ``operations`` runs through ``guarded`` (it refuses an instance another
