@@ -8,6 +8,7 @@ service is told, so it can republish the latest snapshot of every instance.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -25,6 +26,7 @@ from orchestrator_shared.bus import (
     DISCOVERY_QUEUE_GROUP,
     EVENTS_STREAM,
     SNAPSHOTS_STREAM,
+    DiscoveryReply,
     Subjects,
     UnreachableEvent,
 )
@@ -178,8 +180,12 @@ class NatsBus:
                     await msg.respond(reply)
             except NatsError as exc:
                 log.warning("cannot answer a %s request: %s", verb, exc)
-            except Exception:  # never lose the slot; the handler itself never raises
+            except Exception as exc:  # a bug: still answered, never left to the caller's timeout
                 log.exception("answering a %s request failed", verb)
+                failed = DiscoveryReply(ok=False, verb=verb, error=f"discovery failed: {exc!r}")
+                if msg.reply:
+                    with contextlib.suppress(NatsError):
+                        await msg.respond(failed.to_json())
             finally:
                 slots.release()
 

@@ -45,6 +45,7 @@ from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
+from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError
 from orchestrator_shared.events import AuditEvent, RecoveryPhase
 from orchestrator_shared.host_policy import HostPolicy
@@ -180,7 +181,10 @@ class CommandResponder:
         try:
             request = CommandRequest.model_validate_json(msg.data)
         except ValidationError as exc:
-            reply = CommandReply(ok=False, operation=operation, error=f"bad request: {exc}")
+            # one line, without the values sent (the caller may show it as it is)
+            reply = CommandReply(
+                ok=False, operation=operation, error=f"bad request: {one_line(exc)}"
+            )
         else:
             refusal = self._verifier.refusal(msg.subject, request) or self._host_refusal(request)
             if refusal is not None:

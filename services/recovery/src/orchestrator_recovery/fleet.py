@@ -82,6 +82,9 @@ class FleetFeed:
         self._nc = nc
         self._subjects = subjects
         self._state = state
+        # messages skipped as unreadable (the feed's consumers are ordered and unacknowledged:
+        # a skipped message is never redelivered, so there is no dead letter to keep)
+        self.refused = 0
 
     async def run(self) -> None:
         """Follow both streams until cancelled, subscribing again after bus errors."""
@@ -145,13 +148,15 @@ class FleetFeed:
             return
         try:
             self._state.put(InstanceSnapshot.from_json(msg.data))
-        except ValidationError as exc:
+        except (ValidationError, ValueError) as exc:
+            self.refused += 1
             log.warning("fleet feed: unreadable snapshot on %s skipped: %s", msg.subject, exc)
 
     async def _take_unreachable(self, msg: Msg) -> None:
         try:
             key = InstanceKey.from_subject_token(msg.subject.rsplit(".", 1)[-1])
         except ValueError as exc:
+            self.refused += 1
             log.warning("fleet feed: bad unreachable subject %s: %s", msg.subject, exc)
             return
         self._state.mark_unreachable(key)
