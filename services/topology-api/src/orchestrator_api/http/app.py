@@ -53,18 +53,25 @@ PROBE_PATHS = frozenset(
 
 log = logging.getLogger(__name__)
 UNHEALTHY = "Application node is unhealthy: its store does not answer (see the API's log)"
-_last_store_error: list[str] = [""]
 
 
-def _unhealthy(exc: Exception) -> str:
-    """The health answer when the store fails: the status only. ``/api/health`` answers anyone
-    (load balancers, probes), and a database error names hosts, users, paths: it goes to the
-    log (redacted), once per distinct error rather than once per probe."""
-    text = redact(f"{type(exc).__name__}: {exc}")
-    if text != _last_store_error[0]:
-        _last_store_error[0] = text
-        log.warning("health: the store does not answer: %s", text)
-    return UNHEALTHY
+class StoreErrors:
+    """The health answer when the store fails says only that: ``/api/health`` answers anyone
+    (load balancers, probes), and a database error names hosts, users, paths. The text goes to
+    the log (redacted), once per distinct error rather than once per probe."""
+
+    def __init__(self) -> None:
+        self._last = ""
+
+    def failed(self, exc: Exception) -> str:
+        text = redact(f"{type(exc).__name__}: {exc}")
+        if text != self._last:
+            self._last = text
+            log.warning("health: the store does not answer: %s", text)
+        return UNHEALTHY
+
+    def answered(self) -> None:
+        self._last = ""  # the next failure is logged again
 
 
 def create_app(
@@ -127,13 +134,15 @@ def create_app(
     # outermost: trailing slashes and URLPrefix, before anything routes the request
     app.add_middleware(PathNormalizer, prefix=context.settings.URLPrefix)
 
+    store_errors = StoreErrors()
+
     @app.get("/api/health")
     async def health(context: Context) -> dict[str, Any]:
         try:
             await context.store.ping()
         except Exception as exc:
-            return wire.error_envelope(_unhealthy(exc))
-        _last_store_error[0] = ""  # answering again: the next failure is logged
+            return wire.error_envelope(store_errors.failed(exc))
+        store_errors.answered()
         hostname = socket.gethostname()
         leader = context.leader.latest if context.leader is not None else None
         identity = leader.leader if leader is not None else None
