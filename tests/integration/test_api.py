@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +23,7 @@ from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.store import FailureDetection, RecoveryRecord, Store
+from orchestrator_api.store import FailureDetection, RecoveryRecord, Store, open_store
 from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
 from orchestrator_discovery.nats_bus import events_stream_config
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
@@ -222,6 +224,19 @@ async def test_bad_duration_and_rule(api: httpx.AsyncClient, star: Sandbox) -> N
     answer = await api.get(f"/api/begin-downtime/127.0.0.1/{port}/ceo/x/soon")
     assert answer.status_code == 400
     assert "invalid duration 'soon'" in answer.json()["Message"]
+    # past the bound, or too long to be a number of ours: a 400 that says so, never a 500
+    for duration, message in (
+        ("36501d", "at most 100 years"),
+        ("999999999999d", "at most 100 years"),
+        ("9" * 400 + "d", "expected e.g. 30s"),
+    ):
+        answer = await api.get(f"/api/begin-downtime/127.0.0.1/{port}/ceo/x/{duration}")
+        assert answer.status_code == 400, (duration, answer.text)
+        assert message in answer.json()["Message"]
+    for maintenance_id in ("\u00b2", "9" * 40):  # a superscript two: a digit, not a number
+        answer = await api.get(f"/api/end-maintenance/{maintenance_id}")
+        assert answer.status_code == 400, (maintenance_id, answer.text)
+        assert "invalid maintenance id" in answer.json()["Message"]
     answer = await api.get(f"/api/register-candidate/127.0.0.1/{port}/best")
     assert answer.status_code == 400
     assert "invalid promotion rule 'best'" in answer.json()["Message"]
@@ -478,3 +493,25 @@ async def test_operator_changes_reach_etcd_for_the_recovery_workers(
     finally:
         await reachable.close()
         await unreachable.close()
+
+
+async def test_health_keeps_the_store_error_out_of_the_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/api/health answers anyone: it says the store fails, the log says why."""
+    store = await open_store("sqlite", sqlite_path=tmp_path / "gone.sqlite3")
+    await store.close()  # every statement now fails
+    caplog.set_level(logging.WARNING, logger="orchestrator_api.http.app")
+    async with client_for(store) as client:
+        for _ in range(3):
+            answer = await client.get("/api/health")
+            assert answer.status_code == 200
+            body = answer.json()
+            assert body["Code"] == "ERROR"
+            assert body["Message"] == (
+                "Application node is unhealthy: its store does not answer (see the API's log)"
+            )
+        status = await client.get("/api/status")
+        assert status.status_code == 500 and status.json()["Message"] == body["Message"]
+    logged = [r for r in caplog.records if "the store does not answer" in r.getMessage()]
+    assert len(logged) == 1  # once per distinct error, not once per probe

@@ -24,6 +24,7 @@ import pytest
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.sandbox.client import NodeSession
 from orchestrator_api.sandbox.config import change_master_sql
+from orchestrator_recovery import operations_errant
 from orchestrator_recovery.operations import instance_operations
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
@@ -453,7 +454,9 @@ def drop_quietly(sandbox: Sandbox, index: int, name: str) -> None:
         session.rows(f"DROP DATABASE IF EXISTS {name}")
 
 
-async def test_locate_errant_then_inject_empty_on_the_master(clean: Sandbox) -> None:
+async def test_locate_errant_then_inject_empty_on_the_master(
+    clean: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sandbox, recorder = clean, Recorder([])
     with pytest.raises(OperationRefused, match="no errant-gtid on"):
         await run(recorder, "locate-gtid-errant", sandbox, 3)
@@ -468,6 +471,15 @@ async def test_locate_errant_then_inject_empty_on_the_master(clean: Sandbox) -> 
         located = await run(recorder, "locate-gtid-errant", sandbox, 3)
         assert located.message == "located errant GTID"
         assert located.details == logs[-2:]
+        # the binary logs are read in pages (FROM the last page's end): the same answer two
+        # events at a time; and an operation stops, saying so, past its bound of events read
+        monkeypatch.setattr(operations_errant, "BINLOG_PAGE", 2)
+        paged = await run(recorder, "locate-gtid-errant", sandbox, 3)
+        assert paged.details == located.details
+        monkeypatch.setattr(operations_errant, "MAX_BINLOG_EVENTS", 3)
+        with pytest.raises(OperationRefused, match="stopped after reading 3 binary log events"):
+            await run(recorder, "locate-gtid-errant", sandbox, 3)
+        monkeypatch.undo()
         errant = binlog_pos(sandbox, 3)
 
         # another replica with errant transactions of its own in the same domain would stop on

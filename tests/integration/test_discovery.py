@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import nats
 import pymysql
 import pytest
 from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy
 
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_discovery.main import build_service
@@ -32,7 +34,14 @@ from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_discovery.nats_bus import NatsBus
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_discovery.service import DiscoveryService
-from orchestrator_shared.bus import SNAPSHOTS_STREAM, Subjects, UnreachableEvent
+from orchestrator_shared.bus import (
+    EVENTS_STREAM,
+    SNAPSHOTS_STREAM,
+    DiscoveryReply,
+    DiscoveryVerb,
+    Subjects,
+    UnreachableEvent,
+)
 from orchestrator_shared.config import Settings
 from orchestrator_shared.gtid import MariaGtidPosition
 from orchestrator_shared.instance_key import InstanceKey
@@ -44,6 +53,7 @@ from tests.harness.ports import free_port
 pytestmark = pytest.mark.integration
 
 SUBJECTS = Subjects()
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TOPOLOGY_USER = {"MySQLTopologyUser": "orchestrator", "MySQLTopologyPassword": "orch_topology"}
 
 
@@ -554,3 +564,80 @@ def test_bad_config_stops_start_up_with_one_line(
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0] == f"orchestrator-discovery: bad configuration: {expected}"
+
+
+@asynccontextmanager
+async def blackhole() -> AsyncIterator[int]:
+    """A TCP listener on loopback that accepts and never says a word (a hung MySQL server);
+    its port. Connections are held open until the listener closes."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_a_hung_target_does_not_stall_other_requests(nats_server: NatsServer) -> None:
+    settings = settings_for(
+        nats_server.url,
+        [],
+        MySQLConnectTimeoutSeconds=8,
+        MySQLDiscoveryReadTimeoutSeconds=8,
+        EtcdLeaseTTLSeconds=10,
+        DiscoveryAllowedHostnameFilters=["127.0.0.1"],
+    )
+    async with (
+        blackhole() as port,
+        running_discovery(settings),
+        jetstream(nats_server.url) as (nc, _),
+    ):
+        hung = asyncio.create_task(
+            nc.request(
+                SUBJECTS.discovery(DiscoveryVerb.DISCOVER),
+                json.dumps({"key": f"127.0.0.1:{port}"}).encode(),
+                timeout=30,
+            )
+        )
+        await asyncio.sleep(0.5)  # the hung discover is being handled
+        started = time.monotonic()
+        forget = await nc.request(
+            SUBJECTS.discovery(DiscoveryVerb.FORGET),
+            json.dumps({"key": "127.0.0.1:1"}).encode(),
+            timeout=5,
+        )
+        assert time.monotonic() - started < 2
+        assert DiscoveryReply.model_validate_json(forget.data).ok
+        assert not hung.done()  # still waiting on the target that never answers
+        answer = DiscoveryReply.model_validate_json((await hung).data)
+        assert not answer.ok and answer.key == f"127.0.0.1:{port}", answer
+
+
+async def test_the_events_stream_is_bounded_in_bytes_the_oldest_dropped(
+    nats_server: NatsServer,
+) -> None:
+    bus = NatsBus(SUBJECTS, events_retention_days=1, events_max_bytes=1 << 20)
+    await bus.connect([nats_server.url], name="test-discovery")
+    try:
+        async with jetstream(nats_server.url) as (_, js):
+            config = (await js.stream_info(EVENTS_STREAM)).config
+            assert config.max_bytes == 1 << 20 and config.discard == DiscardPolicy.OLD
+            filler = "x" * 16_000
+            for n in range(100):  # about 1.6 MB of events
+                await bus.publish_unreachable(
+                    UnreachableEvent(
+                        key=f"db{n}:3306", detected_at=NOW, last_seen_at=None, error=filler
+                    )
+                )
+            state = (await js.stream_info(EVENTS_STREAM)).state
+            assert state.bytes <= 1 << 20
+            assert state.first_seq > 1 and state.last_seq == 100  # the oldest went first
+    finally:
+        await bus.close()

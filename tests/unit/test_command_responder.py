@@ -42,6 +42,7 @@ def responder(
     audits: list[AuditEvent] | None = None,
     verifier: CommandVerifier | None = None,
     hosts: HostPolicy | None = None,
+    max_in_progress: int = 256,
     **operations: Any,
 ) -> CommandResponder:
     async def guard() -> object:
@@ -62,6 +63,7 @@ def responder(
         verifier=verifier or CommandVerifier(KEY),
         audit=audit,
         hosts=hosts,
+        max_in_progress=max_in_progress,
     )
 
 
@@ -171,3 +173,35 @@ async def test_a_worker_without_a_key_refuses_unless_unsigned_commands_are_allow
 
 async def _ok(request: CommandRequest) -> CommandReply:
     return CommandReply(ok=True, operation=request.operation)
+
+
+async def test_past_its_bound_a_command_is_answered_busy_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: CommandRequest) -> CommandReply:
+        await release.wait()
+        return CommandReply(ok=True, operation=request.operation)
+
+    bounded = responder(max_in_progress=2, **{"stop-replica": slow})
+    msgs = [FakeMsg(CommandRequest(operation="stop-replica", instance=f"db:{n}")) for n in range(5)]
+    for msg in msgs:
+        await bounded._on_request(cast("Any", msg))
+    await asyncio.sleep(0)
+    assert [len(m.answers) for m in msgs] == [0, 0, 1, 1, 1]  # the last three at once
+    assert msgs[2].answers[0].error == (
+        "active recovery worker is busy: 2 commands in progress; try again"
+    )
+    assert bounded.busy_refusals == 3
+    busy_lines = [r for r in caplog.records if "commands in progress" in r.getMessage()]
+    assert len(busy_lines) == 1  # one line when the bound is reached, not one per command
+    release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [m.answers[0].ok for m in msgs[:2]] == [True, True]
+    late = FakeMsg(CommandRequest(operation="stop-replica", instance="db:9"))
+    await bounded._on_request(cast("Any", late))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert late.answers[0].ok  # room again

@@ -25,6 +25,7 @@ from orchestrator_recovery.operations_control_sql import (
 from orchestrator_recovery.operations_errant_sql import (
     PLACEHOLDER_STATEMENT,
     GtidState,
+    binlog_events_sql,
     errant_position,
     gtid_list_of,
     gtid_of_event,
@@ -32,6 +33,7 @@ from orchestrator_recovery.operations_errant_sql import (
     inject_sql,
     is_errant,
     list_position,
+    next_page_start,
     not_logged,
     parse_gtid_list,
     parse_gtid_state,
@@ -289,3 +291,13 @@ def test_would_break_a_replica_with_its_own_errant_transactions() -> None:
     why = would_break(injected, state("0-3-19"))
     assert why is not None and "0-3-19" in why and "0-4-19" in why
     assert would_break([G("1-4-3")], state("0-3-19")) is None  # another domain
+
+
+def test_binlog_events_are_always_read_with_a_limit_and_paged_by_position() -> None:
+    assert binlog_events_sql("b.000002", limit=10) == "SHOW BINLOG EVENTS IN 'b.000002' LIMIT 10"
+    assert (
+        binlog_events_sql("b.000002", limit=10, start=4711)
+        == "SHOW BINLOG EVENTS IN 'b.000002' FROM 4711 LIMIT 10"
+    )
+    assert next_page_start([{"End_log_pos": 256}, {"End_log_pos": "4711"}]) == 4711
+    assert next_page_start([]) is None

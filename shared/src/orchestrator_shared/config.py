@@ -164,6 +164,9 @@ class Settings(BaseModel):
     # New: how long a signed command stays valid after it was sent.
     CommandExpirySeconds: Annotated[float, Field(gt=0, le=600)] = 30
     EventsRetentionDays: PositiveInt = 7
+    # New: the byte bound of the events stream besides its age (docs/bus.md): past it the
+    # oldest events are dropped first, so a flood of events never fills NATS's disk.
+    EventsMaxBytes: Annotated[int, Field(ge=1 << 20)] = 1 << 30
     # New: etcd client URLs for the recovery leadership (issue 4); empty under `orchestrator up`
     # means a local etcd is started.
     EtcdEndpoints: tuple[str, ...] = ()

@@ -66,6 +66,7 @@ async def run(settings: Settings) -> None:
     bus = NatsBus(
         Subjects(settings.NATSSubjectPrefix),
         events_retention_days=settings.EventsRetentionDays,
+        events_max_bytes=settings.EventsMaxBytes,
         on_reconnect=on_reconnect,
     )
     async with AsyncExitStack() as stack:

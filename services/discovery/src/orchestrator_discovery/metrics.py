@@ -50,6 +50,13 @@ class DiscoveryMetrics:
             "Instances not contacted because DiscoveryAllowedHostnameFilters does not allow them",
             registry=self.registry,
         )
+        self.requests_refused = Counter(
+            "orchestrator_discovery_requests_refused",
+            "discover/refresh/forget requests refused, by reason (bad-request: unknown verb "
+            "or invalid instance key; host-refused: DiscoveryAllowedHostnameFilters)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.publish_failures = Counter(
             "orchestrator_discovery_publish_failures",
             "Messages that could not be published to NATS",

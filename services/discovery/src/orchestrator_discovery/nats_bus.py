@@ -7,6 +7,8 @@ service is told, so it can republish the latest snapshot of every instance.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -24,6 +26,7 @@ from orchestrator_shared.bus import (
     DISCOVERY_QUEUE_GROUP,
     EVENTS_STREAM,
     SNAPSHOTS_STREAM,
+    DiscoveryReply,
     Subjects,
     UnreachableEvent,
 )
@@ -36,6 +39,8 @@ from orchestrator_shared.snapshot import InstanceSnapshot
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_SECONDS = 2.0
+DEFAULT_EVENTS_MAX_BYTES = 1 << 30  # the EventsMaxBytes setting's default
+DEFAULT_REQUEST_CONCURRENCY = 32  # discovery requests answered at once
 
 RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
 
@@ -52,12 +57,18 @@ def snapshots_stream_config(subjects: Subjects) -> StreamConfig:
     )
 
 
-def events_stream_config(subjects: Subjects, *, retention_days: int) -> StreamConfig:
+def events_stream_config(
+    subjects: Subjects, *, retention_days: int, max_bytes: int = DEFAULT_EVENTS_MAX_BYTES
+) -> StreamConfig:
+    """Events kept ``retention_days`` and at most ``max_bytes``, the oldest dropped first:
+    bounded on both sides, so an event storm cannot fill the NATS server's disk."""
     return StreamConfig(
         name=EVENTS_STREAM,
         subjects=subjects.events,
         retention=RetentionPolicy.LIMITS,
         max_age=timedelta(days=retention_days).total_seconds(),
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
         storage=StorageType.FILE,
     )
 
@@ -70,14 +81,17 @@ class NatsBus:
         subjects: Subjects,
         *,
         events_retention_days: int,
+        events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES,
         on_reconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.subjects = subjects
         self._retention_days = events_retention_days
+        self._events_max_bytes = events_max_bytes
         self._on_reconnect = on_reconnect
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._subscriptions: list[Subscription] = []
+        self._requests: set[asyncio.Task[None]] = set()
 
     @property
     def is_connected(self) -> bool:
@@ -105,7 +119,11 @@ class NatsBus:
         js = self._jetstream()
         wanted = [
             snapshots_stream_config(self.subjects),
-            events_stream_config(self.subjects, retention_days=self._retention_days),
+            events_stream_config(
+                self.subjects,
+                retention_days=self._retention_days,
+                max_bytes=self._events_max_bytes,
+            ),
         ]
         for config in wanted:
             try:
@@ -139,19 +157,43 @@ class NatsBus:
         except (NatsError, JetStreamError) as exc:
             raise BusError(f"purging the snapshot of {key} failed: {exc}") from None
 
-    async def serve_requests(self, handler: RequestHandler) -> None:
-        """Answer ``<prefix>.v1.discovery.*`` requests (queue group: one worker answers)."""
+    async def serve_requests(
+        self, handler: RequestHandler, *, concurrency: int = DEFAULT_REQUEST_CONCURRENCY
+    ) -> None:
+        """Answer ``<prefix>.v1.discovery.*`` requests (queue group: one worker answers).
+
+        nats-py runs a subscription's callbacks one after the other, so each request is
+        answered in a task of its own: one target that hangs (a blackholed host) does not
+        stall the discover, refresh and forget requests behind it. At most ``concurrency``
+        run at once; past that the callback waits for a slot, and requests queue in the
+        subscription (bounded by nats-py's pending limits).
+        """
         if self._nc is None:
             raise BusError("not connected to NATS")
+        slots = asyncio.Semaphore(concurrency)
+
+        async def answer(msg: Msg) -> None:
+            verb = msg.subject.rsplit(".", 1)[-1]
+            try:
+                reply = await handler(verb, msg.data)
+                if msg.reply:
+                    await msg.respond(reply)
+            except NatsError as exc:
+                log.warning("cannot answer a %s request: %s", verb, exc)
+            except Exception as exc:  # a bug: still answered, never left to the caller's timeout
+                log.exception("answering a %s request failed", verb)
+                failed = DiscoveryReply(ok=False, verb=verb, error=f"discovery failed: {exc!r}")
+                if msg.reply:
+                    with contextlib.suppress(NatsError):
+                        await msg.respond(failed.to_json())
+            finally:
+                slots.release()
 
         async def on_request(msg: Msg) -> None:
-            verb = msg.subject.rsplit(".", 1)[-1]
-            reply = await handler(verb, msg.data)
-            if msg.reply:
-                try:
-                    await msg.respond(reply)
-                except NatsError as exc:
-                    log.warning("cannot answer a %s request: %s", verb, exc)
+            await slots.acquire()
+            task = asyncio.get_running_loop().create_task(answer(msg))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
 
         subscription = await self._nc.subscribe(
             self.subjects.all_discovery, queue=DISCOVERY_QUEUE_GROUP, cb=on_request
@@ -161,6 +203,9 @@ class NatsBus:
     async def close(self) -> None:
         """Drain subscriptions and close; idempotent."""
         nc, self._nc, self._js = self._nc, None, None
+        for task in list(self._requests):
+            task.cancel()
+        await asyncio.gather(*self._requests, return_exceptions=True)
         if nc is None or nc.is_closed:
             return
         try:

@@ -419,11 +419,13 @@ class DiscoveryService:
     async def handle_request(self, verb: str, body: bytes) -> bytes:
         """Answer one ``orchestrator.v1.discovery.<verb>`` request (never raises)."""
         if verb not in {v.value for v in DiscoveryVerb}:
+            self.metrics.requests_refused.labels("bad-request").inc()
             return _reply(verb="discover", ok=False, error=f"unknown verb {verb!r}")
         key_text = _key_from_body(body)
         try:
             key = InstanceKey.parse(key_text)
         except InvalidInstanceKey as exc:
+            self.metrics.requests_refused.labels("bad-request").inc()
             return _reply(verb=verb, ok=False, key=key_text, error=str(exc))
         try:
             if verb == DiscoveryVerb.FORGET:
@@ -432,6 +434,7 @@ class DiscoveryService:
                 return _reply(verb=verb, ok=True, key=str(key), error=note)
             snapshot = await self.discover(key)
         except HostRefused as exc:
+            self.metrics.requests_refused.labels("host-refused").inc()
             return _reply(verb=verb, ok=False, key=str(key), error=f"refused: {exc}")
         except ProbeError as exc:
             return _reply(verb=verb, ok=False, key=str(key), error=f"cannot probe {exc}")
@@ -447,10 +450,11 @@ def _key_from_body(body: bytes) -> str:
     if text.startswith("{"):
         try:
             document = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return text
         if isinstance(document, dict):
-            return str(document.get("key", ""))
+            # JSON can escape lone surrogates ("\udcff"): no reply could carry them back
+            return str(document.get("key", "")).encode(errors="replace").decode()
     return text
 
 

@@ -83,6 +83,7 @@ async def run(settings: Settings) -> None:
         publisher = LeaderEventPublisher(
             Subjects(settings.NATSSubjectPrefix),
             events_retention_days=settings.EventsRetentionDays,
+            events_max_bytes=settings.EventsMaxBytes,
             reporter=f"{socket.gethostname()}:{os.getpid()}",
             metrics=metrics,
         )

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError
 
@@ -44,11 +44,13 @@ class LeaderEventPublisher:
         subjects: Subjects,
         *,
         events_retention_days: int,
+        events_max_bytes: int = 1 << 30,
         reporter: str,
         metrics: CoordinatorMetrics,
     ) -> None:
         self.subjects = subjects
         self._retention_days = events_retention_days
+        self._events_max_bytes = events_max_bytes
         self._reporter = reporter
         self._metrics = metrics
         self._nc: Client | None = None
@@ -83,6 +85,8 @@ class LeaderEventPublisher:
                         subjects=self.subjects.events,
                         retention=RetentionPolicy.LIMITS,
                         max_age=timedelta(days=self._retention_days).total_seconds(),
+                        max_bytes=self._events_max_bytes,
+                        discard=DiscardPolicy.OLD,
                         storage=StorageType.FILE,
                     )
                 )

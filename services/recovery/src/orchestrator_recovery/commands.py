@@ -45,6 +45,7 @@ from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
+from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError
 from orchestrator_shared.events import AuditEvent, RecoveryPhase
 from orchestrator_shared.host_policy import HostPolicy
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[CommandRequest], Awaitable[CommandReply]]
 """One operation: the request in, the reply out (errors raised as OrchestratorError/ValueError
 become a refused reply with their message)."""
+
+
+MAX_COMMANDS_IN_PROGRESS = 256  # commands one worker handles at once (docs/bus.md)
 
 
 class OperationLocks(Protocol):
@@ -92,9 +96,15 @@ class CommandResponder:
         verifier: CommandVerifier,
         audit: Callable[[AuditEvent], Awaitable[bool]] | None = None,
         hosts: HostPolicy | None = None,
+        max_in_progress: int = MAX_COMMANDS_IN_PROGRESS,
     ) -> None:
         """``hosts``: the allow-list (``DiscoveryAllowedHostnameFilters``); a command naming
-        an instance it refuses is refused and audited before any handler runs."""
+        an instance it refuses is refused and audited before any handler runs.
+        ``max_in_progress``: commands handled at once; past it a command is answered "busy"
+        at once (never left to the caller's timeout), counted in ``busy_refusals``."""
+        self._max_in_progress = max_in_progress
+        self.busy_refusals = 0
+        self._busy_logged = False
         self._nc = nc
         self._verifier = verifier
         self._hosts = hosts or HostPolicy()
@@ -136,16 +146,45 @@ class CommandResponder:
             with contextlib.suppress(ValidationError):
                 self._verifier.refusal(msg.subject, CommandRequest.model_validate_json(msg.data))
             return
+        if len(self._answering) >= self._max_in_progress:
+            await self._refuse_busy(msg)
+            return
+        self._busy_logged = False
         task = asyncio.create_task(self._answer(msg))
         self._answering.add(task)  # the loop keeps tasks weakly: hold it until it is done
         task.add_done_callback(self._answering.discard)
+
+    async def _refuse_busy(self, msg: Msg) -> None:
+        """The bound on commands in progress is reached: answer at once, log once per spell."""
+        self.busy_refusals += 1
+        if not self._busy_logged:
+            self._busy_logged = True
+            log.error(
+                "%d commands in progress, the most this worker handles at once: refusing "
+                "new ones until some finish",
+                self._max_in_progress,
+            )
+        operation = msg.subject.rsplit(".", 1)[-1]
+        busy = CommandReply(
+            ok=False,
+            operation=operation,
+            error=(
+                f"active recovery worker is busy: {self._max_in_progress} commands in "
+                "progress; try again"
+            ),
+        )
+        with contextlib.suppress(NatsError):
+            await msg.respond(busy.model_dump_json(by_alias=True).encode())
 
     async def _answer(self, msg: Msg) -> None:
         operation = msg.subject.rsplit(".", 1)[-1]
         try:
             request = CommandRequest.model_validate_json(msg.data)
         except ValidationError as exc:
-            reply = CommandReply(ok=False, operation=operation, error=f"bad request: {exc}")
+            # one line, without the values sent (the caller may show it as it is)
+            reply = CommandReply(
+                ok=False, operation=operation, error=f"bad request: {one_line(exc)}"
+            )
         else:
             refusal = self._verifier.refusal(msg.subject, request) or self._host_refusal(request)
             if refusal is not None:

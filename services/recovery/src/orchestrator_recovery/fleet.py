@@ -83,7 +83,9 @@ class FleetFeed:
         self._nc = nc
         self._subjects = subjects
         self._state = state
-        self.refused = 0  # snapshots that could not be read (logged, skipped)
+        # messages skipped as unreadable (the feed's consumers are ordered and unacknowledged:
+        # a skipped message is never redelivered, so there is no dead letter to keep)
+        self.refused = 0
 
     async def run(self) -> None:
         """Follow both streams until cancelled, subscribing again after bus errors."""
@@ -161,6 +163,7 @@ class FleetFeed:
         try:
             key = InstanceKey.from_subject_token(msg.subject.rsplit(".", 1)[-1])
         except ValueError as exc:
+            self.refused += 1
             log.warning("fleet feed: bad unreachable subject %s: %s", msg.subject, exc)
             return
         self._state.mark_unreachable(key)

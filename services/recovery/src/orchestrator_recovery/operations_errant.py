@@ -8,7 +8,9 @@ instance's, so a transaction the master gained meanwhile is not taken for errant
 
 - ``locate-gtid-errant``: the binary logs holding them, oldest first. Files are read newest
   first; each file's ``Gtid_list`` event (the binlog state before it) says whether an older
-  file can hold any. Refused when there is none, or when some were purged already.
+  file can hold any. Each file is read in pages (``SHOW BINLOG EVENTS ... FROM ... LIMIT``), at
+  most ``MAX_BINLOG_EVENTS`` events in all (then refused, saying so). Refused when there is
+  none, or when some were purged already.
 - ``gtid-errant-reset-master``: refused when there is none, or when the instance has replicas
   (``SHOW SLAVE HOSTS``, and the ones topology-api knows: ``arguments["replicas"]``), as
   orchestrator ("will not operate on ..."). Then replication is stopped, ``RESET MASTER``, and
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from orchestrator_recovery.commands import Handler
@@ -58,6 +61,7 @@ from orchestrator_recovery.operations_errant_sql import (
     GTID_SQL,
     RESET_MASTER,
     GtidState,
+    Row,
     binlog_events_sql,
     errant_position,
     gtid_list_of,
@@ -65,6 +69,7 @@ from orchestrator_recovery.operations_errant_sql import (
     inject_refusal,
     inject_sql,
     is_errant,
+    next_page_start,
     not_logged,
     parse_gtid_state,
     state_without,
@@ -78,6 +83,8 @@ from orchestrator_shared.instance_key import InstanceKey
 
 MAX_CHAIN = 16  # masters followed up looking for the cluster master
 MAX_MEMBERS = 256  # servers of a cluster checked before injecting
+BINLOG_PAGE = 10_000  # events per SHOW BINLOG EVENTS statement
+MAX_BINLOG_EVENTS = 5_000_000  # events one locate-gtid-errant reads at most, over all files
 CONVERGE = 10.0  # seconds for the instance to see its errant GTIDs on its master after injecting
 POLL = 0.1
 
@@ -164,19 +171,23 @@ async def locate(links: Links, errant: Errant) -> Located:
         files: list[str] = []
         found: list[list[MariaGtid]] = []
         purged = False
+        budget = _EventBudget(MAX_BINLOG_EVENTS)
         for index in range(len(logs) - 1, -1, -1):
-            rows = await links.rows(key, binlog_events_sql(logs[index]))
-            gtids = [
-                gtid
-                for row in rows
-                if (gtid := gtid_of_event(row)) is not None
-                and is_errant(gtid, master.binlog, errant.upstream)
-            ]
+            gtids: list[MariaGtid] = []
+            before: tuple[MariaGtid, ...] | None = None
+            async for rows in _binlog_pages(links, key, logs[index], budget):
+                if before is None:
+                    before = gtid_list_of(rows[:5]) or ()
+                gtids.extend(
+                    gtid
+                    for row in rows
+                    if (gtid := gtid_of_event(row)) is not None
+                    and is_errant(gtid, master.binlog, errant.upstream)
+                )
             if gtids:
                 files.insert(0, logs[index])
                 found.insert(0, gtids)
-            before = gtid_list_of(rows[:5]) or ()
-            if not any(is_errant(gtid, master.binlog, errant.upstream) for gtid in before):
+            if not any(is_errant(g, master.binlog, errant.upstream) for g in before or ()):
                 break
             purged = index == 0
     except StatementFailed as exc:
@@ -184,6 +195,36 @@ async def locate(links: Links, errant: Errant) -> Located:
     except InvalidGtid as exc:
         raise OperationRefused(f"{key}: {exc}") from None
     return Located(tuple(files), tuple(g for group in found for g in group), purged)
+
+
+@dataclass(slots=True)
+class _EventBudget:
+    """How many more binary log events one ``locate-gtid-errant`` may read."""
+
+    left: int
+
+
+async def _binlog_pages(
+    links: Links, key: InstanceKey, name: str, budget: _EventBudget
+) -> AsyncIterator[Sequence[Row]]:
+    """The events of binary log ``name``, ``BINLOG_PAGE`` at a time, so neither the recovery
+    worker's memory nor one statement's time grows with the file. OperationRefused once the
+    operation read ``MAX_BINLOG_EVENTS`` in all: the answer says so rather than running on."""
+    start: int | None = None
+    while True:
+        rows = await links.rows(key, binlog_events_sql(name, limit=BINLOG_PAGE, start=start))
+        budget.left -= len(rows)
+        if budget.left < 0:
+            raise OperationRefused(
+                f"{key}: stopped after reading {MAX_BINLOG_EVENTS} binary log events "
+                f"(in {name}); purge old binary logs or look with mysqlbinlog"
+            )
+        if rows:
+            yield rows
+        following = next_page_start(rows)
+        if len(rows) < BINLOG_PAGE or following is None or (start or 0) >= following:
+            return
+        start = following
 
 
 async def cluster_members(links: Links, top: InstanceKey, errant: InstanceKey) -> list[InstanceKey]:

@@ -11,7 +11,7 @@ only; the operations read the binary log itself, so they find every errant trans
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,9 +131,18 @@ def gtid_list_of(rows: Iterable[Row]) -> tuple[MariaGtid, ...] | None:
     return None
 
 
-def binlog_events_sql(name: str, *, limit: int | None = None) -> str:
+def binlog_events_sql(name: str, *, limit: int, start: int | None = None) -> str:
+    """``SHOW BINLOG EVENTS`` always with a ``LIMIT``: a binary log can hold millions of
+    events, read a page at a time (``FROM`` the position where the previous page ended)."""
     sql = f"SHOW BINLOG EVENTS IN {quote(name)}"
-    return sql if limit is None else f"{sql} LIMIT {int(limit)}"
+    if start is not None:
+        sql = f"{sql} FROM {int(start)}"
+    return f"{sql} LIMIT {int(limit)}"
+
+
+def next_page_start(rows: Sequence[Row]) -> int | None:
+    """Where the page after ``rows`` starts: the last event's ``End_log_pos``."""
+    return int_value(rows[-1].get("End_log_pos")) if rows else None
 
 
 def state_without(

@@ -6,6 +6,12 @@ acknowledgement, so a published event is stored. While NATS is away (restarted, 
 retries each event until stored or ``give_up_after`` passes (then the event is logged and
 dropped; the recovery's facts are also in etcd and in the audit of later events). On shutdown,
 :meth:`EventPublisher.drain` gives what is queued a last chance.
+
+The queue is bounded (``max_queued`` events, 10,000 by default): a long NATS outage must not
+grow the worker's memory without end. When it is full, the **oldest** queued event is dropped
+to make room for the new one (the latest events say what the fleet is like now), counted in
+:attr:`EventPublisher.dropped`, and logged once at ERROR when the queue becomes full; once it
+has room again one line says how many were dropped.
 """
 
 from __future__ import annotations
@@ -33,12 +39,24 @@ def cluster_token(cluster: str) -> str:
         return "".join(char if char.isalnum() or char in "-_" else "_" for char in cluster)
 
 
+DEFAULT_MAX_QUEUED = 10_000
+
+
 class EventPublisher:
-    def __init__(self, nc: Client, subjects: Subjects, *, give_up_after: float = 30.0) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        *,
+        give_up_after: float = 30.0,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+    ) -> None:
         self._js = nc.jetstream()
         self._subjects = subjects
         self._give_up_after = give_up_after
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=max_queued)
+        self.dropped = 0  # events dropped because the queue was full, since start
+        self._dropping_since: int | None = None  # ``dropped`` when the queue became full
 
     async def recovery(self, event: RecoveryEvent) -> bool:
         subject = f"{self._subjects.root}.recovery.{cluster_token(event.subject)}.{event.phase}"
@@ -52,15 +70,40 @@ class EventPublisher:
         subject = f"{self._subjects.root}.audit.{cluster_token(event.cluster or 'none')}"
         return self._enqueue(subject, event.to_json())
 
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
     def _enqueue(self, subject: str, body: bytes) -> bool:
+        """Queue an event; when the queue is full, drop the oldest first (module docstring)."""
+        if self._queue.full():
+            self._queue.get_nowait()
+            if self._dropping_since is None:
+                self._dropping_since = self.dropped
+                log.error(
+                    "the event queue is full (%d events, NATS unreachable?): dropping the "
+                    "oldest events until it has room",
+                    self._queue.maxsize,
+                )
+            self.dropped += 1
         self._queue.put_nowait((subject, body))
         return True
+
+    def _note_room(self) -> None:
+        """One line when a full queue has room again: how many events were lost meanwhile."""
+        if self._dropping_since is not None and self._queue.qsize() < self._queue.maxsize // 2:
+            log.warning(
+                "the event queue has room again; %d events were dropped",
+                self.dropped - self._dropping_since,
+            )
+            self._dropping_since = None
 
     async def run(self) -> None:
         """Publish queued events, in order, until cancelled."""
         while True:
             subject, body = await self._queue.get()
             await self._publish(subject, body)
+            self._note_room()
 
     async def drain(self, within: float = 5.0) -> None:
         """Publish what is still queued, for at most ``within`` seconds."""

@@ -25,6 +25,7 @@ from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
 from orchestrator_shared.bus import EVENTS_STREAM, LeaderEvent, Subjects
+from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
 
@@ -38,6 +39,8 @@ class LeaderWatch:
         self._subjects = subjects
         self._nc: Client | None = None
         self.latest: LeaderEvent | None = None
+        # unreadable leader events skipped (an ordered consumer: never redelivered)
+        self.refused = 0
 
     async def connect(self, servers: list[str], auth: NatsAuth = ANONYMOUS) -> None:
         self._nc = await connect_nats(servers, name="orchestrator-topology-api-leader", auth=auth)
@@ -70,7 +73,8 @@ class LeaderWatch:
         try:
             event = LeaderEvent.model_validate_json(msg.data)
         except ValidationError as exc:
-            log.warning("leader watch: unreadable leader event skipped: %s", exc)
+            self.refused += 1
+            log.warning("leader watch: unreadable leader event skipped: %s", one_line(exc))
             return
         latest = self.latest
         if latest is None or event.observed_at >= latest.observed_at:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from typing import Any
@@ -41,12 +42,36 @@ from orchestrator_api.http.request_guard import allowed_hosts
 from orchestrator_api.ui import routes as ui_routes
 from orchestrator_api.wire.timefmt import go_datetime
 from orchestrator_shared.bus import LeaderEvent
+from orchestrator_shared.redact import redact
 
 API_VERSION = "0.1.0"
 # what load balancers, kubelets and Prometheus ask for by address: served under any Host
 PROBE_PATHS = frozenset(
     {"/api/health", "/api/status", "/api/leader-check", "/api/_ping", "/api/lb-check", "/metrics"}
 )
+
+
+log = logging.getLogger(__name__)
+UNHEALTHY = "Application node is unhealthy: its store does not answer (see the API's log)"
+
+
+class StoreErrors:
+    """The health answer when the store fails says only that: ``/api/health`` answers anyone
+    (load balancers, probes), and a database error names hosts, users, paths. The text goes to
+    the log (redacted), once per distinct error rather than once per probe."""
+
+    def __init__(self) -> None:
+        self._last = ""
+
+    def failed(self, exc: Exception) -> str:
+        text = redact(f"{type(exc).__name__}: {exc}")
+        if text != self._last:
+            self._last = text
+            log.warning("health: the store does not answer: %s", text)
+        return UNHEALTHY
+
+    def answered(self) -> None:
+        self._last = ""  # the next failure is logged again
 
 
 def create_app(
@@ -109,12 +134,15 @@ def create_app(
     # outermost: trailing slashes and URLPrefix, before anything routes the request
     app.add_middleware(PathNormalizer, prefix=context.settings.URLPrefix)
 
+    store_errors = StoreErrors()
+
     @app.get("/api/health")
     async def health(context: Context) -> dict[str, Any]:
         try:
             await context.store.ping()
         except Exception as exc:
-            return wire.error_envelope(f"Application node is unhealthy: {exc}")
+            return wire.error_envelope(store_errors.failed(exc))
+        store_errors.answered()
         hostname = socket.gethostname()
         leader = context.leader.latest if context.leader is not None else None
         identity = leader.leader if leader is not None else None

@@ -31,8 +31,11 @@ from orchestrator_shared.topology import TopologyInstance
 
 router = APIRouter(prefix="/api")
 
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_DURATION = re.compile(r"^([0-9]{1,12})([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# the longest downtime or maintenance: 100 years. Longer ones would overflow the end time (a
+# datetime ends in year 9999) or the stores' columns; nobody means them.
+MAX_DURATION_SECONDS = 100 * 365 * 86400
 
 
 def parse_duration(text: str) -> timedelta:
@@ -40,7 +43,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if match is None or int(match.group(1)) == 0:
         raise ApiError(400, f"invalid duration {text!r}: expected e.g. 30s, 10m, 2h, 1d")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION_SECONDS:
+        raise ApiError(400, f"invalid duration {text!r}: at most 100 years")
+    return timedelta(seconds=seconds)
 
 
 def _encoded(

@@ -23,6 +23,7 @@ from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError
 from orchestrator_api.http.registration import add_mutation
 from orchestrator_api.http.routes import parse_duration
+from orchestrator_api.http.routes_recovery import MAX_ID
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
 
@@ -97,7 +98,9 @@ async def end_maintenance(
 async def end_maintenance_by_id(
     maintenance_key: str, context: Context, who: AdminAccess
 ) -> dict[str, Any]:
-    if not maintenance_key.isdigit():
+    if not (maintenance_key.isascii() and maintenance_key.isdigit()) or (
+        int(maintenance_key) > MAX_ID
+    ):
         raise ApiError(400, f"invalid maintenance id {maintenance_key!r}: expected a number")
     reply = await _ask(context, "end-maintenance", who.user, arguments={"id": maintenance_key})
     return wire.ok_envelope(reply.message or "Maintenance ended", int(maintenance_key))

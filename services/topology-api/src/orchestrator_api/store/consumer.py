@@ -65,7 +65,11 @@ from orchestrator_api.store import Store
 from orchestrator_api.store.models import AuditEntry
 from orchestrator_api.store.recoveries import apply_recovery_events, aware
 from orchestrator_api.store.upkeep import ViewUpkeep
-from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
+from orchestrator_discovery.nats_bus import (
+    DEFAULT_EVENTS_MAX_BYTES,
+    events_stream_config,
+    snapshots_stream_config,
+)
 from orchestrator_shared.bus import StoreChanged, Subjects, UnreachableEvent
 from orchestrator_shared.clock_skew import REPORTED_SKEW_SECONDS, bounded_by_arrival, skew_seconds
 from orchestrator_shared.dead_letters import ensure_dead_letters_stream, keep_dead_letter, one_line
@@ -163,6 +167,7 @@ class StoreConsumer:
         retry_seconds: float = 1.0,
         ack_wait_seconds: float = 30.0,
         events_retention_days: int = 7,
+        events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES,
         idle_check_seconds: float = 10.0,
         lost_downtime: timedelta = timedelta(days=1),
     ) -> None:
@@ -174,6 +179,7 @@ class StoreConsumer:
         self._retry = retry_seconds
         self._ack_wait = ack_wait_seconds
         self._retention_days = events_retention_days
+        self._events_max_bytes = events_max_bytes
         self._idle_check = idle_check_seconds
         self._lost_downtime = lost_downtime
         self._nc: Client | None = None
@@ -203,7 +209,11 @@ class StoreConsumer:
             )
             group.create_task(
                 self._consume(
-                    events_stream_config(self._subjects, retention_days=self._retention_days),
+                    events_stream_config(
+                        self._subjects,
+                        retention_days=self._retention_days,
+                        max_bytes=self._events_max_bytes,
+                    ),
                     f"{self._durable_prefix}-events",
                     self._write_events,
                 )
