@@ -54,7 +54,7 @@ __all__ = [
     "relocate_replicas",
 ]
 
-Guard = Callable[[], Awaitable[None]]
+Guard = Callable[[], Awaitable[object]]
 """Raises ``LeaseLost`` when this worker no longer holds the recovery leadership."""
 
 DEFAULT_FENCE_TIMEOUT = 0.3
@@ -134,9 +134,9 @@ class _Executor:
     async def change(
         self, key: InstanceKey, statement: str, *, within: float | None = None
     ) -> None:
-        """A destructive statement: the guard first, then the statement, nothing between."""
-        await self.guard()
-        await self.links.execute(key, statement, within=within)
+        """A destructive statement: the guard first, then the statement, nothing between, and
+        the statement bounded by the lease the guard confirmed (:meth:`Links.fenced`)."""
+        await self.links.fenced(key, statement, self.guard, within=within)
 
     def step(self, key: InstanceKey, action: Action) -> AbstractContextManager[StepNote]:
         return self.journal.step(key, action)
