@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator_recovery import worker as worker_module
-from orchestrator_recovery.worker import clusters_of, cluster_label
+from orchestrator_recovery.worker import cluster_label, clusters_of
 from orchestrator_shared.analysis import analyze
 from orchestrator_shared.events import AnalysisEvent, RecoveryPhase
 from orchestrator_shared.snapshot import InstanceSnapshot

@@ -285,10 +285,11 @@ class Links:
         self.discard(key)
         if thread_id is not None:
             kill = asyncio.ensure_future(self._kill_query(key, thread_id))
-            with suppress(asyncio.CancelledError):
+            try:
                 await asyncio.shield(kill)
-            if not kill.done():  # cancelled again while killing: finish it anyway, then go
+            except asyncio.CancelledError:  # cancelled while killing: finish it, then go on out
                 await asyncio.wait([kill])
+                raise
 
     async def _kill_query(self, key: InstanceKey, thread_id: int) -> None:
         timeout = min(self._access.connect_timeout, KILL_TIMEOUT_SECONDS)

@@ -17,9 +17,9 @@ rules) and makes a returning old master read_only again.
 
 One bug never stops all failover: an unexpected exception in a pass is caught per cluster (the
 analysis, its event, its recovery each on their own), logged at ERROR with the cluster, counted
-(:attr:`RecoveryWorker.internal_errors`, and an ``internal-error`` audit entry when a cluster
-starts failing), and the loop goes on with the other clusters. When analysing the whole fleet
-fails, each cluster (instances linked by replication) is analysed alone, so a snapshot that
+(:attr:`RecoveryWorker.internal_errors`, and an ``internal-error`` audit entry at most every
+10 minutes per cluster), and the loop goes on with the other clusters. When analysing the whole
+fleet fails, each cluster (instances linked by replication) is analysed alone, so a snapshot that
 trips a bug costs only its own cluster. A standby taking over reads the same snapshots and
 behaves the same: it skips the failing cluster instead of crashing.
 
@@ -76,6 +76,8 @@ __all__ = ["RecoveryWorker"]
 
 log = logging.getLogger(__name__)
 
+INTERNAL_ERROR_AUDIT_SECONDS = 600.0
+
 
 class RecoveryWorker:
     def __init__(
@@ -113,7 +115,8 @@ class RecoveryWorker:
         self.internal_errors: Counter[str] = Counter()
         """Unexpected exceptions caught in the leader's loop, by cluster (``""``: not one
         cluster's)."""
-        self._failing: set[str] = set()  # clusters whose last step raised (audited once)
+        # when each cluster's last internal error was audited (monotonic; see _internal_error)
+        self._audited_error: dict[str, float] = {}
         self._audits: set[asyncio.Future[object]] = set()
         recoveries = Recoveries(
             options,
@@ -252,18 +255,18 @@ class RecoveryWorker:
             raise
         except Exception as exc:
             self._internal_error(cluster, doing, exc)
-        else:
-            self._failing.discard(cluster)
 
     def _internal_error(self, cluster: str, doing: str, exc: BaseException) -> None:
-        """Log (ERROR, with the traceback) and count an unexpected exception; the first one of
-        a cluster in a row also goes to the audit, so operators see it without the log."""
+        """Log (ERROR, with the traceback) and count an unexpected exception; it also goes to
+        the audit, so operators see it without the log, at most once per cluster every
+        ``INTERNAL_ERROR_AUDIT_SECONDS`` (a bug hit on every pass would flood it)."""
         self.internal_errors[cluster] += 1
         where = f"cluster {cluster}" if cluster else "the fleet"
         log.error("%s: %s failed: %r; going on", where, doing, exc, exc_info=exc)
-        if cluster in self._failing:
+        last = self._audited_error.get(cluster)
+        if last is not None and time.monotonic() - last < INTERNAL_ERROR_AUDIT_SECONDS:
             return
-        self._failing.add(cluster)
+        self._audited_error[cluster] = time.monotonic()
         self._spawn_audit(
             AuditEvent(
                 type="internal-error",
@@ -331,9 +334,9 @@ class RecoveryWorker:
             return
         task = asyncio.create_task(self.recover(analysis, guard, token), name=f"recover {cluster}")
         self._running[cluster] = task
-        task.add_done_callback(self._finished)
+        task.add_done_callback(lambda done: self._finished(done, cluster))
 
-    def _finished(self, task: asyncio.Task[Outcome | None]) -> None:
+    def _finished(self, task: asyncio.Task[Outcome | None], cluster: str) -> None:
         if task.cancelled():
             return
         error = task.exception()
@@ -341,8 +344,8 @@ class RecoveryWorker:
             return
         if isinstance(error, OrchestratorError):  # etcd or the bus did not answer: next pass
             log.warning("%s stopped: %s; it is tried again", task.get_name(), error)
-        else:
-            log.error("recovery task %s failed: %r", task.get_name(), error, exc_info=error)
+        else:  # a bug: this cluster's recovery is tried again next pass, the others go on
+            self._internal_error(cluster, "its recovery", error)
 
     async def _publish_changes(self, analyses: Sequence[Analysis]) -> None:
         now = self._clock()
