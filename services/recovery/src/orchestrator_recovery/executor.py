@@ -154,8 +154,8 @@ class _Executor:
         (a dead or hung server is "unreachable", not an error).
 
         ``SET GLOBAL read_only=1`` waits for sessions holding table locks or running writes.
-        If it has not returned within half the time, those sessions are killed (the pending
-        statement itself is spared) and read_only=1 is confirmed with the time left.
+        If it has not returned within half the time, it is stopped (a fenced statement ends at
+        its bound), those sessions are killed and read_only=1 is set again with the time left.
         """
         deadline = time.monotonic() + within
 
