@@ -5,6 +5,7 @@ on recovering the other clusters. Fakes for the ports (as in test_recovery_worke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -15,8 +16,10 @@ from orchestrator_recovery import worker as worker_module
 from orchestrator_recovery.worker import cluster_label, clusters_of
 from orchestrator_shared.analysis import analyze
 from orchestrator_shared.events import AnalysisEvent, RecoveryPhase
+from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot
-from tests.unit.test_recovery_worker import BROKEN_IO, PLANNED, Harness, fleet
+from tests.unit.test_analysis_scenarios import instance_snapshot
+from tests.unit.test_recovery_worker import BROKEN_IO, GTID, PLANNED, Harness, fleet
 
 pytestmark = pytest.mark.unit
 
@@ -135,3 +138,24 @@ def test_clusters_are_the_instances_linked_by_replication() -> None:
     found = sorted(sorted(str(s.instance_key) for s in group) for group in groups)
     assert found == [["bad:1", "bad:2", "bad:3"], ["good:1", "good:2", "good:3"]]
     assert sorted(cluster_label(group) for group in groups) == ["bad:1", "good:1"]
+
+
+async def test_one_clusters_bad_record_in_fencing_returning_masters_does_not_skip_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = two_clusters()
+    await run.worker.recover(run.suspect(GOOD), run.guard, 7)
+    # the failed master of good:1 restarts writable
+    run.answers = {**run.answers, InstanceKey.parse("good:1"): instance_snapshot("good:1", GTID)}
+    real_view = run.control.fencing_view
+
+    async def view_with_a_broken_record() -> Any:
+        records, promotions = await real_view()
+        broken = dataclasses.replace(next(iter(records.values())), failed="not a key::")
+        return {"broken:1": broken, **records}, promotions
+
+    run.control.fencing_view = view_with_a_broken_record  # type: ignore[method-assign]
+    assert await run.worker.keep_demoted_fenced(run.guard) == ["good:1"]
+    assert "cluster broken:1: fencing its returning old master: invalid instance key" in (
+        caplog.text
+    )

@@ -248,11 +248,14 @@ class RecoveryWorker:
     @contextlib.contextmanager
     def _isolated(self, cluster: str, doing: str) -> Iterator[None]:
         """Run one cluster's step: an unexpected exception is logged, counted and swallowed,
-        so the next cluster's step runs. LeaseLost and cancellation pass through."""
+        so the next cluster's step runs; an expected failure (etcd, the bus or an instance not
+        answering) is a warning. LeaseLost and cancellation pass through."""
         try:
             yield
         except (LeaseLost, asyncio.CancelledError):
             raise
+        except OrchestratorError as exc:
+            log.warning("cluster %s: %s: %s; tried again later", cluster, doing, exc)
         except Exception as exc:
             self._internal_error(cluster, doing, exc)
 
@@ -394,30 +397,38 @@ class RecoveryWorker:
         fenced: list[str] = []
         records, promotions = await self._control.fencing_view()
         for cluster, last in records.items():
-            if not last.successor or not last.failed:
-                continue
-            key = InstanceKey.parse(last.failed)
-            if key in self._promoting or self._back_in_service(key, last, promotions):
-                continue
-            snapshot = await self._probe(key, self._state.snapshots.get(key))
-            if not snapshot.probe.ok or snapshot.read_only or key in self._promoting:
-                continue
-            done, detail = await self._executor.fence(key, guard)
-            await self._publisher.audit(
-                AuditEvent(
-                    type="fence-returning-master",
-                    message=f"{key} came back writable after recovery {last.recovery_id}: "
-                    + ("made read_only again" if done else f"could not fence it: {detail}"),
-                    key=str(key),
-                    cluster=cluster,
-                    user=self._options.worker_id,
-                    at=self._clock(),
-                    ok=done,
-                )
-            )
-            if done:
-                fenced.append(str(key))
+            with self._isolated(cluster, "fencing its returning old master"):
+                if await self._fence_returning(cluster, last, promotions, guard):
+                    fenced.append(str(InstanceKey.parse(last.failed)))
         return fenced
+
+    async def _fence_returning(
+        self, cluster: str, last: LastRecovery, promotions: Iterable[LastRecovery], guard: Guard
+    ) -> bool:
+        """Fence ``cluster``'s failed master of ``last`` if it came back writable; whether it
+        was made read_only now."""
+        if not last.successor or not last.failed:
+            return False
+        key = InstanceKey.parse(last.failed)
+        if key in self._promoting or self._back_in_service(key, last, promotions):
+            return False
+        snapshot = await self._probe(key, self._state.snapshots.get(key))
+        if not snapshot.probe.ok or snapshot.read_only or key in self._promoting:
+            return False
+        done, detail = await self._executor.fence(key, guard)
+        await self._publisher.audit(
+            AuditEvent(
+                type="fence-returning-master",
+                message=f"{key} came back writable after recovery {last.recovery_id}: "
+                + ("made read_only again" if done else f"could not fence it: {detail}"),
+                key=str(key),
+                cluster=cluster,
+                user=self._options.worker_id,
+                at=self._clock(),
+                ok=done,
+            )
+        )
+        return done
 
     @contextlib.contextmanager
     def promoting(self, key: InstanceKey) -> Iterator[None]:
