@@ -6,6 +6,7 @@ each audited."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 import pytest
@@ -75,6 +76,25 @@ async def test_a_refusal_is_answered_with_its_reason() -> None:
     await responder(**{"stop-replica": refuse})._answer(cast("Any", msg))
     [answer] = msg.answers
     assert (answer.ok, answer.error) == (False, "db:2 is not a replica")
+
+
+async def test_a_handler_that_fails_unexpectedly_is_still_answered_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def buggy(request: CommandRequest) -> CommandReply:
+        raise KeyError("password=hunter2 in a bug's message")
+
+    msg = FakeMsg(CommandRequest(operation="stop-replica", instance="db:2"))
+    answering = responder(**{"stop-replica": buggy})
+    with caplog.at_level(logging.ERROR):
+        await answering._answer(cast("Any", msg))
+    [answer] = msg.answers
+    assert answer.ok is False and answer.error is not None
+    assert answer.error.startswith("stop-replica failed in the recovery worker (KeyError)")
+    assert "\n" not in answer.error and "hunter2" not in answer.error
+    assert answering.internal_errors == 1
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "stop-replica failed unexpectedly" in record.getMessage() and record.exc_info
 
 
 async def test_an_operation_cancelled_mid_way_is_still_answered() -> None:

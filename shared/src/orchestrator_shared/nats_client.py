@@ -48,6 +48,10 @@ async def connect_nats(
         refused = isinstance(exc, AuthorizationError) or any(
             word in lowered for word in ("authorization", "permissions violation")
         )
+        if callback_failed(exc):
+            # a subscription callback raised: a bug in the service, never routine
+            log.error("%s: a NATS message handler failed: %s", name, text, exc_info=exc)
+            return
         level = logging.WARNING if refused else logging.DEBUG
         log.log(level, "%s: NATS client error: %s", name, text)
 
@@ -70,3 +74,10 @@ async def connect_nats(
     except (NatsError, OSError) as exc:
         problem = scrub(str(exc) or exc.__class__.__name__, servers, auth.secrets)
         raise BusError(f"cannot connect to NATS at {redact_urls(servers)}: {problem}") from None
+
+
+def callback_failed(exc: BaseException) -> bool:
+    """Whether nats-py's error callback got an exception raised by one of our subscription
+    callbacks (anything but its own errors and the network's: those are routine while NATS
+    restarts, and reconnection is logged on its own)."""
+    return not isinstance(exc, NatsError | OSError | TimeoutError | EOFError)

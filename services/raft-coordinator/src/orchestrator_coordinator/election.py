@@ -36,8 +36,9 @@ How it works (keys: :mod:`orchestrator_coordinator.keys`):
 - **Fencing.** :meth:`Election.guard` asks etcd, in one transaction, whether the leader key still
   has our ``create_revision``; it raises :class:`LeaseLost` when it does not, when etcd does not
   answer within the request timeout, or when the answer arrives after the local deadline.
-- **Resign.** :meth:`Election.resign` (also run by ``close()``) stops leader work, deletes the key
-  if it still has our token, and ``close()`` revokes the lease: a standby takes over at once.
+- **Resign.** :meth:`Election.resign` (also run by ``close()``) stops leader work, waits for it
+  to end (at most until its last approval runs out), deletes the key if it still has our
+  token, and ``close()`` revokes the lease: a standby takes over at once.
 
 Deleting the leader key by hand is not a safe way to move leadership: the old leader may act
 until its watch reports the deletion. Stop (SIGTERM) the worker instead.
@@ -143,13 +144,14 @@ class _Scope:
     """A ``leading()`` body: ``ended`` when its term ended, ``cancelled`` when we cancelled it
     (not when the body itself noticed the loss, e.g. in ``guard()``)."""
 
-    __slots__ = ("cancelled", "ended", "leadership", "task")
+    __slots__ = ("cancelled", "ended", "exited", "leadership", "task")
 
     def __init__(self, task: asyncio.Task[object], leadership: Leadership) -> None:
         self.task = task
         self.leadership = leadership
         self.ended = False
         self.cancelled = False
+        self.exited = asyncio.Event()  # the body has left the scope (its work stopped)
 
 
 class Election:
@@ -361,6 +363,7 @@ class Election:
             raise
         finally:
             self._scopes.discard(scope)
+            scope.exited.set()
         if scope.ended:
             raise LeaseLost(f"leadership {leadership.token} ended")
 
@@ -377,9 +380,9 @@ class Election:
                 log.info("leader work stopped: %s", exc)
 
     async def resign(self, *, rejoin_after: float | None = None) -> None:
-        """Stop leading (cancelling leader work), delete the key if it still has our token, and
-        stop campaigning; campaign again after ``rejoin_after`` seconds (never when None, until
-        :meth:`campaign`)."""
+        """Stop leading (cancelling leader work), wait for that work to end (bounded by its last
+        approval), delete the key if it still has our token, and stop campaigning; campaign
+        again after ``rejoin_after`` seconds (never when None, until :meth:`campaign`)."""
         self._campaigning = False
         if self._rejoin is not None:
             self._rejoin.cancel()
@@ -483,9 +486,11 @@ class Election:
 
     async def _give_up_key(self, reason: str) -> None:
         leadership = self._leadership
+        until = self._stepdown_at  # no approval given so far lasts longer than this
         self._lose(reason)
         if leadership is None:
             return
+        await self._leader_work_stopped(leadership, until)
         try:
             deleted = await self._client.delete_if_create_revision(
                 self.keys.leader, leadership.token
@@ -497,6 +502,35 @@ class Election:
             if self._observed.token == leadership.token:
                 self._observed = ObservedLeader(None, 0)
             log.info("leader key of token %d deleted: a standby takes over", leadership.token)
+
+    async def _leader_work_stopped(self, leadership: Leadership, until: float) -> None:
+        """Wait until the cancelled leader work of ``leadership`` has left its scopes (its
+        statements stopped or killed), at most until ``until``: the end of the last approval
+        it could hold. Only then may the key go, so the next leader's first step never overlaps
+        this one's last. (Past ``until`` nothing it started may still act: every fenced step
+        is bounded by its approval.)"""
+        current = asyncio.current_task()
+        waits = [
+            scope.exited.wait()
+            for scope in self._scopes
+            if scope.leadership is leadership and scope.task is not current
+        ]
+        budget = until - time.monotonic()
+        if not waits or budget <= 0:
+            return
+        pending = [asyncio.ensure_future(wait) for wait in waits]
+        try:
+            _, late = await asyncio.wait(pending, timeout=budget)
+        finally:
+            for future in pending:
+                future.cancel()
+        if late:
+            log.warning(
+                "leader work of token %d did not stop within %.2f s; giving up the key anyway "
+                "(its approvals have run out)",
+                leadership.token,
+                budget,
+            )
 
     # --- internals: loops --------------------------------------------------------------------
 

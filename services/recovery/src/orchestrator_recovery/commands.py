@@ -114,6 +114,8 @@ class CommandResponder:
         self._control = control
         self._leadership = leadership
         self._answering: set[asyncio.Task[None]] = set()
+        self.internal_errors = 0
+        """Commands that failed with an unexpected exception (each still got a reply)."""
         self._handlers: dict[str, Handler] = {
             "recover": self._recover,
             "force-master-failover": self._force_master_failover,
@@ -177,37 +179,47 @@ class CommandResponder:
             await msg.respond(busy.model_dump_json(by_alias=True).encode())
 
     async def _answer(self, msg: Msg) -> None:
+        """Answer one request, whatever happens: a reply, a refusal, or (an unexpected
+        exception: a bug) a one-line failure, logged at ERROR and counted, so the caller never
+        waits for its timeout."""
         operation = msg.subject.rsplit(".", 1)[-1]
         try:
             request = CommandRequest.model_validate_json(msg.data)
         except ValidationError as exc:
             # one line, without the values sent (the caller may show it as it is)
-            reply = CommandReply(
-                ok=False, operation=operation, error=f"bad request: {one_line(exc)}"
-            )
-        else:
-            refusal = self._verifier.refusal(msg.subject, request) or self._host_refusal(request)
-            if refusal is not None:
-                await self._audit_refusal(msg.subject, request, refusal)
-                reply = _refused(request, f"command refused: {refusal}")
-                with contextlib.suppress(NatsError):
-                    await msg.respond(reply.model_dump_json(by_alias=True).encode())
-                return
-            try:
-                reply = await self.handle(request)
-            except asyncio.CancelledError:
-                # leadership lost (the worker cancels what it runs on a cluster) or shutdown:
-                # say so rather than leave the caller waiting for its timeout
-                stopped = _refused(
+            error = f"bad request: {one_line(exc)}"
+            await _respond(msg, CommandReply(ok=False, operation=operation, error=error))
+            return
+        try:
+            reply = await self._decide(msg, request)
+        except asyncio.CancelledError:
+            # leadership lost (the worker cancels what it runs on a cluster) or shutdown:
+            # say so rather than leave the caller waiting for its timeout
+            await _respond(
+                msg,
+                _refused(
                     request,
                     "active recovery worker did not finish: it stopped leading mid-way; what "
                     "was done is in the audit",
-                )
-                with contextlib.suppress(NatsError):
-                    await msg.respond(stopped.model_dump_json(by_alias=True).encode())
-                raise
-        with contextlib.suppress(NatsError):
-            await msg.respond(reply.model_dump_json(by_alias=True).encode())
+                ),
+            )
+            raise
+        except Exception as exc:
+            self.internal_errors += 1
+            log.error("command %s failed unexpectedly: %r", request.operation, exc, exc_info=exc)
+            reply = _refused(
+                request,
+                f"{request.operation} failed in the recovery worker ({type(exc).__name__}); "
+                "what was done is in the audit, the cause in the worker's log",
+            )
+        await _respond(msg, reply)
+
+    async def _decide(self, msg: Msg, request: CommandRequest) -> CommandReply:
+        refusal = self._verifier.refusal(msg.subject, request) or self._host_refusal(request)
+        if refusal is not None:
+            await self._audit_refusal(msg.subject, request, refusal)
+            return _refused(request, f"command refused: {refusal}")
+        return await self.handle(request)
 
     def _host_refusal(self, request: CommandRequest) -> str | None:
         """Why the allow-list refuses an instance the command names, if it does (the
@@ -389,6 +401,11 @@ def request_keys(request: CommandRequest) -> list[InstanceKey]:
             if text:
                 found.add(InstanceKey.parse(text))
     return sorted(found, key=str)
+
+
+async def _respond(msg: Msg, reply: CommandReply) -> None:
+    with contextlib.suppress(NatsError):
+        await msg.respond(reply.model_dump_json(by_alias=True).encode())
 
 
 def _refused(request: CommandRequest, error: str) -> CommandReply:

@@ -54,7 +54,7 @@ __all__ = [
     "relocate_replicas",
 ]
 
-Guard = Callable[[], Awaitable[None]]
+Guard = Callable[[], Awaitable[object]]
 """Raises ``LeaseLost`` when this worker no longer holds the recovery leadership."""
 
 DEFAULT_FENCE_TIMEOUT = 0.3
@@ -134,9 +134,9 @@ class _Executor:
     async def change(
         self, key: InstanceKey, statement: str, *, within: float | None = None
     ) -> None:
-        """A destructive statement: the guard first, then the statement, nothing between."""
-        await self.guard()
-        await self.links.execute(key, statement, within=within)
+        """A destructive statement: the guard first, then the statement, nothing between, and
+        the statement bounded by the lease the guard confirmed (:meth:`Links.fenced`)."""
+        await self.links.fenced(key, statement, self.guard, within=within)
 
     def step(self, key: InstanceKey, action: Action) -> AbstractContextManager[StepNote]:
         return self.journal.step(key, action)
@@ -154,8 +154,8 @@ class _Executor:
         (a dead or hung server is "unreachable", not an error).
 
         ``SET GLOBAL read_only=1`` waits for sessions holding table locks or running writes.
-        If it has not returned within half the time, those sessions are killed (the pending
-        statement itself is spared) and read_only=1 is confirmed with the time left.
+        If it has not returned within half the time, it is stopped (a fenced statement ends at
+        its bound), those sessions are killed and read_only=1 is set again with the time left.
         """
         deadline = time.monotonic() + within
 

@@ -269,9 +269,8 @@ class Mover:
         return Links(self._access, statement_timeout=self._timeout)
 
     async def send(self, links: Links, key: InstanceKey, sql: str, done: list[str]) -> None:
-        await self._guard()  # right before the statement: a lost lease sends nothing
-        try:
-            await links.execute(key, sql)
+        try:  # right after the guard, inside the lease: a lost lease sends nothing
+            await links.fenced(key, sql, self._guard)
         except StatementFailed as exc:
             raise StepFailed(f"{shown(sql)}: {exc.message}") from None
         done.append(sql)

@@ -192,8 +192,8 @@ class _Runner:
             done: list[str] = []
             try:
                 for statement in statements:
-                    await self._guard()  # right before the statement: a lost lease sends nothing
-                    await links.execute(key, statement)
+                    # right after the guard, inside the lease: a lost lease sends nothing
+                    await links.fenced(key, statement, self._guard)
                     done.append(statement)
             except (LeaseLost, StatementFailed) as exc:
                 if not done:

@@ -113,9 +113,8 @@ class Steps:
     undo: list[tuple[InstanceKey, str]] = field(default_factory=list)
 
     async def send(self, key: InstanceKey, sql: str) -> None:
-        await self.guard()  # right before the statement: a lost lease sends nothing
-        try:
-            await self.links.execute(key, sql)
+        try:  # right after the guard, inside the lease: a lost lease sends nothing
+            await self.links.fenced(key, sql, self.guard)
         except StatementFailed as exc:
             raise Failed(f"{sql} on {key}: {exc.message}") from None
         self.done.append(sql)
@@ -191,8 +190,7 @@ class Operator:
         undone: list[str] = []
         try:
             for target, sql in steps.undo:
-                await self.guard()
-                await steps.links.execute(target, sql)
+                await steps.links.fenced(target, sql, self.guard)
                 undone.append(sql)
         except (LeaseLost, StatementFailed) as exc:
             shown = " and ".join(undone) or "nothing"

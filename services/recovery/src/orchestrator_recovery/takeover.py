@@ -308,8 +308,8 @@ class Takeover:
         )
 
     async def _send(self, links: Links, run: _Run, key: InstanceKey, sql: str) -> None:
-        await self._guard()  # right before the statement: a lost lease sends nothing
-        await links.execute(key, sql)
+        # right after the guard, inside the lease: a lost lease sends nothing
+        await links.fenced(key, sql, self._guard)
         run.did(key, sql)
 
     async def _move_siblings(

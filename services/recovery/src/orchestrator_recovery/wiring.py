@@ -415,11 +415,12 @@ class ShellHooks:
         )
 
 
-def _confirming(guard: Guard) -> Callable[[], Awaitable[None]]:
-    """The election's guard (it returns its approval) as the executor takes it."""
+def _confirming(guard: Guard) -> Callable[[], Awaitable[object]]:
+    """The election's guard as the executor takes it; its approval is passed on, so each
+    statement's timeout is bounded by the lease (:meth:`Links.fenced`)."""
 
-    async def confirm() -> None:
-        await guard()
+    async def confirm() -> object:
+        return await guard()
 
     return confirm
 
