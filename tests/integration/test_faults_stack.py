@@ -295,3 +295,63 @@ async def wait_for_outcome(events: list[Any], *, timeout: float) -> Any:
             return found[0]
         assert time.monotonic() < deadline, [(e.type, e.data.reason) for e in events]
         await asyncio.sleep(0.05)
+
+
+async def test_a_nats_partition_of_the_api_only_keeps_reads_and_catches_up_after(
+    fault_proxies: FaultProxies, nats_server: Any, make_stack: StackFactory
+) -> None:
+    proxies: list[FaultProxy] = []
+
+    def prepare(sandbox: Sandbox) -> dict[str, dict[str, Any]]:
+        """The API reaches NATS through the proxy; discovery and the workers directly."""
+        host, port = nats_server.url.removeprefix("nats://").rsplit(":", 1)
+        proxies.append(fault_proxies(host, int(port), name="api-nats"))
+        return {"api": {"NATSServers": [f"nats://{proxies[0].address}"]}}
+
+    stack = make_stack(semi_sync=True, prepare=prepare)
+    sandbox, proxy = stack.sandbox, proxies[0]
+    wait_listed(stack, sandbox.master.key)
+    async with recovery_events(stack.nats_url) as events:
+        with WritableWatcher(sandbox) as watcher:
+            with Writer(sandbox, sandbox.master.port) as writer:
+                await asyncio.sleep(1.5)
+                proxy.blackhole()  # the API alone is cut off from the bus
+                sandbox.kill(0)  # the rest of the system fails over without it
+                await wait_for_phase(events, RecoveryPhase.COMPLETED, timeout=30, no_failure=True)
+            done = next(e for e in events if e.phase is RecoveryPhase.COMPLETED).data
+            # the API still answers reads, from what it had: the old topology
+            stale = api_get(stack, f"/api/cluster/{sandbox.master.key}")
+            assert stale is not None and len(stale) == 4, stale
+            # and says the bus is down, while it stays healthy for the reads it serves
+            health = api_get(stack, "/api/health")
+            assert health["Code"] == "OK" and health["Details"]["Healthy"] is True, health
+            assert health["Details"]["BusHealthy"] is False, health
+            assert "did not answer" in health["Details"]["BusError"], health
+            healed_at = time.monotonic()
+            proxy.pass_through()
+            successor = next(node for node in sandbox.nodes if node.key == done.successor)
+            # it catches up by itself: the new master, and the recovery in its audit
+            wait_until(
+                lambda: (
+                    (found := api_get(stack, f"/api/master/{successor.key}"))
+                    and found["Key"]["Port"] == successor.port
+                ),
+                timeout=20,
+                what="the API shows the new master after the partition",
+            )
+            wait_until(
+                lambda: (
+                    (recovered := api_get(stack, "/api/audit-recovery"))
+                    and recovered[0]["IsSuccessful"] is True
+                ),
+                timeout=20,
+                what="the API has the recovery in its audit",
+            )
+            caught_up_after = time.monotonic() - healed_at
+            health = api_get(stack, "/api/health")
+            assert health["Details"]["BusHealthy"] is True, health
+            assert health["Details"]["BusError"] is None, health
+    print(f"API partition: caught up {caught_up_after:.1f}s after the heal")
+    assert not [s for s in watcher.samples if len(s.writable) > 1]
+    assert writer.acknowledged
+    assert set(writer.acknowledged) <= notes(sandbox, successor.index)

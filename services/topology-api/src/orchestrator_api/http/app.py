@@ -116,6 +116,9 @@ def create_app(
         except Exception as exc:
             return wire.error_envelope(f"Application node is unhealthy: {exc}")
         hostname = socket.gethostname()
+        # reads are served from the store whatever the bus does: a bus outage is reported,
+        # it does not make the node unhealthy (a load balancer keeps sending it reads)
+        bus = await context.discovery.bus_problem() if context.discovery is not None else None
         leader = context.leader.latest if context.leader is not None else None
         identity = leader.leader if leader is not None else None
         return wire.ok_envelope(
@@ -137,6 +140,8 @@ def create_app(
                 "RaftLeaderURI": "",
                 "RaftAdvertise": "",
                 "RaftHealthyMembers": None,
+                "BusHealthy": bus is None,
+                "BusError": bus,
             },
         )
 
