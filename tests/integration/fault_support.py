@@ -14,6 +14,7 @@ import pymysql
 
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.sandbox.config import change_master_sql
+from orchestrator_shared.errors import SandboxError
 from tests.harness.faultproxy import FaultProxy, Mode
 
 
@@ -155,17 +156,9 @@ class WritableWatcher:
     def _writable(self, index: int) -> bool:
         try:
             rows = self.sandbox.execute(index, "SELECT @@global.read_only", timeout=1)
-        except Exception:  # a node down or killed: not writable
+        except SandboxError:  # a node down or killed: not writable
             return False
         return not int(rows[0][0])
-
-    def reachable_masters(self) -> list[tuple[float, frozenset[int]]]:
-        """The samples where more than one writable node was reachable by clients."""
-        return [
-            (sample.at, sample.writable - sample.cut_off)
-            for sample in self.samples
-            if len(sample.writable - sample.cut_off) > 1
-        ]
 
     def writable_since(self, index: int, since: float) -> float:
         """How long ``index`` stayed writable (and reachable) after ``since``."""

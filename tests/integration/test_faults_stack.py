@@ -194,6 +194,10 @@ async def test_a_slow_etcd_never_lets_two_recovery_leaders_act_and_the_workers_s
     assert acting
     for event in acting:
         assert terms.get(event.data.fencing_token) == event.data.worker, (event.data, terms)
+    # ... and no deposed leader acted once a newer term had: the tokens never go back
+    tokens = [e.data.fencing_token for e in acting]
+    assert tokens == sorted(tokens), tokens
+    assert completed_after < 15, completed_after  # settled: it recovers once etcd answers
     # ... and the failover happened once: one promotion, one writable master
     promoted = [e for e in events if e.phase is RecoveryPhase.PROMOTED]
     assert len(promoted) == 1, [(e.phase, e.data.worker, e.data.reason) for e in events]
