@@ -11,6 +11,7 @@ import pytest
 from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import Store, open_store
 from tests.harness import MariadbDatabase, PostgresDatabase
+from tests.integration.fault_support import FaultProxies
 from tests.integration.stack_support import StackFactory, stack_factory
 
 
@@ -55,3 +56,14 @@ def make_stack(
     """Starts a sandbox (``chain``) and the whole stack with ``settings`` added (every
     process stopped at the end; none may have failed)."""
     yield from stack_factory(sandbox_factory, nats_server, etcd_server, tmp_path)
+
+
+@pytest.fixture
+def fault_proxies() -> Iterator[FaultProxies]:
+    """Opens fault proxies (``fault_proxies(host, port, name=...)``), all closed at the end.
+    Request it before ``make_stack``: the proxies then outlive the services using them."""
+    proxies = FaultProxies()
+    try:
+        yield proxies
+    finally:
+        proxies.close()

@@ -65,22 +65,24 @@ def stack_factory(
         chain: bool = False,
         semi_sync: bool = False,
         sandbox_tls: SandboxTLS | None = None,
-        prepare: Callable[[Sandbox], None] | None = None,
+        prepare: Callable[[Sandbox], dict[str, dict[str, Any]] | None] | None = None,
         environment: dict[str, str] | None = None,
         per_service: dict[str, dict[str, Any]] | None = None,
         more_seeds: tuple[str, ...] = (),
         **settings: Any,
     ) -> Stack:
         """``sandbox_tls``: the sandbox serves TLS with these files; ``prepare``: runs on the
-        sandbox before any service starts (e.g. users that require TLS); ``environment``:
-        added to every service's (``ORCHESTRATOR_LOG_LEVEL`` and secrets given as variables);
-        ``per_service``: settings of one service only (``discovery``, ``api``, ``recovery``),
-        e.g. its own NATS user; ``more_seeds``: discovery seeds after the sandbox's master."""
+        sandbox before any service starts (e.g. users that require TLS, a fault proxy in front
+        of a node) and may return more per-service settings (which know the proxy's port);
+        ``environment``: added to every service's (``ORCHESTRATOR_LOG_LEVEL`` and secrets
+        given as variables); ``per_service``: settings of one service only (``discovery``,
+        ``api``, ``recovery``, or one worker: ``recovery-1``, ``recovery-2``), e.g. its own
+        NATS user; ``more_seeds``: discovery seeds after the sandbox's master."""
         first = len(processes)
-        own = per_service or {}
         sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync, tls=sandbox_tls)
-        if prepare is not None:
-            prepare(sandbox)
+        own = {**(per_service or {})}
+        for service, extra in ((prepare(sandbox) if prepare else None) or {}).items():
+            own[service] = {**own.get(service, {}), **extra}
         port = free_port()
         common = {
             **TOPOLOGY,
@@ -121,7 +123,7 @@ def stack_factory(
         for n in (1, 2):
             worker_dir = tmp_path / f"worker-{n}"
             worker_dir.mkdir()
-            worker_config = {**common, **own.get("recovery", {})}
+            worker_config = {**common, **own.get("recovery", {}), **own.get(f"recovery-{n}", {})}
             workers.append(
                 start(
                     "orchestrator_recovery.main", worker_config, worker_dir, environment=environment

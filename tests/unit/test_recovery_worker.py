@@ -291,6 +291,40 @@ async def test_disabled_recoveries_and_the_block_period_block() -> None:
     assert len(run.executor.executed) == 3
 
 
+class RefusingExecutor(FakeExecutor):
+    """Refuses the first failover (its candidate's link broke), then carries them out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals = 1
+
+    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
+        if self.refusals:
+            self.refusals -= 1
+            raise OperationRefused("the successor failed: connection reset by peer")
+        return await super().fail_over_master(plan, guard)
+
+
+async def test_a_refused_failover_blocks_the_cluster_under_its_name_until_acknowledged() -> None:
+    run = Harness(now_answers=DEAD, plan=PLANNED, executor=RefusingExecutor())
+    failed = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert failed is not None and failed.phase is RecoveryPhase.FAILED
+    assert failed.data.successor == R1  # the event says which candidate was tried
+    # nobody was promoted: the record keeps the cluster's name and names no successor, so
+    # the dead master is not taken for a handled failure (and skipped silently, for good) ...
+    last = await run.control.last(MASTER)
+    assert last is not None and (last.failed, last.successor) == (MASTER, "")
+    assert await run.control.last(R1) is None
+    # ... the next attempt is blocked, and says so ...
+    again = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert again is not None and again.phase is RecoveryPhase.BLOCKED
+    assert "blocked until" in again.data.reason
+    # ... until the operator acknowledges the cluster by the name the events gave it
+    assert await run.control.acknowledge(failed.data.cluster, by="ops")
+    done = await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert done is not None and done.phase is RecoveryPhase.COMPLETED
+
+
 async def test_analysis_changes_are_published_once_per_change() -> None:
     run = Harness(now_answers=DEAD, plan=Refused(reason="r", rejected={}))
     run.suspect(DEAD)

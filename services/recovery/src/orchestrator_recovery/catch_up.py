@@ -153,6 +153,7 @@ class Run(Protocol):
 
     async def status(self, key: InstanceKey) -> ReplicaStatus | None: ...
     async def change(self, key: InstanceKey, statement: str) -> None: ...
+    async def stop_io(self, key: InstanceKey) -> str | None: ...
     def step(self, key: InstanceKey, action: Action) -> AbstractContextManager[StepNote]: ...
     async def poll_status(
         self, key: InstanceKey, decide: Callable[[ReplicaStatus], Check], deadline: float
@@ -197,8 +198,9 @@ async def bring_up_to_date(
                     f"the successor did not receive the old master's last transactions "
                     f"({final_position}) within {policy.timeout:g}s: {check.detail}"
                 )
-        with run.step(successor, Action.STOP_IO):
-            await run.change(successor, dialect.stop_io_sql)
+        problem = await run.stop_io(successor)  # (journaled; waits for a slow semi-sync STOP)
+        if problem is not None:
+            raise StepRefused(f"the successor failed: {problem}")
         with run.step(successor, Action.CATCH_UP) as note:
             check = await _applied(run, successor, ApplyWatch(policy, started))
             note.ok, note.detail = check.progress is Progress.DONE, check.detail

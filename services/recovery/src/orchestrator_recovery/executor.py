@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -62,6 +62,8 @@ DEFAULT_FENCE_TIMEOUT = 0.3
 taken as unreachable: a hung master must not hold the failover up."""
 DEFAULT_STEP_TIMEOUT = 1.0
 """The bound of one statement (connect included). Must stay below the lease TTL."""
+STOP_IO_GRACE = 3.0
+"""How long a timed-out STOP SLAVE IO_THREAD may take to stop the IO thread (see ``stop_io``)."""
 DEFAULT_VERIFY_TIMEOUT = 1.0
 """How long a repointed replica gets to replicate from its new master before it is lost."""
 DEFAULT_POLL_INTERVAL = 0.01
@@ -216,9 +218,30 @@ class _Executor:
             try:
                 await self.change(key, self.dialect.stop_io_sql)
             except StatementFailed as error:
-                note.ok, note.detail = False, error.message
-                return f"could not stop replication: {error.message}"
+                if not (error.timed_out and await self._io_stopped_late(key)):
+                    note.ok, note.detail = False, error.message
+                    return f"could not stop replication: {error.message}"
+                note.detail = f"{error.message}, then the IO thread stopped"
         return None
+
+    async def _io_stopped_late(self, key: InstanceKey) -> bool:
+        """Whether a timed-out STOP SLAVE IO_THREAD still stops the IO thread (within
+        ``STOP_IO_GRACE``).
+
+        A semi-sync replica's STOP first opens a connection to its master to end its binlog
+        dump there; a master that accepts connections but never answers (a network partition,
+        a blackhole) holds the statement for MariaDB's 2 s handshake timeout, longer than a
+        step. The statement goes on on the server: wait for it instead of refusing a failover
+        whose successor would be fine a moment later.
+        """
+        deadline = time.monotonic() + STOP_IO_GRACE
+        while time.monotonic() < deadline:
+            with suppress(StatementFailed):
+                status = await self.status(key)
+                if status is None or status.io_running == "No":
+                    return True
+            await asyncio.sleep(self.poll)
+        return False
 
     # --- 3. the successor catches up -----------------------------------------------------------
 

@@ -371,7 +371,12 @@ class Recoveries:
     ) -> Outcome:
         ended = replace_data(data, ended_at=self._clock())
         if record is not None:
-            await self._control.finish(ended, ended_at=ended.ended_at or self._clock(), kind=record)
+            # A failed recovery promoted nobody: its record names no successor (the event still
+            # says which one was tried). Else the record would be kept under the candidate's
+            # name, an acknowledgement of the cluster would not find it, and the dead master
+            # would pass for a handled failure: never recovered again, silently.
+            kept = replace_data(ended, successor="") if phase is RecoveryPhase.FAILED else ended
+            await self._control.finish(kept, ended_at=ended.ended_at or self._clock(), kind=record)
         await self.announce(phase, ended)
         return Outcome(phase, ended)
 

@@ -30,6 +30,8 @@ from orchestrator_shared.nats_client import connect_nats
 
 REQUEST_TIMEOUT_SECONDS = 15.0  # above discovery's probe deadline (10 s by default)
 COMMAND_TIMEOUT_SECONDS = 120.0  # a topology operation waits for replicas to catch up
+BUS_CHECK_SECONDS = 1.0  # /api/health's round trip to NATS
+BUS_CHECK_SUBJECT = "$JS.API.INFO"
 
 
 class NatsRequester:
@@ -42,6 +44,30 @@ class NatsRequester:
 
     async def connect(self, servers: list[str], auth: NatsAuth = ANONYMOUS) -> None:
         self._nc = await connect_nats(servers, name="orchestrator-topology-api", auth=auth)
+
+    async def bus_problem(self, wait: float = BUS_CHECK_SECONDS) -> str | None:
+        """None when the NATS server answers a request within ``wait`` seconds, else what is
+        wrong.
+
+        A round trip, not the client's state: a partitioned link (packets dropped, nothing
+        refused) keeps the TCP connection looking open until the client's own pings give up,
+        minutes later. The request is ``$JS.API.INFO``, which the server itself answers (the
+        API's NATS user may send it, deploy/nats); "no responders" is an answer too. Not
+        ``flush()``: nats-py leaves a timed-out PING's future queued, and the late PONG then
+        breaks its read loop."""
+        if self._nc is None:
+            return "not connected to NATS"
+        if not self._nc.is_connected:
+            return "disconnected from NATS; reconnecting"
+        try:
+            await self._nc.request(BUS_CHECK_SUBJECT, b"", timeout=wait)
+        except NoRespondersError:
+            return None  # the server answered (JetStream off): the bus is there
+        except NatsTimeout:
+            return f"NATS did not answer within {wait:g}s"
+        except NatsError as exc:
+            return f"NATS: {exc}"
+        return None
 
     async def _request(
         self, subject: str, body: bytes, wait: float, who: str

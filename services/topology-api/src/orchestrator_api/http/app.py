@@ -144,6 +144,9 @@ def create_app(
             return wire.error_envelope(store_errors.failed(exc))
         store_errors.answered()
         hostname = socket.gethostname()
+        # reads are served from the store whatever the bus does: a bus outage is reported,
+        # it does not make the node unhealthy (a load balancer keeps sending it reads)
+        bus = await context.discovery.bus_problem() if context.discovery is not None else None
         leader = context.leader.latest if context.leader is not None else None
         identity = leader.leader if leader is not None else None
         return wire.ok_envelope(
@@ -165,6 +168,8 @@ def create_app(
                 "RaftLeaderURI": "",
                 "RaftAdvertise": "",
                 "RaftHealthyMembers": None,
+                "BusHealthy": bus is None,
+                "BusError": bus,
             },
         )
 

@@ -45,6 +45,9 @@ class BusRequester(Protocol):
     async def command(
         self, request: CommandRequest, *, wait: float | None = None
     ) -> CommandReply: ...
+    async def bus_problem(self) -> str | None:
+        """None when the bus answers now, else why not (``/api/health``'s ``BusError``)."""
+        ...
 
 
 def utcnow() -> datetime:
