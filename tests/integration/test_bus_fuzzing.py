@@ -40,6 +40,7 @@ from orchestrator_shared.bus import (
     Subjects,
     UnreachableEvent,
 )
+from orchestrator_shared.clock_skew import TOLERANCE
 from orchestrator_shared.command_signing import CommandSigner, generate_key
 from orchestrator_shared.dead_letters import DEAD_LETTERS_STREAM
 from orchestrator_shared.events import AnalysisEvent, AnalysisProblem, AuditEvent
@@ -352,11 +353,14 @@ async def test_the_api_leader_watch_skips_and_counts_fuzzed_leader_events(
             except ValueError:
                 unreadable += 1
             await js.publish(SUBJECTS.leader, payload)
+        # the honest event after them is the latest, whatever times the fuzzed ones claimed
+        # (a future one counts as when the stream stored it: issue 13 §5)
+        await asyncio.sleep(TOLERANCE.total_seconds() + 0.1)
         good = LeaderEvent(leader=None, observed_at=datetime.now(UTC))
         await js.publish(SUBJECTS.leader, good.to_json())
 
         async def all_taken() -> bool:
-            return watch.refused == unreadable and watch.latest is not None
+            return watch.refused == unreadable and watch.latest == good
 
         await eventually(all_taken, timeout=20, what="every fuzzed leader event handled")
         assert unreadable > 0 and not watching.done(), watching

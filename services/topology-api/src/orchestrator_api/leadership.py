@@ -25,6 +25,7 @@ from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
 from orchestrator_shared.bus import EVENTS_STREAM, LeaderEvent, Subjects
+from orchestrator_shared.clock_skew import TOLERANCE, aware
 from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
 from orchestrator_shared.nats_client import connect_nats
@@ -76,8 +77,14 @@ class LeaderWatch:
             self.refused += 1
             log.warning("leader watch: unreadable leader event skipped: %s", one_line(exc))
             return
+        with contextlib.suppress(NatsError, ValueError, IndexError):
+            # a time after the stream stored the event is a clock ahead (or forged): it must
+            # not keep the events that follow from being the latest
+            stored_at = aware(msg.metadata.timestamp)
+            if aware(event.observed_at) > stored_at + TOLERANCE:
+                event = event.model_copy(update={"observed_at": stored_at})
         latest = self.latest
-        if latest is None or event.observed_at >= latest.observed_at:
+        if latest is None or aware(event.observed_at) >= aware(latest.observed_at):
             self.latest = event
 
     async def close(self) -> None:
