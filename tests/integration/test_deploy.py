@@ -45,12 +45,18 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES = ("discovery", "topology-api", "coordinator", "recovery-1", "recovery-2")
-LISTEN_KEYS = ("ListenAddress", "CoordinatorListenAddress", "DiscoveryMetricsListenAddress")
+LISTEN_KEYS = (
+    "ListenAddress",
+    "CoordinatorListenAddress",
+    "DiscoveryMetricsListenAddress",
+    "RecoveryMetricsListenAddress",
+)
 # what each service listens on, when ready (a recovery worker listens on nothing)
 LISTENS_ON = {
     "orchestrator-topology-api": "ListenAddress",
     "orchestrator-coordinator": "CoordinatorListenAddress",
     "orchestrator-discovery": "DiscoveryMetricsListenAddress",
+    "orchestrator-recovery": "RecoveryMetricsListenAddress",
 }
 
 
@@ -372,16 +378,19 @@ def start_kubernetes_services(machine: Machine, started: list[ManagedProcess]) -
             variable["name"]: machine.translate(variable["value"], mounts)
             for variable in container.get("env", [])
         }
-        for key in LISTEN_KEYS:  # the ConfigMap's or the env's: a free port here
-            environment[f"ORCHESTRATOR_{key}"] = f"{LOOPBACK}:{free_port()}"
         settings = json.loads(config_maps["orchestrator-config"]["orchestrator.conf.json"])
         environment.update(local_servers_only(settings.get("DiscoveryAllowedHostnameFilters")))
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
         argv = [machine.translate(arg, mounts) for arg in container["args"]]
         for replica in range(deployment["spec"]["replicas"]):
-            _start(_service(f"{name}-{replica}", argv, {**inherited, **environment}), started)
-        urls[name] = environment["ORCHESTRATOR_ListenAddress"]
-        urls[f"{name}/coordinator"] = environment["ORCHESTRATOR_CoordinatorListenAddress"]
+            # each pod has its own address; here each replica needs free ports of its own
+            ports = {f"ORCHESTRATOR_{key}": f"{LOOPBACK}:{free_port()}" for key in LISTEN_KEYS}
+            _start(
+                _service(f"{name}-{replica}", argv, {**inherited, **environment, **ports}),
+                started,
+            )
+            urls.setdefault(name, ports["ORCHESTRATOR_ListenAddress"])
+            urls.setdefault(f"{name}/coordinator", ports["ORCHESTRATOR_CoordinatorListenAddress"])
     return (
         f"https://{urls['orchestrator-topology-api']}",
         f"http://{urls['orchestrator-coordinator/coordinator']}",
@@ -451,6 +460,28 @@ def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
         return answer is not None and answer[0] == 200 and b'"leader_present":true' in answer[1]
 
     wait_until(leader, timeout=30, what="a recovery leader")
+    workers = [
+        process.listen
+        for process in stack.processes
+        if isinstance(process, ServiceProcess)
+        and Path(process.argv[0]).name == "orchestrator-recovery"
+    ]
+    assert len(workers) == 2 and all(workers), workers
+
+    def leading(address: str) -> float:
+        answer = http_get(f"http://{address}/metrics")
+        assert answer is not None and answer[0] == 200, answer
+        line = next(
+            line for line in answer[1].decode().splitlines()
+            if line.startswith("orchestrator_recovery_leading ")
+        )  # fmt: skip
+        return float(line.split()[1])
+
+    wait_until(
+        lambda: sum(leading(address) for address in workers if address) == 1,
+        timeout=15,
+        what="one of the two workers leading, on their /metrics",
+    )
 
     # the API: HTTPS only, and only for its admin
     master = f"{LOOPBACK}:{stack.db1.port}"

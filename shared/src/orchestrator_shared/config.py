@@ -133,6 +133,9 @@ class Settings(BaseModel):
     MasterLivenessTimeoutSeconds: PositiveFloat = 1.0
     # New: where discovery serves /metrics and /health ("" = not at all).
     DiscoveryMetricsListenAddress: str = "127.0.0.1:9125"
+    # New: where a recovery worker serves /metrics ("" = not at all: several workers on one host
+    # would need a port each).
+    RecoveryMetricsListenAddress: str = ""
 
     # --- classification --------------------------------------------------------------------
     DetectClusterAliasQuery: str = ""
@@ -439,7 +442,7 @@ class Settings(BaseModel):
                 raise ValueError(f"expected http(s)://host:port URLs, got {url!r}")
         return urls
 
-    @field_validator("DiscoveryMetricsListenAddress")
+    @field_validator("DiscoveryMetricsListenAddress", "RecoveryMetricsListenAddress")
     @classmethod
     def _listen_address(cls, address: str) -> str:
         if address:

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
+from prometheus_client import start_http_server
+
 from orchestrator_coordinator.election import Election, ElectionOptions, Leadership
 from orchestrator_coordinator.etcd import EtcdError
 from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
@@ -29,6 +31,7 @@ from orchestrator_recovery.control import OperatorState, RecoveryControl
 from orchestrator_recovery.drop_checks import DropChecks
 from orchestrator_recovery.fleet import FleetFeed, FleetState
 from orchestrator_recovery.maintenance import MaintenanceLocks
+from orchestrator_recovery.metrics import RecoveryMetrics, metrics_registry
 from orchestrator_recovery.moves import move_operations
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations import instance_operations
@@ -46,7 +49,7 @@ from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
-from orchestrator_shared.config import Settings, load_settings
+from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError
 from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
@@ -189,11 +192,26 @@ async def serve(settings: Settings) -> None:
             log.info("leading recovery (fencing token %d)", term.token)
             await worker.lead(guard, term.token)
 
+        feed = FleetFeed(nc, subjects, state)
+        if settings.RecoveryMetricsListenAddress:
+            collector = RecoveryMetrics(
+                worker=worker,
+                responder=responder,
+                publisher=publisher,
+                feed=feed,
+                leading=lambda: election.is_leader,
+            )
+            host, port = parse_listen_address(settings.RecoveryMetricsListenAddress)
+            server, thread = start_http_server(
+                port, addr=host, registry=metrics_registry(collector)
+            )
+            stack.callback(thread.join, 5)
+            stack.callback(server.shutdown)
         log.info("recovery worker %s started", identity.id)
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(publisher.run()),
-                group.create_task(FleetFeed(nc, subjects, state).run()),
+                group.create_task(feed.run()),
                 group.create_task(election.run_while_leader(lead)),
                 group.create_task(responder.run()),
             ]

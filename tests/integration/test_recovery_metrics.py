@@ -1,0 +1,53 @@
+"""The recovery workers' /metrics (``RecoveryMetricsListenAddress``): the whole stack on a real
+sandbox, etcd and nats-server; each worker serves its counters (bugs caught, commands refused
+busy or failed, events dropped, snapshots refused) and whether it leads: exactly one does."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness.ports import free_ports
+from tests.harness.process import http_get
+from tests.integration.stack_support import StackFactory
+from tests.integration.test_recovery_stack import wait_until
+from tests.integration.test_takeover import ready
+
+pytestmark = pytest.mark.integration
+
+COUNTERS = (
+    "orchestrator_recovery_command_failures_total",
+    "orchestrator_recovery_commands_refused_busy_total",
+    "orchestrator_recovery_events_dropped_total",
+    "orchestrator_recovery_snapshots_refused_total",
+)
+
+
+def scrape(port: int) -> dict[str, float]:
+    answer = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert answer is not None and answer[0] == 200, answer
+    values = {}
+    for line in answer[1].decode().splitlines():
+        if line.startswith("orchestrator_recovery_"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_each_worker_serves_its_counters_and_one_leads(make_stack: StackFactory) -> None:
+    ports = free_ports(2)
+    ready(
+        make_stack,
+        per_service={
+            f"recovery-{n}": {"RecoveryMetricsListenAddress": f"127.0.0.1:{port}"}
+            for n, port in zip((1, 2), ports, strict=True)
+        },
+    )
+
+    def one_leads() -> bool:
+        return sum(scrape(port)["orchestrator_recovery_leading"] for port in ports) == 1
+
+    wait_until(one_leads, timeout=15, what="exactly one worker leading on /metrics")
+    for port in ports:
+        values = scrape(port)
+        for counter in COUNTERS:
+            assert values[counter] == 0, (port, counter, values)
