@@ -143,10 +143,13 @@ async def test_whoami_and_the_stream_of_snapshots_and_a_failover(
                 (data, at) for data, at in seen.events("changed") if master in data["Instances"]
             )
             assert master in first["Clusters"]  # the cluster is named by its master
+            # (the test hears the notice on a connection of its own, which a loaded machine
+            # may serve a little after the API's: a notice heard up to 0.5 s after the event
+            # still counts as the one that caused it)
             notices = [
                 (StoreChanged.model_validate_json(body), when)
                 for subject, body, when in seen.bus
-                if subject.endswith("store.changed") and when <= at + 0.05
+                if subject.endswith("store.changed") and when <= at + 0.5
             ]
             covering = [when for notice, when in notices if master in notice.instances]
             assert covering, "the changed event came before any bus notice"
