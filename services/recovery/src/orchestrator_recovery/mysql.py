@@ -197,16 +197,7 @@ class Links:
         timeout = min(self._access.connect_timeout, deadline_s)
         try:
             async with asyncio.timeout(timeout):
-                conn = await connect_guarded(
-                    host=key.host,
-                    port=key.port,
-                    user=self._access.user,
-                    password=self._access.password,
-                    connect_timeout=timeout,
-                    autocommit=True,
-                    cursorclass=_QuietDictCursor,
-                    ssl=self._access.tls,
-                )
+                conn = await self._open(key, timeout)
         except TimeoutError:
             raise StatementFailed(
                 key, "connect", f"no answer within {timeout:g}s", timed_out=True
@@ -291,20 +282,24 @@ class Links:
                 await asyncio.wait([kill])
                 raise
 
+    async def _open(self, key: InstanceKey, connect_seconds: float) -> aiomysql.Connection:
+        """A new autocommit connection to ``key`` as the topology user (TLS as configured)."""
+        return await connect_guarded(
+            host=key.host,
+            port=key.port,
+            user=self._access.user,
+            password=self._access.password,
+            connect_timeout=connect_seconds,
+            autocommit=True,
+            cursorclass=_QuietDictCursor,
+            ssl=self._access.tls,
+        )
+
     async def _kill_query(self, key: InstanceKey, thread_id: int) -> None:
         timeout = min(self._access.connect_timeout, KILL_TIMEOUT_SECONDS)
         try:
             async with asyncio.timeout(KILL_TIMEOUT_SECONDS * 2):
-                conn = await connect_guarded(
-                    host=key.host,
-                    port=key.port,
-                    user=self._access.user,
-                    password=self._access.password,
-                    connect_timeout=timeout,
-                    autocommit=True,
-                    cursorclass=_QuietDictCursor,
-                    ssl=self._access.tls,
-                )
+                conn = await self._open(key, timeout)
                 try:
                     async with conn.cursor() as cursor:
                         await cursor.execute(f"KILL QUERY {int(thread_id)}")
