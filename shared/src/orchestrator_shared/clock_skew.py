@@ -25,6 +25,7 @@ REPORTED_SKEW_SECONDS = 1.0  # a skew larger than this is worth a warning
 
 
 def aware(moment: datetime) -> datetime:
+    """A naive time (as some publishers send them) read as UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 

@@ -63,7 +63,7 @@ from prometheus_client.registry import Collector
 
 from orchestrator_api.store import Store
 from orchestrator_api.store.models import AuditEntry
-from orchestrator_api.store.recoveries import apply_recovery_events, aware
+from orchestrator_api.store.recoveries import apply_recovery_events
 from orchestrator_api.store.upkeep import ViewUpkeep
 from orchestrator_discovery.nats_bus import (
     DEFAULT_EVENTS_MAX_BYTES,
@@ -71,7 +71,12 @@ from orchestrator_discovery.nats_bus import (
     snapshots_stream_config,
 )
 from orchestrator_shared.bus import StoreChanged, Subjects, UnreachableEvent
-from orchestrator_shared.clock_skew import REPORTED_SKEW_SECONDS, bounded_by_arrival, skew_seconds
+from orchestrator_shared.clock_skew import (
+    REPORTED_SKEW_SECONDS,
+    aware,
+    bounded_by_arrival,
+    skew_seconds,
+)
 from orchestrator_shared.dead_letters import ensure_dead_letters_stream, keep_dead_letter, one_line
 from orchestrator_shared.errors import BusError, StoreError
 from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent

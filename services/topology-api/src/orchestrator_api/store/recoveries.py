@@ -21,12 +21,13 @@ redelivered ``detected``, which is recorded once per delivery.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from orchestrator_api.store import Store
 from orchestrator_api.store.aliases import LOST_IN_RECOVERY, Succession
 from orchestrator_api.store.lineage import RecoveryStep
 from orchestrator_api.store.models import FailureDetection, RecoveryRecord
+from orchestrator_shared.clock_skew import aware
 from orchestrator_shared.events import (
     RecoveryData,
     RecoveryEvent,
@@ -154,8 +155,3 @@ async def _move_cluster_settings(store: Store, old: str, new: str) -> None:
         await store.set_cluster_alias(new, setting.alias_override)
     if setting.domain:
         await store.set_cluster_domain(new, setting.domain)
-
-
-def aware(moment: datetime) -> datetime:
-    """A naive time (as some publishers send them) read as UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
