@@ -38,6 +38,7 @@ from tests.harness.mariadb import MariadbServer, admin_session
 from tests.harness.nats import NatsServer
 from tests.harness.ports import LOOPBACK, free_port, free_ports
 from tests.harness.process import ManagedProcess, find_binary, http_get, tcp_accepts
+from tests.integration.test_recovery_metrics import scrape
 from tests.integration.test_recovery_stack import wait_until
 
 pytestmark = pytest.mark.integration
@@ -468,17 +469,8 @@ def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
     ]
     assert len(workers) == 2 and all(workers), workers
 
-    def leading(address: str) -> float:
-        answer = http_get(f"http://{address}/metrics")
-        assert answer is not None and answer[0] == 200, answer
-        line = next(
-            line for line in answer[1].decode().splitlines()
-            if line.startswith("orchestrator_recovery_leading ")
-        )  # fmt: skip
-        return float(line.split()[1])
-
     wait_until(
-        lambda: sum(leading(address) for address in workers if address) == 1,
+        lambda: sum(scrape(str(a))["orchestrator_recovery_leading"] for a in workers) == 1,
         timeout=15,
         what="one of the two workers leading, on their /metrics",
     )

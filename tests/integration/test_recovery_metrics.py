@@ -22,8 +22,9 @@ COUNTERS = (
 )
 
 
-def scrape(port: int) -> dict[str, float]:
-    answer = http_get(f"http://127.0.0.1:{port}/metrics")
+def scrape(address: str) -> dict[str, float]:
+    """The ``orchestrator_recovery_*`` values on the worker's /metrics at ``host:port``."""
+    answer = http_get(f"http://{address}/metrics")
     assert answer is not None and answer[0] == 200, answer
     values = {}
     for line in answer[1].decode().splitlines():
@@ -44,10 +45,11 @@ def test_each_worker_serves_its_counters_and_one_leads(make_stack: StackFactory)
     )
 
     def one_leads() -> bool:
-        return sum(scrape(port)["orchestrator_recovery_leading"] for port in ports) == 1
+        leading = (scrape(f"127.0.0.1:{port}")["orchestrator_recovery_leading"] for port in ports)
+        return sum(leading) == 1
 
     wait_until(one_leads, timeout=15, what="exactly one worker leading on /metrics")
     for port in ports:
-        values = scrape(port)
+        values = scrape(f"127.0.0.1:{port}")
         for counter in COUNTERS:
             assert values[counter] == 0, (port, counter, values)
