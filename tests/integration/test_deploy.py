@@ -129,7 +129,7 @@ def local_servers_only(shipped: object) -> dict[str, str]:
 
 class ServiceProcess(ManagedProcess):
     """One orchestrator service, as compose's ``command`` runs it; ready when it listens on
-    the address its environment gives it (the recovery workers listen on none)."""
+    the address its environment gives it (its /metrics or API; none when it has none)."""
 
     ready_timeout = 40.0
 
