@@ -3,8 +3,8 @@
 While an operator drags an instance on the cluster page, the page asks ``/api/can-relocate``
 which instances it may be dropped on; the active recovery worker answers by reading every
 server of the cluster (concurrently, once) and applying ``relocate``'s checks
-(:class:`orchestrator_recovery.drop_checks.DropChecks`). This benchmark runs that worker code
-against a simulated cluster of a master and 199 replicas (``simfleet.py``: real sockets, the
+(:class:`orchestrator_recovery.operations.drop_checks.DropChecks`). This benchmark runs that worker
+code against a simulated cluster of a master and 199 replicas (``simfleet.py``: real sockets, the
 MySQL wire protocol) and reports each call's time: the drag has to feel immediate.
 
 Usage::
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from benchlib import Children, Figure, percentile, print_table, start_simfleet
 
-from orchestrator_recovery.drop_checks import DropChecks
 from orchestrator_recovery.mysql import MySQLAccess
+from orchestrator_recovery.operations.drop_checks import DropChecks
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
 

@@ -3,7 +3,7 @@ accepted by the new master.
 
 For each of R runs, on a fresh stack and a fresh sandbox:
 
-1. a 4-node MariaDB sandbox (``orchestrator_api.sandbox``: 1 master + 3 replicas, GTID;
+1. a 4-node MariaDB sandbox (``orchestrator_cli.sandbox``: 1 master + 3 replicas, GTID;
    with ``--semi-sync`` semi-sync master and replica on every node), built by the benchmark
    with ``parent_death_signal`` (``orchestrator up`` cannot build a semi-sync sandbox, so the
    benchmark builds it in both modes and ``up`` reuses the running one);
@@ -88,7 +88,7 @@ from benchlib import (
 )
 from nats.aio.msg import Msg
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import SandboxError
 

@@ -1,6 +1,6 @@
 """How fast discovery reports a dead master: ``kill -9`` to ``orchestrator.v1.unreachable.<key>``.
 
-A real MariaDB sandbox (``orchestrator_api.sandbox``: 1 master + 3 replicas with GTID), our own
+A real MariaDB sandbox (``orchestrator_cli.sandbox``: 1 master + 3 replicas with GTID), our own
 nats-server and one ``orchestrator-discovery`` seeded with the master only
 (``InstancePollSeconds`` 5, master liveness at its defaults: a ping every 0.5 s, 1 s timeout).
 For each of R runs:
@@ -63,7 +63,7 @@ from benchlib import (
 )
 from nats.aio.msg import Msg
 
-from orchestrator_api.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
+from orchestrator_cli.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import SandboxError
 from orchestrator_shared.instance_key import InstanceKey

@@ -67,7 +67,7 @@ from benchlib import (
     wait_until,
 )
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.errors import SandboxError
 
 NODES = 4

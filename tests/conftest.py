@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 import psutil
 import pytest
 
-from orchestrator_api.sandbox import Sandbox, SandboxTLS
+from orchestrator_cli.sandbox import Sandbox, SandboxTLS
 from orchestrator_shared.redact import forget_secrets
 from tests import harness
 from tests.harness.ports import is_port_free
@@ -176,7 +176,7 @@ def mariadb_server(request: pytest.FixtureRequest) -> Iterator[harness.MariadbLi
 
 
 # --- MariaDB ----------------------------------------------------------------------------------
-# Sandboxes of real ``mariadbd`` processes (orchestrator_api.sandbox), on free consecutive
+# Sandboxes of real ``mariadbd`` processes (orchestrator_cli.sandbox), on free consecutive
 # loopback ports, with PR_SET_PDEATHSIG so a killed pytest takes them along. A factory fixture,
 # because tests differ in shape (star, chain, semi-sync) and in whether they break the sandbox:
 # ``sandbox_factory`` sandboxes live for one test, ``module_sandbox_factory`` ones for a module.

@@ -3,7 +3,7 @@
 ``MariadbServer``: a ``mariadbd`` of its own on a free loopback port, controllable like every
 harness process (stop/kill/hang/resume/restart), with TLS on (a throwaway CA in its work
 directory) and ``root`` without a password over TCP. Its datadir is a copy of the sandbox's
-cached template (``orchestrator_api.sandbox.template``), so it starts in about a second.
+cached template (``orchestrator_cli.sandbox.template``), so it starts in about a second.
 
 ``MariadbDatabase``: a fresh database on such a server, with a user of its own holding exactly
 the grants docs/storage.md lists for the MySQL store; dropped at the end (its sessions killed).
@@ -20,9 +20,9 @@ from typing import Any
 
 import pymysql
 
-from orchestrator_api.sandbox.template import MariaDBBinaries, copy_template, ensure_template
-from orchestrator_api.sandbox.template import find_binaries as find_mariadb
 from orchestrator_api.store.mysql import MySQLBackend
+from orchestrator_cli.sandbox.template import MariaDBBinaries, copy_template, ensure_template
+from orchestrator_cli.sandbox.template import find_binaries as find_mariadb
 from orchestrator_shared.errors import SandboxError
 from tests.harness.certificates import make_certificates
 from tests.harness.ports import LOOPBACK, free_port

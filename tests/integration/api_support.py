@@ -18,15 +18,20 @@ import nats
 import pytest
 import uvicorn
 
-from orchestrator_api.cli.client import run_client
+from orchestrator_api.app import create_app
 from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
-from orchestrator_api.sandbox.client import NodeSession
 from orchestrator_api.store import Store, open_store
-from orchestrator_recovery.commands import CommandResponder, Handler, Leadership, OperationLocks
+from orchestrator_cli.client import run_client
+from orchestrator_cli.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
+from orchestrator_cli.sandbox.client import NodeSession
 from orchestrator_recovery.mysql import MySQLAccess
+from orchestrator_recovery.operations.commands import (
+    CommandResponder,
+    Handler,
+    Leadership,
+    OperationLocks,
+)
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.command_signing import CommandSigner, CommandVerifier, generate_key
 from orchestrator_shared.config import Settings

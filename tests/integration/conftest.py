@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import Store, open_store
+from orchestrator_cli.sandbox import Sandbox
 from tests.harness import MariadbDatabase, PostgresDatabase
 from tests.integration.fault_support import FaultProxies
 from tests.integration.stack_support import StackFactory, stack_factory

@@ -12,8 +12,8 @@ from typing import Any
 
 import pymysql
 
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.sandbox.config import change_master_sql
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_cli.sandbox.config import change_master_sql
 from orchestrator_shared.errors import SandboxError
 from tests.harness.faultproxy import FaultProxy, Mode
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator_api.sandbox import Sandbox, SandboxTLS
+from orchestrator_cli.sandbox import Sandbox, SandboxTLS
 from orchestrator_shared.command_signing import generate_key
 from tests.harness.ports import free_port
 from tests.integration.test_stack import start, stop

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.sandbox.config import change_master_sql
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_cli.sandbox.config import change_master_sql
 from orchestrator_shared.errors import SandboxError
 from orchestrator_shared.events import RecoveryPhase
 from tests.integration.stack_support import Stack, StackFactory

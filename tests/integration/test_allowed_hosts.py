@@ -25,7 +25,7 @@ import httpx
 import nats
 import pytest
 
-from orchestrator_api.cli.client import run_client
+from orchestrator_cli.client import run_client
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandSigner
 from tests.integration.stack_support import Stack, StackFactory

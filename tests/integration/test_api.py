@@ -19,20 +19,20 @@ import httpx
 import nats
 import pytest
 
-from orchestrator_api.http.app import create_app
+from orchestrator_adapters.etcd import EtcdClient, EtcdOptions
+from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_api.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
-from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import FailureDetection, RecoveryRecord, Store, open_store
-from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
-from orchestrator_discovery.nats_bus import events_stream_config
-from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
-from orchestrator_recovery.control import OperatorState
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.bus import LeaderEvent, LeaderIdentity, Subjects
 from orchestrator_shared.config import Settings
+from orchestrator_shared.etcd.recovery import OperatorState
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.streams import events_stream_config
 from tests.harness.ports import free_port
 from tests.integration.test_store import snapshot
 from tests.unit.test_wire_samples import EXTRA_FIELDS, assert_same_shape, load_sample
@@ -501,7 +501,7 @@ async def test_health_keeps_the_store_error_out_of_the_answer(
     """/api/health answers anyone: it says the store fails, the log says why."""
     store = await open_store("sqlite", sqlite_path=tmp_path / "gone.sqlite3")
     await store.close()  # every statement now fails
-    caplog.set_level(logging.WARNING, logger="orchestrator_api.http.app")
+    caplog.set_level(logging.WARNING, logger="orchestrator_api.app")
     async with client_for(store) as client:
         for _ in range(3):
             answer = await client.get("/api/health")

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator_api.http.app import create_app
+from orchestrator_api.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.store import AuditEntry, Store, open_store
 from orchestrator_shared.config import Settings

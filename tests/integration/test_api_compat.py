@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator_api.http.app import create_app
+from orchestrator_api.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
-from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import Store, open_store
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey

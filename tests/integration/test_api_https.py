@@ -122,7 +122,7 @@ def cli(url: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``orchestrator -c clusters --api url`` with only ``env`` of the client's variables."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(CLIENT_VARIABLES)}
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator_api.cli.main", "-c", "clusters", "--api", url],
+        [sys.executable, "-m", "orchestrator_cli.main", "-c", "clusters", "--api", url],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,8 +1,8 @@
 """Recovery routes and CLI commands: forwarded to a (fake) active recovery worker over a real
 nats-server, acknowledgements and recovery state over a real store (SQLite and PostgreSQL).
 
-The fake worker answers ``orchestrator.v1.command.*`` as orchestrator_recovery.commands does
-(same operations, same reply details); each test says what it answers.
+The fake worker answers ``orchestrator.v1.command.*`` as orchestrator_recovery.operations.commands
+does (same operations, same reply details); each test says what it answers.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import httpx
 import nats
 import pytest
 
+from orchestrator_api.app import create_app
 from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.http.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.store import RecoveryFilter, RecoveryRecord, Store
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects

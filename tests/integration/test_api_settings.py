@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator_api.http.app import create_app
+from orchestrator_adapters.etcd import EtcdClient, EtcdOptions
+from orchestrator_api.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.store import Store
-from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
-from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.config import Settings
+from orchestrator_shared.etcd.recovery import OperatorState
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from tests.integration.test_api import client_for

@@ -13,8 +13,8 @@ from pathlib import Path
 import nkeys  # type: ignore[import-untyped]
 import pytest
 
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_shared.nats_auth import NatsAuth, nats_auth
-from orchestrator_shared.nats_client import connect_nats
 from tests.harness.certificates import TestAuthority
 from tests.harness.nats import NatsServer
 from tests.harness.process import start_with_fresh_ports
@@ -79,7 +79,7 @@ async def test_a_user_and_password_from_a_secret_file_and_an_nkey_connect(
 async def test_refused_credentials_are_reported_without_the_password(
     password_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="orchestrator_shared.nats_client")
+    caplog.set_level(logging.DEBUG, logger="orchestrator_adapters.nats_client")
     url = password_server.url.replace("nats://", "nats://api:wrong-url-pw@")
     for servers, auth in (
         ([password_server.url], NatsAuth(user="api", password="wrong-pw")),

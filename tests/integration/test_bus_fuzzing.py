@@ -28,7 +28,6 @@ import pytest
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.store import open_store
 from orchestrator_api.store.consumer import DEFAULT_DURABLE_PREFIX, StoreConsumer
-from orchestrator_discovery.nats_bus import events_stream_config, snapshots_stream_config
 from orchestrator_recovery.fleet import FleetFeed, FleetState
 from orchestrator_shared.bus import (
     CommandReply,
@@ -46,6 +45,7 @@ from orchestrator_shared.dead_letters import DEAD_LETTERS_STREAM
 from orchestrator_shared.events import AnalysisEvent, AnalysisProblem, AuditEvent
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.streams import events_stream_config, snapshots_stream_config
 from tests import harness
 from tests.integration.bus_fuzz import Fuzzer
 from tests.integration.stack_support import TOPOLOGY

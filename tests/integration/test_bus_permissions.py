@@ -24,16 +24,16 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_discovery.nats_bus import NatsBus
-from orchestrator_recovery.commands import CommandResponder, Leadership
+from orchestrator_recovery.operations.commands import CommandResponder, Leadership
 from orchestrator_recovery.publisher import EventPublisher
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandSigner, CommandVerifier, generate_key
 from orchestrator_shared.events import AuditEvent
 from orchestrator_shared.nats_auth import NatsAuth
-from orchestrator_shared.nats_client import connect_nats
 from tests.harness.nats import NatsServer
 from tests.harness.process import start_with_fresh_ports
 from tests.integration.stack_support import StackFactory, stack_factory
@@ -153,7 +153,7 @@ REQUEST = CommandRequest(operation="set-writeable", instance="db1:3306", request
 async def test_only_the_apis_user_gets_a_command_to_the_worker(
     bus: Bus, worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="orchestrator_shared.nats_client")
+    caplog.set_level(logging.DEBUG, logger="orchestrator_adapters.nats_client")
     signed = CommandSigner(KEY).sign(REQUEST)
     for service in ("discovery", "coordinator"):
         nc = await bus.connect(service)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_api.cli.client_config import MASK
+from orchestrator_cli.client_config import MASK
 from tests.harness.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def orchestrator(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator_api.cli.main", *argv],
+        [sys.executable, "-m", "orchestrator_cli.main", *argv],
         capture_output=True,
         text=True,
         timeout=60,

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.sandbox.client import NodeSession
-from orchestrator_api.sandbox.config import change_master_sql
-from orchestrator_recovery import operations_errant
-from orchestrator_recovery.operations import instance_operations
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_cli.sandbox.client import NodeSession
+from orchestrator_cli.sandbox.config import change_master_sql
+from orchestrator_recovery.operations import errant as operations_errant
+from orchestrator_recovery.operations.instance import instance_operations
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from orchestrator_shared.gtid import MariaGtidPosition

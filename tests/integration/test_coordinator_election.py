@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_coordinator.election import Election, ElectionOptions, Leadership
-from orchestrator_coordinator.etcd import EtcdClient, EtcdError, EtcdOptions, EtcdUnavailable
-from orchestrator_coordinator.keys import LeadershipKeys, local_identity
+from orchestrator_adapters.election import Election, ElectionOptions, Leadership
+from orchestrator_adapters.etcd import EtcdClient, EtcdError, EtcdOptions, EtcdUnavailable
 from orchestrator_shared.errors import LeaseLost
+from orchestrator_shared.etcd.leadership import LeadershipKeys, local_identity
 from tests import harness
 from tests.harness.ports import free_ports
 from tests.harness.process import spawn

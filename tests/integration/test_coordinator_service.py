@@ -15,8 +15,8 @@ import nats
 import pytest
 from nats.js.api import DeliverPolicy
 
-from orchestrator_coordinator.election import Election, ElectionOptions
-from orchestrator_coordinator.etcd import EtcdOptions, EtcdUnavailable
+from orchestrator_adapters.election import Election, ElectionOptions
+from orchestrator_adapters.etcd import EtcdOptions, EtcdUnavailable
 from tests import harness
 from tests.harness.certificates import make_certificates
 from tests.harness.etcd import EtcdServer

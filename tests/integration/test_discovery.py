@@ -28,11 +28,11 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_discovery.main import build_service
 from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_discovery.nats_bus import NatsBus
-from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_discovery.service import DiscoveryService
 from orchestrator_shared.bus import (
     EVENTS_STREAM,

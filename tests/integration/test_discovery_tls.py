@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_discovery.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
+from orchestrator_adapters.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
 from orchestrator_recovery.mysql import Links, MySQLAccess
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_recovery.drop_checks import DropChecks
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_recovery.operations.drop_checks import DropChecks
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
 from tests.harness.ports import free_port

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.cli.client import run_client
+from orchestrator_cli.client import run_client
 from tests.integration.stack_support import Stack, StackFactory
 from tests.integration.test_recovery_stack import api_get, wait_listed, wait_until
 

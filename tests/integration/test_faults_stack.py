@@ -16,8 +16,8 @@ from typing import Any
 import aetcd
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_coordinator.keys import LeadershipKeys
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_shared.etcd.leadership import LeadershipKeys
 from orchestrator_shared.events import AuditEvent, RecoveryPhase
 from tests.harness import EtcdLike
 from tests.harness.faultproxy import FaultProxy

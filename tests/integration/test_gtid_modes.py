@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from tests.harness.ports import free_port
 from tests.integration.api_support import (

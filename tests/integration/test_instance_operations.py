@@ -1,7 +1,7 @@
 """Instance and replication control (issue 6): ``start-replica``, ``stop-replica``,
 ``restart-replica``, ``set-read-only``, ``set-writeable``.
 
-The handlers of orchestrator_recovery.operations run against a real 4-node MariaDB sandbox
+The handlers of orchestrator_recovery.operations.instance run against a real 4-node MariaDB sandbox
 (node 0 the master, 1..3 its replicas) and each test checks what the servers say afterwards.
 Then the API routes and the CLI run over a real nats-server, answered by the real
 :class:`CommandResponder` wired with these handlers, and a SQLite store holding the sandbox.
@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_recovery.commands import Handler
-from orchestrator_recovery.operations import instance_operations
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_recovery.operations.instance import instance_operations
+from orchestrator_recovery.ports import Handler
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from tests.harness.ports import free_port

@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator, Iterator
 import pymysql
 import pytest
 
-from orchestrator_coordinator.election import Election, ElectionOptions
-from orchestrator_coordinator.etcd import EtcdOptions
-from orchestrator_coordinator.keys import local_identity
+from orchestrator_adapters.election import Election, ElectionOptions
+from orchestrator_adapters.etcd import EtcdOptions
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
 from orchestrator_shared.errors import LeaseLost
+from orchestrator_shared.etcd.leadership import local_identity
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.nats_client import connect_nats
 from tests import harness
 from tests.integration.coordinator_support import STEADY
 
@@ -196,7 +196,7 @@ async def test_a_message_handler_that_raises_is_logged_at_error(
         raise ValueError("a bug in a handler")
 
     try:
-        with caplog.at_level(logging.DEBUG, logger="orchestrator_shared.nats_client"):
+        with caplog.at_level(logging.DEBUG, logger="orchestrator_adapters.nats_client"):
             await nc.subscribe("fencing.test", cb=buggy)
             await nc.publish("fencing.test", b"{}")
             await nc.flush()

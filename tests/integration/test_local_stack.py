@@ -33,7 +33,7 @@ def free_base_port(nodes: int) -> int:
 
 def orchestrator(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator_api.cli.main", *args],
+        [sys.executable, "-m", "orchestrator_cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -165,7 +165,7 @@ def test_while_up_runs_the_cli_lists_the_sandbox_and_a_signal_stops_everything(
     argv += ["--nodes", "3", "--base-port", str(base)]
     with (tmp_path / "up.out").open("w+") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator_api.cli.main", *argv],
+            [sys.executable, "-m", "orchestrator_cli.main", *argv],
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -271,7 +271,7 @@ def test_a_killed_up_leaves_no_process_behind(tmp_path: Path) -> None:
     argv = ["up", "--config", str(api_config(tmp_path, port)), "--sandbox", str(directory)]
     argv += ["--nodes", "3", "--base-port", str(base)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator_api.cli.main", *argv],
+        [sys.executable, "-m", "orchestrator_cli.main", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -28,7 +28,7 @@ def up(
     path.write_text(json.dumps(config))
     clean = {k: v for k, v in os.environ.items() if not k.startswith(CLIENT_VARIABLES)}
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator_api.cli.main", "up", "--config", str(path), *args],
+        [sys.executable, "-m", "orchestrator_cli.main", "up", "--config", str(path), *args],
         capture_output=True,
         text=True,
         timeout=120,

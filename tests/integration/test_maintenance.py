@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestrator_adapters.etcd import EtcdClient, EtcdOptions
 from orchestrator_api.discovery_client import NatsRequester
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
-from orchestrator_recovery.maintenance import MaintenanceLocks
-from orchestrator_recovery.moves import move_operations
-from orchestrator_recovery.operations import instance_operations
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_recovery.operations.instance import instance_operations
+from orchestrator_recovery.operations.maintenance import MaintenanceLocks
+from orchestrator_recovery.wiring import move_operations
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from tests.integration import api_support
 from tests.integration.api_support import (

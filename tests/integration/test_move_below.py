@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator_api.http.app import create_app
+from orchestrator_api.app import create_app
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import open_store
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import OperationRefused
 from tests.integration.api_support import Recorder, link, path, replica_row, serve_cli, star_api

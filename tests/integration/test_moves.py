@@ -19,9 +19,9 @@ from typing import Any, cast
 
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_recovery.commands import Handler
-from orchestrator_recovery.moves import move_operations
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_recovery.ports import Handler
+from orchestrator_recovery.wiring import move_operations
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from tests.harness.ports import free_port

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.sandbox import REPLICATION_PASSWORD, REPLICATION_USER, Sandbox
+from orchestrator_cli.sandbox import REPLICATION_PASSWORD, REPLICATION_USER, Sandbox
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.errors import LeaseLost, OperationRefused
 from tests.harness.ports import free_port

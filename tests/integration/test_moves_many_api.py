@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from orchestrator_api.http.context import ApiContext
-from orchestrator_api.sandbox import Sandbox
 from orchestrator_api.store import Store
-from orchestrator_recovery.commands import Handler
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_recovery.ports import Handler
 from tests.integration.api_support import Recorder, link, path, responder_api, serve_cli
 from tests.integration.test_api import probe_all
 from tests.integration.test_moves import (

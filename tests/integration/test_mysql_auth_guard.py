@@ -22,11 +22,11 @@ import pymysql
 import pytest
 from pymysql.constants import CLIENT
 
-from orchestrator_discovery.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
+from orchestrator_adapters.mysql_client import connect_guarded
+from orchestrator_adapters.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
 from orchestrator_shared.errors import ProbeError
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.mysql_client import connect_guarded
 
 pytestmark = pytest.mark.integration
 

@@ -31,9 +31,9 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from orchestrator_api.cli.client import run_client
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.sandbox.config import REPLICATION_PASSWORD, REPLICATION_USER
+from orchestrator_cli.client import run_client
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_cli.sandbox.config import REPLICATION_PASSWORD, REPLICATION_USER
 from orchestrator_shared.command_signing import generate_key
 from tests import harness
 from tests.harness.ports import free_port

@@ -31,7 +31,7 @@ import httpx
 import nats
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.command_signing import CommandSigner
 from orchestrator_shared.events import RecoveryPhase

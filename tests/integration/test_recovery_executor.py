@@ -1,4 +1,4 @@
-"""The failover executor against real MariaDB sandboxes (orchestrator_recovery.executor).
+"""The failover executor against real MariaDB sandboxes (orchestrator_recovery.failover.executor).
 
 Each test builds its own sandbox (``sandbox_factory``: downed even when the test fails), breaks
 it (kill -9, SIGSTOP, a lagging successor, a replica that cannot follow, a lost lease) and
@@ -17,21 +17,21 @@ from typing import Any
 import pymysql
 import pytest
 
-from orchestrator_api.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
-from orchestrator_api.sandbox.client import NodeSession
-from orchestrator_recovery.executor import (
+from orchestrator_cli.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
+from orchestrator_cli.sandbox.client import NodeSession
+from orchestrator_recovery.failover.executor import (
     fail_over_master,
     fence_returning_master,
     relocate_replicas,
 )
-from orchestrator_recovery.mysql import MySQLAccess
-from orchestrator_recovery.outcome import (
+from orchestrator_recovery.failover.outcome import (
     Action,
     FailoverOutcome,
     FailoverRefused,
     StepJournal,
     StepRecord,
 )
+from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_shared.errors import LeaseLost
 from orchestrator_shared.instance_key import InstanceKey
 

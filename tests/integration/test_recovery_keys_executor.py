@@ -19,12 +19,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.sandbox.client import NodeSession
-from orchestrator_recovery.catch_up import CatchUpMode, CatchUpPolicy
-from orchestrator_recovery.moves import move_operations
-from orchestrator_recovery.outcome import Action, FailoverRefused
-from orchestrator_recovery.wiring import MySQLExecutor, ShellHooks
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_cli.sandbox.client import NodeSession
+from orchestrator_recovery.failover.catch_up import CatchUpMode, CatchUpPolicy
+from orchestrator_recovery.failover.outcome import Action, FailoverRefused
+from orchestrator_recovery.wiring import MySQLExecutor, ShellHooks, move_operations
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.config import Settings
 from orchestrator_shared.instance_key import InstanceKey

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.sandbox import REPLICATION_PASSWORD, REPLICATION_USER, Sandbox
+from orchestrator_cli.sandbox import REPLICATION_PASSWORD, REPLICATION_USER, Sandbox
 from orchestrator_shared.events import AuditEvent, RecoveryPhase
 from tests.integration.api_support import run_cli
 from tests.integration.stack_support import Stack, StackFactory

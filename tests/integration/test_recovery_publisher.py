@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import nats
 import pytest
 
-from orchestrator_discovery.nats_bus import events_stream_config
 from orchestrator_recovery.publisher import EventPublisher
 from orchestrator_shared.bus import EVENTS_STREAM, Subjects
 from orchestrator_shared.events import AnalysisEvent
+from orchestrator_shared.streams import events_stream_config
 from tests import harness
 from tests.integration.test_store_consumer import eventually
 

@@ -21,7 +21,7 @@ import pytest
 from nats.js.api import DeliverPolicy
 from pydantic import BaseModel
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.command_signing import CommandSigner
 from orchestrator_shared.errors import SandboxError

@@ -22,8 +22,8 @@ import psutil
 import pymysql
 import pytest
 
-from orchestrator_api.sandbox import Sandbox, template
-from orchestrator_api.sandbox.config import socket_dir
+from orchestrator_cli.sandbox import Sandbox, template
+from orchestrator_cli.sandbox.config import socket_dir
 from orchestrator_shared.errors import SandboxError
 
 pytestmark = pytest.mark.integration
@@ -422,7 +422,7 @@ def test_nodes_die_with_the_process_that_started_them(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from orchestrator_api.sandbox import Sandbox\n"
+        "from orchestrator_cli.sandbox import Sandbox\n"
         "sandbox = Sandbox.up(Path(sys.argv[1]), nodes=2, base_port=int(sys.argv[2]),\n"
         "                     parent_death_signal=True)\n"
         "print(' '.join(str(node.pid) for node in sandbox.nodes), flush=True)\n"

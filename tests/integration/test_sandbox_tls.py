@@ -16,7 +16,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from orchestrator_api.sandbox import (
+from orchestrator_cli.sandbox import (
     REPLICATION_USER,
     TOPOLOGY_PASSWORD,
     TOPOLOGY_USER,

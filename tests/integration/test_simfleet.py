@@ -18,7 +18,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import Flavor, ThreadState
 

@@ -18,7 +18,7 @@ import httpx
 import nats
 import pytest
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from tests.harness.nats import NatsServer
 from tests.harness.ports import free_port
@@ -146,7 +146,7 @@ def running_stack(
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator_api.cli.main", *args, "--api", url],
+        [sys.executable, "-m", "orchestrator_cli.main", *args, "--api", url],
         capture_output=True,
         text=True,
         timeout=60,

@@ -90,7 +90,7 @@ def test_orchestrator_up_runs_on_a_mysql_store(
         )
     )
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrator_api.cli.main", "up", "--config", str(config),
+        [sys.executable, "-m", "orchestrator_cli.main", "up", "--config", str(config),
          "--sandbox", str(tmp_path / "sb"), "--base-port", str(base), "--once",
          "--timeout", "30"],
         capture_output=True,

@@ -13,7 +13,7 @@ import httpx
 import nats
 import pytest
 
-from orchestrator_api.sandbox.config import REPLICATION_PASSWORD
+from orchestrator_cli.sandbox.config import REPLICATION_PASSWORD
 from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
 from tests.integration.stack_support import TOPOLOGY, Stack, StackFactory
 from tests.integration.test_stack import stop, wait_until

@@ -15,10 +15,10 @@ import pytest
 from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import StoreConsumer
 from orchestrator_api.store.history import NO_PROBLEM
-from orchestrator_discovery.nats_bus import events_stream_config
 from orchestrator_recovery.publisher import EventPublisher
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.events import AnalysisEvent, AnalysisProblem
+from orchestrator_shared.streams import events_stream_config
 from tests import harness
 from tests.integration.test_store import FLEET, NOW, k, snapshot
 from tests.integration.test_store_consumer import eventually

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator_api.http.app import create_app
+from orchestrator_api.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.store import Store
 from orchestrator_api.store.tags import Tag

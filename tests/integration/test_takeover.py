@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.sandbox import REPLICATION_PASSWORD, REPLICATION_USER, Sandbox
+from orchestrator_cli.sandbox import REPLICATION_PASSWORD, REPLICATION_USER, Sandbox
 from tests.integration.api_support import checksum, link, run_cli
 from tests.integration.stack_support import Stack, StackFactory
 from tests.integration.test_recovery_stack import (

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from orchestrator_api.sandbox import Sandbox
-from orchestrator_api.sandbox.sandbox import SandboxNode
+from orchestrator_cli.sandbox import Sandbox
+from orchestrator_cli.sandbox.sandbox import SandboxNode
 from tests import harness
 from tests.integration.coordinator_support import CoordinatorProcess
 from tests.integration.stack_support import Stack, StackFactory, stack_factory

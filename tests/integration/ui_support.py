@@ -22,7 +22,7 @@ import pymysql
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from orchestrator_api.sandbox import Sandbox
+from orchestrator_cli.sandbox import Sandbox
 from tests.integration.stack_support import Stack
 from tests.integration.test_recovery_stack import wait_until
 

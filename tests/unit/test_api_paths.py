@@ -12,7 +12,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from orchestrator_api.http.app import create_app
+from orchestrator_api.app import create_app
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.http.paths import route_path, without_trailing_slash
 from orchestrator_shared.bus import LeaderEvent, LeaderIdentity

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator_api.cli.client import run_client
+from orchestrator_cli.client import run_client
 
 pytestmark = pytest.mark.unit
 

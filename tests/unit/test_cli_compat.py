@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_api.cli.compat import broken, dominant_dc, instance_status, jq_raw
+from orchestrator_cli.compat import broken, dominant_dc, instance_status, jq_raw
 from tests.unit.test_cli_client import FakeApi, api_path, run, sample
 
 pytestmark = pytest.mark.unit

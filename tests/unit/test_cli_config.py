@@ -12,8 +12,8 @@ import httpx
 import pytest
 from pydantic import Field
 
-from orchestrator_api.cli.client import run_client
-from orchestrator_api.cli.client_config import (
+from orchestrator_cli.client import run_client
+from orchestrator_cli.client_config import (
     MASK,
     client_config,
     mask_dsn,

@@ -8,10 +8,10 @@ import io
 import httpx
 import pytest
 
-from orchestrator_api.cli.client import run_client
-from orchestrator_api.cli.commands import UsageError
-from orchestrator_api.cli.flags import FLAGS, UNSUPPORTED, is_client_invocation, parse_flags
-from orchestrator_api.cli.main import main
+from orchestrator_cli.client import run_client
+from orchestrator_cli.commands import UsageError
+from orchestrator_cli.flags import FLAGS, UNSUPPORTED, is_client_invocation, parse_flags
+from orchestrator_cli.main import main
 
 pytestmark = pytest.mark.unit
 

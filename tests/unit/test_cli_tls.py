@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator_api.cli.client import run_client
+from orchestrator_cli.client import run_client
 
 pytestmark = pytest.mark.unit
 

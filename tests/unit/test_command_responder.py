@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from orchestrator_recovery.commands import CommandResponder, Leadership
+from orchestrator_recovery.operations.commands import CommandResponder, Leadership
 from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandSigner, CommandVerifier
 from orchestrator_shared.errors import OperationRefused

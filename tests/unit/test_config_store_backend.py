@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_api.local_stack import api_settings, common_settings
 from orchestrator_api.store.mysql import MySQLBackend, tls_context
+from orchestrator_cli.local_stack import api_settings, common_settings
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ConfigError, StoreError
 from tests.unit.test_config_orchestrator_keys import load as loaded

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_discovery.probe import ProbeOptions
+from orchestrator_adapters.probe import ProbeOptions
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_shared.config import Settings
 from orchestrator_shared.mysql_tls import topology_tls_context

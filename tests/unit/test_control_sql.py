@@ -1,4 +1,4 @@
-"""Pure decisions of the control operations, part 2 (orchestrator_recovery.operations_control_sql),
+"""Pure decisions of the control operations, part 2 (orchestrator_recovery.operations.control_sql),
 on rows as MariaDB 10.11 answers them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_recovery.operations_control_sql import (
+from orchestrator_recovery.operations.control_sql import (
     Replication,
     binlog_order,
     change_host_sql,
@@ -22,7 +22,7 @@ from orchestrator_recovery.operations_control_sql import (
     skip_refusal,
     thread_statements,
 )
-from orchestrator_recovery.operations_errant_sql import (
+from orchestrator_recovery.operations.errant_sql import (
     PLACEHOLDER_STATEMENT,
     GtidState,
     binlog_events_sql,

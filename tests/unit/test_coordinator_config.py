@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_coordinator.election import ElectionOptions
-from orchestrator_coordinator.etcd import EtcdOptions
+from orchestrator_adapters.election import ElectionOptions
+from orchestrator_adapters.etcd import EtcdOptions
 from orchestrator_coordinator.main import cli
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import ConfigError

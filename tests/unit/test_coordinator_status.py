@@ -7,18 +7,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orchestrator_coordinator.etcd import KeyValue, prefix_range_end
-from orchestrator_coordinator.keys import (
+from orchestrator_adapters.etcd import KeyValue, prefix_range_end
+from orchestrator_coordinator.metrics import CoordinatorMetrics
+from orchestrator_coordinator.observer import ElectionStatus, status_from_keys
+from orchestrator_coordinator.publisher import leader_event
+from orchestrator_shared.bus import LeaderEvent, LeaderIdentity, Subjects
+from orchestrator_shared.etcd.leadership import (
     LeadershipKeys,
     decode_elected_at,
     decode_identity,
     encode_leader,
     encode_member,
 )
-from orchestrator_coordinator.metrics import CoordinatorMetrics
-from orchestrator_coordinator.observer import ElectionStatus, status_from_keys
-from orchestrator_coordinator.publisher import leader_event
-from orchestrator_shared.bus import LeaderEvent, LeaderIdentity, Subjects
 from tests.integration.coordinator_support import check_fencing
 
 pytestmark = pytest.mark.unit

@@ -1,5 +1,5 @@
-"""The web UI's drop checks (``orchestrator_recovery.drop_checks``) on canned servers: which
-targets ``relocate`` / ``relocate-replicas`` would refuse, and why."""
+"""The web UI's drop checks (``orchestrator_recovery.operations.drop_checks``) on canned servers:
+which targets ``relocate`` / ``relocate-replicas`` would refuse, and why."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator_recovery.drop_checks import (
+from orchestrator_recovery.operations.drop_checks import (
     Verdict,
     held_instances,
     masters_of,
@@ -15,8 +15,8 @@ from orchestrator_recovery.drop_checks import (
     replicas_of,
     replicas_refusal,
 )
-from orchestrator_recovery.maintenance import Lock
-from orchestrator_recovery.moves_sql import Server, split_variables
+from orchestrator_recovery.operations.maintenance import Lock
+from orchestrator_recovery.operations.moves_sql import Server, split_variables
 from orchestrator_shared.instance_key import InstanceKey
 from tests.unit.test_moves_sql import server
 

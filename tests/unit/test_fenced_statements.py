@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 from nats.errors import ConnectionClosedError
 
+from orchestrator_adapters.nats_client import callback_failed
 from orchestrator_recovery.mysql import bounded_statement, lease_left
-from orchestrator_shared.nats_client import callback_failed
 
 pytestmark = pytest.mark.unit
 

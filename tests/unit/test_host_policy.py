@@ -12,8 +12,8 @@ from typing import Any, cast
 
 import pytest
 
-from orchestrator_recovery.commands import CommandResponder
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
+from orchestrator_recovery.operations.commands import CommandResponder
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import ConfigError

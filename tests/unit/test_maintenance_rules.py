@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orchestrator_adapters.etcd import KeyValue
 from orchestrator_api.store.tags import (
     Tag,
     TagError,
@@ -16,8 +17,7 @@ from orchestrator_api.store.tags import (
     tagged,
     untag_scope,
 )
-from orchestrator_coordinator.etcd import KeyValue
-from orchestrator_recovery.maintenance import (
+from orchestrator_recovery.operations.maintenance import (
     Lock,
     blocking,
     parse_duration,

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_recovery.moves_sql import sibling_refusal
-from orchestrator_recovery.operations_gtid_sql import (
+from orchestrator_recovery.operations.gtid_sql import (
     binlog_gtid_pos_sql,
     disable_refusal,
     enable_refusal,
@@ -25,6 +24,7 @@ from orchestrator_recovery.operations_gtid_sql import (
     position_mismatch,
     thread_statements,
 )
+from orchestrator_recovery.operations.moves_sql import sibling_refusal
 from orchestrator_recovery.sql import Dialect, parse_replica_status
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import Flavor

@@ -1,4 +1,5 @@
-"""The pure decisions of the moves of many replicas (``orchestrator_recovery.moves_many_rules``):
+"""The pure decisions of the moves of many replicas
+(``orchestrator_recovery.operations.moves_many_rules``):
 the pattern, regroup's pick, take-master's and make-co-master's refusals and statements; and
 the ``orchestrator -c`` commands on canned answers shaped like orchestrator's."""
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_recovery.moves_many_rules import (
+from orchestrator_recovery.operations.moves_many_rules import (
     choose_promoted,
     co_master_refusal,
     co_master_sql,

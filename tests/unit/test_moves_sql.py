@@ -1,4 +1,4 @@
-"""The decisions of the GTID moves (``orchestrator_recovery.moves_sql``) on canned server
+"""The decisions of the GTID moves (``orchestrator_recovery.operations.moves_sql``) on canned server
 answers, and the move commands of ``orchestrator -c`` against orchestrator's real answers."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator_recovery.moves import change_master_sql
-from orchestrator_recovery.moves_sql import (
+from orchestrator_recovery.operations.moves import change_master_sql
+from orchestrator_recovery.operations.moves_sql import (
     Server,
     missing,
     parse_gtid_mode,

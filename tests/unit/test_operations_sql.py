@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator_recovery import operations_sql as sql
-from orchestrator_recovery.operations_sql import InstanceState, ReplicaThreads
+from orchestrator_recovery.operations import instance_sql as sql
+from orchestrator_recovery.operations.instance_sql import InstanceState, ReplicaThreads
 
 pytestmark = pytest.mark.unit
 

@@ -10,9 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator_api.osc import hostname_filters_match
-from orchestrator_recovery.moves_many_rules import selected
+from orchestrator_recovery.operations.moves_many_rules import selected
 from orchestrator_shared.config import HOSTNAME_FILTER_SETTINGS, Settings
 from orchestrator_shared.errors import OperationRefused
+from orchestrator_shared.filters import cluster_matches_filters, matching_hostname_filter
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.patterns import (
     MAX_PATTERN_LENGTH,
@@ -20,7 +21,6 @@ from orchestrator_shared.patterns import (
     compile_pattern,
     search,
 )
-from orchestrator_shared.recovery.filters import cluster_matches_filters, matching_hostname_filter
 
 pytestmark = pytest.mark.unit
 

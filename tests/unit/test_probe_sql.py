@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator_discovery import probe_sql
-from orchestrator_discovery.probe_sql import Dialect
+from orchestrator_adapters import probe_sql
+from orchestrator_adapters.probe_sql import Dialect
 from orchestrator_shared.analysis import analyze
 from orchestrator_shared.snapshot import Flavor, InstanceSnapshot, ProbeFacts, ThreadState
 from orchestrator_shared.topology import build_topology

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from orchestrator_recovery import sql
-from orchestrator_recovery.catch_up import ApplyWatch, CatchUpMode, CatchUpPolicy
+from orchestrator_recovery.failover.catch_up import ApplyWatch, CatchUpMode, CatchUpPolicy
 from orchestrator_recovery.hooks import (
     HookContext,
     HookStage,

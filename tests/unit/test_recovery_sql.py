@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from orchestrator_recovery import sql
-from orchestrator_recovery.executor import fail_over_master, relocate_replicas
+from orchestrator_recovery.failover.executor import fail_over_master, relocate_replicas
+from orchestrator_recovery.failover.outcome import Action, FailoverOutcome, StepJournal
 from orchestrator_recovery.mysql import MySQLAccess
-from orchestrator_recovery.outcome import Action, FailoverOutcome, StepJournal
 from orchestrator_recovery.sql import Dialect, Positions, Progress
 from orchestrator_shared.errors import OperationRefused
 from orchestrator_shared.instance_key import InstanceKey

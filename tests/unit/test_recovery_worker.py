@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_recovery.control import OperatorState, RecoveryControl
+from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.ports import (
     Guard,
@@ -20,9 +20,9 @@ from orchestrator_recovery.ports import (
     SemiSyncResult,
     WorkerOptions,
 )
-from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import Analysis, AnalysisCode, analyze
 from orchestrator_shared.errors import OperationRefused
+from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
 from orchestrator_shared.events import (
     AnalysisEvent,
     AuditEvent,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator_recovery import worker as worker_module
-from orchestrator_recovery.worker import cluster_label, clusters_of
+from orchestrator_recovery.failover import worker as worker_module
+from orchestrator_recovery.failover.worker import cluster_label, clusters_of
 from orchestrator_shared.analysis import analyze
 from orchestrator_shared.events import AnalysisEvent, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey

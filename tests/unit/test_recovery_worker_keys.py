@@ -11,12 +11,12 @@ from typing import Any, cast
 
 import pytest
 
-from orchestrator_recovery.commands import CommandResponder, Leadership
-from orchestrator_recovery.control import RecordKind
+from orchestrator_recovery.operations.commands import CommandResponder, Leadership
 from orchestrator_recovery.ports import MasterResult, Planned, SemiSyncResult, WorkerOptions
 from orchestrator_shared.analysis import AnalysisCode, AnalysisOptions
 from orchestrator_shared.bus import CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
+from orchestrator_shared.etcd.recovery import RecordKind
 from orchestrator_shared.events import RecoveryData, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.recovery import SemiSyncMode

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_api.cli.main import main
-from orchestrator_api.sandbox.config import (
+from orchestrator_cli.main import main
+from orchestrator_cli.sandbox.config import (
     TOPOLOGY_PRIVILEGES,
     SandboxOptions,
     change_master_sql,
@@ -18,7 +18,7 @@ from orchestrator_api.sandbox.config import (
     render_my_cnf,
     socket_dir,
 )
-from orchestrator_api.sandbox.status import NodeReport, describe, render_tree
+from orchestrator_cli.sandbox.status import NodeReport, describe, render_tree
 from orchestrator_shared.errors import SandboxError
 
 pytestmark = pytest.mark.unit

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_api.cli.main import main
-from orchestrator_api.local_stack import common_settings
-from orchestrator_api.sandbox import manifest
-from orchestrator_api.sandbox.certificates import make_throwaway_tls
-from orchestrator_api.sandbox.config import (
+from orchestrator_cli.local_stack import common_settings
+from orchestrator_cli.main import main
+from orchestrator_cli.sandbox import manifest
+from orchestrator_cli.sandbox.certificates import make_throwaway_tls
+from orchestrator_cli.sandbox.config import (
     HOST,
     SandboxOptions,
     SandboxTLS,
@@ -24,7 +24,7 @@ from orchestrator_api.sandbox.config import (
     render_my_cnf,
     socket_dir,
 )
-from orchestrator_api.sandbox.tls import check_files
+from orchestrator_cli.sandbox.tls import check_files
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import SandboxError
 from tests.harness.certificates import TestAuthority

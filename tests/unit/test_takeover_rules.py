@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator_recovery.sql import Dialect, Positions
-from orchestrator_recovery.takeover_sql import (
+from orchestrator_recovery.operations.takeover_sql import (
     demoted_master_sql,
     not_applied,
     parse_credentials,
     replication_tls,
 )
+from orchestrator_recovery.sql import Dialect, Positions
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import PlanOptions

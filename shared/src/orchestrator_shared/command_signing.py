@@ -14,7 +14,7 @@ runs:
   :data:`MAX_VALIDITY_SECONDS` (late deliveries, and a bound on what the nonce cache holds);
 - a nonce it has already accepted while that request was valid (a replay).
 
-Pure: the clock is a parameter; the responder (``orchestrator_recovery.commands``) audits
+Pure: the clock is a parameter; the responder (``orchestrator_recovery.operations.commands``) audits
 each refusal.
 """
 

@@ -19,9 +19,9 @@ from contextlib import AsyncExitStack, suppress
 
 from prometheus_client import start_http_server
 
+from orchestrator_adapters.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
 from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_discovery.nats_bus import NatsBus
-from orchestrator_discovery.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
 from orchestrator_discovery.service import DiscoveryOptions, DiscoveryService
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address

@@ -11,20 +11,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError
 
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_shared.bus import (
     DISCOVERY_QUEUE_GROUP,
-    EVENTS_STREAM,
     SNAPSHOTS_STREAM,
     DiscoveryReply,
     Subjects,
@@ -33,44 +31,19 @@ from orchestrator_shared.bus import (
 from orchestrator_shared.errors import BusError
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
-from orchestrator_shared.nats_client import connect_nats
 from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.streams import (
+    DEFAULT_EVENTS_MAX_BYTES,
+    events_stream_config,
+    snapshots_stream_config,
+)
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_SECONDS = 2.0
-DEFAULT_EVENTS_MAX_BYTES = 1 << 30  # the EventsMaxBytes setting's default
 DEFAULT_REQUEST_CONCURRENCY = 32  # discovery requests answered at once
 
 RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
-
-
-def snapshots_stream_config(subjects: Subjects) -> StreamConfig:
-    """One message per instance subject: the stream is the fleet's current state."""
-    return StreamConfig(
-        name=SNAPSHOTS_STREAM,
-        subjects=[subjects.all_snapshots],
-        retention=RetentionPolicy.LIMITS,
-        max_msgs_per_subject=1,
-        discard=DiscardPolicy.OLD,
-        storage=StorageType.FILE,
-    )
-
-
-def events_stream_config(
-    subjects: Subjects, *, retention_days: int, max_bytes: int = DEFAULT_EVENTS_MAX_BYTES
-) -> StreamConfig:
-    """Events kept ``retention_days`` and at most ``max_bytes``, the oldest dropped first:
-    bounded on both sides, so an event storm cannot fill the NATS server's disk."""
-    return StreamConfig(
-        name=EVENTS_STREAM,
-        subjects=subjects.events,
-        retention=RetentionPolicy.LIMITS,
-        max_age=timedelta(days=retention_days).total_seconds(),
-        max_bytes=max_bytes,
-        discard=DiscardPolicy.OLD,
-        storage=StorageType.FILE,
-    )
 
 
 class NatsBus:

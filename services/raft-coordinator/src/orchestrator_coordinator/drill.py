@@ -2,7 +2,7 @@
 
     python -m orchestrator_coordinator.drill --endpoints http://127.0.0.1:2379 --records FILE
 
-It runs an :class:`~orchestrator_coordinator.election.Election` and, while it leads, performs a
+It runs an :class:`~orchestrator_adapters.election.Election` and, while it leads, performs a
 "destructive action" every ``--action-interval`` seconds: ``guard()``, then the action, which is
 only recording itself. Every record is one JSON line appended to ``--records`` (several workers may
 share the file; each line is one ``write``)::
@@ -38,10 +38,10 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator_coordinator.election import Election, ElectionOptions, Leadership
-from orchestrator_coordinator.etcd import EtcdError, EtcdOptions
-from orchestrator_coordinator.keys import local_identity
+from orchestrator_adapters.election import Election, ElectionOptions, Leadership
+from orchestrator_adapters.etcd import EtcdError, EtcdOptions
 from orchestrator_shared.errors import LeaseLost
+from orchestrator_shared.etcd.leadership import local_identity
 from orchestrator_shared.logging import configure_logging
 
 log = logging.getLogger("orchestrator_coordinator.drill")

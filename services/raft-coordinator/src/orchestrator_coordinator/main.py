@@ -1,6 +1,6 @@
 """``orchestrator-coordinator --config FILE``: reports the recovery election.
 
-It does not campaign: recovery workers do, in-process (:mod:`orchestrator_coordinator.election`).
+It does not campaign: recovery workers do, in-process (:mod:`orchestrator_adapters.election`).
 This service watches the leadership keys in etcd and reports them: ``/status`` (JSON) and
 ``/metrics`` on ``CoordinatorListenAddress``, and ``orchestrator.v1.leader`` events on NATS.
 
@@ -24,9 +24,8 @@ from contextlib import AsyncExitStack
 
 import uvicorn
 
-from orchestrator_coordinator.election import STARTUP_TIMEOUT_SECONDS, ElectionOptions
-from orchestrator_coordinator.etcd import EtcdClient, EtcdError, EtcdOptions, EtcdUnavailable
-from orchestrator_coordinator.keys import LeadershipKeys
+from orchestrator_adapters.election import STARTUP_TIMEOUT_SECONDS, ElectionOptions
+from orchestrator_adapters.etcd import EtcdClient, EtcdError, EtcdOptions, EtcdUnavailable
 from orchestrator_coordinator.metrics import CoordinatorMetrics
 from orchestrator_coordinator.observer import ElectionObserver, ElectionStatus
 from orchestrator_coordinator.publisher import LeaderEventPublisher
@@ -34,6 +33,7 @@ from orchestrator_coordinator.web import create_app
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError
+from orchestrator_shared.etcd.leadership import LeadershipKeys
 from orchestrator_shared.logging import configure_logging
 from orchestrator_shared.nats_auth import nats_auth
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator_coordinator.etcd import EtcdClient, EtcdError, KeyValue
-from orchestrator_coordinator.keys import LeadershipKeys, decode_elected_at, decode_identity
+from orchestrator_adapters.etcd import EtcdClient, EtcdError, KeyValue
 from orchestrator_shared.bus import LeaderIdentity
+from orchestrator_shared.etcd.leadership import LeadershipKeys, decode_elected_at, decode_identity
 
 log = logging.getLogger(__name__)
 

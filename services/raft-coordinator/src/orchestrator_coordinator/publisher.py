@@ -8,20 +8,20 @@ change replaces it (the stream needs the latest state, not every intermediate on
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import Error as JetStreamError
 from nats.js.errors import NotFoundError
 
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_coordinator.metrics import CoordinatorMetrics
 from orchestrator_coordinator.observer import ElectionStatus
 from orchestrator_shared.bus import EVENTS_STREAM, LeaderEvent, Subjects
 from orchestrator_shared.errors import BusError
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
-from orchestrator_shared.nats_client import connect_nats
+from orchestrator_shared.streams import events_stream_config
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,10 @@ class LeaderEventPublisher:
                 await js.stream_info(EVENTS_STREAM)
             except NotFoundError:
                 await js.add_stream(
-                    StreamConfig(
-                        name=EVENTS_STREAM,
-                        subjects=self.subjects.events,
-                        retention=RetentionPolicy.LIMITS,
-                        max_age=timedelta(days=self._retention_days).total_seconds(),
+                    events_stream_config(
+                        self.subjects,
+                        retention_days=self._retention_days,
                         max_bytes=self._events_max_bytes,
-                        discard=DiscardPolicy.OLD,
-                        storage=StorageType.FILE,
                     )
                 )
         except (NatsError, JetStreamError) as exc:

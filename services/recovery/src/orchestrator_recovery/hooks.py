@@ -500,7 +500,7 @@ def _libc_prctl() -> Callable[..., int]:
 def _death_signal_preexec() -> Callable[[], None]:
     """A preexec_fn giving the child SIGTERM when its parent (thread) dies; the supervisor
     shell turns that into SIGKILL for the whole group. Mirrors
-    ``orchestrator_api.children``, which the recovery service cannot import."""
+    ``orchestrator_cli.children``, which the recovery service cannot import."""
     prctl = _libc_prctl()  # loaded before fork: no dlopen in the child
     parent = os.getpid()
 

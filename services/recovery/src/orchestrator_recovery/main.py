@@ -23,39 +23,39 @@ from datetime import timedelta
 
 from prometheus_client import start_http_server
 
-from orchestrator_coordinator.election import Election, ElectionOptions, Leadership
-from orchestrator_coordinator.etcd import EtcdError
-from orchestrator_discovery.probe import ConnectionPool, ProbeOptions, Prober
-from orchestrator_recovery import commands
-from orchestrator_recovery.control import OperatorState, RecoveryControl
-from orchestrator_recovery.drop_checks import DropChecks
+from orchestrator_adapters.election import Election, ElectionOptions, Leadership
+from orchestrator_adapters.etcd import EtcdError
+from orchestrator_adapters.nats_client import connect_nats
+from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.fleet import FleetFeed, FleetState
-from orchestrator_recovery.maintenance import MaintenanceLocks
 from orchestrator_recovery.metrics import RecoveryMetrics, metrics_registry
-from orchestrator_recovery.moves import move_operations
 from orchestrator_recovery.mysql import MySQLAccess
-from orchestrator_recovery.operations import instance_operations
+from orchestrator_recovery.operations import commands
+from orchestrator_recovery.operations.drop_checks import DropChecks
+from orchestrator_recovery.operations.instance import instance_operations
+from orchestrator_recovery.operations.maintenance import MaintenanceLocks
+from orchestrator_recovery.operations.takeover import Takeover, TakeoverOptions
 from orchestrator_recovery.ports import WorkerOptions
 from orchestrator_recovery.publisher import EventPublisher
-from orchestrator_recovery.takeover import Takeover, TakeoverOptions
 from orchestrator_recovery.wiring import (
     MySQLExecutor,
     SharedPlanner,
     ShellHooks,
+    move_operations,
     plan_options,
     semi_sync_mode,
 )
-from orchestrator_recovery.worker import RecoveryWorker
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError
+from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
 from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.logging import configure_logging
 from orchestrator_shared.nats_auth import nats_auth
-from orchestrator_shared.nats_client import connect_nats
 
 log = logging.getLogger("orchestrator_recovery")
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from orchestrator_recovery.commands import CommandResponder
+from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.fleet import FleetFeed
+from orchestrator_recovery.operations.commands import CommandResponder
 from orchestrator_recovery.publisher import EventPublisher
-from orchestrator_recovery.worker import RecoveryWorker
 
 
 class RecoveryMetrics(Collector):

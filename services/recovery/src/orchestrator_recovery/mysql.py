@@ -28,7 +28,6 @@ import math
 import ssl
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,11 +36,12 @@ from typing import Any
 import aiomysql
 import pymysql
 
+from orchestrator_adapters.mysql_client import connect_guarded, describe_mysql_error
+from orchestrator_adapters.ports import Guard
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import LeaseLost, OrchestratorError
 from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.mysql_client import connect_guarded, describe_mysql_error
 from orchestrator_shared.mysql_tls import topology_tls_context
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ KILL_TIMEOUT_SECONDS = 1.0
 
 # The lease guard: raises LeaseLost, or returns an approval (with ``valid_until`` on
 # ``time.monotonic()`` when the election gives one; a guard may return None: no bound).
-FencedGuard = Callable[[], Awaitable[object]]
 
 
 def lease_left(approval: object) -> float | None:
@@ -220,7 +219,7 @@ class Links:
         return await self._run(key, sql, limit, fenced=False)
 
     async def fenced(
-        self, key: InstanceKey, sql: str, guard: FencedGuard, *, within: float | None = None
+        self, key: InstanceKey, sql: str, guard: Guard, *, within: float | None = None
     ) -> list[Row]:
         """``guard()``, then ``sql`` on ``key``, all of it inside the lease: its timeout is the
         smaller of ``within`` (default: the statement timeout) and what the approval leaves,

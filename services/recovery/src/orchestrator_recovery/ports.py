@@ -1,4 +1,5 @@
-"""What the recovery worker (:mod:`orchestrator_recovery.worker`) works with: which analysis
+"""What the recovery worker (:mod:`orchestrator_recovery.failover.worker`) works with: which
+analysis
 codes it recovers, its options, the values its planner and executor hand back, and the ports it
 is given (hooks, publisher, planner, executor), as ``Protocol`` classes that the unit tests
 fill with fakes and :mod:`orchestrator_recovery.wiring` with the real thing.
@@ -11,7 +12,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
+from orchestrator_adapters.ports import Guard
 from orchestrator_shared.analysis import Analysis, AnalysisCode, AnalysisOptions
+from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.events import (
     AnalysisEvent,
     AuditEvent,
@@ -42,7 +45,10 @@ SEMI_SYNC_FAILURES = frozenset(
 is set (``RecoverLockedSemiSyncMaster`` / ``EnforceExactSemiSyncReplicas``)."""
 
 Probe = Callable[[InstanceKey, InstanceSnapshot | None], Awaitable[InstanceSnapshot]]
-Guard = Callable[[], Awaitable[object]]
+
+Handler = Callable[[CommandRequest], Awaitable[CommandReply]]
+"""One operator command: the request in, the reply out (errors raised as OrchestratorError/
+ValueError become a refused reply with their message)."""
 
 
 @dataclass(frozen=True, slots=True)

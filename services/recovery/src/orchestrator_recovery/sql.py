@@ -1,7 +1,7 @@
 """The recovery executor's SQL, per flavor, and pure readers of the rows it gets back.
 
 Nothing here does I/O: :mod:`orchestrator_recovery.mysql` sends these statements and
-:mod:`orchestrator_recovery.executor` decides with these functions, so every decision the
+:mod:`orchestrator_recovery.failover.executor` decides with these functions, so every decision the
 executor takes on a row (caught up? following? may this replica follow that master?) is
 unit-tested on rows recorded from MariaDB 10.11 and MySQL 8.0.
 

@@ -1,33 +1,37 @@
 """The worker's ports filled in: the pure planner of ``orchestrator_shared.recovery`` fed from
-the fleet, the MySQL executor of :mod:`orchestrator_recovery.executor` (with the semi-sync
-recovery of :mod:`orchestrator_recovery.semi_sync` and the operations a recovery's aftermath
-uses), and the operator's shell hooks."""
+the fleet, the MySQL executor of :mod:`orchestrator_recovery.failover.executor` (with the semi-sync
+recovery of :mod:`orchestrator_recovery.failover.semi_sync` and the operations a recovery's
+aftermath uses), and the operator's shell hooks."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
-from orchestrator_recovery.catch_up import CatchUpPolicy
-from orchestrator_recovery.commands import Handler
-from orchestrator_recovery.executor import (
+from orchestrator_adapters.ports import Audit, Guard
+from orchestrator_recovery.failover.catch_up import CatchUpPolicy
+from orchestrator_recovery.failover.executor import (
     fail_over_master,
     fence_returning_master,
     relocate_replicas,
 )
+from orchestrator_recovery.failover.semi_sync import carry_out_semi_sync
 from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
 from orchestrator_recovery.mysql import MySQLAccess
-from orchestrator_recovery.operations import instance_operations
+from orchestrator_recovery.operations.instance import instance_operations
+from orchestrator_recovery.operations.moves import CATCH_UP, STATEMENT_TIMEOUT, VERIFY, Mover
+from orchestrator_recovery.operations.moves_co_master import CoMaster
+from orchestrator_recovery.operations.moves_many import ManyMoves
+from orchestrator_recovery.operations.moves_sql import REASONABLE_LAG_SECONDS
 from orchestrator_recovery.ports import (
     MASTER_FAILURES,
     SEMI_SYNC_FAILURES,
-    Guard,
+    Handler,
     MasterResult,
     Planned,
     Refused,
     SemiSyncResult,
 )
-from orchestrator_recovery.semi_sync import carry_out_semi_sync
 from orchestrator_shared.analysis import Analysis
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.config import Settings
@@ -427,3 +431,39 @@ def _confirming(guard: Guard) -> Callable[[], Awaitable[object]]:
 
 def _texts(mapping: Mapping[InstanceKey, str]) -> dict[str, str]:
     return {str(key): why for key, why in mapping.items()}
+
+
+def move_operations(
+    *,
+    access: MySQLAccess,
+    guard: Guard,
+    audit: Audit,
+    worker_id: str,
+    statement_timeout: float = STATEMENT_TIMEOUT,
+    catch_up: float = CATCH_UP,
+    verify: float = VERIFY,
+    max_lag: int = REASONABLE_LAG_SECONDS,
+    credentials_query: str = "",
+    after_take_master: Callable[[InstanceKey, InstanceKey, str], Awaitable[None]] | None = None,
+) -> dict[str, Handler]:
+    """The move handlers, by operation name, for :class:`CommandResponder`'s ``operations``:
+    the single moves (:mod:`.operations.moves`) and the moves of many replicas
+    (:mod:`.operations.moves_many`).
+    ``credentials_query``: ``ReplicationCredentialsQuery``, for make-co-master;
+    ``after_take_master``: the ``PostTakeMasterProcesses`` hooks."""
+    mover = Mover(
+        access=access,
+        guard=guard,
+        audit=audit,
+        worker_id=worker_id,
+        statement_timeout=statement_timeout,
+        catch_up=catch_up,
+        verify=verify,
+        max_lag=max_lag,
+    )
+    many = ManyMoves(
+        mover,
+        CoMaster(mover, credentials_query=credentials_query),
+        after_take_master=after_take_master,
+    )
+    return mover.handlers() | many.handlers()

@@ -16,6 +16,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_shared.bus import (
     CommandReply,
     CommandRequest,
@@ -26,7 +27,6 @@ from orchestrator_shared.bus import (
 from orchestrator_shared.command_signing import CommandSigner
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
-from orchestrator_shared.nats_client import connect_nats
 
 REQUEST_TIMEOUT_SECONDS = 15.0  # above discovery's probe deadline (10 s by default)
 COMMAND_TIMEOUT_SECONDS = 120.0  # a topology operation waits for replicas to catch up

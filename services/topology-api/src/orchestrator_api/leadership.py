@@ -24,11 +24,11 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_shared.bus import EVENTS_STREAM, LeaderEvent, Subjects
 from orchestrator_shared.clock_skew import TOLERANCE, aware
 from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
-from orchestrator_shared.nats_client import connect_nats
 
 log = logging.getLogger(__name__)
 

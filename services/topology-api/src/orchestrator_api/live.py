@@ -34,9 +34,9 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_shared.bus import StoreChanged, Subjects
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
-from orchestrator_shared.nats_client import connect_nats
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,11 @@ import uvicorn
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from orchestrator_api import tls
+from orchestrator_adapters import tls
+from orchestrator_adapters.etcd import EtcdClient, EtcdOptions
+from orchestrator_api.app import create_app
 from orchestrator_api.auth import check_listen_policy, startup_warnings
 from orchestrator_api.discovery_client import NatsRequester
-from orchestrator_api.http.app import create_app
 from orchestrator_api.http.client_certificates import serving
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
@@ -33,12 +34,11 @@ from orchestrator_api.live import LiveHub
 from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import ConsumerMetrics, StoreConsumer, durable_prefix
 from orchestrator_api.store.mysql import MySQLBackend
-from orchestrator_coordinator.etcd import EtcdClient, EtcdOptions
-from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.command_signing import command_signer, signer_warnings
 from orchestrator_shared.config import Settings, load_settings, parse_listen_address
 from orchestrator_shared.errors import BusError, ConfigError, StoreError
+from orchestrator_shared.etcd.recovery import OperatorState
 from orchestrator_shared.gc_pacing import pace_garbage_collection
 from orchestrator_shared.logging import configure_logging
 from orchestrator_shared.nats_auth import nats_auth

@@ -24,8 +24,8 @@ from orchestrator_shared.analysis.facts import (
 from orchestrator_shared.analysis.model import Analysis, AnalysisOptions, CoordinatesSeen
 from orchestrator_shared.analysis.structure import structure_warnings
 from orchestrator_shared.errors import InvalidInstanceKey
+from orchestrator_shared.filters import matching_hostname_filter
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.recovery.filters import matching_hostname_filter
 from orchestrator_shared.snapshot import InstanceSnapshot, ReplicationChannel
 from orchestrator_shared.topology import Topology, build_topology
 

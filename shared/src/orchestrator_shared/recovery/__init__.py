@@ -21,11 +21,11 @@ Every replica not chosen has its reason in ``rejected``; ``docs/recovery-plannin
 the rules and the reason texts.
 """
 
-from orchestrator_shared.recovery.candidates import plan_master_recovery
-from orchestrator_shared.recovery.filters import (
+from orchestrator_shared.filters import (
     cluster_matches_filters,
     matching_hostname_filter,
 )
+from orchestrator_shared.recovery.candidates import plan_master_recovery
 from orchestrator_shared.recovery.intermediate import plan_intermediate_master_recovery
 from orchestrator_shared.recovery.model import (
     GtidKind,

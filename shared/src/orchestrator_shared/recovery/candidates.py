@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from orchestrator_shared.filters import cluster_matches_filters
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery.facts import RULE_RANK, ServerFacts, compare_has_all
-from orchestrator_shared.recovery.filters import cluster_matches_filters
 from orchestrator_shared.recovery.model import (
     GtidKind,
     MasterPlan,

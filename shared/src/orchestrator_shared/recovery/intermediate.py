@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
+from orchestrator_shared.filters import cluster_matches_filters
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery.facts import RULE_RANK, ServerFacts
-from orchestrator_shared.recovery.filters import cluster_matches_filters
 from orchestrator_shared.recovery.model import (
     GtidKind,
     PlanOptions,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from orchestrator_shared.filters import matching_hostname_filter
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.recovery.filters import matching_hostname_filter
 from orchestrator_shared.snapshot import Flavor
 
 __all__ = [

@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from orchestrator_api import tls, wire
+from orchestrator_adapters import tls
+from orchestrator_api import wire
 from orchestrator_api.auth import check_client_certificate
 from orchestrator_shared.config import Settings
 

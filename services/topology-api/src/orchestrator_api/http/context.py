@@ -14,11 +14,11 @@ from orchestrator_api.http.payloads import InstanceAnswers
 from orchestrator_api.live import Listener
 from orchestrator_api.store import AuditEntry, Store
 from orchestrator_api.store.view import FleetView
-from orchestrator_recovery.control import OperatorState
 from orchestrator_shared.analysis import CoordinatesSeen
 from orchestrator_shared.bus import CommandReply, CommandRequest, LeaderEvent
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
+from orchestrator_shared.etcd.recovery import OperatorState
 from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.topology import TopologyInstance

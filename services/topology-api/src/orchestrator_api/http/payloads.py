@@ -12,8 +12,8 @@ from typing import Any
 from orchestrator_api import wire
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.config import Settings
+from orchestrator_shared.filters import cluster_matches_filters
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.recovery.filters import cluster_matches_filters
 from orchestrator_shared.topology import TopologyInstance
 
 

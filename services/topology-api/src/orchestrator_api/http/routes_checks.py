@@ -8,8 +8,8 @@ cluster may it (or its replicas) be dropped on?
 
 Both answer ``[{"Key": {"Hostname", "Port"}, "Allowed": bool, "Reason": str}]``, computed by
 the active recovery worker (``orchestrator.v1.command.can-relocate[-replicas]``,
-:mod:`orchestrator_recovery.drop_checks`) with the checks the moves themselves apply, on the
-servers as they are now. Read-only (nothing changes, nothing is locked): the read role.
+:mod:`orchestrator_recovery.operations.drop_checks`) with the checks the moves themselves apply, on
+the servers as they are now. Read-only (nothing changes, nothing is locked): the read role.
 400 bad key, 404 unknown instance, 503 no active recovery worker (or no answer in time).
 """
 

@@ -2,8 +2,8 @@
 maintenance id), ``in-maintenance`` and the ``maintenance`` list.
 
 The locks live in etcd, where every recovery worker sees them; the active worker takes, ends
-and reads them (``orchestrator_recovery.maintenance``) and audits the changes, so each route is
-forwarded on ``orchestrator.v1.command.<operation>`` like the topology operations. While an
+and reads them (``orchestrator_recovery.operations.maintenance``) and audits the changes, so each
+route is forwarded on ``orchestrator.v1.command.<operation>`` like the topology operations. While an
 instance is locked, operations requested by anyone but the lock's owner are refused.
 
 Statuses: 400 bad key, id or duration, 404 unknown instance (begin only: a lock can be ended

@@ -4,7 +4,7 @@ orchestrator-client uses), ``move-up``, ``repoint``, ``can-replicate-from``, and
 :mod:`orchestrator_api.http.routes` and answers through :func:`moved` too.
 
 Each is forwarded to the active recovery worker on ``orchestrator.v1.command.<operation>``
-(``orchestrator_recovery.moves``), which validates (the target has every transaction the
+(``orchestrator_recovery.operations.moves``), which validates (the target has every transaction the
 replica has, is not its own replica, not delayed or lagging, ...), moves the replica behind its
 lease with GTID, verifies it replicates, restores its previous master on failure, and audits.
 

@@ -10,7 +10,8 @@ parameter: ``delay-replication/{host}/{port}/{seconds}``,
 ``locate-gtid-errant/{host}/{port}`` (``Details`` = binary log names).
 
 Each is forwarded to the active recovery worker on ``orchestrator.v1.command.<operation>``
-(``orchestrator_recovery.operations``), which validates, changes the server behind its lease and
+(``orchestrator_recovery.operations.instance``), which validates, changes the server behind its
+lease and
 audits. The answer is orchestrator's: ``{"Code": "OK", "Message": "Replica stopped: h:p", "Details":
 <the instance JSON>}``. The instance JSON is the stored instance (after asking discovery to
 refresh it, best-effort) with the fields the operation decides (``ReadOnly``, the replication

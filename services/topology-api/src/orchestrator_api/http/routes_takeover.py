@@ -3,9 +3,10 @@ and ``force-master-takeover``.
 
 The cluster is named by a hint (name, alias, or any member's ``host/port``); the designated
 replica, when given, by ``designatedHost/designatedPort``. The request goes to the active
-recovery worker (``orchestrator_recovery.takeover``; ``force-master-takeover`` is the forced
-failover of ``orchestrator_recovery.commands`` with a chosen successor), which checks, acts
-behind its lease, rolls back on failure and answers. The answer is orchestrator's
+recovery worker (``orchestrator_recovery.operations.takeover``; ``force-master-takeover`` is the
+forced
+failover of ``orchestrator_recovery.operations.commands`` with a chosen successor), which checks,
+acts behind its lease, rolls back on failure and answers. The answer is orchestrator's
 ``TopologyRecovery`` in ``Details`` (``SuccessorKey`` is what orchestrator-client prints), plus
 ``WriteUnavailableMillis`` (old master read-only → new master writable, as the worker timed
 it) and ``Notes`` (what went wrong with the demoted master, if anything).

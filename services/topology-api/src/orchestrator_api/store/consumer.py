@@ -61,15 +61,11 @@ from nats.js.errors import NotFoundError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_api.store import Store
 from orchestrator_api.store.models import AuditEntry
 from orchestrator_api.store.recoveries import apply_recovery_events
 from orchestrator_api.store.upkeep import ViewUpkeep
-from orchestrator_discovery.nats_bus import (
-    DEFAULT_EVENTS_MAX_BYTES,
-    events_stream_config,
-    snapshots_stream_config,
-)
 from orchestrator_shared.bus import StoreChanged, Subjects, UnreachableEvent
 from orchestrator_shared.clock_skew import (
     REPORTED_SKEW_SECONDS,
@@ -82,8 +78,12 @@ from orchestrator_shared.errors import BusError, StoreError
 from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
-from orchestrator_shared.nats_client import connect_nats
 from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.streams import (
+    DEFAULT_EVENTS_MAX_BYTES,
+    events_stream_config,
+    snapshots_stream_config,
+)
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from typing import Any
 import aiomysql
 import pymysql
 
+from orchestrator_adapters.mysql_client import GuardedConnection, connect_guarded
 from orchestrator_api.store.driver import Row, Transaction
 from orchestrator_api.store.mysql_dialect import Translated, translate
 from orchestrator_api.store.mysql_transaction import MySQLTransaction, Result, TableKeys, errno
@@ -35,7 +36,6 @@ from orchestrator_api.store.schema import Dialect
 from orchestrator_api.store.sql import SqlStore, store_on
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import ConfigError, StoreError
-from orchestrator_shared.mysql_client import GuardedConnection, connect_guarded
 from orchestrator_shared.mysql_tls import client_tls_context
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,9 @@
+"""The automated path: a failure analysed, verified and recovered with no operator involved.
+
+:mod:`.worker` decides (gates, verification, anti-flapping, the returning old master) and
+:mod:`.recovering` runs one recovery through its phases; :mod:`.executor` (with
+:mod:`.catch_up`) carries out a promotion plan on the servers, :mod:`.semi_sync` a semi-sync plan;
+:mod:`.outcome` is what they report and :mod:`.aftermath` what is left to do once a master
+failover completed. Nothing here imports :mod:`orchestrator_recovery.operations`: the operator
+commands stand on this path, never the reverse.
+"""

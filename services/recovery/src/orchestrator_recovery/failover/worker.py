@@ -1,0 +1,522 @@
+"""The active recovery worker's loop: analyse, verify, plan, execute, tell.
+
+Only the leader runs :meth:`RecoveryWorker.lead` (the election cancels it the moment leadership
+ends). One pass of the loop:
+
+1. wait for a change of the fleet (a snapshot, an ``unreachable`` event) or ``tick``;
+2. analyse the fleet with the shared analysis function and publish each cluster's problems
+   when they changed (``orchestrator.v1.analysis.<cluster>``);
+3. for an actionable failure with no recovery running in its cluster, start one (a task per
+   cluster, so a slow recovery never delays another cluster's).
+
+A recovery (``RecoveryWorker.recover``) is carried through by
+:class:`~orchestrator_recovery.failover.recovering.Recoveries` (verify, gates, plan, execute,
+tell), whose entry points the worker hands out as its own.
+Between passes the loop also reads what operators registered in etcd (downtime, promotion
+rules) and makes a returning old master read_only again.
+
+One bug never stops all failover: an unexpected exception in a pass is caught per cluster (the
+analysis, its event, its recovery each on their own), logged at ERROR with the cluster, counted
+(:attr:`RecoveryWorker.internal_errors`, and an ``internal-error`` audit entry at most every
+10 minutes per cluster), and the loop goes on with the other clusters. When analysing the whole
+fleet fails, each cluster (instances linked by replication) is analysed alone, so a snapshot that
+trips a bug costs only its own cluster. A standby taking over reads the same snapshots and
+behaves the same: it skips the failing cluster instead of crashing.
+
+Instances matching ``RecoveryIgnoreHostnameFilters`` get no analysis here (so no event and no
+recovery); :meth:`RecoveryWorker.analysis_of`, which operations use, still sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import cast
+
+from orchestrator_adapters.ports import Guard
+from orchestrator_recovery.failover.recovering import Recoveries
+from orchestrator_recovery.fleet import FleetState
+from orchestrator_recovery.ports import (
+    Executor,
+    Hooks,
+    Outcome,
+    Planner,
+    Probe,
+    Publisher,
+    WorkerOptions,
+)
+from orchestrator_shared.analysis import (
+    Analysis,
+    AnalysisCode,
+    CoordinatesSeen,
+    analyze,
+    track_binlog_coordinates,
+)
+from orchestrator_shared.errors import LeaseLost, OperationRefused, OrchestratorError
+from orchestrator_shared.etcd.recovery import LastRecovery, OperatorState, RecoveryControl
+from orchestrator_shared.events import (
+    AnalysisEvent,
+    AnalysisProblem,
+    AuditEvent,
+    RecoveryData,
+)
+from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.operator_state import PromotionRule
+from orchestrator_shared.recovery import matching_hostname_filter
+from orchestrator_shared.snapshot import InstanceSnapshot
+
+__all__ = ["RecoveryWorker"]
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR_AUDIT_SECONDS = 600.0
+
+
+class RecoveryWorker:
+    def __init__(
+        self,
+        options: WorkerOptions,
+        state: FleetState,
+        *,
+        probe: Probe,
+        publisher: Publisher,
+        control: RecoveryControl,
+        planner: Planner,
+        executor: Executor,
+        refresh: Callable[[Iterable[InstanceKey]], Awaitable[None]] | None = None,
+        hooks: Hooks | None = None,
+        operator_state: OperatorState | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._operator_state = operator_state
+        # what operators registered (downtime: key -> end; promotion rules), refreshed by the
+        # leader's loop
+        self._downtimed: dict[InstanceKey, datetime] = {}
+        self._candidates: dict[InstanceKey, PromotionRule] = {}
+        self._clock = clock
+        self._options = options
+        self._state = state
+        self._probe = probe
+        self._publisher = publisher
+        self._control = control
+        self._executor = executor
+        self._published: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._running: dict[str, asyncio.Task[Outcome | None]] = {}
+        self._promoting: set[InstanceKey] = set()  # see promoting()
+        # since when each instance's binlog coordinates stayed the same (LockedSemiSyncMaster)
+        self._binlog_history: dict[InstanceKey, CoordinatesSeen] = {}
+        self.internal_errors: Counter[str] = Counter()
+        """Unexpected exceptions caught in the leader's loop, by cluster (``""``: not one
+        cluster's)."""
+        # when each cluster's last internal error was audited (monotonic; see _internal_error)
+        self._audited_error: dict[str, float] = {}
+        self._audits: set[asyncio.Future[object]] = set()
+        recoveries = Recoveries(
+            options,
+            state,
+            verify=self.verify,
+            candidates=lambda: self._candidates,
+            publisher=publisher,
+            control=control,
+            planner=planner,
+            executor=executor,
+            refresh=refresh,
+            hooks=hooks,
+            clock=clock,
+        )
+        # One recovery is carried through by Recoveries; its entry points are the worker's own
+        # (the loop and the operations call them on the worker).
+        self.recover = recoveries.recover
+        """Verify, gate, plan and execute one recovery; None when the failure is not confirmed
+        (:meth:`Recoveries.recover
+        <orchestrator_recovery.failover.recovering.Recoveries.recover>`)."""
+        self.recoverable = recoveries.recoverable
+        """Whether this worker recovers an analysis code (:meth:`Recoveries.recoverable`)."""
+        self.announce = recoveries.announce
+        self.run_hook = recoveries.run_hook
+        self.refresh_involved = recoveries.refresh_involved
+        self.aftermath = recoveries.aftermath
+        """The background work of completed recoveries (postponed and lost replicas)."""
+
+    # --- what operations (takeovers) use ---------------------------------------------------
+    @property
+    def snapshots(self) -> Mapping[InstanceKey, InstanceSnapshot]:
+        return self._state.snapshots
+
+    @property
+    def promotion_rules(self) -> Mapping[InstanceKey, PromotionRule]:
+        """Registered promotion rules (``register-candidate``), as last read from etcd."""
+        return self._candidates
+
+    @property
+    def downtimed(self) -> Mapping[InstanceKey, datetime]:
+        return self._downtimed
+
+    def analysis_of(self, key: InstanceKey) -> Analysis | None:
+        """``key``'s analysis now, problem or not (None: not known). Operations ask this, so
+        ``RecoveryIgnoreHostnameFilters`` does not hide anything here."""
+        for analysis in self.analyse(everything=True, for_recovery=False):
+            if analysis.key == key:
+                return analysis
+        return None
+
+    def ignoring(self, key: InstanceKey) -> str | None:
+        """The ``RecoveryIgnoreHostnameFilters`` pattern that takes ``key`` out of recovery, if
+        one does."""
+        filters = self._options.analysis.recovery_ignore_hostname_filters
+        return matching_hostname_filter(filters, key.host)
+
+    @contextlib.contextmanager
+    def holding(self, cluster: str) -> Iterator[None]:
+        """Run an operation on ``cluster`` as its recovery: refused while a recovery of the
+        cluster runs, and no automated recovery of it starts until the operation ends."""
+        running = self._running.get(cluster)
+        if running is not None and not running.done():
+            raise OperationRefused(f"a recovery of {cluster} is running; try again when it ends")
+        task = cast("asyncio.Task[Outcome | None]", asyncio.current_task())
+        self._running[cluster] = task
+        try:
+            yield
+        finally:
+            if self._running.get(cluster) is task:
+                del self._running[cluster]
+
+    # --- the leader's loop ------------------------------------------------------------------
+    async def lead(self, guard: Guard, token: int) -> None:
+        """Analyse and recover until cancelled (the election cancels on loss of leadership).
+        On the way out, the recoveries and operations it runs are cancelled and waited for:
+        the election gives the key up only once they stopped."""
+        next_demoted_check = 0.0
+        try:
+            while True:
+                await self._state.wait_changed(self._options.tick)
+                if time.monotonic() >= next_demoted_check:
+                    next_demoted_check = time.monotonic() + self._options.demoted_check
+                    await self._upkeep(guard)
+                try:
+                    await self._pass(guard, token)
+                except (LeaseLost, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # a bug outside any one cluster's steps: next pass
+                    self._internal_error("", "a pass of the leader's loop", exc)
+        finally:
+            await self._stop_running()
+
+    async def _pass(self, guard: Guard, token: int) -> None:
+        """One pass: analyse, publish what changed, start recoveries, each cluster alone."""
+        suspects = self._drain_unreachable()
+        # (with suspects, healthy-looking instances too: the snapshot of a master that
+        # just died may still say it is fine)
+        analyses = self._analyse_isolated(everything=bool(suspects))
+        await self._publish_changes(analyses)
+        for analysis in analyses:
+            # An instance with replicas that discovery just reported unreachable is
+            # verified at once, before its next snapshot says anything: the direct
+            # probes of the recovery decide whether it is a failure.
+            suspected = analysis.key in suspects and analysis.count_replicas > 0
+            with self._isolated(analysis.cluster_name, "starting a recovery"):
+                if self.recoverable(analysis.code) or suspected:
+                    self._start(analysis, guard, token)
+
+    async def _upkeep(self, guard: Guard) -> None:
+        """Operator state and returning old masters; a failure here never stops the pass."""
+        try:
+            await self.refresh_operator_state()
+            await self.keep_demoted_fenced(guard)
+        except LeaseLost:
+            raise
+        except OrchestratorError as exc:  # etcd or an instance not answering
+            log.warning("reading operator state / returning old masters: %s", exc)
+        except Exception as exc:
+            self._internal_error("", "reading operator state / returning old masters", exc)
+
+    async def _stop_running(self) -> None:
+        """Cancel the recoveries and operations still running and wait until they ended."""
+        running = [task for task in self._running.values() if not task.done()]
+        for task in running:
+            task.cancel()
+        self.aftermath.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    @contextlib.contextmanager
+    def _isolated(self, cluster: str, doing: str) -> Iterator[None]:
+        """Run one cluster's step: an unexpected exception is logged, counted and swallowed,
+        so the next cluster's step runs; an expected failure (etcd, the bus or an instance not
+        answering) is a warning. LeaseLost and cancellation pass through."""
+        try:
+            yield
+        except (LeaseLost, asyncio.CancelledError):
+            raise
+        except OrchestratorError as exc:
+            log.warning("cluster %s: %s: %s; tried again later", cluster, doing, exc)
+        except Exception as exc:
+            self._internal_error(cluster, doing, exc)
+
+    def _internal_error(self, cluster: str, doing: str, exc: BaseException) -> None:
+        """Log (ERROR, with the traceback) and count an unexpected exception; it also goes to
+        the audit, so operators see it without the log, at most once per cluster every
+        ``INTERNAL_ERROR_AUDIT_SECONDS`` (a bug hit on every pass would flood it)."""
+        self.internal_errors[cluster] += 1
+        where = f"cluster {cluster}" if cluster else "the fleet"
+        log.error("%s: %s failed: %r; going on", where, doing, exc, exc_info=exc)
+        last = self._audited_error.get(cluster)
+        if last is not None and time.monotonic() - last < INTERNAL_ERROR_AUDIT_SECONDS:
+            return
+        self._audited_error[cluster] = time.monotonic()
+        self._spawn_audit(
+            AuditEvent(
+                type="internal-error",
+                message=f"recovery worker: {doing} for {where} failed unexpectedly "
+                f"({type(exc).__name__}); other clusters are not affected; see its log",
+                cluster=cluster,
+                user=self._options.worker_id,
+                at=self._clock(),
+                ok=False,
+            )
+        )
+
+    def _spawn_audit(self, event: AuditEvent) -> None:
+        task: asyncio.Future[object] = asyncio.ensure_future(self._publisher.audit(event))
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+        task.add_done_callback(_quiet)
+
+    def _drain_unreachable(self) -> set[InstanceKey]:
+        found: set[InstanceKey] = set()
+        while not self._state.unreachable.empty():
+            found.add(self._state.unreachable.get_nowait())
+        return found
+
+    def analyse(
+        self,
+        snapshots: Iterable[InstanceSnapshot] | None = None,
+        *,
+        everything: bool = False,
+        for_recovery: bool = True,
+    ) -> list[Analysis]:
+        """The fleet's analysis (problems only, unless ``everything``). ``for_recovery``: the
+        instances ``RecoveryIgnoreHostnameFilters`` matches get no analysis (orchestrator)."""
+        seen = list(self._state.snapshots.values() if snapshots is None else snapshots)
+        self._binlog_history = track_binlog_coordinates(self._binlog_history, seen)
+        options = self._options.analysis
+        if not for_recovery:
+            options = dataclasses.replace(options, recovery_ignore_hostname_filters=())
+        return analyze(
+            seen,
+            now=self._clock(),
+            downtimed=self._downtimed,
+            options=options,
+            include_no_problem=everything,
+            binlog_history=self._binlog_history,
+        )
+
+    def _analyse_isolated(self, *, everything: bool) -> list[Analysis]:
+        """The fleet's analysis; when that raises, each cluster's alone, leaving out the
+        clusters whose analysis raises (logged, counted)."""
+        try:
+            return self.analyse(everything=everything)
+        except Exception as exc:
+            self._internal_error("", "analysing the whole fleet", exc)
+        found: list[Analysis] = []
+        for group in clusters_of(self._state.snapshots.values()):
+            with self._isolated(cluster_label(group), "analysing"):
+                found.extend(self.analyse(group, everything=everything))
+        return found
+
+    def _start(self, analysis: Analysis, guard: Guard, token: int) -> None:
+        cluster = analysis.cluster_name
+        running = self._running.get(cluster)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self.recover(analysis, guard, token), name=f"recover {cluster}")
+        self._running[cluster] = task
+        task.add_done_callback(lambda done: self._finished(done, cluster))
+
+    def _finished(self, task: asyncio.Task[Outcome | None], cluster: str) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None or isinstance(error, LeaseLost):
+            return
+        if isinstance(error, OrchestratorError):  # etcd or the bus did not answer: next pass
+            log.warning("%s stopped: %s; it is tried again", task.get_name(), error)
+        else:  # a bug: this cluster's recovery is tried again next pass, the others go on
+            self._internal_error(cluster, "its recovery", error)
+
+    async def _publish_changes(self, analyses: Sequence[Analysis]) -> None:
+        now = self._clock()
+        by_cluster: dict[str, list[Analysis]] = {}
+        for analysis in analyses:
+            if analysis.code is not AnalysisCode.NO_PROBLEM:
+                by_cluster.setdefault(analysis.cluster_name, []).append(analysis)
+        for cluster in set(by_cluster) | set(self._published):
+            with self._isolated(cluster, "publishing its analysis"):
+                await self._publish_cluster(cluster, by_cluster.get(cluster, []), now)
+
+    async def _publish_cluster(self, cluster: str, found: list[Analysis], now: datetime) -> None:
+        """Publish ``cluster``'s problems when they changed since last published."""
+        signature = tuple(sorted((str(a.key), a.code.value) for a in found))
+        if self._published.get(cluster) == signature:
+            return
+        problems = tuple(
+            AnalysisProblem(
+                instance=str(a.key),
+                code=a.code.value,
+                description=a.description,
+                is_actionable=a.is_actionable,
+            )
+            for a in found
+        )
+        await self._publisher.analysis(AnalysisEvent(cluster=cluster, problems=problems, at=now))
+        if signature:
+            self._published[cluster] = signature
+        else:
+            self._published.pop(cluster, None)
+
+    async def refresh_operator_state(self) -> None:
+        """Downtime and promotion rules registered through topology-api (kept in etcd)."""
+        if self._operator_state is None:
+            return
+        now = self._clock()
+        self._downtimed = await self._operator_state.downtimed(now)
+        self._candidates = await self._operator_state.candidates(now)
+
+    # --- returning old masters ---------------------------------------------------------------
+    async def keep_demoted_fenced(self, guard: Guard) -> list[str]:
+        """Probe each failed master of an unacknowledged recovery; one that answers writable
+        (restarted with read_only off) is made read_only again and its clients cut off. It
+        stays so, outside the cluster (it replicates from nobody), until an operator
+        acknowledges the recovery, or promotes it again. The keys fenced now."""
+        fenced: list[str] = []
+        records, promotions = await self._control.fencing_view()
+        for cluster, last in records.items():
+            with self._isolated(cluster, "fencing its returning old master"):
+                if await self._fence_returning(cluster, last, promotions, guard):
+                    fenced.append(str(InstanceKey.parse(last.failed)))
+        return fenced
+
+    async def _fence_returning(
+        self, cluster: str, last: LastRecovery, promotions: Iterable[LastRecovery], guard: Guard
+    ) -> bool:
+        """Fence ``cluster``'s failed master of ``last`` if it came back writable; whether it
+        was made read_only now."""
+        if not last.successor or not last.failed:
+            return False
+        key = InstanceKey.parse(last.failed)
+        if key in self._promoting or self._back_in_service(key, last, promotions):
+            return False
+        snapshot = await self._probe(key, self._state.snapshots.get(key))
+        if not snapshot.probe.ok or snapshot.read_only or key in self._promoting:
+            return False
+        done, detail = await self._executor.fence(key, guard)
+        await self._publisher.audit(
+            AuditEvent(
+                type="fence-returning-master",
+                message=f"{key} came back writable after recovery {last.recovery_id}: "
+                + ("made read_only again" if done else f"could not fence it: {detail}"),
+                key=str(key),
+                cluster=cluster,
+                user=self._options.worker_id,
+                at=self._clock(),
+                ok=done,
+            )
+        )
+        return done
+
+    @contextlib.contextmanager
+    def promoting(self, key: InstanceKey) -> Iterator[None]:
+        """While a planned promotion makes ``key`` the master (from before it is writable until
+        its record is written), it is not fenced as a returning old master."""
+        self._promoting.add(key)
+        try:
+            yield
+        finally:
+            self._promoting.discard(key)
+
+    async def took_over(self, data: RecoveryData) -> None:
+        """Remember in etcd that a graceful takeover made ``data.successor`` the master."""
+        await self._control.took_over(data, ended_at=self._clock())
+
+    def _back_in_service(
+        self, key: InstanceKey, last: LastRecovery, promotions: Iterable[LastRecovery]
+    ) -> bool:
+        """Whether the failed master of ``last`` serves again since: a later failover or a
+        graceful takeover promoted it, or replicas replicate from it (an operator made it a
+        master again). Fencing it then would make a live master read-only."""
+        if any(r.successor == str(key) and r.ended_at > last.ended_at for r in promotions):
+            return True
+        return any(
+            snapshot.master_key == key
+            and snapshot.primary_channel is not None
+            and snapshot.primary_channel.is_replicating
+            for snapshot in self._state.snapshots.values()
+        )
+
+    # --- one recovery -------------------------------------------------------------------------
+    async def verify(self, analysis: Analysis) -> Analysis:
+        """The failure as the instances answer now: the failed one and its replicas probed
+        directly (at once, concurrently), the fleet analysed again with their answers."""
+        keys = [analysis.key, *analysis.replicas]
+        known = self._state.snapshots
+        fresh = await asyncio.gather(*(self._probe(key, known.get(key)) for key in keys))
+        for snapshot in fresh:
+            self._state.put(snapshot)
+        # its own cluster only: a bug another cluster's snapshots trip is not this one's
+        cluster = next(
+            (g for g in clusters_of(self._state.snapshots.values()) if _holds(g, analysis.key)),
+            [],
+        )
+        for again in self.analyse(cluster):
+            if again.key == analysis.key:
+                return again
+        return replace(analysis, code=AnalysisCode.NO_PROBLEM)
+
+
+def clusters_of(snapshots: Iterable[InstanceSnapshot]) -> list[list[InstanceSnapshot]]:
+    """The snapshots grouped into clusters: instances linked by replication (either way, at
+    any depth) together. Pure; used to analyse one cluster at a time when the whole fleet's
+    analysis fails."""
+    by_key = {snapshot.instance_key: snapshot for snapshot in snapshots}
+    parent = {key: key for key in by_key}
+
+    def root(key: InstanceKey) -> InstanceKey:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for key, snapshot in by_key.items():
+        for channel in snapshot.channels:
+            with contextlib.suppress(Exception):  # a malformed master: the instance stays alone
+                master = channel.linked_master
+                if master in parent:
+                    parent[root(key)] = root(master)
+    groups: dict[InstanceKey, list[InstanceSnapshot]] = {}
+    for key, snapshot in by_key.items():
+        groups.setdefault(root(key), []).append(snapshot)
+    return list(groups.values())
+
+
+def _holds(group: Iterable[InstanceSnapshot], key: InstanceKey) -> bool:
+    return any(snapshot.instance_key == key for snapshot in group)
+
+
+def cluster_label(group: Sequence[InstanceSnapshot]) -> str:
+    """The name the analysis would give the cluster of ``group``: its master's key (an
+    instance replicating from nobody), else its smallest key."""
+    masters = sorted(str(s.instance_key) for s in group if not s.channels)
+    return masters[0] if masters else min(str(s.instance_key) for s in group)
+
+
+def _quiet(future: asyncio.Future[object]) -> None:
+    """An audit that could not be published is only logged (never an unretrieved error)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not publish an audit entry: %r", future.exception())
