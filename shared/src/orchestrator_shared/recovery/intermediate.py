@@ -36,6 +36,8 @@ from orchestrator_shared.recovery.model import (
     RefusalCode,
     RelocationPlan,
     frozen_reasons,
+    refuser,
+    shown_cluster,
 )
 from orchestrator_shared.recovery.positions import gtid_kind_of
 from orchestrator_shared.snapshot import InstanceSnapshot
@@ -68,20 +70,12 @@ def plan_intermediate_master_recovery(
     """
     failed_key = failed.instance_key
 
-    def refuse(code: RefusalCode, reason: str, rejected: Mapping[InstanceKey, str]) -> Refusal:
-        return Refusal(
-            cluster=cluster,
-            failed=failed_key,
-            code=code,
-            reason=reason,
-            rejected=frozen_reasons(rejected),
-            forced=forced,
-        )
+    refuse = refuser(cluster, failed_key, forced=forced)
 
     if not forced and not cluster_matches_filters(
         options.recover_intermediate_master_cluster_filters, cluster=cluster, alias=cluster_alias
     ):
-        shown = f"{cluster} (alias {cluster_alias})" if cluster_alias else cluster
+        shown = shown_cluster(cluster, cluster_alias)
         return refuse(
             RefusalCode.FILTERED,
             f"cluster {shown} does not match RecoverIntermediateMasterClusterFilters, so "

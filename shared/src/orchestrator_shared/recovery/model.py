@@ -13,7 +13,7 @@ decision; ``to_dict`` gives their JSON form (keys as ``host:port`` text).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -274,3 +274,28 @@ class Refusal:
             "rejected": _reasons_json(self.rejected),
             "forced": self.forced,
         }
+
+
+Refuse = Callable[[RefusalCode, str, Mapping[InstanceKey, str]], Refusal]
+"""A planner's way out: the refusal code, why, and the replicas rejected with their reasons."""
+
+
+def refuser(cluster: str, failed: InstanceKey, *, forced: bool) -> Refuse:
+    """The :data:`Refuse` of one planning: refusals of ``failed``'s recovery in ``cluster``."""
+
+    def refuse(code: RefusalCode, reason: str, rejected: Mapping[InstanceKey, str]) -> Refusal:
+        return Refusal(
+            cluster=cluster,
+            failed=failed,
+            code=code,
+            reason=reason,
+            rejected=frozen_reasons(rejected),
+            forced=forced,
+        )
+
+    return refuse
+
+
+def shown_cluster(cluster: str, alias: str) -> str:
+    """A cluster as a refusal names it: with its alias when it has one."""
+    return f"{cluster} (alias {alias})" if alias else cluster
