@@ -1,1 +1,1 @@
-"""Topology service: REST API, storage and the orchestrator CLI (sandbox, local stack)."""
+"""Topology service: the store fed from the bus, the REST API and the web UI (docs/api.md)."""
