@@ -1,4 +1,4 @@
-"""The etcd key layout every service agrees on (docs/architecture.md, "etcd keys").
+"""The etcd key layout every service agrees on (docs/coordinator.md, docs/recovery.md).
 
 - :mod:`.leadership` — the coordinator's election keys: the leader, the members, the fencing
   token;
