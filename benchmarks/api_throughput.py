@@ -2,7 +2,7 @@
 published snapshot shows in it; on SQLite and on PostgreSQL.
 
 For each backend it starts its own nats-server (JetStream), a simulated fleet
-(``benchmarks/simfleet.py``; by default 100 clusters of 1 master + 9 replicas = 1,000
+(``tests/harness/simfleet.py``; by default 100 clusters of 1 master + 9 replicas = 1,000
 instances), ONE ``orchestrator-discovery`` seeded with the 100 masters (it crawls the replicas
 and keeps probing everything every ``InstancePollSeconds``, so the API keeps ingesting while it
 is measured) and ONE ``orchestrator-topology-api`` (one uvicorn worker) storing into a SQLite

@@ -41,7 +41,9 @@ LOOPBACK = "127.0.0.1"
 # take a port a server needs, and the servers never collide with them.
 PORT_RANGE = range(20000, 32768)
 BENCHMARKS_DIR = Path(__file__).resolve().parent
-SIMFLEET = BENCHMARKS_DIR / "simfleet.py"
+# the simulated fleet is part of the test harness (tests/integration/test_simfleet.py pins it);
+# run by path, so the harness package (and what it imports) is not loaded with it
+SIMFLEET = BENCHMARKS_DIR.parent / "tests" / "harness" / "simfleet.py"
 
 _handed_out: set[int] = set()
 

@@ -1,7 +1,7 @@
 """How many full probes per second one orchestrator-discovery process sustains, and at what cost.
 
 Starts its own nats-server (JetStream), a simulated fleet of MariaDB clusters
-(``benchmarks/simfleet.py``; by default 1,000 clusters of 1 master + 4 replicas = 5,000
+(``tests/harness/simfleet.py``; by default 1,000 clusters of 1 master + 4 replicas = 5,000
 instances) and ONE ``orchestrator-discovery`` seeded with the masters only, so it crawls the
 replicas itself. Once every instance has an ok snapshot (and a warm-up has passed), it measures
 a steady-state window:
