@@ -2,7 +2,7 @@
 published snapshot shows in it; on SQLite and on PostgreSQL.
 
 For each backend it starts its own nats-server (JetStream), a simulated fleet
-(``benchmarks/simfleet.py``; by default 100 clusters of 1 master + 9 replicas = 1,000
+(``tests/harness/simfleet.py``; by default 100 clusters of 1 master + 9 replicas = 1,000
 instances), ONE ``orchestrator-discovery`` seeded with the 100 masters (it crawls the replicas
 and keeps probing everything every ``InstancePollSeconds``, so the API keeps ingesting while it
 is measured) and ONE ``orchestrator-topology-api`` (one uvicorn worker) storing into a SQLite
@@ -40,7 +40,6 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,15 +56,21 @@ from benchlib import (
     Child,
     Children,
     Figure,
+    cancel_on_stop_signals,
     cpu_seconds,
     free_port,
     http_get,
     machine_busy_seconds,
     percentile,
     print_table,
+    report_title,
+    run_async_benchmark,
     start_discovery,
     start_nats,
     start_simfleet,
+    verdict,
+    work_directory,
+    workspace_executable,
 )
 
 from orchestrator_shared.bus import Subjects
@@ -171,16 +176,6 @@ def postgres_backends_cpu(database: str) -> float:
 # --- the stack --------------------------------------------------------------------------------
 
 
-def api_executable() -> str:
-    script = Path(sys.executable).parent / "orchestrator-topology-api"
-    if script.exists():
-        return str(script)
-    found = shutil.which("orchestrator-topology-api")
-    if found is None:
-        raise BenchmarkError("orchestrator-topology-api not installed in this environment")
-    return found
-
-
 async def start_stack(
     args: argparse.Namespace, children: Children, backend: str, database: str
 ) -> Stack:
@@ -214,7 +209,7 @@ async def start_stack(
         settings["PostgreSQLDSN"] = f"postgresql://postgres@127.0.0.1:5432/{database}"
     config = children.workdir / "topology-api.conf.json"
     config.write_text(json.dumps(settings, indent=2))
-    program = [api_executable()]
+    program = [workspace_executable("orchestrator-topology-api")]
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
         stats = args.profile / f"api-{backend}.prof"
@@ -509,20 +504,14 @@ _undropped: set[str] = set()
 
 
 async def run_backend(args: argparse.Namespace, backend: str) -> list[Figure]:
-    workdir = Path(tempfile.mkdtemp(prefix=f"api-throughput-{backend}-"))
-    children = Children(workdir)
     database = ""
     try:
-        if backend == "postgres":
-            database = await create_database()
-            _undropped.add(database)
-        return await measure_backend(args, children, backend, database)
+        with work_directory(f"api-throughput-{backend}-", keep=args.keep) as children:
+            if backend == "postgres":
+                database = await create_database()
+                _undropped.add(database)
+            return await measure_backend(args, children, backend, database)
     finally:
-        children.close()
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
         if database:
             await asyncio.shield(drop_database(database))
             _undropped.discard(database)
@@ -560,10 +549,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
+    cancel_on_stop_signals()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     tables = []
     try:
@@ -573,24 +559,17 @@ async def main_async(args: argparse.Namespace) -> int:
     except (BenchmarkError, OSError, asyncpg.PostgresError, httpx.HTTPError) as exc:
         print(f"api_throughput: {exc}", file=sys.stderr)
         return 2
-    stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     for backend, figures in tables:
-        print_table(f"topology-api throughput, {backend} ({stamp})", figures)
+        print_table(report_title(f"topology-api throughput, {backend}"), figures)
     missed = [f"{backend}: {f.name}" for backend, figures in tables for f in figures
               if f.ok is False]  # fmt: skip
-    if missed:
-        print(f"\nMISSED: {'; '.join(missed)}")
-        return 1
-    return 0
+    return verdict(missed, separator="; ")
 
 
 def main() -> int:
     args = parse_args()
     try:
-        return asyncio.run(main_async(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("api_throughput: interrupted; every child process was stopped", file=sys.stderr)
-        return 130
+        return run_async_benchmark("api_throughput", main_async(args))
     finally:
         for database in sorted(_undropped):
             try:

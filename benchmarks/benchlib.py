@@ -1,4 +1,10 @@
-"""What the benchmarks share: child processes that never outlive the run, ports, NATS, reports.
+"""What the benchmarks share: child processes that never outlive the run, ports, NATS, etcd,
+the simulated fleet, a run's work directory and exit code, the result table.
+
+A benchmark's ``main`` is :func:`run_benchmark` (or, on asyncio, :func:`cancel_on_stop_signals`)
+around a measurement inside :func:`work_directory`, then :func:`print_table` under a
+:func:`report_title` and :func:`verdict`: so every benchmark stops the same way on SIGTERM or
+Ctrl-C, exits 2 when it could not run and 1 when a target was missed, and prints the same table.
 
 Every child (nats-server, the simulated fleet, orchestrator-discovery) is started by
 :class:`Children`, which puts it in its own process group, asks the kernel to SIGKILL it if the
@@ -13,6 +19,7 @@ the benchmark measures (CPU, RSS) is discovery's own, and the parent-death signa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
@@ -25,25 +32,35 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from types import FrameType
+from typing import IO, Any, TypeVar
 
 import httpx
+import nats
 import psutil
+from nats.aio.msg import Msg
 
 LOOPBACK = "127.0.0.1"
 # Below Linux's ephemeral range (32768-60999): our thousands of outgoing connections can never
 # take a port a server needs, and the servers never collide with them.
 PORT_RANGE = range(20000, 32768)
 BENCHMARKS_DIR = Path(__file__).resolve().parent
-SIMFLEET = BENCHMARKS_DIR / "simfleet.py"
+# the simulated fleet is part of the test harness (tests/integration/test_simfleet.py pins it);
+# run by path, so the harness package (and what it imports) is not loaded with it
+SIMFLEET = BENCHMARKS_DIR.parent / "tests" / "harness" / "simfleet.py"
 
 _handed_out: set[int] = set()
+
+T = TypeVar("T")
 
 
 class BenchmarkError(RuntimeError):
@@ -249,6 +266,38 @@ def start_nats(children: Children, timeout: float = 15.0) -> tuple[str, Child]:
     raise BenchmarkError(f"nats-server not healthy within {timeout:g}s")
 
 
+def find_etcd() -> str:
+    found = shutil.which("etcd")
+    if found is None:
+        raise BenchmarkError("etcd not found on PATH")
+    return found
+
+
+def start_etcd(children: Children, timeout: float = 15.0) -> str:
+    client, peer = free_port(), free_port()
+    endpoint = f"http://{LOOPBACK}:{client}"
+    child = children.start(
+        "etcd",
+        [
+            find_etcd(), "--name", "bench",
+            "--data-dir", str(children.workdir / "etcd"),
+            "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+            "--listen-peer-urls", f"http://{LOOPBACK}:{peer}",
+            "--initial-advertise-peer-urls", f"http://{LOOPBACK}:{peer}",
+            "--initial-cluster", f"bench=http://{LOOPBACK}:{peer}",
+        ],
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.is_running():
+            raise BenchmarkError(f"etcd exited:\n{child.log_tail()}")
+        answer = http_get(f"{endpoint}/health")
+        if answer is not None and json.loads(answer).get("health") == "true":
+            return endpoint
+        time.sleep(0.1)
+    raise BenchmarkError(f"etcd not healthy within {timeout:g}s")
+
+
 def start_simfleet(
     children: Children,
     *,
@@ -274,13 +323,16 @@ def start_simfleet(
     return base, child
 
 
-def discovery_executable() -> str:
-    script = Path(sys.executable).parent / "orchestrator-discovery"
+def workspace_executable(name: str, *, missing: str | None = None) -> str:
+    """The workspace's console script ``name`` (beside this Python, else on PATH), run
+    without the ``uv`` wrapper (see the module docstring); BenchmarkError (``missing``)
+    when it is not installed."""
+    script = Path(sys.executable).parent / name
     if script.exists():
         return str(script)
-    found = shutil.which("orchestrator-discovery")
+    found = shutil.which(name)
     if found is None:
-        raise BenchmarkError("orchestrator-discovery not installed in this environment")
+        raise BenchmarkError(missing or f"{name} not installed in this environment")
     return found
 
 
@@ -298,7 +350,7 @@ def start_discovery(
     """
     config = children.workdir / "orchestrator.conf.json"
     config.write_text(json.dumps(settings, indent=2))
-    program = [discovery_executable()]
+    program = [workspace_executable("orchestrator-discovery")]
     if profile_to is not None:
         program = [sys.executable, "-m", "cProfile", "-o", str(profile_to)]
         program += ["-m", "orchestrator_discovery.main"]
@@ -307,6 +359,72 @@ def start_discovery(
         [*program, "--config", str(config)],
         env={"ORCHESTRATOR_LOG_LEVEL": log_level},
     )
+
+
+# --- listening on the bus ---------------------------------------------------------------------
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+class NatsListener:
+    """Core NATS subscriptions on a background thread with its own event loop, so arrival
+    times are taken when the messages arrive, whatever the (synchronous) main thread is doing.
+
+    A subclass says what it listens to (:meth:`subscriptions`) and keeps what arrives, under
+    its own lock: the handlers run on the listener's thread.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_name: str,
+        thread_name: str,
+        connect_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._url = url
+        self._client_name = client_name
+        self._connect_options = dict(connect_options or {})
+        self._loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def subscriptions(self) -> Sequence[tuple[str, Handler]]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connected and subscribed, or BenchmarkError."""
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            raise BenchmarkError(f"cannot subscribe to NATS at {self._url}: {self._error}")
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._serve())
+        self._loop.close()
+
+    async def _serve(self) -> None:
+        try:
+            nc = await nats.connect(self._url, name=self._client_name, **self._connect_options)
+        except Exception as exc:  # reported to the main thread by start()
+            self._error = exc
+            self._ready.set()
+            return
+        try:
+            for subject, handler in self.subscriptions():
+                await nc.subscribe(subject, cb=handler)
+            await nc.flush()
+            self._ready.set()
+            await self._stopped.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
 
 # --- measurements -----------------------------------------------------------------------------
@@ -395,6 +513,100 @@ def print_table(title: str, figures: Sequence[Figure]) -> None:
         )
 
 
+def milliseconds(seconds: float) -> str:
+    """``1234 ms``; ``-`` for no value (infinity)."""
+    return "-" if seconds == float("inf") else f"{seconds * 1000:.0f} ms"
+
+
+def report_title(what: str) -> str:
+    """A result table's title: what was measured and when (UTC, to the minute)."""
+    return f"{what} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
+
+
+def verdict(missed: Sequence[str], *, separator: str = ", ") -> int:
+    """The exit code after the table: 0, or 1 after a ``MISSED:`` line naming what missed."""
+    if missed:
+        print(f"\nMISSED: {separator.join(missed)}")
+        return 1
+    return 0
+
+
+# --- a run: its work directory, its children, its exit code --------------------------------
+
+
+def interrupt_on_stop_signals() -> None:
+    """SIGTERM, like Ctrl-C, raises KeyboardInterrupt in the main thread, so either stops the
+    run through the same ``finally`` blocks (every child stopped, the work directory removed)."""
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+
+
+def cancel_on_stop_signals() -> None:
+    """For a benchmark on asyncio: SIGINT or SIGTERM cancel the current (main) task."""
+    task = asyncio.current_task()
+    assert task is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
+
+
+@contextlib.contextmanager
+def work_directory(
+    prefix: str, *, keep: bool, after_children: Callable[[Path], None] | None = None
+) -> Iterator[Children]:
+    """A fresh temporary directory and the :class:`Children` started in it. On the way out,
+    however it is left: every child is stopped, then ``after_children(directory)`` runs (e.g.
+    a sandbox's teardown), then the directory is removed, or kept (and named) with ``keep``."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    children = Children(workdir)
+    try:
+        yield children
+    finally:
+        children.close()
+        if after_children is not None:
+            after_children(workdir)
+        if keep:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_benchmark(
+    name: str,
+    measure: Callable[[], T],
+    report: Callable[[T], int],
+    *,
+    errors: tuple[type[Exception], ...] = (BenchmarkError,),
+) -> int:
+    """A synchronous benchmark's exit code: ``measure()`` (stop signals interrupt it), then
+    ``report(result)``'s code. It could not run (one of ``errors``): ``name: <error>`` on
+    stderr, exit 2; interrupted: exit 130. Children are stopped by ``measure``'s own
+    :func:`work_directory` before either line."""
+    interrupt_on_stop_signals()
+    try:
+        result = measure()
+    except errors as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; everything it started was stopped", file=sys.stderr)
+        return 130
+    return report(result)
+
+
+def run_async_benchmark(name: str, main: Coroutine[Any, Any, int]) -> int:
+    """An asyncio benchmark's exit code: ``main``'s, or 130 once :func:`cancel_on_stop_signals`
+    (or Ctrl-C before it) has interrupted it; ``main`` maps its own errors to exit 2."""
+    try:
+        return asyncio.run(main)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"{name}: interrupted; every child process was stopped", file=sys.stderr)
+        return 130
+
+
 # --- a whole stack under `orchestrator up` ---------------------------------------------------
 
 NATS_LINE = re.compile(r"nats-server with JetStream on (nats://\S+)")
@@ -402,13 +614,9 @@ API_LINE = re.compile(r"orchestrator-topology-api on (http://\S+)")
 
 
 def orchestrator_executable() -> str:
-    script = Path(sys.executable).parent / "orchestrator"
-    if script.exists():
-        return str(script)
-    found = shutil.which("orchestrator")
-    if found is None:
-        raise BenchmarkError("the orchestrator CLI is not installed in this environment")
-    return found
+    return workspace_executable(
+        "orchestrator", missing="the orchestrator CLI is not installed in this environment"
+    )
 
 
 def wait_until(

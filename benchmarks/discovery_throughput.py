@@ -1,7 +1,7 @@
 """How many full probes per second one orchestrator-discovery process sustains, and at what cost.
 
 Starts its own nats-server (JetStream), a simulated fleet of MariaDB clusters
-(``benchmarks/simfleet.py``; by default 1,000 clusters of 1 master + 4 replicas = 5,000
+(``tests/harness/simfleet.py``; by default 1,000 clusters of 1 master + 4 replicas = 5,000
 instances) and ONE ``orchestrator-discovery`` seeded with the masters only, so it crawls the
 replicas itself. Once every instance has an ok snapshot (and a warm-up has passed), it measures
 a steady-state window:
@@ -27,10 +27,7 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +40,7 @@ from benchlib import (
     Child,
     Children,
     Figure,
+    cancel_on_stop_signals,
     cpu_seconds,
     free_port,
     machine_busy_seconds,
@@ -50,9 +48,13 @@ from benchlib import (
     percentile,
     print_table,
     read_metrics,
+    report_title,
+    run_async_benchmark,
     start_discovery,
     start_nats,
     start_simfleet,
+    verdict,
+    work_directory,
 )
 from nats.aio.msg import Msg
 
@@ -307,38 +309,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
-    workdir = Path(tempfile.mkdtemp(prefix="discovery-throughput-"))
-    children = Children(workdir)
+    cancel_on_stop_signals()
     try:
-        figures = await measure(args, children)
+        with work_directory("discovery-throughput-", keep=args.keep) as children:
+            figures = await measure(args, children)
     except BenchmarkError as exc:
         print(f"discovery_throughput: {exc}", file=sys.stderr)
         return 2
-    finally:
-        children.close()
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print_table(f"discovery throughput ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", figures)
-    missed = [f.name for f in figures if f.ok is False]
-    if missed:
-        print(f"\nMISSED: {', '.join(missed)}")
-        return 1
-    return 0
+    print_table(report_title("discovery throughput"), figures)
+    return verdict([f.name for f in figures if f.ok is False])
 
 
 def main() -> int:
     args = parse_args()
-    try:
-        return asyncio.run(main_async(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("discovery_throughput: interrupted; every child process was stopped", file=sys.stderr)
-        return 130
+    return run_async_benchmark("discovery_throughput", main_async(args))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ While an operator drags an instance on the cluster page, the page asks ``/api/ca
 which instances it may be dropped on; the active recovery worker answers by reading every
 server of the cluster (concurrently, once) and applying ``relocate``'s checks
 (:class:`orchestrator_recovery.operations.drop_checks.DropChecks`). This benchmark runs that worker
-code against a simulated cluster of a master and 199 replicas (``simfleet.py``: real sockets, the
-MySQL wire protocol) and reports each call's time: the drag has to feel immediate.
+code against a simulated cluster of a master and 199 replicas (``tests/harness/simfleet.py``: real
+sockets, the MySQL wire protocol) and reports each call's time: the drag has to feel immediate.
 
 Usage::
 

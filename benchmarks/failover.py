@@ -46,27 +46,21 @@ included; the kernel kills them if the benchmark is killed (``PR_SET_PDEATHSIG``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import random
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import nats
 import pymysql
 import pymysql.cursors
 from benchlib import (
@@ -77,14 +71,21 @@ from benchlib import (
     Child,
     Children,
     Figure,
+    Handler,
+    NatsListener,
     api_json,
     free_port,
     free_port_block,
     leader_ok,
     log_match,
+    milliseconds,
     orchestrator_executable,
     print_table,
+    report_title,
+    run_benchmark,
+    verdict,
     wait_until,
+    work_directory,
 )
 from nats.aio.msg import Msg
 
@@ -109,24 +110,22 @@ class Arrival:
     monotonic: float
 
 
-class EventListener:
-    """A core NATS subscription to ``orchestrator.v1.recovery.>`` on a background thread, so
-    arrival times are taken when the events arrive, whatever the main thread is doing."""
+class EventListener(NatsListener):
+    """``orchestrator.v1.recovery.>`` and ``orchestrator.v1.unreachable.>``, each with its
+    arrival time."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
+        async def quiet(exc: Exception) -> None:
+            """Bus errors (nats-server stopped with the stack) are not the benchmark's."""
+
+        super().__init__(
+            url,
+            client_name="failover-benchmark",
+            thread_name="recovery-events",
+            connect_options={"error_cb": quiet, "max_reconnect_attempts": 3},
+        )
         self._lock = threading.Lock()
         self._arrivals: list[Arrival] = []
-        self._loop = asyncio.new_event_loop()
-        self._stopped = asyncio.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="recovery-events", daemon=True)
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout) or self._error is not None:
-            raise BenchmarkError(f"cannot subscribe to NATS at {self._url}: {self._error}")
 
     def arrivals(self) -> list[Arrival]:
         with self._lock:
@@ -135,57 +134,31 @@ class EventListener:
     def first(self, phase: str) -> Arrival | None:
         return next((a for a in self.arrivals() if a.phase == phase), None)
 
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
+    def subscriptions(self) -> list[tuple[str, Handler]]:
+        return [
+            ("orchestrator.v1.recovery.>", self._on_event),
+            ("orchestrator.v1.unreachable.>", self._on_unreachable),
+        ]
 
-    async def _serve(self) -> None:
-        async def quiet(exc: Exception) -> None:
-            """Bus errors (nats-server stopped with the stack) are not the benchmark's."""
-
+    async def _on_event(self, msg: Msg) -> None:
+        arrived = time.monotonic()
         try:
-            nc = await nats.connect(
-                self._url, name="failover-benchmark", error_cb=quiet, max_reconnect_attempts=3
-            )
-        except Exception as exc:  # reported to the main thread by start()
-            self._error = exc
-            self._ready.set()
+            body = json.loads(msg.data)
+            phase = str(body["type"]).rsplit(".", 1)[-1]
+            data = dict(body.get("data") or {})
+        except (ValueError, KeyError, TypeError):
             return
+        with self._lock:
+            self._arrivals.append(Arrival(phase, data, arrived))
 
-        async def on_event(msg: Msg) -> None:
-            arrived = time.monotonic()
-            try:
-                body = json.loads(msg.data)
-                phase = str(body["type"]).rsplit(".", 1)[-1]
-                data = dict(body.get("data") or {})
-            except (ValueError, KeyError, TypeError):
-                return
-            with self._lock:
-                self._arrivals.append(Arrival(phase, data, arrived))
-
-        async def on_unreachable(msg: Msg) -> None:
-            arrived = time.monotonic()
-            try:
-                body = dict(json.loads(msg.data))
-            except (ValueError, TypeError):
-                return
-            with self._lock:
-                self._arrivals.append(Arrival(UNREACHABLE, body, arrived))
-
+    async def _on_unreachable(self, msg: Msg) -> None:
+        arrived = time.monotonic()
         try:
-            await nc.subscribe("orchestrator.v1.recovery.>", cb=on_event)
-            await nc.subscribe("orchestrator.v1.unreachable.>", cb=on_unreachable)
-            await nc.flush()
-            self._ready.set()
-            await self._stopped.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(10)
+            body = dict(json.loads(msg.data))
+        except (ValueError, TypeError):
+            return
+        with self._lock:
+            self._arrivals.append(Arrival(UNREACHABLE, body, arrived))
 
 
 # --- the writer -------------------------------------------------------------------------------
@@ -685,8 +658,7 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> int:
     median = statistics.median(times) if times else float("inf")
     worst = max(times) if times and not no_failover else float("inf")
 
-    def ms(value: float) -> str:
-        return "-" if value == float("inf") else f"{value * 1000:.0f} ms"
+    ms = milliseconds
 
     def phase_figures(name: str, values: list[float]) -> list[Figure]:
         if not values:
@@ -745,7 +717,7 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> int:
             not failed_checks,
         ),
     ]
-    print_table(f"master failover ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", figures)
+    print_table(report_title("master failover"), figures)
     missed = []
     if median > args.target_median:
         missed.append(f"median {ms(median)} > {args.target_median * 1000:.0f} ms")
@@ -755,41 +727,30 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> int:
         missed.append(f"checks failed in runs {', '.join(str(r.number) for r in failed_checks)}")
     if named_in_time < len(runs):
         missed.append(f"the API named the new master late in {len(runs) - named_in_time} runs")
-    if missed:
-        print("\nMISSED: " + "; ".join(missed))
-        return 1
-    return 0
+    return verdict(missed, separator="; ")
 
 
 def main() -> int:
     args = parse_args()
 
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def measure() -> list[Run]:
+        with work_directory("failover-", keep=args.keep) as children:
+            runs: list[Run] = []
+            mode = "semi-sync" if args.semi_sync else "asynchronous"
+            print(
+                f"{args.runs} runs, {NODES}-node sandbox ({mode} replication), "
+                f"work dir {children.workdir}"
+            )
+            for number in range(1, args.runs + 1):
+                runs.append(run_once(number, args, children, children.workdir))
+            return runs
 
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    workdir = Path(tempfile.mkdtemp(prefix="failover-"))
-    children = Children(workdir)
-    runs: list[Run] = []
-    mode = "semi-sync" if args.semi_sync else "asynchronous"
-    print(f"{args.runs} runs, {NODES}-node sandbox ({mode} replication), work dir {workdir}")
-    try:
-        for number in range(1, args.runs + 1):
-            runs.append(run_once(number, args, children, workdir))
-    except (BenchmarkError, SandboxError) as exc:
-        print(f"failover: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("failover: interrupted; everything it started was stopped", file=sys.stderr)
-        return 130
-    finally:
-        children.close()
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return summarize(runs, args)
+    return run_benchmark(
+        "failover",
+        measure,
+        lambda runs: summarize(runs, args),
+        errors=(BenchmarkError, SandboxError),
+    )
 
 
 if __name__ == "__main__":

@@ -24,63 +24,30 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from benchlib import (
-    LOOPBACK,
     BenchmarkError,
     Child,
     Children,
     Figure,
-    free_port,
-    http_get,
+    milliseconds,
     percentile,
     print_table,
+    report_title,
+    run_benchmark,
+    start_etcd,
+    verdict,
+    work_directory,
 )
 
 TTL = 3  # the defaults of EtcdLeaseTTLSeconds, EtcdKeepAliveIntervalSeconds, ...
 KEEPALIVE = 0.5
 REQUEST_TIMEOUT = 1.0
-
-
-def find_etcd() -> str:
-    found = shutil.which("etcd")
-    if found is None:
-        raise BenchmarkError("etcd not found on PATH")
-    return found
-
-
-def start_etcd(children: Children, timeout: float = 15.0) -> str:
-    client, peer = free_port(), free_port()
-    endpoint = f"http://{LOOPBACK}:{client}"
-    child = children.start(
-        "etcd",
-        [
-            find_etcd(), "--name", "bench",
-            "--data-dir", str(children.workdir / "etcd"),
-            "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
-            "--listen-peer-urls", f"http://{LOOPBACK}:{peer}",
-            "--initial-advertise-peer-urls", f"http://{LOOPBACK}:{peer}",
-            "--initial-cluster", f"bench=http://{LOOPBACK}:{peer}",
-        ],
-    )  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.is_running():
-            raise BenchmarkError(f"etcd exited:\n{child.log_tail()}")
-        answer = http_get(f"{endpoint}/health")
-        if answer is not None and json.loads(answer).get("health") == "true":
-            return endpoint
-        time.sleep(0.1)
-    raise BenchmarkError(f"etcd not healthy within {timeout:g}s")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -174,41 +141,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
 
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def measure_in_work_directory() -> list[float]:
+        with work_directory("leader-takeover-", keep=args.keep) as children:
+            return measure(args, children)
 
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    workdir = Path(tempfile.mkdtemp(prefix="leader-takeover-"))
-    children = Children(workdir)
-    try:
-        takeovers = measure(args, children)
-    except BenchmarkError as exc:
-        print(f"leader_takeover: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("leader_takeover: interrupted; everything it started was stopped", file=sys.stderr)
-        return 130
-    finally:
-        children.close()
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_benchmark("leader_takeover", measure_in_work_directory, lambda t: report(t, args))
 
+
+def report(takeovers: list[float], args: argparse.Namespace) -> int:
     limit = TTL + 1.0
     worst = max(takeovers)
     figures = [
         Figure("runs", str(len(takeovers))),
-        Figure("kill -9 -> standby leads p50", f"{percentile(takeovers, 50) * 1000:.0f} ms"),
-        Figure("kill -9 -> standby leads p90", f"{percentile(takeovers, 90) * 1000:.0f} ms"),
+        Figure("kill -9 -> standby leads p50", milliseconds(percentile(takeovers, 50))),
+        Figure("kill -9 -> standby leads p90", milliseconds(percentile(takeovers, 90))),
         Figure(
             "kill -9 -> standby leads max",
-            f"{worst * 1000:.0f} ms",
+            milliseconds(worst),
             f"<= {limit * 1000:.0f} ms (TTL + 1 s)",
             worst <= limit,
         ),
-        Figure("min", f"{min(takeovers) * 1000:.0f} ms"),
+        Figure("min", milliseconds(min(takeovers))),
         Figure(
             "TTL / keep-alive / request timeout",
             f"{TTL} s / {KEEPALIVE:g} s / {REQUEST_TIMEOUT:g} s",
@@ -216,11 +169,9 @@ def main() -> int:
         ),
         Figure("workers", str(args.workers)),
     ]
-    print_table(f"leader takeover ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", figures)
-    if worst > limit:
-        print(f"\nMISSED: a takeover took {worst * 1000:.0f} ms > {limit * 1000:.0f} ms")
-        return 1
-    return 0
+    print_table(report_title("leader takeover"), figures)
+    too_slow = f"a takeover took {milliseconds(worst)} > {limit * 1000:.0f} ms"
+    return verdict([too_slow] if worst > limit else [])
 
 
 if __name__ == "__main__":

@@ -29,37 +29,39 @@ thread that started them.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import queue
 import random
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import nats
 from benchlib import (
     BenchmarkError,
     Child,
     Children,
     Figure,
+    Handler,
+    NatsListener,
     free_port,
     free_port_block,
+    milliseconds,
     percentile,
     print_table,
     read_metrics,
+    report_title,
+    run_benchmark,
     start_discovery,
     start_nats,
+    verdict,
+    wait_until,
+    work_directory,
 )
 from nats.aio.msg import Msg
 
@@ -84,78 +86,37 @@ class Arrival:
     monotonic: float
 
 
-class BusListener:
-    """Core NATS subscriptions on a background thread: unreachable events and snapshots."""
+class BusListener(NatsListener):
+    """Unreachable events (queued) and the master's latest snapshot."""
 
     def __init__(self, url: str, master_token: str) -> None:
-        self._url = url
+        super().__init__(url, client_name="master-death", thread_name="nats-listener")
         self._snapshot_subject = f"orchestrator.v1.snapshot.{master_token}"
         self.events: queue.Queue[Arrival] = queue.Queue()
         self._lock = threading.Lock()
         self._master_snapshot: Arrival | None = None
-        self._loop = asyncio.new_event_loop()
-        self._stopped = asyncio.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="nats-listener", daemon=True)
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout) or self._error is not None:
-            raise BenchmarkError(f"cannot subscribe to NATS at {self._url}: {self._error}")
 
     @property
     def master_snapshot(self) -> Arrival | None:
         with self._lock:
             return self._master_snapshot
 
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
+    def subscriptions(self) -> list[tuple[str, Handler]]:
+        return [
+            ("orchestrator.v1.unreachable.>", self._on_event),
+            (self._snapshot_subject, self._on_snapshot),
+        ]
 
-    async def _serve(self) -> None:
-        try:
-            nc = await nats.connect(self._url, name="master-death")
-        except Exception as exc:  # reported to the main thread by start()
-            self._error = exc
-            self._ready.set()
-            return
+    async def _on_event(self, msg: Msg) -> None:
+        self.events.put(_arrival(msg))
 
-        def arrival(msg: Msg) -> Arrival:
-            return Arrival(msg.subject, json.loads(msg.data), time.time(), time.monotonic())
-
-        async def on_event(msg: Msg) -> None:
-            self.events.put(arrival(msg))
-
-        async def on_snapshot(msg: Msg) -> None:
-            with self._lock:
-                self._master_snapshot = arrival(msg)
-
-        try:
-            await nc.subscribe("orchestrator.v1.unreachable.>", cb=on_event)
-            await nc.subscribe(self._snapshot_subject, cb=on_snapshot)
-            await nc.flush()
-            self._ready.set()
-            await self._stopped.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(10)
+    async def _on_snapshot(self, msg: Msg) -> None:
+        with self._lock:
+            self._master_snapshot = _arrival(msg)
 
 
-def wait_until(
-    check: Callable[[], bool], *, timeout: float, what: str, alive: Callable[[], None]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        alive()
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)
+def _arrival(msg: Msg) -> Arrival:
+    return Arrival(msg.subject, json.loads(msg.data), time.time(), time.monotonic())
 
 
 def _parse_time(text: str) -> float:
@@ -292,28 +253,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
 
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def measure_in_work_directory() -> list[Run]:
+        with work_directory("master-death-", keep=args.keep) as children:
+            return measure(args, children, children.workdir)
 
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    workdir = Path(tempfile.mkdtemp(prefix="master-death-"))
-    children = Children(workdir)
-    try:
-        runs = measure(args, children, workdir)
-    except (BenchmarkError, SandboxError) as exc:
-        print(f"master_death: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("master_death: interrupted; everything it started was stopped", file=sys.stderr)
-        return 130
-    finally:
-        children.close()
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_benchmark(
+        "master_death",
+        measure_in_work_directory,
+        lambda runs: report(runs, args),
+        errors=(BenchmarkError, SandboxError),
+    )
 
+
+def report(runs: list[Run], args: argparse.Namespace) -> int:
     latencies = [run.latency for run in runs]
     detections = [run.detection for run in runs]
     p50 = percentile(latencies, 50)
@@ -321,25 +273,23 @@ def main() -> int:
         Figure("runs", str(len(runs))),
         Figure(
             "kill -> event p50",
-            f"{p50 * 1000:.0f} ms",
+            milliseconds(p50),
             f"<= {args.target_p50 * 1000:.0f} ms",
             p50 <= args.target_p50,
         ),
-        Figure("kill -> event p90", f"{percentile(latencies, 90) * 1000:.0f} ms"),
-        Figure("kill -> event max", f"{max(latencies) * 1000:.0f} ms"),
-        Figure("kill -> detected_at p50", f"{percentile(detections, 50) * 1000:.0f} ms"),
-        Figure("kill -> detected_at max", f"{max(detections) * 1000:.0f} ms"),
+        Figure("kill -> event p90", milliseconds(percentile(latencies, 90))),
+        Figure("kill -> event max", milliseconds(max(latencies))),
+        Figure("kill -> detected_at p50", milliseconds(percentile(detections, 50))),
+        Figure("kill -> detected_at max", milliseconds(max(detections))),
         Figure(
             "liveness interval / timeout",
             f"{LIVENESS_INTERVAL:g} s / {LIVENESS_TIMEOUT:g} s",
             "defaults",
         ),
     ]
-    print_table(f"master death ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", figures)
-    if p50 > args.target_p50:
-        print(f"\nMISSED: p50 {p50 * 1000:.0f} ms > {args.target_p50 * 1000:.0f} ms")
-        return 1
-    return 0
+    print_table(report_title("master death"), figures)
+    too_slow = f"p50 {milliseconds(p50)} > {args.target_p50 * 1000:.0f} ms"
+    return verdict([too_slow] if p50 > args.target_p50 else [])
 
 
 if __name__ == "__main__":

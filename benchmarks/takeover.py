@@ -34,17 +34,12 @@ import argparse
 import contextlib
 import functools
 import json
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import quote
 
@@ -62,9 +57,13 @@ from benchlib import (
     free_port_block,
     leader_ok,
     log_match,
+    milliseconds,
     orchestrator_executable,
     print_table,
+    report_title,
+    run_benchmark,
     wait_until,
+    work_directory,
 )
 
 from orchestrator_cli.sandbox import Sandbox
@@ -346,9 +345,7 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> int:
     calls = [r.call for r in runs]
     failed = [r for r in runs if r.problems]
 
-    def ms(value: float) -> str:
-        return "-" if value == float("inf") else f"{value * 1000:.0f} ms"
-
+    ms = milliseconds
     figures = [
         Figure("takeovers", f"{len(runs)} of {args.runs}", f"{args.runs}", len(runs) == args.runs),
         Figure(
@@ -373,7 +370,7 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> int:
             not failed,
         ),
     ]
-    print_table(f"graceful master takeover ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", figures)
+    print_table(report_title("graceful master takeover"), figures)
     if median > args.target_median or failed or len(runs) < args.runs:
         print("\nMISSED")
         return 1
@@ -389,31 +386,21 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    workdir = Path(tempfile.mkdtemp(prefix="takeover-"))
-    children = Children(workdir)
-    print(f"{args.runs} takeovers on a {NODES}-node sandbox, work dir {workdir}")
-    try:
-        runs = bench(args, children, workdir)
-    except (BenchmarkError, SandboxError, httpx.HTTPError) as exc:
-        print(f"takeover: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("takeover: interrupted; everything it started was stopped", file=sys.stderr)
-        return 130
-    finally:
-        children.close()
+    def sandbox_down(workdir: Path) -> None:
         with contextlib.suppress(SandboxError):
             Sandbox.load(workdir / "sandbox").down()
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return summarize(runs, args)
+
+    def measure() -> list[Run]:
+        with work_directory("takeover-", keep=args.keep, after_children=sandbox_down) as children:
+            print(f"{args.runs} takeovers on a {NODES}-node sandbox, work dir {children.workdir}")
+            return bench(args, children, children.workdir)
+
+    return run_benchmark(
+        "takeover",
+        measure,
+        lambda runs: summarize(runs, args),
+        errors=(BenchmarkError, SandboxError, httpx.HTTPError),
+    )
 
 
 if __name__ == "__main__":

@@ -31,16 +31,13 @@ import argparse
 import asyncio
 import json
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -55,9 +52,13 @@ from benchlib import (
     free_port_block,
     http_get,
     print_table,
+    report_title,
+    run_benchmark,
+    start_etcd,
     start_nats,
+    verdict,
+    work_directory,
 )
-from leader_takeover import start_etcd
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
@@ -384,39 +385,22 @@ def summarize(runs: list[Run], api_ms: dict[str, float], args: argparse.Namespac
         Figure("publication -> redrawn max", f"{max(walls):.0f} ms"),
         *(Figure(f"API alone: GET {path}, median", f"{ms:.0f} ms") for path, ms in api_ms.items()),
     ]
-    print_table(f"UI render, headless Chromium ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", figures)
-    missed = [f.name for f in figures if f.ok is False]
-    if missed:
-        print(f"\nMISSED: {', '.join(missed)}")
-        return 1
-    return 0
+    print_table(report_title("UI render, headless Chromium"), figures)
+    return verdict([f.name for f in figures if f.ok is False])
 
 
 def main() -> int:
     args = parse_args()
 
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def measure_in_work_directory() -> tuple[list[Run], dict[str, float]]:
+        with work_directory("ui-render-", keep=args.keep) as children:
+            return measure(args, children)
 
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    workdir = Path(tempfile.mkdtemp(prefix="ui-render-"))
-    children = Children(workdir)
-    try:
-        runs, api_ms = measure(args, children)
-    except BenchmarkError as exc:
-        print(f"ui_render: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ui_render: interrupted; everything it started was stopped", file=sys.stderr)
-        return 130
-    finally:
-        children.close()
-        if args.keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return summarize(runs, api_ms, args)
+    return run_benchmark(
+        "ui_render",
+        measure_in_work_directory,
+        lambda result: summarize(*result, args),
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The web UI's drop checks (issue 11): ``/api/can-relocate`` and ``/api/can-relocate-replicas``
 through the whole stack on a real 4-node MariaDB sandbox (answered by the active recovery
 worker, read-only), and the worker's checks against a simulated 200-instance cluster
-(benchmarks/simfleet.py; their speed: benchmarks/drop_checks.py)."""
+(tests/harness/simfleet.py; their speed: benchmarks/drop_checks.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 ADMIN = ("ops", "s3cret")
 READER = ("readonly", "anything")
-SIMFLEET = Path(__file__).resolve().parents[2] / "benchmarks" / "simfleet.py"
+SIMFLEET = Path(__file__).resolve().parents[1] / "harness" / "simfleet.py"
 FLEET_SIZE = 200
 
 

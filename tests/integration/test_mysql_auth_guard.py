@@ -1,6 +1,6 @@
 """A server asking for the topology password in clear never gets it (issue 12, §2).
 
-A minimal asyncio server speaking the MySQL handshake (as benchmarks/simfleet.py does) plays a
+A minimal asyncio server speaking the MySQL handshake (as tests/harness/simfleet.py does) plays a
 malicious or downgraded server: it asks for ``mysql_clear_password`` or ``dialog`` (in the
 greeting or in an authentication switch), or leaves TLS out when the client requires it. It
 records every byte the client sends; the probe, the recovery link and the liveness link must

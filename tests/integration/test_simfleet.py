@@ -1,4 +1,4 @@
-"""The simulated fleet (benchmarks/simfleet.py) answers our real prober like MariaDB 10.11.
+"""The simulated fleet (tests/harness/simfleet.py) answers our real prober like MariaDB 10.11.
 
 A small fleet (3 clusters of 1 master + 2 replicas) runs in a subprocess; the discovery
 ``Prober`` probes a master and a replica twice: the first probe detects the dialect (variables
@@ -24,7 +24,7 @@ from orchestrator_shared.snapshot import Flavor, ThreadState
 
 pytestmark = pytest.mark.integration
 
-SIMFLEET = Path(__file__).resolve().parents[2] / "benchmarks" / "simfleet.py"
+SIMFLEET = Path(__file__).resolve().parents[1] / "harness" / "simfleet.py"
 CLUSTERS = 3
 CLUSTER_SIZE = 3
 LOOPBACK = "127.0.0.1"

@@ -7,26 +7,24 @@ drains NATS and closes every MySQL connection.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import resource
-import signal
 import socket
 import sys
 from contextlib import AsyncExitStack, suppress
 
 from prometheus_client import start_http_server
 
+from orchestrator_adapters.entrypoint import ServiceEntry, cancel_on_stop_signals, service_cli
 from orchestrator_adapters.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
 from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_discovery.nats_bus import NatsBus
 from orchestrator_discovery.service import DiscoveryOptions, DiscoveryService
 from orchestrator_shared.bus import Subjects
-from orchestrator_shared.config import Settings, load_settings, parse_listen_address
-from orchestrator_shared.errors import BusError, ConfigError
-from orchestrator_shared.logging import configure_logging
+from orchestrator_shared.config import Settings, parse_listen_address
+from orchestrator_shared.errors import BusError
 from orchestrator_shared.nats_auth import nats_auth, redact_urls
 
 log = logging.getLogger("orchestrator_discovery")
@@ -92,41 +90,24 @@ async def run(settings: Settings) -> None:
 
 
 async def _main_async(settings: Settings) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
+    _raise_file_limit()
+    cancel_on_stop_signals()
     with suppress(asyncio.CancelledError):
         await run(settings)
     log.info("discovery stopped")
 
 
+ENTRY = ServiceEntry(
+    prog="orchestrator-discovery",
+    description="Probe MySQL/MariaDB instances and publish their snapshots to NATS.",
+    service="discovery",
+    log=log,
+    failures=(BusError, OSError),  # OSError: e.g. the metrics port is taken
+)
+
+
 def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="orchestrator-discovery",
-        description="Probe MySQL/MariaDB instances and publish their snapshots to NATS.",
-    )
-    parser.add_argument("--config", metavar="FILE", help="orchestrator.conf.json to read")
-    args = parser.parse_args(argv)
-    try:
-        loaded = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"orchestrator-discovery: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("discovery")
-    for warning in loaded.warnings:
-        log.warning("%s", warning)
-    _raise_file_limit()
-    try:
-        asyncio.run(_main_async(loaded.settings))
-    except BusError as exc:
-        print(f"orchestrator-discovery: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # e.g. the metrics port is taken
-        print(f"orchestrator-discovery: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return service_cli(ENTRY, _main_async, argv)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator_adapters.election import Election, ElectionOptions, Leadership
+from orchestrator_adapters.entrypoint import EXIT_OK, cancel_on_stop_signals, run_main
 from orchestrator_adapters.etcd import EtcdError, EtcdOptions
 from orchestrator_shared.errors import LeaseLost
 from orchestrator_shared.etcd.leadership import local_identity
@@ -104,11 +105,8 @@ async def run(args: argparse.Namespace) -> None:
         lease_ttl=args.ttl,
         keepalive_interval=args.keepalive,
     )
-    task = asyncio.current_task()
-    assert task is not None
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
+    cancel_on_stop_signals()
     try:
         async with Election(options, identity=identity) as election:
             recorder.write("joined", mono=time.monotonic())
@@ -145,14 +143,11 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", default="", help="etcd user; password in $DRILL_ETCD_PASSWORD")
     args = parser.parse_args(argv)
     configure_logging("drill")
-    try:
-        asyncio.run(run(args))
-    except EtcdError as exc:
-        print(f"drill: {exc}", file=sys.stderr)
-        return 1
-    with suppress(Exception):
-        sys.stdout.flush()
-    return 0
+    code = run_main("drill", run(args), failures=(EtcdError,))
+    if code == EXIT_OK:
+        with suppress(Exception):
+            sys.stdout.flush()
+    return code
 
 
 if __name__ == "__main__":

@@ -11,12 +11,9 @@ the observer loop, until SIGTERM/SIGINT, which closes everything and exits 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -25,16 +22,20 @@ from contextlib import AsyncExitStack
 import uvicorn
 
 from orchestrator_adapters.election import STARTUP_TIMEOUT_SECONDS, ElectionOptions
+from orchestrator_adapters.entrypoint import (
+    ServiceEntry,
+    leave_stop_signals_to_uvicorn,
+    service_cli,
+)
 from orchestrator_adapters.etcd import EtcdClient, EtcdError, EtcdOptions, EtcdUnavailable
 from orchestrator_coordinator.metrics import CoordinatorMetrics
 from orchestrator_coordinator.observer import ElectionObserver, ElectionStatus
 from orchestrator_coordinator.publisher import LeaderEventPublisher
 from orchestrator_coordinator.web import create_app
 from orchestrator_shared.bus import Subjects
-from orchestrator_shared.config import Settings, load_settings, parse_listen_address
-from orchestrator_shared.errors import BusError, ConfigError
+from orchestrator_shared.config import Settings, parse_listen_address
+from orchestrator_shared.errors import BusError
 from orchestrator_shared.etcd.leadership import LeadershipKeys
-from orchestrator_shared.logging import configure_logging
 from orchestrator_shared.nats_auth import nats_auth
 
 log = logging.getLogger("orchestrator_coordinator")
@@ -112,10 +113,7 @@ async def run(settings: Settings) -> None:
                 timeout_graceful_shutdown=2,
             )
         )
-        # uvicorn re-raises the signal that stopped it, with the handler it found: make that a
-        # no-op, so SIGTERM ends in our clean shutdown (exit 0) instead of killing the process.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: None)
+        leave_stop_signals_to_uvicorn()
         log.info(
             "coordinator on http://%s:%d watching %s/recovery/ in etcd %s",
             host,
@@ -133,28 +131,17 @@ async def run(settings: Settings) -> None:
     log.info("coordinator stopped")
 
 
+ENTRY = ServiceEntry(
+    prog="orchestrator-coordinator",
+    description="Report the recovery leadership held in etcd: /status, /metrics, events.",
+    service="coordinator",
+    log=log,
+    failures=(EtcdError, BusError, OSError),
+)
+
+
 def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="orchestrator-coordinator",
-        description="Report the recovery leadership held in etcd: /status, /metrics, events.",
-    )
-    parser.add_argument("--config", metavar="FILE", help="orchestrator.conf.json to read")
-    args = parser.parse_args(argv)
-    try:
-        loaded = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"orchestrator-coordinator: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("coordinator")
-    for warning in loaded.warnings:
-        log.warning("%s", warning)
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run(loaded.settings))
-    except (EtcdError, BusError, OSError) as exc:
-        print(f"orchestrator-coordinator: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return service_cli(ENTRY, run, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ takes over at once), stop, exit 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -24,6 +23,7 @@ from datetime import timedelta
 from prometheus_client import start_http_server
 
 from orchestrator_adapters.election import Election, ElectionOptions, Leadership
+from orchestrator_adapters.entrypoint import BadConfiguration, ServiceEntry, service_cli
 from orchestrator_adapters.etcd import EtcdError
 from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
@@ -49,12 +49,11 @@ from orchestrator_recovery.wiring import (
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
-from orchestrator_shared.config import Settings, load_settings, parse_listen_address
-from orchestrator_shared.errors import BusError, ConfigError
+from orchestrator_shared.config import Settings, parse_listen_address
+from orchestrator_shared.errors import BusError
 from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
 from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.logging import configure_logging
 from orchestrator_shared.nats_auth import nats_auth
 
 log = logging.getLogger("orchestrator_recovery")
@@ -224,34 +223,26 @@ async def serve(settings: Settings) -> None:
     log.info("recovery worker stopped")
 
 
-def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="orchestrator-recovery",
-        description="A recovery worker: analyse the fleet, and fail over when it leads.",
-    )
-    parser.add_argument("--config", metavar="FILE", help="orchestrator.conf.json to read")
-    args = parser.parse_args(argv)
-    try:
-        loaded = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"orchestrator-recovery: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    if not loaded.settings.NATSServers or not loaded.settings.EtcdEndpoints:
-        print(
-            "orchestrator-recovery: bad configuration: NATSServers and EtcdEndpoints are "
-            "required (orchestrator up fills them in)",
-            file=sys.stderr,
+def check_configuration(settings: Settings) -> None:
+    """A worker needs the bus and the election: no local defaults for either."""
+    if not settings.NATSServers or not settings.EtcdEndpoints:
+        raise BadConfiguration(
+            "NATSServers and EtcdEndpoints are required (orchestrator up fills them in)"
         )
-        return 2
-    configure_logging("recovery")
-    for warning in loaded.warnings:
-        log.warning("%s", warning)
-    try:
-        asyncio.run(serve(loaded.settings))
-    except (BusError, EtcdError, OSError) as exc:
-        print(f"orchestrator-recovery: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+
+ENTRY = ServiceEntry(
+    prog="orchestrator-recovery",
+    description="A recovery worker: analyse the fleet, and fail over when it leads.",
+    service="recovery",
+    log=log,
+    failures=(BusError, EtcdError, OSError),
+    check=check_configuration,
+)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    return service_cli(ENTRY, serve, argv)
 
 
 if __name__ == "__main__":

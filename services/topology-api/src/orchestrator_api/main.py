@@ -7,11 +7,8 @@ requests) → uvicorn on ``ListenAddress`` (HTTPS with ``UseSSL``) until SIGTERM
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import socket
 import sys
 from contextlib import AsyncExitStack
@@ -23,6 +20,11 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from orchestrator_adapters import tls
+from orchestrator_adapters.entrypoint import (
+    ServiceEntry,
+    leave_stop_signals_to_uvicorn,
+    service_cli,
+)
 from orchestrator_adapters.etcd import EtcdClient, EtcdOptions
 from orchestrator_api.app import create_app
 from orchestrator_api.auth import check_listen_policy, startup_warnings
@@ -36,11 +38,10 @@ from orchestrator_api.store.consumer import ConsumerMetrics, StoreConsumer, dura
 from orchestrator_api.store.mysql import MySQLBackend
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.command_signing import command_signer, signer_warnings
-from orchestrator_shared.config import Settings, load_settings, parse_listen_address
-from orchestrator_shared.errors import BusError, ConfigError, StoreError
+from orchestrator_shared.config import Settings, parse_listen_address
+from orchestrator_shared.errors import BusError, StoreError
 from orchestrator_shared.etcd.recovery import OperatorState
 from orchestrator_shared.gc_pacing import pace_garbage_collection
-from orchestrator_shared.logging import configure_logging
 from orchestrator_shared.nats_auth import nats_auth
 
 log = logging.getLogger("orchestrator_api")
@@ -143,10 +144,7 @@ async def serve(settings: Settings) -> None:
         server = ApiServer(uvicorn.Config(app, **(options | tls_options)), live=live)
         scheme = tls.api_scheme(settings)
         log.info("topology-api on %s://%s:%d (store: %s)", scheme, host, port, settings.BackendDB)
-        # uvicorn re-raises the signal that stopped it, with the handler it found: make that a
-        # no-op, so SIGTERM ends in our clean shutdown (exit 0) instead of killing the process.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: None)
+        leave_stop_signals_to_uvicorn()
         async with asyncio.TaskGroup() as group:
             consuming = group.create_task(consumer.run())
             purging = group.create_task(
@@ -161,33 +159,29 @@ async def serve(settings: Settings) -> None:
     log.info("topology-api stopped")
 
 
+def check_configuration(settings: Settings) -> None:
+    """Beyond the settings' own checks: no open API on a non-loopback address, HTTPS files
+    that can serve (ConfigError otherwise: start-up stops with one line)."""
+    check_listen_policy(settings)
+    tls.check_server_files(settings)
+
+
+ENTRY = ServiceEntry(
+    prog="orchestrator-topology-api",
+    description="Store snapshots from NATS and serve the orchestrator-compatible REST API.",
+    service="topology-api",
+    log=log,
+    failures=(BusError, StoreError, OSError),
+    check=check_configuration,
+    warnings=lambda settings: [*startup_warnings(settings), *signer_warnings(settings)],
+    # uvloop: the event loop in C (with httptools, uvicorn's C HTTP parser, about a third more
+    # requests per second than the pure-Python loop and h11)
+    runner=uvloop.run,
+)
+
+
 def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="orchestrator-topology-api",
-        description="Store snapshots from NATS and serve the orchestrator-compatible REST API.",
-    )
-    parser.add_argument("--config", metavar="FILE", help="orchestrator.conf.json to read")
-    args = parser.parse_args(argv)
-    try:
-        loaded = load_settings(args.config)
-        check_listen_policy(loaded.settings)
-        tls.check_server_files(loaded.settings)
-    except ConfigError as exc:
-        print(f"orchestrator-topology-api: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("topology-api")
-    settings = loaded.settings
-    for warning in [*loaded.warnings, *startup_warnings(settings), *signer_warnings(settings)]:
-        log.warning("%s", warning)
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            # uvloop: the event loop in C (with httptools, uvicorn's C HTTP parser, about a
-            # third more requests per second than the pure-Python loop and h11)
-            uvloop.run(serve(loaded.settings))
-    except (BusError, StoreError, OSError) as exc:
-        print(f"orchestrator-topology-api: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return service_cli(ENTRY, serve, argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ costs the simulator a dictionary lookup and a socket write most of the time.
 
 Usage::
 
-    python benchmarks/simfleet.py --base-port 30000 --clusters 1000 --cluster-size 5 \
+    python tests/harness/simfleet.py --base-port 30000 --clusters 1000 --cluster-size 5 \
         [--processes 2]
 
 prints ``ready`` on stdout once every port listens, then serves until SIGTERM/SIGINT. With
