@@ -9,6 +9,8 @@
 - :mod:`.mysql_client` — MySQL connections with the cleartext guard and one-line errors;
 - :mod:`.tls` — the HTTPS server and client contexts (topology-api and the ``orchestrator``
   command);
+- :mod:`.entrypoint` — how every service process starts and stops (settings, logging, signals,
+  exit codes);
 - :mod:`.ports` — the callables the services hand each other's building blocks (``Guard``,
   ``Audit``).
 
