@@ -8,8 +8,10 @@ values. Kept apart so the rules that make the election safe (step down one safet
 before the lease could expire; never approve past that instant) can be tested without etcd
 or a clock, and read in one place.
 
-Nothing here sleeps, reads a clock, logs or talks to etcd; a method that decides the term ends
-returns the reason, and the caller ends it (:meth:`StepDown.end`) with its effects.
+Nothing here sleeps, logs or talks to etcd, and no decision reads a clock (only
+:attr:`Approval.remaining`, a convenience for whoever holds the approval); a method that decides
+the term ends returns the reason, and the caller ends it (:meth:`StepDown.end`) with its
+effects.
 """
 
 from __future__ import annotations
