@@ -42,6 +42,10 @@ How it works (keys: :mod:`orchestrator_shared.etcd.leadership`):
 
 Deleting the leader key by hand is not a safe way to move leadership: the old leader may act
 until its watch reports the deletion. Stop (SIGTERM) the worker instead.
+
+This module is the lease keeper: the I/O with etcd and the cancelling of leader work. When to
+step down and what the guard answers is decided, without I/O, by
+:mod:`orchestrator_adapters.election_stepdown`.
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
+from orchestrator_adapters.election_stepdown import (
+    Approval,
+    CampaignOutcome,
+    Leadership,
+    ObservedLeader,
+    Refusal,
+    StepDown,
+)
 from orchestrator_adapters.etcd import EtcdClient, EtcdError, EtcdOptions, EtcdUnavailable
 from orchestrator_shared.bus import LeaderIdentity
 from orchestrator_shared.config import Settings
@@ -68,6 +80,15 @@ from orchestrator_shared.etcd.leadership import (
     encode_member,
     local_identity,
 )
+
+__all__ = [
+    "STARTUP_TIMEOUT_SECONDS",
+    "Approval",
+    "Election",
+    "ElectionOptions",
+    "Leadership",
+    "ObservedLeader",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,37 +130,6 @@ class ElectionOptions:
         return max(self.keepalive_interval, min(1.0, self.lease_ttl / 3))
 
 
-@dataclass(frozen=True, slots=True)
-class Leadership:
-    """One term of leadership of this worker. ``token`` is the fencing token."""
-
-    token: int
-    identity: LeaderIdentity
-    since: datetime  # wall clock, for people
-    since_monotonic: float
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    """etcd confirmed the token; the leadership holds at least until ``valid_until``
-    (``time.monotonic()``) unless a keep-alive extends it."""
-
-    token: int
-    valid_until: float
-
-    @property
-    def remaining(self) -> float:
-        return self.valid_until - time.monotonic()
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedLeader:
-    """Whoever holds the leader key, as this worker last saw it (None: nobody)."""
-
-    identity: LeaderIdentity | None
-    token: int
-
-
 class _Scope:
     """A ``leading()`` body: ``ended`` when its term ended, ``cancelled`` when we cancelled it
     (not when the body itself noticed the loss, e.g. in ``guard()``)."""
@@ -173,12 +163,9 @@ class Election:
         self.keys = LeadershipKeys(options.key_prefix)
         self._client = client or EtcdClient(options.etcd)
         self._owns_client = client is None
-        self._lease_id = 0
-        self._lease_ttl = options.lease_ttl
-        self._lease_deadline = 0.0  # monotonic; the lease lives at least until then
+        # the lease, the term and when it ends (no I/O there)
+        self._state = StepDown(lease_ttl=options.lease_ttl, safety_margin=options.safety_margin)
         self._member_written = False
-        self._leadership: Leadership | None = None
-        self._observed = ObservedLeader(None, 0)
         self._campaigning = True
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
@@ -239,7 +226,7 @@ class Election:
         log.info(
             "recovery election joined as %s (lease TTL %d s, keep-alive every %g s)",
             self.identity.id,
-            self._lease_ttl,
+            self._state.lease_ttl,
             self.options.keepalive_interval,
         )
 
@@ -259,9 +246,9 @@ class Election:
         if self._rejoin is not None:
             self._rejoin.cancel()
         await self._give_up_key("closing")
-        if self._lease_id:
+        if self._state.lease_id:
             try:
-                await self._client.revoke_lease(self._lease_id)
+                await self._client.revoke_lease(self._state.lease_id)
             except EtcdError as exc:
                 log.warning("could not revoke lease (it expires by itself): %s", exc)
         self._cancel_timer()
@@ -277,9 +264,8 @@ class Election:
     @property
     def leadership(self) -> Leadership | None:
         """The current term, or None. Checks the lease deadline on every read."""
-        if self._leadership is not None and time.monotonic() >= self._stepdown_at:
-            self._lose("the lease could not be renewed in time")
-        return self._leadership
+        self._end_if_overdue()
+        return self._state.leadership
 
     @property
     def is_leader(self) -> bool:
@@ -294,12 +280,12 @@ class Election:
     def lease_deadline(self) -> float:
         """``time.monotonic()`` until which the lease surely lives (last answered keep-alive's
         send time + TTL); leadership ends one safety margin before it."""
-        return self._lease_deadline
+        return self._state.lease_deadline
 
     @property
     def observed_leader(self) -> ObservedLeader:
         """Who holds the leader key as far as this worker knows (itself included)."""
-        return self._observed
+        return self._state.observed
 
     async def guard(self) -> Approval:
         """Confirm in one etcd transaction that the leader key still has our token.
@@ -311,7 +297,7 @@ class Election:
         leadership = self.leadership
         if leadership is None:
             raise LeaseLost("not the recovery leader")
-        budget = min(self.options.request_timeout, self._stepdown_at - time.monotonic())
+        budget = self._state.guard_budget(time.monotonic(), self.options.request_timeout)
         try:
             confirmed = await self._client.has_create_revision(
                 self.keys.leader, leadership.token, budget=budget
@@ -320,14 +306,14 @@ class Election:
             raise LeaseLost(
                 f"etcd did not confirm fencing token {leadership.token}: {exc}"
             ) from None
-        if not confirmed:
-            if self._leadership is leadership:
-                self._lose(f"fencing token {leadership.token} is stale")
-            raise LeaseLost(f"fencing token {leadership.token} is stale")
-        valid_until = self._stepdown_at
-        if self.leadership is not leadership or time.monotonic() >= valid_until:
-            raise LeaseLost(f"leadership {leadership.token} ended while it was being confirmed")
-        return Approval(token=leadership.token, valid_until=valid_until)
+        if confirmed:
+            self._end_if_overdue()  # its step-down instant may have passed while we asked
+        verdict = self._state.confirmation(leadership, confirmed, time.monotonic())
+        if isinstance(verdict, Refusal):
+            if verdict.step_down:
+                self._lose(verdict.reason)
+            raise LeaseLost(verdict.reason)
+        return verdict
 
     async def wait_leader(self) -> Leadership:
         """Wait until this worker leads; the term."""
@@ -398,37 +384,31 @@ class Election:
 
     # --- internals: leadership state ---------------------------------------------------------
 
-    @property
-    def _stepdown_at(self) -> float:
-        return self._lease_deadline - self.options.safety_margin
+    def _end_if_overdue(self) -> None:
+        overdue = self._state.overdue(time.monotonic())
+        if overdue is not None:
+            self._lose(overdue)
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
     def _become_leader(self, token: int, elected_at: datetime) -> None:
-        self._leadership = Leadership(
-            token=token,
-            identity=self.identity,
-            since=elected_at,
-            since_monotonic=time.monotonic(),
-        )
-        self._observed = ObservedLeader(self.identity, token)
+        self._state.begin(token, self.identity, elected_at, time.monotonic())
         self._schedule_stepdown()
         log.info(
             "%s leads recovery now (fencing token %d, lease deadline in %.2f s)",
             self.identity.id,
             token,
-            self._stepdown_at - time.monotonic(),
+            self._state.stepdown_at - time.monotonic(),
         )
         self._notify()
 
     def _lose(self, reason: str) -> None:
         """End the current term at once: cancel leader work. No etcd call."""
-        leadership = self._leadership
+        leadership = self._state.end()
         if leadership is None:
             return
-        self._leadership = None
         self._cancel_timer()
         current = asyncio.current_task()
         for scope in list(self._scopes):
@@ -449,23 +429,18 @@ class Election:
 
     def _schedule_stepdown(self) -> None:
         self._cancel_timer()
-        if self._leadership is None:
+        if self._state.leadership is None:
             return
         loop = asyncio.get_running_loop()
         # loop.time() is time.monotonic() for asyncio's default loops
-        delay = self._stepdown_at - time.monotonic()
+        delay = self._state.stepdown_at - time.monotonic()
         self._timer = loop.call_later(max(0.0, delay), self._on_stepdown_timer)
 
     def _on_stepdown_timer(self) -> None:
         self._timer = None
-        if self._leadership is None:
-            return
-        if time.monotonic() >= self._stepdown_at:
-            window = self._lease_ttl - self.options.safety_margin
-            self._lose(
-                f"the lease could not be renewed for {window:g} s "
-                f"(etcd: {self.last_etcd_error or 'no answer'})"
-            )
+        reason = self._state.timer_fired(time.monotonic(), self.last_etcd_error)
+        if reason is not None:
+            self._lose(reason)
         else:
             self._schedule_stepdown()
 
@@ -485,8 +460,8 @@ class Election:
             self.last_etcd_error = error
 
     async def _give_up_key(self, reason: str) -> None:
-        leadership = self._leadership
-        until = self._stepdown_at  # no approval given so far lasts longer than this
+        leadership = self._state.leadership
+        until = self._state.stepdown_at  # no approval given so far lasts longer than this
         self._lose(reason)
         if leadership is None:
             return
@@ -499,8 +474,7 @@ class Election:
             log.warning("could not delete the leader key (its lease will): %s", exc)
             return
         if deleted:
-            if self._observed.token == leadership.token:
-                self._observed = ObservedLeader(None, 0)
+            self._state.key_given_up(leadership.token)
             log.info("leader key of token %d deleted: a standby takes over", leadership.token)
 
     async def _leader_work_stopped(self, leadership: Leadership, until: float) -> None:
@@ -537,15 +511,15 @@ class Election:
     async def _new_lease(self) -> None:
         sent = time.monotonic()
         lease_id, ttl = await self._client.grant_lease(self.options.lease_ttl)
-        self._lease_id = lease_id
-        self._lease_ttl = min(ttl, self.options.lease_ttl) if ttl > 0 else self.options.lease_ttl
-        self._lease_deadline = sent + self._lease_ttl
+        self._state.granted(lease_id, ttl, sent=sent)
         self._member_written = False
         await self._write_member()
 
     async def _write_member(self) -> None:
         await self._client.put(
-            self.keys.member(self.identity.id), encode_member(self.identity), lease=self._lease_id
+            self.keys.member(self.identity.id),
+            encode_member(self.identity),
+            lease=self._state.lease_id,
         )
         self._member_written = True
 
@@ -554,20 +528,18 @@ class Election:
         while True:
             sent = time.monotonic()
             try:
-                if self._lease_id == 0:
+                lease_id = self._state.lease_id
+                if lease_id == 0:
                     await self._new_lease()
                     self._wake.set()
                 else:
-                    ttl = await self._client.keep_alive(self._lease_id)
+                    ttl = await self._client.keep_alive(lease_id)
                     if ttl <= 0:
-                        self._lose("etcd says the lease has expired")
-                        log.warning("lease %x expired in etcd; taking a new one", self._lease_id)
-                        self._lease_id = 0
+                        self._lose(self._state.lease_gone())
+                        log.warning("lease %x expired in etcd; taking a new one", lease_id)
                         continue
-                    self._lease_deadline = max(
-                        self._lease_deadline, sent + min(ttl, self._lease_ttl)
-                    )
-                    if self._leadership is not None:
+                    self._state.renewed(ttl, sent=sent)
+                    if self._state.leadership is not None:
                         self._schedule_stepdown()
                     if not self._member_written:
                         await self._write_member()
@@ -593,32 +565,38 @@ class Election:
                 await self._wake.wait()
 
     def _lease_usable(self) -> bool:
-        return self._lease_id != 0 and time.monotonic() < self._stepdown_at
+        return self._state.usable(time.monotonic())
 
     async def _campaign_once(self) -> None:
         if not self._campaigning or not self._lease_usable():
             await self._idle(self.options.poll_interval)
             if not self._campaigning or not self._lease_usable():
                 return
-        lease_id = self._lease_id
+        lease_id = self._state.lease_id
         elected_at = datetime.now(UTC)
         result = await self._client.create_if_absent(
             self.keys.leader, encode_leader(self.identity, elected_at), lease=lease_id
         )
         current = result.current
-        ours = current is not None and current.lease == lease_id and lease_id == self._lease_id
-        if ours and current is not None and self._campaigning and self._lease_usable():
-            if self._leadership is None or self._leadership.token != current.create_revision:
+        outcome = self._state.campaigned(
+            key_lease=current.lease if current is not None else None,
+            lease_id=lease_id,
+            campaigning=self._campaigning,
+            now=time.monotonic(),
+        )
+        if outcome is CampaignOutcome.LEAD and current is not None:
+            leadership = self._state.leadership
+            if leadership is None or leadership.token != current.create_revision:
                 since = elected_at if result.created else decode_elected_at(current.value)
                 self._become_leader(current.create_revision, since or elected_at)
-        elif ours and current is not None:
+        elif outcome is CampaignOutcome.HAND_BACK and current is not None:
             # we won, but resigned or lost the lease meanwhile: hand the key back
             await self._client.delete_if_create_revision(self.keys.leader, current.create_revision)
             return
         else:
             identity = decode_identity(current.value) if current is not None else None
             token = current.create_revision if current is not None else 0
-            self._observed = ObservedLeader(identity, token)
+            self._state.observed = ObservedLeader(identity, token)
         await self._watch_leader_key(result.revision + 1)
 
     async def _watch_leader_key(self, start_revision: int) -> None:
@@ -631,15 +609,14 @@ class Election:
             revision = watched.next_revision
             for event in watched.events:
                 if event.kind == "delete":
-                    self._observed = ObservedLeader(None, 0)
-                    leadership = self._leadership
-                    if leadership is not None:
-                        self._lose(f"the leader key of token {leadership.token} was deleted")
+                    reason = self._state.key_deleted()
+                    if reason is not None:
+                        self._lose(reason)
                     return
-                token = event.kv.create_revision
-                leadership = self._leadership
-                if leadership is not None and token != leadership.token:
-                    self._lose(f"the leader key now has token {token}")
-                self._observed = ObservedLeader(decode_identity(event.kv.value), token)
-            if self._leadership is None:
+                written = self._state.key_written(
+                    event.kv.create_revision, decode_identity(event.kv.value)
+                )
+                if written is not None:
+                    self._lose(written)
+            if self._state.leadership is None:
                 return  # a standby re-checks the key every poll

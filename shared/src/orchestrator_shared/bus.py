@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator_shared.instance_key import InstanceKey
 
@@ -159,15 +159,37 @@ class CommandRequest(_Message):
     signature: str = ""
 
 
+class CommandFailure(StrEnum):
+    """What kind of ``ok=False`` a :class:`CommandReply` is: the API's HTTP status follows from
+    it (docs/bus.md), so it need not be read from the wording of ``error``."""
+
+    REFUSED = "refused"  # not done as asked: the request, the topology or a step says why (409)
+    FAILED = "failed"  # not done: an unexpected error in the worker, or none could be sent (409)
+    BUSY = "busy"  # not started: the worker has too many commands in progress (409)
+    UNAVAILABLE = "unavailable"  # no leader answered, or it stopped leading mid-way (503)
+
+
 class CommandReply(_Message):
-    """Answer to a command. ``ok=False`` carries a one-line ``error``; ``details`` is what the
-    orchestrator-compatible route returns in its envelope's ``Details``."""
+    """Answer to a command. ``ok=False`` carries a one-line ``error`` and, from workers that
+    know the field, its ``kind``; ``details`` is what the orchestrator-compatible route returns
+    in its envelope's ``Details``."""
 
     ok: bool
     operation: str
     message: str = ""
     error: str = ""
     details: object = None
+    # None on success, and from a worker older than the field (its readers then fall back to
+    # the wording of ``error``); a kind this version does not know is read as None too
+    kind: CommandFailure | None = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: object) -> object:
+        """A newer worker's kind is no reason to reject its whole answer."""
+        if isinstance(value, str) and value not in {kind.value for kind in CommandFailure}:
+            return None
+        return value
 
 
 class StoreChanged(_Message):

@@ -30,6 +30,8 @@ from orchestrator_api.http import (
     routes_operations,
     routes_raft,
     routes_recovery,
+    routes_recovery_acks,
+    routes_recovery_state,
     routes_tags,
     routes_takeover,
 )
@@ -95,6 +97,8 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(routes_history.router)
     app.include_router(routes_recovery.router)
+    app.include_router(routes_recovery_acks.router)
+    app.include_router(routes_recovery_state.router)
     app.include_router(routes_operations.router)
     app.include_router(routes_moves.router)
     # maintenance and tags routers go here

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_shared.bus import (
+    CommandFailure,
     CommandReply,
     CommandRequest,
     DiscoveryRequest,
@@ -32,6 +33,14 @@ REQUEST_TIMEOUT_SECONDS = 15.0  # above discovery's probe deadline (10 s by defa
 COMMAND_TIMEOUT_SECONDS = 120.0  # a topology operation waits for replicas to catch up
 BUS_CHECK_SECONDS = 1.0  # /api/health's round trip to NATS
 BUS_CHECK_SUBJECT = "$JS.API.INFO"
+
+
+class Unanswered(NamedTuple):
+    """A request nobody answered: why, and whether that is because no responder was there
+    (none running, or none answering in time) rather than the bus failing us."""
+
+    error: str
+    nobody: bool
 
 
 class NatsRequester:
@@ -71,17 +80,17 @@ class NatsRequester:
 
     async def _request(
         self, subject: str, body: bytes, wait: float, who: str
-    ) -> dict[str, Any] | str:
+    ) -> dict[str, Any] | Unanswered:
         if self._nc is None:
-            return "not connected to NATS"
+            return Unanswered("not connected to NATS", nobody=False)
         try:
             msg = await self._nc.request(subject, body, timeout=wait)
         except NoRespondersError:
-            return f"no {who} is running"
+            return Unanswered(f"no {who} is running", nobody=True)
         except NatsTimeout:
-            return f"{who} did not answer within {wait:g}s"
+            return Unanswered(f"{who} did not answer within {wait:g}s", nobody=True)
         except NatsError as exc:
-            return f"NATS: {exc}"
+            return Unanswered(f"NATS: {exc}", nobody=False)
         reply: dict[str, Any] = json.loads(msg.data)
         return reply
 
@@ -90,7 +99,7 @@ class NatsRequester:
         subject = self._subjects.discovery(DiscoveryVerb(verb))
         body = DiscoveryRequest(key=str(key)).to_json()
         reply = await self._request(subject, body, REQUEST_TIMEOUT_SECONDS, "discovery service")
-        return {"ok": False, "error": reply} if isinstance(reply, str) else reply
+        return {"ok": False, "error": reply.error} if isinstance(reply, Unanswered) else reply
 
     async def command(self, request: CommandRequest, *, wait: float | None = None) -> CommandReply:
         """A topology operation, forwarded to the active recovery worker; its answer within
@@ -99,8 +108,10 @@ class NatsRequester:
         limit = COMMAND_TIMEOUT_SECONDS if wait is None else wait
         sent = request if self._signer is None else self._signer.sign(request)
         reply = await self._request(subject, sent.to_json(), limit, "active recovery worker")
-        if isinstance(reply, str):
-            return CommandReply(ok=False, operation=request.operation, error=reply)
+        if isinstance(reply, Unanswered):
+            # statuses as before the kinds: no worker there is 503, a failing bus 409
+            kind = CommandFailure.UNAVAILABLE if reply.nobody else CommandFailure.FAILED
+            return CommandReply(ok=False, operation=request.operation, error=reply.error, kind=kind)
         return CommandReply.model_validate(reply)
 
     async def close(self) -> None:

@@ -44,7 +44,7 @@ from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.ports import Handler
 from orchestrator_shared.analysis import Analysis, AnalysisCode
-from orchestrator_shared.bus import CommandReply, CommandRequest, Subjects
+from orchestrator_shared.bus import CommandFailure, CommandReply, CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
 from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OrchestratorError
@@ -171,6 +171,7 @@ class CommandResponder:
                 f"active recovery worker is busy: {self._max_in_progress} commands in "
                 "progress; try again"
             ),
+            kind=CommandFailure.BUSY,
         )
         with contextlib.suppress(NatsError):
             await msg.respond(busy.model_dump_json(by_alias=True).encode())
@@ -185,7 +186,10 @@ class CommandResponder:
         except ValidationError as exc:
             # one line, without the values sent (the caller may show it as it is)
             error = f"bad request: {one_line(exc)}"
-            await _respond(msg, CommandReply(ok=False, operation=operation, error=error))
+            refused = CommandReply(
+                ok=False, operation=operation, error=error, kind=CommandFailure.REFUSED
+            )
+            await _respond(msg, refused)
             return
         try:
             reply = await self._decide(msg, request)
@@ -198,6 +202,7 @@ class CommandResponder:
                     request,
                     "active recovery worker did not finish: it stopped leading mid-way; what "
                     "was done is in the audit",
+                    kind=CommandFailure.UNAVAILABLE,
                 ),
             )
             raise
@@ -208,6 +213,7 @@ class CommandResponder:
                 request,
                 f"{request.operation} failed in the recovery worker ({type(exc).__name__}); "
                 "what was done is in the audit, the cause in the worker's log",
+                kind=CommandFailure.FAILED,
             )
         await _respond(msg, reply)
 
@@ -261,7 +267,11 @@ class CommandResponder:
         try:
             return await handler(request)
         except LeaseLost as exc:
-            return _refused(request, f"active recovery worker did not finish: {exc}")
+            return _refused(
+                request,
+                f"active recovery worker did not finish: {exc}",
+                kind=CommandFailure.UNAVAILABLE,
+            )
         except (OrchestratorError, ValueError) as exc:
             return _refused(request, str(exc))
 
@@ -405,5 +415,8 @@ async def _respond(msg: Msg, reply: CommandReply) -> None:
         await msg.respond(reply.model_dump_json(by_alias=True).encode())
 
 
-def _refused(request: CommandRequest, error: str) -> CommandReply:
-    return CommandReply(ok=False, operation=request.operation, error=error)
+def _refused(
+    request: CommandRequest, error: str, *, kind: CommandFailure = CommandFailure.REFUSED
+) -> CommandReply:
+    """A reply that says the operation was not done, and what kind of not (the API's status)."""
+    return CommandReply(ok=False, operation=request.operation, error=error, kind=kind)

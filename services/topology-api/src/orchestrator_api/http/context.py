@@ -15,7 +15,7 @@ from orchestrator_api.live import Listener
 from orchestrator_api.store import AuditEntry, Store
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.analysis import CoordinatesSeen
-from orchestrator_shared.bus import CommandReply, CommandRequest, LeaderEvent
+from orchestrator_shared.bus import CommandFailure, CommandReply, CommandRequest, LeaderEvent
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
 from orchestrator_shared.etcd.recovery import OperatorState
@@ -163,9 +163,30 @@ class ApiContext:
         reply = await self.discovery.command(request, wait=wait)
         if reply.ok:
             return reply
-        if reply.error.startswith(("no active recovery worker", "active recovery worker did")):
+        if command_status(reply) == 503:
             raise ApiError(503, f"{request.operation}: {reply.error}")
         raise ApiError(409, f"{request.operation} refused: {reply.error}")
+
+
+# the status of each kind of failed command (docs/bus.md): only a missing leader is 503
+_COMMAND_STATUS = {
+    CommandFailure.REFUSED: 409,
+    CommandFailure.FAILED: 409,
+    CommandFailure.BUSY: 409,
+    CommandFailure.UNAVAILABLE: 503,
+}
+
+
+def command_status(reply: CommandReply) -> int:
+    """The HTTP status of a failed command's reply, from its ``kind``."""
+    if reply.kind is not None:
+        return _COMMAND_STATUS[reply.kind]
+    # No kind: a recovery worker of the previous version (during a rolling upgrade) wrote the
+    # reply; its status is read from the wording of the error as that version's API did.
+    # Remove once no such worker can answer.
+    if reply.error.startswith(("no active recovery worker", "active recovery worker did")):
+        return 503
+    return 409
 
 
 def _discovery_status(error: str) -> int:

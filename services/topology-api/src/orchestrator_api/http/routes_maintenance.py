@@ -23,7 +23,7 @@ from orchestrator_api.http.deps import AdminAccess, ReadAccess
 from orchestrator_api.http.errors import ApiError
 from orchestrator_api.http.registration import add_mutation
 from orchestrator_api.http.routes import parse_duration
-from orchestrator_api.http.routes_recovery import MAX_ID
+from orchestrator_api.http.routes_recovery_acks import MAX_ID
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.instance_key import InstanceKey
 

@@ -6,6 +6,13 @@ downtime, candidates). That row update also serializes writers sharing a Postgre
 so generations commit in order. Reads: a :class:`FleetView` cached per generation; each read
 costs one small query (is the generation still the same?) and, after a change, a reload of the
 snapshots written since (all of them after a forget) and of the small tables.
+
+This module holds the fleet (instances, clusters and their settings, forgets) and the cached
+view; each other resource has its module, mixed into :class:`SqlStore`: tags
+(:mod:`.tags`), downtime and candidates (:mod:`.operator_state`), the audit log
+(:mod:`.audit`), failure detections and recoveries (:mod:`.recovery_records`), successions and
+recovery steps (:mod:`.lineage`), topology history (:mod:`.history`); the schema migrations
+in :mod:`.migrate`.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,29 +29,18 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from orchestrator_api.store import rows
+from orchestrator_api.store.audit import AuditStore
 from orchestrator_api.store.driver import Driver, Row, Transaction
 from orchestrator_api.store.history import HistoryStore
 from orchestrator_api.store.lineage import LineageStore, load_successions
-from orchestrator_api.store.models import (
-    AuditEntry,
-    ClusterSummary,
-    FailureDetection,
-    GlobalRecoveries,
-    RecoveryFilter,
-    RecoveryRecord,
-)
-from orchestrator_api.store.schema import (
-    LATEST_VERSION,
-    SCHEMA_VERSION_TABLE,
-    STORE_IDENTITY,
-    pending,
-    render,
-)
+from orchestrator_api.store.migrate import migrate
+from orchestrator_api.store.models import AuditEntry, ClusterSummary
+from orchestrator_api.store.operator_state import OperatorStateStore
+from orchestrator_api.store.recovery_records import RecoveryStore
 from orchestrator_api.store.tags import TagStore, forget_tags
 from orchestrator_api.store.view import ClusterSetting, FleetView
 from orchestrator_shared.errors import StoreError
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.operator_state import Candidate, Downtime
 from orchestrator_shared.snapshot import InstanceSnapshot
 from orchestrator_shared.topology import Topology, TopologyInstance, update_topology
 
@@ -71,35 +66,6 @@ class _Cached:
     view: FleetView
 
 
-async def migrate(driver: Driver) -> int:
-    """Apply the pending migrations in one transaction; the schema version now in force."""
-    async with driver.transaction() as tx:
-        await driver.lock_schema(tx)
-        await tx.execute(render(SCHEMA_VERSION_TABLE, driver.dialect))
-        applied = {int(row[0]) for row in await tx.fetch("SELECT version FROM schema_version")}
-        newest = max(applied, default=0)
-        if newest > LATEST_VERSION:
-            raise StoreError(
-                f"the database has schema version {newest}, newer than this release knows "
-                f"({LATEST_VERSION}); upgrade orchestrator"
-            )
-        fresh = not applied
-        for migration in pending(applied):
-            for statement in migration.statements:
-                await tx.execute(render(statement, driver.dialect))
-            if migration.version == STORE_IDENTITY:
-                identity = uuid.uuid4().hex[:16] if fresh else ""
-                await tx.execute("INSERT INTO store_identity VALUES (1, ?)", identity)
-            await tx.execute(
-                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                migration.version,
-                migration.description,
-                time.time(),
-            )
-            log.info("store schema migrated to version %d", migration.version)
-    return max(newest, LATEST_VERSION)
-
-
 async def store_on(driver: Driver) -> SqlStore:
     """The store over ``driver``, its schema migrated first; ``driver`` is closed if that
     fails."""
@@ -111,11 +77,13 @@ async def store_on(driver: Driver) -> SqlStore:
     return SqlStore(driver)
 
 
-class SqlStore(TagStore, LineageStore, HistoryStore):
+class SqlStore(TagStore, LineageStore, HistoryStore, OperatorStateStore, AuditStore, RecoveryStore):
     """The topology store over one driver (see :mod:`orchestrator_api.store`); its tag
     methods come from :class:`TagStore`, its succession and recovery-step methods from
     :class:`LineageStore`, its topology history and analysis changelog from
-    :class:`HistoryStore`."""
+    :class:`HistoryStore`, downtime and candidates from :class:`OperatorStateStore`, the audit
+    log from :class:`AuditStore`, failure detections, recoveries and the global switch's copy
+    from :class:`RecoveryStore`."""
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
@@ -403,191 +371,7 @@ class SqlStore(TagStore, LineageStore, HistoryStore):
                 f"UPDATE cluster_settings SET {column} = ? WHERE cluster_name = ?", value, cluster
             )
 
-    # --- downtime and candidates -----------------------------------------------------------
-    async def begin_downtime(self, downtime: Downtime) -> None:
-        async with self._writing() as tx:
-            await self._next_generation(tx)
-            await tx.execute(
-                f"INSERT INTO downtime ({rows.DOWNTIME_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (instance_key) DO UPDATE SET owner = excluded.owner, "
-                "reason = excluded.reason, begins_at = excluded.begins_at, "
-                "ends_at = excluded.ends_at",
-                *rows.downtime_params(downtime),
-            )
-
-    async def end_downtime(self, key: InstanceKey) -> bool:
-        """End the downtime of an instance; whether it had one (expired or not)."""
-        async with self._writing() as tx:
-            await self._next_generation(tx)
-            count = await tx.execute("DELETE FROM downtime WHERE instance_key = ?", str(key))
-        return count > 0
-
-    async def downtimes(self, *, now: datetime) -> list[Downtime]:
-        """Downtimes in force at ``now`` (expired ones are ignored), by key."""
-        found = await self._driver.fetch(
-            f"SELECT {rows.DOWNTIME_COLUMNS} FROM downtime WHERE ends_at > ? ORDER BY instance_key",
-            rows.to_seconds(now),
-        )
-        return [rows.downtime_of(row) for row in found]
-
-    async def register_candidate(self, candidate: Candidate) -> None:
-        async with self._writing() as tx:
-            await self._next_generation(tx)
-            await tx.execute(
-                f"INSERT INTO candidates ({rows.CANDIDATE_COLUMNS}) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (instance_key) DO UPDATE SET "
-                "promotion_rule = excluded.promotion_rule, "
-                "registered_at = excluded.registered_at, expires_at = excluded.expires_at",
-                *rows.candidate_params(candidate),
-            )
-
-    async def candidates(self, *, now: datetime) -> list[Candidate]:
-        """Promotion rules registered and not expired at ``now``, by key."""
-        found = await self._driver.fetch(
-            f"SELECT {rows.CANDIDATE_COLUMNS} FROM candidates WHERE expires_at > ? "
-            "ORDER BY instance_key",
-            rows.to_seconds(now),
-        )
-        return [rows.candidate_of(row) for row in found]
-
-    # --- audit and history -----------------------------------------------------------------
-    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
-        await self.write_batch((), entries)
-
-    async def audit_log(
-        self,
-        *,
-        key: InstanceKey | None = None,
-        cluster: str | None = None,
-        type: str | None = None,
-        limit: int = 20,
-        offset: int = 0,
-    ) -> list[AuditEntry]:
-        """Audit entries, newest first, filtered by instance, cluster and type."""
-        where, args = rows.where(
-            ("instance_key = ?", None if key is None else str(key)),
-            ("cluster_name = ?", cluster),
-            ("audit_type = ?", type),
-        )
-        found = await self._driver.fetch(
-            f"SELECT id, {rows.AUDIT_COLUMNS} FROM audit{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-            *args,
-            limit,
-            offset,
-        )
-        return [rows.audit_of(row) for row in found]
-
-    async def record_failure_detection(self, detection: FailureDetection) -> int:
-        """Store a failure detection; its id."""
-        async with self._writing() as tx:
-            found = await tx.fetch(
-                f"INSERT INTO failure_detections ({rows.DETECTION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                *rows.detection_params(detection),
-            )
-        return int(found[0][0])
-
-    async def failure_detections(
-        self,
-        *,
-        id: int | None = None,
-        cluster: str | None = None,
-        cluster_alias: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[FailureDetection]:
-        """Failure detections, newest first."""
-        where, args = rows.where(
-            ("id = ?", id), ("cluster_name = ?", cluster), ("cluster_alias = ?", cluster_alias)
-        )
-        found = await self._driver.fetch(
-            f"SELECT id, {rows.DETECTION_COLUMNS} FROM failure_detections{where} "
-            "ORDER BY id DESC LIMIT ? OFFSET ?",
-            *args,
-            limit,
-            offset,
-        )
-        return [rows.detection_of(row) for row in found]
-
-    async def record_recovery(self, record: RecoveryRecord) -> int:
-        """Insert a recovery, or update the one with the same ``uid``; its id."""
-        columns = rows.RECOVERY_COLUMNS.split(", ")
-        updates = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
-        async with self._writing() as tx:
-            found = await tx.fetch(
-                f"INSERT INTO recoveries ({rows.RECOVERY_COLUMNS}) "
-                f"VALUES ({', '.join('?' for _ in columns)}) "
-                f"ON CONFLICT (uid) DO UPDATE SET {updates} RETURNING id",
-                *rows.recovery_params(record),
-            )
-        return int(found[0][0])
-
-    async def recoveries(self, where: RecoveryFilter | None = None) -> list[RecoveryRecord]:
-        """Recoveries matching every given filter, newest first."""
-        where = where or RecoveryFilter()
-        clause, args = rows.where(
-            ("id = ?", where.id),
-            ("uid = ?", where.uid),
-            ("cluster_name = ?", where.cluster),
-            ("cluster_alias = ?", where.cluster_alias),
-            ("instance_key = ?", None if where.key is None else str(where.key)),
-            ("acknowledged = ?", 0 if where.unacknowledged_only else None),
-        )
-        found = await self._driver.fetch(
-            f"SELECT id, {rows.RECOVERY_COLUMNS} FROM recoveries{clause} "
-            "ORDER BY id DESC LIMIT ? OFFSET ?",
-            *args,
-            where.limit,
-            where.offset,
-        )
-        return [rows.recovery_of(row) for row in found]
-
-    async def acknowledge_recoveries(
-        self, where: RecoveryFilter, *, by: str, comment: str, at: datetime
-    ) -> int:
-        """Acknowledge the unacknowledged recoveries matching ``where`` (limit and offset
-        ignored); how many."""
-        clause, args = rows.where(
-            ("acknowledged = ?", 0),
-            ("id = ?", where.id),
-            ("uid = ?", where.uid),
-            ("cluster_name = ?", where.cluster),
-            ("cluster_alias = ?", where.cluster_alias),
-            ("instance_key = ?", None if where.key is None else str(where.key)),
-        )
-        async with self._writing() as tx:
-            return await tx.execute(
-                "UPDATE recoveries SET acknowledged = 1, acknowledged_at = ?, "
-                f"acknowledged_by = ?, acknowledged_comment = ?{clause}",
-                rows.to_seconds(at),
-                by,
-                comment,
-                *args,
-            )
-
-    # --- global recoveries and housekeeping ------------------------------------------------
-    async def global_recoveries(self) -> GlobalRecoveries:
-        found = await self._driver.fetch(
-            "SELECT recoveries_enabled, recoveries_changed_at, recoveries_changed_by "
-            "FROM store_state"
-        )
-        enabled, changed_at, changed_by = found[0]
-        return GlobalRecoveries(
-            enabled=bool(enabled),
-            changed_at=rows.opt_from_seconds(changed_at),
-            changed_by=changed_by,
-        )
-
-    async def set_global_recoveries(self, enabled: bool, *, by: str, at: datetime) -> None:
-        async with self._writing() as tx:
-            await tx.execute(
-                "UPDATE store_state SET recoveries_enabled = ?, recoveries_changed_at = ?, "
-                "recoveries_changed_by = ?",
-                int(enabled),
-                rows.to_seconds(at),
-                by,
-            )
-
+    # --- housekeeping ----------------------------------------------------------------------
     async def purge(self, *, now: datetime, history_before: datetime) -> int:
         """Delete expired downtime and candidates, and audit entries, failure detections,
         finished recoveries, recovery steps, topology snapshots and analysis changes older than
