@@ -297,3 +297,22 @@ async def test_refresh_returns_a_fresh_snapshot(running: DiscoveryService, bus: 
     reply = json.loads(await running.handle_request("refresh", b'{"key":"127.0.0.1:3302"}'))
     assert reply["ok"] is True
     assert reply["snapshot"]["channels"][0]["master_key"] == "127.0.0.1:3301"
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "kind"),
+    [
+        ("discover", b"not a key:x", "bad-request"),
+        ("explode", b"127.0.0.1:1", "bad-request"),
+        ("discover", b'{"key": "127.0.0.1:1"}', "unreachable"),
+        ("discover", b'{"key": "127.0.0.1:22307"}', None),
+    ],
+)
+async def test_failed_requests_say_their_kind(
+    running: DiscoveryService, fleet: FakeFleet, verb: str, body: bytes, kind: str | None
+) -> None:
+    fleet.snapshots[InstanceKey("127.0.0.1", 22307)] = ok_snapshot(InstanceKey("127.0.0.1", 22307))
+    fleet.alive.add(InstanceKey("127.0.0.1", 22307))
+    reply = json.loads(await running.handle_request(verb, body))
+    assert reply["kind"] == kind
+    assert reply["ok"] is (kind is None)

@@ -130,8 +130,19 @@ class DiscoveryRequest(_Message):
     key: str
 
 
+class DiscoveryFailure(StrEnum):
+    """What kind of ``ok=False`` a :class:`DiscoveryReply` is: the API's HTTP status follows from
+    it (docs/bus.md), so it need not be read from the wording of ``error``."""
+
+    BAD_REQUEST = "bad-request"  # not a valid host:port, or not a verb (400)
+    HOST_REFUSED = "host-refused"  # the host filters forbid contacting it (403)
+    UNREACHABLE = "unreachable"  # the instance did not answer the probe (502)
+    UNAVAILABLE = "unavailable"  # discovery, or its bus, could not do it (503)
+
+
 class DiscoveryReply(_Message):
-    """Answer to a discovery request. ``ok=False`` carries a one-line ``error``."""
+    """Answer to a discovery request. ``ok=False`` carries a one-line ``error`` and, from a
+    discovery service that knows the field, its ``kind``."""
 
     ok: bool
     verb: str
@@ -139,6 +150,15 @@ class DiscoveryReply(_Message):
     error: str = ""
     # For discover/refresh: the snapshot the probe produced (as JSON object), if any.
     snapshot: dict[str, object] | None = None
+    # None on success, and from a discovery service older than the field (its readers then fall
+    # back to the wording of ``error``); a kind this version does not know is read as None too
+    kind: DiscoveryFailure | None = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: object) -> object:
+        """A newer service's kind is no reason to reject its whole answer."""
+        return _known(DiscoveryFailure, value)
 
 
 class CommandRequest(_Message):
@@ -187,9 +207,14 @@ class CommandReply(_Message):
     @classmethod
     def _known_kind(cls, value: object) -> object:
         """A newer worker's kind is no reason to reject its whole answer."""
-        if isinstance(value, str) and value not in {kind.value for kind in CommandFailure}:
-            return None
-        return value
+        return _known(CommandFailure, value)
+
+
+def _known(kinds: type[StrEnum], value: object) -> object:
+    """``value`` unless it is a kind's text that ``kinds`` does not have (then None)."""
+    if isinstance(value, str) and value not in {kind.value for kind in kinds}:
+        return None
+    return value
 
 
 class StoreChanged(_Message):

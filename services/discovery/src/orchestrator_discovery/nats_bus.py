@@ -24,6 +24,7 @@ from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_shared.bus import (
     DISCOVERY_QUEUE_GROUP,
     SNAPSHOTS_STREAM,
+    DiscoveryFailure,
     DiscoveryReply,
     Subjects,
     UnreachableEvent,
@@ -155,7 +156,12 @@ class NatsBus:
                 log.warning("cannot answer a %s request: %s", verb, exc)
             except Exception as exc:  # a bug: still answered, never left to the caller's timeout
                 log.exception("answering a %s request failed", verb)
-                failed = DiscoveryReply(ok=False, verb=verb, error=f"discovery failed: {exc!r}")
+                failed = DiscoveryReply(
+                    ok=False,
+                    verb=verb,
+                    error=f"discovery failed: {exc!r}",
+                    kind=DiscoveryFailure.UNAVAILABLE,
+                )
                 if msg.reply:
                     with contextlib.suppress(NatsError):
                         await msg.respond(failed.to_json())

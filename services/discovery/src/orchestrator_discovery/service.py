@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from orchestrator_discovery.metrics import DiscoveryMetrics
-from orchestrator_shared.bus import DiscoveryReply, DiscoveryVerb, UnreachableEvent
+from orchestrator_shared.bus import (
+    DiscoveryFailure,
+    DiscoveryReply,
+    DiscoveryVerb,
+    UnreachableEvent,
+)
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import BusError, InvalidInstanceKey, ProbeError, ProbeTimeout
 from orchestrator_shared.host_policy import HostPolicy
@@ -420,13 +425,20 @@ class DiscoveryService:
         """Answer one ``orchestrator.v1.discovery.<verb>`` request (never raises)."""
         if verb not in {v.value for v in DiscoveryVerb}:
             self.metrics.requests_refused.labels("bad-request").inc()
-            return _reply(verb="discover", ok=False, error=f"unknown verb {verb!r}")
+            return _reply(
+                verb="discover",
+                ok=False,
+                error=f"unknown verb {verb!r}",
+                kind=DiscoveryFailure.BAD_REQUEST,
+            )
         key_text = _key_from_body(body)
         try:
             key = InstanceKey.parse(key_text)
         except InvalidInstanceKey as exc:
             self.metrics.requests_refused.labels("bad-request").inc()
-            return _reply(verb=verb, ok=False, key=key_text, error=str(exc))
+            return _reply(
+                verb=verb, ok=False, key=key_text, error=str(exc), kind=DiscoveryFailure.BAD_REQUEST
+            )
         try:
             if verb == DiscoveryVerb.FORGET:
                 known = await self.forget(key)
@@ -435,13 +447,15 @@ class DiscoveryService:
             snapshot = await self.discover(key)
         except HostRefused as exc:
             self.metrics.requests_refused.labels("host-refused").inc()
-            return _reply(verb=verb, ok=False, key=str(key), error=f"refused: {exc}")
+            failure, error = DiscoveryFailure.HOST_REFUSED, f"refused: {exc}"
         except ProbeError as exc:
-            return _reply(verb=verb, ok=False, key=str(key), error=f"cannot probe {exc}")
+            failure, error = DiscoveryFailure.UNREACHABLE, f"cannot probe {exc}"
         except BusError as exc:
-            return _reply(verb=verb, ok=False, key=str(key), error=str(exc))
-        payload = json.loads(snapshot.to_json())
-        return _reply(verb=verb, ok=True, key=str(key), snapshot=payload)
+            failure, error = DiscoveryFailure.UNAVAILABLE, str(exc)
+        else:
+            payload = json.loads(snapshot.to_json())
+            return _reply(verb=verb, ok=True, key=str(key), snapshot=payload)
+        return _reply(verb=verb, ok=False, key=str(key), error=error, kind=failure)
 
 
 def _key_from_body(body: bytes) -> str:
@@ -465,6 +479,7 @@ def _reply(
     key: str = "",
     error: str = "",
     snapshot: dict[str, object] | None = None,
+    kind: DiscoveryFailure | None = None,
 ) -> bytes:
     return DiscoveryReply(
         ok=ok,
@@ -472,4 +487,5 @@ def _reply(
         key=key,
         error=error,
         snapshot=snapshot,
+        kind=kind,
     ).to_json()

@@ -21,6 +21,7 @@ from orchestrator_shared.bus import (
     CommandFailure,
     CommandReply,
     CommandRequest,
+    DiscoveryFailure,
     DiscoveryRequest,
     DiscoveryVerb,
     Subjects,
@@ -99,7 +100,9 @@ class NatsRequester:
         subject = self._subjects.discovery(DiscoveryVerb(verb))
         body = DiscoveryRequest(key=str(key)).to_json()
         reply = await self._request(subject, body, REQUEST_TIMEOUT_SECONDS, "discovery service")
-        return {"ok": False, "error": reply.error} if isinstance(reply, Unanswered) else reply
+        if isinstance(reply, Unanswered):
+            return {"ok": False, "error": reply.error, "kind": DiscoveryFailure.UNAVAILABLE.value}
+        return reply
 
     async def command(self, request: CommandRequest, *, wait: float | None = None) -> CommandReply:
         """A topology operation, forwarded to the active recovery worker; its answer within

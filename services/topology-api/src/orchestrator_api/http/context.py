@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
@@ -15,7 +15,13 @@ from orchestrator_api.live import Listener
 from orchestrator_api.store import AuditEntry, Store
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.analysis import CoordinatesSeen
-from orchestrator_shared.bus import CommandFailure, CommandReply, CommandRequest, LeaderEvent
+from orchestrator_shared.bus import (
+    CommandFailure,
+    CommandReply,
+    CommandRequest,
+    DiscoveryFailure,
+    LeaderEvent,
+)
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import InvalidInstanceKey, OrchestratorError
 from orchestrator_shared.etcd.recovery import OperatorState
@@ -152,7 +158,7 @@ class ApiContext:
             raise ApiError(503, "discovery is not reachable (no NATS connection)")
         reply = await self.discovery.request(verb, key)
         if not reply.get("ok"):
-            raise ApiError(_discovery_status(str(reply.get("error", ""))), str(reply["error"]))
+            raise ApiError(discovery_status(reply), str(reply["error"]))
         return reply
 
     async def forward(self, request: CommandRequest, *, wait: float | None = None) -> CommandReply:
@@ -189,13 +195,31 @@ def command_status(reply: CommandReply) -> int:
     return 409
 
 
-def _discovery_status(error: str) -> int:
+# the status of each kind of failed discovery request (docs/bus.md)
+_DISCOVERY_STATUS = {
+    DiscoveryFailure.BAD_REQUEST: 400,
+    DiscoveryFailure.HOST_REFUSED: 403,  # the host filters: discovery will not contact it
+    DiscoveryFailure.UNREACHABLE: 502,  # the instance did not answer: not the client's mistake
+    DiscoveryFailure.UNAVAILABLE: 503,
+}
+_DISCOVERY_KINDS = frozenset(kind.value for kind in DiscoveryFailure)
+
+
+def discovery_status(reply: Mapping[str, Any]) -> int:
+    """The HTTP status of a failed discovery reply, from its ``kind``."""
+    kind = reply.get("kind")
+    if kind in _DISCOVERY_KINDS:
+        return _DISCOVERY_STATUS[DiscoveryFailure(kind)]
+    # No kind: a discovery service of the previous version (during a rolling upgrade) wrote the
+    # reply; its status is read from the wording of the error as that version's API did.
+    # Remove once no such service can answer.
+    error = str(reply.get("error", ""))
     if error.startswith("invalid instance key"):
         return 400
     if error.startswith("refused:"):
-        return 403  # the host filters: discovery will not contact it
+        return 403
     if error.startswith("cannot probe"):
-        return 502  # the instance did not answer: not the client's mistake, nor ours
+        return 502
     return 503
 
 
