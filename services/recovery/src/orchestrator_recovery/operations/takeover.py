@@ -72,7 +72,7 @@ from orchestrator_recovery.sql import (
 )
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import LeaseLost, OperationRefused
+from orchestrator_shared.errors import LeaseLost, OperationRefused, StepFailed
 from orchestrator_shared.events import RecoveryData, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.recovery import PlanOptions
@@ -90,10 +90,6 @@ class TakeoverOptions:
     credentials_query: str = ""  # ReplicationCredentialsQuery
     statement_timeout: float = STATEMENT_TIMEOUT
     verify: float = VERIFY
-
-
-class _Failed(Exception):
-    """A step failed after something was changed (not a lost lease)."""
 
 
 @dataclass
@@ -260,7 +256,7 @@ class Takeover:
                     )
                     await self._end(RecoveryPhase.FAILED, data, reason=text)
                     raise LeaseLost(text) from None
-                except (_Failed, OperationRefused, StatementFailed) as exc:
+                except (StepFailed, OperationRefused, StatementFailed) as exc:
                     text = await self._roll_back(request, links, run, exc)
                     await self._end(RecoveryPhase.FAILED, data, reason=text)
                     raise OperationRefused(text) from None
@@ -329,7 +325,7 @@ class Takeover:
             except OperationRefused as exc:
                 if key in downtimed:
                     continue  # left below the old master, which will replicate from D
-                raise _Failed(f"cannot move {key} below {run.successor}: {exc}") from None
+                raise StepFailed(f"cannot move {key} below {run.successor}: {exc}") from None
             run.moved.append(key)
             run.did(key, f"moved below {run.successor}")
 
@@ -373,9 +369,9 @@ class Takeover:
                 )
                 check = following_check(status, run.master)
                 if check.progress is Progress.FAILED:
-                    raise _Failed(f"{successor} stopped replicating: {check.detail}")
+                    raise StepFailed(f"{successor} stopped replicating: {check.detail}")
             if time.monotonic() >= deadline:
-                raise _Failed(
+                raise StepFailed(
                     f"{successor} did not apply everything {run.master} logged within "
                     f"{self._options.max_lag}s (ReasonableMaintenanceReplicationLagSeconds): {why}"
                 )
