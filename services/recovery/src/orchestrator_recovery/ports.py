@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from orchestrator_adapters.ports import Guard
+from orchestrator_recovery.hooks import HookStage
 from orchestrator_shared.analysis import Analysis, AnalysisCode, AnalysisOptions
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.events import (
@@ -106,11 +107,12 @@ class SemiSyncResult:
 
 
 class Hooks(Protocol):
-    """The operator's hooks (``orchestrator_recovery.wiring.ShellHooks``): ``stage`` is an
-    orchestrator hook setting's name; a failing ``Pre*`` / ``OnFailureDetection`` hook raises
-    ``OperationRefused`` (the recovery is refused), ``Post*`` failures are only recorded."""
+    """The operator's hooks (``orchestrator_recovery.wiring.ShellHooks``): ``stage`` names an
+    orchestrator hook setting (its value is the setting's name); a failing ``Pre*`` /
+    ``OnFailureDetection`` hook raises ``OperationRefused`` (the recovery is refused), ``Post*``
+    failures are only recorded."""
 
-    async def run(self, stage: str, analysis: Analysis, data: RecoveryData) -> None: ...
+    async def run(self, stage: HookStage, analysis: Analysis, data: RecoveryData) -> None: ...
 
 
 class Publisher(Protocol):

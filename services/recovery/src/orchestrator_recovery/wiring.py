@@ -322,9 +322,8 @@ class ShellHooks:
         self._host = host
         self._audit = audit
 
-    async def run(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
-        hook_stage = HookStage(stage)
-        commands = self._hooks.commands(hook_stage)
+    async def run(self, stage: HookStage, analysis: Analysis, data: RecoveryData) -> None:
+        commands = self._hooks.commands(stage)
         if not commands:
             return
         cluster, alias = analysis.cluster_name, analysis.cluster_alias
@@ -351,7 +350,7 @@ class ShellHooks:
             lost_replicas=tuple(InstanceKey.parse(key) for key in sorted(data.lost)),
             successor=InstanceKey.parse(data.successor) if data.successor else None,
         )
-        await self._run(hook_stage, commands, context, key=data.failed, cluster=cluster)
+        await self._run(stage, commands, context, key=data.failed, cluster=cluster)
 
     async def take_master(
         self, successor: InstanceKey, demoted: InstanceKey, *, cluster: str

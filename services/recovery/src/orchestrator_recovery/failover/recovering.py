@@ -38,6 +38,7 @@ from datetime import datetime
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.aftermath import Aftermath
 from orchestrator_recovery.fleet import FleetState
+from orchestrator_recovery.hooks import HookStage
 from orchestrator_recovery.ports import (
     MASTER_FAILURES,
     RECOVERABLE,
@@ -198,7 +199,7 @@ class Recoveries:
         await self._control.set_active(RecoveryPhase.STARTED, data)
         await self.announce(RecoveryPhase.STARTED, data)
         try:
-            await self.run_hook("PreFailoverProcesses", verified, data)
+            await self.run_hook(HookStage.PRE_FAILOVER, verified, data)
             await guard()
             if verified.code in MASTER_FAILURES:
                 result = await self._executor.fail_over_master(plan.plan, guard)
@@ -222,12 +223,12 @@ class Recoveries:
         if verified.code in MASTER_FAILURES:
             self._after_master_recovery(outcome.data, guard)
         post = (
-            "PostMasterFailoverProcesses"
+            HookStage.POST_MASTER_FAILOVER
             if verified.code in MASTER_FAILURES
-            else "PostIntermediateMasterFailoverProcesses"
+            else HookStage.POST_INTERMEDIATE_MASTER_FAILOVER
         )
         await self.run_hook(post, verified, outcome.data)
-        await self.run_hook("PostFailoverProcesses", verified, outcome.data)
+        await self.run_hook(HookStage.POST_FAILOVER, verified, outcome.data)
         return outcome
 
     async def _recover_semi_sync(
@@ -264,7 +265,7 @@ class Recoveries:
         await self.refresh_involved(data)
         outcome = await self._end(RecoveryPhase.COMPLETED, data, record=SEMI_SYNC)
         await self.run_hook(
-            "PostFailoverProcesses", verified, replace_data(outcome.data, successor=data.failed)
+            HookStage.POST_FAILOVER, verified, replace_data(outcome.data, successor=data.failed)
         )
         return outcome
 
@@ -293,7 +294,7 @@ class Recoveries:
             )
         self._blocked.pop(told, None)
         try:
-            await self.run_hook("OnFailureDetectionProcesses", verified, data)
+            await self.run_hook(HookStage.ON_FAILURE_DETECTION, verified, data)
         except OperationRefused as exc:
             return _Ended(
                 await self._end(RecoveryPhase.FAILED, replace_data(data, reason=str(exc)))
@@ -311,14 +312,14 @@ class Recoveries:
         return plan
 
     async def _fail(self, analysis: Analysis, data: RecoveryData, *, record: RecordKind) -> Outcome:
-        await self.run_hook("PostUnsuccessfulFailoverProcesses", analysis, data)
+        await self.run_hook(HookStage.POST_UNSUCCESSFUL_FAILOVER, analysis, data)
         return await self._end(RecoveryPhase.FAILED, data, record=record)
 
     def _after_master_recovery(self, data: RecoveryData, guard: Guard) -> None:
         """The postponed replicas moved, the lost ones detached: in the background."""
         self.aftermath.start(data, guard, detach_lost=self._options.detach_lost)
 
-    async def run_hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
+    async def run_hook(self, stage: HookStage, analysis: Analysis, data: RecoveryData) -> None:
         if self._hooks is not None:
             await self._hooks.run(stage, analysis, data)
 

@@ -51,6 +51,7 @@ from typing import Any
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.worker import RecoveryWorker
+from orchestrator_recovery.hooks import HookStage
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
 from orchestrator_recovery.operations.base import instance_key
 from orchestrator_recovery.operations.moves import shown
@@ -248,7 +249,9 @@ class Takeover:
                 await self._worker.announce(RecoveryPhase.STARTED, data)
                 try:
                     await self._move_siblings(request, run, siblings, snapshots)
-                    await self._worker.run_hook("PreGracefulTakeoverProcesses", hook_analysis, data)
+                    await self._worker.run_hook(
+                        HookStage.PRE_GRACEFUL_TAKEOVER, hook_analysis, data
+                    )
                     await self._switch(links, run, semi_sync=snapshots[master].semi_sync)
                 except LeaseLost as exc:
                     text = f"graceful takeover lost its lease: {exc}; done: " + (
@@ -266,7 +269,7 @@ class Takeover:
                 note = await self._demote(links, run, credentials, auto=auto)
                 ended = await self._end(RecoveryPhase.COMPLETED, data, reason=note)
             await self._worker.refresh_involved(ended)
-            await self._worker.run_hook("PostGracefulTakeoverProcesses", hook_analysis, ended)
+            await self._worker.run_hook(HookStage.POST_GRACEFUL_TAKEOVER, hook_analysis, ended)
         details = {
             "Id": data.recovery_id,
             "SuccessorKey": {"Hostname": successor.host, "Port": successor.port},
