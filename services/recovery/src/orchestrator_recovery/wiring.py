@@ -16,6 +16,7 @@ from orchestrator_recovery.failover.executor import (
     relocate_replicas,
 )
 from orchestrator_recovery.failover.semi_sync import carry_out_semi_sync
+from orchestrator_recovery.failover.timeouts import Timeouts
 from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations.instance import instance_operations
@@ -190,6 +191,8 @@ class MySQLExecutor:
     ) -> None:
         self._access = access
         self._catch_up = catch_up
+        # the catch-up bound also bounds how long a relocation waits for a new master
+        self._timeouts = Timeouts(catch_up=catch_up.timeout)
         self._apply_promotion = apply_promotion
         self._audit = audit
         self._worker_id = worker_id
@@ -222,6 +225,7 @@ class MySQLExecutor:
             semi_sync_master=plan.semi_sync_master,
             catch_up=self._catch_up,
             apply_promotion=self._apply_promotion,
+            timeouts=self._timeouts,
             flavor=plan.flavor if plan.flavor is not Flavor.UNKNOWN else Flavor.MARIADB,
         )
         return MasterResult(
@@ -238,7 +242,7 @@ class MySQLExecutor:
             moves=plan.moves,
             guard=_confirming(guard),
             session=self._access,
-            catch_up_timeout=self._catch_up.timeout,
+            timeouts=self._timeouts,
         )
         return tuple(str(key) for key in outcome.moved), _texts(outcome.lost)
 
@@ -261,7 +265,7 @@ class MySQLExecutor:
             moves=[(InstanceKey.parse(replica), new_master) for replica in replicas],
             guard=_confirming(guard),
             session=self._access,
-            catch_up_timeout=self._catch_up.timeout,
+            timeouts=self._timeouts,
         )
         return _texts(outcome.lost)
 
@@ -281,7 +285,9 @@ class MySQLExecutor:
         return failures
 
     async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
-        outcome = await fence_returning_master(key, self._access, _confirming(guard))
+        outcome = await fence_returning_master(
+            key, self._access, _confirming(guard), timeouts=self._timeouts
+        )
         return outcome.fenced, outcome.detail
 
     def _operations(self, guard: Guard) -> Mapping[str, Handler]:
