@@ -1,8 +1,12 @@
 """What the recovery worker (:mod:`orchestrator_recovery.failover.worker`) works with: which
-analysis
-codes it recovers, its options, the values its planner and executor hand back, and the ports it
-is given (hooks, publisher, planner, executor), as ``Protocol`` classes that the unit tests
-fill with fakes and :mod:`orchestrator_recovery.wiring` with the real thing.
+analysis codes it recovers, its options, the values its planner and executor hand back, and the
+ports it is given (hooks, publisher, planner, executor), as ``Protocol`` classes that the unit
+tests fill with fakes and :mod:`orchestrator_recovery.wiring` with the real thing.
+
+A plan travels typed: the planner answers a :class:`MasterPlanned`, :class:`RelocationPlanned`
+or :class:`SemiSyncPlanned`, and the worker hands its ``plan`` to the executor's method for that
+kind, which takes exactly that plan type (the fakes may put any value there: the worker never
+looks inside a plan).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.hooks import HookStage
@@ -25,7 +29,7 @@ from orchestrator_shared.events import (
 )
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
-from orchestrator_shared.recovery import SemiSyncMode
+from orchestrator_shared.recovery import MasterPlan, RelocationPlan, SemiSyncMode, SemiSyncPlan
 from orchestrator_shared.snapshot import InstanceSnapshot
 
 MASTER_FAILURES = frozenset({AnalysisCode.DEAD_MASTER, AnalysisCode.DEAD_MASTER_AND_SOME_REPLICAS})
@@ -68,15 +72,41 @@ class WorkerOptions:
     detach_lost: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A plan ready to execute: ``plan`` is the pure planner's own value, for the executor."""
+PlanT = TypeVar("PlanT")
 
-    plan: object
+
+@dataclass(frozen=True, slots=True)
+class Planned(Generic[PlanT]):
+    """A plan ready to execute: ``plan`` is the pure planner's own value, for the executor;
+    the rest is what the worker tells about it. Answered as one of the three kinds below."""
+
+    plan: PlanT
     successor: str  # host:port, empty for an intermediate master's relocation
     rejected: Mapping[str, str]
     lost: Mapping[str, str]
     postponed: tuple[str, ...] = ()  # replicas a master failover moves after completing
+
+
+class MasterPlanned(Planned[MasterPlan]):
+    """A dead master's failover, for :meth:`Executor.fail_over_master`."""
+
+    __slots__ = ()
+
+
+class RelocationPlanned(Planned[RelocationPlan]):
+    """A dead intermediate master's replicas relocated, for :meth:`Executor.relocate`."""
+
+    __slots__ = ()
+
+
+class SemiSyncPlanned(Planned[SemiSyncPlan]):
+    """Semi-sync turned on or off on replicas, for :meth:`Executor.semi_sync`."""
+
+    __slots__ = ()
+
+
+AnyPlanned = MasterPlanned | RelocationPlanned | SemiSyncPlanned
+"""What a planner answers when it has a plan."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +124,22 @@ class MasterResult:
     lost: Mapping[str, str]  # replica -> why it could not follow
     postponed: tuple[str, ...] = ()  # IO thread stopped; to be moved after the recovery
     promotion_applied: bool = True  # False: left to the hooks (read_only, not reset)
+
+
+@dataclass(frozen=True, slots=True)
+class Relocated:
+    """What a relocation did (keys as ``host:port``)."""
+
+    moved: tuple[str, ...]
+    lost: Mapping[str, str]  # replica -> why it could not be moved
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """What fencing a returning old master did."""
+
+    fenced: bool  # made read_only again, its clients cut off
+    detail: str  # what was done, or why it could not be
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,21 +180,21 @@ class Planner(Protocol):
         forced: bool,
         requested: InstanceKey | None,
         candidates: Mapping[InstanceKey, PromotionRule],
-    ) -> Planned | Refused: ...
+    ) -> AnyPlanned | Refused: ...
 
 
 class Executor(Protocol):
     """How a plan is carried out against MySQL (``orchestrator_recovery.wiring.MySQLExecutor``)."""
 
-    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
+    async def fail_over_master(self, plan: MasterPlan, guard: Guard) -> MasterResult:
         """Carry out a master plan."""
         ...
 
-    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
-        """Carry out an intermediate-master plan; (moved, lost with why)."""
+    async def relocate(self, plan: RelocationPlan, guard: Guard) -> Relocated:
+        """Carry out an intermediate-master plan."""
         ...
 
-    async def semi_sync(self, plan: object, guard: Guard) -> SemiSyncResult:
+    async def semi_sync(self, plan: SemiSyncPlan, guard: Guard) -> SemiSyncResult:
         """Carry out a semi-sync plan."""
         ...
 
@@ -164,8 +210,8 @@ class Executor(Protocol):
         be detached was not."""
         ...
 
-    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
-        """Make a returning old master read_only again; (fenced, detail)."""
+    async def fence(self, key: InstanceKey, guard: Guard) -> Fenced:
+        """Make a returning old master read_only again."""
         ...
 
 

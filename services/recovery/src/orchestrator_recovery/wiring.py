@@ -27,10 +27,15 @@ from orchestrator_recovery.operations.moves_sql import REASONABLE_LAG_SECONDS
 from orchestrator_recovery.ports import (
     MASTER_FAILURES,
     SEMI_SYNC_FAILURES,
+    AnyPlanned,
+    Fenced,
     Handler,
+    MasterPlanned,
     MasterResult,
-    Planned,
     Refused,
+    Relocated,
+    RelocationPlanned,
+    SemiSyncPlanned,
     SemiSyncResult,
 )
 from orchestrator_shared.analysis import Analysis
@@ -95,7 +100,7 @@ class SharedPlanner:
         forced: bool,
         requested: InstanceKey | None,
         candidates: Mapping[InstanceKey, PromotionRule],
-    ) -> Planned | Refused:
+    ) -> AnyPlanned | Refused:
         failed = snapshots.get(analysis.key)
         if failed is None:
             return Refused(reason=f"no snapshot of {analysis.key}", rejected={})
@@ -138,14 +143,14 @@ class SharedPlanner:
         if isinstance(result, Refusal):
             return Refused(reason=result.reason, rejected=_texts(result.rejected))
         if isinstance(result, MasterPlan):
-            return Planned(
+            return MasterPlanned(
                 plan=result,
                 successor=str(result.successor),
                 rejected=_texts(result.rejected),
                 lost=_texts(result.lost),
                 postponed=tuple(str(key) for key in result.postponed),
             )
-        return Planned(
+        return RelocationPlanned(
             plan=result, successor="", rejected=_texts(result.rejected), lost=_texts(result.lost)
         )
 
@@ -155,7 +160,7 @@ class SharedPlanner:
         master: InstanceSnapshot,
         replicas: list[InstanceSnapshot],
         candidates: Mapping[InstanceKey, PromotionRule],
-    ) -> Planned | Refused:
+    ) -> SemiSyncPlanned | Refused:
         if self._semi_sync is None:
             return Refused(
                 reason="neither RecoverLockedSemiSyncMaster nor EnforceExactSemiSyncReplicas is "
@@ -172,7 +177,7 @@ class SharedPlanner:
         )
         if isinstance(result, Refusal):
             return Refused(reason=result.reason, rejected=_texts(result.rejected))
-        return Planned(plan=result, successor="", rejected=_texts(result.reasons), lost={})
+        return SemiSyncPlanned(plan=result, successor="", rejected=_texts(result.reasons), lost={})
 
 
 class MySQLExecutor:
@@ -213,8 +218,7 @@ class MySQLExecutor:
             worker_id=worker_id,
         )
 
-    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
-        assert isinstance(plan, MasterPlan)
+    async def fail_over_master(self, plan: MasterPlan, guard: Guard) -> MasterResult:
         outcome = await fail_over_master(
             failed=plan.failed,
             successor=plan.successor,
@@ -236,18 +240,16 @@ class MySQLExecutor:
             promotion_applied=outcome.promotion_applied,
         )
 
-    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
-        assert isinstance(plan, RelocationPlan)
+    async def relocate(self, plan: RelocationPlan, guard: Guard) -> Relocated:
         outcome = await relocate_replicas(
             moves=plan.moves,
             guard=_confirming(guard),
             session=self._access,
             timeouts=self._timeouts,
         )
-        return tuple(str(key) for key in outcome.moved), _texts(outcome.lost)
+        return Relocated(moved=tuple(str(key) for key in outcome.moved), lost=_texts(outcome.lost))
 
-    async def semi_sync(self, plan: object, guard: Guard) -> SemiSyncResult:
-        assert isinstance(plan, SemiSyncPlan)
+    async def semi_sync(self, plan: SemiSyncPlan, guard: Guard) -> SemiSyncResult:
         operations = self._operations(guard)
         return await carry_out_semi_sync(
             plan,
@@ -284,11 +286,11 @@ class MySQLExecutor:
                 failures[replica] = str(exc)
         return failures
 
-    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
+    async def fence(self, key: InstanceKey, guard: Guard) -> Fenced:
         outcome = await fence_returning_master(
             key, self._access, _confirming(guard), timeouts=self._timeouts
         )
-        return outcome.fenced, outcome.detail
+        return Fenced(fenced=outcome.fenced, detail=outcome.detail)
 
     def _operations(self, guard: Guard) -> Mapping[str, Handler]:
         """The instance operations, behind this recovery's guard and audited as the worker."""

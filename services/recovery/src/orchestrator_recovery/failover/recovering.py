@@ -43,13 +43,16 @@ from orchestrator_recovery.ports import (
     MASTER_FAILURES,
     RECOVERABLE,
     SEMI_SYNC_FAILURES,
+    AnyPlanned,
     Executor,
     Hooks,
+    MasterPlanned,
     Outcome,
-    Planned,
     Planner,
     Publisher,
     Refused,
+    RelocationPlanned,
+    SemiSyncPlanned,
     WorkerOptions,
 )
 from orchestrator_shared.analysis import Analysis, AnalysisCode
@@ -189,6 +192,7 @@ class Recoveries:
         )
         if isinstance(plan, _Ended):
             return plan.outcome
+        plan = _failover_plan(verified, plan)
         data = replace_data(
             data,
             successor=plan.successor,
@@ -201,7 +205,7 @@ class Recoveries:
         try:
             await self.run_hook(HookStage.PRE_FAILOVER, verified, data)
             await guard()
-            if verified.code in MASTER_FAILURES:
+            if isinstance(plan, MasterPlanned):
                 result = await self._executor.fail_over_master(plan.plan, guard)
                 data = replace_data(
                     data,
@@ -214,8 +218,10 @@ class Recoveries:
                 await self._control.set_active(RecoveryPhase.PROMOTED, data)
                 await self.announce(RecoveryPhase.PROMOTED, data)
             else:
-                moved, lost = await self._executor.relocate(plan.plan, guard)
-                data = replace_data(data, repointed=moved, lost={**data.lost, **lost})
+                relocated = await self._executor.relocate(plan.plan, guard)
+                data = replace_data(
+                    data, repointed=relocated.moved, lost={**data.lost, **relocated.lost}
+                )
         except OperationRefused as exc:
             return await self._fail(verified, replace_data(data, reason=str(exc)), record=FAILOVER)
         await self.refresh_involved(data)
@@ -247,9 +253,12 @@ class Recoveries:
         ``PostFailoverProcesses`` with the master itself as the successor (orchestrator records
         it so), else ``PostUnsuccessfulFailoverProcesses``. The block period is its own (a
         semi-sync recovery neither blocks nor is blocked by a failover of the cluster)."""
-        plan = await self._plan(verified, data, now, forced=forced, requested=None, kind=SEMI_SYNC)
-        if isinstance(plan, _Ended):
-            return plan.outcome
+        planned = await self._plan(
+            verified, data, now, forced=forced, requested=None, kind=SEMI_SYNC
+        )
+        if isinstance(planned, _Ended):
+            return planned.outcome
+        plan = _semi_sync_plan(verified, planned)
         data = replace_data(data, rejected=dict(plan.rejected))
         await self.announce(RecoveryPhase.STARTED, data)
         try:
@@ -278,7 +287,7 @@ class Recoveries:
         forced: bool,
         requested: InstanceKey | None,
         kind: RecordKind,
-    ) -> Planned | _Ended:
+    ) -> AnyPlanned | _Ended:
         """``detected``, the gates, ``OnFailureDetectionProcesses``, the plan; or how the
         recovery ended when one of them stopped it (``outcome`` None: still blocked, and
         already told)."""
@@ -419,6 +428,31 @@ class Recoveries:
 
 FAILOVER = RecordKind.FAILOVER
 SEMI_SYNC = RecordKind.SEMI_SYNC
+
+
+class PlanMismatch(TypeError):
+    """The planner answered a plan of another kind than the failure calls for (a bug of the
+    planner): the recovery stops before anything is changed, as an internal error."""
+
+    def __init__(self, analysis: Analysis, plan: AnyPlanned) -> None:
+        super().__init__(f"{analysis.code} of {analysis.key} planned as {type(plan).__name__}")
+
+
+def _failover_plan(analysis: Analysis, plan: AnyPlanned) -> MasterPlanned | RelocationPlanned:
+    """``plan`` as the failover ``analysis`` calls for: a dead master's (``MASTER_FAILURES``)
+    or a dead intermediate master's."""
+    master = analysis.code in MASTER_FAILURES
+    if master and isinstance(plan, MasterPlanned):
+        return plan
+    if not master and isinstance(plan, RelocationPlanned):
+        return plan
+    raise PlanMismatch(analysis, plan)
+
+
+def _semi_sync_plan(analysis: Analysis, plan: AnyPlanned) -> SemiSyncPlanned:
+    if isinstance(plan, SemiSyncPlanned):
+        return plan
+    raise PlanMismatch(analysis, plan)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -416,20 +416,24 @@ class RecoveryWorker:
         snapshot = await self._probe(key, self._state.snapshots.get(key))
         if not snapshot.probe.ok or snapshot.read_only or key in self._promoting:
             return False
-        done, detail = await self._executor.fence(key, guard)
+        fence = await self._executor.fence(key, guard)
         await self._publisher.audit(
             AuditEvent(
                 type="fence-returning-master",
                 message=f"{key} came back writable after recovery {last.recovery_id}: "
-                + ("made read_only again" if done else f"could not fence it: {detail}"),
+                + (
+                    "made read_only again"
+                    if fence.fenced
+                    else f"could not fence it: {fence.detail}"
+                ),
                 key=str(key),
                 cluster=cluster,
                 user=self._options.worker_id,
                 at=self._clock(),
-                ok=done,
+                ok=fence.fenced,
             )
         )
-        return done
+        return fence.fenced
 
     @contextlib.contextmanager
     def promoting(self, key: InstanceKey) -> Iterator[None]:
