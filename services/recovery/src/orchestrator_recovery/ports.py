@@ -12,6 +12,7 @@ looks inside a plan).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Generic, Protocol, TypeVar
@@ -50,6 +51,10 @@ SEMI_SYNC_FAILURES = frozenset(
 is set (``RecoverLockedSemiSyncMaster`` / ``EnforceExactSemiSyncReplicas``)."""
 
 Probe = Callable[[InstanceKey, InstanceSnapshot | None], Awaitable[InstanceSnapshot]]
+
+Isolate = Callable[[str, str], AbstractContextManager[None]]
+"""Runs one cluster's step so that an unexpected failure there does not stop the other
+clusters' (the worker's ``_isolated``, given ``(cluster, what it is doing)``)."""
 
 Handler = Callable[[CommandRequest], Awaitable[CommandReply]]
 """One operator command: the request in, the reply out (errors raised as OrchestratorError/

@@ -30,6 +30,7 @@ on or off on the replicas the plan names and checks what the master counts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -37,6 +38,7 @@ from datetime import datetime
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.aftermath import Aftermath
+from orchestrator_recovery.failover.gates import why_blocked
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.hooks import HookStage
 from orchestrator_recovery.ports import (
@@ -355,26 +357,25 @@ class Recoveries:
         forced: bool,
         kind: RecordKind,
     ) -> str:
-        """Why this recovery must not run (empty: it may). ``kind``: whose block period
-        applies (a failover's, or a semi-sync recovery's)."""
+        """Why this recovery must not run (empty: it may; :func:`why_blocked`). ``kind``: whose
+        block period applies (a failover's, or a semi-sync recovery's). The cluster's last
+        recovery is read only when the other gates let the recovery through."""
         if forced:
             return ""
         switch = await self._control.global_switch()
-        if switch.disabled:
-            by = f" by {switch.by}" if switch.by else ""
-            return f"automated recoveries are disabled globally{by}"
-        if analysis.is_downtimed or analysis.skippable_due_to_downtime:
-            return f"{analysis.key} is downtimed"
-        last = await self._control.last(data.cluster, kind)
-        if last is not None and last.blocks(now, self._options.block_period):
-            until = last.ended_at + self._options.block_period
-            what = "its semi-sync replicas were recovered" if kind is SEMI_SYNC else "recovered"
-            return (
-                f"cluster {data.cluster} {what} at {last.ended_at.isoformat()} "
-                f"(recovery {last.recovery_id}); blocked until {until.isoformat()} "
-                "unless acknowledged (ack-cluster-recoveries)"
-            )
-        return ""
+        decide = functools.partial(
+            why_blocked,
+            analysis,
+            switch=switch,
+            cluster=data.cluster,
+            kind=kind,
+            now=now,
+            block_period=self._options.block_period,
+        )
+        early = decide(last=None)
+        if early:
+            return early
+        return decide(last=await self._control.last(data.cluster, kind))
 
     async def _end(
         self, phase: RecoveryPhase, data: RecoveryData, *, record: RecordKind | None = None
