@@ -131,6 +131,11 @@ class MasterResult:
     promotion_applied: bool = True  # False: left to the hooks (read_only, not reset)
 
 
+Failures = dict[str, str]
+"""What a step on several replicas hands back: replica (``host:port``) -> why the step failed
+on it; a replica not named succeeded."""
+
+
 @dataclass(frozen=True, slots=True)
 class Relocated:
     """What a relocation did (keys as ``host:port``)."""
@@ -205,12 +210,12 @@ class Executor(Protocol):
 
     async def move_postponed(
         self, successor: str, replicas: tuple[str, ...], guard: Guard
-    ) -> dict[str, str]:
+    ) -> Failures:
         """Move replicas a master failover postponed under its successor; why each one that
         could not be moved was not (it is then left with replication stopped)."""
         ...
 
-    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> dict[str, str]:
+    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> Failures:
         """``detach-replica-master-host`` on each lost replica; why each one that could not
         be detached was not."""
         ...

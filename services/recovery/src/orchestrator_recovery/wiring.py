@@ -28,6 +28,7 @@ from orchestrator_recovery.ports import (
     MASTER_FAILURES,
     SEMI_SYNC_FAILURES,
     AnyPlanned,
+    Failures,
     Fenced,
     Handler,
     MasterPlanned,
@@ -261,7 +262,7 @@ class MySQLExecutor:
 
     async def move_postponed(
         self, successor: str, replicas: tuple[str, ...], guard: Guard
-    ) -> dict[str, str]:
+    ) -> Failures:
         new_master = InstanceKey.parse(successor)
         outcome = await relocate_replicas(
             moves=[(InstanceKey.parse(replica), new_master) for replica in replicas],
@@ -271,9 +272,9 @@ class MySQLExecutor:
         )
         return _texts(outcome.lost)
 
-    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> dict[str, str]:
+    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> Failures:
         detach = self._operations(guard)["detach-replica-master-host"]
-        failures: dict[str, str] = {}
+        failures: Failures = {}
         for replica in replicas:
             request = CommandRequest(
                 operation="detach-replica-master-host",
