@@ -20,6 +20,7 @@ import pytest
 from orchestrator_cli.sandbox import TOPOLOGY_PASSWORD, TOPOLOGY_USER, Sandbox
 from orchestrator_cli.sandbox.client import NodeSession
 from orchestrator_recovery.failover.executor import (
+    Timeouts,
     fail_over_master,
     fence_returning_master,
     relocate_replicas,
@@ -219,7 +220,7 @@ async def test_hung_master_times_out_quickly_and_is_fenced_on_resume(
     sandbox = sandbox_factory(nodes=4)
     sandbox.hang(0)
     try:
-        outcome = await fail_over(sandbox, 2, [1, 3], fence_timeout=0.3)
+        outcome = await fail_over(sandbox, 2, [1, 3], timeouts=Timeouts(fence=0.3))
         show("SIGSTOP master, 4 nodes", outcome.steps, outcome.duration)
         assert not outcome.fenced_old_master
         assert "no answer" in outcome.old_master_detail
@@ -277,7 +278,7 @@ async def test_fencing_kills_a_session_that_blocks_read_only(sandbox_factory: Fa
     try:
         with blocker.cursor() as cursor:
             cursor.execute("LOCK TABLES sandbox.t WRITE")  # SET GLOBAL read_only=1 waits on it
-        outcome = await fail_over(sandbox, 1, [2], fence_timeout=0.6)
+        outcome = await fail_over(sandbox, 1, [2], timeouts=Timeouts(fence=0.6))
         show("read_only blocked by a table lock", outcome.steps, outcome.duration)
 
         fences = [step for step in outcome.steps if step.action is Action.FENCE]
@@ -316,7 +317,7 @@ async def test_successor_that_cannot_catch_up_is_refused_then_promoted_in_time(
         sandbox.kill(0)
 
         with pytest.raises(FailoverRefused) as refused:
-            await fail_over(sandbox, 1, [2, 3], catch_up_timeout=0.2)
+            await fail_over(sandbox, 1, [2, 3], timeouts=Timeouts(catch_up=0.2))
         show("refused: successor behind", refused.value.steps)
         assert "relay log" in refused.value.reason
         # Nothing promoted; replication running again wherever it was stopped.
@@ -335,7 +336,7 @@ async def test_successor_that_cannot_catch_up_is_refused_then_promoted_in_time(
         release = threading.Timer(0.3, lambda: locker.rows("UNLOCK TABLES"))
         release.start()
         try:
-            outcome = await fail_over(sandbox, 1, [2, 3], catch_up_timeout=5.0)
+            outcome = await fail_over(sandbox, 1, [2, 3], timeouts=Timeouts(catch_up=5.0))
         finally:
             release.join()
         show("successor caught up, then promoted", outcome.steps, outcome.duration)
@@ -475,7 +476,7 @@ async def test_replicas_that_cannot_follow_are_detached_and_the_rest_move(
     sandbox.execute(3, "INSERT INTO sandbox.t (note) VALUES ('errant')")
     sandbox.kill(0)
 
-    outcome = await fail_over(sandbox, 1, [2, 3, 4], verify_timeout=0.5)
+    outcome = await fail_over(sandbox, 1, [2, 3, 4], timeouts=Timeouts(verify=0.5))
     show("two replicas cannot follow, 5 nodes", outcome.steps, outcome.duration)
 
     assert outcome.repointed == (key(sandbox, 4),)

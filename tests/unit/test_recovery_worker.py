@@ -9,14 +9,19 @@ from typing import Any
 
 import pytest
 
+from orchestrator_recovery.failover.recovering import PlanMismatch
 from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.ports import (
+    Fenced,
     Guard,
     Hooks,
+    MasterPlanned,
     MasterResult,
     Planned,
     Refused,
+    Relocated,
+    RelocationPlanned,
     SemiSyncResult,
     WorkerOptions,
 )
@@ -154,15 +159,15 @@ class FakeExecutor:
         self.detached.append(replicas)
         return {}
 
-    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
+    async def relocate(self, plan: object, guard: Guard) -> Relocated:
         await guard()
         self.executed.append(plan)
-        return (R2,), {}
+        return Relocated(moved=(R2,), lost={})
 
-    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
+    async def fence(self, key: InstanceKey, guard: Guard) -> Fenced:
         await guard()
         self.fenced.append(key)
-        return True, "read_only"
+        return Fenced(fenced=True, detail="read_only")
 
 
 class Harness:
@@ -216,7 +221,7 @@ class Harness:
         return found
 
 
-PLANNED = Planned(plan="the plan", successor=R1, rejected={R2: "behind db:2"}, lost={})
+PLANNED = MasterPlanned(plan="the plan", successor=R1, rejected={R2: "behind db:2"}, lost={})
 DEAD = fleet(master_ok=False, replicas=BROKEN_IO)
 DEAD_AGAIN = fleet(master_ok=False, replicas=BROKEN_IO, master=R1, members=(R2,))
 
@@ -272,7 +277,7 @@ async def test_disabled_recoveries_and_the_block_period_block() -> None:
     assert first is not None and first.phase is RecoveryPhase.COMPLETED
     # the new master (R1) dies too, inside the block period: the cluster, now named after R1,
     # is blocked
-    run.planner.answer = Planned(plan="plan 2", successor=R2, rejected={}, lost={})
+    run.planner.answer = MasterPlanned(plan="plan 2", successor=R2, rejected={}, lost={})
     run.answers = DEAD_AGAIN
     second = await run.worker.recover(run.suspect(DEAD_AGAIN), run.guard, 7)
     assert second is not None and second.phase is RecoveryPhase.BLOCKED
@@ -491,3 +496,12 @@ async def test_an_operation_holding_a_cluster_keeps_recoveries_out_and_is_refuse
     assert outcome is not None and outcome.phase is RecoveryPhase.COMPLETED
     with run.worker.holding(analysis.cluster_name):  # free again once it ended
         assert run.worker.analysis_of(InstanceKey.parse(MASTER)) is not None
+
+
+async def test_a_plan_of_another_kind_than_the_failure_is_a_bug_and_changes_nothing() -> None:
+    # a dead master planned as a relocation (a planner bug): nothing is executed
+    relocation = RelocationPlanned(plan="moves", successor="", rejected={}, lost={})
+    run = Harness(now_answers=DEAD, plan=relocation)
+    with pytest.raises(PlanMismatch, match="RelocationPlanned"):
+        await run.worker.recover(run.suspect(DEAD), run.guard, 7)
+    assert run.executor.executed == [] and RecoveryPhase.STARTED not in run.publisher.phases

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 
 from orchestrator_recovery.operations.commands import CommandResponder, Leadership
-from orchestrator_recovery.ports import MasterResult, Planned, SemiSyncResult, WorkerOptions
+from orchestrator_recovery.ports import MasterResult, SemiSyncPlanned, SemiSyncResult, WorkerOptions
 from orchestrator_shared.analysis import AnalysisCode, AnalysisOptions
 from orchestrator_shared.bus import CommandRequest, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
@@ -174,7 +174,7 @@ def semi_fleet(*, clients: int, enabled: dict[str, bool]) -> dict[InstanceKey, I
 
 TOO_MANY = semi_fleet(clients=3, enabled=SEMI_REPLICAS)
 LOCKED = semi_fleet(clients=0, enabled=dict.fromkeys(SEMI_REPLICAS, False))
-SEMI_PLANNED = Planned(plan="semi plan", successor="", rejected={R1: "kept: best"}, lost={})
+SEMI_PLANNED = SemiSyncPlanned(plan="semi plan", successor="", rejected={R1: "kept: best"}, lost={})
 EXACT = dataclasses.replace(
     OPTIONS,
     semi_sync=SemiSyncMode.EXACT,

@@ -13,6 +13,7 @@
     ├── StoreError                    the topology store failed
     ├── LeaseLost                     the recovery leadership was lost (fencing token stale)
     ├── OperationRefused              a topology change was refused before it touched anything
+    ├── StepFailed                    a step of an operation failed after it changed an instance
     └── SandboxError                  a local MariaDB sandbox could not be started or controlled
 
 Library errors (aiomysql, nats-py, asyncpg, aetcd) are translated into these at the adapter
@@ -83,6 +84,12 @@ class LeaseLost(OrchestratorError):
 
 class OperationRefused(OrchestratorError):
     """A topology operation was refused before it changed anything."""
+
+
+class StepFailed(OrchestratorError):
+    """A step of an operator command failed after the command had changed an instance (not a
+    lost lease). It never leaves the command: the command catches it, undoes what it did and
+    answers with an :class:`OperationRefused` that quotes it (its message is that text)."""
 
 
 class SandboxError(OrchestratorError):

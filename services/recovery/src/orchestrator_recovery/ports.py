@@ -1,18 +1,24 @@
 """What the recovery worker (:mod:`orchestrator_recovery.failover.worker`) works with: which
-analysis
-codes it recovers, its options, the values its planner and executor hand back, and the ports it
-is given (hooks, publisher, planner, executor), as ``Protocol`` classes that the unit tests
-fill with fakes and :mod:`orchestrator_recovery.wiring` with the real thing.
+analysis codes it recovers, its options, the values its planner and executor hand back, and the
+ports it is given (hooks, publisher, planner, executor), as ``Protocol`` classes that the unit
+tests fill with fakes and :mod:`orchestrator_recovery.wiring` with the real thing.
+
+A plan travels typed: the planner answers a :class:`MasterPlanned`, :class:`RelocationPlanned`
+or :class:`SemiSyncPlanned`, and the worker hands its ``plan`` to the executor's method for that
+kind, which takes exactly that plan type (the fakes may put any value there: the worker never
+looks inside a plan).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from orchestrator_adapters.ports import Guard
+from orchestrator_recovery.hooks import HookStage
 from orchestrator_shared.analysis import Analysis, AnalysisCode, AnalysisOptions
 from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.events import (
@@ -24,7 +30,7 @@ from orchestrator_shared.events import (
 )
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
-from orchestrator_shared.recovery import SemiSyncMode
+from orchestrator_shared.recovery import MasterPlan, RelocationPlan, SemiSyncMode, SemiSyncPlan
 from orchestrator_shared.snapshot import InstanceSnapshot
 
 MASTER_FAILURES = frozenset({AnalysisCode.DEAD_MASTER, AnalysisCode.DEAD_MASTER_AND_SOME_REPLICAS})
@@ -45,6 +51,10 @@ SEMI_SYNC_FAILURES = frozenset(
 is set (``RecoverLockedSemiSyncMaster`` / ``EnforceExactSemiSyncReplicas``)."""
 
 Probe = Callable[[InstanceKey, InstanceSnapshot | None], Awaitable[InstanceSnapshot]]
+
+Isolate = Callable[[str, str], AbstractContextManager[None]]
+"""Runs one cluster's step so that an unexpected failure there does not stop the other
+clusters' (the worker's ``_isolated``, given ``(cluster, what it is doing)``)."""
 
 Handler = Callable[[CommandRequest], Awaitable[CommandReply]]
 """One operator command: the request in, the reply out (errors raised as OrchestratorError/
@@ -67,15 +77,41 @@ class WorkerOptions:
     detach_lost: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A plan ready to execute: ``plan`` is the pure planner's own value, for the executor."""
+PlanT = TypeVar("PlanT")
 
-    plan: object
+
+@dataclass(frozen=True, slots=True)
+class Planned(Generic[PlanT]):
+    """A plan ready to execute: ``plan`` is the pure planner's own value, for the executor;
+    the rest is what the worker tells about it. Answered as one of the three kinds below."""
+
+    plan: PlanT
     successor: str  # host:port, empty for an intermediate master's relocation
     rejected: Mapping[str, str]
     lost: Mapping[str, str]
     postponed: tuple[str, ...] = ()  # replicas a master failover moves after completing
+
+
+class MasterPlanned(Planned[MasterPlan]):
+    """A dead master's failover, for :meth:`Executor.fail_over_master`."""
+
+    __slots__ = ()
+
+
+class RelocationPlanned(Planned[RelocationPlan]):
+    """A dead intermediate master's replicas relocated, for :meth:`Executor.relocate`."""
+
+    __slots__ = ()
+
+
+class SemiSyncPlanned(Planned[SemiSyncPlan]):
+    """Semi-sync turned on or off on replicas, for :meth:`Executor.semi_sync`."""
+
+    __slots__ = ()
+
+
+AnyPlanned = MasterPlanned | RelocationPlanned | SemiSyncPlanned
+"""What a planner answers when it has a plan."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +131,27 @@ class MasterResult:
     promotion_applied: bool = True  # False: left to the hooks (read_only, not reset)
 
 
+Failures = dict[str, str]
+"""What a step on several replicas hands back: replica (``host:port``) -> why the step failed
+on it; a replica not named succeeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Relocated:
+    """What a relocation did (keys as ``host:port``)."""
+
+    moved: tuple[str, ...]
+    lost: Mapping[str, str]  # replica -> why it could not be moved
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """What fencing a returning old master did."""
+
+    fenced: bool  # made read_only again, its clients cut off
+    detail: str  # what was done, or why it could not be
+
+
 @dataclass(frozen=True, slots=True)
 class SemiSyncResult:
     """What a semi-sync recovery did (keys as ``host:port``)."""
@@ -106,11 +163,12 @@ class SemiSyncResult:
 
 
 class Hooks(Protocol):
-    """The operator's hooks (``orchestrator_recovery.wiring.ShellHooks``): ``stage`` is an
-    orchestrator hook setting's name; a failing ``Pre*`` / ``OnFailureDetection`` hook raises
-    ``OperationRefused`` (the recovery is refused), ``Post*`` failures are only recorded."""
+    """The operator's hooks (``orchestrator_recovery.wiring.ShellHooks``): ``stage`` names an
+    orchestrator hook setting (its value is the setting's name); a failing ``Pre*`` /
+    ``OnFailureDetection`` hook raises ``OperationRefused`` (the recovery is refused), ``Post*``
+    failures are only recorded."""
 
-    async def run(self, stage: str, analysis: Analysis, data: RecoveryData) -> None: ...
+    async def run(self, stage: HookStage, analysis: Analysis, data: RecoveryData) -> None: ...
 
 
 class Publisher(Protocol):
@@ -132,38 +190,38 @@ class Planner(Protocol):
         forced: bool,
         requested: InstanceKey | None,
         candidates: Mapping[InstanceKey, PromotionRule],
-    ) -> Planned | Refused: ...
+    ) -> AnyPlanned | Refused: ...
 
 
 class Executor(Protocol):
     """How a plan is carried out against MySQL (``orchestrator_recovery.wiring.MySQLExecutor``)."""
 
-    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
+    async def fail_over_master(self, plan: MasterPlan, guard: Guard) -> MasterResult:
         """Carry out a master plan."""
         ...
 
-    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
-        """Carry out an intermediate-master plan; (moved, lost with why)."""
+    async def relocate(self, plan: RelocationPlan, guard: Guard) -> Relocated:
+        """Carry out an intermediate-master plan."""
         ...
 
-    async def semi_sync(self, plan: object, guard: Guard) -> SemiSyncResult:
+    async def semi_sync(self, plan: SemiSyncPlan, guard: Guard) -> SemiSyncResult:
         """Carry out a semi-sync plan."""
         ...
 
     async def move_postponed(
         self, successor: str, replicas: tuple[str, ...], guard: Guard
-    ) -> dict[str, str]:
+    ) -> Failures:
         """Move replicas a master failover postponed under its successor; why each one that
         could not be moved was not (it is then left with replication stopped)."""
         ...
 
-    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> dict[str, str]:
+    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> Failures:
         """``detach-replica-master-host`` on each lost replica; why each one that could not
         be detached was not."""
         ...
 
-    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
-        """Make a returning old master read_only again; (fenced, detail)."""
+    async def fence(self, key: InstanceKey, guard: Guard) -> Fenced:
+        """Make a returning old master read_only again."""
         ...
 
 

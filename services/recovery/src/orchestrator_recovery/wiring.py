@@ -16,6 +16,7 @@ from orchestrator_recovery.failover.executor import (
     relocate_replicas,
 )
 from orchestrator_recovery.failover.semi_sync import carry_out_semi_sync
+from orchestrator_recovery.failover.timeouts import Timeouts
 from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations.instance import instance_operations
@@ -26,10 +27,16 @@ from orchestrator_recovery.operations.moves_sql import REASONABLE_LAG_SECONDS
 from orchestrator_recovery.ports import (
     MASTER_FAILURES,
     SEMI_SYNC_FAILURES,
+    AnyPlanned,
+    Failures,
+    Fenced,
     Handler,
+    MasterPlanned,
     MasterResult,
-    Planned,
     Refused,
+    Relocated,
+    RelocationPlanned,
+    SemiSyncPlanned,
     SemiSyncResult,
 )
 from orchestrator_shared.analysis import Analysis
@@ -94,7 +101,7 @@ class SharedPlanner:
         forced: bool,
         requested: InstanceKey | None,
         candidates: Mapping[InstanceKey, PromotionRule],
-    ) -> Planned | Refused:
+    ) -> AnyPlanned | Refused:
         failed = snapshots.get(analysis.key)
         if failed is None:
             return Refused(reason=f"no snapshot of {analysis.key}", rejected={})
@@ -137,14 +144,14 @@ class SharedPlanner:
         if isinstance(result, Refusal):
             return Refused(reason=result.reason, rejected=_texts(result.rejected))
         if isinstance(result, MasterPlan):
-            return Planned(
+            return MasterPlanned(
                 plan=result,
                 successor=str(result.successor),
                 rejected=_texts(result.rejected),
                 lost=_texts(result.lost),
                 postponed=tuple(str(key) for key in result.postponed),
             )
-        return Planned(
+        return RelocationPlanned(
             plan=result, successor="", rejected=_texts(result.rejected), lost=_texts(result.lost)
         )
 
@@ -154,7 +161,7 @@ class SharedPlanner:
         master: InstanceSnapshot,
         replicas: list[InstanceSnapshot],
         candidates: Mapping[InstanceKey, PromotionRule],
-    ) -> Planned | Refused:
+    ) -> SemiSyncPlanned | Refused:
         if self._semi_sync is None:
             return Refused(
                 reason="neither RecoverLockedSemiSyncMaster nor EnforceExactSemiSyncReplicas is "
@@ -171,7 +178,7 @@ class SharedPlanner:
         )
         if isinstance(result, Refusal):
             return Refused(reason=result.reason, rejected=_texts(result.rejected))
-        return Planned(plan=result, successor="", rejected=_texts(result.reasons), lost={})
+        return SemiSyncPlanned(plan=result, successor="", rejected=_texts(result.reasons), lost={})
 
 
 class MySQLExecutor:
@@ -190,6 +197,8 @@ class MySQLExecutor:
     ) -> None:
         self._access = access
         self._catch_up = catch_up
+        # the catch-up bound also bounds how long a relocation waits for a new master
+        self._timeouts = Timeouts(catch_up=catch_up.timeout)
         self._apply_promotion = apply_promotion
         self._audit = audit
         self._worker_id = worker_id
@@ -210,8 +219,7 @@ class MySQLExecutor:
             worker_id=worker_id,
         )
 
-    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
-        assert isinstance(plan, MasterPlan)
+    async def fail_over_master(self, plan: MasterPlan, guard: Guard) -> MasterResult:
         outcome = await fail_over_master(
             failed=plan.failed,
             successor=plan.successor,
@@ -222,6 +230,7 @@ class MySQLExecutor:
             semi_sync_master=plan.semi_sync_master,
             catch_up=self._catch_up,
             apply_promotion=self._apply_promotion,
+            timeouts=self._timeouts,
             flavor=plan.flavor if plan.flavor is not Flavor.UNKNOWN else Flavor.MARIADB,
         )
         return MasterResult(
@@ -232,18 +241,16 @@ class MySQLExecutor:
             promotion_applied=outcome.promotion_applied,
         )
 
-    async def relocate(self, plan: object, guard: Guard) -> tuple[tuple[str, ...], dict[str, str]]:
-        assert isinstance(plan, RelocationPlan)
+    async def relocate(self, plan: RelocationPlan, guard: Guard) -> Relocated:
         outcome = await relocate_replicas(
             moves=plan.moves,
             guard=_confirming(guard),
             session=self._access,
-            catch_up_timeout=self._catch_up.timeout,
+            timeouts=self._timeouts,
         )
-        return tuple(str(key) for key in outcome.moved), _texts(outcome.lost)
+        return Relocated(moved=tuple(str(key) for key in outcome.moved), lost=_texts(outcome.lost))
 
-    async def semi_sync(self, plan: object, guard: Guard) -> SemiSyncResult:
-        assert isinstance(plan, SemiSyncPlan)
+    async def semi_sync(self, plan: SemiSyncPlan, guard: Guard) -> SemiSyncResult:
         operations = self._operations(guard)
         return await carry_out_semi_sync(
             plan,
@@ -255,19 +262,19 @@ class MySQLExecutor:
 
     async def move_postponed(
         self, successor: str, replicas: tuple[str, ...], guard: Guard
-    ) -> dict[str, str]:
+    ) -> Failures:
         new_master = InstanceKey.parse(successor)
         outcome = await relocate_replicas(
             moves=[(InstanceKey.parse(replica), new_master) for replica in replicas],
             guard=_confirming(guard),
             session=self._access,
-            catch_up_timeout=self._catch_up.timeout,
+            timeouts=self._timeouts,
         )
         return _texts(outcome.lost)
 
-    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> dict[str, str]:
+    async def detach_lost(self, replicas: tuple[str, ...], guard: Guard) -> Failures:
         detach = self._operations(guard)["detach-replica-master-host"]
-        failures: dict[str, str] = {}
+        failures: Failures = {}
         for replica in replicas:
             request = CommandRequest(
                 operation="detach-replica-master-host",
@@ -280,9 +287,11 @@ class MySQLExecutor:
                 failures[replica] = str(exc)
         return failures
 
-    async def fence(self, key: InstanceKey, guard: Guard) -> tuple[bool, str]:
-        outcome = await fence_returning_master(key, self._access, _confirming(guard))
-        return outcome.fenced, outcome.detail
+    async def fence(self, key: InstanceKey, guard: Guard) -> Fenced:
+        outcome = await fence_returning_master(
+            key, self._access, _confirming(guard), timeouts=self._timeouts
+        )
+        return Fenced(fenced=outcome.fenced, detail=outcome.detail)
 
     def _operations(self, guard: Guard) -> Mapping[str, Handler]:
         """The instance operations, behind this recovery's guard and audited as the worker."""
@@ -322,9 +331,8 @@ class ShellHooks:
         self._host = host
         self._audit = audit
 
-    async def run(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
-        hook_stage = HookStage(stage)
-        commands = self._hooks.commands(hook_stage)
+    async def run(self, stage: HookStage, analysis: Analysis, data: RecoveryData) -> None:
+        commands = self._hooks.commands(stage)
         if not commands:
             return
         cluster, alias = analysis.cluster_name, analysis.cluster_alias
@@ -351,7 +359,7 @@ class ShellHooks:
             lost_replicas=tuple(InstanceKey.parse(key) for key in sorted(data.lost)),
             successor=InstanceKey.parse(data.successor) if data.successor else None,
         )
-        await self._run(hook_stage, commands, context, key=data.failed, cluster=cluster)
+        await self._run(stage, commands, context, key=data.failed, cluster=cluster)
 
     async def take_master(
         self, successor: InstanceKey, demoted: InstanceKey, *, cluster: str

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator_adapters.ports import Guard
-from orchestrator_recovery.ports import Executor, Publisher
+from orchestrator_recovery.ports import Executor, Failures, Publisher
 from orchestrator_shared.errors import LeaseLost, OrchestratorError
 from orchestrator_shared.events import AuditEvent, RecoveryData
 from orchestrator_shared.instance_key import InstanceKey
@@ -88,8 +88,8 @@ class Aftermath:
         data: RecoveryData,
         replicas: tuple[str, ...],
         what: str,
-        work: Callable[[], Awaitable[dict[str, str]]],
-    ) -> dict[str, str]:
+        work: Callable[[], Awaitable[Failures]],
+    ) -> Failures:
         """``work``'s failures by replica; every replica failed with why when it raised."""
         try:
             return await work()

@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from contextlib import AbstractContextManager, suppress
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery import sql
-from orchestrator_recovery.failover.catch_up import (
-    DEFAULT_CATCH_UP_TIMEOUT,
-    CatchUpPolicy,
-    bring_up_to_date,
-)
+from orchestrator_recovery.failover.catch_up import CatchUpPolicy, bring_up_to_date
 from orchestrator_recovery.failover.catch_up import StepRefused as _Refusal
 from orchestrator_recovery.failover.outcome import (
     Action,
@@ -41,6 +37,7 @@ from orchestrator_recovery.failover.outcome import (
     StepJournal,
     StepNote,
 )
+from orchestrator_recovery.failover.timeouts import DEFAULT_TIMEOUTS, Timeouts
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
 from orchestrator_recovery.sql import Check, Dialect, Positions, Progress, ReplicaStatus
 from orchestrator_shared.errors import LeaseLost, OperationRefused
@@ -48,28 +45,16 @@ from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import Flavor
 
 __all__ = [
-    "DEFAULT_CATCH_UP_TIMEOUT",
-    "DEFAULT_FENCE_TIMEOUT",
-    "DEFAULT_POLL_INTERVAL",
-    "DEFAULT_STEP_TIMEOUT",
-    "DEFAULT_VERIFY_TIMEOUT",
     "Guard",
+    "Timeouts",
     "fail_over_master",
     "fence_returning_master",
     "relocate_replicas",
 ]
 
 
-DEFAULT_FENCE_TIMEOUT = 0.3
-"""How long the old master gets to answer (connect, read_only, kill, position) before it is
-taken as unreachable: a hung master must not hold the failover up."""
-DEFAULT_STEP_TIMEOUT = 1.0
-"""The bound of one statement (connect included). Must stay below the lease TTL."""
 STOP_IO_GRACE = 3.0
 """How long a timed-out STOP SLAVE IO_THREAD may take to stop the IO thread (see ``stop_io``)."""
-DEFAULT_VERIFY_TIMEOUT = 1.0
-"""How long a repointed replica gets to replicate from its new master before it is lost."""
-DEFAULT_POLL_INTERVAL = 0.01
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -127,14 +112,15 @@ class _Executor:
         journal: StepJournal,
         dialect: Dialect,
         access: MySQLAccess,
-        poll_interval: float,
+        timeouts: Timeouts,
     ) -> None:
         self.links = links
         self.guard = guard
         self.journal = journal
         self.dialect = dialect
         self.access = access
-        self.poll = poll_interval
+        self.timeouts = timeouts
+        self.poll = timeouts.poll
 
     async def change(
         self, key: InstanceKey, statement: str, *, within: float | None = None
@@ -321,7 +307,6 @@ class _Executor:
         *,
         master_positions: Positions | None,
         wait_for_master: float,
-        verify_timeout: float,
     ) -> str | None:
         """Repoint ``replica`` under ``master`` with GTID and verify it follows; None, or why
         it was lost (it is then left with replication stopped: detached)."""
@@ -348,7 +333,7 @@ class _Executor:
                 check = await self.poll_status(
                     replica,
                     lambda status: sql.following_check(status, master),
-                    time.monotonic() + verify_timeout,
+                    time.monotonic() + self.timeouts.verify,
                 )
                 note.ok, note.detail = check.progress is Progress.DONE, check.detail
         except StatementFailed as error:
@@ -359,7 +344,8 @@ class _Executor:
             return None
         reason = check.detail
         if check.progress is Progress.WAITING:
-            reason = f"not replicating from {master} within {verify_timeout:g}s: {check.detail}"
+            within = self.timeouts.verify
+            reason = f"not replicating from {master} within {within:g}s: {check.detail}"
         await self._detach(replica, reason, already_stopped=False)
         return reason
 
@@ -412,6 +398,23 @@ class _Executor:
         await _all(restart(key) for key in keys)
 
 
+@asynccontextmanager
+async def _executing(
+    session: MySQLAccess, guard: Guard, journal: StepJournal, flavor: Flavor, timeouts: Timeouts
+) -> AsyncIterator[_Executor]:
+    """The statements of one entry point: its links (each statement bounded by
+    ``timeouts.step``) open while it runs."""
+    async with Links(session, statement_timeout=timeouts.step) as links:
+        yield _Executor(
+            links,
+            guard=guard,
+            journal=journal,
+            dialect=Dialect(flavor),
+            access=session,
+            timeouts=timeouts,
+        )
+
+
 def _check_keys(
     failed: InstanceKey, successor: InstanceKey, repoint: Sequence[InstanceKey]
 ) -> None:
@@ -431,25 +434,21 @@ async def fail_over_master(
     guard: Guard,
     session: MySQLAccess,
     semi_sync_master: bool = False,
-    catch_up_timeout: float = DEFAULT_CATCH_UP_TIMEOUT,
     catch_up: CatchUpPolicy | None = None,
     apply_promotion: bool = True,
     postpone: Sequence[InstanceKey] = (),
-    step_timeout: float = DEFAULT_STEP_TIMEOUT,
-    fence_timeout: float = DEFAULT_FENCE_TIMEOUT,
-    verify_timeout: float = DEFAULT_VERIFY_TIMEOUT,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
     flavor: Flavor = Flavor.MARIADB,
     journal: StepJournal | None = None,
 ) -> FailoverOutcome:
     """Promote ``successor`` in place of ``failed`` and move ``repoint`` under it.
 
-    1. fence the old master if it answers within ``fence_timeout`` (read_only=1, client
+    1. fence the old master if it answers within ``timeouts.fence`` (read_only=1, client
        connections killed, its last GTID position read), concurrently with
     2. stopping the IO thread of every replica in ``repoint`` and ``postpone``;
     3. the successor: receive the fenced master's last position (if known), stop its IO
        thread, apply its relay log as ``catch_up`` says (default: within
-       ``catch_up_timeout``; :mod:`~orchestrator_recovery.failover.catch_up`), starting its SQL
+       ``timeouts.catch_up``; :mod:`~orchestrator_recovery.failover.catch_up`), starting its SQL
        thread if it was stopped, stop replication. If it cannot: :class:`FailoverRefused`, after
        ``START SLAVE`` wherever replication was stopped; nothing is promoted;
     4. promote: RESET SLAVE ALL, semi-sync master on if ``semi_sync_master``, read_only=0
@@ -458,7 +457,7 @@ async def fail_over_master(
        (``ApplyMySQLPromotionAfterMasterFailover``) none of this: the successor stays
        read_only with its replication stopped, for the operator's hooks to promote;
     5. 6. move each replica of ``repoint`` concurrently (GTID) and verify it replicates within
-       ``verify_timeout``; one that cannot follow is detached and reported in ``lost``.
+       ``timeouts.verify``; one that cannot follow is detached and reported in ``lost``.
 
     The ``postpone`` replicas (``PostponeReplicaRecoveryOnLagMinutes``) are left with their IO
     thread stopped, in ``outcome.postponed``: move them afterwards with
@@ -466,22 +465,14 @@ async def fail_over_master(
     propagates; ``journal`` (if given) then holds the steps done.
     """
     _check_keys(failed, successor, [*repoint, *postpone])
-    policy = catch_up if catch_up is not None else CatchUpPolicy(timeout=catch_up_timeout)
+    policy = catch_up if catch_up is not None else CatchUpPolicy(timeout=timeouts.catch_up)
     journal = journal if journal is not None else StepJournal()
     started = time.monotonic()
     lost: dict[InstanceKey, str] = {}
-    async with Links(session, statement_timeout=step_timeout) as links:
-        run = _Executor(
-            links,
-            guard=guard,
-            journal=journal,
-            dialect=Dialect(flavor),
-            access=session,
-            poll_interval=poll_interval,
-        )
+    async with _executing(session, guard, journal, flavor, timeouts) as run:
         everyone = [*repoint, *postpone]
         fence, stops = await _alongside(
-            run.fence(failed, fence_timeout), [run.stop_io(replica) for replica in everyone]
+            run.fence(failed, timeouts.fence), [run.stop_io(replica) for replica in everyone]
         )
         stopped: list[InstanceKey] = []
         for replica, problem in zip(everyone, stops, strict=True):
@@ -512,7 +503,6 @@ async def fail_over_master(
                 successor,
                 master_positions=positions,
                 wait_for_master=0.0,
-                verify_timeout=verify_timeout,
             )
             for replica in moving
         )
@@ -552,10 +542,7 @@ async def relocate_replicas(
     moves: Sequence[tuple[InstanceKey, InstanceKey]],
     guard: Guard,
     session: MySQLAccess,
-    catch_up_timeout: float = DEFAULT_CATCH_UP_TIMEOUT,
-    step_timeout: float = DEFAULT_STEP_TIMEOUT,
-    verify_timeout: float = DEFAULT_VERIFY_TIMEOUT,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
     flavor: Flavor = Flavor.MARIADB,
     journal: StepJournal | None = None,
 ) -> RelocationOutcome:
@@ -563,7 +550,7 @@ async def relocate_replicas(
     master's replicas under a sibling or its master), concurrently.
 
     A new master that is itself a replica may be a little behind the moved replica: it gets
-    up to ``catch_up_timeout`` to reach the replica's position before the replica is lost.
+    up to ``timeouts.catch_up`` to reach the replica's position before the replica is lost.
     """
     replicas = [replica for replica, _ in moves]
     if len(set(replicas)) != len(replicas):
@@ -572,22 +559,13 @@ async def relocate_replicas(
         raise OperationRefused("a replica cannot be moved under itself")
     journal = journal if journal is not None else StepJournal()
     started = time.monotonic()
-    async with Links(session, statement_timeout=step_timeout) as links:
-        run = _Executor(
-            links,
-            guard=guard,
-            journal=journal,
-            dialect=Dialect(flavor),
-            access=session,
-            poll_interval=poll_interval,
-        )
+    async with _executing(session, guard, journal, flavor, timeouts) as run:
         reasons = await _all(
             run.move(
                 replica,
                 master,
                 master_positions=None,
-                wait_for_master=catch_up_timeout,
-                verify_timeout=verify_timeout,
+                wait_for_master=timeouts.catch_up,
             )
             for replica, master in moves
         )
@@ -608,23 +586,18 @@ async def fence_returning_master(
     session: MySQLAccess,
     guard: Guard,
     *,
-    fence_timeout: float = DEFAULT_STEP_TIMEOUT,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
     flavor: Flavor = Flavor.MARIADB,
     journal: StepJournal | None = None,
 ) -> FenceOutcome:
     """Keep a returning old master out of service: read_only=1 and its client connections
-    killed. ``fenced`` is False (with why) when it does not answer within ``fence_timeout``."""
+    killed. ``fenced`` is False (with why) when it does not answer within ``timeouts.step``
+    (one statement's bound, not ``timeouts.fence``: no failover waits for it here)."""
     journal = journal if journal is not None else StepJournal()
-    async with Links(session, statement_timeout=fence_timeout) as links:
-        run = _Executor(
-            links,
-            guard=guard,
-            journal=journal,
-            dialect=Dialect(flavor),
-            access=session,
-            poll_interval=DEFAULT_POLL_INTERVAL,
-        )
-        fence = await run.fence(key, fence_timeout)
+    async with _executing(
+        session, guard, journal, flavor, replace(timeouts, fence=timeouts.step)
+    ) as run:
+        fence = await run.fence(key, run.timeouts.fence)
     return FenceOutcome(
         instance=key, fenced=fence.fenced, detail=fence.detail, steps=journal.records
     )

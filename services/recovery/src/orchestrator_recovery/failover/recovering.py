@@ -30,6 +30,7 @@ on or off on the replicas the plan names and checks what the master counts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -37,18 +38,23 @@ from datetime import datetime
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.aftermath import Aftermath
+from orchestrator_recovery.failover.gates import why_blocked
 from orchestrator_recovery.fleet import FleetState
+from orchestrator_recovery.hooks import HookStage
 from orchestrator_recovery.ports import (
     MASTER_FAILURES,
     RECOVERABLE,
     SEMI_SYNC_FAILURES,
+    AnyPlanned,
     Executor,
     Hooks,
+    MasterPlanned,
     Outcome,
-    Planned,
     Planner,
     Publisher,
     Refused,
+    RelocationPlanned,
+    SemiSyncPlanned,
     WorkerOptions,
 )
 from orchestrator_shared.analysis import Analysis, AnalysisCode
@@ -188,6 +194,7 @@ class Recoveries:
         )
         if isinstance(plan, _Ended):
             return plan.outcome
+        plan = _failover_plan(verified, plan)
         data = replace_data(
             data,
             successor=plan.successor,
@@ -198,9 +205,9 @@ class Recoveries:
         await self._control.set_active(RecoveryPhase.STARTED, data)
         await self.announce(RecoveryPhase.STARTED, data)
         try:
-            await self.run_hook("PreFailoverProcesses", verified, data)
+            await self.run_hook(HookStage.PRE_FAILOVER, verified, data)
             await guard()
-            if verified.code in MASTER_FAILURES:
+            if isinstance(plan, MasterPlanned):
                 result = await self._executor.fail_over_master(plan.plan, guard)
                 data = replace_data(
                     data,
@@ -213,8 +220,10 @@ class Recoveries:
                 await self._control.set_active(RecoveryPhase.PROMOTED, data)
                 await self.announce(RecoveryPhase.PROMOTED, data)
             else:
-                moved, lost = await self._executor.relocate(plan.plan, guard)
-                data = replace_data(data, repointed=moved, lost={**data.lost, **lost})
+                relocated = await self._executor.relocate(plan.plan, guard)
+                data = replace_data(
+                    data, repointed=relocated.moved, lost={**data.lost, **relocated.lost}
+                )
         except OperationRefused as exc:
             return await self._fail(verified, replace_data(data, reason=str(exc)), record=FAILOVER)
         await self.refresh_involved(data)
@@ -222,12 +231,12 @@ class Recoveries:
         if verified.code in MASTER_FAILURES:
             self._after_master_recovery(outcome.data, guard)
         post = (
-            "PostMasterFailoverProcesses"
+            HookStage.POST_MASTER_FAILOVER
             if verified.code in MASTER_FAILURES
-            else "PostIntermediateMasterFailoverProcesses"
+            else HookStage.POST_INTERMEDIATE_MASTER_FAILOVER
         )
         await self.run_hook(post, verified, outcome.data)
-        await self.run_hook("PostFailoverProcesses", verified, outcome.data)
+        await self.run_hook(HookStage.POST_FAILOVER, verified, outcome.data)
         return outcome
 
     async def _recover_semi_sync(
@@ -246,9 +255,12 @@ class Recoveries:
         ``PostFailoverProcesses`` with the master itself as the successor (orchestrator records
         it so), else ``PostUnsuccessfulFailoverProcesses``. The block period is its own (a
         semi-sync recovery neither blocks nor is blocked by a failover of the cluster)."""
-        plan = await self._plan(verified, data, now, forced=forced, requested=None, kind=SEMI_SYNC)
-        if isinstance(plan, _Ended):
-            return plan.outcome
+        planned = await self._plan(
+            verified, data, now, forced=forced, requested=None, kind=SEMI_SYNC
+        )
+        if isinstance(planned, _Ended):
+            return planned.outcome
+        plan = _semi_sync_plan(verified, planned)
         data = replace_data(data, rejected=dict(plan.rejected))
         await self.announce(RecoveryPhase.STARTED, data)
         try:
@@ -264,7 +276,7 @@ class Recoveries:
         await self.refresh_involved(data)
         outcome = await self._end(RecoveryPhase.COMPLETED, data, record=SEMI_SYNC)
         await self.run_hook(
-            "PostFailoverProcesses", verified, replace_data(outcome.data, successor=data.failed)
+            HookStage.POST_FAILOVER, verified, replace_data(outcome.data, successor=data.failed)
         )
         return outcome
 
@@ -277,7 +289,7 @@ class Recoveries:
         forced: bool,
         requested: InstanceKey | None,
         kind: RecordKind,
-    ) -> Planned | _Ended:
+    ) -> AnyPlanned | _Ended:
         """``detected``, the gates, ``OnFailureDetectionProcesses``, the plan; or how the
         recovery ended when one of them stopped it (``outcome`` None: still blocked, and
         already told)."""
@@ -293,7 +305,7 @@ class Recoveries:
             )
         self._blocked.pop(told, None)
         try:
-            await self.run_hook("OnFailureDetectionProcesses", verified, data)
+            await self.run_hook(HookStage.ON_FAILURE_DETECTION, verified, data)
         except OperationRefused as exc:
             return _Ended(
                 await self._end(RecoveryPhase.FAILED, replace_data(data, reason=str(exc)))
@@ -311,14 +323,14 @@ class Recoveries:
         return plan
 
     async def _fail(self, analysis: Analysis, data: RecoveryData, *, record: RecordKind) -> Outcome:
-        await self.run_hook("PostUnsuccessfulFailoverProcesses", analysis, data)
+        await self.run_hook(HookStage.POST_UNSUCCESSFUL_FAILOVER, analysis, data)
         return await self._end(RecoveryPhase.FAILED, data, record=record)
 
     def _after_master_recovery(self, data: RecoveryData, guard: Guard) -> None:
         """The postponed replicas moved, the lost ones detached: in the background."""
         self.aftermath.start(data, guard, detach_lost=self._options.detach_lost)
 
-    async def run_hook(self, stage: str, analysis: Analysis, data: RecoveryData) -> None:
+    async def run_hook(self, stage: HookStage, analysis: Analysis, data: RecoveryData) -> None:
         if self._hooks is not None:
             await self._hooks.run(stage, analysis, data)
 
@@ -345,26 +357,25 @@ class Recoveries:
         forced: bool,
         kind: RecordKind,
     ) -> str:
-        """Why this recovery must not run (empty: it may). ``kind``: whose block period
-        applies (a failover's, or a semi-sync recovery's)."""
+        """Why this recovery must not run (empty: it may; :func:`why_blocked`). ``kind``: whose
+        block period applies (a failover's, or a semi-sync recovery's). The cluster's last
+        recovery is read only when the other gates let the recovery through."""
         if forced:
             return ""
         switch = await self._control.global_switch()
-        if switch.disabled:
-            by = f" by {switch.by}" if switch.by else ""
-            return f"automated recoveries are disabled globally{by}"
-        if analysis.is_downtimed or analysis.skippable_due_to_downtime:
-            return f"{analysis.key} is downtimed"
-        last = await self._control.last(data.cluster, kind)
-        if last is not None and last.blocks(now, self._options.block_period):
-            until = last.ended_at + self._options.block_period
-            what = "its semi-sync replicas were recovered" if kind is SEMI_SYNC else "recovered"
-            return (
-                f"cluster {data.cluster} {what} at {last.ended_at.isoformat()} "
-                f"(recovery {last.recovery_id}); blocked until {until.isoformat()} "
-                "unless acknowledged (ack-cluster-recoveries)"
-            )
-        return ""
+        decide = functools.partial(
+            why_blocked,
+            analysis,
+            switch=switch,
+            cluster=data.cluster,
+            kind=kind,
+            now=now,
+            block_period=self._options.block_period,
+        )
+        early = decide(last=None)
+        if early:
+            return early
+        return decide(last=await self._control.last(data.cluster, kind))
 
     async def _end(
         self, phase: RecoveryPhase, data: RecoveryData, *, record: RecordKind | None = None
@@ -418,6 +429,31 @@ class Recoveries:
 
 FAILOVER = RecordKind.FAILOVER
 SEMI_SYNC = RecordKind.SEMI_SYNC
+
+
+class PlanMismatch(TypeError):
+    """The planner answered a plan of another kind than the failure calls for (a bug of the
+    planner): the recovery stops before anything is changed, as an internal error."""
+
+    def __init__(self, analysis: Analysis, plan: AnyPlanned) -> None:
+        super().__init__(f"{analysis.code} of {analysis.key} planned as {type(plan).__name__}")
+
+
+def _failover_plan(analysis: Analysis, plan: AnyPlanned) -> MasterPlanned | RelocationPlanned:
+    """``plan`` as the failover ``analysis`` calls for: a dead master's (``MASTER_FAILURES``)
+    or a dead intermediate master's."""
+    master = analysis.code in MASTER_FAILURES
+    if master and isinstance(plan, MasterPlanned):
+        return plan
+    if not master and isinstance(plan, RelocationPlanned):
+        return plan
+    raise PlanMismatch(analysis, plan)
+
+
+def _semi_sync_plan(analysis: Analysis, plan: AnyPlanned) -> SemiSyncPlanned:
+    if isinstance(plan, SemiSyncPlanned):
+        return plan
+    raise PlanMismatch(analysis, plan)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

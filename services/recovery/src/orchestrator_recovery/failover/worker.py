@@ -5,15 +5,17 @@ ends). One pass of the loop:
 
 1. wait for a change of the fleet (a snapshot, an ``unreachable`` event) or ``tick``;
 2. analyse the fleet with the shared analysis function and publish each cluster's problems
-   when they changed (``orchestrator.v1.analysis.<cluster>``);
+   when they changed (``orchestrator.v1.analysis.<cluster>``;
+   :mod:`~orchestrator_recovery.failover.analysis_events`);
 3. for an actionable failure with no recovery running in its cluster, start one (a task per
    cluster, so a slow recovery never delays another cluster's).
 
 A recovery (``RecoveryWorker.recover``) is carried through by
 :class:`~orchestrator_recovery.failover.recovering.Recoveries` (verify, gates, plan, execute,
-tell), whose entry points the worker hands out as its own.
-Between passes the loop also reads what operators registered in etcd (downtime, promotion
-rules) and makes a returning old master read_only again.
+tell; its gates are :mod:`~orchestrator_recovery.failover.gates`), whose entry points the
+worker hands out as its own. Between passes the loop also reads what operators registered in
+etcd (downtime, promotion rules) and makes a returning old master read_only again
+(:mod:`~orchestrator_recovery.failover.returning`).
 
 One bug never stops all failover: an unexpected exception in a pass is caught per cluster (the
 analysis, its event, its recovery each on their own), logged at ERROR with the cluster, counted
@@ -41,7 +43,9 @@ from datetime import UTC, datetime
 from typing import cast
 
 from orchestrator_adapters.ports import Guard
+from orchestrator_recovery.failover.analysis_events import AnalysisPublishing
 from orchestrator_recovery.failover.recovering import Recoveries
+from orchestrator_recovery.failover.returning import ReturningMasters
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.ports import (
     Executor,
@@ -60,10 +64,8 @@ from orchestrator_shared.analysis import (
     track_binlog_coordinates,
 )
 from orchestrator_shared.errors import LeaseLost, OperationRefused, OrchestratorError
-from orchestrator_shared.etcd.recovery import LastRecovery, OperatorState, RecoveryControl
+from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
 from orchestrator_shared.events import (
-    AnalysisEvent,
-    AnalysisProblem,
     AuditEvent,
     RecoveryData,
 )
@@ -106,10 +108,7 @@ class RecoveryWorker:
         self._probe = probe
         self._publisher = publisher
         self._control = control
-        self._executor = executor
-        self._published: dict[str, tuple[tuple[str, str], ...]] = {}
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
-        self._promoting: set[InstanceKey] = set()  # see promoting()
         # since when each instance's binlog coordinates stayed the same (LockedSemiSyncMaster)
         self._binlog_history: dict[InstanceKey, CoordinatesSeen] = {}
         self.internal_errors: Counter[str] = Counter()
@@ -144,6 +143,25 @@ class RecoveryWorker:
         self.refresh_involved = recoveries.refresh_involved
         self.aftermath = recoveries.aftermath
         """The background work of completed recoveries (postponed and lost replicas)."""
+        returning = ReturningMasters(
+            state,
+            probe=probe,
+            executor=executor,
+            publisher=publisher,
+            control=control,
+            worker_id=options.worker_id,
+            clock=clock,
+            isolated=self._isolated,
+        )
+        self.keep_demoted_fenced = returning.keep_fenced
+        """Fence the returning old masters (:meth:`ReturningMasters.keep_fenced
+        <orchestrator_recovery.failover.returning.ReturningMasters.keep_fenced>`)."""
+        self.promoting = returning.promoting
+        """While a planned promotion makes a key the master, it is not fenced as a returning
+        old master (:meth:`ReturningMasters.promoting`)."""
+        self._publish_changes = AnalysisPublishing(
+            publisher, clock=clock, isolated=self._isolated
+        ).publish_changes
 
     # --- what operations (takeovers) use ---------------------------------------------------
     @property
@@ -351,36 +369,6 @@ class RecoveryWorker:
         else:  # a bug: this cluster's recovery is tried again next pass, the others go on
             self._internal_error(cluster, "its recovery", error)
 
-    async def _publish_changes(self, analyses: Sequence[Analysis]) -> None:
-        now = self._clock()
-        by_cluster: dict[str, list[Analysis]] = {}
-        for analysis in analyses:
-            if analysis.code is not AnalysisCode.NO_PROBLEM:
-                by_cluster.setdefault(analysis.cluster_name, []).append(analysis)
-        for cluster in set(by_cluster) | set(self._published):
-            with self._isolated(cluster, "publishing its analysis"):
-                await self._publish_cluster(cluster, by_cluster.get(cluster, []), now)
-
-    async def _publish_cluster(self, cluster: str, found: list[Analysis], now: datetime) -> None:
-        """Publish ``cluster``'s problems when they changed since last published."""
-        signature = tuple(sorted((str(a.key), a.code.value) for a in found))
-        if self._published.get(cluster) == signature:
-            return
-        problems = tuple(
-            AnalysisProblem(
-                instance=str(a.key),
-                code=a.code.value,
-                description=a.description,
-                is_actionable=a.is_actionable,
-            )
-            for a in found
-        )
-        await self._publisher.analysis(AnalysisEvent(cluster=cluster, problems=problems, at=now))
-        if signature:
-            self._published[cluster] = signature
-        else:
-            self._published.pop(cluster, None)
-
     async def refresh_operator_state(self) -> None:
         """Downtime and promotion rules registered through topology-api (kept in etcd)."""
         if self._operator_state is None:
@@ -389,76 +377,9 @@ class RecoveryWorker:
         self._downtimed = await self._operator_state.downtimed(now)
         self._candidates = await self._operator_state.candidates(now)
 
-    # --- returning old masters ---------------------------------------------------------------
-    async def keep_demoted_fenced(self, guard: Guard) -> list[str]:
-        """Probe each failed master of an unacknowledged recovery; one that answers writable
-        (restarted with read_only off) is made read_only again and its clients cut off. It
-        stays so, outside the cluster (it replicates from nobody), until an operator
-        acknowledges the recovery, or promotes it again. The keys fenced now."""
-        fenced: list[str] = []
-        records, promotions = await self._control.fencing_view()
-        for cluster, last in records.items():
-            with self._isolated(cluster, "fencing its returning old master"):
-                if await self._fence_returning(cluster, last, promotions, guard):
-                    fenced.append(str(InstanceKey.parse(last.failed)))
-        return fenced
-
-    async def _fence_returning(
-        self, cluster: str, last: LastRecovery, promotions: Iterable[LastRecovery], guard: Guard
-    ) -> bool:
-        """Fence ``cluster``'s failed master of ``last`` if it came back writable; whether it
-        was made read_only now."""
-        if not last.successor or not last.failed:
-            return False
-        key = InstanceKey.parse(last.failed)
-        if key in self._promoting or self._back_in_service(key, last, promotions):
-            return False
-        snapshot = await self._probe(key, self._state.snapshots.get(key))
-        if not snapshot.probe.ok or snapshot.read_only or key in self._promoting:
-            return False
-        done, detail = await self._executor.fence(key, guard)
-        await self._publisher.audit(
-            AuditEvent(
-                type="fence-returning-master",
-                message=f"{key} came back writable after recovery {last.recovery_id}: "
-                + ("made read_only again" if done else f"could not fence it: {detail}"),
-                key=str(key),
-                cluster=cluster,
-                user=self._options.worker_id,
-                at=self._clock(),
-                ok=done,
-            )
-        )
-        return done
-
-    @contextlib.contextmanager
-    def promoting(self, key: InstanceKey) -> Iterator[None]:
-        """While a planned promotion makes ``key`` the master (from before it is writable until
-        its record is written), it is not fenced as a returning old master."""
-        self._promoting.add(key)
-        try:
-            yield
-        finally:
-            self._promoting.discard(key)
-
     async def took_over(self, data: RecoveryData) -> None:
         """Remember in etcd that a graceful takeover made ``data.successor`` the master."""
         await self._control.took_over(data, ended_at=self._clock())
-
-    def _back_in_service(
-        self, key: InstanceKey, last: LastRecovery, promotions: Iterable[LastRecovery]
-    ) -> bool:
-        """Whether the failed master of ``last`` serves again since: a later failover or a
-        graceful takeover promoted it, or replicas replicate from it (an operator made it a
-        master again). Fencing it then would make a live master read-only."""
-        if any(r.successor == str(key) and r.ended_at > last.ended_at for r in promotions):
-            return True
-        return any(
-            snapshot.master_key == key
-            and snapshot.primary_channel is not None
-            and snapshot.primary_channel.is_replicating
-            for snapshot in self._state.snapshots.values()
-        )
 
     # --- one recovery -------------------------------------------------------------------------
     async def verify(self, analysis: Analysis) -> Analysis:

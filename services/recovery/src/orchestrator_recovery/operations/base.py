@@ -37,7 +37,12 @@ from orchestrator_recovery.operations.instance_sql import (
     parse_semi_sync,
 )
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import InvalidInstanceKey, LeaseLost, OperationRefused
+from orchestrator_shared.errors import (
+    InvalidInstanceKey,
+    LeaseLost,
+    OperationRefused,
+    StepFailed,
+)
 from orchestrator_shared.events import AuditEvent
 from orchestrator_shared.instance_key import InstanceKey
 
@@ -90,10 +95,6 @@ def key_json(key: InstanceKey) -> dict[str, Any]:
     return {"Hostname": key.host, "Port": key.port}
 
 
-class Failed(Exception):
-    """A step failed after the instance was changed (not a lost lease)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     message: str  # the answer's Message (orchestrator's)
@@ -114,7 +115,7 @@ class Steps:
         try:  # right after the guard, inside the lease: a lost lease sends nothing
             await self.links.fenced(key, sql, self.guard)
         except StatementFailed as exc:
-            raise Failed(f"{sql} on {key}: {exc.message}") from None
+            raise StepFailed(f"{sql} on {key}: {exc.message}") from None
         self.done.append(sql)
 
     def undo_with(self, key: InstanceKey, statements: Sequence[str]) -> None:
@@ -161,7 +162,7 @@ class Operator:
                 text = f"{key}: {steps.text()} done, then: {exc}; nothing more was sent"
                 await self.publish(name, request, key, text, ok=False)
                 raise LeaseLost(text) from None
-            except (Failed, StatementFailed, OperationRefused) as exc:
+            except (StepFailed, StatementFailed, OperationRefused) as exc:
                 if not steps.done:
                     if isinstance(exc, OperationRefused):
                         raise

@@ -23,7 +23,6 @@ import time
 from orchestrator_recovery.mysql import Links, StatementFailed
 from orchestrator_recovery.operations.base import (
     Body,
-    Failed,
     Operator,
     Outcome,
     Steps,
@@ -47,7 +46,7 @@ from orchestrator_recovery.operations.errant_sql import (
 )
 from orchestrator_recovery.ports import Handler
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import InvalidGtid, OperationRefused
+from orchestrator_shared.errors import InvalidGtid, OperationRefused, StepFailed
 from orchestrator_shared.gtid import MariaGtidPosition
 from orchestrator_shared.instance_key import InstanceKey
 
@@ -99,7 +98,9 @@ async def _kept(links: Links, key: InstanceKey, logs: list[str], target: str) ->
         warnings = await links.rows(key, "SHOW WARNINGS")
         left = parse_binary_logs(await links.rows(key, SHOW_BINARY_LOGS))
     except StatementFailed as exc:
-        raise Failed(f"the binary logs of {key} could not be read back: {exc.message}") from None
+        raise StepFailed(
+            f"the binary logs of {key} could not be read back: {exc.message}"
+        ) from None
     kept = [name for name in left if name in logs[: logs.index(target)]]
     if kept:
         said = "; ".join(str(row.get("Message", "")) for row in warnings) or "no warning"
@@ -144,7 +145,7 @@ class BinaryLogs:
                 if why is None:
                     break
                 if time.monotonic() >= deadline:
-                    raise Failed(why)
+                    raise StepFailed(why)
                 await asyncio.sleep(0.5)
             purged = logs[: logs.index(target)]
             checked = (

@@ -35,7 +35,7 @@ import asyncio
 import time
 
 from orchestrator_recovery.mysql import Links, StatementFailed
-from orchestrator_recovery.operations.base import Body, Failed, Operator, Outcome, Steps
+from orchestrator_recovery.operations.base import Body, Operator, Outcome, Steps
 from orchestrator_recovery.operations.control_sql import (
     RESET_REPLICA,
     SHOW_ALL_REPLICAS_STATUS,
@@ -60,7 +60,7 @@ from orchestrator_recovery.operations.control_sql import (
 from orchestrator_recovery.ports import Handler
 from orchestrator_recovery.sql import Dialect, Progress, applied_check, parse_replica_status
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import OperationRefused
+from orchestrator_shared.errors import OperationRefused, StepFailed
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import Flavor
 
@@ -132,22 +132,22 @@ class Control:
         return Outcome(message, f"stopped replication nicely on {key} ({waited})")
 
     async def _applied(self, links: Links, key: InstanceKey) -> str:
-        """Wait for the SQL thread to apply everything received; what it applied, or Failed."""
+        """Wait for the SQL thread to apply everything received; what it applied, or StepFailed."""
         deadline = time.monotonic() + self._nice_wait
         while True:
             try:
                 status = parse_replica_status(await links.rows(key, SHOW_ALL_REPLICAS_STATUS))
             except StatementFailed as exc:
-                raise Failed(f"cannot read {key}: {exc.message}") from None
+                raise StepFailed(f"cannot read {key}: {exc.message}") from None
             if status is None:
-                raise Failed(f"{key} is no longer a replica")
+                raise StepFailed(f"{key} is no longer a replica")
             check = applied_check(MARIADB, status)
             if check.progress is Progress.DONE:
                 return check.detail
             if check.progress is Progress.FAILED:
-                raise Failed(check.detail)
+                raise StepFailed(check.detail)
             if time.monotonic() >= deadline:
-                raise Failed(
+                raise StepFailed(
                     f"the SQL thread did not apply the relay log within {self._nice_wait:g}s "
                     f"({check.detail})"
                 )
@@ -180,7 +180,7 @@ class Control:
             return None
         stopped = await self._op.replication(links, key)
         if stopped is None or not stopped.exec_file:
-            raise Failed(f"{key}: no executed coordinates to keep (file:pos replication)")
+            raise StepFailed(f"{key}: no executed coordinates to keep (file:pos replication)")
         return stopped.exec_file, stopped.exec_pos
 
     async def detach(self, links: Links, key: InstanceKey, steps: Steps) -> Outcome:

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from orchestrator_recovery.mysql import Links, StatementFailed
 from orchestrator_recovery.operations.base import (
     Body,
-    Failed,
     Operator,
     Outcome,
     Steps,
@@ -77,7 +76,7 @@ from orchestrator_recovery.operations.errant_sql import (
 from orchestrator_recovery.ports import Handler
 from orchestrator_recovery.sql import quote
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import InvalidGtid, OperationRefused
+from orchestrator_shared.errors import InvalidGtid, OperationRefused, StepFailed
 from orchestrator_shared.gtid import MariaGtid, MariaGtidPosition
 from orchestrator_shared.instance_key import InstanceKey
 
@@ -320,7 +319,7 @@ class ErrantGtids:
                 )
             left = errant_position(after.binlog, master.binlog, errant.upstream)
             if left:
-                raise Failed(f"errant GTIDs still found after RESET MASTER: {left}")
+                raise StepFailed(f"errant GTIDs still found after RESET MASTER: {left}")
             for sql in starts:
                 await steps.send(key, sql)
             return Outcome(
@@ -356,13 +355,13 @@ class ErrantGtids:
                 for sql in inject_sql(gtid):
                     await steps.send(top_key, sql)
                 injected.append(str(gtid))
-        except Failed as exc:
-            raise Failed(
+        except StepFailed as exc:
+            raise StepFailed(
                 f"injected {len(injected)} of {len(ordered)} on {top_key}: {exc}"
             ) from None
         missing = not_logged(ordered, (await _gtid_state(links, top_key)).state)
         if missing:
-            raise Failed(
+            raise StepFailed(
                 f"{top_key} did not log {', '.join(map(str, missing))} as injected (its "
                 "session was lost?)"
             )
@@ -388,7 +387,7 @@ class ErrantGtids:
             if not errant.position and not broken:
                 return
             if time.monotonic() >= deadline:
-                raise Failed(
+                raise StepFailed(
                     f"after {self._converge:g}s {key} has errant {errant.position or 'none'}; "
                     f"replication errors: {'; '.join(broken) or 'none'}"
                 )

@@ -32,7 +32,7 @@ from functools import partial
 from typing import Any
 
 from orchestrator_recovery.mysql import Links, StatementFailed
-from orchestrator_recovery.operations.base import Failed, Operator, Outcome, Steps, key_json
+from orchestrator_recovery.operations.base import Operator, Outcome, Steps, key_json
 from orchestrator_recovery.operations.gtid_sql import (
     SELECT_GTID_MODE,
     SELECT_VERSION,
@@ -58,7 +58,7 @@ from orchestrator_recovery.sql import (
     parse_replica_status,
 )
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import OperationRefused
+from orchestrator_shared.errors import OperationRefused, StepFailed
 from orchestrator_shared.instance_key import InstanceKey
 
 SETTLE = 2.0  # seconds a running replica's two positions are given to agree before refusing
@@ -125,14 +125,14 @@ class GtidModes:
         return _Replica(dialect, parse_replica_status(rows), rows, mode)
 
     async def _again(self, links: Links, key: InstanceKey, dialect: Dialect) -> _Replica:
-        """The replica once something changed; Failed (undone) when it cannot be read."""
+        """The replica once something changed; StepFailed (undone) when it cannot be read."""
         try:
             rows = list(await links.rows(key, dialect.replica_status_sql))
         except StatementFailed as exc:
-            raise Failed(f"cannot read {key}: {exc.message}") from None
+            raise StepFailed(f"cannot read {key}: {exc.message}") from None
         status = parse_replica_status(rows)
         if status is None:
-            raise Failed(f"{key} is no longer a replica")
+            raise StepFailed(f"{key} is no longer a replica")
         return _Replica(dialect, status, rows)
 
     async def _mismatch(self, links: Links, key: InstanceKey, status: ReplicaStatus) -> str | None:
@@ -228,12 +228,12 @@ class GtidModes:
             try:
                 why = await self._mismatch(links, key, stopped.status)
             except _MasterUnanswered as exc:
-                raise Failed(str(exc)) from None
+                raise StepFailed(str(exc)) from None
             if why is not None:
-                raise Failed(why)
+                raise StepFailed(why)
         file, position = stopped.status.exec_position
         if not file:
-            raise Failed(f"{key} has no executed coordinates (Relay_Master_Log_File is empty)")
+            raise StepFailed(f"{key} has no executed coordinates (Relay_Master_Log_File is empty)")
         if to_gtid:
             switch, back = enable_sql(dialect), file_pos_sql(dialect, file, position)
         else:
@@ -251,7 +251,7 @@ class GtidModes:
             assert after.status is not None
             why = None if after.status.using_gtid is to_gtid else f"{key}: the mode did not change"
         if why is not None:
-            raise Failed(why)
+            raise StepFailed(why)
         return switch, f"{file}:{position}"
 
     async def _details(self, links: Links, key: InstanceKey, dialect: Dialect) -> dict[str, Any]:

@@ -69,7 +69,7 @@ from orchestrator_recovery.sql import (
     quote,
 )
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import LeaseLost, OperationRefused
+from orchestrator_shared.errors import LeaseLost, OperationRefused, StepFailed
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.redact import redact
 
@@ -155,10 +155,6 @@ class _Previous:
     master: InstanceKey
     mode: str
     running: bool
-
-
-class StepFailed(Exception):
-    """A step failed after the server was changed (not a lost lease)."""
 
 
 class MoveFailed(Exception):

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from orchestrator_recovery.mysql import Links, StatementFailed
 from orchestrator_recovery.operations.base import instance_key
-from orchestrator_recovery.operations.moves import Mover, StepFailed, read_server, shown
+from orchestrator_recovery.operations.moves import Mover, read_server, shown
 from orchestrator_recovery.operations.moves_many_rules import co_master_refusal, co_master_sql
 from orchestrator_recovery.operations.moves_sql import Server
 from orchestrator_recovery.operations.replication import replication_credentials
 from orchestrator_recovery.sql import quote
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import LeaseLost, OperationRefused
+from orchestrator_shared.errors import LeaseLost, OperationRefused, StepFailed
 from orchestrator_shared.instance_key import InstanceKey
 
 

@@ -51,6 +51,7 @@ from typing import Any
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.worker import RecoveryWorker
+from orchestrator_recovery.hooks import HookStage
 from orchestrator_recovery.mysql import Links, MySQLAccess, StatementFailed
 from orchestrator_recovery.operations.base import instance_key
 from orchestrator_recovery.operations.moves import shown
@@ -72,7 +73,7 @@ from orchestrator_recovery.sql import (
 )
 from orchestrator_shared.analysis import Analysis, AnalysisCode
 from orchestrator_shared.bus import CommandReply, CommandRequest
-from orchestrator_shared.errors import LeaseLost, OperationRefused
+from orchestrator_shared.errors import LeaseLost, OperationRefused, StepFailed
 from orchestrator_shared.events import RecoveryData, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.recovery import PlanOptions
@@ -90,10 +91,6 @@ class TakeoverOptions:
     credentials_query: str = ""  # ReplicationCredentialsQuery
     statement_timeout: float = STATEMENT_TIMEOUT
     verify: float = VERIFY
-
-
-class _Failed(Exception):
-    """A step failed after something was changed (not a lost lease)."""
 
 
 @dataclass
@@ -252,7 +249,9 @@ class Takeover:
                 await self._worker.announce(RecoveryPhase.STARTED, data)
                 try:
                     await self._move_siblings(request, run, siblings, snapshots)
-                    await self._worker.run_hook("PreGracefulTakeoverProcesses", hook_analysis, data)
+                    await self._worker.run_hook(
+                        HookStage.PRE_GRACEFUL_TAKEOVER, hook_analysis, data
+                    )
                     await self._switch(links, run, semi_sync=snapshots[master].semi_sync)
                 except LeaseLost as exc:
                     text = f"graceful takeover lost its lease: {exc}; done: " + (
@@ -260,7 +259,7 @@ class Takeover:
                     )
                     await self._end(RecoveryPhase.FAILED, data, reason=text)
                     raise LeaseLost(text) from None
-                except (_Failed, OperationRefused, StatementFailed) as exc:
+                except (StepFailed, OperationRefused, StatementFailed) as exc:
                     text = await self._roll_back(request, links, run, exc)
                     await self._end(RecoveryPhase.FAILED, data, reason=text)
                     raise OperationRefused(text) from None
@@ -270,7 +269,7 @@ class Takeover:
                 note = await self._demote(links, run, credentials, auto=auto)
                 ended = await self._end(RecoveryPhase.COMPLETED, data, reason=note)
             await self._worker.refresh_involved(ended)
-            await self._worker.run_hook("PostGracefulTakeoverProcesses", hook_analysis, ended)
+            await self._worker.run_hook(HookStage.POST_GRACEFUL_TAKEOVER, hook_analysis, ended)
         details = {
             "Id": data.recovery_id,
             "SuccessorKey": {"Hostname": successor.host, "Port": successor.port},
@@ -329,7 +328,7 @@ class Takeover:
             except OperationRefused as exc:
                 if key in downtimed:
                     continue  # left below the old master, which will replicate from D
-                raise _Failed(f"cannot move {key} below {run.successor}: {exc}") from None
+                raise StepFailed(f"cannot move {key} below {run.successor}: {exc}") from None
             run.moved.append(key)
             run.did(key, f"moved below {run.successor}")
 
@@ -373,9 +372,9 @@ class Takeover:
                 )
                 check = following_check(status, run.master)
                 if check.progress is Progress.FAILED:
-                    raise _Failed(f"{successor} stopped replicating: {check.detail}")
+                    raise StepFailed(f"{successor} stopped replicating: {check.detail}")
             if time.monotonic() >= deadline:
-                raise _Failed(
+                raise StepFailed(
                     f"{successor} did not apply everything {run.master} logged within "
                     f"{self._options.max_lag}s (ReasonableMaintenanceReplicationLagSeconds): {why}"
                 )
