@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 import socket
 import sys
 from collections.abc import Iterable
@@ -23,7 +22,12 @@ from datetime import timedelta
 from prometheus_client import start_http_server
 
 from orchestrator_adapters.election import Election, ElectionOptions, Leadership
-from orchestrator_adapters.entrypoint import BadConfiguration, ServiceEntry, service_cli
+from orchestrator_adapters.entrypoint import (
+    BadConfiguration,
+    ServiceEntry,
+    on_stop_signals,
+    service_cli,
+)
 from orchestrator_adapters.etcd import EtcdError
 from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
@@ -66,9 +70,7 @@ VERIFY_DEADLINE_SECONDS = 1.0
 async def serve(settings: Settings) -> None:
     subjects = Subjects(settings.NATSSubjectPrefix)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    on_stop_signals(stop.set)
     async with AsyncExitStack() as stack:
         nc = await connect_nats(
             settings.NATSServers, name="orchestrator-recovery", auth=nats_auth(settings)
