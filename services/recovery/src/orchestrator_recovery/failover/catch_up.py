@@ -146,7 +146,7 @@ class ApplyWatch:
 
 
 class Run(Protocol):
-    """What the catch-up needs of the executor (``executor._Executor``)."""
+    """What the catch-up needs of the executor (``steps.FailoverSteps``)."""
 
     dialect: Dialect
     poll: float
