@@ -441,6 +441,15 @@ def _read_only(db: ComposeMariadb) -> int:
     return int(_execute(db, "SELECT @@global.read_only")[0])
 
 
+def listeners(stack: DeployedStack, command: str) -> list[str | None]:
+    """Where each process of the stack that runs ``command`` listens."""
+    return [
+        process.listen
+        for process in stack.processes
+        if isinstance(process, ServiceProcess) and Path(process.argv[0]).name == command
+    ]
+
+
 def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
     # the replica replicates over TLS, db1's certificate checked against the stack's CA
     status = wait_until(
@@ -461,12 +470,7 @@ def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
         return answer is not None and answer[0] == 200 and b'"leader_present":true' in answer[1]
 
     wait_until(leader, timeout=30, what="a recovery leader")
-    workers = [
-        process.listen
-        for process in stack.processes
-        if isinstance(process, ServiceProcess)
-        and Path(process.argv[0]).name == "orchestrator-recovery"
-    ]
+    workers = listeners(stack, "orchestrator-recovery")
     assert len(workers) == 2 and all(workers), workers
 
     wait_until(
@@ -474,6 +478,13 @@ def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
         timeout=15,
         what="one of the two workers leading, on their /metrics",
     )
+    # what the Deployments' probes ask of every worker and of discovery (deploy/kubernetes/)
+    discovery = listeners(stack, "orchestrator-discovery")
+    assert len(discovery) == 1 and all(discovery), discovery
+    for address in [*workers, *discovery]:
+        for path in ("/health", "/ready"):
+            answer = http_get(f"http://{address}{path}")
+            assert answer is not None and answer[0] == 200, (address, path, answer)
 
     # the API: HTTPS only, and only for its admin
     master = f"{LOOPBACK}:{stack.db1.port}"

@@ -527,6 +527,10 @@ def test_console_script_runs_and_stops_cleanly_on_sigterm(
         assert ok_probes is not None
         assert float(ok_probes.group(1)) >= 4
         assert "orchestrator_discovery_probe_latency_seconds_bucket" in metrics
+        # the same listener answers Kubernetes' probes: alive, and ready (connected, running)
+        for path, state in (("health", "alive"), ("ready", "ready")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/{path}", timeout=5) as r:
+                assert (r.status, json.loads(r.read())) == (200, {"status": state})
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
         assert process.returncode == 0, stderr.decode()

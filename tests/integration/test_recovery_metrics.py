@@ -4,6 +4,8 @@ busy or failed, events dropped, snapshots refused) and whether it leads: exactly
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.harness.ports import free_ports
@@ -34,7 +36,8 @@ def scrape(address: str) -> dict[str, float]:
     return values
 
 
-def test_each_worker_serves_its_counters_and_one_leads(make_stack: StackFactory) -> None:
+def two_workers_listening(make_stack: StackFactory) -> list[int]:
+    """The stack, its two workers serving /metrics, /health and /ready: their ports."""
     ports = free_ports(2)
     ready(
         make_stack,
@@ -43,6 +46,11 @@ def test_each_worker_serves_its_counters_and_one_leads(make_stack: StackFactory)
             for n, port in zip((1, 2), ports, strict=True)
         },
     )
+    return ports
+
+
+def test_each_worker_serves_its_counters_and_one_leads(make_stack: StackFactory) -> None:
+    ports = two_workers_listening(make_stack)
 
     def one_leads() -> bool:
         leading = (scrape(f"127.0.0.1:{port}")["orchestrator_recovery_leading"] for port in ports)
@@ -53,3 +61,16 @@ def test_each_worker_serves_its_counters_and_one_leads(make_stack: StackFactory)
         values = scrape(f"127.0.0.1:{port}")
         for counter in COUNTERS:
             assert values[counter] == 0, (port, counter, values)
+
+
+def test_each_worker_is_alive_and_ready_once_it_has_read_the_fleet(
+    make_stack: StackFactory,
+) -> None:
+    """The metrics listener answers Kubernetes' probes too: /health while the worker's event
+    loop turns, /ready once it is connected to NATS and etcd and has read the fleet."""
+    ports = two_workers_listening(make_stack)
+    for port in ports:
+        for path, state in (("health", "alive"), ("ready", "ready")):
+            answer = http_get(f"http://127.0.0.1:{port}/{path}")
+            assert answer is not None, (port, path)
+            assert (answer[0], json.loads(answer[1])) == (200, {"status": state}), (port, path)

@@ -15,9 +15,8 @@ import socket
 import sys
 from contextlib import AsyncExitStack, suppress
 
-from prometheus_client import start_http_server
-
 from orchestrator_adapters.entrypoint import ServiceEntry, cancel_on_stop_signals, service_cli
+from orchestrator_adapters.observability import Heartbeat, ObservabilityServer
 from orchestrator_adapters.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
 from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_discovery.nats_bus import NatsBus
@@ -72,14 +71,26 @@ async def run(settings: Settings) -> None:
             settings.nats_servers_or_local, name="orchestrator-discovery", auth=nats_auth(settings)
         )
         stack.push_async_callback(bus.close)
+        running = asyncio.Event()
+
+        def ready() -> str:
+            if not running.is_set():
+                return "starting"
+            return "" if bus.is_connected else "not connected to NATS"
+
         if settings.DiscoveryMetricsListenAddress:
             host, port = parse_listen_address(settings.DiscoveryMetricsListenAddress)
-            server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-            stack.callback(thread.join, 5)
-            stack.callback(server.shutdown)
+            heartbeat = Heartbeat()
+            stack.enter_context(
+                ObservabilityServer(
+                    host, port, registry=metrics.registry, ready=ready, heartbeat=heartbeat
+                )
+            )
+            stack.callback(asyncio.create_task(heartbeat.run()).cancel)
         service = build_service(settings, bus, metrics)
         service_ref.append(service)
         await bus.serve_requests(service.handle_request)
+        running.set()
         log.info(
             "discovery running: %d seed(s), poll every %gs, NATS %s",
             len(settings.DiscoverySeeds),

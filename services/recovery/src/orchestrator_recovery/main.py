@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
-from prometheus_client import start_http_server
-
 from orchestrator_adapters.election import Election, ElectionOptions, Leadership
 from orchestrator_adapters.entrypoint import (
     BadConfiguration,
@@ -30,6 +28,7 @@ from orchestrator_adapters.entrypoint import (
 )
 from orchestrator_adapters.etcd import EtcdError
 from orchestrator_adapters.nats_client import connect_nats
+from orchestrator_adapters.observability import Heartbeat, ObservabilityServer
 from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.fleet import FleetFeed, FleetState
@@ -202,12 +201,26 @@ async def serve(settings: Settings) -> None:
                 feed=feed,
                 leading=lambda: election.is_leader,
             )
+
+            def ready() -> str:
+                if not nc.is_connected:
+                    return "not connected to NATS"
+                if not election.etcd_reachable:
+                    return "etcd unreachable"
+                return "" if state.loaded.is_set() else "the fleet is not read yet"
+
             host, port = parse_listen_address(settings.RecoveryMetricsListenAddress)
-            server, thread = start_http_server(
-                port, addr=host, registry=metrics_registry(collector)
+            heartbeat = Heartbeat()
+            stack.enter_context(
+                ObservabilityServer(
+                    host,
+                    port,
+                    registry=metrics_registry(collector),
+                    ready=ready,
+                    heartbeat=heartbeat,
+                )
             )
-            stack.callback(thread.join, 5)
-            stack.callback(server.shutdown)
+            stack.callback(asyncio.create_task(heartbeat.run()).cancel)
         log.info("recovery worker %s started", identity.id)
         async with asyncio.TaskGroup() as group:
             tasks = [
