@@ -11,10 +11,11 @@ from typing import Any, cast
 import pytest
 
 from orchestrator_api.http.context import command_status
-from orchestrator_recovery.operations.commands import CommandResponder, Leadership
-from orchestrator_shared.bus import CommandFailure, CommandReply, CommandRequest, Subjects
+from orchestrator_recovery.operations.commands import CommandResponder
+from orchestrator_shared.bus import CommandFailure, CommandReply, CommandRequest
 from orchestrator_shared.command_signing import CommandSigner, CommandVerifier
 from orchestrator_shared.errors import LeaseLost, OperationRefused
+from tests.unit.test_command_responder import responder
 
 pytestmark = pytest.mark.unit
 
@@ -41,22 +42,9 @@ class Request:
 
 
 def answering(max_in_progress: int = 256, **operations: Any) -> CommandResponder:
-    async def guard() -> object:
-        return None
-
-    async def audit(_: object) -> bool:
-        return True
-
-    return CommandResponder(
-        cast("Any", None),
-        Subjects(),
-        cast("Any", None),
-        cast("Any", None),
-        Leadership(lambda: True, guard, lambda: 1),
-        operations=operations,
-        verifier=CommandVerifier(SIGNING_KEY),
-        audit=audit,
-        max_in_progress=max_in_progress,
+    """The responder of test_command_responder, verifying with this file's key."""
+    return responder(
+        verifier=CommandVerifier(SIGNING_KEY), max_in_progress=max_in_progress, **operations
     )
 
 
