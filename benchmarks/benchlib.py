@@ -37,6 +37,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -366,7 +367,7 @@ def start_discovery(
 Handler = Callable[[Msg], Awaitable[None]]
 
 
-class NatsListener:
+class NatsListener(ABC):
     """Core NATS subscriptions on a background thread with its own event loop, so arrival
     times are taken when the messages arrive, whatever the (synchronous) main thread is doing.
 
@@ -391,8 +392,9 @@ class NatsListener:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
+    @abstractmethod
     def subscriptions(self) -> Sequence[tuple[str, Handler]]:
-        raise NotImplementedError
+        """The subjects to subscribe to, each with the handler of its messages."""
 
     def start(self, timeout: float = 10.0) -> None:
         """Connected and subscribed, or BenchmarkError."""
