@@ -22,10 +22,13 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from orchestrator_shared.config import parse_listen_address
 
 HEARTBEAT_SECONDS = 1.0
 STALE_AFTER_SECONDS = 10.0
@@ -147,3 +150,17 @@ class ObservabilityServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def serve_observability(
+    stack: AsyncExitStack, address: str, *, registry: CollectorRegistry, ready: Ready
+) -> ObservabilityServer:
+    """The listener on ``address`` (a ``...ListenAddress`` setting) while ``stack`` is open,
+    the running event loop's :class:`Heartbeat` beating for its ``/health``."""
+    host, port = parse_listen_address(address)
+    heartbeat = Heartbeat()
+    server = stack.enter_context(
+        ObservabilityServer(host, port, registry=registry, ready=ready, heartbeat=heartbeat)
+    )
+    stack.callback(asyncio.create_task(heartbeat.run()).cancel)
+    return server

@@ -16,13 +16,13 @@ import sys
 from contextlib import AsyncExitStack, suppress
 
 from orchestrator_adapters.entrypoint import ServiceEntry, cancel_on_stop_signals, service_cli
-from orchestrator_adapters.observability import Heartbeat, ObservabilityServer
+from orchestrator_adapters.observability import serve_observability
 from orchestrator_adapters.probe import ConnectionPool, LivenessLink, ProbeOptions, Prober
 from orchestrator_discovery.metrics import DiscoveryMetrics
 from orchestrator_discovery.nats_bus import NatsBus
 from orchestrator_discovery.service import DiscoveryOptions, DiscoveryService
 from orchestrator_shared.bus import Subjects
-from orchestrator_shared.config import Settings, parse_listen_address
+from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import BusError
 from orchestrator_shared.nats_auth import nats_auth, redact_urls
 
@@ -79,14 +79,12 @@ async def run(settings: Settings) -> None:
             return "" if bus.is_connected else "not connected to NATS"
 
         if settings.DiscoveryMetricsListenAddress:
-            host, port = parse_listen_address(settings.DiscoveryMetricsListenAddress)
-            heartbeat = Heartbeat()
-            stack.enter_context(
-                ObservabilityServer(
-                    host, port, registry=metrics.registry, ready=ready, heartbeat=heartbeat
-                )
+            serve_observability(
+                stack,
+                settings.DiscoveryMetricsListenAddress,
+                registry=metrics.registry,
+                ready=ready,
             )
-            stack.callback(asyncio.create_task(heartbeat.run()).cancel)
         service = build_service(settings, bus, metrics)
         service_ref.append(service)
         await bus.serve_requests(service.handle_request)

@@ -28,7 +28,7 @@ from orchestrator_adapters.entrypoint import (
 )
 from orchestrator_adapters.etcd import EtcdError
 from orchestrator_adapters.nats_client import connect_nats
-from orchestrator_adapters.observability import Heartbeat, ObservabilityServer
+from orchestrator_adapters.observability import serve_observability
 from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.fleet import FleetFeed, FleetState
@@ -52,7 +52,7 @@ from orchestrator_recovery.wiring import (
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
 from orchestrator_shared.command_signing import CommandVerifier
-from orchestrator_shared.config import Settings, parse_listen_address
+from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import BusError
 from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
 from orchestrator_shared.host_policy import HostPolicy
@@ -209,18 +209,12 @@ async def serve(settings: Settings) -> None:
                     return "etcd unreachable"
                 return "" if state.loaded.is_set() else "the fleet is not read yet"
 
-            host, port = parse_listen_address(settings.RecoveryMetricsListenAddress)
-            heartbeat = Heartbeat()
-            stack.enter_context(
-                ObservabilityServer(
-                    host,
-                    port,
-                    registry=metrics_registry(collector),
-                    ready=ready,
-                    heartbeat=heartbeat,
-                )
+            serve_observability(
+                stack,
+                settings.RecoveryMetricsListenAddress,
+                registry=metrics_registry(collector),
+                ready=ready,
             )
-            stack.callback(asyncio.create_task(heartbeat.run()).cancel)
         log.info("recovery worker %s started", identity.id)
         async with asyncio.TaskGroup() as group:
             tasks = [
