@@ -11,6 +11,7 @@ import ast
 import re
 import sys
 import tomllib
+from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def _imported(package: Path) -> set[str]:
     return {name for name in found if name not in sys.stdlib_module_names}
 
 
+@cache
 def _distributions() -> dict[str, list[str]]:
     """Top-level module -> distributions: the installed ones, and ours (installed editable, so
     ``importlib.metadata`` does not list their modules)."""
@@ -64,11 +66,12 @@ def _distributions() -> dict[str, list[str]]:
 @pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
 def test_each_imported_distribution_is_declared(package: Path) -> None:
     distributions = _distributions()
+    declared = _declared(package)
     missing = []
     for module in sorted(_imported(package)):
         names = distributions.get(module, [])
         assert names, f"{package.name}: no installed distribution provides {module!r}"
-        if not {_normal(name) for name in names} & _declared(package):
+        if not {_normal(name) for name in names} & declared:
             missing.append(f"{module} ({', '.join(names)})")
     assert not missing, f"{package.name}/pyproject.toml does not declare: {', '.join(missing)}"
 
