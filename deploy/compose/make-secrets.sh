@@ -51,11 +51,12 @@ issue() {  # issue DIR NAME USAGE SUBJECT_ALT_NAMES
     rm -f "$dir/$name.csr" "$dir/$name.ext"
 }
 
-# servers: the compose service names, plus loopback for checks from the host
+# servers: the compose service names and Kubernetes' (the members of a StatefulSet are
+# <pod>.<headless service>), plus loopback for checks from the host. NATS and etcd members dial
+# each other with their server certificate: it must be a client's too.
 local_names="DNS:localhost,IP:127.0.0.1"
-issue nats server serverAuth "DNS:nats,$local_names"
-# (etcd's gateway dials etcd itself with the server certificate: it must be a client's too)
-issue etcd server serverAuth,clientAuth "DNS:etcd,$local_names"
+issue nats server serverAuth,clientAuth "DNS:nats,DNS:*.nats-cluster,$local_names"
+issue etcd server serverAuth,clientAuth "DNS:etcd,DNS:*.etcd-peer,$local_names"
 issue db server serverAuth "DNS:db1,DNS:db2,DNS:db3,$local_names"
 issue topology-api server serverAuth "DNS:topology-api,$local_names"
 # etcd clients: etcd requires a certificate signed by the CA from everyone

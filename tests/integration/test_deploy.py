@@ -1,11 +1,10 @@
-"""docker-compose.yml and deploy/kubernetes, run on this machine's real servers (CI has no
-container engine, no cluster): the secrets compose's ``secrets`` service makes
-(deploy/compose/make-secrets.sh; docs/deploy.md makes the Kubernetes Secrets from them too),
-nats-server with deploy/compose/nats.conf and the per-service users, etcd with the compose
-file's TLS flags (client certificates required), two MariaDB servers set up by the compose init
-scripts (TLS, users that must use it, a replica replicating over verified TLS); then the
-orchestrator services with exactly what the compose file gives them, or exactly what the
-Kubernetes Deployments give their pods (ConfigMap, env, Secret files, args, replicas).
+"""docker-compose.yml, run on this machine's real servers (CI has no container engine): the
+secrets compose's ``secrets`` service makes (deploy/compose/make-secrets.sh), nats-server with
+deploy/compose/nats.conf and the per-service users, etcd with the compose file's TLS flags
+(client certificates required), two MariaDB servers set up by the compose init scripts (TLS,
+users that must use it, a replica replicating over verified TLS); then the orchestrator
+services with exactly what the compose file gives them. test_deploy_kubernetes.py runs the
+Kubernetes manifests the same way and checks them with :func:`check_the_stack`.
 
 What a container would see at a mounted path (``/run/orchestrator``, ``/etc/nats``...) is found
 at the directory the mount names; the compose host names (``nats``, ``etcd``, ``db1``) and ports
@@ -17,7 +16,6 @@ changing the master.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -94,8 +92,9 @@ class Machine:
         return found
 
     def translate(self, text: str, mounts: dict[str, Path]) -> str:
-        for target in sorted(mounts, key=len, reverse=True):
-            text = re.sub(rf"{re.escape(target)}(?=/|$|\b)", str(mounts[target]), text)
+        if mounts:  # in one pass, the longest first: a path put in is never translated again
+            targets = "|".join(re.escape(t) for t in sorted(mounts, key=len, reverse=True))
+            text = re.sub(rf"({targets})(?=/|$|\b)", lambda m: str(mounts[m[1]]), text)
         for address, local in self.addresses.items():
             text = text.replace(address, local)
         return text
@@ -227,7 +226,12 @@ def secrets(tmp_path: Path) -> Path:
     """What compose's ``secrets`` service makes, by its script."""
     command = compose()["services"]["secrets"]["command"]
     assert "sh /deploy/make-secrets.sh /secrets" in command[-1]
-    out = tmp_path / "secrets"
+    return make_secrets(tmp_path / "secrets")
+
+
+def make_secrets(out: Path) -> Path:
+    """deploy/compose/make-secrets.sh's directory of secrets (docs/deploy.md makes the
+    Kubernetes Secrets from it too)."""
     subprocess.run(
         ["sh", str(ROOT / "deploy" / "compose" / "make-secrets.sh"), str(out)],
         check=True,
@@ -265,6 +269,12 @@ def start_servers(
     machine: Machine, started: list[ManagedProcess]
 ) -> tuple[ComposeMariadb, ComposeMariadb]:
     """NATS, etcd and two MariaDB servers as the compose file sets them up."""
+    start_bus(machine, started)
+    return start_databases(machine, started)
+
+
+def start_bus(machine: Machine, started: list[ManagedProcess]) -> None:
+    """nats-server and etcd as the compose file runs them."""
     services = compose()["services"]
     # nats: nats.conf beside users.conf and the secrets, as mounted in /etc/nats
     nats_mounts = machine.mounts(services["nats"])
@@ -294,6 +304,11 @@ def start_servers(
     etcd.flags = [machine.translate(flag, etcd_mounts) for flag in etcd_service["command"][1:]]
     _start(etcd, started)
 
+
+def start_databases(
+    machine: Machine, started: list[ManagedProcess]
+) -> tuple[ComposeMariadb, ComposeMariadb]:
+    """db1 and its replica db2, set up by the compose file's init scripts (TLS, users)."""
     db1 = ComposeMariadb(ssl_flags("db1", machine), server_id=1)
     _start(db1, started)
     db2 = ComposeMariadb(ssl_flags("db2", machine), server_id=2)
@@ -308,7 +323,6 @@ def start_servers(
         ORCHESTRATOR_MASTER_PORT=str(db1.port),
     )
     machine.addresses["db1:3306"] = f"{LOOPBACK}:{db1.port}"
-    machine.addresses["mariadb-0.mariadb:3306"] = f"{LOOPBACK}:{db1.port}"  # the manifests'
     return db1, db2
 
 
@@ -331,83 +345,13 @@ def start_compose_services(machine: Machine, started: list[ManagedProcess]) -> t
     )
 
 
-def kubernetes_documents() -> list[dict[str, Any]]:
-    return [
-        document
-        for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
-        for document in yaml.safe_load_all(path.read_text())
-        if document
-    ]
-
-
-def start_kubernetes_services(machine: Machine, started: list[ManagedProcess]) -> tuple[str, str]:
-    """Every Deployment of deploy/kubernetes as its pod would run: the ConfigMap and the
-    service's Secret (made from make-secrets.sh's directory of that name, as docs/deploy.md
-    says) as files at their mount paths, its env, its args; the replicas as processes."""
-    documents = kubernetes_documents()
-    config_maps = {
-        document["metadata"]["name"]: document["data"]
-        for document in documents
-        if document["kind"] == "ConfigMap"
-    }
-    urls: dict[str, str] = {}
-    for deployment in (d for d in documents if d["kind"] == "Deployment"):
-        name = deployment["metadata"]["name"]
-        pod = deployment["spec"]["template"]["spec"]
-        (container,) = pod["containers"]
-        mounts: dict[str, Path] = {}
-        for volume in pod["volumes"]:
-            mount_path = next(
-                m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume["name"]
-            )
-            if "secret" in volume:
-                secret = volume["secret"]["secretName"]
-                mounts[mount_path] = machine.secrets / secret.removeprefix("orchestrator-")
-            elif "configMap" in volume:
-                directory = machine.scratch / name / volume["name"]
-                directory.mkdir(parents=True)
-                for file, text in config_maps[volume["configMap"]["name"]].items():
-                    (directory / file).write_text(text)
-                mounts[mount_path] = directory
-            else:
-                mounts[mount_path] = machine.scratch / name / volume["name"]
-                mounts[mount_path].mkdir(parents=True)
-        for path in mounts.values():  # the ConfigMap's settings name the mounted secrets
-            for file in path.glob("*.json"):
-                file.write_text(machine.translate(file.read_text(), mounts))
-        environment = {
-            variable["name"]: machine.translate(variable["value"], mounts)
-            for variable in container.get("env", [])
-        }
-        settings = json.loads(config_maps["orchestrator-config"]["orchestrator.conf.json"])
-        environment.update(local_servers_only(settings.get("DiscoveryAllowedHostnameFilters")))
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
-        argv = [machine.translate(arg, mounts) for arg in container["args"]]
-        for replica in range(deployment["spec"]["replicas"]):
-            # each pod has its own address; here each replica needs free ports of its own
-            ports = {f"ORCHESTRATOR_{key}": f"{LOOPBACK}:{free_port()}" for key in LISTEN_KEYS}
-            _start(
-                _service(f"{name}-{replica}", argv, {**inherited, **environment, **ports}),
-                started,
-            )
-            urls.setdefault(name, ports["ORCHESTRATOR_ListenAddress"])
-            urls.setdefault(f"{name}/coordinator", ports["ORCHESTRATOR_CoordinatorListenAddress"])
-    return (
-        f"https://{urls['orchestrator-topology-api']}",
-        f"http://{urls['orchestrator-coordinator/coordinator']}",
-    )
-
-
-@pytest.fixture(params=["compose", "kubernetes"])
+@pytest.fixture
 def stack(request: pytest.FixtureRequest, tmp_path: Path, secrets: Path) -> Iterator[DeployedStack]:
     machine = Machine(secrets=secrets, scratch=tmp_path / "volumes")
     started: list[ManagedProcess] = []
     try:
         db1, db2 = start_servers(machine, started)
-        if request.param == "compose":
-            api_url, coordinator_url = start_compose_services(machine, started)
-        else:
-            api_url, coordinator_url = start_kubernetes_services(machine, started)
+        api_url, coordinator_url = start_compose_services(machine, started)
         yield DeployedStack(machine, api_url, coordinator_url, db1, db2, started)
     finally:
         _log_tails_on_failure(request, started)
@@ -442,15 +386,23 @@ def _read_only(db: ComposeMariadb) -> int:
 
 
 def listeners(stack: DeployedStack, command: str) -> list[str | None]:
-    """Where each process of the stack that runs ``command`` listens."""
+    """Where each process of the stack that runs ``command`` listens (its /metrics, /health
+    and /ready, or the API)."""
     return [
-        process.listen
+        getattr(process, "listen", None)
         for process in stack.processes
-        if isinstance(process, ServiceProcess) and Path(process.argv[0]).name == command
+        if (argv := getattr(process, "argv", None)) and Path(argv[0]).name == command
     ]
 
 
 def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
+    check_the_stack(stack)
+
+
+def check_the_stack(stack: DeployedStack) -> None:
+    """What a deployment must do, however it is run: replication over TLS, one recovery
+    leader, every worker and discovery healthy and ready, the API over HTTPS to its admin only,
+    discovery crawling over TLS, a graceful takeover, no secret in any log."""
     # the replica replicates over TLS, db1's certificate checked against the stack's CA
     status = wait_until(
         lambda: (s := _replica_io_state(stack.db2)).get("Slave_IO_Running") == "Yes" and s,

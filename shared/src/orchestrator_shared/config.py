@@ -170,6 +170,11 @@ class Settings(BaseModel):
     # New: the byte bound of the events stream besides its age (docs/bus.md): past it the
     # oldest events are dropped first, so a flood of events never fills NATS's disk.
     EventsMaxBytes: Annotated[int, Field(ge=1 << 20)] = 1 << 30
+    # New: on how many servers of a NATS cluster JetStream keeps each of our streams (the
+    # snapshots, the events, the dead letters). 1 for one nats-server; 3 for a 3-node cluster,
+    # so that losing one server loses nothing (deploy/kubernetes). Applies when a stream is
+    # created: change an existing one with `nats stream edit --replicas`.
+    NATSStreamReplicas: Annotated[int, Field(ge=1, le=5)] = 1
     # New: etcd client URLs for the recovery leadership (issue 4); empty under `orchestrator up`
     # means a local etcd is started.
     EtcdEndpoints: tuple[str, ...] = ()

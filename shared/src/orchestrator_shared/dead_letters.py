@@ -40,7 +40,7 @@ REASON_HEADER = "Orchestrator-Reason"
 SERVICE_HEADER = "Orchestrator-Service"
 
 
-def dead_letters_stream_config(subjects: Subjects) -> StreamConfig:
+def dead_letters_stream_config(subjects: Subjects, *, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=DEAD_LETTERS_STREAM,
         subjects=[subjects.all_dead_letters],
@@ -49,17 +49,18 @@ def dead_letters_stream_config(subjects: Subjects) -> StreamConfig:
         max_bytes=MAX_BYTES,
         discard=DiscardPolicy.OLD,
         storage=StorageType.FILE,
+        num_replicas=replicas,
     )
 
 
-async def ensure_dead_letters_stream(nc: Client, subjects: Subjects) -> None:
+async def ensure_dead_letters_stream(nc: Client, subjects: Subjects, *, replicas: int = 1) -> None:
     """Create the stream when the server has none (best-effort: a warning otherwise)."""
     js = nc.jetstream(timeout=2.0)
     try:
         try:
             await js.stream_info(DEAD_LETTERS_STREAM)
         except NotFoundError:
-            await js.add_stream(dead_letters_stream_config(subjects))
+            await js.add_stream(dead_letters_stream_config(subjects, replicas=replicas))
     except (NatsError, JetStreamError, TimeoutError) as exc:
         log.warning("dead letters: cannot set up %s: %s", DEAD_LETTERS_STREAM, exc)
 

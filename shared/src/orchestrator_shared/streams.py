@@ -17,8 +17,9 @@ from orchestrator_shared.bus import EVENTS_STREAM, SNAPSHOTS_STREAM, Subjects
 DEFAULT_EVENTS_MAX_BYTES = 1 << 30  # the EventsMaxBytes setting's default
 
 
-def snapshots_stream_config(subjects: Subjects) -> StreamConfig:
-    """One message per instance subject: the stream is the fleet's current state."""
+def snapshots_stream_config(subjects: Subjects, *, replicas: int = 1) -> StreamConfig:
+    """One message per instance subject: the stream is the fleet's current state. ``replicas``
+    (``NATSStreamReplicas``): on how many servers of a NATS cluster JetStream keeps it."""
     return StreamConfig(
         name=SNAPSHOTS_STREAM,
         subjects=[subjects.all_snapshots],
@@ -26,11 +27,16 @@ def snapshots_stream_config(subjects: Subjects) -> StreamConfig:
         max_msgs_per_subject=1,
         discard=DiscardPolicy.OLD,
         storage=StorageType.FILE,
+        num_replicas=replicas,
     )
 
 
 def events_stream_config(
-    subjects: Subjects, *, retention_days: int, max_bytes: int = DEFAULT_EVENTS_MAX_BYTES
+    subjects: Subjects,
+    *,
+    retention_days: int,
+    max_bytes: int = DEFAULT_EVENTS_MAX_BYTES,
+    replicas: int = 1,
 ) -> StreamConfig:
     """Events kept ``retention_days`` and at most ``max_bytes``, the oldest dropped first:
     bounded on both sides, so an event storm cannot fill the NATS server's disk."""
@@ -42,4 +48,5 @@ def events_stream_config(
         max_bytes=max_bytes,
         discard=DiscardPolicy.OLD,
         storage=StorageType.FILE,
+        num_replicas=replicas,
     )

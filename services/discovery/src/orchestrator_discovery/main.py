@@ -64,6 +64,7 @@ async def run(settings: Settings) -> None:
         Subjects(settings.NATSSubjectPrefix),
         events_retention_days=settings.EventsRetentionDays,
         events_max_bytes=settings.EventsMaxBytes,
+        stream_replicas=settings.NATSStreamReplicas,
         on_reconnect=on_reconnect,
     )
     async with AsyncExitStack() as stack:

@@ -56,11 +56,13 @@ class NatsBus:
         *,
         events_retention_days: int,
         events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES,
+        stream_replicas: int = 1,
         on_reconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.subjects = subjects
         self._retention_days = events_retention_days
         self._events_max_bytes = events_max_bytes
+        self._stream_replicas = stream_replicas
         self._on_reconnect = on_reconnect
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -92,11 +94,12 @@ class NatsBus:
     async def ensure_streams(self) -> None:
         js = self._jetstream()
         wanted = [
-            snapshots_stream_config(self.subjects),
+            snapshots_stream_config(self.subjects, replicas=self._stream_replicas),
             events_stream_config(
                 self.subjects,
                 retention_days=self._retention_days,
                 max_bytes=self._events_max_bytes,
+                replicas=self._stream_replicas,
             ),
         ]
         for config in wanted:

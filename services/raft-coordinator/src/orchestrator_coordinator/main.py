@@ -85,6 +85,7 @@ async def run(settings: Settings) -> None:
             Subjects(settings.NATSSubjectPrefix),
             events_retention_days=settings.EventsRetentionDays,
             events_max_bytes=settings.EventsMaxBytes,
+            stream_replicas=settings.NATSStreamReplicas,
             reporter=f"{socket.gethostname()}:{os.getpid()}",
             metrics=metrics,
         )

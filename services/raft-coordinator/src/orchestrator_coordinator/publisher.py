@@ -45,12 +45,14 @@ class LeaderEventPublisher:
         *,
         events_retention_days: int,
         events_max_bytes: int = 1 << 30,
+        stream_replicas: int = 1,
         reporter: str,
         metrics: CoordinatorMetrics,
     ) -> None:
         self.subjects = subjects
         self._retention_days = events_retention_days
         self._events_max_bytes = events_max_bytes
+        self._stream_replicas = stream_replicas
         self._reporter = reporter
         self._metrics = metrics
         self._nc: Client | None = None
@@ -84,6 +86,7 @@ class LeaderEventPublisher:
                         self.subjects,
                         retention_days=self._retention_days,
                         max_bytes=self._events_max_bytes,
+                        replicas=self._stream_replicas,
                     )
                 )
         except (NatsError, JetStreamError) as exc:

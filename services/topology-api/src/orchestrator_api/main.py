@@ -95,6 +95,7 @@ async def serve(settings: Settings) -> None:
             durable_prefix=durable_prefix(await store.identity()),
             events_retention_days=settings.EventsRetentionDays,
             events_max_bytes=settings.EventsMaxBytes,
+            stream_replicas=settings.NATSStreamReplicas,
             lost_downtime=timedelta(seconds=settings.LostInRecoveryDowntimeSeconds),
         )
         await consumer.connect(servers, auth=auth)

@@ -173,6 +173,7 @@ class StoreConsumer:
         ack_wait_seconds: float = 30.0,
         events_retention_days: int = 7,
         events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES,
+        stream_replicas: int = 1,
         idle_check_seconds: float = 10.0,
         lost_downtime: timedelta = timedelta(days=1),
     ) -> None:
@@ -185,6 +186,7 @@ class StoreConsumer:
         self._ack_wait = ack_wait_seconds
         self._retention_days = events_retention_days
         self._events_max_bytes = events_max_bytes
+        self._stream_replicas = stream_replicas
         self._idle_check = idle_check_seconds
         self._lost_downtime = lost_downtime
         self._nc: Client | None = None
@@ -200,14 +202,14 @@ class StoreConsumer:
         auth: NatsAuth = ANONYMOUS,
     ) -> None:
         self._nc = await connect_nats(servers, name=name, auth=auth)
-        await ensure_dead_letters_stream(self._nc, self._subjects)
+        await ensure_dead_letters_stream(self._nc, self._subjects, replicas=self._stream_replicas)
 
     async def run(self) -> None:
         """Consume both streams until cancelled."""
         async with asyncio.TaskGroup() as group:
             group.create_task(
                 self._consume(
-                    snapshots_stream_config(self._subjects),
+                    snapshots_stream_config(self._subjects, replicas=self._stream_replicas),
                     f"{self._durable_prefix}-snapshots",
                     self._write_snapshots,
                 )
@@ -218,6 +220,7 @@ class StoreConsumer:
                         self._subjects,
                         retention_days=self._retention_days,
                         max_bytes=self._events_max_bytes,
+                        replicas=self._stream_replicas,
                     ),
                     f"{self._durable_prefix}-events",
                     self._write_events,
