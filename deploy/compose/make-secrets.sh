@@ -1,8 +1,9 @@
 #!/bin/sh
 # Makes every secret the compose stack needs, once, into DIR (the "secrets" volume):
-# a private CA, TLS certificates for NATS, etcd, the MariaDB servers and the API, client
-# certificates for etcd, one NATS password per service, the MariaDB passwords, the API's
-# admin password and the key topology-api signs commands with.
+# a private CA, TLS certificates for NATS, etcd, the MariaDB servers, PostgreSQL and the API,
+# client certificates for etcd, one NATS password per service, the MariaDB passwords, the
+# PostgreSQL password (and the API's DSN holding it), the API's admin password and the key
+# topology-api signs commands with.
 #
 # Each service gets a directory of its own holding only what it needs (mounted read-only as
 # /run/orchestrator through the volume's subpath), owned by the user the service runs as:
@@ -10,8 +11,10 @@
 #   nats/ etcd/     server certificate and key (+ NATS: passwords.env, the variables
 #                   deploy/nats/nats-server.conf reads)
 #   db/             server certificate and key, root/repl/topology passwords (mysql, uid 999)
+#   postgres/       server certificate and key, the store user's password (postgres, uid 999)
 #   discovery/ topology-api/ recovery/ coordinator/   CA, NATS password, etcd client
-#                   certificate, topology password, signing key... (orchestrator, uid 10001)
+#                   certificate, topology password, signing key, the store's DSN...
+#                   (orchestrator, uid 10001)
 #   operator/       the CA and the API's admin password, for you (docs/deploy.md)
 # A second run changes nothing (restarts keep their secrets); delete the volume to rotate all.
 #
@@ -26,7 +29,7 @@ if [ -f "$out/.complete" ]; then
     exit 0
 fi
 mkdir -p "$out"
-for dir in ca nats etcd db discovery topology-api recovery coordinator operator; do
+for dir in ca nats etcd db postgres discovery topology-api recovery coordinator operator; do
     mkdir -p "$out/$dir"
 done
 
@@ -58,13 +61,15 @@ local_names="DNS:localhost,IP:127.0.0.1"
 issue nats server serverAuth,clientAuth "DNS:nats,DNS:*.nats-cluster,$local_names"
 issue etcd server serverAuth,clientAuth "DNS:etcd,DNS:*.etcd-peer,$local_names"
 issue db server serverAuth "DNS:db1,DNS:db2,DNS:db3,$local_names"
-issue topology-api server serverAuth "DNS:topology-api,$local_names"
+issue postgres server serverAuth "DNS:postgres,$local_names"
+issue topology-api server serverAuth \
+    "DNS:topology-api,DNS:topology-api-1,DNS:topology-api-2,$local_names"
 # etcd clients: etcd requires a certificate signed by the CA from everyone
 for service in topology-api recovery coordinator; do
     issue "$service" etcd-client clientAuth "DNS:$service"
 done
 
-for dir in nats etcd db discovery topology-api recovery coordinator operator; do
+for dir in nats etcd db postgres discovery topology-api recovery coordinator operator; do
     cp "$out/ca/ca.pem" "$out/$dir/ca.pem"
 done
 
@@ -85,16 +90,22 @@ for service in discovery topology-api recovery; do
     cp "$out/db/topology-password" "$out/$service/topology-password"
 done
 
+# PostgreSQL, topology-api's store: the password of its user, and the DSN the API reads
+# (ORCHESTRATOR_PostgreSQLDSN_FILE) holding it: TLS, the server's certificate checked
+random 24 > "$out/postgres/password"
+printf 'postgresql://orchestrator:%s@postgres:5432/orchestrator?sslmode=verify-full&sslrootcert=%s\n' \
+    "$(cat "$out/postgres/password")" /run/orchestrator/ca.pem > "$out/topology-api/postgres-dsn"
+
 # the API: its admin password (basic auth) and the key it signs commands with
 random 24 > "$out/topology-api/http-password"
 cp "$out/topology-api/http-password" "$out/operator/http-password"
 openssl rand -hex 32 > "$out/topology-api/command-signing-key"
 cp "$out/topology-api/command-signing-key" "$out/recovery/command-signing-key"
 
-# owners: the orchestrator image runs as 10001, the MariaDB image as mysql (999); NATS and
-# etcd read theirs as root
+# owners: the orchestrator image runs as 10001, the MariaDB image as mysql (999), the
+# PostgreSQL image as postgres (999); NATS and etcd read theirs as root
 if [ "$(id -u)" = 0 ]; then
-    chown -R 999:999 "$out/db"
+    chown -R 999:999 "$out/db" "$out/postgres"
     for dir in discovery topology-api recovery coordinator; do
         chown -R 10001:10001 "$out/$dir"
     done

@@ -3,8 +3,11 @@ secrets compose's ``secrets`` service makes (deploy/compose/make-secrets.sh), na
 deploy/compose/nats.conf and the per-service users, etcd with the compose file's TLS flags
 (client certificates required), two MariaDB servers set up by the compose init scripts (TLS,
 users that must use it, a replica replicating over verified TLS); then the orchestrator
-services with exactly what the compose file gives them. test_deploy_kubernetes.py runs the
-Kubernetes manifests the same way and checks them with :func:`check_the_stack`.
+services with exactly what the compose file gives them. Compose also runs PostgreSQL as its
+image would first start it (its user, the generated password, TLS, deploy/compose/pg_hba.conf),
+both topology-api replicas on it, and every service's compose ``healthcheck`` command (the
+MariaDB image's own script aside) must pass. test_deploy_kubernetes.py runs the Kubernetes
+manifests the same way and checks them with :func:`check_the_stack`.
 
 What a container would see at a mounted path (``/run/orchestrator``, ``/etc/nats``...) is found
 at the directory the mount names; the compose host names (``nats``, ``etcd``, ``db1``) and ports
@@ -21,6 +24,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +39,15 @@ from tests.harness.etcd import find_etcd
 from tests.harness.mariadb import MariadbServer, admin_session
 from tests.harness.nats import NatsServer
 from tests.harness.ports import LOOPBACK, free_port, free_ports
-from tests.harness.process import ManagedProcess, find_binary, http_get, tcp_accepts
+from tests.harness.postgres import PostgresCluster
+from tests.harness.process import (
+    ManagedProcess,
+    chown_to,
+    find_binary,
+    http_get,
+    run_once,
+    tcp_accepts,
+)
 from tests.integration.test_recovery_metrics import scrape
 from tests.integration.test_recovery_stack import wait_until
 
@@ -43,7 +55,15 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SERVICES = ("discovery", "topology-api", "coordinator", "recovery-1", "recovery-2")
+SERVICES = (
+    "discovery",
+    "topology-api-1",
+    "topology-api-2",
+    "coordinator",
+    "recovery-1",
+    "recovery-2",
+)
+POSTGRES_DATA = "/var/lib/postgresql/data"  # the image's data volume: here, the server's own
 LISTEN_KEYS = (
     "ListenAddress",
     "CoordinatorListenAddress",
@@ -221,6 +241,131 @@ def ssl_flags(name: str, machine: Machine) -> list[str]:
     return [machine.translate(flag, mounts) for flag in service["command"] if "--ssl" in flag]
 
 
+def healthcheck_command(
+    name: str, machine: Machine, mounts: dict[str, Path], ports: dict[str, str]
+) -> list[str]:
+    """Compose's health check of ``name`` as this machine runs it: the program found here, the
+    files at the directories the mounts name, ``ports`` (``"127.0.0.1:9125"`` -> where the
+    service listens here) rewritten."""
+    test = compose()["services"][name]["healthcheck"]["test"]
+    assert test[0] == "CMD", (name, test)
+    program = shutil.which(test[1])
+    assert program is not None, f"{name}'s health check needs {test[1]}"
+    argv = [program]
+    for argument in test[2:]:
+        local_argument = argument
+        for container, local in ports.items():
+            local_argument = local_argument.replace(container, local)
+        argv.append(machine.translate(local_argument, mounts))
+    return argv
+
+
+def check_environment() -> dict[str, str]:
+    """A container's: no proxy (loopback is asked directly), no etcdctl settings of ours."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.lower().endswith("_proxy") and not key.startswith("ETCD")
+    }
+
+
+def passes(check: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        check, capture_output=True, text=True, env=check_environment(), timeout=15, check=False
+    )
+
+
+def wait_healthy(name: str, check: list[str], *, timeout: float = 60.0) -> None:
+    """Until the health check passes, as compose waits for ``service_healthy``."""
+    deadline = time.monotonic() + timeout
+    while (done := passes(check)).returncode != 0:
+        assert time.monotonic() < deadline, (
+            f"{name} not healthy within {timeout} s: {check}\n{done.stdout}{done.stderr}"
+        )
+        time.sleep(0.5)
+
+
+class ComposePostgres(PostgresCluster):
+    """Compose's ``postgres`` service on a harness server, as the image first starts it:
+    ``initdb`` with ``POSTGRES_USER`` as superuser and the password of
+    ``POSTGRES_PASSWORD_FILE`` (SCRAM over the network), ``POSTGRES_DB`` created; then the
+    service's command (TLS, deploy/compose/pg_hba.conf). Its mounted files are copied into the
+    server's directory, owned by the user the server runs as (in the image, make-secrets.sh
+    gives them to its postgres user). Ready when its compose health check passes."""
+
+    def __init__(self, machine: Machine) -> None:
+        super().__init__()
+        self.machine = machine
+        self.service = compose()["services"]["postgres"]
+        self.mounts: dict[str, Path] = {}
+
+    def _copy_mounts(self) -> None:
+        for target, source in self.machine.mounts(self.service).items():
+            if target == POSTGRES_DATA:
+                continue
+            copy = self.workdir / "mounts" / target.strip("/").replace("/", "-")
+            copy.parent.mkdir(exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, copy)
+            else:
+                shutil.copy(source, copy)
+            self.mounts[target] = copy
+        for path in [self.workdir / "mounts", *(self.workdir / "mounts").rglob("*")]:
+            chown_to(path, self.run_as)
+
+    def setting(self, variable: str) -> str:
+        return self.machine.translate(str(self.service["environment"][variable]), self.mounts)
+
+    def prepare(self) -> None:
+        chown_to(self.workdir, self.run_as)
+        self.socket_dir.mkdir()
+        chown_to(self.socket_dir, self.run_as)
+        self._copy_mounts()
+        initdb = [
+            str(self.bin_dir / "initdb"),
+            "--pgdata", str(self.data_dir),
+            "--username", self.setting("POSTGRES_USER"),
+            "--pwfile", self.setting("POSTGRES_PASSWORD_FILE"),
+            "--auth-local", "trust",
+            "--auth-host", "scram-sha-256",
+            "--encoding", "UTF8",
+            "--locale", "C",
+            "--no-sync",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            assert run_once(initdb, log=log, cwd=self.workdir, run_as=self.run_as) == 0, (
+                self.log_tail()
+            )
+
+    def command(self) -> list[str]:
+        argv = self.service["command"]
+        assert argv[0] == "postgres", argv
+        return [*super().command(), *(self.machine.translate(a, self.mounts) for a in argv[1:])]
+
+    def health_check(self) -> list[str]:
+        return healthcheck_command(
+            "postgres", self.machine, self.mounts, {"127.0.0.1:5432": f"{LOOPBACK}:{self.port}"}
+        )
+
+    def probe(self) -> bool:
+        return passes(self.health_check()).returncode == 0
+
+    def create_database(self) -> None:
+        """What the image's entrypoint does next: ``POSTGRES_DB``, owned by its user."""
+        client = find_binary("psql", [str(self.bin_dir)])
+        assert client is not None, "the psql client is not installed"
+        psql = [
+            str(client), "--no-psqlrc", "-v", "ON_ERROR_STOP=1",
+            "-h", str(self.socket_dir), "-p", str(self.port),
+            "-U", self.setting("POSTGRES_USER"), "-d", "postgres",
+            "-c", f'CREATE DATABASE "{self.setting("POSTGRES_DB")}"',
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            assert run_once(psql, log=log, cwd=self.workdir, run_as=self.run_as) == 0, (
+                self.log_tail()
+            )
+
+
 @pytest.fixture
 def secrets(tmp_path: Path) -> Path:
     """What compose's ``secrets`` service makes, by its script."""
@@ -248,12 +393,14 @@ class DeployedStack:
     db1: ComposeMariadb
     db2: ComposeMariadb
     processes: list[ManagedProcess]
+    other_api_urls: tuple[str, ...] = ()  # more API replicas on the same store
 
-    def client(self, *, authenticated: bool = True) -> httpx.Client:
+    def client(self, *, authenticated: bool = True, url: str = "") -> httpx.Client:
+        """The operator's client of the API (of the replica at ``url``, if given)."""
         password = (self.machine.secrets / "operator" / "http-password").read_text()
         context = ssl.create_default_context(cafile=self.machine.secrets / "operator" / "ca.pem")
         return httpx.Client(
-            base_url=self.api_url,
+            base_url=url or self.api_url,
             verify=context,
             auth=("admin", password) if authenticated else None,
             timeout=10,
@@ -332,15 +479,78 @@ def _service(name: str, argv: list[str], environment: dict[str, str]) -> Service
     return ServiceProcess(name, [binary, *argv[1:]], environment)
 
 
-def start_compose_services(machine: Machine, started: list[ManagedProcess]) -> tuple[str, str]:
-    """The five orchestrator services of docker-compose.yml; the API's and the coordinator's
-    URLs."""
+def local_ports(name: str, environment: dict[str, str]) -> dict[str, str]:
+    """``"127.0.0.1:<port in the container>"`` -> where ``name`` listens here, for each of its
+    listeners (its health check asks one of them)."""
+    shipped = compose()["services"][name]["environment"]
+    return {
+        f"{LOOPBACK}:{shipped[variable].rpartition(':')[2]}": environment[variable]
+        for variable in (f"ORCHESTRATOR_{key}" for key in LISTEN_KEYS)
+        if variable in shipped
+    }
+
+
+def local_secret_file(machine: Machine, name: str, environment: dict[str, str], key: str) -> None:
+    """A secret file naming compose's hosts and paths (the API's DSN): a copy naming this
+    machine's, which the service reads instead."""
+    mounts = machine.mounts(compose()["services"][name])
+    copy = machine.scratch / name / Path(environment[key]).name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(machine.translate(Path(environment[key]).read_text(), mounts))
+    copy.chmod(0o600)
+    environment[key] = str(copy)
+
+
+def start_postgres(machine: Machine, started: list[ManagedProcess]) -> ComposePostgres:
+    postgres = ComposePostgres(machine)
+    _start(postgres, started)
+    postgres.create_database()
+    machine.addresses["postgres:5432"] = f"{LOOPBACK}:{postgres.port}"
+    return postgres
+
+
+def wait_servers_healthy(machine: Machine, started: list[ManagedProcess]) -> None:
+    """NATS's and etcd's compose health checks pass (start_servers started them)."""
+    (nats,) = (p for p in started if isinstance(p, NatsServer))
+    (etcd,) = (p for p in started if isinstance(p, ComposeEtcd))
     services = compose()["services"]
-    environments = {name: service_environment(machine, name) for name in SERVICES}
+    checks = {
+        "nats": healthcheck_command(
+            "nats", machine, {}, {f"{LOOPBACK}:8222": f"{LOOPBACK}:{nats.monitor_port}"}
+        ),
+        "etcd": healthcheck_command(
+            "etcd",
+            machine,
+            machine.mounts(services["etcd"]),
+            {f"{LOOPBACK}:2379": f"{LOOPBACK}:{etcd.port}"},
+        ),
+    }
+    for name, check in checks.items():
+        wait_healthy(name, check)
+
+
+def start_compose_services(
+    machine: Machine, started: list[ManagedProcess]
+) -> tuple[list[str], str]:
+    """PostgreSQL and the orchestrator services of docker-compose.yml, each healthy by its
+    compose health check; the API replicas' URLs and the coordinator's."""
+    wait_servers_healthy(machine, started)
+    postgres = start_postgres(machine, started)
+    wait_healthy("postgres", postgres.health_check())
+    services = compose()["services"]
+    environments: dict[str, dict[str, str]] = {}
+    for name in SERVICES:  # each one's free ports taken just before it binds them
+        environments[name] = environment = service_environment(machine, name)
+        if "ORCHESTRATOR_PostgreSQLDSN_FILE" in environment:
+            local_secret_file(machine, name, environment, "ORCHESTRATOR_PostgreSQLDSN_FILE")
+        _start(_service(name, services[name]["command"], environment), started)
     for name in SERVICES:
-        _start(_service(name, services[name]["command"], environments[name]), started)
+        mounts = machine.mounts(services[name])
+        ports = local_ports(name, environments[name])
+        wait_healthy(name, healthcheck_command(name, machine, mounts, ports))
+    apis = [name for name in SERVICES if services[name]["command"] == ["orchestrator-topology-api"]]
     return (
-        f"https://{environments['topology-api']['ORCHESTRATOR_ListenAddress']}",
+        [f"https://{environments[name]['ORCHESTRATOR_ListenAddress']}" for name in apis],
         f"http://{environments['coordinator']['ORCHESTRATOR_CoordinatorListenAddress']}",
     )
 
@@ -351,8 +561,8 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, secrets: Path) -> Iter
     started: list[ManagedProcess] = []
     try:
         db1, db2 = start_servers(machine, started)
-        api_url, coordinator_url = start_compose_services(machine, started)
-        yield DeployedStack(machine, api_url, coordinator_url, db1, db2, started)
+        (api_url, *others), coordinator_url = start_compose_services(machine, started)
+        yield DeployedStack(machine, api_url, coordinator_url, db1, db2, started, tuple(others))
     finally:
         _log_tails_on_failure(request, started)
         for process in reversed(started):
@@ -393,6 +603,23 @@ def listeners(stack: DeployedStack, command: str) -> list[str | None]:
         for process in stack.processes
         if (argv := getattr(process, "argv", None)) and Path(argv[0]).name == command
     ]
+
+
+def api_unhealthy_without(store: ComposePostgres, stack: DeployedStack) -> None:
+    """Compose's health check of an API replica fails, saying why, while its store is down."""
+    store.stop()
+    (api,) = (p for p in stack.processes if p.name == "topology-api-1")
+    assert isinstance(api, ServiceProcess)
+    mounts = stack.machine.mounts(compose()["services"]["topology-api-1"])
+    check = healthcheck_command(
+        "topology-api-1", stack.machine, mounts, local_ports("topology-api-1", api.env)
+    )
+    failed = wait_until(
+        lambda: (done := passes(check)).returncode == 1 and done,
+        timeout=20,
+        what="topology-api-1 unhealthy without its store",
+    )
+    assert "answered 500" in failed.stderr, failed.stderr
 
 
 def test_the_stack_runs_with_auth_and_tls_on(stack: DeployedStack) -> None:
@@ -463,6 +690,17 @@ def check_the_stack(stack: DeployedStack) -> None:
         assert answer.status_code == 200, answer.text
         assert answer.json()["Code"] == "OK", answer.text
 
+        # the other API replicas (compose: topology-api-2) share this one's store: an
+        # operator's entry made here is read there
+        downtime = f"/api/begin-downtime/{replica}/deploy-check/shared-store/10m"
+        assert client.get(downtime).json()["Code"] == "OK"
+    for url in stack.other_api_urls:
+        with stack.client(url=url) as other:
+            audit = other.get("/api/audit").json()
+        assert any(
+            (entry["AuditType"], entry["User"]) == ("begin-downtime", "admin") for entry in audit
+        ), audit
+
     # db2 is the master, writable; db1 is pointed at it (started by the operator: the
     # non-auto takeover leaves replication stopped, as orchestrator's does)
     assert _read_only(stack.db2) == 0
@@ -486,6 +724,10 @@ def check_the_stack(stack: DeployedStack) -> None:
     )
     for process in stack.processes:
         assert process.is_running, f"{process.name} exited: {process.log_path.read_text()[-2000:]}"
+
+    store = [p for p in stack.processes if isinstance(p, ComposePostgres)]
+    if store:  # compose's
+        api_unhealthy_without(store[0], stack)
 
     # no password or key of the stack in any server's or service's log
     secrets = {

@@ -268,9 +268,9 @@ def kubernetes_stack(
         start_nats(cluster, started)
         start_etcd(cluster, started)
         pods = start_orchestrator(cluster, started)
-        api = pods["orchestrator-topology-api"][0].ready_url.rsplit("/", 1)[0]
-        coordinator = pods["orchestrator-coordinator"][0].ready_url.rsplit("/", 1)[0]
-        yield DeployedStack(machine, api, coordinator, db1, db2, started), pods
+        api, *others = [f"https://{pod.listen}" for pod in pods["orchestrator-topology-api"]]
+        coordinator = f"http://{pods['orchestrator-coordinator'][0].listen}"
+        yield DeployedStack(machine, api, coordinator, db1, db2, started, tuple(others)), pods
     finally:
         _log_tails_on_failure(request, started)
         for process in reversed(started):
