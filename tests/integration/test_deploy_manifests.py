@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.kustomize import build, documents, tool
+from tests.harness.kustomize import ROOT, build, documents, tool
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +60,12 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both overlays rendered, one file each, in a directory of their own."""
+    """Both overlays rendered, one file each, in a directory of their own (with the image's
+    Dockerfile, which the policy checker scans too)."""
     directory = tmp_path_factory.mktemp("rendered")
     for overlay in OVERLAYS:
         (directory / f"{overlay}.yaml").write_text(build(overlay))
+    (directory / "Dockerfile").write_text((ROOT / "deploy" / "Dockerfile").read_text())
     return directory
 
 
@@ -85,21 +87,24 @@ def test_the_policy_checker_finds_nothing_unexplained(rendered: Path) -> None:
     done = run_tool(
         [
             str(tool("checkov")),
-            *("--directory", str(rendered), "--framework", "kubernetes"),
+            *("--directory", str(rendered), "--framework", "kubernetes", "dockerfile"),
             *("--output", "json", "--skip-download"),
         ]
     )
-    report = json.loads(done.stdout)
-    results = report["results"]
-    failed = [
-        f"{check['check_id']} {check['file_path']} {check['resource']}: {check['check_name']}"
-        for check in results["failed_checks"]
-    ]
-    assert not failed, "\n".join(failed)
-    assert report["summary"]["passed"] > 1000, report["summary"]  # it did scan both
-    for skipped in results["skipped_checks"]:
-        reason = skipped["check_result"].get("suppress_comment", "")
-        assert len(reason) > 20, f"{skipped['check_id']} skipped without a reason: {reason!r}"
+    reports = {report["check_type"]: report for report in json.loads(done.stdout)}
+    assert set(reports) == {"kubernetes", "dockerfile"}, done.stdout[:2000]
+    assert reports["kubernetes"]["summary"]["passed"] > 1000  # it did scan both overlays
+    assert reports["dockerfile"]["summary"]["passed"] > 20
+    for report in reports.values():
+        results = report["results"]
+        failed = [
+            f"{check['check_id']} {check['file_path']} {check['resource']}: {check['check_name']}"
+            for check in results["failed_checks"]
+        ]
+        assert not failed, "\n".join(failed)
+        for skipped in results["skipped_checks"]:
+            reason = skipped["check_result"].get("suppress_comment", "")
+            assert len(reason) > 20, f"{skipped['check_id']} skipped without a reason: {reason!r}"
 
 
 def test_every_container_is_probed_bounded_and_unprivileged(
