@@ -124,6 +124,7 @@ async def serve(settings: Settings) -> None:
                     leader=leader,
                     operator_state=operator_state,
                     live=live,
+                    feed=consumer,
                 ),
                 registry=metrics,
             ),
