@@ -230,6 +230,19 @@ def http_get(url: str, *, timeout: float = 1.0) -> tuple[int, bytes] | None:
         return None
 
 
+def metric_samples(url: str, prefix: str) -> dict[str, float]:
+    """The samples named ``prefix...`` on the Prometheus ``/metrics`` at ``url``, keyed by name
+    with labels as exposed (``name{label="value",...}``)."""
+    answer = http_get(url)
+    assert answer is not None and answer[0] == 200, (url, answer)
+    values = {}
+    for line in answer[1].decode().splitlines():
+        if line.startswith(prefix):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 def tcp_accepts(host: str, port: int, *, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.ports import LOOPBACK, free_port
-from tests.harness.process import ManagedProcess, http_get
+from tests.harness.process import ManagedProcess, http_get, metric_samples
 
 
 @dataclass(frozen=True)
@@ -236,14 +236,7 @@ class CoordinatorProcess(ManagedProcess):
         return dict(json.loads(answer[1]))
 
     def metrics(self) -> dict[str, float]:
-        answer = http_get(f"{self.url}/metrics")
-        assert answer is not None, "coordinator /metrics did not answer"
-        values = {}
-        for line in answer[1].decode().splitlines():
-            if line.startswith("orchestrator_coordinator_"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+        return metric_samples(f"{self.url}/metrics", "orchestrator_coordinator_")
 
     def wait_status(self, predicate: Any, *, within: float) -> dict[str, Any]:
         deadline = time.monotonic() + within

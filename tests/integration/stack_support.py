@@ -15,7 +15,8 @@ from typing import Any
 
 from orchestrator_cli.sandbox import Sandbox, SandboxTLS
 from orchestrator_shared.command_signing import generate_key
-from tests.harness.ports import free_port
+from tests.harness.ports import free_port, free_ports
+from tests.harness.process import metric_samples
 from tests.integration.test_stack import start, stop
 
 TOPOLOGY = {"MySQLTopologyUser": "orchestrator", "MySQLTopologyPassword": "orch_topology"}
@@ -152,3 +153,19 @@ def stack_factory(
                 continue  # a worker the test killed on purpose
             assert code == 0, output
             assert "Traceback" not in output, output
+
+
+def worker_metrics_listeners() -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Free loopback addresses for the two recovery workers' ``/metrics``, ``/health`` and
+    ``/ready``, and the ``per_service`` settings that give them to the workers."""
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    per_service = {
+        f"recovery-{n}": {"RecoveryMetricsListenAddress": address}
+        for n, address in zip((1, 2), addresses, strict=True)
+    }
+    return addresses, per_service
+
+
+def scrape(address: str) -> dict[str, float]:
+    """The ``orchestrator_recovery_*`` samples on the worker's /metrics at ``host:port``."""
+    return metric_samples(f"http://{address}/metrics", "orchestrator_recovery_")

@@ -202,7 +202,8 @@ def test_mutual_tls_wants_a_certificate_from_the_ca_with_a_valid_ou(
             "Hostname": "db1",
             "Port": 3306,
         }
-        # no certificate: 401 on every route but the status endpoint, the hot reads included
+        # no certificate: 401 on every route but the status endpoint and the Kubernetes probes,
+        # the hot reads included
         for path in ("/api/clusters", "/api/instance/db1/3306", "/api/health", "/api/_ping"):
             answer = httpx.get(f"{url}{path}", verify=trusting(pki.ca))
             assert answer.status_code == 401, path
@@ -211,6 +212,9 @@ def test_mutual_tls_wants_a_certificate_from_the_ca_with_a_valid_ou(
                 "Message": "a client certificate signed by the API's CA is required (mutual TLS)",
                 "Details": None,
             }
+        # the probes answer without one: a kubelet presents no certificate
+        for path, state in (("/health", "alive"), ("/ready", "ready")):
+            assert httpx.get(f"{url}{path}", verify=trusting(pki.ca)).json() == {"status": state}
         # a certificate from the CA, but not of a valid OU
         answer = httpx.get(f"{url}/api/clusters", verify=trusting(pki.ca, pki.web))
         assert answer.status_code == 401

@@ -57,6 +57,12 @@ async def test_a_rebound_host_name_is_refused(tmp_path: Path) -> None:
         # probes by address answer under any Host; the loopback names are the API's own
         assert (await client.get("/api/health", headers=rebound)).status_code == 200
         assert (await client.get("/metrics", headers=rebound)).status_code == 200
+        assert (await client.get("/health", headers=rebound)).json() == {"status": "alive"}
+        unfed = await client.get("/ready", headers=rebound)  # served without a bus consumer
+        assert (unfed.status_code, unfed.json()) == (
+            503,
+            {"status": "not ready", "reason": "no bus consumer feeds the store"},
+        )
         port = url.rsplit(":", 1)[1]
         for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
             assert (await client.get("/api/clusters", headers={"Host": host})).status_code == 200

@@ -46,6 +46,12 @@ async def test_reads_survive_a_postgres_outage_and_writes_catch_up(
         assert audit.json()["Message"].startswith("storage unavailable"), audit.text
         health = (await asyncio.to_thread(httpx.get, f"{url}/api/health", timeout=10)).json()
         assert health["Code"] == "ERROR", health
+        ready = await asyncio.to_thread(httpx.get, f"{url}/ready", timeout=10)
+        assert (ready.status_code, ready.json()) == (
+            503,
+            {"status": "not ready", "reason": "the store does not answer"},
+        )
+        assert (await asyncio.to_thread(httpx.get, f"{url}/health", timeout=10)).is_success
         await publish_snapshots(nats_server.url, "db3:3306")  # arrives while the database is down
 
         await asyncio.to_thread(postgres_cluster.start)
@@ -57,6 +63,8 @@ async def test_reads_survive_a_postgres_outage_and_writes_catch_up(
         )
         health = (await asyncio.to_thread(httpx.get, f"{url}/api/health", timeout=10)).json()
         assert health["Code"] == "OK", health
+        ready = await asyncio.to_thread(httpx.get, f"{url}/ready", timeout=10)
+        assert ready.json() == {"status": "ready"}
         assert process.poll() is None
     finally:
         code, output = stop(process)

@@ -62,6 +62,13 @@ async def leader_events(url: str) -> list[dict[str, Any]]:
         await client.close()
 
 
+def probe(url: str, path: str) -> tuple[int, Any]:
+    """The status and JSON of the coordinator's ``path``."""
+    answer = http_get(f"{url}{path}")
+    assert answer is not None, path
+    return answer[0], json.loads(answer[1])
+
+
 def test_status_metrics_and_events_follow_the_election(
     etcd_server: harness.EtcdLike, nats_server: harness.NatsLike, tmp_path: Path
 ) -> None:
@@ -87,6 +94,7 @@ def test_status_metrics_and_events_follow_the_election(
         status = coordinator.wait_status(lambda s: s["checked_at"] is not None, within=5)
         assert status["leader"] is None
         assert status["etcd"]["reachable"] is True
+        assert probe(coordinator.url, "/ready") == (200, {"status": "ready"})
 
         worker.start()
         lead = wait_for_lead(records, after=0, within=10)
@@ -114,14 +122,19 @@ def test_status_metrics_and_events_follow_the_election(
         assert events[1]["leader"]["id"] == "w0"
         assert events[2]["leader"] is None
 
-        # etcd gone: visible in status, metrics and /health; no leader claimed
+        # etcd gone: visible in status, metrics and /ready; no leader claimed; still alive
         etcd_server.kill()
         status = coordinator.wait_status(lambda s: not s["etcd"]["reachable"], within=5)
         assert status["etcd"]["error"]
         assert coordinator.metrics()["orchestrator_coordinator_etcd_reachable"] == 0
-        health = http_get(f"{coordinator.url}/health")
-        assert health is not None
-        assert health[0] == 503
+        assert probe(coordinator.url, "/ready") == (
+            503,
+            {"status": "not ready", "reason": "etcd unreachable"},
+        )
+        assert probe(coordinator.url, "/health") == (
+            200,
+            {"status": "alive", "etcd_reachable": False, "leader_present": False},
+        )
         assert "etcd unreachable" in coordinator.log_tail()
 
         stopped_at = time.monotonic()

@@ -26,7 +26,12 @@ from orchestrator_shared.bus import CommandReply, CommandRequest
 from orchestrator_shared.command_signing import CommandSigner
 from orchestrator_shared.errors import SandboxError
 from orchestrator_shared.events import RecoveryEvent, RecoveryPhase
-from tests.integration.stack_support import Stack, StackFactory
+from tests.integration.stack_support import (
+    Stack,
+    StackFactory,
+    scrape,
+    worker_metrics_listeners,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -511,7 +516,8 @@ async def test_downtime_and_registered_promotion_rules_reach_the_workers(
 async def test_operations_through_the_api_reach_the_active_worker(
     make_stack: StackFactory,
 ) -> None:
-    stack = make_stack()
+    listeners, per_service = worker_metrics_listeners()
+    stack = make_stack(per_service=per_service)
     sandbox = stack.sandbox
     master = sandbox.master
     wait_listed(stack, master.key)
@@ -539,6 +545,31 @@ async def test_operations_through_the_api_reach_the_active_worker(
     assert read_only(sandbox, 0)  # the old master, alive, was fenced
     writable = [node.port for node in sandbox.nodes if not read_only(sandbox, node.index)]
     assert writable == [successor["Port"]]
+    # on the workers' /metrics (the active one counts; the standby never answers)
+    counted = worker_totals(listeners)
+    for operation in (
+        "disable-global-recoveries",
+        "check-global-recoveries",
+        "enable-global-recoveries",
+        "force-master-failover",
+    ):
+        name = f'orchestrator_recovery_operations_total{{operation="{operation}",result="ok"}}'
+        assert counted.get(name) == 1, (name, counted)
+    recovered = 'orchestrator_recovery_recoveries_total{analysis="DeadMaster",outcome="completed"}'
+    assert counted.get(recovered) == 1, counted
+    for phase in ("detected", "started", "promoted", "completed"):
+        timed = f'orchestrator_recovery_phase_reached_seconds_count{{phase="{phase}"}}'
+        assert counted.get(timed) == 1, (timed, counted)
+    assert counted['orchestrator_recovery_phase_reached_seconds_sum{phase="completed"}'] > 0
+
+
+def worker_totals(listeners: list[str]) -> dict[str, float]:
+    """Each sample of the workers' /metrics, summed over the workers."""
+    totals: dict[str, float] = {}
+    for address in listeners:
+        for name, value in scrape(address).items():
+            totals[name] = totals.get(name, 0.0) + value
+    return totals
 
 
 async def test_the_most_advanced_replica_is_promoted_and_the_one_behind_catches_up(

@@ -47,8 +47,14 @@ def test_without_mutual_tls_nothing_is_asked() -> None:
         (WITH_OUS, "/api/status/", None, True),
         (WITH_OUS, "/api/status-x", None, False),
         (WITH_OUS, "/x/api/status", None, False),
+        # so do the Kubernetes probes (a kubelet has no certificate to present) ...
+        (WITH_OUS, "/health", None, True),
+        (WITH_OUS, "/ready", None, True),
+        (WITH_OUS, "/metrics", None, False),
+        (WITH_OUS.model_copy(update={"URLPrefix": "/o"}), "/o/ready", None, True),
         # ... unless StatusOUVerify
         (WITH_OUS.model_copy(update={"StatusOUVerify": True}), "/api/status", None, False),
+        (WITH_OUS.model_copy(update={"StatusOUVerify": True}), "/ready", None, False),
         (LB_CHECK, "/api/status", None, False),
         (LB_CHECK, "/api/lb-check", None, True),
     ],

@@ -73,9 +73,20 @@ async def test_a_refusal_is_answered_with_its_reason() -> None:
         raise OperationRefused("db:2 is not a replica")
 
     msg = FakeMsg(CommandRequest(operation="stop-replica", instance="db:2"))
-    await responder(**{"stop-replica": refuse})._answer(cast("Any", msg))
+    answering = responder(**{"stop-replica": refuse})
+    await answering._answer(cast("Any", msg))
     [answer] = msg.answers
     assert (answer.ok, answer.error) == (False, "db:2 is not a replica")
+    assert answering.answered == {("stop-replica", "refused"): 1}
+
+
+async def test_the_operations_counted_are_the_known_ones() -> None:
+    """An operation name nobody handles is counted as ``other``: a client cannot make up
+    metric labels."""
+    answering = responder()
+    for name in ("no-such-operation", "another-made-up-one"):
+        await answering._answer(cast("Any", FakeMsg(CommandRequest(operation=name))))
+    assert answering.answered == {("other", "refused"): 2}
 
 
 async def test_a_handler_that_fails_unexpectedly_is_still_answered_in_one_line(
@@ -225,3 +236,4 @@ async def test_past_its_bound_a_command_is_answered_busy_at_once(
     for _ in range(5):
         await asyncio.sleep(0)
     assert late.answers[0].ok  # room again
+    assert bounded.answered == {("stop-replica", "busy"): 3, ("stop-replica", "ok"): 3}

@@ -11,6 +11,7 @@ from orchestrator_adapters.etcd import KeyValue, prefix_range_end
 from orchestrator_coordinator.metrics import CoordinatorMetrics
 from orchestrator_coordinator.observer import ElectionStatus, status_from_keys
 from orchestrator_coordinator.publisher import leader_event
+from orchestrator_coordinator.web import why_not_ready
 from orchestrator_shared.bus import LeaderEvent, LeaderIdentity, Subjects
 from orchestrator_shared.etcd.leadership import (
     LeadershipKeys,
@@ -53,6 +54,23 @@ def test_leader_value_is_the_identity_plus_election_time() -> None:
     assert decode_elected_at(value) == elected
     assert decode_identity(b"written by hand") is None
     assert decode_elected_at(encode_member(ALICE)) is None
+
+
+def test_ready_needs_etcd_first_then_nats() -> None:
+    reachable = status_from_keys(KEYS, [], endpoint="http://etcd:2379", now=NOW)
+    down = ElectionStatus(
+        leader=None,
+        fencing_token=0,
+        since=None,
+        members=(),
+        etcd_reachable=False,
+        etcd_endpoint="http://etcd:2379",
+        checked_at=None,
+        etcd_error="connection refused",
+    )
+    assert why_not_ready(reachable, nats_connected=True) == ""
+    assert why_not_ready(reachable, nats_connected=False) == "not connected to NATS"
+    assert why_not_ready(down, nats_connected=False) == "etcd unreachable"  # no error text
 
 
 def test_status_from_keys() -> None:

@@ -13,6 +13,9 @@
 Read-only and unauthenticated, like Prometheus's own endpoints: nothing here changes anything,
 and no answer carries a setting or a secret. ``ready`` runs on the server's thread: it must only
 read plain values (a flag, ``Event.is_set()``, a connection's state), never await.
+
+The services that serve these paths from their event loop (the topology API, the coordinator)
+answer with the same JSON: :func:`probe_body`, :data:`ALIVE` and :func:`readiness`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,23 @@ STALE_AFTER_SECONDS = 10.0
 
 Ready = Callable[[], str]
 """Why the service is not ready now; empty when it is."""
+
+
+def probe_body(state: str, reason: str) -> dict[str, str]:
+    """The JSON of a ``/health`` or ``/ready`` answer, the same on every service."""
+    return {"status": state} | ({"reason": reason} if reason else {})
+
+
+ALIVE = probe_body("alive", "")
+"""``/health``'s answer from a server on the event loop: answering at all means it turns."""
+
+
+def readiness(why: str) -> tuple[HTTPStatus, dict[str, str]]:
+    """``/ready``'s status and body when the service is not ready because of ``why`` (empty:
+    it is ready)."""
+    if why:
+        return HTTPStatus.SERVICE_UNAVAILABLE, probe_body("not ready", why)
+    return HTTPStatus.OK, probe_body("ready", "")
 
 
 class Heartbeat:
@@ -63,21 +83,21 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/health":
             age = self.server.heartbeat.age()
             if age > self.server.stale_after:
-                self._json(HTTPStatus.SERVICE_UNAVAILABLE, "stuck", f"event loop silent {age:.0f}s")
+                silent = probe_body("stuck", f"event loop silent {age:.0f}s")
+                self._json(HTTPStatus.SERVICE_UNAVAILABLE, silent)
             else:
-                self._json(HTTPStatus.OK, "alive", "")
+                self._json(HTTPStatus.OK, ALIVE)
         elif path == "/ready":
             try:
                 why = self.server.ready()
             except Exception as exc:  # a readiness check must answer, whatever it found
                 why = f"readiness check failed: {type(exc).__name__}"
-            status = HTTPStatus.SERVICE_UNAVAILABLE if why else HTTPStatus.OK
-            self._json(status, "not ready" if why else "ready", why)
+            self._json(*readiness(why))
         else:
-            self._json(HTTPStatus.NOT_FOUND, "not found", "try /health, /ready or /metrics")
+            unknown = probe_body("not found", "try /health, /ready or /metrics")
+            self._json(HTTPStatus.NOT_FOUND, unknown)
 
-    def _json(self, status: HTTPStatus, state: str, reason: str) -> None:
-        body = {"status": state} | ({"reason": reason} if reason else {})
+    def _json(self, status: HTTPStatus, body: dict[str, str]) -> None:
         self._send(status, json.dumps(body).encode() + b"\n", "application/json")
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:

@@ -1,8 +1,9 @@
 """``orchestrator-coordinator --config FILE``: reports the recovery election.
 
 It does not campaign: recovery workers do, in-process (:mod:`orchestrator_adapters.election`).
-This service watches the leadership keys in etcd and reports them: ``/status`` (JSON) and
-``/metrics`` on ``CoordinatorListenAddress``, and ``orchestrator.v1.leader`` events on NATS.
+This service watches the leadership keys in etcd and reports them: ``/status`` (JSON), the
+probes ``/health`` and ``/ready``, and ``/metrics`` on ``CoordinatorListenAddress``, and
+``orchestrator.v1.leader`` events on NATS.
 
 Lifecycle: settings (a bad value stops start-up with one line, exit 2) → etcd (no answer within
 a few seconds stops start-up with one line naming ``EtcdEndpoints``, exit 1) → NATS → HTTP →
@@ -31,7 +32,7 @@ from orchestrator_adapters.etcd import EtcdClient, EtcdError, EtcdOptions, EtcdU
 from orchestrator_coordinator.metrics import CoordinatorMetrics
 from orchestrator_coordinator.observer import ElectionObserver, ElectionStatus
 from orchestrator_coordinator.publisher import LeaderEventPublisher
-from orchestrator_coordinator.web import create_app
+from orchestrator_coordinator.web import create_app, why_not_ready
 from orchestrator_shared.bus import Subjects
 from orchestrator_shared.config import Settings, parse_listen_address
 from orchestrator_shared.errors import BusError
@@ -106,7 +107,13 @@ async def run(settings: Settings) -> None:
         host, port = parse_listen_address(settings.CoordinatorListenAddress)
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(lambda: observer.status, metrics),
+                create_app(
+                    lambda: observer.status,
+                    metrics,
+                    ready=lambda: why_not_ready(
+                        observer.status, nats_connected=publisher.is_connected
+                    ),
+                ),
                 host=host,
                 port=port,
                 log_level="warning",

@@ -66,6 +66,11 @@ class LeaderEventPublisher:
         except BusError as exc:  # NATS may come back; publishing retries
             log.warning("%s", exc)
 
+    @property
+    def is_connected(self) -> bool:
+        """Whether leader events can be published now (the coordinator's ``/ready``)."""
+        return self._nc is not None and self._nc.is_connected
+
     async def close(self) -> None:
         if self._nc is not None:
             nc, self._nc = self._nc, None

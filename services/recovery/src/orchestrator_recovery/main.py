@@ -32,7 +32,7 @@ from orchestrator_adapters.observability import serve_observability
 from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
 from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.fleet import FleetFeed, FleetState
-from orchestrator_recovery.metrics import RecoveryMetrics, metrics_registry
+from orchestrator_recovery.metrics import RecoveryMetrics, RecoveryTally, metrics_registry
 from orchestrator_recovery.mysql import MySQLAccess
 from orchestrator_recovery.operations import commands
 from orchestrator_recovery.operations.drop_checks import DropChecks
@@ -97,7 +97,8 @@ async def serve(settings: Settings) -> None:
                 with contextlib.suppress(Exception):
                     await nc.publish(subjects.discovery(DiscoveryVerb.REFRESH), body)
 
-        publisher = EventPublisher(nc, subjects)
+        tally = RecoveryTally()
+        publisher = EventPublisher(nc, subjects, tally=tally.observe)
         hooks = ShellHooks(settings, host=socket.gethostname(), audit=publisher.audit)
         worker = RecoveryWorker(
             WorkerOptions(
@@ -212,7 +213,7 @@ async def serve(settings: Settings) -> None:
             serve_observability(
                 stack,
                 settings.RecoveryMetricsListenAddress,
-                registry=metrics_registry(collector),
+                registry=metrics_registry(collector, tally),
                 ready=ready,
             )
         log.info("recovery worker %s started", identity.id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -50,8 +51,12 @@ class EventPublisher:
         *,
         give_up_after: float = 30.0,
         max_queued: int = DEFAULT_MAX_QUEUED,
+        tally: Callable[[RecoveryEvent], None] | None = None,
     ) -> None:
+        """``tally``: told of every recovery event as it is queued (the worker's metrics:
+        every phase of every recovery, automated or asked for, passes here)."""
         self._js = nc.jetstream()
+        self._tally = tally
         self._subjects = subjects
         self._give_up_after = give_up_after
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=max_queued)
@@ -59,6 +64,8 @@ class EventPublisher:
         self._dropping_since: int | None = None  # ``dropped`` when the queue became full
 
     async def recovery(self, event: RecoveryEvent) -> bool:
+        if self._tally is not None:
+            self._tally(event)
         subject = f"{self._subjects.root}.recovery.{cluster_token(event.subject)}.{event.phase}"
         return self._enqueue(subject, event.to_json())
 

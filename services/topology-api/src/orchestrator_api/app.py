@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -18,6 +19,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator_adapters.observability import ALIVE, readiness
 from orchestrator_api import wire
 from orchestrator_api.http import (
     routes,
@@ -49,8 +51,19 @@ from orchestrator_shared.redact import redact
 API_VERSION = "0.1.0"
 # what load balancers, kubelets and Prometheus ask for by address: served under any Host
 PROBE_PATHS = frozenset(
-    {"/api/health", "/api/status", "/api/leader-check", "/api/_ping", "/api/lb-check", "/metrics"}
+    {
+        "/api/health",
+        "/api/status",
+        "/api/leader-check",
+        "/api/_ping",
+        "/api/lb-check",
+        "/metrics",
+        "/health",
+        "/ready",
+    }
 )
+# /ready's bound on the store's answer: a probe gets "not ready" rather than its own timeout
+READY_STORE_TIMEOUT_SECONDS = 2.0
 
 
 log = logging.getLogger(__name__)
@@ -198,11 +211,40 @@ def create_app(
     async def lb_check() -> str:
         return "OK"
 
+    @app.get("/health", include_in_schema=False)
+    async def alive() -> dict[str, str]:
+        """Liveness: the event loop answers this itself, so any answer means it turns."""
+        return ALIVE
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready(context: Context) -> JSONResponse:
+        """Readiness: the store answers and the bus consumer keeping it current is connected
+        (docs/observability.md says why etcd and the leader are not asked)."""
+        status, body = readiness(await why_not_ready(context, store_errors))
+        return JSONResponse(body, status_code=status)
+
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def why_not_ready(context: ApiContext, store_errors: StoreErrors) -> str:
+    """Why this API cannot serve current answers now ('' when it can). The reasons name no
+    host or error text: ``/ready`` answers anyone; the store's error goes to the log."""
+    try:
+        async with asyncio.timeout(READY_STORE_TIMEOUT_SECONDS):
+            await context.store.ping()
+    except Exception as exc:
+        store_errors.failed(exc)
+        return "the store does not answer"
+    store_errors.answered()
+    if context.feed is None:
+        return "no bus consumer feeds the store"
+    if not context.feed.is_connected:
+        return "the store's bus consumer is not connected to NATS"
+    return ""
 
 
 def _active_node(event: LeaderEvent) -> dict[str, Any]:

@@ -18,7 +18,8 @@ a valid credential without the role → 403.
 
 With ``UseMutualTLS`` a client certificate comes first (:func:`check_client_certificate`): every
 request needs one that verified against ``SSLCAFile`` and, when ``SSLValidOUs`` is set, has one
-of those organizational units; ``StatusEndpoint`` is exempt unless ``StatusOUVerify``.
+of those organizational units; ``StatusEndpoint`` and the Kubernetes probes (``/health``,
+``/ready``: a kubelet presents no certificate) are exempt unless ``StatusOUVerify``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from orchestrator_shared.config import Settings, parse_listen_address
 from orchestrator_shared.errors import ConfigError
 
 READ_ONLY_USER = "readonly"
+# what a kubelet asks without credentials; like StatusEndpoint, they say only a status
+KUBERNETES_PROBES = ("/health", "/ready")
 
 
 class Role(IntEnum):
@@ -176,8 +179,10 @@ def check_client_certificate(
     ``StatusEndpoint`` is served below ``URLPrefix``."""
     if not settings.UseMutualTLS:
         return None
-    status = settings.URLPrefix + settings.StatusEndpoint
-    if not settings.StatusOUVerify and _same_path(path, status):
+    statuses = (settings.StatusEndpoint, *KUBERNETES_PROBES)
+    if not settings.StatusOUVerify and any(
+        _same_path(path, settings.URLPrefix + status) for status in statuses
+    ):
         return None
     if organizational_units is None:
         return Denied(401, "a client certificate signed by the API's CA is required (mutual TLS)")

@@ -125,6 +125,7 @@ async def serve(settings: Settings) -> None:
                     leader=leader,
                     operator_state=operator_state,
                     live=live,
+                    feed=consumer,
                 ),
                 registry=metrics,
             ),

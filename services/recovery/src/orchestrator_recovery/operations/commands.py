@@ -28,6 +28,7 @@ change nothing and may ask about every instance of a cluster at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -113,6 +114,9 @@ class CommandResponder:
         self._answering: set[asyncio.Task[None]] = set()
         self.internal_errors = 0
         """Commands that failed with an unexpected exception (each still got a reply)."""
+        self.answered: collections.Counter[tuple[str, str]] = collections.Counter()
+        """Replies sent, by operation (``other``: one this worker does not know) and result:
+        ``ok`` or the failure's kind (``refused``, ``failed``, ``busy``, ``unavailable``)."""
         self._handlers: dict[str, Handler] = {
             "recover": self._recover,
             "force-master-failover": self._force_master_failover,
@@ -173,8 +177,7 @@ class CommandResponder:
             ),
             kind=CommandFailure.BUSY,
         )
-        with contextlib.suppress(NatsError):
-            await msg.respond(busy.model_dump_json(by_alias=True).encode())
+        await self._respond(msg, busy)
 
     async def _answer(self, msg: Msg) -> None:
         """Answer one request, whatever happens: a reply, a refusal, or (an unexpected
@@ -189,14 +192,14 @@ class CommandResponder:
             refused = CommandReply(
                 ok=False, operation=operation, error=error, kind=CommandFailure.REFUSED
             )
-            await _respond(msg, refused)
+            await self._respond(msg, refused)
             return
         try:
             reply = await self._decide(msg, request)
         except asyncio.CancelledError:
             # leadership lost (the worker cancels what it runs on a cluster) or shutdown:
             # say so rather than leave the caller waiting for its timeout
-            await _respond(
+            await self._respond(
                 msg,
                 _refused(
                     request,
@@ -215,7 +218,14 @@ class CommandResponder:
                 "what was done is in the audit, the cause in the worker's log",
                 kind=CommandFailure.FAILED,
             )
-        await _respond(msg, reply)
+        await self._respond(msg, reply)
+
+    async def _respond(self, msg: Msg, reply: CommandReply) -> None:
+        """Send ``reply``, counted in :attr:`answered`."""
+        operation = reply.operation if reply.operation in self._handlers else "other"
+        self.answered[operation, _result(reply)] += 1
+        with contextlib.suppress(NatsError):
+            await msg.respond(reply.model_dump_json(by_alias=True).encode())
 
     async def _decide(self, msg: Msg, request: CommandRequest) -> CommandReply:
         refusal = self._verifier.refusal(msg.subject, request) or self._host_refusal(request)
@@ -410,9 +420,12 @@ def request_keys(request: CommandRequest) -> list[InstanceKey]:
     return sorted(found, key=str)
 
 
-async def _respond(msg: Msg, reply: CommandReply) -> None:
-    with contextlib.suppress(NatsError):
-        await msg.respond(reply.model_dump_json(by_alias=True).encode())
+def _result(reply: CommandReply) -> str:
+    """``ok``, or the kind of failure (every failure this worker sends has one; a reply
+    without it would be a refusal, as the API reads it: docs/bus.md)."""
+    if reply.ok:
+        return "ok"
+    return str(reply.kind or CommandFailure.REFUSED)
 
 
 def _refused(

@@ -56,6 +56,14 @@ class BusRequester(Protocol):
         ...
 
 
+class StoreFeed(Protocol):
+    """What keeps the store up to date (:class:`orchestrator_api.store.consumer.StoreConsumer`),
+    as ``/ready`` sees it."""
+
+    @property
+    def is_connected(self) -> bool: ...
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -76,6 +84,8 @@ class ApiContext:
     binlog_history: dict[InstanceKey, CoordinatesSeen] = field(default_factory=dict)
     # the live stream's hub (GET /api/stream); None: no stream (503)
     live: LiveSource | None = None
+    # the bus consumer writing the store; None: nothing feeds it (``/ready`` answers 503)
+    feed: StoreFeed | None = None
     # DiscoveryAllowedHostnameFilters and DiscoveryIgnoreHostnameFilters
     hosts: HostPolicy = field(init=False)
 

@@ -204,6 +204,12 @@ class StoreConsumer:
         self._nc = await connect_nats(servers, name=name, auth=auth)
         await ensure_dead_letters_stream(self._nc, self._subjects, replicas=self._stream_replicas)
 
+    @property
+    def is_connected(self) -> bool:
+        """Whether the consumer's NATS connection is up now (the API's ``/ready``): while it
+        reconnects, the store falls behind what discovery reports."""
+        return self._nc is not None and self._nc.is_connected
+
     async def run(self) -> None:
         """Consume both streams until cancelled."""
         async with asyncio.TaskGroup() as group:
