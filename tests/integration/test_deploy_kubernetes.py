@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator_adapters.nats_client import connect_nats
+from orchestrator_shared.nats_auth import NatsAuth
 from tests.conftest import _log_tails_on_failure
 from tests.harness.etcd import find_etcd
 from tests.harness.kustomize import documents
@@ -286,3 +288,30 @@ def test_the_production_overlay_runs_every_pod_ready(
     for pod in [p for replicas in pods.values() for p in replicas]:
         assert pod.probe(), f"{pod.name} is not ready at {pod.ready_url}"
     check_the_stack(stack)
+    # the streams live on the three NATS servers (NATSStreamReplicas), as the API's user sees
+    replicas = asyncio.run(
+        stream_replicas(stack.machine, ["ORCHESTRATOR_SNAPSHOTS", "ORCHESTRATOR_EVENTS"])
+    )
+    assert replicas == {"ORCHESTRATOR_SNAPSHOTS": (3, 2), "ORCHESTRATOR_EVENTS": (3, 2)}, replicas
+
+
+async def stream_replicas(machine: Machine, streams: list[str]) -> dict[str, tuple[int, int]]:
+    """Each stream's configured replicas and the peers its leader has in step."""
+    secrets = machine.secrets / "topology-api"
+    auth = NatsAuth(
+        user="orchestrator-topology-api",
+        password=(secrets / "nats-password").read_text().strip(),
+        tls=ssl.create_default_context(cafile=secrets / "ca.pem"),
+    )
+    client = await connect_nats([f"tls://{machine.addresses['nats:4222']}"], name="test", auth=auth)
+    try:
+        js = client.jetstream()
+        found = {}
+        for name in streams:
+            info = await js.stream_info(name)
+            assert info.cluster is not None
+            current = [peer for peer in info.cluster.replicas or [] if peer.current]
+            found[name] = (info.config.num_replicas or 1, len(current))
+        return found
+    finally:
+        await client.close()
