@@ -25,7 +25,7 @@ simulated fleet are shown for context, as are discovery's probes/s (does the sta
 and the load from everything else on the machine.
 
 Prints a table, then one JSON line with the per-service figures. A ``NOT STEADY`` line before
-it (and ``"steady": false``) says the window understates the cost: other programs used more
+it (and ``"steady": false``) says the window may understate the cost: other programs used more
 than a quarter of a core, or discovery probed less than 97 % of its demand (a starved stack
 does less work, so it looks cheaper). It has no targets: it exits 0 when the run completed, 2
 when it could not run (130 when interrupted); every process it started is stopped on any exit.
@@ -537,7 +537,7 @@ def report(result: Result) -> int:
     print_processes(result)
     caveats = caveats_of(result, demand)
     if caveats:
-        print(f"NOT STEADY: {'; '.join(caveats)}: the figures understate the load; run again")
+        print(f"NOT STEADY: {'; '.join(caveats)}: the figures may understate the load; run again")
     print(
         json.dumps(
             {
