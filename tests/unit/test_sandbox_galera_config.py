@@ -16,7 +16,7 @@ from orchestrator_cli.sandbox.config import (
     node_layouts,
     render_my_cnf,
 )
-from orchestrator_cli.sandbox.galera import is_synced
+from orchestrator_cli.sandbox.galera import is_synced, rejoin_args
 from orchestrator_cli.sandbox.status import NodeReport, describe
 from orchestrator_shared.errors import SandboxError
 
@@ -109,6 +109,19 @@ def test_synced_means_synced_ready_primary_and_the_right_size() -> None:
     assert not is_synced(state | {"wsrep_local_state_comment": "Joiner"})
     assert not is_synced(state | {"wsrep_cluster_status": "non-Primary"})
     assert not is_synced(state | {"wsrep_ready": "OFF"})
+
+
+@pytest.mark.parametrize("grastate", [None, "uuid:    5140aec4\nseqno:   12\n"])
+def test_a_node_shut_down_cleanly_or_never_started_rejoins_as_it_is(
+    grastate: str | None, tmp_path: Path
+) -> None:
+    options = SandboxOptions(nodes=2, galera=2, base_port=22306)
+    layout = node_layouts(tmp_path, options)[1]
+    layout.datadir.mkdir(parents=True)
+    if grastate is not None:
+        (layout.datadir / "grastate.dat").write_text("# GALERA saved state\n" + grastate)
+    # no mariadbd --wsrep-recover run (there is no such binary): nothing to recover
+    assert rejoin_args(tmp_path / "no-mariadbd", layout) == ()
 
 
 def test_a_galera_node_is_described_with_its_state() -> None:

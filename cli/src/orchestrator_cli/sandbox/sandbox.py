@@ -303,7 +303,8 @@ class Sandbox:
 
     def start(self, index: int, *, timeout: float = START_TIMEOUT_S) -> None:
         """Start a stopped node on its datadir; a replica resumes replicating by itself, a
-        Galera node rejoins the running ones (by IST, else SST) and is waited for until Synced.
+        Galera node rejoins the running ones (by IST, else SST; after a crash, from the
+        position ``--wsrep-recover`` finds) and is waited for until Synced.
 
         With TLS the files are checked again first (one may have been removed or replaced
         since ``up``): one line naming the file rather than a node that does not start or
@@ -323,12 +324,13 @@ class Sandbox:
         if _is_port_in_use(layout.port):
             raise SandboxError(f"port {layout.port} (node {index}) is already in use")
         socket_dir(self.directory).mkdir(mode=0o755, parents=True, exist_ok=True)
-        self._spawn(index)
+        galera = self.options.is_galera(index)
+        self._spawn(index, galera_nodes.rejoin_args(self._mariadbd, layout) if galera else ())
         self._save()
         deadline = time.monotonic() + timeout
         try:
             self._wait_ready([index], deadline)
-            if self.options.is_galera(index):
+            if galera:
                 galera_nodes.wait_synced([layout], deadline=deadline)
         except BaseException:
             self.kill(index)  # nothing half-started stays behind
@@ -391,8 +393,8 @@ class Sandbox:
             )
         )
 
-    def _spawn(self, index: int, *, bootstrap: bool = False) -> None:
-        """Start node ``index``; ``bootstrap``: as a new Galera cluster of its own."""
+    def _spawn(self, index: int, extra_args: tuple[str, ...] = ()) -> None:
+        """Start node ``index`` (``mariadbd --defaults-file=... EXTRA_ARGS``)."""
         layout = self._layouts[index]
         try:
             self._log_offsets[index] = layout.error_log.stat().st_size
@@ -404,7 +406,7 @@ class Sandbox:
             cwd=layout.directory,
             log=layout.error_log,
             parent_death_signal=self.parent_death_signal,
-            extra_args=("--wsrep-new-cluster",) if bootstrap else (),
+            extra_args=extra_args,
         )
         self._pids[index] = self._processes.adopt(process)
 
@@ -464,7 +466,7 @@ class Sandbox:
         return [0]
 
     def _start_first_galera_node(self, deadline: float) -> None:
-        self._spawn(0, bootstrap=True)
+        self._spawn(0, galera_nodes.BOOTSTRAP_ARGS)
         self._save()
         self._wait_ready([0], deadline)
         galera_nodes.wait_synced([self._layouts[0]], deadline=deadline, cluster_size=1)
