@@ -2,8 +2,8 @@
 async GTID replica of node 0 that follows writes made on any node, a killed node that rejoins,
 and ``orchestrator sandbox up --galera`` / ``status`` / ``down`` leaving nothing running.
 
-One cluster (``galera_sandbox``) serves the module; the test that kills a node restarts it and
-runs last. The command-line test builds a second, smaller one of its own.
+One cluster (``galera_sandbox``) serves the module; the tests that stop or kill a node restart
+it and run last. The command-line test builds a second, smaller one of its own.
 """
 
 from __future__ import annotations
@@ -84,15 +84,20 @@ def test_status_shows_the_cluster_and_its_replica(galera_sandbox: Sandbox) -> No
     assert lines[3].startswith(f"{node2} [galera, rw, Synced, Primary of 3")
 
 
-def test_a_killed_node_rejoins_and_gets_what_it_missed(galera_sandbox: Sandbox) -> None:
-    galera_sandbox.kill(2)
+@pytest.mark.parametrize(("how", "index"), [("stop", 1), ("kill", 2)])
+def test_a_stopped_or_killed_node_rejoins_and_gets_what_it_missed(
+    galera_sandbox: Sandbox, how: str, index: int
+) -> None:
+    """``kill`` (SIGKILL) also covers the crash path: ``start`` recovers the node's position."""
+    getattr(galera_sandbox, how)(index)
     wait_for(lambda: synced_everywhere(galera_sandbox, 2), "the others see a cluster of 2")
-    galera_sandbox.execute(0, "INSERT INTO sandbox.t (note) VALUES ('while node 2 was dead')")
-    galera_sandbox.start(2)
+    note = f"while node {index} was down ({how})"
+    galera_sandbox.execute(0, f"INSERT INTO sandbox.t (note) VALUES ('{note}')")
+    galera_sandbox.start(index)
     galera_sandbox.wait_galera_synced()
     assert synced_everywhere(galera_sandbox, 3)
-    rows = galera_sandbox.execute(2, "SELECT note FROM sandbox.t WHERE note LIKE 'while%'")
-    assert rows == [("while node 2 was dead",)]
+    rows = galera_sandbox.execute(index, f"SELECT note FROM sandbox.t WHERE note = '{note}'")
+    assert rows == [(note,)]
 
 
 def processes_under(directory: Path) -> list[psutil.Process]:
