@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from orchestrator_cli.sandbox import Sandbox, SandboxTLS
+from orchestrator_cli.sandbox.config import GALERA_PORTS_PER_NODE
 from orchestrator_shared.redact import forget_secrets
 from tests import harness
 from tests.harness.ports import is_port_free
@@ -194,13 +195,17 @@ class SandboxFactory:
         chain: bool = False,
         semi_sync: bool = False,
         tls: SandboxTLS | None = None,
+        galera: int = 0,
     ) -> Sandbox:
+        """``galera``: nodes ``0..galera-1`` form a Galera cluster, the others are async
+        replicas of node 0 (each Galera node also takes 3 ports after the nodes')."""
+        ports = nodes + GALERA_PORTS_PER_NODE * galera
         for _ in range(5):
-            base = random.randrange(61000, 65000 - nodes)  # above the ephemeral range
-            if all(is_port_free(base + offset) for offset in range(nodes)):
+            base = random.randrange(61000, 65000 - ports)  # above the ephemeral range
+            if all(is_port_free(base + offset) for offset in range(ports)):
                 break
         else:
-            raise RuntimeError(f"no {nodes} consecutive free ports found")
+            raise RuntimeError(f"no {ports} consecutive free ports found")
         sandbox = Sandbox.up(
             self._directory / f"sandbox-{len(self._sandboxes)}",
             nodes=nodes,
@@ -208,6 +213,7 @@ class SandboxFactory:
             chain=chain,
             semi_sync=semi_sync,
             tls=tls,
+            galera=galera,
             parent_death_signal=True,
         )
         self._sandboxes.append(sandbox)
@@ -234,6 +240,18 @@ def module_sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield factory
     finally:
         factory.close()
+
+
+GALERA_NODES = 3
+
+
+@pytest.fixture(scope="module")
+def galera_sandbox(module_sandbox_factory: SandboxFactory) -> Sandbox:
+    """A 3-node MariaDB Galera cluster (nodes 0, 1, 2: all writable, Synced) and one async
+    GTID replica of node 0 (node 3), shared by the module and downed after it (~10 s to build).
+    A test that stops or kills a node restarts it (``start`` + ``wait_galera_synced``) or uses
+    ``sandbox_factory(nodes=4, galera=3)`` for a cluster of its own."""
+    return module_sandbox_factory(nodes=GALERA_NODES + 1, galera=GALERA_NODES)
 
 
 # --- every test is either unit or integration -----------------------------------------------

@@ -25,10 +25,10 @@ import pytest
 from orchestrator_cli.sandbox import Sandbox, template
 from orchestrator_cli.sandbox.config import socket_dir
 from orchestrator_shared.errors import SandboxError
+from tests.harness.cli import run_orchestrator as orchestrator
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 PORT_RANGE = range(61000, 65000)
 T = TypeVar("T")
 
@@ -459,17 +459,6 @@ def test_up_without_mariadbd_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 # --- the command line ---------------------------------------------------------------------------
-
-
-def orchestrator(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["uv", "run", "--no-sync", "orchestrator", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_cli_up_status_down(tmp_path: Path) -> None:

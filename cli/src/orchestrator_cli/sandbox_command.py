@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator_cli import Subcommands
@@ -18,14 +19,19 @@ DEFAULT_NODES = 4
 DEFAULT_BASE_PORT = 22306
 
 
-def _node_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _port(text: str) -> int:
@@ -52,8 +58,7 @@ def register(subcommands: Subcommands) -> None:
     _add_dir(up)
     up.add_argument(
         "--nodes",
-        type=_node_count,
-        default=DEFAULT_NODES,
+        type=_count(1),
         help=f"number of nodes, node 0 the master (default {DEFAULT_NODES})",
     )
     up.add_argument(
@@ -66,6 +71,21 @@ def register(subcommands: Subcommands) -> None:
         "--chain", action="store_true", help="node i replicates from node i-1 (A->B->C...)"
     )
     up.add_argument("--semi-sync", action="store_true", help="enable semi-synchronous replication")
+    galera = up.add_argument_group(
+        "Galera", "a MariaDB Galera cluster instead of a master (instead of --nodes)"
+    )
+    galera.add_argument(
+        "--galera",
+        type=_count(1),
+        metavar="N",
+        help="nodes 0..N-1 form a Galera cluster (each also uses 3 ports after the nodes')",
+    )
+    galera.add_argument(
+        "--async-replicas",
+        type=_count(0),
+        metavar="N",
+        help="with --galera: N async GTID replicas of node 0 (default 0)",
+    )
     tls = up.add_argument_group(
         "TLS", "serve TLS and replicate over verified TLS (the three options go together)"
     )
@@ -107,20 +127,36 @@ def _tls_files(args: argparse.Namespace) -> SandboxTLS | None:
     return SandboxTLS(ca=args.ssl_ca, cert=args.ssl_cert, key=args.ssl_key)
 
 
+def _shape(args: argparse.Namespace) -> tuple[int, int]:
+    """``(nodes, galera)`` from ``--nodes`` or ``--galera [--async-replicas]``."""
+    if args.galera is None:
+        if args.async_replicas is not None:
+            raise SandboxError("--async-replicas goes with --galera")
+        return (DEFAULT_NODES if args.nodes is None else args.nodes), 0
+    if args.nodes is not None:
+        raise SandboxError("--nodes and --galera do not go together (use --async-replicas)")
+    return args.galera + (args.async_replicas or 0), args.galera
+
+
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    nodes, galera = _shape(args)
     sandbox = Sandbox.up(
         args.dir,
-        nodes=args.nodes,
+        nodes=nodes,
         base_port=args.base_port,
         chain=args.chain,
         semi_sync=args.semi_sync,
         tls=_tls_files(args),
+        galera=galera,
     )
     elapsed = time.monotonic() - started
     with_tls = "" if sandbox.tls is None else f" with TLS (CA {sandbox.tls.ca})"
+    shape = f"{len(sandbox.nodes)} nodes"
+    if galera:
+        shape = f"a {galera}-node Galera cluster and {nodes - galera} async replicas"
     print(
-        f"sandbox up in {elapsed:.1f} s: {len(sandbox.nodes)} nodes of MariaDB {sandbox.version} "
+        f"sandbox up in {elapsed:.1f} s: {shape} of MariaDB {sandbox.version} "
         f"in {sandbox.directory}{with_tls}"
     )
     print(sandbox.status())

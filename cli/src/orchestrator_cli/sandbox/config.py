@@ -50,8 +50,23 @@ SEMI_SYNC_TIMEOUT_MS = 1000
 # Both the template datadir and every node use this redo log size, so no node resizes it.
 INNODB_LOG_FILE_SIZE = "8M"
 
+BINLOG_BASENAME = "mariadb-bin"
+
 SANDBOX_DATABASE = "sandbox"
 SANDBOX_TABLE = "sandbox.t"
+
+# Galera (``sandbox up --galera N``): the provider of Debian's galera-4, and the GTID domain
+# every Galera node writes replicated transactions in (``wsrep_gtid_domain_id``), so that an
+# async replica follows any node of the cluster with one GTID position. Each node's own,
+# non-replicated writes go to a domain of its own (``gtid_domain_id`` = base + index).
+GALERA_PROVIDER = Path("/usr/lib/galera/libgalera_smm.so")
+GALERA_CLUSTER_NAME = "orchestrator-sandbox"
+GALERA_GTID_DOMAIN = 0
+GALERA_LOCAL_DOMAIN_BASE = 100
+# group communication, incremental state transfer (IST), snapshot state transfer (SST)
+GALERA_PORTS_PER_NODE = 3
+# preallocated per node: small, yet enough to rejoin by IST after a test's few writes
+GALERA_GCACHE_SIZE = "16M"
 
 MANIFEST_NAME = "sandbox.json"
 MAX_SOCKET_PATH = 100
@@ -77,32 +92,72 @@ class SandboxTLS:
             object.__setattr__(self, name, Path(getattr(self, name)).absolute())
 
 
+@dataclass(frozen=True)
+class GaleraPorts:
+    """The three extra ports of one Galera node (all on 127.0.0.1)."""
+
+    group: int
+    ist: int
+    sst: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class SandboxOptions:
-    """How to build a sandbox. Invalid values raise :class:`SandboxError` at construction."""
+    """How to build a sandbox. Invalid values raise :class:`SandboxError` at construction.
+
+    ``galera``: nodes ``0..galera-1`` form a Galera cluster (all writable) and the other
+    nodes are async replicas of node 0; 0 for a plain master/replicas sandbox.
+    """
 
     nodes: int = 4
     base_port: int
     chain: bool = False
     semi_sync: bool = False
     tls: SandboxTLS | None = None
+    galera: int = 0
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
             raise SandboxError(f"nodes must be at least 1, got {self.nodes}")
         if not 1 <= self.base_port <= 65535:
             raise SandboxError(f"base port must be in 1..65535, got {self.base_port}")
-        last = self.base_port + self.nodes - 1
+        if not 0 <= self.galera <= self.nodes:
+            raise SandboxError(f"galera nodes must be in 0..{self.nodes}, got {self.galera}")
+        if self.galera and (self.chain or self.semi_sync):
+            raise SandboxError("a Galera sandbox has no chain or semi-sync option")
+        last = self.base_port + self.port_count - 1
         if last > 65535:
             raise SandboxError(
                 f"{self.nodes} nodes from base port {self.base_port} would need port {last} > 65535"
             )
 
+    @property
+    def port_count(self) -> int:
+        """How many consecutive ports from ``base_port`` the sandbox uses: one per node, then
+        :data:`GALERA_PORTS_PER_NODE` per Galera node."""
+        return self.nodes + GALERA_PORTS_PER_NODE * self.galera
+
+    def is_galera(self, index: int) -> bool:
+        return index < self.galera
+
+    def galera_ports(self, index: int) -> GaleraPorts:
+        """Galera node ``index``'s extra ports, after the nodes' own ports."""
+        if not self.is_galera(index):
+            raise SandboxError(f"node {index} is not a Galera node")
+        first = self.base_port + self.nodes + GALERA_PORTS_PER_NODE * index
+        return GaleraPorts(group=first, ist=first + 1, sst=first + 2)
+
     def source_index(self, index: int) -> int | None:
-        """The node that node ``index`` replicates from as built: none for the master."""
-        if index == 0:
+        """The node that node ``index`` replicates from as built: none for the master (or a
+        Galera node); node 0 for an async replica of a Galera sandbox."""
+        if index == 0 or self.is_galera(index):
             return None
         return index - 1 if self.chain else 0
+
+    @property
+    def replica_indexes(self) -> list[int]:
+        """The nodes that replicate (asynchronously) from another node as built."""
+        return [index for index in range(self.nodes) if self.source_index(index) is not None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,8 +225,9 @@ def render_my_cnf(
 ) -> str:
     """The ``my.cnf`` of one node (read with ``--defaults-file``, so nothing else is read).
 
-    Node 0 starts writable, every other node ``read_only``. Semi-sync (when asked for) is
-    enabled as both master and replica on every node, so any node can be promoted.
+    Node 0 (and every Galera node) starts writable, every other node ``read_only``. Semi-sync
+    (when asked for) is enabled as both master and replica on every node, so any node can be
+    promoted.
     """
     if run_as_root is None:
         run_as_root = os.geteuid() == 0
@@ -189,8 +245,8 @@ def render_my_cnf(
         f"bind-address={HOST}",
         "skip-name-resolve",
         f"server-id={node.server_id}",
-        "log-bin=mariadb-bin",
-        "log-bin-index=mariadb-bin.index",
+        f"log-bin={BINLOG_BASENAME}",
+        f"log-bin-index={BINLOG_BASENAME}.index",
         "relay-log=relay-bin",
         "relay-log-index=relay-bin.index",
         "binlog-format=ROW",
@@ -224,6 +280,8 @@ def render_my_cnf(
             f"ssl-cert={options.tls.cert}",
             f"ssl-key={options.tls.key}",
         ]
+    if options.is_galera(node.index):
+        lines += _galera_lines(node, options)
     if options.semi_sync:
         lines += [
             "rpl-semi-sync-master-enabled=ON",
@@ -232,6 +290,9 @@ def render_my_cnf(
             # with no semi-sync replica connected, commit at once instead of waiting the timeout
             "rpl-semi-sync-master-wait-no-slave=OFF",
         ]
+    if options.is_galera(node.index):
+        # the SST scripts read [sst]; without this, mariabackup SST archives logs in /tmp
+        lines += ["", "[sst]", "sst-log-archive=0"]
     lines += [
         "",
         "# `mariadb --defaults-file=<this file>` opens a root session on this node",
@@ -241,6 +302,41 @@ def render_my_cnf(
         "",
     ]
     return "\n".join(lines)
+
+
+def _galera_lines(node: NodeLayout, options: SandboxOptions) -> list[str]:
+    """The wsrep settings of Galera node ``node``: every address on 127.0.0.1 and its own ports.
+
+    State transfer uses mariabackup, which works with ``user=root`` (rsync SST does not: its
+    rsync daemon drops to ``nobody``, which cannot write a root-owned datadir). ``up`` seeds
+    the joiners with the first node's datadir so that they join by IST, not SST.
+    """
+    cluster = ",".join(
+        f"{HOST}:{options.galera_ports(index).group}" for index in range(options.galera)
+    )
+    ports = options.galera_ports(node.index)
+    provider_options = (
+        f"gmcast.listen_addr=tcp://{HOST}:{ports.group};ist.recv_addr={HOST}:{ports.ist};"
+        f"gcache.size={GALERA_GCACHE_SIZE}"
+    )
+    return [
+        "# Galera node (`sandbox up --galera`): every node writable, async replicas under node 0",
+        "wsrep-on=ON",
+        f"wsrep-provider={GALERA_PROVIDER}",
+        f"wsrep-cluster-name={GALERA_CLUSTER_NAME}",
+        f"wsrep-cluster-address=gcomm://{cluster}",
+        f"wsrep-node-name=node{node.index}",
+        f"wsrep-node-address={HOST}:{ports.group}",
+        f"wsrep-node-incoming-address={node.key}",
+        f'wsrep-provider-options="{provider_options}"',
+        f"wsrep-sst-receive-address={HOST}:{ports.sst}",
+        "wsrep-sst-method=mariabackup",
+        f"wsrep-sst-auth={ROOT_USER}:{PASSWORDS[ROOT_USER]}",
+        "wsrep-gtid-mode=ON",
+        f"wsrep-gtid-domain-id={GALERA_GTID_DOMAIN}",
+        f"gtid-domain-id={GALERA_LOCAL_DOMAIN_BASE + node.index}",
+        "innodb-autoinc-lock-mode=2",
+    ]
 
 
 def change_master_sql(source_port: int, tls: SandboxTLS | None = None) -> str:

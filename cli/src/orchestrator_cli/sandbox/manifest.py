@@ -40,6 +40,7 @@ def write(manifest: Manifest) -> None:
             "chain": manifest.options.chain,
             "semi_sync": manifest.options.semi_sync,
             "tls": _tls_document(manifest.options.tls),
+            "galera": manifest.options.galera,
         },
         "mariadbd": str(manifest.mariadbd),
         "version": manifest.version,
@@ -114,7 +115,8 @@ def _tls_document(tls: SandboxTLS | None) -> dict[str, str] | None:
 
 
 def _options(document: dict[str, Any]) -> SandboxOptions:
-    """The options as written; a manifest from before TLS (no ``tls``) is a sandbox without."""
+    """The options as written; a manifest from before TLS or Galera (no ``tls``, no
+    ``galera``) is a sandbox without."""
     fields = dict(document)
     tls = fields.pop("tls", None)
     return SandboxOptions(

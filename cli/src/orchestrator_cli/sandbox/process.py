@@ -30,9 +30,16 @@ class ProcessState(Enum):
 
 
 def spawn(
-    mariadbd: Path, config_file: Path, *, cwd: Path, log: Path, parent_death_signal: bool
+    mariadbd: Path,
+    config_file: Path,
+    *,
+    cwd: Path,
+    log: Path,
+    parent_death_signal: bool,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start ``mariadbd --defaults-file=CONFIG`` in its own session (Ctrl-C does not reach it).
+    """Start ``mariadbd --defaults-file=CONFIG [EXTRA_ARGS]`` in its own session (Ctrl-C does
+    not reach it).
 
     Its stdout/stderr are appended to ``log`` (its error log too, so the errors it prints
     before opening that log, e.g. a bad option, land there). With ``parent_death_signal``
@@ -40,7 +47,7 @@ def spawn(
     """
     try:
         return spawn_child(
-            [str(mariadbd), f"--defaults-file={config_file}"],
+            [str(mariadbd), f"--defaults-file={config_file}", *extra_args],
             cwd=cwd,
             log=log,
             parent_death_signal=parent_death_signal,

@@ -5,18 +5,22 @@ the users and the ``sandbox`` database on the master, attaches the replicas with
 returns when all of them replicate and have caught up. ``sandbox.json`` in the sandbox
 directory records what was built (ports, pids, files) so that another process can
 ``Sandbox.load`` it, e.g. ``orchestrator sandbox down`` after ``orchestrator sandbox up``.
+
+A Galera sandbox (``galera=N``) makes nodes ``0..N-1`` one Galera cluster, all writable, and
+the other nodes async GTID replicas of node 0 (see :mod:`orchestrator_cli.sandbox.galera`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from orchestrator_cli.sandbox import galera as galera_nodes
 from orchestrator_cli.sandbox import manifest, replication
 from orchestrator_cli.sandbox.client import NodeSession, Row
 from orchestrator_cli.sandbox.config import (
@@ -46,7 +50,7 @@ DOWN_GRACE_S = 5.0
 STOP_GRACE_S = 30.0
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SandboxNode:
     """One node as the sandbox last saw it (``pid`` is None when it is not running)."""
 
@@ -59,6 +63,7 @@ class SandboxNode:
     config_file: Path
     error_log: Path
     source_index: int | None
+    galera: bool = False
 
     @property
     def key(self) -> str:
@@ -101,26 +106,36 @@ class Sandbox:
         chain: bool = False,
         semi_sync: bool = False,
         tls: SandboxTLS | None = None,
+        galera: int = 0,
         parent_death_signal: bool = False,
         timeout: float = START_TIMEOUT_S,
     ) -> Sandbox:
         """Build and start a sandbox in ``directory``; return once every replica caught up.
 
         ``tls``: every node serves TLS with these files and the replicas replicate over
-        verified TLS (checked before anything starts). ``parent_death_signal`` makes every
+        verified TLS (checked before anything starts). ``galera``: nodes ``0..galera-1`` are
+        one Galera cluster and the others async replicas of node 0; ``up`` returns once every
+        Galera node is Synced. ``parent_death_signal`` makes every
         ``mariadbd`` get SIGKILL when the calling process dies (test fixtures: a killed
         pytest leaves no orphans); without it the nodes outlive the caller (the CLI). Raises
         :class:`SandboxError` (nothing left running) on failure.
         """
         options = SandboxOptions(
-            nodes=nodes, base_port=base_port, chain=chain, semi_sync=semi_sync, tls=tls
+            nodes=nodes,
+            base_port=base_port,
+            chain=chain,
+            semi_sync=semi_sync,
+            tls=tls,
+            galera=galera,
         )
         if tls is not None:
             check_files(tls)
+        if galera:
+            galera_nodes.check_prerequisites()
         binaries = find_binaries()
         directory = directory.resolve()
         layouts = node_layouts(directory, options)
-        _prepare_directory(directory, layouts)
+        _prepare_directory(directory, layouts, options)
         template = ensure_template(binaries)
         sandbox = cls(
             directory=directory,
@@ -194,6 +209,29 @@ class Sandbox:
             config_file=layout.config_file,
             error_log=layout.error_log,
             source_index=self.options.source_index(index),
+            galera=self.options.is_galera(index),
+        )
+
+    @property
+    def galera_nodes(self) -> list[SandboxNode]:
+        """The Galera cluster's nodes (none for a plain sandbox)."""
+        return [self.node(index) for index in range(self.options.galera)]
+
+    def galera_status(self, index: int) -> dict[str, str]:
+        """Galera node ``index``'s ``wsrep_*`` state (``wsrep_local_state_comment``,
+        ``wsrep_cluster_size``, ``wsrep_cluster_status``, ``wsrep_ready``...)."""
+        if not self.options.is_galera(self._layout(index).index):
+            raise SandboxError(f"node {index} is not a Galera node")
+        return galera_nodes.status(self._layouts[index])
+
+    def wait_galera_synced(self, *, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until every running Galera node is Synced in one primary component of all
+        of them (e.g. after restarting a node)."""
+        running = [
+            self._layouts[index] for index in range(self.options.galera) if self.is_running(index)
+        ]
+        galera_nodes.wait_synced(
+            running, deadline=time.monotonic() + timeout, cluster_size=len(running)
         )
 
     def is_running(self, index: int) -> bool:
@@ -227,6 +265,7 @@ class Sandbox:
                 configured_source_port=self._source_port(layout.index),
                 process=self._processes.state(self._pids[layout.index], layout.config_file),
                 semi_sync=self.options.semi_sync,
+                galera=self.options.is_galera(layout.index),
             )
             for layout in self._layouts
         ]
@@ -235,11 +274,16 @@ class Sandbox:
     # ---- controlling nodes ----------------------------------------------------------------
 
     def down(self) -> None:
-        """Stop every node (SIGCONT+SIGTERM, SIGKILL after a few seconds). Idempotent."""
+        """Stop every node (SIGCONT+SIGTERM, SIGKILL after a few seconds; a Galera sandbox's
+        node 0 after the others). Idempotent."""
         targets = [
             (pid, layout.config_file) for pid, layout in zip(self._pids, self._layouts, strict=True)
         ]
-        self._processes.terminate(targets, grace=DOWN_GRACE_S)
+        # Galera nodes that all leave at once hang in shutdown until SIGKILL; with node 0
+        # still up the others leave cleanly, then node 0 alone (about 2 s each step).
+        last = targets[:1] if self.options.galera else []
+        self._processes.terminate(targets[len(last) :], grace=DOWN_GRACE_S)
+        self._processes.terminate(last, grace=DOWN_GRACE_S)
         self._pids = [None] * len(self._layouts)
         if self.directory.is_dir():
             self._save()
@@ -258,7 +302,8 @@ class Sandbox:
         self._set_pid(index, None)
 
     def start(self, index: int, *, timeout: float = START_TIMEOUT_S) -> None:
-        """Start a stopped node on its datadir; a replica resumes replicating by itself.
+        """Start a stopped node on its datadir; a replica resumes replicating by itself, a
+        Galera node rejoins the running ones (by IST, else SST) and is waited for until Synced.
 
         With TLS the files are checked again first (one may have been removed or replaced
         since ``up``): one line naming the file rather than a node that does not start or
@@ -266,6 +311,13 @@ class Sandbox:
         layout = self._layout(index)
         if self.is_running(index):
             raise SandboxError(f"node {index} ({layout.key}) is already running")
+        if self.options.is_galera(index) and not any(
+            self.is_running(other) for other in range(self.options.galera)
+        ):
+            raise SandboxError(
+                f"node {index} ({layout.key}) is a Galera node and no other Galera node runs "
+                "to join; rebuild the cluster with `sandbox down` and `sandbox up`"
+            )
         if self.tls is not None:
             check_files(self.tls)
         if _is_port_in_use(layout.port):
@@ -273,8 +325,11 @@ class Sandbox:
         socket_dir(self.directory).mkdir(mode=0o755, parents=True, exist_ok=True)
         self._spawn(index)
         self._save()
+        deadline = time.monotonic() + timeout
         try:
-            self._wait_ready([index], time.monotonic() + timeout)
+            self._wait_ready([index], deadline)
+            if self.options.is_galera(index):
+                galera_nodes.wait_synced([layout], deadline=deadline)
         except BaseException:
             self.kill(index)  # nothing half-started stays behind
             raise
@@ -295,7 +350,9 @@ class Sandbox:
     def wait_caught_up(self, *, timeout: float = 30.0) -> None:
         """Wait until every running replica replicates (both threads ``Yes``) and has applied
         node 0's current ``gtid_binlog_pos``; raise with the replicas' state otherwise."""
-        replicas = [layout for layout in self._layouts[1:] if self.is_running(layout.index)]
+        replicas = [
+            self._layouts[index] for index in self.options.replica_indexes if self.is_running(index)
+        ]
         replication.wait_caught_up(self._layout(0), replicas, deadline=time.monotonic() + timeout)
 
     # ---- internals --------------------------------------------------------------------------
@@ -334,7 +391,8 @@ class Sandbox:
             )
         )
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int, *, bootstrap: bool = False) -> None:
+        """Start node ``index``; ``bootstrap``: as a new Galera cluster of its own."""
         layout = self._layouts[index]
         try:
             self._log_offsets[index] = layout.error_log.stat().st_size
@@ -346,6 +404,7 @@ class Sandbox:
             cwd=layout.directory,
             log=layout.error_log,
             parent_death_signal=self.parent_death_signal,
+            extra_args=("--wsrep-new-cluster",) if bootstrap else (),
         )
         self._pids[index] = self._processes.adopt(process)
 
@@ -354,17 +413,29 @@ class Sandbox:
             socket_dir(self.directory).mkdir(mode=0o755, parents=True, exist_ok=True)
             for layout in self._layouts:
                 layout.directory.mkdir(parents=True)
-                copy_template(template, layout.datadir)
+                if not self._is_galera_joiner(layout.index):  # seeded from node 0 later
+                    copy_template(template, layout.datadir)
                 layout.config_file.write_text(render_my_cnf(layout, self.options))
         except OSError as exc:
             raise SandboxError(f"cannot lay out the sandbox in {self.directory}: {exc}") from exc
 
+    def _is_galera_joiner(self, index: int) -> bool:
+        return index != 0 and self.options.is_galera(index)
+
     def _start_all(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        for index in range(len(self._layouts)):
+        started = self._bootstrap_galera(deadline) if self.options.galera else []
+        pending = [index for index in range(len(self._layouts)) if index not in started]
+        for index in pending:
             self._spawn(index)
         self._save()
-        self._wait_ready(list(range(len(self._layouts))), deadline)
+        self._wait_ready(pending, deadline)
+        if self.options.galera:
+            galera_nodes.wait_synced(
+                self._layouts[: self.options.galera],
+                deadline=deadline,
+                cluster_size=self.options.galera,
+            )
         replication.set_up_master(self._layouts[0])
         semi_sync_clients: dict[NodeLayout, int] = {}
         for layout in self._layouts:
@@ -373,9 +444,30 @@ class Sandbox:
                 replication.attach(layout, self._layouts[source], self.options.tls)
                 source_layout = self._layouts[source]
                 semi_sync_clients[source_layout] = semi_sync_clients.get(source_layout, 0) + 1
-        replication.wait_caught_up(self._layouts[0], self._layouts[1:], deadline=deadline)
+        replicas = [self._layouts[index] for index in self.options.replica_indexes]
+        replication.wait_caught_up(self._layouts[0], replicas, deadline=deadline)
         if self.options.semi_sync:
             replication.wait_semi_sync_clients(semi_sync_clients, deadline=deadline)
+
+    def _bootstrap_galera(self, deadline: float) -> list[int]:
+        """Bootstrap node 0 as a new Galera cluster, shut it down cleanly, seed the other
+        Galera nodes with its datadir (so they join by IST: see the galera module), and
+        start it again as the cluster's first node. The nodes it started: node 0."""
+        self._start_first_galera_node(deadline)
+        joiners = self._layouts[1 : self.options.galera]
+        if joiners:
+            self.stop(0)  # a clean shutdown: grastate.dat and InnoDB record the position
+            galera_nodes.seed_joiners(
+                self._layouts[0].datadir, [layout.datadir for layout in joiners]
+            )
+            self._start_first_galera_node(deadline)
+        return [0]
+
+    def _start_first_galera_node(self, deadline: float) -> None:
+        self._spawn(0, bootstrap=True)
+        self._save()
+        self._wait_ready([0], deadline)
+        galera_nodes.wait_synced([self._layouts[0]], deadline=deadline, cluster_size=1)
 
     def _wait_ready(self, indexes: list[int], deadline: float) -> None:
         pending = list(indexes)
@@ -433,7 +525,7 @@ def _is_port_in_use(port: int) -> bool:
     return False
 
 
-def _prepare_directory(directory: Path, layouts: list[NodeLayout]) -> None:
+def _prepare_directory(directory: Path, layouts: list[NodeLayout], options: SandboxOptions) -> None:
     """Make ``directory`` ready for a new sandbox: new, or holding a stopped sandbox (whose node
     directories are then removed). A running sandbox there, or node directories not recorded
     in a ``sandbox.json``, are errors. Other files in ``directory`` are left alone."""
@@ -448,6 +540,10 @@ def _prepare_directory(directory: Path, layouts: list[NodeLayout]) -> None:
     for layout in layouts:
         if _is_port_in_use(layout.port):
             raise SandboxError(f"port {layout.port} (node {layout.index}) is already in use")
+    for index in range(options.galera):
+        for port in dataclasses.astuple(options.galera_ports(index)):
+            if _is_port_in_use(port):
+                raise SandboxError(f"port {port} (Galera, node {index}) is already in use")
     if previous is not None:
         for node in previous.nodes:
             shutil.rmtree(node.datadir.parent, ignore_errors=True)

@@ -36,6 +36,8 @@ class NodeReport:
     replication_error: str = ""
     semi_sync_status: str | None = None
     semi_sync_clients: int = 0
+    galera_state: str | None = None  # wsrep_local_state_comment of a Galera node
+    galera_cluster: str = ""  # e.g. "Primary of 3"
 
     @property
     def key(self) -> str:
@@ -62,6 +64,7 @@ def probe(
     configured_source_port: int | None,
     process: ProcessState,
     semi_sync: bool,
+    galera: bool = False,
 ) -> NodeReport:
     """Read one node's replication state; never raises (a failure becomes ``problem``)."""
     base: dict[str, Any] = {
@@ -83,6 +86,12 @@ def probe(
                 semi = {
                     str(name).lower(): str(value)
                     for name, value in s.rows("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")
+                }
+            wsrep: dict[str, str] = {}
+            if galera:
+                wsrep = {
+                    str(name).lower(): str(value)
+                    for name, value in s.rows("SHOW GLOBAL STATUS LIKE 'wsrep_%'")
                 }
     except SandboxError as exc:
         return NodeReport(**base, problem=str(exc).removeprefix(f"{key}: "))
@@ -106,14 +115,24 @@ def probe(
             "semi_sync_status": semi.get("rpl_semi_sync_master_status", "OFF"),
             "semi_sync_clients": int(semi.get("rpl_semi_sync_master_clients", "0")),
         }
+    if galera:
+        fields |= {
+            "galera_state": wsrep.get("wsrep_local_state_comment", "?"),
+            "galera_cluster": f"{wsrep.get('wsrep_cluster_status', '?')} of "
+            f"{wsrep.get('wsrep_cluster_size', '?')}",
+        }
     return NodeReport(**base, **fields)
 
 
 def describe(report: NodeReport) -> str:
-    """``127.0.0.1:22307 [replica, ro, IO:Yes SQL:Yes, lag 0, GTID 0-1-12]``."""
+    """``127.0.0.1:22307 [replica, ro, IO:Yes SQL:Yes, lag 0, GTID 0-1-12]``; a Galera node:
+    ``127.0.0.1:22306 [galera, rw, Synced, Primary of 3, GTID 0-1-12]``."""
     if report.problem is not None:
         return f"{report.key} [unreachable: {report.problem}]"
-    parts = ["replica" if report.is_replica else "master", "ro" if report.read_only else "rw"]
+    role = "galera" if report.galera_state is not None else "master"
+    parts = ["replica" if report.is_replica else role, "ro" if report.read_only else "rw"]
+    if report.galera_state is not None:
+        parts.append(f"{report.galera_state}, {report.galera_cluster}")
     if report.is_replica:
         if report.parent_port is None:
             parts[0] = f"replica of {report.source_host}:{report.source_port}"
