@@ -17,7 +17,12 @@ from orchestrator_discovery.service import DiscoveryOptions, DiscoveryService
 from orchestrator_shared.bus import UnreachableEvent
 from orchestrator_shared.errors import ProbeError
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.snapshot import InstanceSnapshot, ProbeFacts, ReplicationChannel
+from orchestrator_shared.snapshot import (
+    GaleraState,
+    InstanceSnapshot,
+    ProbeFacts,
+    ReplicationChannel,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -217,6 +222,54 @@ async def test_hosts_outside_the_allow_list_are_never_probed(
         for key in (seed, foreign_replica, foreign_master)
     )
     assert service.metrics.hosts_refused._value.get() >= 4
+
+
+def galera_node(key: InstanceKey, members: tuple[InstanceKey, ...]) -> InstanceSnapshot:
+    state = GaleraState(
+        cluster_size=len(members),
+        member_keys=tuple(sorted(str(member) for member in members)),
+    )
+    return ok_snapshot(key).model_copy(update={"galera": state})
+
+
+G1, G2, G3 = (InstanceKey("127.0.0.1", port) for port in (3311, 3312, 3313))
+
+
+async def test_galera_peers_are_crawled_from_one_node(fleet: FakeFleet, bus: FakeBus) -> None:
+    fleet.snapshots = {key: galera_node(key, (G1, G2, G3)) for key in (G1, G2, G3)}
+    fleet.alive = set(fleet.snapshots)
+    service = make_service(fleet, bus, seeds=(G1,))
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: len(bus.snapshots) == 3)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert set(service.known) == {G1, G2, G3}
+
+
+async def test_galera_peers_obey_the_allow_list_and_a_new_peer_is_crawled(
+    fleet: FakeFleet, bus: FakeBus
+) -> None:
+    foreign = InstanceKey("10.9.9.9", 3306)
+    fleet.snapshots = {G1: galera_node(G1, (G1, foreign))}
+    fleet.alive = {G1, G2}
+    service = make_service(
+        fleet, bus, seeds=(G1,), allowed_hosts=("127.0.0.0/8",), poll_seconds=0.05
+    )
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: fleet.probed.count(G1) >= 2)
+        assert set(service.known) == {G1}
+        # G2 joins: G1's next probe names it, and the changed membership is crawled
+        fleet.snapshots[G2] = galera_node(G2, (G1, G2, foreign))
+        fleet.snapshots[G1] = galera_node(G1, (G1, G2, foreign))
+        await wait_for(lambda: str(G2) in bus.snapshots)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert set(service.known) == {G1, G2}
+    assert foreign not in fleet.probed
 
 
 async def test_dead_master_is_reported_once_and_replicas_reprobed(

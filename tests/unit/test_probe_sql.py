@@ -250,3 +250,97 @@ def test_a_detached_master_is_read_as_a_replica_of_nobody() -> None:
     assert all(
         snapshot.instance_key not in a.replicas for a in analyze([master, snapshot], now=NOW)
     )
+
+
+# --- Galera (wsrep) ------------------------------------------------------------------------
+
+
+def recorded_variables_and_status(name: str) -> tuple[dict[str, str], dict[str, str]]:
+    recorded = rows(name)
+    return (
+        probe_sql.name_value_rows(recorded["variables"]),
+        probe_sql.name_value_rows(recorded["status"]),
+    )
+
+
+def test_galera_node_state_from_recorded_rows() -> None:
+    galera = probe_sql.parse_galera(*recorded_variables_and_status("mariadb-10.11-galera-node"))
+    assert galera is not None
+    assert galera.cluster_name == "g2capture"
+    assert galera.node_name == "node1"
+    assert galera.cluster_state_uuid == "97b2a9a7-f292-11f1-af7b-3be523fd178b"
+    assert galera.cluster_size == 3
+    assert galera.is_primary and galera.cluster_status == "Primary"
+    assert galera.is_synced and galera.local_state == "Synced"
+    assert galera.ready and galera.connected
+    assert not galera.desync and galera.desync_count == 0
+    assert galera.gtid_domain_id == 7
+    assert galera.member_keys == ("127.0.0.1:21089", "127.0.0.1:23443", "127.0.0.1:29011")
+
+
+def test_a_mariadb_without_wsrep_has_no_galera_state() -> None:
+    variables, status = recorded_variables_and_status("mariadb-10.11-no-wsrep")
+    assert "wsrep_cluster_status" in status  # it answers the names, as "Disconnected"
+    assert probe_sql.parse_galera(variables, status) is None
+
+
+def test_mysql_has_no_galera_state() -> None:
+    assert probe_sql.parse_galera(*recorded_variables_and_status("mysql-8.0-replica")) is None
+
+
+def test_galera_state_with_missing_status_names_keeps_defaults() -> None:
+    """A node that has just started (or a provider that does not report a name) answers
+    only some names: the state is still a Galera one, with the unknowns at their defaults."""
+    galera = probe_sql.parse_galera({"wsrep_on": "ON"}, {"wsrep_cluster_status": "non-Primary"})
+    assert galera is not None
+    assert galera.cluster_status == "non-Primary" and not galera.is_primary
+    assert galera.cluster_size == 0 and galera.cluster_state_uuid == ""
+    assert galera.local_state == "" and not galera.is_synced
+    assert galera.gtid_domain_id is None
+    assert galera.member_keys == ()
+
+
+def test_desynced_donor_state() -> None:
+    galera = probe_sql.parse_galera(
+        {"wsrep_on": "ON", "wsrep_desync": "ON"},
+        {"wsrep_local_state_comment": "Donor/Desynced", "wsrep_desync_count": "1"},
+    )
+    assert galera is not None
+    assert galera.desync and galera.desync_count == 1
+    assert not galera.is_synced
+
+
+@pytest.mark.parametrize(
+    ("addresses", "keys"),
+    [
+        ("", ()),
+        ("AUTO", ()),
+        (
+            "10.0.0.2:3306,AUTO,,db1:3307, auto ",
+            ("10.0.0.2:3306", "db1:3307"),
+        ),
+        ("[::1]:3306,127.0.0.1:3306,127.0.0.1:3306", ("127.0.0.1:3306", "[::1]:3306")),
+        ("db1,db2:70000,bad host:1", ("db1:3306",)),
+    ],
+)
+def test_incoming_addresses(addresses: str, keys: tuple[str, ...]) -> None:
+    """AUTO and empty entries (nodes that publish no client address) and invalid ones are
+    skipped; a bare host has the default port; duplicates collapse."""
+    assert probe_sql.parse_incoming_addresses(addresses) == keys
+    galera = probe_sql.parse_galera({"wsrep_on": "ON"}, {"wsrep_incoming_addresses": addresses})
+    assert galera is not None
+    assert galera.incoming_addresses == addresses
+    assert galera.member_keys == keys
+
+
+def test_a_snapshot_without_the_galera_field_still_parses() -> None:
+    """Snapshots published before Galera support have no ``galera``: they read as None."""
+    old = {
+        "schema": 1,
+        "key": "127.0.0.1:3306",
+        "probe": {"ok": True, "checked_at": NOW.isoformat(), "attempted_at": NOW.isoformat()},
+    }
+    assert InstanceSnapshot.model_validate(old).galera is None
+    galera = probe_sql.parse_galera(*recorded_variables_and_status("mariadb-10.11-galera-node"))
+    snapshot = InstanceSnapshot.model_validate({**old, "galera": galera})
+    assert InstanceSnapshot.from_json(snapshot.to_json()) == snapshot

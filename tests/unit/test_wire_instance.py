@@ -17,6 +17,7 @@ from orchestrator_api.wire import (
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import (
     Flavor,
+    GaleraState,
     InstanceSnapshot,
     ProbeFacts,
     ReplicationChannel,
@@ -384,3 +385,47 @@ def test_alias_comes_from_the_instance_else_the_cluster() -> None:
 def test_latency_in_nanoseconds() -> None:
     facts = probe().model_copy(update={"latency_seconds": 0.25})
     assert replica(probe=facts)["LastDiscoveryLatency"] == 250_000_000
+
+
+def test_galera_is_null_for_a_server_without_wsrep() -> None:
+    assert render([snap(3306)], 3306)["Galera"] is None
+
+
+def test_galera_state_of_a_node() -> None:
+    galera = GaleraState(
+        cluster_name="prod-galera",
+        node_name="node2",
+        cluster_state_uuid="97b2a9a7-f292-11f1-af7b-3be523fd178b",
+        cluster_size=3,
+        cluster_status="Primary",
+        local_state="Donor/Desynced",
+        ready=True,
+        connected=True,
+        desync=True,
+        desync_count=1,
+        gtid_domain_id=7,
+        incoming_addresses="127.0.0.1:3307,AUTO,127.0.0.1:3306",
+        member_keys=("127.0.0.1:3306", "127.0.0.1:3307"),
+    )
+    answer = render([snap(3307, galera=galera)], 3307)
+    assert answer["Galera"] == {
+        "ClusterName": "prod-galera",
+        "NodeName": "node2",
+        "ClusterStateUUID": "97b2a9a7-f292-11f1-af7b-3be523fd178b",
+        "ClusterSize": 3,
+        "ClusterStatus": "Primary",
+        "LocalStateComment": "Donor/Desynced",
+        "IsSynced": False,
+        "IsPrimaryComponent": True,
+        "Ready": True,
+        "Connected": True,
+        "Desync": True,
+        "DesyncCount": 1,
+        "GtidDomainId": 7,
+        "IncomingAddresses": "127.0.0.1:3307,AUTO,127.0.0.1:3306",
+        "Members": [
+            {"Hostname": "127.0.0.1", "Port": 3306},
+            {"Hostname": "127.0.0.1", "Port": 3307},
+        ],
+    }
+    assert list(answer)[-1] == "Galera"  # after every orchestrator field

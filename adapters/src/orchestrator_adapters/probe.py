@@ -349,6 +349,7 @@ class Prober:
             uptime_seconds=probe_sql.as_int(status.get("uptime")),
             self_coordinates=probe_sql.parse_master_status(results[2]),
             semi_sync=probe_sql.parse_semi_sync(variables, status),
+            galera=probe_sql.parse_galera(variables, status),
             channels=channels,
             replica_keys=replica_keys,
             replication_lag_seconds=lag,

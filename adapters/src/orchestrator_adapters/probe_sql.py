@@ -7,9 +7,11 @@ recorded from MariaDB 10.11 and MySQL 8.
 One probe is, in one round trip when the server's flavor is known (a multi-statement batch):
 
 1. ``SHOW GLOBAL VARIABLES WHERE Variable_name IN (...)``: identity, read_only, binlog and GTID
-   state, semi-sync settings. Mandatory: if it fails, the probe fails. Asking by name works on
-   both flavors; a variable a server does not have is simply absent.
-2. ``SHOW GLOBAL STATUS WHERE Variable_name IN (...)``: uptime and semi-sync status.
+   state, semi-sync and wsrep settings. Mandatory: if it fails, the probe fails. Asking by name
+   works on both flavors; a variable a server does not have is simply absent.
+2. ``SHOW GLOBAL STATUS WHERE Variable_name IN (...)``: uptime, semi-sync and Galera status.
+   The Galera names ride along in these two statements, so a Galera node costs no extra round
+   trip and a server without wsrep only a few more short rows (MariaDB) or none (MySQL).
 3. ``SHOW MASTER STATUS`` (``SHOW BINARY LOG STATUS`` on MySQL 8.2+): own binlog coordinates.
 4. ``SHOW ALL SLAVES STATUS`` on MariaDB (every channel, multi-source included),
    ``SHOW REPLICA STATUS`` on MySQL 8.0.22+ (one row per channel), else ``SHOW SLAVE STATUS``.
@@ -24,10 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator_shared.errors import InvalidInstanceKey
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import (
     Coordinates,
     Flavor,
+    GaleraState,
     ReplicationChannel,
     SemiSync,
     ThreadState,
@@ -65,6 +69,11 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "rpl_semi_sync_replica_enabled",
     "rpl_semi_sync_source_timeout",
     "rpl_semi_sync_source_wait_for_replica_count",
+    "wsrep_on",
+    "wsrep_cluster_name",
+    "wsrep_node_name",
+    "wsrep_desync",
+    "wsrep_gtid_domain_id",
 )
 
 STATUS_NAMES: tuple[str, ...] = (
@@ -75,6 +84,14 @@ STATUS_NAMES: tuple[str, ...] = (
     "Rpl_semi_sync_source_status",
     "Rpl_semi_sync_source_clients",
     "Rpl_semi_sync_replica_status",
+    "wsrep_cluster_state_uuid",
+    "wsrep_cluster_size",
+    "wsrep_cluster_status",
+    "wsrep_local_state_comment",
+    "wsrep_ready",
+    "wsrep_connected",
+    "wsrep_desync_count",
+    "wsrep_incoming_addresses",
 )
 
 
@@ -348,6 +365,46 @@ def parse_semi_sync(variables: Mapping[str, str], status: Mapping[str, str]) -> 
             1,
         ),
     )
+
+
+def parse_galera(variables: Mapping[str, str], status: Mapping[str, str]) -> GaleraState | None:
+    """The node's Galera state; None unless the server runs wsrep (``@@wsrep_on``): a MariaDB
+    without a provider still answers ``wsrep_*`` names, with ``wsrep_on=OFF``."""
+    if not as_bool(variables.get("wsrep_on")):
+        return None
+    addresses = status.get("wsrep_incoming_addresses", "")
+    return GaleraState(
+        cluster_name=variables.get("wsrep_cluster_name", ""),
+        node_name=variables.get("wsrep_node_name", ""),
+        cluster_state_uuid=status.get("wsrep_cluster_state_uuid", ""),
+        cluster_size=as_int(status.get("wsrep_cluster_size")),
+        cluster_status=status.get("wsrep_cluster_status", ""),
+        local_state=status.get("wsrep_local_state_comment", ""),
+        ready=as_bool(status.get("wsrep_ready")),
+        connected=as_bool(status.get("wsrep_connected")),
+        desync=as_bool(variables.get("wsrep_desync")),
+        desync_count=as_int(status.get("wsrep_desync_count")),
+        gtid_domain_id=as_optional_int(variables.get("wsrep_gtid_domain_id")),
+        incoming_addresses=addresses,
+        member_keys=parse_incoming_addresses(addresses),
+    )
+
+
+def parse_incoming_addresses(text: str) -> tuple[str, ...]:
+    """The keys in ``wsrep_incoming_addresses`` (``host:port,host:port,...``), sorted.
+
+    A node that could not work out its client address says ``AUTO`` (or nothing); such entries,
+    and any that is not a valid ``host:port``, are skipped: they name no server to probe.
+    """
+    keys: set[str] = set()
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry or entry.upper() == "AUTO":
+            continue
+        try:
+            keys.add(str(InstanceKey.parse(entry)))
+        except InvalidInstanceKey:
+            continue
+    return tuple(sorted(keys))
 
 
 def identity_fields(variables: Mapping[str, str]) -> dict[str, Any]:

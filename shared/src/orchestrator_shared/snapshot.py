@@ -59,6 +59,10 @@ def _check_key(value: str) -> str:
     return str(InstanceKey.parse(value))
 
 
+def _check_keys(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_check_key(value) for value in values)
+
+
 class Coordinates(_Frozen):
     """Binlog coordinates on the wire: ``{"file": ..., "position": ...}``."""
 
@@ -143,6 +147,43 @@ class SemiSync(_Frozen):
     master_wait_for_replica_count: int = 1
 
 
+class GaleraState(_Frozen):
+    """A Galera (wsrep) node's view of itself and of its cluster, as its last probe read it.
+
+    Only servers running wsrep (``@@wsrep_on``) have one; it is the evidence Galera analysis
+    works from, so it keeps the server's own words (``local_state`` is
+    ``wsrep_local_state_comment``: ``Synced``, ``Donor/Desynced``, ``Joining``...;
+    ``cluster_status`` is ``Primary``, ``non-Primary`` or ``Disconnected``).
+    """
+
+    cluster_name: str = ""
+    node_name: str = ""
+    cluster_state_uuid: str = ""
+    cluster_size: int = 0
+    cluster_status: str = ""
+    local_state: str = ""
+    ready: bool = False
+    connected: bool = False
+    # @@wsrep_desync (set by hand or by a backup tool) and the status counter of desync requests
+    desync: bool = False
+    desync_count: int = 0
+    gtid_domain_id: int | None = None
+    # wsrep_incoming_addresses as the server wrote it, and the keys it names (nodes that
+    # publish no client address, "AUTO" or "", are left out)
+    incoming_addresses: str = ""
+    member_keys: tuple[str, ...] = ()
+
+    _check_members = field_validator("member_keys")(_check_keys)
+
+    @property
+    def is_synced(self) -> bool:
+        return self.local_state == "Synced"
+
+    @property
+    def is_primary(self) -> bool:
+        return self.cluster_status == "Primary"
+
+
 class ProbeFacts(_Frozen):
     """What happened when the instance was last probed (orchestrator's reachability columns)."""
 
@@ -190,6 +231,8 @@ class InstanceSnapshot(_Frozen):
     gtid_purged: str = ""
 
     semi_sync: SemiSync = SemiSync()
+    # Galera (wsrep) state; None for a server not running wsrep (and in older snapshots)
+    galera: GaleraState | None = None
     channels: tuple[ReplicationChannel, ...] = ()
     replica_keys: tuple[str, ...] = ()
 
@@ -201,10 +244,7 @@ class InstanceSnapshot(_Frozen):
 
     _check_own_key = field_validator("key")(_check_key)
 
-    @field_validator("replica_keys")
-    @classmethod
-    def _check_replicas(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_key(key) for key in keys)
+    _check_replicas = field_validator("replica_keys")(_check_keys)
 
     # --- derived views ---------------------------------------------------------------------
     @property

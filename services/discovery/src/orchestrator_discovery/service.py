@@ -121,13 +121,20 @@ def _matches(patterns: tuple[str, ...], host: str) -> bool:
     return any(search(pattern, host) for pattern in patterns)  # validated at start-up
 
 
+def _galera_members(snapshot: InstanceSnapshot) -> tuple[str, ...]:
+    return snapshot.galera.member_keys if snapshot.galera is not None else ()
+
+
 def _same_neighbours(before: InstanceSnapshot | None, after: InstanceSnapshot) -> bool:
-    """Whether a probe found the same replicas and masters as the previous successful one."""
+    """Whether a probe found the same replicas, masters and Galera peers as the previous
+    successful one."""
     if before is None or not before.probe.ok:
         return False
-    return before.replica_keys == after.replica_keys and [
-        c.master_key for c in before.channels
-    ] == [c.master_key for c in after.channels]
+    return (
+        before.replica_keys == after.replica_keys
+        and [c.master_key for c in before.channels] == [c.master_key for c in after.channels]
+        and _galera_members(before) == _galera_members(after)
+    )
 
 
 @dataclass
@@ -311,6 +318,8 @@ class DiscoveryService:
             master = channel.linked_master  # None: detached (//host), not a link to follow
             if master is not None and not _matches(self.options.ignore_master_hosts, master.host):
                 neighbours.append(master)
+        # Galera peers are neither masters nor replicas: only the allow/ignore lists apply.
+        neighbours.extend(InstanceKey.parse(key) for key in _galera_members(snapshot))
         for key in neighbours:
             if key not in self._forgotten and self.track(key):
                 log.info("discovered %s (via %s)", key, snapshot.key)

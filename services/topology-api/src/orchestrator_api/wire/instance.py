@@ -18,7 +18,8 @@ joins the replicas the server reports with those placed under it in the topology
 
 MariaDB GTID state, which orchestrator's Instance does not carry, is added under new names
 (:data:`EXTRA_FIELDS`); extra fields do not break orchestrator's clients. ``ExecutedGtidSet``,
-``GtidPurged`` and ``GTIDMode`` stay empty for MariaDB, as in orchestrator.
+``GtidPurged`` and ``GTIDMode`` stay empty for MariaDB, as in orchestrator. A Galera node's
+wsrep state is the ``Galera`` object (:func:`galera_json`), ``null`` for other servers.
 
 Reachability (§5.5 of the reference) is computed from the probe facts and ``now``:
 ``IsLastCheckValid`` is ``last_checked <= last_seen``; ``IsUpToDate`` / ``IsRecentlyChecked``
@@ -51,7 +52,13 @@ from orchestrator_api.wire.values import (
 from orchestrator_shared.analysis.errant import find_errant
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Candidate, Downtime, PromotionRule
-from orchestrator_shared.snapshot import Flavor, InstanceSnapshot, ReplicationChannel, ThreadState
+from orchestrator_shared.snapshot import (
+    Flavor,
+    GaleraState,
+    InstanceSnapshot,
+    ReplicationChannel,
+    ThreadState,
+)
 from orchestrator_shared.topology import Cluster, TopologyInstance
 
 __all__ = [
@@ -65,6 +72,7 @@ __all__ = [
     "ancestors",
     "check_state",
     "effective_promotion_rule",
+    "galera_json",
     "instance_json",
     "instance_problems",
 ]
@@ -81,9 +89,11 @@ EXTRA_FIELDS = frozenset(
         "GtidIOPos",
         "GtidStrictMode",
         "UsingGtid",
+        "Galera",
     }
 )
-"""Fields we add to orchestrator's Instance: MariaDB's GTID state (empty for MySQL)."""
+"""Fields we add to orchestrator's Instance: MariaDB's GTID state (empty for MySQL) and the
+node's Galera state (null for a server not running wsrep)."""
 
 
 class Problem(StrEnum):
@@ -199,6 +209,30 @@ def _master_uuid(snapshot: InstanceSnapshot, channel: ReplicationChannel | None)
     if not channel.master_uuid and snapshot.flavor is Flavor.MARIADB:
         return "No"
     return channel.master_uuid
+
+
+def galera_json(galera: GaleraState | None) -> dict[str, Any] | None:
+    """The ``Galera`` object of an instance: its wsrep state under orchestrator-style names;
+    None (JSON null) for a server not running wsrep."""
+    if galera is None:
+        return None
+    return {
+        "ClusterName": galera.cluster_name,
+        "NodeName": galera.node_name,
+        "ClusterStateUUID": galera.cluster_state_uuid,
+        "ClusterSize": galera.cluster_size,
+        "ClusterStatus": galera.cluster_status,
+        "LocalStateComment": galera.local_state,
+        "IsSynced": galera.is_synced,
+        "IsPrimaryComponent": galera.is_primary,
+        "Ready": galera.ready,
+        "Connected": galera.connected,
+        "Desync": galera.desync,
+        "DesyncCount": galera.desync_count,
+        "GtidDomainId": galera.gtid_domain_id,
+        "IncomingAddresses": galera.incoming_addresses,
+        "Members": instance_keys_json(_key(key) for key in galera.member_keys),
+    }
 
 
 def ancestors(node: TopologyInstance, cluster: Cluster) -> tuple[TopologyInstance, ...]:
@@ -397,4 +431,6 @@ def instance_json(
         "GtidIOPos": channel.gtid_io_pos if channel is not None else "",
         "GtidStrictMode": snap.gtid_strict_mode,
         "UsingGtid": channel.using_gtid if channel is not None else "",
+        # --- ours: Galera ---
+        "Galera": galera_json(snap.galera),
     }
