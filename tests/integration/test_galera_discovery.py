@@ -34,7 +34,7 @@ def _synced_view(snapshot: InstanceSnapshot, size: int) -> bool:
 async def _all_synced(
     js: JetStreamContext, galera_keys: list[str], replica: str
 ) -> dict[str, InstanceSnapshot] | None:
-    """The snapshots once every Galera node's snapshot says Synced/Primary/3 and the replica's is in."""
+    """The snapshots once every Galera node's says Synced/Primary/3 and the replica's is in."""
     found = await stream_snapshots(js, [*galera_keys, replica])
     synced = all(key in found and _synced_view(found[key], 3) for key in galera_keys)
     return found if synced and replica in found else None
