@@ -109,6 +109,28 @@ def test_up_once_shows_the_api_url_and_the_sandbox_discovered_from_one_seed(
     assert "Traceback" not in result.stderr
 
 
+def test_up_with_a_galera_sandbox_shows_its_nodes_and_replica(tmp_path: Path) -> None:
+    """`./dev run --galera 3 --async-replicas 1` (docs/galera.md): the stack discovers the
+    Galera nodes from node 0 alone (their wsrep_incoming_addresses) and the async replica."""
+    nodes = 3 + 1
+    base = free_base_port(nodes + 3 * 3)  # each Galera node takes 3 more ports after the nodes'
+    port = free_port()
+    directory = tmp_path / "sb"
+    result = orchestrator(
+        *("up", "--config", str(api_config(tmp_path, port)), "--sandbox", str(directory)),
+        *("--base-port", str(base), "--galera", "3", "--async-replicas", "1"),
+        *("--once", "--timeout", "60"),
+        timeout=150,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "of a 3-node Galera cluster, 1 replica in" in result.stdout
+    assert f"seeds: 127.0.0.1:{base}" in result.stdout
+    for offset in range(nodes):  # every node through the API, found from the one seed
+        assert f"127.0.0.1:{base + offset}" in result.stdout
+    assert mariadbd_pids_under(directory.resolve()) == []
+    assert "Traceback" not in result.stderr
+
+
 def test_up_with_sandbox_tls_discovers_the_sandbox_over_verified_tls(tmp_path: Path) -> None:
     """The sandbox's topology user requires TLS: discovering every node proves the stack
     connected over TLS, verifying the throwaway CA ``up`` made."""

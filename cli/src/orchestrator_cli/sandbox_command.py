@@ -56,11 +56,7 @@ def register(subcommands: Subcommands) -> None:
 
     up = actions.add_parser("up", help="build and start a sandbox, print its tree")
     _add_dir(up)
-    up.add_argument(
-        "--nodes",
-        type=_count(1),
-        help=f"number of nodes, node 0 the master (default {DEFAULT_NODES})",
-    )
+    add_shape_arguments(up)
     up.add_argument(
         "--base-port",
         type=_port,
@@ -71,21 +67,6 @@ def register(subcommands: Subcommands) -> None:
         "--chain", action="store_true", help="node i replicates from node i-1 (A->B->C...)"
     )
     up.add_argument("--semi-sync", action="store_true", help="enable semi-synchronous replication")
-    galera = up.add_argument_group(
-        "Galera", "a MariaDB Galera cluster instead of a master (instead of --nodes)"
-    )
-    galera.add_argument(
-        "--galera",
-        type=_count(1),
-        metavar="N",
-        help="nodes 0..N-1 form a Galera cluster (each also uses 3 ports after the nodes')",
-    )
-    galera.add_argument(
-        "--async-replicas",
-        type=_count(0),
-        metavar="N",
-        help="with --galera: N async GTID replicas of node 0 (default 0)",
-    )
     tls = up.add_argument_group(
         "TLS", "serve TLS and replicate over verified TLS (the three options go together)"
     )
@@ -103,6 +84,31 @@ def register(subcommands: Subcommands) -> None:
     status = actions.add_parser("status", help="print the live replication tree")
     _add_dir(status)
     status.set_defaults(handler=_status)
+
+
+def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--nodes``, or ``--galera N [--async-replicas N]``: what a sandbox is made of (``sandbox
+    up`` and ``orchestrator up --sandbox``); read back with :func:`sandbox_shape`."""
+    parser.add_argument(
+        "--nodes",
+        type=_count(1),
+        help=f"number of nodes, node 0 the master (default {DEFAULT_NODES})",
+    )
+    galera = parser.add_argument_group(
+        "Galera", "a MariaDB Galera cluster instead of a master (instead of --nodes)"
+    )
+    galera.add_argument(
+        "--galera",
+        type=_count(1),
+        metavar="N",
+        help="nodes 0..N-1 form a Galera cluster (each also uses 3 ports after the nodes')",
+    )
+    galera.add_argument(
+        "--async-replicas",
+        type=_count(0),
+        metavar="N",
+        help="with --galera: N async GTID replicas of node 0 (default 0)",
+    )
 
 
 def _add_dir(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +133,7 @@ def _tls_files(args: argparse.Namespace) -> SandboxTLS | None:
     return SandboxTLS(ca=args.ssl_ca, cert=args.ssl_cert, key=args.ssl_key)
 
 
-def _shape(args: argparse.Namespace) -> tuple[int, int]:
+def sandbox_shape(args: argparse.Namespace) -> tuple[int, int]:
     """``(nodes, galera)`` from ``--nodes`` or ``--galera [--async-replicas]``."""
     if args.galera is None:
         if args.async_replicas is not None:
@@ -140,7 +146,7 @@ def _shape(args: argparse.Namespace) -> tuple[int, int]:
 
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    nodes, galera = _shape(args)
+    nodes, galera = sandbox_shape(args)
     sandbox = Sandbox.up(
         args.dir,
         nodes=nodes,

@@ -13,7 +13,11 @@ from orchestrator_adapters import tls
 from orchestrator_cli import Subcommands, local_stack
 from orchestrator_cli.sandbox import TOPOLOGY_USER, Sandbox
 from orchestrator_cli.sandbox.certificates import make_throwaway_tls
-from orchestrator_cli.sandbox_command import DEFAULT_BASE_PORT, DEFAULT_NODES
+from orchestrator_cli.sandbox_command import (
+    DEFAULT_BASE_PORT,
+    add_shape_arguments,
+    sandbox_shape,
+)
 from orchestrator_shared.config import Settings, load_settings
 from orchestrator_shared.errors import ConfigError, SandboxError
 
@@ -36,7 +40,7 @@ def register(subcommands: Subcommands) -> None:
         type=Path,
         help="use the MariaDB sandbox in DIR, creating it if none runs there",
     )
-    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="sandbox nodes")
+    add_shape_arguments(parser)  # the sandbox's: --nodes, or --galera [--async-replicas]
     parser.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, help="sandbox ports")
     parser.add_argument(
         "--keep-sandbox", action="store_true", help="leave a sandbox created here running"
@@ -76,15 +80,22 @@ def _sandbox(args: argparse.Namespace, stack: contextlib.ExitStack) -> Sandbox |
             )
         _say(f"using the sandbox already running in {directory}")
         return existing  # with TLS or not, as it was built (the stack follows it)
+    nodes, galera = sandbox_shape(args)
     tls = make_throwaway_tls(directory / "tls") if args.sandbox_tls else None
     with_tls = "" if tls is None else f" with TLS (throwaway CA {tls.ca})"
-    _say(f"starting a {args.nodes}-node MariaDB sandbox in {directory}{with_tls} ...")
+    shape = f"{nodes}-node MariaDB sandbox"
+    if galera:
+        replicas = nodes - galera
+        plural = "" if replicas == 1 else "s"
+        shape = f"MariaDB sandbox of a {galera}-node Galera cluster, {replicas} replica{plural}"
+    _say(f"starting a {shape} in {directory}{with_tls} ...")
     # Unless kept, the sandbox lives and dies with this command, even if it is SIGKILLed.
     sandbox = Sandbox.up(
         directory,
-        nodes=args.nodes,
+        nodes=nodes,
         base_port=args.base_port,
         tls=tls,
+        galera=galera,
         parent_death_signal=not args.keep_sandbox,
     )
     if not args.keep_sandbox:
