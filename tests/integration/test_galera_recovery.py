@@ -1,10 +1,11 @@
-"""Recovery against a real Galera cluster, through the whole stack (``make_stack(galera=3)``:
-nodes 0-2 a MariaDB Galera cluster, node 3 an async GTID replica of node 0; discovery, the API
-and two recovery workers as their own processes).
+"""Analysis and recovery against a real Galera cluster, through the whole stack
+(``make_stack(galera=3)``: nodes 0-2 a MariaDB Galera cluster, node 3 an async GTID replica of
+node 0; discovery, the API and two recovery workers as their own processes).
 
 The safety rule of docs/galera.md: a dead Galera node's async replica is never promoted (the
 other nodes stay writable; a promoted replica would be a second writer), whether the recovery is
-automated or asked for (graceful takeover)."""
+automated or asked for (graceful takeover); the Galera analysis codes come and go with the
+cluster's state, and nothing is recovered for them."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import asyncio
 import httpx
 import pytest
 
-from orchestrator_shared.events import RecoveryPhase
+from orchestrator_shared.events import AnalysisEvent, RecoveryPhase
 from tests.integration.stack_support import StackFactory
 from tests.integration.test_recovery_stack import (
     api_get,
+    bus_messages,
     read_only,
     recovery_events,
     replica_status,
     wait_for_phase,
     wait_until,
 )
+from tests.integration.test_semi_sync_analysis import analysis_of
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +80,46 @@ async def test_a_dead_galera_nodes_async_replica_is_not_promoted_and_no_takeover
     assert 400 <= answer.status_code < 500, answer.text
     assert GALERA_REFUSAL in answer.text, answer.text
     assert read_only(sandbox, 3) and not read_only(sandbox, 0)
+
+
+async def test_a_node_leaving_makes_the_others_report_the_size_below_expected_until_it_is_back(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(galera=3, GaleraExpectedClusterSize=3)
+    sandbox = stack.sandbox
+    keys = [node.key for node in sandbox.galera_nodes]
+    wait_until(
+        lambda: all(api_get(stack, f"/api/instance/{key.replace(':', '/')}") for key in keys),
+        timeout=30,
+        what="the API knows the 3 Galera nodes",
+    )
+    assert all(analysis_of(stack, key) is None for key in keys)  # nothing to report
+    below = "GaleraClusterSizeBelowExpected"
+    async with (
+        recovery_events(stack.nats_url) as events,
+        bus_messages(stack.nats_url, "orchestrator.v1.analysis.>", AnalysisEvent) as published,
+    ):
+        # (blocking calls in a thread: the bus subscriptions keep receiving meanwhile)
+        await asyncio.to_thread(sandbox.stop, 2)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: all(analysis_of(stack, key) == below for key in keys[:2]),
+            timeout=30,
+            what=f"{below} on nodes 0 and 1",
+        )
+        await asyncio.to_thread(sandbox.start, 2)
+        await asyncio.to_thread(sandbox.wait_galera_synced)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: all(analysis_of(stack, key) is None for key in keys),
+            timeout=30,
+            what="the analysis clear again",
+        )
+        await asyncio.sleep(1)  # the worker's pass after the last change
+    assert events == [], [(e.type, e.data.reason) for e in events]  # nothing recovered
+    # the leader published the problem, not actionable, and then its end
+    problems = [(p.instance, p.code, p.is_actionable) for e in published for p in e.problems]
+    assert (keys[0], below, False) in problems, problems
+    assert (keys[1], below, False) in problems, problems
+    last = {e.cluster: e.problems for e in published}
+    assert all(not found for cluster, found in last.items() if cluster in keys[:2]), last
