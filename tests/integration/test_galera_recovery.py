@@ -77,9 +77,14 @@ async def test_a_dead_galera_nodes_async_replica_is_not_promoted_and_no_takeover
     to_host, to_port = replica.key.rsplit(":", 1)
     async with httpx.AsyncClient(base_url=stack.api, timeout=60) as client:
         answer = await client.post(f"/api/graceful-master-takeover/{dead.key}/{to_host}/{to_port}")
-    assert 400 <= answer.status_code < 500, answer.text
-    assert GALERA_REFUSAL in answer.text, answer.text
+        # and so is a force-master-failover (forced: the gates do not apply, the plan does)
+        forced = await client.post(f"/api/force-master-failover/{dead.key.replace(':', '/')}")
+    for refused_answer in (answer, forced):
+        assert 400 <= refused_answer.status_code < 500, refused_answer.text
+        assert GALERA_REFUSAL in refused_answer.text, refused_answer.text
     assert read_only(sandbox, 3) and not read_only(sandbox, 0)
+    status = replica_status(sandbox, 3)
+    assert status is not None and int(status["Master_Port"]) == dead.port
 
 
 async def test_a_node_leaving_makes_the_others_report_the_size_below_expected_until_it_is_back(
