@@ -58,7 +58,8 @@ def run_once(
 def stack_factory(
     sandbox_factory: Callable[..., Sandbox], nats_server: Any, etcd_server: Any, tmp_path: Path
 ) -> Iterator[StackFactory]:
-    """Starts a sandbox (``chain``, ``semi_sync``) and the stack with ``settings`` added."""
+    """Starts a sandbox (``chain``, ``semi_sync``, ``galera``) and the stack with ``settings``
+    added."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def make(
@@ -70,6 +71,7 @@ def stack_factory(
         environment: dict[str, str] | None = None,
         per_service: dict[str, dict[str, Any]] | None = None,
         more_seeds: tuple[str, ...] = (),
+        galera: int = 0,
         **settings: Any,
     ) -> Stack:
         """``sandbox_tls``: the sandbox serves TLS with these files; ``prepare``: runs on the
@@ -78,9 +80,12 @@ def stack_factory(
         ``environment``: added to every service's (``ORCHESTRATOR_LOG_LEVEL`` and secrets
         given as variables); ``per_service``: settings of one service only (``discovery``,
         ``api``, ``recovery``, or one worker: ``recovery-1``, ``recovery-2``), e.g. its own
-        NATS user; ``more_seeds``: discovery seeds after the sandbox's master."""
+        NATS user; ``more_seeds``: discovery seeds after the sandbox's master; ``galera``:
+        nodes ``0..galera-1`` form a Galera cluster, the others replicate from node 0."""
         first = len(processes)
-        sandbox = sandbox_factory(nodes=4, chain=chain, semi_sync=semi_sync, tls=sandbox_tls)
+        sandbox = sandbox_factory(
+            nodes=4, chain=chain, semi_sync=semi_sync, tls=sandbox_tls, galera=galera
+        )
         own = {**(per_service or {})}
         for service, extra in ((prepare(sandbox) if prepare else None) or {}).items():
             own[service] = {**own.get(service, {}), **extra}

@@ -22,7 +22,7 @@ from orchestrator_shared.recovery import (
     plan_master_recovery,
 )
 from orchestrator_shared.recovery.positions import MariaPosition, MySQLPosition
-from orchestrator_shared.snapshot import Flavor, InstanceSnapshot
+from orchestrator_shared.snapshot import Flavor, GaleraState, InstanceSnapshot
 from tests.unit.test_recovery_plan_scenarios import server
 
 pytestmark = pytest.mark.unit
@@ -483,3 +483,47 @@ def test_positions_of_different_kinds_are_not_comparable() -> None:
     assert mysql.lacks(maria("0-1-1")) == ""
     errant = ErrantGtids(f"{UUID1}:3", "test")
     assert str(mysql.without_errant(errant)) == f"{UUID1}:1-2"
+
+
+# --- Galera ----------------------------------------------------------------------------------
+
+
+def galera_node(cluster_name: str = "shop") -> InstanceSnapshot:
+    """The failed master as a Synced node of a 3-node Galera cluster."""
+    state = GaleraState(
+        cluster_name=cluster_name,
+        cluster_state_uuid="6f5e4d3c-0000-0000-0000-000000000001",
+        cluster_size=3,
+        cluster_status="Primary",
+        local_state="Synced",
+        ready=True,
+        connected=True,
+    )
+    return failed().model_copy(update={"galera": state})
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_a_galera_nodes_async_replica_is_never_promoted_even_forced(forced: bool) -> None:
+    replicas = [replica("db2:3302"), replica("db3:3303")]
+    result = refused(plan(replicas, master=galera_node(), forced=forced))
+    assert result.code is RefusalCode.GALERA_NODE
+    assert result.reason.startswith(f"{FAILED} is a node of Galera cluster shop: ")
+    assert "never promoted" in result.reason and "split brain" in result.reason
+    assert result.forced is forced
+    assert dict(result.rejected) == {}
+
+
+def test_a_galera_node_is_refused_before_the_cluster_filters_and_with_a_requested_successor() -> (
+    None
+):
+    nameless = galera_node(cluster_name="")
+    result = refused(plan([replica("db2:3302")], master=nameless, options=PlanOptions()))
+    assert result.code is RefusalCode.GALERA_NODE
+    assert "is a node of a Galera cluster:" in result.reason
+    requested = refused(plan([replica("db2:3302")], master=nameless, requested=key("db2:3302")))
+    assert requested.code is RefusalCode.GALERA_NODE
+
+
+def test_a_master_without_galera_state_is_planned_as_before() -> None:
+    assert failed().galera is None
+    assert promoted(plan([replica("db2:3302")])).successor == key("db2:3302")

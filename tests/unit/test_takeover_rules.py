@@ -19,7 +19,7 @@ from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import PlanOptions
 from orchestrator_shared.recovery.takeover import choose_takeover_successor
-from orchestrator_shared.snapshot import Flavor, InstanceSnapshot
+from orchestrator_shared.snapshot import Flavor, GaleraState, InstanceSnapshot
 from tests.unit.test_recovery_plan_scenarios import server
 
 pytestmark = pytest.mark.unit
@@ -190,3 +190,19 @@ def test_the_demoted_master_replicates_with_the_tls_options_of_the_successor() -
     )
     assert replication_tls(MARIADB, rows[:1], master) == ()
     assert replication_tls(MARIADB, [{**rows[1], "Master_SSL_Allowed": "No"}], master) == ()
+
+
+def test_a_galera_node_is_never_taken_over_by_its_async_replica() -> None:
+    state = GaleraState(cluster_name="shop", cluster_size=3, cluster_status="Primary")
+    galera_master = master().model_copy(update={"galera": state})
+    for requested in (key("db2:3302"), None):
+        choice = choose_takeover_successor(
+            galera_master,
+            [replica("db2:3302")],
+            options=OPTIONS,
+            candidates={},
+            requested=requested,
+        )
+        assert choice.successor is None
+        assert choice.reason.startswith(f"{MASTER} is a node of Galera cluster shop: ")
+        assert "never promoted" in choice.reason

@@ -279,6 +279,9 @@ class Settings(BaseModel):
     RecoverLockedSemiSyncMaster: bool = False
     # Hooks run after every successful take-master (docs/hooks.md).
     PostTakeMasterProcesses: tuple[str, ...] = ()
+    # New (docs/galera.md): a Galera node seeing fewer nodes in its cluster than this is
+    # GaleraClusterSizeBelowExpected in the analysis (0: not checked).
+    GaleraExpectedClusterSize: NonNegativeInt = 0
 
     @model_validator(mode="after")
     def _one_sql_thread_rule(self) -> Settings:

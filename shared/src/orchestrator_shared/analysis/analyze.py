@@ -19,6 +19,7 @@ from orchestrator_shared.analysis.facts import (
     ReplicaCounts,
     ReplicaLink,
     check_validity,
+    galera_evidence,
     is_failing_to_connect,
 )
 from orchestrator_shared.analysis.model import Analysis, AnalysisOptions, CoordinatesSeen
@@ -152,6 +153,7 @@ class _Pass:
             is_failing_to_connect=own_channel is not None and is_failing_to_connect(own_channel),
             semi_sync=snap.semi_sync,
             is_stale_binlog_coordinates=self.is_stale_coordinates(snap),
+            galera=snap.galera,
         )
         code = classify(subject, counts, self.options)
 
@@ -175,6 +177,9 @@ class _Pass:
         replicas_downtimed = counts.replicas == counts.downtimed and code in REPLICA_SIDE_CODES
 
         evidence = [f"{key}: {self.validity[key].reason}"]
+        if snap.galera is not None:
+            expected = self.options.galera_expected_cluster_size
+            evidence.append(f"{key}: {galera_evidence(snap.galera, expected_size=expected)}")
         if links:
             evidence.append(
                 f"{key}: {counts.valid} of {counts.replicas} replicas reachable, "

@@ -3,7 +3,8 @@
 ``AnalysisCode`` is the one verdict per analysed instance (orchestrator's ``Analysis`` field);
 ``StructureWarning`` lists what is risky about the topology below it even when nothing has
 failed (``StructureAnalysis``). Group Replication, binlog-server and NDB codes are not here: this
-project does not handle those topologies (see ``docs/analysis.md``).
+project does not handle those topologies (see ``docs/analysis.md``). The ``Galera*`` codes are
+new (orchestrator has no Galera logic); none of them is ever recovered (docs/galera.md).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class AnalysisCode(StrEnum):
     )
     ALL_INTERMEDIATE_MASTER_REPLICAS_NOT_REPLICATING = "AllIntermediateMasterReplicasNotReplicating"
     FIRST_TIER_REPLICA_FAILING_TO_CONNECT_TO_MASTER = "FirstTierReplicaFailingToConnectToMaster"
+    GALERA_NON_PRIMARY_COMPONENT = "GaleraNonPrimaryComponent"
+    GALERA_NODE_NOT_SYNCED = "GaleraNodeNotSynced"
+    GALERA_CLUSTER_SIZE_BELOW_EXPECTED = "GaleraClusterSizeBelowExpected"
 
     @property
     def description(self) -> str:
@@ -199,5 +203,14 @@ _DESCRIPTIONS: dict[AnalysisCode, str] = {
     AnalysisCode.FIRST_TIER_REPLICA_FAILING_TO_CONNECT_TO_MASTER: (
         "1st tier replica (directly replicating from topology master) is unable to connect to "
         "the master"
+    ),
+    AnalysisCode.GALERA_NON_PRIMARY_COMPONENT: (
+        "Galera node is reachable but not in the primary component: it refuses queries"
+    ),
+    AnalysisCode.GALERA_NODE_NOT_SYNCED: (
+        "Galera node is reachable but not Synced with its cluster (joining, donor or desynced)"
+    ),
+    AnalysisCode.GALERA_CLUSTER_SIZE_BELOW_EXPECTED: (
+        "Galera node sees fewer nodes in its cluster than GaleraExpectedClusterSize"
     ),
 }

@@ -6,6 +6,9 @@ confirms that its master is dead only if its IO thread is *not connected*. orche
 replica with a running IO thread but a stopped SQL thread as "not replicating" and may call the
 master dead although that replica still talks to it; here such a replica makes the master
 *unreachable* (re-check, do not fail over). ``valid_connected`` carries that count.
+
+The ``Galera*`` codes come after orchestrator's chain, for a reachable Galera node that has no
+other code: a Galera node's replication problems (and its death) keep orchestrator's codes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from orchestrator_shared.analysis.codes import AnalysisCode
 from orchestrator_shared.analysis.facts import ReplicaCounts
 from orchestrator_shared.analysis.model import AnalysisOptions
-from orchestrator_shared.snapshot import SemiSync
+from orchestrator_shared.snapshot import GaleraState, SemiSync
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,7 @@ class Subject:
     is_failing_to_connect: bool
     semi_sync: SemiSync
     is_stale_binlog_coordinates: bool
+    galera: GaleraState | None = None
 
 
 def classify(subject: Subject, counts: ReplicaCounts, options: AnalysisOptions) -> AnalysisCode:
@@ -45,7 +49,22 @@ def classify(subject: Subject, counts: ReplicaCounts, options: AnalysisOptions) 
         code = _intermediate_master_code(subject, counts)
     if code is None and subject.depth == 1 and subject.is_failing_to_connect:
         code = AnalysisCode.FIRST_TIER_REPLICA_FAILING_TO_CONNECT_TO_MASTER
+    if code is None and subject.is_valid and subject.galera is not None:
+        code = _galera_code(subject.galera, options)
     return code or AnalysisCode.NO_PROBLEM
+
+
+def _galera_code(galera: GaleraState, options: AnalysisOptions) -> AnalysisCode | None:
+    """The worst of a reachable Galera node's troubles: out of the primary component (it
+    serves nothing), then not ``Synced``, then fewer nodes than expected."""
+    if not galera.is_primary:
+        return AnalysisCode.GALERA_NON_PRIMARY_COMPONENT
+    if not galera.is_synced:
+        return AnalysisCode.GALERA_NODE_NOT_SYNCED
+    expected = options.galera_expected_cluster_size
+    if expected and galera.cluster_size < expected:
+        return AnalysisCode.GALERA_CLUSTER_SIZE_BELOW_EXPECTED
+    return None
 
 
 def _nobody_sees_it(counts: ReplicaCounts) -> bool:

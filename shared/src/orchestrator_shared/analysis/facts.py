@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from orchestrator_shared.analysis.model import AnalysisOptions
-from orchestrator_shared.snapshot import InstanceSnapshot, ReplicationChannel, ThreadState
+from orchestrator_shared.snapshot import (
+    GaleraState,
+    InstanceSnapshot,
+    ReplicationChannel,
+    ThreadState,
+)
 
 _FAILING_TO_CONNECT = re.compile(r"error .*connecting to (master|source)", re.IGNORECASE)
 _GTID_MODE_ORDER = {"OFF": 0, "OFF_PERMISSIVE": 1, "ON_PERMISSIVE": 2, "ON": 3}
@@ -57,6 +62,20 @@ def _seen(seen: datetime | None, now: datetime) -> str:
     if seen is None:
         return "; never seen"
     return f"; last seen {(now - seen).total_seconds():.0f}s ago"
+
+
+def galera_evidence(galera: GaleraState, *, expected_size: int) -> str:
+    """A Galera node's state in words, as its last probe read it (the ``Galera*`` codes' and
+    the operator's evidence)."""
+    cluster = galera.cluster_name or galera.cluster_state_uuid or "?"
+    expected = f" (GaleraExpectedClusterSize {expected_size})" if expected_size else ""
+    desync = f", desynced ({galera.desync_count} desync requests)" if galera.desync else ""
+    return (
+        f"Galera node {galera.node_name or '?'} of {cluster}: "
+        f"{galera.local_state or 'state unknown'}, "
+        f"{galera.cluster_status or 'unknown'} component of {galera.cluster_size} node(s)"
+        f"{expected}{desync}"
+    )
 
 
 def is_failing_to_connect(channel: ReplicationChannel) -> bool:

@@ -20,8 +20,9 @@ class AnalysisOptions:
 
     ``from_settings`` takes the poll interval and the two lag thresholds from the settings
     (``InstancePollSeconds``, ``ReasonableReplicationLagSeconds``,
-    ``ReasonableLockedSemiSyncMasterSeconds``); the others are orchestrator settings this project
-    does not read from its config file yet.
+    ``ReasonableLockedSemiSyncMasterSeconds``), and ``EnforceExactSemiSyncReplicas``,
+    ``RecoveryIgnoreHostnameFilters``, ``GaleraExpectedClusterSize``; the others are
+    orchestrator settings this project does not read from its config file yet.
     """
 
     instance_poll_seconds: float = 5.0
@@ -36,6 +37,9 @@ class AnalysisOptions:
     recovery_ignore_hostname_filters: tuple[str, ...] = ()
     """orchestrator's ``RecoveryIgnoreHostnameFilters``: an instance whose host name one of
     these regular expressions matches gets no analysis at all (it is never recovered)."""
+    galera_expected_cluster_size: int = 0
+    """``GaleraExpectedClusterSize``: a Galera node seeing fewer nodes in its cluster is
+    ``GaleraClusterSizeBelowExpected`` (0: not checked)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -48,6 +52,7 @@ class AnalysisOptions:
             **{
                 "enforce_exact_semi_sync_replicas": settings.EnforceExactSemiSyncReplicas,
                 "recovery_ignore_hostname_filters": settings.RecoveryIgnoreHostnameFilters,
+                "galera_expected_cluster_size": settings.GaleraExpectedClusterSize,
                 **overrides,
             },
         )

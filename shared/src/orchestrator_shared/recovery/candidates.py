@@ -2,6 +2,8 @@
 
 The choice, in order (``docs/recovery-planning.md`` has the operator's version):
 
+0. A Galera node is never replaced by one of its async replicas, forced or not
+   (:mod:`~orchestrator_shared.recovery.galera`).
 1. Gate: an automated recovery needs the cluster to match ``RecoverMasterClusterFilters``;
    a forced (manual) one ignores the filters.
 2. Eligibility: each replica is checked against every rule; all reasons it fails are kept.
@@ -26,6 +28,7 @@ from orchestrator_shared.filters import cluster_matches_filters
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery.facts import RULE_RANK, ServerFacts, compare_has_all
+from orchestrator_shared.recovery.galera import galera_refusal
 from orchestrator_shared.recovery.model import (
     GtidKind,
     MasterPlan,
@@ -95,11 +98,16 @@ def plan_master_recovery(
     directly before planning). ``candidates`` holds the registered promotion rules
     (``register-candidate``); they override what a snapshot detected. ``requested`` is the
     operator's choice (``recover -d``): promoted only if eligible and complete, else refused.
-    ``forced`` (a manual recovery) ignores the cluster filters, nothing else.
+    ``forced`` (a manual recovery) ignores the cluster filters, nothing else; a Galera node
+    is refused even then.
     """
     failed_key = failed.instance_key
 
     refuse = refuser(cluster, failed_key, forced=forced)
+
+    galera = galera_refusal(failed)
+    if galera:
+        return refuse(RefusalCode.GALERA_NODE, galera, {})
 
     if not forced and not cluster_matches_filters(
         options.recover_master_cluster_filters, cluster=cluster, alias=cluster_alias

@@ -74,6 +74,9 @@ class RefusalCode(enum.StrEnum):
     """No replica of a dead intermediate master can be moved anywhere."""
     NO_SEMI_SYNC_CHANGE = "no-semi-sync-change"
     """A semi-sync recovery found no replica whose semi-sync setting it could change."""
+    GALERA_NODE = "galera-node"
+    """The master is a Galera node: its async replicas are never promoted (the other nodes of
+    its Galera cluster stay writable), forced or not."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,7 +7,8 @@ writes going on no two replicas are ever at the same position, so the no-data-lo
 :func:`~orchestrator_shared.recovery.plan_master_recovery` is not applied. Every eligibility
 rule is (errant GTIDs, delay, binary logs, version, ``must_not``, the data center and region
 rules...), and the same ranking picks among the eligible: promotion rule, then the master's
-data center, then the smallest key.
+data center, then the smallest key. A Galera node is refused, as in a failover
+(:mod:`~orchestrator_shared.recovery.galera`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from orchestrator_shared.recovery.candidates import (
     _why_first,
 )
 from orchestrator_shared.recovery.facts import ServerFacts
+from orchestrator_shared.recovery.galera import galera_refusal
 from orchestrator_shared.recovery.model import PlanOptions
 from orchestrator_shared.snapshot import InstanceSnapshot
 
@@ -49,8 +51,11 @@ def choose_takeover_successor(
     requested: InstanceKey | None = None,
 ) -> TakeoverChoice:
     """The replica of ``master`` to promote: ``requested`` if it is a direct replica breaking
-    no rule, else the best-ranked eligible one."""
+    no rule, else the best-ranked eligible one; none of a Galera node."""
     master_key = master.instance_key
+    galera = galera_refusal(master)
+    if galera:
+        return TakeoverChoice(None, galera, {})
     direct = {
         snap.instance_key: snap
         for snap in replicas
