@@ -78,7 +78,7 @@ class NodeProcesses:
                 if letter not in _DEAD or child.poll() is None:
                     return _alive_state(letter)
             self._exit_codes[pid] = child.returncode
-            del self._children[pid]
+            self._children.pop(pid, None)  # another thread may have reaped it first
             return ProcessState.GONE
         letter = _state_letter(pid) if _is_node(pid, config_file) else None
         return ProcessState.GONE if letter in _DEAD else _alive_state(letter)
