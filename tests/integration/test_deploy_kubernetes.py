@@ -66,7 +66,11 @@ class Pod(ManagedProcess):
         self.argv = argv
         self.env = env
         self.ready_url = ready_url
-        self.listen = ready_url.split("/")[2]  # host:port of its probes (and /metrics)
+
+    @property
+    def listen(self) -> str:
+        """host:port of its probes (and /metrics)."""
+        return self.ready_url.split("/")[2]
 
     def command(self) -> list[str]:
         return self.argv
