@@ -143,6 +143,10 @@ class Analysis:
 
     @property
     def is_actionable(self) -> bool:
+        """The code's (orchestrator's ``IsActionableRecovery``); and a Galera node outside the
+        primary component with async replicas, which are relocated (docs/galera.md)."""
+        if self.code is AnalysisCode.GALERA_NON_PRIMARY_COMPONENT:
+            return bool(self.replicas)
         return self.code.is_actionable
 
     @property

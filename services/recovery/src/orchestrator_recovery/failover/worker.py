@@ -72,6 +72,7 @@ from orchestrator_shared.events import (
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import matching_hostname_filter
+from orchestrator_shared.recovery.galera import galera_peers
 from orchestrator_shared.snapshot import InstanceSnapshot
 
 __all__ = ["RecoveryWorker"]
@@ -137,7 +138,7 @@ class RecoveryWorker:
         (:meth:`Recoveries.recover
         <orchestrator_recovery.failover.recovering.Recoveries.recover>`)."""
         self.recoverable = recoveries.recoverable
-        """Whether this worker recovers an analysis code (:meth:`Recoveries.recoverable`)."""
+        """Whether this worker recovers an analysis (:meth:`Recoveries.recoverable`)."""
         self.announce = recoveries.announce
         self.run_hook = recoveries.run_hook
         self.refresh_involved = recoveries.refresh_involved
@@ -240,7 +241,7 @@ class RecoveryWorker:
             # probes of the recovery decide whether it is a failure.
             suspected = analysis.key in suspects and analysis.count_replicas > 0
             with self._isolated(analysis.cluster_name, "starting a recovery"):
-                if self.recoverable(analysis.code) or suspected:
+                if self.recoverable(analysis) or suspected:
                     self._start(analysis, guard, token)
 
     async def _upkeep(self, guard: Guard) -> None:
@@ -384,9 +385,13 @@ class RecoveryWorker:
     # --- one recovery -------------------------------------------------------------------------
     async def verify(self, analysis: Analysis) -> Analysis:
         """The failure as the instances answer now: the failed one and its replicas probed
-        directly (at once, concurrently), the fleet analysed again with their answers."""
-        keys = [analysis.key, *analysis.replicas]
+        directly (at once, concurrently), the fleet analysed again with their answers. A
+        Galera node's peers are probed too: they are where its replicas would go, and the plan
+        compares their GTID positions with the replicas' fresh ones."""
         known = self._state.snapshots
+        failed = known.get(analysis.key)
+        peers = galera_peers(failed, known) if failed is not None else []
+        keys = [analysis.key, *analysis.replicas, *(peer.instance_key for peer in peers)]
         fresh = await asyncio.gather(*(self._probe(key, known.get(key)) for key in keys))
         for snapshot in fresh:
             self._state.put(snapshot)
