@@ -183,6 +183,11 @@ class GaleraState(_Frozen):
     def is_primary(self) -> bool:
         return self.cluster_status == "Primary"
 
+    @property
+    def is_desynced(self) -> bool:
+        """Desynced by hand or by a backup tool (``@@wsrep_desync``), or serving as a donor."""
+        return self.desync or self.local_state == "Donor/Desynced"
+
 
 class ProbeFacts(_Frozen):
     """What happened when the instance was last probed (orchestrator's reachability columns)."""

@@ -62,6 +62,7 @@ from orchestrator_shared.analysis import (
     CoordinatesSeen,
     analyze,
     track_binlog_coordinates,
+    track_galera_desync,
 )
 from orchestrator_shared.errors import LeaseLost, OperationRefused, OrchestratorError
 from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
@@ -112,6 +113,8 @@ class RecoveryWorker:
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
         # since when each instance's binlog coordinates stayed the same (LockedSemiSyncMaster)
         self._binlog_history: dict[InstanceKey, CoordinatesSeen] = {}
+        # since when each Galera node has been desynced (GaleraNodeDesyncedTooLong)
+        self._desynced_since: dict[InstanceKey, datetime] = {}
         self.internal_errors: Counter[str] = Counter()
         """Unexpected exceptions caught in the leader's loop, by cluster (``""``: not one
         cluster's)."""
@@ -325,6 +328,7 @@ class RecoveryWorker:
         instances ``RecoveryIgnoreHostnameFilters`` matches get no analysis (orchestrator)."""
         seen = list(self._state.snapshots.values() if snapshots is None else snapshots)
         self._binlog_history = track_binlog_coordinates(self._binlog_history, seen)
+        self._desynced_since = track_galera_desync(self._desynced_since, seen)
         options = self._options.analysis
         if not for_recovery:
             options = dataclasses.replace(options, recovery_ignore_hostname_filters=())
@@ -335,6 +339,7 @@ class RecoveryWorker:
             options=options,
             include_no_problem=everything,
             binlog_history=self._binlog_history,
+            desynced_since=self._desynced_since,
         )
 
     def _analyse_isolated(self, *, everything: bool) -> list[Analysis]:
