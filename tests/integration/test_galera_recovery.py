@@ -39,9 +39,9 @@ async def test_a_dead_galera_nodes_async_replica_is_not_promoted_and_no_takeover
     sandbox = stack.sandbox
     dead, replica = sandbox.node(0), sandbox.node(3)
     wait_until(
-        lambda: len(api_get(stack, f"/api/cluster/{dead.key}") or []) == 2,
+        lambda: len(api_get(stack, f"/api/cluster/{dead.key}") or []) == 4,
         timeout=30,
-        what="the API lists node 0 and its async replica",
+        what="the API lists the Galera cluster: 3 nodes and the async replica",
     )
     async with recovery_events(stack.nats_url) as events:
         await asyncio.sleep(1.5)  # every worker has read the fleet; one leads
