@@ -63,9 +63,9 @@ async def test_kill_9_of_a_galera_node_relocates_its_async_replica_under_a_survi
     sandbox = stack.sandbox
     dead, survivor, replica = sandbox.node(0), sandbox.node(1), sandbox.node(3)
     wait_until(
-        lambda: api_get(stack, f"/api/instance/{replica.key.replace(':', '/')}"),
+        lambda: len(api_get(stack, f"/api/cluster/{dead.key}") or []) == 4,
         timeout=30,
-        what="the API knows node 0's async replica",
+        what="the API lists the Galera cluster: 3 nodes and the async replica",
     )
     for n in range(20):  # written on the node that dies, not all yet applied by the replica
         sandbox.execute(0, f"INSERT INTO sandbox.t (note) VALUES ('before #{n}')")

@@ -271,6 +271,14 @@ class InstanceSnapshot(_Frozen):
         return channel.linked_master if channel is not None else None
 
     @property
+    def galera_cluster_uuid(self) -> str:
+        """The state UUID of the Galera cluster this node belongs to ("" for none, and for the
+        nil UUID of a node that never joined one): nodes that share one are one cluster of ours
+        (a dead node's is the one it last reported)."""
+        uuid = self.galera.cluster_state_uuid if self.galera is not None else ""
+        return uuid if uuid.strip("0-") else ""
+
+    @property
     def is_replica(self) -> bool:
         return bool(self.channels)
 

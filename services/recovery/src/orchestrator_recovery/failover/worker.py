@@ -413,8 +413,8 @@ class RecoveryWorker:
 
 def clusters_of(snapshots: Iterable[InstanceSnapshot]) -> list[list[InstanceSnapshot]]:
     """The snapshots grouped into clusters: instances linked by replication (either way, at
-    any depth) together. Pure; used to analyse one cluster at a time when the whole fleet's
-    analysis fails."""
+    any depth) together, and the nodes of one Galera cluster (same state UUID) together. Pure;
+    used to analyse one cluster at a time when the whole fleet's analysis fails."""
     by_key = {snapshot.instance_key: snapshot for snapshot in snapshots}
     parent = {key: key for key in by_key}
 
@@ -424,12 +424,15 @@ def clusters_of(snapshots: Iterable[InstanceSnapshot]) -> list[list[InstanceSnap
             key = parent[key]
         return key
 
+    galera_node: dict[str, InstanceKey] = {}
     for key, snapshot in by_key.items():
         for channel in snapshot.channels:
             with contextlib.suppress(Exception):  # a malformed master: the instance stays alone
                 master = channel.linked_master
                 if master in parent:
                     parent[root(key)] = root(master)
+        if uuid := snapshot.galera_cluster_uuid:
+            parent[root(key)] = root(galera_node.setdefault(uuid, key))
     groups: dict[InstanceKey, list[InstanceSnapshot]] = {}
     for key, snapshot in by_key.items():
         groups.setdefault(root(key), []).append(snapshot)
@@ -442,9 +445,10 @@ def _holds(group: Iterable[InstanceSnapshot], key: InstanceKey) -> bool:
 
 def cluster_label(group: Sequence[InstanceSnapshot]) -> str:
     """The name the analysis would give the cluster of ``group``: its master's key (an
-    instance replicating from nobody), else its smallest key."""
-    masters = sorted(str(s.instance_key) for s in group if not s.channels)
-    return masters[0] if masters else min(str(s.instance_key) for s in group)
+    instance replicating from nobody; of several, as in a Galera cluster, one that is no Galera
+    node first, then the smallest), else its smallest key."""
+    masters = sorted((bool(s.galera_cluster_uuid), s.instance_key) for s in group if not s.channels)
+    return str(masters[0][1]) if masters else str(min(s.instance_key for s in group))
 
 
 def _quiet(future: asyncio.Future[object]) -> None:
