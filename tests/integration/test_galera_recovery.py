@@ -158,7 +158,7 @@ async def test_kill_9_of_a_galera_node_relocates_its_async_replica_under_a_survi
     assert status is not None and int(status["Master_Port"]) == dead.port
 
 
-async def test_a_node_leaving_makes_the_others_report_the_size_below_expected_until_it_is_back(
+async def test_nodes_stopped_and_killed_are_reported_nothing_is_failed_over_and_rejoining_clears(
     make_stack: StackFactory,
 ) -> None:
     stack = make_stack(galera=3, GaleraExpectedClusterSize=3)
@@ -170,11 +170,12 @@ async def test_a_node_leaving_makes_the_others_report_the_size_below_expected_un
         what="the API knows the 3 Galera nodes",
     )
     assert all(analysis_of(stack, key) is None for key in keys)  # nothing to report
-    below = "GaleraClusterSizeBelowExpected"
+    below, alone = "GaleraClusterSizeBelowExpected", "GaleraNonPrimaryComponent"
     async with (
         recovery_events(stack.nats_url) as events,
         bus_messages(stack.nats_url, "orchestrator.v1.analysis.>", AnalysisEvent) as published,
     ):
+        # node 2 stopped cleanly: nodes 0 and 1 go on as a primary component of 2
         # (blocking calls in a thread: the bus subscriptions keep receiving meanwhile)
         await asyncio.to_thread(sandbox.stop, 2)
         await asyncio.to_thread(
@@ -183,7 +184,26 @@ async def test_a_node_leaving_makes_the_others_report_the_size_below_expected_un
             timeout=30,
             what=f"{below} on nodes 0 and 1",
         )
-        await asyncio.to_thread(sandbox.start, 2)
+        await asyncio.sleep(1)  # the worker's pass after the last change
+        assert events == [], [(e.type, e.data.reason) for e in events]  # nothing recovered
+
+        # node 1 killed: node 0 is alone, without quorum, outside the primary component
+        await asyncio.to_thread(sandbox.kill, 1)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: analysis_of(stack, keys[0]) == alone,
+            timeout=60,
+            what=f"{alone} on node 0",
+        )
+        failed = await wait_for_phase(events, RecoveryPhase.FAILED, timeout=30)
+        await asyncio.sleep(2)  # nothing else follows
+        phases = {event.phase for event in events}
+
+        # back: node 0 made the primary component again (the operator's pc.bootstrap), the
+        # others rejoin it, and every code clears
+        sandbox.execute(0, "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")
+        for index in (1, 2):
+            await asyncio.to_thread(sandbox.start, index)
         await asyncio.to_thread(sandbox.wait_galera_synced)
         await asyncio.to_thread(
             wait_until,
@@ -191,11 +211,21 @@ async def test_a_node_leaving_makes_the_others_report_the_size_below_expected_un
             timeout=30,
             what="the analysis clear again",
         )
-        await asyncio.sleep(1)  # the worker's pass after the last change
-    assert events == [], [(e.type, e.data.reason) for e in events]  # nothing recovered
-    # the leader published the problem, not actionable, and then its end
+        await asyncio.sleep(1)
+    # node 0's replica had to leave it, but no node could take it: refused, nothing moved,
+    # nobody promoted or failed over
+    assert phases <= {RecoveryPhase.DETECTED, RecoveryPhase.FAILED, RecoveryPhase.BLOCKED}, phases
+    assert failed.data.failed == keys[0] and failed.data.analysis == alone
+    assert failed.data.galera is False and failed.data.repointed == ()
+    assert failed.data.reason.startswith("no other node of Galera cluster "), failed.data.reason
+    status = replica_status(sandbox, 3)
+    assert status is not None and int(status["Master_Port"]) == sandbox.node(0).port
+    assert status["Slave_IO_Running"] == "Yes" and read_only(sandbox, 3)
+    # the leader published each problem (the lone node's as actionable: it has a replica),
+    # and then their end
     problems = [(p.instance, p.code, p.is_actionable) for e in published for p in e.problems]
     assert (keys[0], below, False) in problems, problems
     assert (keys[1], below, False) in problems, problems
+    assert (keys[0], alone, True) in problems, problems
     last = {e.cluster: e.problems for e in published}
-    assert all(not found for cluster, found in last.items() if cluster in keys[:2]), last
+    assert all(not found for found in last.values()), last
