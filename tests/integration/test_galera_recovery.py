@@ -128,7 +128,19 @@ async def test_kill_9_of_a_galera_node_relocates_its_async_replica_under_a_survi
         timeout=30,
         what="node 0 healthy again in the analysis",
     )
-    # relocate by hand between Galera nodes: back under node 0, replicating, nothing lost
+    # relocate by hand between Galera nodes: not under a desynced node; back under node 0,
+    # replicating, nothing lost
+    sandbox.execute(2, "SET GLOBAL wsrep_desync=ON")
+    try:
+        async with httpx.AsyncClient(base_url=stack.api, timeout=60) as client:
+            desynced = await client.post(
+                f"/api/relocate/{replica.key.replace(':', '/')}/"
+                f"{sandbox.node(2).key.replace(':', '/')}"
+            )
+    finally:
+        sandbox.execute(2, "SET GLOBAL wsrep_desync=OFF")
+    assert desynced.status_code == 409, desynced.text
+    assert "is a Galera node that is not Synced (Donor/Desynced)" in desynced.text
     sandbox.execute(1, "INSERT INTO sandbox.t (note) VALUES ('before the move back')")
     async with httpx.AsyncClient(base_url=stack.api, timeout=60) as client:
         moved = await client.post(

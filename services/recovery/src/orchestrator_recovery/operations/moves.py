@@ -16,7 +16,9 @@ rest). A move runs in this order and changes nothing until every check passed:
    itself, R not a replica or not on GTID, T without ``log_bin`` (or a replica without
    ``log_slave_updates``), another flavor or a higher version, a ROW target for a STATEMENT
    replica, T delayed, not replicating or lagging beyond
-   ``ReasonableMaintenanceReplicationLagSeconds``;
+   ``ReasonableMaintenanceReplicationLagSeconds``; a Galera node T outside the primary
+   component, not ``Synced`` and ready, or without ``log_slave_updates``
+   (:func:`~orchestrator_recovery.operations.moves_sql.galera_target_refusal`);
 2. T must have every transaction R has (R's ``gtid_slave_pos`` merged with its
    ``gtid_binlog_pos`` contained in T's ``gtid_binlog_pos``; otherwise R would stop with
    error 1236, or carries errant transactions): T is given ``catch_up`` seconds, then refused;
@@ -50,10 +52,12 @@ from orchestrator_adapters.ports import Audit, Guard
 from orchestrator_recovery.mysql import Links, MySQLAccess, Row, StatementFailed
 from orchestrator_recovery.operations.base import instance_key, operation_audit, read_state
 from orchestrator_recovery.operations.moves_sql import (
+    GALERA_STATUS_SQL,
     REASONABLE_LAG_SECONDS,
     SERVER_SQL,
     Server,
     flavor_dialect,
+    galera_target_refusal,
     missing,
     parse_gtid_mode,
     parse_lag,
@@ -217,6 +221,11 @@ class Mover:
             descendants=await self._masters_of(links, target),
             max_lag=self._max_lag,
         )
+        if why is None:
+            try:
+                why = galera_target_refusal(target, await links.rows(target.key, GALERA_STATUS_SQL))
+            except StatementFailed as exc:
+                why = f"cannot read {target.key}: {exc.message}"
         if why is not None:
             raise OperationRefused(why)
 

@@ -19,6 +19,7 @@ from orchestrator_recovery.sql import (
     Positions,
     ReplicaStatus,
     missing_on_master,
+    text_value,
 )
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import Flavor
@@ -238,3 +239,47 @@ def missing(replica: Server, target: Server) -> str | None:
     if why is None:
         return None
     return f"{replica.key} {why}; it would stop with error 1236"
+
+
+# --- a Galera node as the target -------------------------------------------------------------
+
+GALERA_STATUS_SQL = (
+    "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_provider_name', 'wsrep_cluster_status', "
+    "'wsrep_local_state_comment', 'wsrep_ready')"
+)
+"""A Galera node's state as a move target. MySQL answers no rows; a MariaDB without a wsrep
+provider answers them all, its ``wsrep_provider_name`` empty: neither is a Galera node."""
+
+
+def galera_target_refusal(target: Server, status: Iterable[Mapping[str, Any]]) -> str | None:
+    """Why a Galera node (``status``: the answer to :data:`GALERA_STATUS_SQL`) cannot be a
+    replica's new master, or None (also for a server that is no Galera node).
+
+    A node outside the primary component, or not ``Synced`` and ready, serves no queries or
+    lags the cluster; one without ``log_slave_updates`` writes only its own clients'
+    transactions to its binary log: a replica of it would silently miss the other nodes'."""
+    values = {
+        text_value(row.get("Variable_name", row.get("VARIABLE_NAME"))).lower(): text_value(
+            row.get("Value", row.get("VALUE"))
+        )
+        for row in status
+    }
+    if not values.get("wsrep_provider_name"):
+        return None
+    problems: list[str] = []
+    component = values.get("wsrep_cluster_status", "")
+    if component != "Primary":
+        problems.append(f"is not in the primary component ({component or 'unknown'})")
+    state = values.get("wsrep_local_state_comment", "")
+    if state != "Synced":
+        problems.append(f"is not Synced ({state or 'unknown'})")
+    elif values.get("wsrep_ready", "").upper() != "ON":
+        problems.append("is not ready (wsrep_ready=OFF)")
+    if not target.log_slave_updates:
+        problems.append(
+            "does not have log_slave_updates enabled: its binary log misses the transactions "
+            "of the other nodes of its Galera cluster"
+        )
+    if not problems:
+        return None
+    return f"{target.key} is a Galera node that " + " and ".join(problems)
