@@ -17,6 +17,7 @@ pytestmark = pytest.mark.unit
 NODE = "db:1"
 GALERA_CODES = (
     AnalysisCode.GALERA_NON_PRIMARY_COMPONENT,
+    AnalysisCode.GALERA_NODE_DESYNCED_TOO_LONG,
     AnalysisCode.GALERA_NODE_NOT_SYNCED,
     AnalysisCode.GALERA_CLUSTER_SIZE_BELOW_EXPECTED,
 )

@@ -17,7 +17,7 @@ from orchestrator_recovery.failover.worker import cluster_label, clusters_of
 from orchestrator_shared.analysis import analyze
 from orchestrator_shared.events import AnalysisEvent, RecoveryPhase
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.snapshot import GaleraState, InstanceSnapshot
 from tests.unit.test_analysis_scenarios import instance_snapshot
 from tests.unit.test_recovery_worker import BROKEN_IO, GTID, PLANNED, Harness, fleet
 
@@ -138,6 +138,23 @@ def test_clusters_are_the_instances_linked_by_replication() -> None:
     found = sorted(sorted(str(s.instance_key) for s in group) for group in groups)
     assert found == [["bad:1", "bad:2", "bad:3"], ["good:1", "good:2", "good:3"]]
     assert sorted(cluster_label(group) for group in groups) == ["bad:1", "good:1"]
+
+
+def test_the_nodes_of_one_galera_cluster_are_one_cluster() -> None:
+    def node(key: str, uuid: str, master: str = "") -> InstanceSnapshot:
+        galera = GaleraState(cluster_state_uuid=uuid, local_state="Synced")
+        fields = {"master": master, "using_gtid": "Slave_Pos"} if master else {}
+        return instance_snapshot(key, fields).model_copy(update={"galera": galera})
+
+    galera = [node("g:3", "a"), node("g:1", "a"), node("g:2", "a"), node("h:1", "b")]
+    replica = instance_snapshot("r:1", {"master": "g:3", "using_gtid": "Slave_Pos"})
+    groups = clusters_of([*galera, replica])
+    found = sorted(sorted(str(s.instance_key) for s in group) for group in groups)
+    assert found == [["g:1", "g:2", "g:3", "r:1"], ["h:1"]]
+    assert sorted(cluster_label(group) for group in groups) == ["g:1", "h:1"]
+    # nodes replicating from an outside master: the cluster is named after that master
+    outside = [instance_snapshot("z:1", {}), node("g:1", "a", "z:1"), node("g:2", "a")]
+    assert [cluster_label(group) for group in clusters_of(outside)] == ["z:1"]
 
 
 async def test_one_clusters_bad_record_in_fencing_returning_masters_does_not_skip_the_others(

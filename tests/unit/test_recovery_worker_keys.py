@@ -295,7 +295,7 @@ async def test_without_either_setting_a_locked_master_is_only_analysed() -> None
     run.suspect(LOCKED)
     [locked] = [a for a in run.worker.analyse() if a.key == InstanceKey.parse(MASTER)]
     assert locked.code is AnalysisCode.LOCKED_SEMI_SYNC_MASTER
-    assert not run.worker.recoverable(locked.code)
+    assert not run.worker.recoverable(locked)
     assert await run.worker.recover(locked, run.guard, 7) is None
     assert run.publisher.recoveries == [] and hooks.ran == []
 

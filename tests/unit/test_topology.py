@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.snapshot import InstanceSnapshot, ProbeFacts, ReplicationChannel
+from orchestrator_shared.snapshot import (
+    GaleraState,
+    InstanceSnapshot,
+    ProbeFacts,
+    ReplicationChannel,
+)
 from orchestrator_shared.topology import build_topology, render_topology, update_topology
 
 pytestmark = pytest.mark.unit
@@ -27,6 +32,7 @@ def snap(
     alias: str = "",
     ok: bool = True,
     lag: int | None = 0,
+    galera: GaleraState | None = None,
 ) -> InstanceSnapshot:
     channels = ()
     if master is not None:
@@ -53,7 +59,24 @@ def snap(
         channels=channels,
         suggested_cluster_alias=alias,
         replication_lag_seconds=lag if master is not None else None,
+        galera=galera,
     )
+
+
+def wsrep(
+    uuid: str = "c0ffee", name: str = "sales-galera", state: str = "Synced", status: str = "Primary"
+) -> GaleraState:
+    return GaleraState(
+        cluster_name=name, cluster_state_uuid=uuid, local_state=state, cluster_status=status
+    )
+
+
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def galera_node(port: int, master: int | None = None, **facts: str) -> InstanceSnapshot:
+    """A writable Galera node (of one shared cluster unless ``uuid`` says otherwise)."""
+    return snap(port, master, read_only=False, galera=wsrep(**facts))
 
 
 def key(port: int) -> InstanceKey:
@@ -141,14 +164,128 @@ def test_render_marks_broken_and_stale_instances() -> None:
     assert ",unchecked," in later.splitlines()[0]
 
 
+# --- Galera clusters --------------------------------------------------------------------------
+
+
+def test_galera_nodes_are_one_cluster_of_peers_at_depth_0() -> None:
+    topology = build_topology(
+        [galera_node(3), galera_node(1), galera_node(2), snap(4, 1), snap(5, 3), snap(6, 5)]
+    )
+    assert list(topology.clusters) == ["127.0.0.1:1"]
+    cluster = topology.clusters["127.0.0.1:1"]
+    assert (cluster.master, cluster.peers) == (key(1), (key(2), key(3)))
+    assert cluster.alias == "sales-galera"
+    assert [(n.key.port, n.depth) for n in cluster.walk()] == [
+        (1, 0),
+        (4, 1),
+        (2, 0),
+        (3, 0),
+        (5, 1),
+        (6, 2),
+    ]
+    assert not any(node.is_co_master for node in cluster.instances.values())
+    assert {topology.cluster_of_instance[key(port)] for port in range(1, 7)} == {cluster.name}
+
+
+def test_a_dead_galera_node_keeps_its_place_by_its_last_state() -> None:
+    dead = snap(1, read_only=False, ok=False, galera=wsrep())
+    topology = build_topology([dead, galera_node(2), galera_node(3), snap(4, 1)])
+    cluster = topology.clusters["127.0.0.1:1"]
+    assert cluster.peers == (key(2), key(3)) and cluster.count == 4
+
+
+def test_galera_clusters_with_distinct_uuids_are_distinct_clusters() -> None:
+    topology = build_topology(
+        [
+            galera_node(1, uuid="a", name="east"),
+            galera_node(2, uuid="a", name="east"),
+            galera_node(3, uuid="b", name="west"),
+            galera_node(4, uuid="b", name="west"),
+            snap(5, read_only=False, galera=GaleraState()),  # wsrep on, no cluster state yet
+            galera_node(6, uuid="b", name="west"),
+            galera_node(7, uuid=NIL_UUID),  # two nodes that never joined a cluster
+            galera_node(8, uuid=NIL_UUID),
+        ]
+    )
+    assert {name: c.peers for name, c in topology.clusters.items()} == {
+        "127.0.0.1:1": (key(2),),
+        "127.0.0.1:3": (key(4), key(6)),
+        "127.0.0.1:5": (),
+        "127.0.0.1:7": (),
+        "127.0.0.1:8": (),
+    }
+    assert topology.clusters["127.0.0.1:3"].alias == "west"
+
+
+def test_a_wsrep_name_two_galera_clusters_share_is_no_alias() -> None:
+    topology = build_topology(
+        [
+            galera_node(1, uuid="a", name="my_wsrep_cluster"),
+            galera_node(2, uuid="a", name="my_wsrep_cluster"),
+            galera_node(3, uuid="b", name="my_wsrep_cluster"),
+            galera_node(4, uuid="b", name="my_wsrep_cluster"),
+            snap(5, 3, alias="billing"),
+        ]
+    )
+    aliases = {name: cluster.alias for name, cluster in topology.clusters.items()}
+    assert aliases == {"127.0.0.1:1": "127.0.0.1:1", "127.0.0.1:3": "billing"}
+
+
+def test_galera_nodes_replicating_from_an_outside_master_join_its_cluster() -> None:
+    topology = build_topology(
+        [snap(9, read_only=False), galera_node(2, 9), galera_node(1), galera_node(3), snap(4, 2)]
+    )
+    assert list(topology.clusters) == ["127.0.0.1:9"]
+    cluster = topology.clusters["127.0.0.1:9"]
+    assert (cluster.master, cluster.peers) == (key(9), (key(1), key(3)))
+    assert [(n.key.port, n.depth) for n in cluster.walk()] == [
+        (9, 0),
+        (2, 1),
+        (4, 2),
+        (1, 0),
+        (3, 0),
+    ]
+
+
+def test_galera_nodes_are_marked_in_the_text() -> None:
+    topology = build_topology(
+        [
+            galera_node(22306),
+            galera_node(22307, state="Donor/Desynced"),
+            galera_node(22308, state="Initialized", status="non-Primary"),
+            snap(22309, 22306),
+        ]
+    )
+    text = render_topology(topology.clusters["127.0.0.1:22306"], now=NOW, poll_seconds=5)
+    assert text.splitlines() == [
+        f"127.0.0.1:22306   [0s,ok,{VERSION},rw,ROW,>>,galera:Synced]",
+        f"+ 127.0.0.1:22309 [0s,ok,{VERSION},ro,ROW,>>,GTID]",
+        f"127.0.0.1:22307   [0s,ok,{VERSION},rw,ROW,>>,galera:Donor/Desynced]",
+        f"127.0.0.1:22308   [0s,ok,{VERSION},rw,ROW,>>,galera:Initialized,galera:non-Primary]",
+    ]
+
+
+def test_a_node_leaving_its_galera_cluster_makes_an_update_rebuild() -> None:
+    fleet = [galera_node(1), galera_node(2), snap(3, 2)]
+    previous = build_topology(fleet)
+    bootstrapped = galera_node(2, uuid="new")
+    snapshots = {s.instance_key: s for s in [fleet[0], bootstrapped, fleet[2]]}
+    updated = update_topology(previous, snapshots, [key(2)])
+    assert updated == build_topology(snapshots.values())
+    assert sorted(updated.clusters) == ["127.0.0.1:1", "127.0.0.1:2"]
+    assert updated.cluster_of(key(3)) is updated.clusters["127.0.0.1:2"]
+
+
 # --- incremental updates ---------------------------------------------------------------------
 
 PORTS = range(3300, 3308)
+GALERA_STATES = st.sampled_from([None, None, wsrep("a"), wsrep("b"), wsrep("c", name="west")])
 
 
 @st.composite
 def fleets(draw: st.DrawFn) -> dict[int, InstanceSnapshot]:
-    """Up to 8 instances with arbitrary master links (unknown masters, chains, cycles)."""
+    """Up to 8 instances with arbitrary master links (unknown masters, chains, cycles), some
+    of them nodes of one of three Galera clusters (two of the same name)."""
     ports = draw(st.lists(st.sampled_from(PORTS), min_size=1, max_size=8, unique=True))
     return {
         port: snap(
@@ -157,6 +294,7 @@ def fleets(draw: st.DrawFn) -> dict[int, InstanceSnapshot]:
             read_only=draw(st.booleans()),
             alias=draw(st.sampled_from(["", "", "sales"])),
             lag=draw(st.integers(0, 5)),
+            galera=draw(GALERA_STATES),
         )
         for port in ports
     }
@@ -175,14 +313,20 @@ def test_update_equals_a_fresh_build(
         master = old.master_key.port if old.master_key is not None else None
         if data.draw(st.booleans()):  # same shape, new facts
             after[port] = snap(
-                port, master, read_only=old.read_only, alias=old.suggested_cluster_alias, lag=9
+                port,
+                master,
+                read_only=old.read_only,
+                alias=old.suggested_cluster_alias,
+                lag=9,
+                galera=old.galera,
             )
-        else:  # anything: another master, writability or alias
+        else:  # anything: another master, writability, alias or Galera cluster
             after[port] = snap(
                 port,
                 data.draw(st.none() | st.sampled_from([*PORTS, 3399])),
                 read_only=data.draw(st.booleans()),
                 alias=data.draw(st.sampled_from(["", "billing"])),
+                galera=data.draw(GALERA_STATES),
             )
     snapshots = {s.instance_key: s for s in after.values()}
     updated = update_topology(previous, snapshots, [key(port) for port in changed])

@@ -282,6 +282,10 @@ class Settings(BaseModel):
     # New (docs/galera.md): a Galera node seeing fewer nodes in its cluster than this is
     # GaleraClusterSizeBelowExpected in the analysis (0: not checked).
     GaleraExpectedClusterSize: NonNegativeInt = 0
+    # New (docs/galera.md): a Galera node desynced (@@wsrep_desync, Donor/Desynced) this long
+    # without a break is GaleraNodeDesyncedTooLong (0: not checked). A backup's desync lasts
+    # minutes; one left ON by hand lets the node fall ever further behind (no flow control).
+    GaleraDesyncedTooLongSeconds: NonNegativeInt = 600
 
     @model_validator(mode="after")
     def _one_sql_thread_rule(self) -> Settings:

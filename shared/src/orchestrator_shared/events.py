@@ -64,6 +64,9 @@ class RecoveryData(BaseModel):
     postponed: tuple[str, ...] = ()
     promotion_applied: bool = True
     semi_sync: dict[str, bool] = {}
+    # Issue 16 (docs/galera.md): the failed instance is a Galera node; its async replicas are
+    # relocated under another node of its Galera cluster, nobody is promoted.
+    galera: bool = False
 
     # A consumer applies these keys: one that is not host:port fails validation here, so the
     # message is refused as malformed instead of failing halfway through being applied.
@@ -95,6 +98,8 @@ def describe_recovery(phase: RecoveryPhase, data: RecoveryData) -> str:
     text = f"{phase.value}: {what} on {data.failed} (cluster {data.cluster})"
     if data.successor:
         text += f"; successor {data.successor}"
+    if data.galera:
+        text += "; a Galera node: its async replicas relocated under another node, no promotion"
     if not data.promotion_applied:
         text += (
             "; promotion left to the operator's hooks (ApplyMySQLPromotionAfterMasterFailover="

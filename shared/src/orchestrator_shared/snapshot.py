@@ -183,6 +183,11 @@ class GaleraState(_Frozen):
     def is_primary(self) -> bool:
         return self.cluster_status == "Primary"
 
+    @property
+    def is_desynced(self) -> bool:
+        """Desynced by hand or by a backup tool (``@@wsrep_desync``), or serving as a donor."""
+        return self.desync or self.local_state == "Donor/Desynced"
+
 
 class ProbeFacts(_Frozen):
     """What happened when the instance was last probed (orchestrator's reachability columns)."""
@@ -264,6 +269,14 @@ class InstanceSnapshot(_Frozen):
         """The master this instance replicates from; None for none, or a detached one."""
         channel = self.primary_channel
         return channel.linked_master if channel is not None else None
+
+    @property
+    def galera_cluster_uuid(self) -> str:
+        """The state UUID of the Galera cluster this node belongs to ("" for none, and for the
+        nil UUID of a node that never joined one): nodes that share one are one cluster of ours
+        (a dead node's is the one it last reported)."""
+        uuid = self.galera.cluster_state_uuid if self.galera is not None else ""
+        return uuid if uuid.strip("0-") else ""
 
     @property
     def is_replica(self) -> bool:

@@ -8,20 +8,30 @@ cluster's master and its depth is 0. Rules at the edges:
   same: the name must be a key we know);
 * co-masters (A replicates from B and B from A) share one cluster; the writable one is the master
   (if both or neither are writable, the smaller key), the other sits at depth 1 under it;
-* any longer replication cycle is broken the same way, at its writable or smallest member.
+* any longer replication cycle is broken the same way, at its writable or smallest member;
+* the nodes of one Galera cluster (snapshots with the same non-empty ``cluster_state_uuid``; a
+  dead node's is the one it last reported) are one cluster with their async replicas. Every
+  node is writable and none replicates from another, so there is no master among them: the
+  smallest top-level node names the cluster (``master``) and the other top-level trees are its
+  ``peers``, each at depth 0 with its own replicas below it. When a Galera node is itself an
+  async replica of an outside (non-Galera) master, the group joins that master's cluster, named
+  after it, and the other top-level Galera nodes are its peers.
 
 The alias is the master's ``suggested_cluster_alias`` if it has one, else the first alias any
-member suggests (by key order), else the cluster name.
+member suggests (by key order), else the ``wsrep_cluster_name`` of a Galera cluster (unless
+another Galera cluster of the fleet has the same one, as the default ``my_wsrep_cluster`` often
+is: an alias must name one cluster), else the cluster name.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from orchestrator_shared.instance_key import InstanceKey
-from orchestrator_shared.snapshot import InstanceSnapshot, ThreadState
+from orchestrator_shared.snapshot import GaleraState, InstanceSnapshot, ThreadState
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +53,16 @@ class Cluster:
     alias: str
     master: InstanceKey
     instances: Mapping[InstanceKey, TopologyInstance] = field(default_factory=dict)
+    # the other top-level nodes of a Galera cluster, in key order (see the module docstring)
+    peers: tuple[InstanceKey, ...] = ()
 
     @property
     def count(self) -> int:
         return len(self.instances)
 
     def walk(self) -> Iterable[TopologyInstance]:
-        """Instances depth-first from the master, replicas in key order."""
-        stack = [self.master]
+        """Instances depth-first from the master, then from each peer; replicas in key order."""
+        stack = [*reversed(self.peers), self.master]
         seen: set[InstanceKey] = set()
         while stack:
             key = stack.pop()
@@ -122,10 +134,11 @@ def build_topology(snapshots: Iterable[InstanceSnapshot]) -> Topology:
 
     clusters: dict[str, Cluster] = {}
     cluster_of_instance: dict[InstanceKey, str] = {}
-    for root in sorted(set(top.values())):
-        name = str(root)
+    for roots in _join_galera_trees(by_key, top):
+        master, peers = roots[0], tuple(roots[1:])
+        name = str(master)
         members: dict[InstanceKey, TopologyInstance] = {}
-        stack: list[tuple[InstanceKey, int]] = [(root, 0)]
+        stack: list[tuple[InstanceKey, int]] = [(root, 0) for root in roots]
         while stack:
             key, depth = stack.pop()
             if key in members:
@@ -140,22 +153,83 @@ def build_topology(snapshots: Iterable[InstanceSnapshot]) -> Topology:
             )
             cluster_of_instance[key] = name
             stack.extend((replica, depth + 1) for replica in replicas)
-        alias = by_key[root].suggested_cluster_alias or next(
-            (
-                m.snapshot.suggested_cluster_alias
-                for _, m in sorted(members.items())
-                if m.snapshot.suggested_cluster_alias
-            ),
-            name,
-        )
-        clusters[name] = Cluster(name=name, alias=alias, master=root, instances=members)
+        clusters[name] = Cluster(name=name, alias="", master=master, instances=members, peers=peers)
+    _set_aliases(clusters)
     return Topology(clusters=clusters, cluster_of_instance=cluster_of_instance)
 
 
-def _shape(snapshot: InstanceSnapshot) -> tuple[InstanceKey | None, bool, str]:
+def _join_galera_trees(
+    by_key: Mapping[InstanceKey, InstanceSnapshot], top: Mapping[InstanceKey, InstanceKey]
+) -> list[list[InstanceKey]]:
+    """The tops of the replication trees, grouped into clusters: trees holding nodes of one
+    Galera cluster go together. Each group lists its master first (an outside master, one that
+    is no Galera node, before Galera nodes; then the smallest key), then its peers in key order;
+    the groups come in the order of their masters."""
+    joined = {root: root for root in top.values()}
+
+    def find(root: InstanceKey) -> InstanceKey:
+        while joined[root] != root:
+            joined[root] = joined[joined[root]]
+            root = joined[root]
+        return root
+
+    tree_of_galera: dict[str, InstanceKey] = {}
+    for key in sorted(by_key):
+        uuid = by_key[key].galera_cluster_uuid
+        if uuid:
+            joined[find(top[key])] = find(tree_of_galera.setdefault(uuid, top[key]))
+    groups: dict[InstanceKey, list[InstanceKey]] = {}
+    for root in sorted(joined):
+        groups.setdefault(find(root), []).append(root)
+    ordered = []
+    for roots in groups.values():
+        master = min(roots, key=lambda root: (bool(by_key[root].galera_cluster_uuid), root))
+        ordered.append([master, *(root for root in roots if root != master)])
+    return sorted(ordered)
+
+
+def _wsrep_name(cluster: Cluster) -> str:
+    """The ``wsrep_cluster_name`` of the cluster's Galera nodes ("" without one)."""
+    return next(
+        (
+            node.snapshot.galera.cluster_name
+            for _, node in sorted(cluster.instances.items())
+            if node.snapshot.galera is not None and node.snapshot.galera.cluster_name
+        ),
+        "",
+    )
+
+
+def _set_aliases(clusters: dict[str, Cluster]) -> None:
+    """Give each cluster its alias by the module docstring's rules (a wsrep cluster name only
+    where no other cluster has the same one)."""
+    wsrep_names = {name: _wsrep_name(cluster) for name, cluster in clusters.items()}
+    shared = Counter(wsrep_names.values())
+    for name, cluster in clusters.items():
+        wsrep = wsrep_names[name] if shared[wsrep_names[name]] == 1 else ""
+        alias = cluster.instances[cluster.master].snapshot.suggested_cluster_alias or next(
+            (
+                node.snapshot.suggested_cluster_alias
+                for _, node in sorted(cluster.instances.items())
+                if node.snapshot.suggested_cluster_alias
+            ),
+            wsrep or name,
+        )
+        clusters[name] = replace(cluster, alias=alias)
+
+
+def _shape(snapshot: InstanceSnapshot) -> tuple[InstanceKey | None, bool, str, str, str]:
     """What of a snapshot decides where it and others sit: its master link, whether it is
-    writable (which member of a cycle is the master) and the cluster alias it suggests."""
-    return (snapshot.master_key, snapshot.read_only, snapshot.suggested_cluster_alias)
+    writable (which member of a cycle is the master), the cluster alias it suggests, and the
+    Galera cluster it belongs to and that cluster's name (an alias)."""
+    wsrep_name = snapshot.galera.cluster_name if snapshot.galera is not None else ""
+    return (
+        snapshot.master_key,
+        snapshot.read_only,
+        snapshot.suggested_cluster_alias,
+        snapshot.galera_cluster_uuid,
+        wsrep_name,
+    )
 
 
 def update_topology(
@@ -167,9 +241,10 @@ def update_topology(
     only at the ``changed`` keys; equal to ``build_topology(snapshots.values())``.
 
     When every changed instance was already placed and keeps its shape (master link, writability,
-    suggested alias), nothing moves: only the changed nodes and the clusters holding them are
-    replaced, and every other cluster object is reused as is (a store ingesting a fleet's polls
-    pays for what changed, not for the whole fleet). Otherwise it builds from scratch.
+    suggested alias, Galera cluster and its name), nothing moves: only the changed nodes and the
+    clusters holding them are replaced, and every other cluster object is reused as is (a store
+    ingesting a fleet's polls pays for what changed, not for the whole fleet). Otherwise it
+    builds from scratch.
     """
     placed = previous.cluster_of_instance
     keys = set(changed)
@@ -200,9 +275,7 @@ def update_topology(
         )
     for name, members in touched.items():
         cluster = clusters[name]
-        clusters[name] = Cluster(
-            name=name, alias=cluster.alias, master=cluster.master, instances=members
-        )
+        clusters[name] = replace(cluster, instances=members)
     return Topology(clusters=clusters, cluster_of_instance=placed)
 
 
@@ -244,7 +317,19 @@ def _extras(node: TopologyInstance, *, errant: bool = False) -> list[str]:
         extras.append("semi:master")
     if snap.semi_sync.replica_enabled and snap.semi_sync.replica_status:
         extras.append("semi:replica")
+    if snap.galera is not None:
+        extras.extend(_galera_marks(snap.galera))
     return extras
+
+
+def _galera_marks(galera: GaleraState) -> list[str]:
+    """A Galera node's mark: its local state in the server's words (``galera:Synced``,
+    ``galera:Donor/Desynced``...), and its component's status when not ``Primary``
+    (``galera:non-Primary``, ``galera:Disconnected``)."""
+    marks = [f"galera:{galera.local_state or 'unknown'}"]
+    if not galera.is_primary:
+        marks.append(f"galera:{galera.cluster_status or 'unknown'}")
+    return marks
 
 
 def render_topology(
@@ -256,7 +341,8 @@ def render_topology(
     errant: Collection[InstanceKey] = (),
 ) -> str:
     """The cluster as orchestrator's ``topology`` (or ``topology-tabulated``) text; the
-    instances in ``errant`` (with errant GTIDs) are flagged ``GTID:errant``."""
+    instances in ``errant`` (with errant GTIDs) are flagged ``GTID:errant``, Galera nodes
+    ``galera:<state>`` (their last known one when they do not answer)."""
     rows: list[tuple[str, list[str]]] = []
     for node in cluster.walk():
         snap = node.snapshot

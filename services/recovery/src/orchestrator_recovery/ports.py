@@ -44,6 +44,20 @@ INTERMEDIATE_MASTER_FAILURES = frozenset(
 )
 RECOVERABLE = MASTER_FAILURES | INTERMEDIATE_MASTER_FAILURES
 """The failures recovered by a failover (a promotion or a relocation)."""
+GALERA_FAILURES = MASTER_FAILURES | {AnalysisCode.GALERA_NON_PRIMARY_COMPONENT}
+"""A Galera node's failures that relocate its async replicas under another node of its Galera
+cluster (docs/galera.md): it died (to the analysis, a dead master), or it answers outside the
+primary component (recovered only when it has replicas: :func:`is_recoverable`)."""
+
+
+def is_recoverable(analysis: Analysis) -> bool:
+    """Whether a failover recovers ``analysis``: a dead (intermediate) master, or a Galera
+    node outside the primary component that has async replicas to relocate."""
+    if analysis.code in RECOVERABLE:
+        return True
+    return analysis.code is AnalysisCode.GALERA_NON_PRIMARY_COMPONENT and bool(analysis.replicas)
+
+
 SEMI_SYNC_FAILURES = frozenset(
     {AnalysisCode.LOCKED_SEMI_SYNC_MASTER, AnalysisCode.MASTER_WITH_TOO_MANY_SEMI_SYNC_REPLICAS}
 )
@@ -90,6 +104,7 @@ class Planned(Generic[PlanT]):
     rejected: Mapping[str, str]
     lost: Mapping[str, str]
     postponed: tuple[str, ...] = ()  # replicas a master failover moves after completing
+    galera: bool = False  # the failed instance is a Galera node (its replicas relocated)
 
 
 class MasterPlanned(Planned[MasterPlan]):
@@ -99,7 +114,8 @@ class MasterPlanned(Planned[MasterPlan]):
 
 
 class RelocationPlanned(Planned[RelocationPlan]):
-    """A dead intermediate master's replicas relocated, for :meth:`Executor.relocate`."""
+    """A dead intermediate master's replicas relocated (or a failed Galera node's, with
+    ``galera``), for :meth:`Executor.relocate`."""
 
     __slots__ = ()
 

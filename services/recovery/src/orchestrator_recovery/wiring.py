@@ -25,6 +25,7 @@ from orchestrator_recovery.operations.moves_co_master import CoMaster
 from orchestrator_recovery.operations.moves_many import ManyMoves
 from orchestrator_recovery.operations.moves_sql import REASONABLE_LAG_SECONDS
 from orchestrator_recovery.ports import (
+    GALERA_FAILURES,
     MASTER_FAILURES,
     SEMI_SYNC_FAILURES,
     AnyPlanned,
@@ -58,6 +59,7 @@ from orchestrator_shared.recovery import (
     plan_master_recovery,
     plan_semi_sync_replicas,
 )
+from orchestrator_shared.recovery.galera import galera_peers, plan_galera_relocation
 from orchestrator_shared.snapshot import Flavor, InstanceSnapshot
 
 
@@ -109,7 +111,19 @@ class SharedPlanner:
         if analysis.code in SEMI_SYNC_FAILURES:
             return self._semi_sync_plan(analysis, failed, replicas, candidates)
         result: MasterPlan | RelocationPlan | Refusal
-        if analysis.code in MASTER_FAILURES:
+        if failed.galera is not None and analysis.code in GALERA_FAILURES:
+            # its peers stay writable: its async replicas move to one of them (docs/galera.md)
+            result = plan_galera_relocation(
+                failed,
+                replicas,
+                peers=galera_peers(failed, snapshots),
+                cluster=analysis.cluster_name,
+                cluster_alias=analysis.cluster_alias,
+                candidates=candidates,
+                options=self._options,
+                forced=forced,
+            )
+        elif analysis.code in MASTER_FAILURES:
             result = plan_master_recovery(
                 failed,
                 replicas,
@@ -152,7 +166,11 @@ class SharedPlanner:
                 postponed=tuple(str(key) for key in result.postponed),
             )
         return RelocationPlanned(
-            plan=result, successor="", rejected=_texts(result.rejected), lost=_texts(result.lost)
+            plan=result,
+            successor="",
+            rejected=_texts(result.rejected),
+            lost=_texts(result.lost),
+            galera=result.galera,
         )
 
     def _semi_sync_plan(

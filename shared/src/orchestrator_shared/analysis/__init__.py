@@ -15,7 +15,11 @@
 See ``docs/analysis.md`` for what each code means and the evidence it needs.
 """
 
-from orchestrator_shared.analysis.analyze import analyze, track_binlog_coordinates
+from orchestrator_shared.analysis.analyze import (
+    analyze,
+    track_binlog_coordinates,
+    track_galera_desync,
+)
 from orchestrator_shared.analysis.codes import (
     ACTIONABLE_CODES,
     REPLICA_SIDE_CODES,
@@ -40,4 +44,5 @@ __all__ = [
     "check_validity",
     "find_errant",
     "track_binlog_coordinates",
+    "track_galera_desync",
 ]

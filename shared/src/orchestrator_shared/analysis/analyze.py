@@ -19,6 +19,7 @@ from orchestrator_shared.analysis.facts import (
     ReplicaCounts,
     ReplicaLink,
     check_validity,
+    desync_evidence,
     galera_evidence,
     is_failing_to_connect,
 )
@@ -32,6 +33,7 @@ from orchestrator_shared.topology import Topology, build_topology
 
 _NOTHING_DOWNTIMED: Mapping[InstanceKey, datetime] = MappingProxyType({})
 _NO_HISTORY: Mapping[InstanceKey, CoordinatesSeen] = MappingProxyType({})
+_NEVER_DESYNCED: Mapping[InstanceKey, datetime] = MappingProxyType({})
 _DEFAULT_OPTIONS = AnalysisOptions()
 
 
@@ -42,6 +44,7 @@ def analyze(
     downtimed: Mapping[InstanceKey, datetime] = _NOTHING_DOWNTIMED,
     maintenance: Collection[InstanceKey] = frozenset(),
     binlog_history: Mapping[InstanceKey, CoordinatesSeen] = _NO_HISTORY,
+    desynced_since: Mapping[InstanceKey, datetime] = _NEVER_DESYNCED,
     options: AnalysisOptions = _DEFAULT_OPTIONS,
     include_no_problem: bool = False,
     include_downtimed: bool = True,
@@ -53,8 +56,9 @@ def analyze(
     analyses of instances whose host name matches ``options.recovery_ignore_hostname_filters``
     (they still count as replicas of their master). Use
     ``binlog_history`` (kept with ``track_binlog_coordinates``) to tell a locked semi-sync master
-    from a hypothesis. ``include_downtimed=False`` drops what downtime makes skippable (the CLI);
-    the API and the recovery loop keep it.
+    from a hypothesis, and ``desynced_since`` (kept with ``track_galera_desync``) to tell a
+    Galera node desynced for too long. ``include_downtimed=False`` drops what downtime makes
+    skippable (the CLI); the API and the recovery loop keep it.
     """
     snaps = [snap for snap in snapshots if snap.instance_key not in maintenance]
     analysis_pass = _Pass(
@@ -64,6 +68,7 @@ def analyze(
         options=options,
         downtime={key: end for key, end in downtimed.items() if end > now},
         binlog_history=binlog_history,
+        desynced_since=desynced_since,
     )
     results: list[Analysis] = []
     ignored = options.recovery_ignore_hostname_filters
@@ -91,6 +96,7 @@ class _Pass:
         options: AnalysisOptions,
         downtime: Mapping[InstanceKey, datetime],
         binlog_history: Mapping[InstanceKey, CoordinatesSeen],
+        desynced_since: Mapping[InstanceKey, datetime],
     ) -> None:
         self.by_key = by_key
         self.topology = topology
@@ -98,6 +104,7 @@ class _Pass:
         self.options = options
         self.downtime = downtime
         self.binlog_history = binlog_history
+        self.desynced_since = desynced_since
         self.validity = {
             key: check_validity(snap, now=now, options=options) for key, snap in by_key.items()
         }
@@ -127,6 +134,12 @@ class _Pass:
             >= self.options.reasonable_locked_semi_sync_master_seconds
         )
 
+    def desynced_at(self, snap: InstanceSnapshot) -> datetime | None:
+        """Since when the Galera node has been desynced, if its snapshot says it is."""
+        if snap.galera is None or not snap.galera.is_desynced:
+            return None
+        return self.desynced_since.get(snap.instance_key)
+
     def analyze_instance(self, key: InstanceKey) -> Analysis:
         snap = self.by_key[key]
         cluster = self.topology.cluster_of(key)
@@ -143,6 +156,7 @@ class _Pass:
         ]
         counts = ReplicaCounts.of(links, options=self.options)
         own_channel = snap.primary_channel
+        desynced_at = self.desynced_at(snap)
         subject = Subject(
             is_master=not snap.channels,
             is_co_master=node.is_co_master,
@@ -154,6 +168,9 @@ class _Pass:
             semi_sync=snap.semi_sync,
             is_stale_binlog_coordinates=self.is_stale_coordinates(snap),
             galera=snap.galera,
+            galera_desynced_seconds=(
+                None if desynced_at is None else (self.now - desynced_at).total_seconds()
+            ),
         )
         code = classify(subject, counts, self.options)
 
@@ -180,6 +197,9 @@ class _Pass:
         if snap.galera is not None:
             expected = self.options.galera_expected_cluster_size
             evidence.append(f"{key}: {galera_evidence(snap.galera, expected_size=expected)}")
+        if desynced_at is not None:
+            too_long = self.options.galera_desynced_too_long_seconds
+            evidence.append(f"{key}: {desync_evidence(desynced_at, now=self.now, limit=too_long)}")
         if links:
             evidence.append(
                 f"{key}: {counts.valid} of {counts.replicas} replicas reachable, "
@@ -269,6 +289,28 @@ def track_binlog_coordinates(
         seen = tracked.get(key)
         if seen is None or seen.coordinates != coordinates:
             tracked[key] = CoordinatesSeen(coordinates=coordinates, since=snap.probe.checked_at)
+    return tracked
+
+
+def track_galera_desync(
+    previous: Mapping[InstanceKey, datetime], snapshots: Iterable[InstanceSnapshot]
+) -> dict[InstanceKey, datetime]:
+    """Since when each Galera node has been desynced without a break.
+
+    Feed the result back in on the next call and pass it to ``analyze(desynced_since=...)``.
+    A node whose probe failed keeps its entry (its wsrep state is unknown, not synced); one
+    seen desynced for the first time starts at the snapshot's ``checked_at``; one seen not
+    desynced (or not running wsrep) is dropped, so a new desync starts again.
+    """
+    tracked = dict(previous)
+    for snap in snapshots:
+        key = snap.instance_key
+        if not snap.probe.ok:
+            continue
+        if snap.galera is None or not snap.galera.is_desynced:
+            tracked.pop(key, None)
+        elif key not in tracked:
+            tracked[key] = snap.probe.checked_at
     return tracked
 
 

@@ -49,6 +49,7 @@ class AnalysisCode(StrEnum):
     ALL_INTERMEDIATE_MASTER_REPLICAS_NOT_REPLICATING = "AllIntermediateMasterReplicasNotReplicating"
     FIRST_TIER_REPLICA_FAILING_TO_CONNECT_TO_MASTER = "FirstTierReplicaFailingToConnectToMaster"
     GALERA_NON_PRIMARY_COMPONENT = "GaleraNonPrimaryComponent"
+    GALERA_NODE_DESYNCED_TOO_LONG = "GaleraNodeDesyncedTooLong"
     GALERA_NODE_NOT_SYNCED = "GaleraNodeNotSynced"
     GALERA_CLUSTER_SIZE_BELOW_EXPECTED = "GaleraClusterSizeBelowExpected"
 
@@ -206,6 +207,10 @@ _DESCRIPTIONS: dict[AnalysisCode, str] = {
     ),
     AnalysisCode.GALERA_NON_PRIMARY_COMPONENT: (
         "Galera node is reachable but not in the primary component: it refuses queries"
+    ),
+    AnalysisCode.GALERA_NODE_DESYNCED_TOO_LONG: (
+        "Galera node has been desynced for GaleraDesyncedTooLongSeconds or longer: out of flow "
+        "control, it may fall ever further behind its cluster"
     ),
     AnalysisCode.GALERA_NODE_NOT_SYNCED: (
         "Galera node is reachable but not Synced with its cluster (joining, donor or desynced)"

@@ -35,6 +35,8 @@ class Subject:
     semi_sync: SemiSync
     is_stale_binlog_coordinates: bool
     galera: GaleraState | None = None
+    galera_desynced_seconds: float | None = None
+    """How long the Galera node has been desynced without a break (None: it is not)."""
 
 
 def classify(subject: Subject, counts: ReplicaCounts, options: AnalysisOptions) -> AnalysisCode:
@@ -50,15 +52,21 @@ def classify(subject: Subject, counts: ReplicaCounts, options: AnalysisOptions) 
     if code is None and subject.depth == 1 and subject.is_failing_to_connect:
         code = AnalysisCode.FIRST_TIER_REPLICA_FAILING_TO_CONNECT_TO_MASTER
     if code is None and subject.is_valid and subject.galera is not None:
-        code = _galera_code(subject.galera, options)
+        code = _galera_code(subject.galera, subject.galera_desynced_seconds, options)
     return code or AnalysisCode.NO_PROBLEM
 
 
-def _galera_code(galera: GaleraState, options: AnalysisOptions) -> AnalysisCode | None:
+def _galera_code(
+    galera: GaleraState, desynced_seconds: float | None, options: AnalysisOptions
+) -> AnalysisCode | None:
     """The worst of a reachable Galera node's troubles: out of the primary component (it
-    serves nothing), then not ``Synced``, then fewer nodes than expected."""
+    serves nothing), then desynced for too long (out of flow control for that long, it may
+    lag ever further), then not ``Synced``, then fewer nodes than expected."""
     if not galera.is_primary:
         return AnalysisCode.GALERA_NON_PRIMARY_COMPONENT
+    too_long = options.galera_desynced_too_long_seconds
+    if too_long and desynced_seconds is not None and desynced_seconds >= too_long:
+        return AnalysisCode.GALERA_NODE_DESYNCED_TOO_LONG
     if not galera.is_synced:
         return AnalysisCode.GALERA_NODE_NOT_SYNCED
     expected = options.galera_expected_cluster_size

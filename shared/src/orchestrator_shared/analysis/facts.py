@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from orchestrator_shared.analysis.model import AnalysisOptions
 from orchestrator_shared.snapshot import (
@@ -75,6 +75,15 @@ def galera_evidence(galera: GaleraState, *, expected_size: int) -> str:
         f"{galera.local_state or 'state unknown'}, "
         f"{galera.cluster_status or 'unknown'} component of {galera.cluster_size} node(s)"
         f"{expected}{desync}"
+    )
+
+
+def desync_evidence(since: datetime, *, now: datetime, limit: float) -> str:
+    """Since when a Galera node has been desynced, for how long, against the limit."""
+    threshold = f"GaleraDesyncedTooLongSeconds {limit:g}{'' if limit else ': not checked'}"
+    return (
+        f"desynced since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z "
+        f"({(now - since).total_seconds():.0f} s, {threshold})"
     )
 
 

@@ -21,7 +21,8 @@ class AnalysisOptions:
     ``from_settings`` takes the poll interval and the two lag thresholds from the settings
     (``InstancePollSeconds``, ``ReasonableReplicationLagSeconds``,
     ``ReasonableLockedSemiSyncMasterSeconds``), and ``EnforceExactSemiSyncReplicas``,
-    ``RecoveryIgnoreHostnameFilters``, ``GaleraExpectedClusterSize``; the others are
+    ``RecoveryIgnoreHostnameFilters``, ``GaleraExpectedClusterSize``,
+    ``GaleraDesyncedTooLongSeconds``; the others are
     orchestrator settings this project does not read from its config file yet.
     """
 
@@ -40,6 +41,9 @@ class AnalysisOptions:
     galera_expected_cluster_size: int = 0
     """``GaleraExpectedClusterSize``: a Galera node seeing fewer nodes in its cluster is
     ``GaleraClusterSizeBelowExpected`` (0: not checked)."""
+    galera_desynced_too_long_seconds: float = 600.0
+    """``GaleraDesyncedTooLongSeconds``: a Galera node desynced this long without a break is
+    ``GaleraNodeDesyncedTooLong`` (0: not checked; needs ``analyze(desynced_since=...)``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -53,6 +57,7 @@ class AnalysisOptions:
                 "enforce_exact_semi_sync_replicas": settings.EnforceExactSemiSyncReplicas,
                 "recovery_ignore_hostname_filters": settings.RecoveryIgnoreHostnameFilters,
                 "galera_expected_cluster_size": settings.GaleraExpectedClusterSize,
+                "galera_desynced_too_long_seconds": float(settings.GaleraDesyncedTooLongSeconds),
                 **overrides,
             },
         )
@@ -143,6 +148,10 @@ class Analysis:
 
     @property
     def is_actionable(self) -> bool:
+        """The code's (orchestrator's ``IsActionableRecovery``); and a Galera node outside the
+        primary component with async replicas, which are relocated (docs/galera.md)."""
+        if self.code is AnalysisCode.GALERA_NON_PRIMARY_COMPONENT:
+            return bool(self.replicas)
         return self.code.is_actionable
 
     @property

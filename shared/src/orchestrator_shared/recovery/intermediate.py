@@ -42,7 +42,12 @@ from orchestrator_shared.recovery.model import (
 from orchestrator_shared.recovery.positions import gtid_kind_of
 from orchestrator_shared.snapshot import InstanceSnapshot
 
-__all__ = ["plan_intermediate_master_recovery"]
+__all__ = [
+    "assign_moves",
+    "plan_intermediate_master_recovery",
+    "relocation_plan",
+    "unique_snapshots",
+]
 
 _NO_CANDIDATES: Mapping[InstanceKey, PromotionRule] = MappingProxyType({})
 
@@ -85,7 +90,7 @@ def plan_intermediate_master_recovery(
         )
 
     master_key = master.instance_key if master is not None else failed.master_key
-    replica_snaps = _unique(replicas, exclude={failed_key})
+    replica_snaps = unique_snapshots(replicas, exclude={failed_key})
     if not replica_snaps:
         return refuse(RefusalCode.NO_REPLICAS, f"{failed_key} has no replicas to relocate", {})
     above = [master, *upstream] if master is not None else list(upstream)
@@ -101,7 +106,7 @@ def plan_intermediate_master_recovery(
         excluded.add(master_key)
     rejected: dict[InstanceKey, str] = {}
     targets: list[ServerFacts] = []
-    for snap in _unique(siblings, exclude=excluded):
+    for snap in unique_snapshots(siblings, exclude=excluded):
         sibling = ServerFacts.of(
             snap, master=master, master_key=master_key, upstream=upstream, candidates=candidates
         )
@@ -120,7 +125,9 @@ def plan_intermediate_master_recovery(
             targets.append(master_facts)
     targets.sort(key=lambda target: _rank(target, failed, master_facts))
 
-    moves, lost, refusals = _assign(movers, targets, failed_key=failed_key)
+    moves, lost, refusals = assign_moves(
+        movers, targets, failed_key=failed_key, targets_are="sibling or master"
+    )
 
     used = {target for _, target in moves}
     first_used = next((target.key for target in targets if target.key in used), None)
@@ -141,6 +148,23 @@ def plan_intermediate_master_recovery(
             f"none of the replicas of {failed_key} can be relocated ({summary})",
             {**rejected, **lost},
         )
+    return relocation_plan(
+        failed, movers, moves, lost=lost, rejected=rejected, cluster=cluster, forced=forced
+    )
+
+
+def relocation_plan(
+    failed: InstanceSnapshot,
+    movers: Sequence[ServerFacts],
+    moves: Sequence[tuple[InstanceKey, InstanceKey]],
+    *,
+    lost: Mapping[InstanceKey, str],
+    rejected: Mapping[InstanceKey, str],
+    cluster: str,
+    forced: bool,
+    galera: bool = False,
+) -> RelocationPlan:
+    """The plan of ``moves``, its GTID kind the movers' (else the failed instance's)."""
     kind = (
         next((item.gtid_kind for item in movers if item.gtid_kind), None)
         or gtid_kind_of(failed)
@@ -148,22 +172,28 @@ def plan_intermediate_master_recovery(
     )
     return RelocationPlan(
         cluster=cluster,
-        failed=failed_key,
+        failed=failed.instance_key,
         moves=tuple(sorted(moves)),
         lost=frozen_reasons(lost),
         rejected=frozen_reasons(rejected),
         gtid_kind=kind,
         forced=forced,
+        galera=galera,
     )
 
 
-def _assign(
-    movers: Sequence[ServerFacts], targets: Sequence[ServerFacts], *, failed_key: InstanceKey
+def assign_moves(
+    movers: Sequence[ServerFacts],
+    targets: Sequence[ServerFacts],
+    *,
+    failed_key: InstanceKey,
+    targets_are: str,
 ) -> tuple[
     list[tuple[InstanceKey, InstanceKey]], dict[InstanceKey, str], dict[InstanceKey, list[str]]
 ]:
     """Each mover under the first ranked target that can take it: the moves, the lost
-    replicas with why, and per target why it turned replicas down."""
+    replicas with why, and per target why it turned replicas down. ``targets_are`` names the
+    targets in a lost replica's reason ("no {targets_are} can take it")."""
     moves: list[tuple[InstanceKey, InstanceKey]] = []
     lost: dict[InstanceKey, str] = {}
     refusals: dict[InstanceKey, list[str]] = {target.key: [] for target in targets}
@@ -182,14 +212,14 @@ def _assign(
             refusals[target.key].append(f"cannot take {item.key}: {problem}")
         else:
             lost[item.key] = (
-                "no sibling or master can take it: " + "; ".join(why_not)
+                f"no {targets_are} can take it: " + "; ".join(why_not)
                 if why_not
-                else "no sibling or master can take it (none is fit)"
+                else f"no {targets_are} can take it (none is fit)"
             )
     return moves, lost, refusals
 
 
-def _unique(
+def unique_snapshots(
     snapshots: Sequence[InstanceSnapshot], *, exclude: set[InstanceKey]
 ) -> list[InstanceSnapshot]:
     by_key: dict[InstanceKey, InstanceSnapshot] = {}

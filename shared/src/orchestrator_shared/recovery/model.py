@@ -71,12 +71,14 @@ class RefusalCode(enum.StrEnum):
     REQUESTED_REJECTED = "requested-rejected"
     """The requested successor is not eligible, or lacks transactions another replica has."""
     NOTHING_RELOCATABLE = "nothing-relocatable"
-    """No replica of a dead intermediate master can be moved anywhere."""
+    """No replica of a dead intermediate master (or of a failed Galera node) can be moved
+    anywhere."""
     NO_SEMI_SYNC_CHANGE = "no-semi-sync-change"
     """A semi-sync recovery found no replica whose semi-sync setting it could change."""
     GALERA_NODE = "galera-node"
     """The master is a Galera node: its async replicas are never promoted (the other nodes of
-    its Galera cluster stay writable), forced or not."""
+    its Galera cluster stay writable), forced or not; and a healthy Galera node's replicas are
+    not relocated."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,9 +205,10 @@ class MasterPlan:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RelocationPlan:
-    """Move the replicas of the dead intermediate master ``failed``: ``moves`` holds
-    ``(replica, new master)`` pairs, each a GTID move. ``lost`` replicas cannot be moved
-    safely; ``rejected`` says why each possible new master (sibling or master) was not used."""
+    """Move the replicas of the dead intermediate master ``failed`` (or, with ``galera``, of
+    the failed Galera node ``failed``): ``moves`` holds ``(replica, new master)`` pairs, each a
+    GTID move. ``lost`` replicas cannot be moved safely; ``rejected`` says why each possible
+    new master (sibling or master; the other Galera nodes) was not used."""
 
     cluster: str
     failed: InstanceKey
@@ -214,6 +217,7 @@ class RelocationPlan:
     rejected: Mapping[InstanceKey, str] = field(default_factory=lambda: MappingProxyType({}))
     gtid_kind: GtidKind
     forced: bool = False
+    galera: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lost", frozen_reasons(self.lost))
@@ -226,9 +230,8 @@ class RelocationPlan:
 
     def describe(self) -> str:
         moved = ", ".join(f"{replica} under {target}" for replica, target in self.moves)
-        text = (
-            f"cluster {self.cluster}: relocate replicas of dead intermediate master {self.failed}"
-        )
+        failed = "failed Galera node" if self.galera else "dead intermediate master"
+        text = f"cluster {self.cluster}: relocate replicas of {failed} {self.failed}"
         text += f": {moved}" if moved else ": none"
         if self.lost:
             text += f"; lost {_keys_text(list(self.lost))}"
@@ -236,7 +239,7 @@ class RelocationPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "intermediate-master",
+            "kind": "galera-node" if self.galera else "intermediate-master",
             "cluster": self.cluster,
             "failed": str(self.failed),
             "moves": [

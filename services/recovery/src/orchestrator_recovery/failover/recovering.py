@@ -43,7 +43,6 @@ from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.hooks import HookStage
 from orchestrator_recovery.ports import (
     MASTER_FAILURES,
-    RECOVERABLE,
     SEMI_SYNC_FAILURES,
     AnyPlanned,
     Executor,
@@ -56,8 +55,9 @@ from orchestrator_recovery.ports import (
     RelocationPlanned,
     SemiSyncPlanned,
     WorkerOptions,
+    is_recoverable,
 )
-from orchestrator_shared.analysis import Analysis, AnalysisCode
+from orchestrator_shared.analysis import Analysis
 from orchestrator_shared.errors import OperationRefused
 from orchestrator_shared.etcd.recovery import RecordKind, RecoveryControl
 from orchestrator_shared.events import (
@@ -111,13 +111,14 @@ class Recoveries:
             executor, publisher, worker_id=options.worker_id, clock=clock, refresh=refresh
         )
 
-    def recoverable(self, code: AnalysisCode) -> bool:
-        """Whether ``code`` is recovered: a dead (intermediate) master always; a semi-sync
-        problem when ``RecoverLockedSemiSyncMaster`` or ``EnforceExactSemiSyncReplicas`` is
-        set."""
-        if code in RECOVERABLE:
+    def recoverable(self, analysis: Analysis) -> bool:
+        """Whether ``analysis`` is recovered: a dead (intermediate) master and a Galera node
+        with async replicas outside the primary component always (:func:`is_recoverable`); a
+        semi-sync problem when ``RecoverLockedSemiSyncMaster`` or
+        ``EnforceExactSemiSyncReplicas`` is set."""
+        if is_recoverable(analysis):
             return True
-        return self._options.semi_sync is not None and code in SEMI_SYNC_FAILURES
+        return self._options.semi_sync is not None and analysis.code in SEMI_SYNC_FAILURES
 
     async def recover(
         self,
@@ -139,7 +140,7 @@ class Recoveries:
         executor fences it first).
         """
         verified = await self._verify(analysis) if verify else analysis
-        if not self.recoverable(verified.code):
+        if not self.recoverable(verified):
             if verified.code is not analysis.code:
                 log.info(
                     "%s: %s not confirmed by its replicas: %s",
@@ -197,6 +198,7 @@ class Recoveries:
         plan = _failover_plan(verified, plan)
         data = replace_data(
             data,
+            galera=plan.galera,
             successor=plan.successor,
             rejected=dict(plan.rejected),
             lost=dict(plan.lost),
@@ -228,11 +230,12 @@ class Recoveries:
             return await self._fail(verified, replace_data(data, reason=str(exc)), record=FAILOVER)
         await self.refresh_involved(data)
         outcome = await self._end(RecoveryPhase.COMPLETED, data, record=FAILOVER)
-        if verified.code in MASTER_FAILURES:
+        if isinstance(plan, MasterPlanned):
             self._after_master_recovery(outcome.data, guard)
+        # a relocation (a dead intermediate master's, a failed Galera node's) promoted nobody
         post = (
             HookStage.POST_MASTER_FAILOVER
-            if verified.code in MASTER_FAILURES
+            if isinstance(plan, MasterPlanned)
             else HookStage.POST_INTERMEDIATE_MASTER_FAILOVER
         )
         await self.run_hook(post, verified, outcome.data)
@@ -440,12 +443,13 @@ class PlanMismatch(TypeError):
 
 
 def _failover_plan(analysis: Analysis, plan: AnyPlanned) -> MasterPlanned | RelocationPlanned:
-    """``plan`` as the failover ``analysis`` calls for: a dead master's (``MASTER_FAILURES``)
-    or a dead intermediate master's."""
+    """``plan`` as the failover ``analysis`` calls for: a promotion only for a dead master
+    (``MASTER_FAILURES``); a relocation for a dead intermediate master, and for a failed
+    Galera node (to the analysis a dead master, or a node outside the primary component)."""
     master = analysis.code in MASTER_FAILURES
-    if master and isinstance(plan, MasterPlanned):
+    if isinstance(plan, MasterPlanned) and master:
         return plan
-    if not master and isinstance(plan, RelocationPlanned):
+    if isinstance(plan, RelocationPlanned) and (plan.galera or not master):
         return plan
     raise PlanMismatch(analysis, plan)
 

@@ -62,6 +62,7 @@ from orchestrator_shared.analysis import (
     CoordinatesSeen,
     analyze,
     track_binlog_coordinates,
+    track_galera_desync,
 )
 from orchestrator_shared.errors import LeaseLost, OperationRefused, OrchestratorError
 from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
@@ -72,6 +73,7 @@ from orchestrator_shared.events import (
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import matching_hostname_filter
+from orchestrator_shared.recovery.galera import galera_peers
 from orchestrator_shared.snapshot import InstanceSnapshot
 
 __all__ = ["RecoveryWorker"]
@@ -111,6 +113,8 @@ class RecoveryWorker:
         self._running: dict[str, asyncio.Task[Outcome | None]] = {}
         # since when each instance's binlog coordinates stayed the same (LockedSemiSyncMaster)
         self._binlog_history: dict[InstanceKey, CoordinatesSeen] = {}
+        # since when each Galera node has been desynced (GaleraNodeDesyncedTooLong)
+        self._desynced_since: dict[InstanceKey, datetime] = {}
         self.internal_errors: Counter[str] = Counter()
         """Unexpected exceptions caught in the leader's loop, by cluster (``""``: not one
         cluster's)."""
@@ -137,7 +141,7 @@ class RecoveryWorker:
         (:meth:`Recoveries.recover
         <orchestrator_recovery.failover.recovering.Recoveries.recover>`)."""
         self.recoverable = recoveries.recoverable
-        """Whether this worker recovers an analysis code (:meth:`Recoveries.recoverable`)."""
+        """Whether this worker recovers an analysis (:meth:`Recoveries.recoverable`)."""
         self.announce = recoveries.announce
         self.run_hook = recoveries.run_hook
         self.refresh_involved = recoveries.refresh_involved
@@ -240,7 +244,7 @@ class RecoveryWorker:
             # probes of the recovery decide whether it is a failure.
             suspected = analysis.key in suspects and analysis.count_replicas > 0
             with self._isolated(analysis.cluster_name, "starting a recovery"):
-                if self.recoverable(analysis.code) or suspected:
+                if self.recoverable(analysis) or suspected:
                     self._start(analysis, guard, token)
 
     async def _upkeep(self, guard: Guard) -> None:
@@ -324,6 +328,7 @@ class RecoveryWorker:
         instances ``RecoveryIgnoreHostnameFilters`` matches get no analysis (orchestrator)."""
         seen = list(self._state.snapshots.values() if snapshots is None else snapshots)
         self._binlog_history = track_binlog_coordinates(self._binlog_history, seen)
+        self._desynced_since = track_galera_desync(self._desynced_since, seen)
         options = self._options.analysis
         if not for_recovery:
             options = dataclasses.replace(options, recovery_ignore_hostname_filters=())
@@ -334,6 +339,7 @@ class RecoveryWorker:
             options=options,
             include_no_problem=everything,
             binlog_history=self._binlog_history,
+            desynced_since=self._desynced_since,
         )
 
     def _analyse_isolated(self, *, everything: bool) -> list[Analysis]:
@@ -384,9 +390,13 @@ class RecoveryWorker:
     # --- one recovery -------------------------------------------------------------------------
     async def verify(self, analysis: Analysis) -> Analysis:
         """The failure as the instances answer now: the failed one and its replicas probed
-        directly (at once, concurrently), the fleet analysed again with their answers."""
-        keys = [analysis.key, *analysis.replicas]
+        directly (at once, concurrently), the fleet analysed again with their answers. A
+        Galera node's peers are probed too: they are where its replicas would go, and the plan
+        compares their GTID positions with the replicas' fresh ones."""
         known = self._state.snapshots
+        failed = known.get(analysis.key)
+        peers = galera_peers(failed, known) if failed is not None else []
+        keys = [analysis.key, *analysis.replicas, *(peer.instance_key for peer in peers)]
         fresh = await asyncio.gather(*(self._probe(key, known.get(key)) for key in keys))
         for snapshot in fresh:
             self._state.put(snapshot)
@@ -403,8 +413,8 @@ class RecoveryWorker:
 
 def clusters_of(snapshots: Iterable[InstanceSnapshot]) -> list[list[InstanceSnapshot]]:
     """The snapshots grouped into clusters: instances linked by replication (either way, at
-    any depth) together. Pure; used to analyse one cluster at a time when the whole fleet's
-    analysis fails."""
+    any depth) together, and the nodes of one Galera cluster (same state UUID) together. Pure;
+    used to analyse one cluster at a time when the whole fleet's analysis fails."""
     by_key = {snapshot.instance_key: snapshot for snapshot in snapshots}
     parent = {key: key for key in by_key}
 
@@ -414,12 +424,15 @@ def clusters_of(snapshots: Iterable[InstanceSnapshot]) -> list[list[InstanceSnap
             key = parent[key]
         return key
 
+    galera_node: dict[str, InstanceKey] = {}
     for key, snapshot in by_key.items():
         for channel in snapshot.channels:
             with contextlib.suppress(Exception):  # a malformed master: the instance stays alone
                 master = channel.linked_master
                 if master in parent:
                     parent[root(key)] = root(master)
+        if uuid := snapshot.galera_cluster_uuid:
+            parent[root(key)] = root(galera_node.setdefault(uuid, key))
     groups: dict[InstanceKey, list[InstanceSnapshot]] = {}
     for key, snapshot in by_key.items():
         groups.setdefault(root(key), []).append(snapshot)
@@ -432,9 +445,10 @@ def _holds(group: Iterable[InstanceSnapshot], key: InstanceKey) -> bool:
 
 def cluster_label(group: Sequence[InstanceSnapshot]) -> str:
     """The name the analysis would give the cluster of ``group``: its master's key (an
-    instance replicating from nobody), else its smallest key."""
-    masters = sorted(str(s.instance_key) for s in group if not s.channels)
-    return masters[0] if masters else min(str(s.instance_key) for s in group)
+    instance replicating from nobody; of several, as in a Galera cluster, one that is no Galera
+    node first, then the smallest), else its smallest key."""
+    masters = sorted((bool(s.galera_cluster_uuid), s.instance_key) for s in group if not s.channels)
+    return str(masters[0][1]) if masters else str(min(s.instance_key for s in group))
 
 
 def _quiet(future: asyncio.Future[object]) -> None:

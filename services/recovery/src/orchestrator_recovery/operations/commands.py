@@ -300,7 +300,7 @@ class CommandResponder:
         analysis = self._worker.analysis_of(key)
         if analysis is None:
             return _refused(request, f"{key} is not known to the recovery worker")
-        if not self._worker.recoverable(analysis.code):
+        if not self._worker.recoverable(analysis):
             return _refused(
                 request,
                 f"{key} is not analysed as failed ({analysis.code}); nothing to recover",

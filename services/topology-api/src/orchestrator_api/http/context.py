@@ -82,6 +82,9 @@ class ApiContext:
     # since when each instance's binlog coordinates stayed the same, as the analyses of this
     # process saw them (LockedSemiSyncMaster needs a master that stopped moving)
     binlog_history: dict[InstanceKey, CoordinatesSeen] = field(default_factory=dict)
+    # since when each Galera node has been desynced, as the analyses of this process saw it
+    # (GaleraNodeDesyncedTooLong needs a node desynced for long enough)
+    desynced_since: dict[InstanceKey, datetime] = field(default_factory=dict)
     # the live stream's hub (GET /api/stream); None: no stream (503)
     live: LiveSource | None = None
     # the bus consumer writing the store; None: nothing feeds it (``/ready`` answers 503)

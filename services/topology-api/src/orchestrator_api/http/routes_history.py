@@ -19,7 +19,12 @@ from orchestrator_api.store import AuditEntry, FailureDetection, RecoveryFilter,
 from orchestrator_api.store.recoveries import MASTER_ANALYSES
 from orchestrator_api.store.view import FleetView
 from orchestrator_api.wire.timefmt import go_datetime, rfc3339
-from orchestrator_shared.analysis import AnalysisOptions, analyze, track_binlog_coordinates
+from orchestrator_shared.analysis import (
+    AnalysisOptions,
+    analyze,
+    track_binlog_coordinates,
+    track_galera_desync,
+)
 from orchestrator_shared.events import HOOK_AUDIT_PREFIX, HOOK_OUTPUT_MARK
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.redact import redact
@@ -44,12 +49,14 @@ async def _analysis(
     context.binlog_history = track_binlog_coordinates(
         context.binlog_history, view.snapshots.values()
     )
+    context.desynced_since = track_galera_desync(context.desynced_since, view.snapshots.values())
     entries = analyze(
         view.snapshots.values(),
         now=now,
         downtimed={d.key: d.ends_at for d in downtimes},
         options=AnalysisOptions.from_settings(context.settings),
         binlog_history=context.binlog_history,
+        desynced_since=context.desynced_since,
     )
     details = []
     for entry in entries:

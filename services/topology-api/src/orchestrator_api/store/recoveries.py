@@ -88,8 +88,10 @@ async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta
             recovery_type=phase.value,
             ended_at=aware(data.ended_at) if data.ended_at is not None else None,
             is_active=phase not in ENDED,
+            # a master recovery succeeds with a successor; a relocation (a dead intermediate
+            # master's, a failed Galera node's) when it completed
             is_successful=phase is RecoveryPhase.COMPLETED
-            and (successor is not None or data.analysis not in MASTER_ANALYSES),
+            and (successor is not None or data.analysis not in MASTER_ANALYSES or data.galera),
             successor_key=successor,
             lost_replicas=lost,
             participating_instances=(failed, *((successor,) if successor else ()), *repointed),
