@@ -5,7 +5,14 @@
 
 import { keyText } from "./api.js";
 
-/** How many nodes its cluster is known to have: those shown of the same wsrep cluster and the
+/** Which Galera cluster a node is of: its state UUID, as the topology groups them (two Galera
+ * clusters may share a wsrep cluster name); "" for a server not running wsrep.
+ * @param {any} galera an instance's Galera object, or null @returns {string} */
+export function galeraId(galera) {
+  return galera ? galera.ClusterStateUUID || galera.ClusterName : "";
+}
+
+/** How many nodes its cluster is known to have: those shown of the same Galera cluster and the
  * members the node names. A node stopped cleanly leaves the others' member lists, yet it is
  * still shown: the survivors then say 2/3, not 2/2.
  * @param {any} galera an instance's Galera object @param {any[]} instances shown with it
@@ -13,7 +20,7 @@ import { keyText } from "./api.js";
 export function knownNodes(galera, instances) {
   const keys = new Set((galera.Members ?? []).map(keyText));
   for (const i of instances) {
-    if (i.Galera && i.Galera.ClusterName === galera.ClusterName) keys.add(keyText(i.Key));
+    if (galeraId(i.Galera) === galeraId(galera)) keys.add(keyText(i.Key));
   }
   return Math.max(keys.size, Number(galera.ClusterSize ?? 0));
 }
@@ -29,7 +36,7 @@ export function galeraState(galera, known) {
   const text = [
     galera.LocalStateComment || "state ?",
     `${galera.ClusterStatus || "?"} ${size}/${known}`,
-    galera.Desync ? "desync" : "",
+    galera.Desync && !/desync/i.test(galera.LocalStateComment ?? "") ? "desync" : "", // said once
     galera.Ready ? "" : "not ready",
     galera.Connected ? "" : "not connected",
   ]

@@ -8,7 +8,7 @@
 
 /**
  * @typedef {{key: string, master: string, writable: boolean, galera: string}} TreeInput
- *   galera: the node's wsrep cluster name, "" for a server not running Galera
+ *   galera: which Galera cluster the node is of (galeraId), "" for a server not running wsrep
  * @typedef {"master" | "co-master" | "galera" | "intermediate" | "replica" | "orphan"} Role
  * @typedef {{
  *   key: string, x: number, y: number, depth: number, parent: string,
@@ -70,7 +70,7 @@ export function layout(nodes, spacing) {
   for (const list of children.values()) list.sort(compareKeys);
   const roots = [...parent].filter(([, master]) => !master).map(([key]) => key);
   /** @type {Map<string, string>} */
-  const galeraFirst = new Map(); // wsrep cluster name → its smallest root
+  const galeraFirst = new Map(); // Galera cluster → its smallest root
   for (const key of roots) {
     const name = byKey.get(key)?.galera ?? "";
     const first = galeraFirst.get(name);
@@ -144,7 +144,7 @@ export function layout(nodes, spacing) {
   return { placed, edges, width: (deepest + 1) * spacing.dx, height: Math.max(row, 1) * spacing.dy };
 }
 
-/** Each Galera peer at the top linked to the next one of its wsrep cluster (they are adjacent).
+/** Each Galera peer at the top linked to the next one of its Galera cluster (they are adjacent).
  * @param {string[]} roots in drawing order @param {Map<string, Placed>} placed
  * @param {Map<string, TreeInput>} byKey @returns {Edge[]} */
 function galeraLinks(roots, placed, byKey) {

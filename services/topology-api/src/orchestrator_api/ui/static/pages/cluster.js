@@ -4,7 +4,7 @@
 import { ApiError, get, keyPath, keyText } from "../api.js";
 import { confirmAction, notify, run } from "../dialogs.js";
 import { esc, h } from "../dom.js";
-import { galeraState, knownNodes } from "../galera.js";
+import { galeraId, galeraState, knownNodes } from "../galera.js";
 import { onLive } from "../live.js";
 import { app } from "../state.js";
 import { layout } from "../tree.js";
@@ -289,7 +289,7 @@ export async function clusterPage(root, name) {
     }
     const inMaintenance = new Set((Array.isArray(maintenance) ? maintenance : []).map((m) => keyText(m.Key)));
     lay = layout(
-      list.map((i) => ({ key: keyText(i.Key), master: keyText(i.MasterKey), writable: !i.ReadOnly, galera: i.Galera?.ClusterName ?? "" })),
+      list.map((i) => ({ key: keyText(i.Key), master: keyText(i.MasterKey), writable: !i.ReadOnly, galera: galeraId(i.Galera) })),
       { dx: DX, dy: DY },
     );
     const width = lay.width + MARGIN * 2;
