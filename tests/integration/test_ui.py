@@ -18,12 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from orchestrator_cli.sandbox import Sandbox
 from orchestrator_cli.sandbox.sandbox import SandboxNode
 from tests import harness
-from tests.integration.coordinator_support import CoordinatorProcess
 from tests.integration.stack_support import Stack, StackFactory, stack_factory
 from tests.integration.ui_support import (
     ADMIN,
@@ -33,7 +32,8 @@ from tests.integration.ui_support import (
     RecordedPage,
     admin_client,
     browser_pages,
-    launch_chromium,
+    chromium,
+    leading_coordinator,
     restore_star,
     screenshot_directory,
     shoot,
@@ -66,12 +66,8 @@ WATCH_FAILURE = """key => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = launch_chromium(playwright)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
@@ -106,21 +102,9 @@ def make_module_stack(
 def ui_stack(make_module_stack: StackFactory) -> Iterator[Stack]:
     """The stack, with the coordinator too (the status page shows the leader it reports)."""
     stack = make_module_stack(**MULTI_AUTH)
-    coordinator = CoordinatorProcess(
-        {"NATSServers": [stack.nats_url], "EtcdEndpoints": [stack.etcd.endpoint]}
-    )
-    coordinator.start()
-    try:
+    with leading_coordinator(stack):
         wait_listed(stack)
-        with admin_client(stack) as client:  # (the pages' reads answer 503 until one leads)
-            wait_until(
-                lambda: client.get("/api/raft-leader").status_code == 200,
-                timeout=30,
-                what="the coordinator reports a leading recovery worker",
-            )
         yield stack
-    finally:
-        coordinator.close()
 
 
 @pytest.fixture

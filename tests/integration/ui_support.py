@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pymysql
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
 from orchestrator_cli.sandbox import Sandbox
+from tests.integration.coordinator_support import CoordinatorProcess
 from tests.integration.stack_support import Stack
 from tests.integration.test_recovery_stack import wait_until
 
@@ -41,10 +42,17 @@ SCREENSHOTS_ENV = "ORCHESTRATOR_UI_SCREENSHOTS"
 LOCAL_SCHEMES = frozenset({"data", "blob", "about"})
 
 
-def launch_chromium(playwright: Playwright) -> Browser:
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-    )
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium, headless, closed at the end."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 def leaves_loopback(url: str) -> bool:
@@ -175,6 +183,27 @@ def shoot(page: Page, directory: Path, name: str) -> Path:
 
 def admin_client(stack: Stack) -> httpx.Client:
     return httpx.Client(base_url=stack.api, auth=ADMIN, timeout=10)
+
+
+@contextmanager
+def leading_coordinator(stack: Stack) -> Iterator[CoordinatorProcess]:
+    """The coordinator for ``stack``, once it reports a leading recovery worker: until then the
+    API answers 503 to what the pages ask the leader (the status page's leader, the instance
+    panel's drop checks), a console error. Stopped at the end."""
+    coordinator = CoordinatorProcess(
+        {"NATSServers": [stack.nats_url], "EtcdEndpoints": [stack.etcd.endpoint]}
+    )
+    coordinator.start()
+    try:
+        with admin_client(stack) as client:
+            wait_until(
+                lambda: client.get("/api/raft-leader").status_code == 200,
+                timeout=30,
+                what="the coordinator reports a leading recovery worker",
+            )
+        yield coordinator
+    finally:
+        coordinator.close()
 
 
 def wait_listed(stack: Stack, *, auth: tuple[str, str] | None = ADMIN) -> str:

@@ -64,5 +64,7 @@ def test_the_dom_hooks_of_the_browser_tests_are_there() -> None:
         '"data-drop"',
         "document.body.dataset.live",
         "__lastRender",
+        '"data-testid": "galera"',
+        "galera-badge",
     ):
         assert hook in shipped, hook

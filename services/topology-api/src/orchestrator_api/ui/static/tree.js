@@ -2,16 +2,19 @@
 /** The replication tree's layout (pure: no DOM). Masters at the left (depth 0), replicas to
  * the right, each subtree stacked below the previous one, a parent centred on its children
  * (a small tidy tree). Co-masters (two instances replicating from each other) are both
- * roots, side by side vertically, joined by a two-way edge. */
+ * roots, side by side vertically, joined by a two-way edge. The nodes of one Galera cluster
+ * (synchronous peers, none the master of another) are roots too, adjacent, joined by a Galera
+ * link; each node's async replicas hang below it as usual. */
 
 /**
- * @typedef {{key: string, master: string, writable: boolean}} TreeInput
- * @typedef {"master" | "co-master" | "intermediate" | "replica" | "orphan"} Role
+ * @typedef {{key: string, master: string, writable: boolean, galera: string}} TreeInput
+ *   galera: which Galera cluster the node is of (galeraId), "" for a server not running wsrep
+ * @typedef {"master" | "co-master" | "galera" | "intermediate" | "replica" | "orphan"} Role
  * @typedef {{
  *   key: string, x: number, y: number, depth: number, parent: string,
  *   role: Role, coMaster: string, children: string[],
  * }} Placed
- * @typedef {{from: string, to: string, twoWay: boolean}} Edge
+ * @typedef {{from: string, to: string, kind: "replication" | "co-master" | "galera"}} Edge
  * @typedef {{placed: Map<string, Placed>, edges: Edge[], width: number, height: number}} Layout
  */
 
@@ -66,12 +69,25 @@ export function layout(nodes, spacing) {
   for (const [key, master] of parent) if (master) children.get(master)?.push(key);
   for (const list of children.values()) list.sort(compareKeys);
   const roots = [...parent].filter(([, master]) => !master).map(([key]) => key);
-  // co-masters adjacent, the writable one first; then the other roots
+  /** @type {Map<string, string>} */
+  const galeraFirst = new Map(); // Galera cluster → its smallest root
+  for (const key of roots) {
+    const name = byKey.get(key)?.galera ?? "";
+    const first = galeraFirst.get(name);
+    if (name && (!first || compareKeys(key, first) < 0)) galeraFirst.set(name, key);
+  }
+  /** @param {string} key @returns {string} the root a group (co-masters, Galera peers) sorts by */
+  const groupOf = (key) => {
+    if (coMaster.has(key)) return [key, coMaster.get(key) ?? ""].sort(compareKeys)[0];
+    return galeraFirst.get(byKey.get(key)?.galera ?? "") ?? key;
+  };
+  // co-masters adjacent, the writable one first; Galera peers adjacent; then the other roots
   roots.sort((a, b) => {
-    const ga = coMaster.has(a) ? [a, coMaster.get(a) ?? ""].sort(compareKeys)[0] : a;
-    const gb = coMaster.has(b) ? [b, coMaster.get(b) ?? ""].sort(compareKeys)[0] : b;
+    const ga = groupOf(a);
+    const gb = groupOf(b);
     if (ga !== gb) return compareKeys(ga, gb);
-    return Number(Boolean(byKey.get(b)?.writable)) - Number(Boolean(byKey.get(a)?.writable));
+    const writable = Number(Boolean(byKey.get(b)?.writable)) - Number(Boolean(byKey.get(a)?.writable));
+    return coMaster.has(a) ? writable : compareKeys(a, b);
   });
 
   /** @type {Map<string, Placed>} */
@@ -95,7 +111,8 @@ export function layout(nodes, spacing) {
     /** @type {Role} */
     let role = "replica";
     if (coMaster.has(key)) role = "co-master";
-    else if (!master) role = declared && declared !== key && !cycleRoots.has(key) ? "orphan" : "master";
+    else if (!master && declared && declared !== key && !cycleRoots.has(key)) role = "orphan";
+    else if (!master) role = byKey.get(key)?.galera ? "galera" : "master";
     else if (kids.length > 0) role = "intermediate";
     placed.set(key, {
       key,
@@ -118,10 +135,26 @@ export function layout(nodes, spacing) {
   /** @type {Edge[]} */
   const edges = [];
   for (const node of placed.values()) {
-    if (node.parent) edges.push({ from: node.parent, to: node.key, twoWay: false });
+    if (node.parent) edges.push({ from: node.parent, to: node.key, kind: "replication" });
     if (node.coMaster && compareKeys(node.key, node.coMaster) < 0) {
-      edges.push({ from: node.key, to: node.coMaster, twoWay: true });
+      edges.push({ from: node.key, to: node.coMaster, kind: "co-master" });
     }
   }
+  edges.push(...galeraLinks(roots, placed, byKey));
   return { placed, edges, width: (deepest + 1) * spacing.dx, height: Math.max(row, 1) * spacing.dy };
+}
+
+/** Each Galera peer at the top linked to the next one of its Galera cluster (they are adjacent).
+ * @param {string[]} roots in drawing order @param {Map<string, Placed>} placed
+ * @param {Map<string, TreeInput>} byKey @returns {Edge[]} */
+function galeraLinks(roots, placed, byKey) {
+  /** @type {Edge[]} */
+  const links = [];
+  const peers = roots.filter((key) => placed.get(key)?.role === "galera");
+  for (let n = 1; n < peers.length; n += 1) {
+    if (byKey.get(peers[n])?.galera === byKey.get(peers[n - 1])?.galera) {
+      links.push({ from: peers[n - 1], to: peers[n], kind: "galera" });
+    }
+  }
+  return links;
 }

@@ -4,6 +4,7 @@
 import { ApiError, get, keyPath, keyText } from "../api.js";
 import { confirmAction, notify, run } from "../dialogs.js";
 import { esc, h } from "../dom.js";
+import { galeraId, galeraState, knownNodes } from "../galera.js";
 import { onLive } from "../live.js";
 import { app } from "../state.js";
 import { layout } from "../tree.js";
@@ -14,6 +15,8 @@ const W = 290; // card width
 const H = 104; // card height
 const CHARS = 44; // characters of a line that fit in a card's width (12 px font)
 const PROBLEM_CHARS = 38; // the same for the problems line (bold 11 px, after "⚠ ")
+const BADGED_KEY_CHARS = 23; // characters of the key (bold 13 px) left of a Galera badge
+const BADGE_W = 74; // the Galera badge at the card's top right
 const DX = W + 70;
 const DY = H + 16;
 const MARGIN = 16;
@@ -38,24 +41,28 @@ function nullable(value) {
 }
 
 /** What the card says, as lines and marks; also the aria-label.
- * @param {any} i instance JSON @param {Placed} place @param {string[]} problems @param {boolean} maintenance */
-function describe(i, place, problems, maintenance) {
+ * @param {any} i instance JSON @param {Placed} place @param {string[]} problems @param {boolean} maintenance
+ * @param {{text: string, warn: boolean} | null} galera its Galera state in words, null if not Galera */
+function describe(i, place, problems, maintenance, galera) {
   const key = keyText(i.Key);
   const master = keyText(i.MasterKey);
   const lag = nullable(i.ReplicationLagSeconds);
   const gtid = i.UsingMariaDBGTID ? "MariaDB GTID" : i.UsingOracleGTID ? "GTID" : i.GtidBinlogPos || i.ExecutedGtidSet ? "GTID-capable" : "no GTID";
+  const galeraLine = galera ? `${galera.warn ? "⚠ " : ""}Galera ${galera.text}` : "";
   const threads = master
     ? `IO ${i.ReplicationIOThreadRuning ? "yes" : "NO"} · SQL ${i.ReplicationSQLThreadRuning ? "yes" : "NO"} · lag ${lag === null ? "?" : `${lag}s`}${i.SQLDelay ? ` (delay ${i.SQLDelay}s)` : ""}`
-    : "not replicating (master)";
+    : galeraLine || "not replicating (master)";
   const roleMark = {
     master: "MASTER",
     "co-master": `CO-MASTER ⇄ ${place.coMaster}`,
+    galera: `GALERA PEER · ${i.Galera?.ClusterName ?? ""}`,
     intermediate: `INTERMEDIATE MASTER (${place.children.length})`,
     replica: "",
     orphan: `MASTER ${master} UNKNOWN`,
   }[place.role];
   const marks = [
     roleMark,
+    master ? galeraLine : "", // a Galera node that is also an async replica
     !i.IsLastCheckValid ? "✖ UNREACHABLE" : "",
     i.IsLastCheckValid && !i.IsUpToDate ? "STALE" : "",
     i.IsDowntimed ? `⏸ DOWNTIMED (${i.DowntimeOwner})` : "",
@@ -68,20 +75,26 @@ function describe(i, place, problems, maintenance) {
     `dc ${i.DataCenter || "—"} · promotion ${i.PromotionRule || "neutral"}`,
   ];
   const label = [key, ...marks, ...lines, problems.length ? `problems: ${problems.join(", ")}` : "no problems"].join("; ");
-  return { key, lines, marks, label, lag };
+  return { key, lines, marks, label, lag, galera };
 }
 
 /** One line of a card, cut to the card's width; the whole text as its tooltip when cut.
- * @param {string} text @param {string} attributes */
-function line(text, attributes) {
-  if (text.length <= CHARS) return `<text ${attributes}>${esc(text)}</text>`;
-  return `<text ${attributes}><title>${esc(text)}</title>${esc(text.slice(0, CHARS - 1))}…</text>`;
+ * @param {string} text @param {string} attributes @param {number} [chars] */
+function line(text, attributes, chars = CHARS) {
+  if (text.length <= chars) return `<text ${attributes}>${esc(text)}</text>`;
+  return `<text ${attributes}><title>${esc(text)}</title>${esc(text.slice(0, chars - 1))}…</text>`;
+}
+
+/** The "GALERA" badge at a Galera node's top right (⚠ when its state calls for attention).
+ * @param {{text: string, warn: boolean}} galera */
+function galeraBadge(galera) {
+  return `<g class="galera-badge" transform="translate(${W - BADGE_W - 6},5)"><title>${esc(`Galera ${galera.text}`)}</title><rect width="${BADGE_W}" height="17" rx="8"/><text x="${BADGE_W / 2}" y="12.5" text-anchor="middle">${galera.warn ? "⚠ " : ""}GALERA</text></g>`;
 }
 
 /** @param {ReturnType<typeof describe>} d @param {string[]} problems @param {Placed} place */
 function cardMarkup(d, problems, place) {
   const texts = [
-    `<text class="k" x="10" y="17">${esc(d.key)}</text>`,
+    d.galera ? line(d.key, 'class="k" x="10" y="17"', BADGED_KEY_CHARS) + galeraBadge(d.galera) : `<text class="k" x="10" y="17">${esc(d.key)}</text>`,
     ...d.lines.map((text, n) => line(text, `x="10" y="${34 + n * 14}"`)),
     line(d.marks.join(" · "), `class="marks" x="10" y="${34 + d.lines.length * 14}"`),
   ];
@@ -99,14 +112,29 @@ function cardMarkup(d, problems, place) {
   return `<rect class="card" width="${W}" height="${H}" rx="6"/>${texts.join("")}${handle}`;
 }
 
+/** " · Galera <name>: n nodes" for each wsrep cluster among the instances ("" when none).
+ * @param {any[]} list @returns {string} */
+function galeraSummary(list) {
+  /** @type {Map<string, number>} */
+  const nodes = new Map();
+  for (const i of list) if (i.Galera) nodes.set(i.Galera.ClusterName, (nodes.get(i.Galera.ClusterName) ?? 0) + 1);
+  return [...nodes].map(([name, count]) => ` · Galera ${name}: ${count} node${count === 1 ? "" : "s"}`).join("");
+}
+
 /** @param {import("../tree.js").Layout} lay @param {import("../tree.js").Edge} edge */
 function edgePath(lay, edge) {
   const from = lay.placed.get(edge.from);
   const to = lay.placed.get(edge.to);
   if (!from || !to) return "";
-  if (edge.twoWay) {
+  if (edge.kind !== "replication") {
+    // co-masters and Galera peers: stacked roots, joined top to bottom
     const [top, bottom] = from.y < to.y ? [from, to] : [to, from];
     const x = top.x + W / 2;
+    if (edge.kind === "galera") {
+      // synchronous, every way: no arrow, a label saying what joins them
+      const mid = (top.y + H + bottom.y) / 2;
+      return `<path class="edge galera" d="M${x},${top.y + H} L${x},${bottom.y}"/><text class="edge-label galera" x="${x + 6}" y="${mid + 4}">Galera</text>`;
+    }
     return `<path class="edge co" d="M${x},${top.y + H} L${x},${bottom.y}" marker-start="url(#arrow-start)" marker-end="url(#arrow)"/>`;
   }
   const x1 = from.x + W + (from.children.length ? 22 : 0);
@@ -261,7 +289,7 @@ export async function clusterPage(root, name) {
     }
     const inMaintenance = new Set((Array.isArray(maintenance) ? maintenance : []).map((m) => keyText(m.Key)));
     lay = layout(
-      list.map((i) => ({ key: keyText(i.Key), master: keyText(i.MasterKey), writable: !i.ReadOnly })),
+      list.map((i) => ({ key: keyText(i.Key), master: keyText(i.MasterKey), writable: !i.ReadOnly, galera: galeraId(i.Galera) })),
       { dx: DX, dy: DY },
     );
     const width = lay.width + MARGIN * 2;
@@ -277,7 +305,8 @@ export async function clusterPage(root, name) {
       const place = current.placed.get(key);
       if (!place) continue;
       const own = problems.get(key) ?? [];
-      const d = describe(i, place, own, inMaintenance.has(key));
+      const galera = i.Galera ? galeraState(i.Galera, knownNodes(i.Galera, list)) : null;
+      const d = describe(i, place, own, inMaintenance.has(key), galera);
       items.push({ i, key, place, own, d, markup: cardMarkup(d, own, place) });
     }
     if (nodes.size === 0) {
@@ -314,6 +343,8 @@ export async function clusterPage(root, name) {
       node.classList.toggle("downtimed", Boolean(i.IsDowntimed));
       node.classList.toggle("lagging", d.lag !== null && d.lag > 10);
       node.classList.toggle("writable", !i.ReadOnly);
+      node.classList.toggle("galera", Boolean(d.galera));
+      node.classList.toggle("galera-warn", Boolean(d.galera?.warn));
       node.classList.toggle("selected", key === selected);
       if (drawn.get(key) !== markup) {
         node.innerHTML = markup;
@@ -331,7 +362,7 @@ export async function clusterPage(root, name) {
     const alias = list[0]?.SuggestedClusterAlias || "";
     title.textContent = `cluster ${clusterName}${alias && alias !== clusterName ? ` (${alias})` : ""}`;
     const troubled = [...problems.values()].filter((p) => p.length).length;
-    summary.textContent = `${list.length} instances · ${troubled ? `⚠ ${troubled} with problems` : "no problems"} · ${app.live === "connected" ? "live" : "refreshing every 5 s"}`;
+    summary.textContent = `${list.length} instances${galeraSummary(list)} · ${troubled ? `⚠ ${troubled} with problems` : "no problems"} · ${app.live === "connected" ? "live" : "refreshing every 5 s"}`;
     if (panelStale) followPanel();
     const scripted = performance.now() - arrived;
     requestAnimationFrame(() =>

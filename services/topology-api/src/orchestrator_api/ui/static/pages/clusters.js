@@ -46,7 +46,12 @@ export async function clustersPage(root, query) {
     const [clusters, masters, analysis, downtimed, recoveries, blocked] = answers;
     /** @type {Map<string, string[]>} */
     const mastersOf = new Map();
-    for (const m of masters) mastersOf.set(m.ClusterName, [...(mastersOf.get(m.ClusterName) ?? []), keyText(m.Key)]);
+    /** @type {Map<string, string>} */
+    const galeraOf = new Map(); // cluster → the wsrep cluster its master is a node of
+    for (const m of masters) {
+      mastersOf.set(m.ClusterName, [...(mastersOf.get(m.ClusterName) ?? []), keyText(m.Key)]);
+      if (m.Galera) galeraOf.set(m.ClusterName, m.Galera.ClusterName);
+    }
     /** @type {Map<string, any[]>} */
     const problems = new Map();
     for (const entry of analysis.Details ?? []) {
@@ -75,7 +80,7 @@ export async function clustersPage(root, query) {
       const row = h(
         "tr",
         { "data-cluster": name, class: own.length ? "problem" : "" },
-        h("td", {}, clusterLink(name)),
+        h("td", {}, clusterLink(name), ...(galeraOf.has(name) ? [" ", h("span", { class: "tag galera", title: `Galera cluster ${galeraOf.get(name)}` }, "Galera")] : [])),
         h("td", {}, c.ClusterAlias && c.ClusterAlias !== name ? c.ClusterAlias : "—"),
         h("td", {}, ...(mastersOf.get(name) ?? []).flatMap((key, n) => [n ? ", " : "", instanceLink(key)])),
         h("td", { class: "num" }, String(c.CountInstances)),

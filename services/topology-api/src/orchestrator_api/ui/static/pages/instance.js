@@ -3,8 +3,9 @@
  * the cluster graph and as the #/instance/<host:port> page. */
 
 import { get, keyPath, keyText, seg, ApiError } from "../api.js";
-import { actionButton, clusterLink, guard, h } from "../dom.js";
+import { actionButton, clusterLink, guard, h, instanceLink } from "../dom.js";
 import { confirmAndRun, notify } from "../dialogs.js";
+import { galeraState, knownNodes } from "../galera.js";
 import { app } from "../state.js";
 
 /**
@@ -50,6 +51,40 @@ function shown(name, value) {
     return JSON.stringify(value);
   }
   return String(value);
+}
+
+/** A Galera node's wsrep state field by field, above the actions: on a Galera node it is what
+ * to look at first (the JSON below has it too, in one line).
+ * @param {any} galera the instance's Galera object @param {any[]} instances its cluster's
+ * @returns {HTMLElement} */
+function galeraSection(galera, instances) {
+  const state = galeraState(galera, knownNodes(galera, instances));
+  const yes = (/** @type {boolean} */ value) => (value ? "yes" : "NO");
+  /** @type {Array<[string, string]>} */
+  const rows = [
+    ["Galera cluster", galera.ClusterName],
+    ["Node name", galera.NodeName],
+    ["Local state", galera.LocalStateComment],
+    ["Component", `${galera.ClusterStatus} of ${galera.ClusterSize} node(s)`],
+    ["Ready", yes(galera.Ready)],
+    ["Connected", yes(galera.Connected)],
+    ["Desync", galera.Desync ? `yes (desync count ${galera.DesyncCount})` : "no"],
+    ["State UUID", galera.ClusterStateUUID],
+    ["GTID domain", galera.GtidDomainId === null ? "—" : String(galera.GtidDomainId)],
+  ];
+  const members = (galera.Members ?? []).map(keyText);
+  return h(
+    "section",
+    { class: state.warn ? "galera warn" : "galera", "data-testid": "galera", "aria-label": "Galera state" },
+    h("h3", {}, "Galera: ", h("span", { "data-testid": "galera-state" }, `${state.warn ? "⚠ " : ""}${state.text}`)),
+    h(
+      "dl",
+      { class: "fields" },
+      ...rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value || "—")]),
+      h("dt", {}, "Members"),
+      h("dd", {}, ...(members.length ? members.flatMap((/** @type {string} */ member, /** @type {number} */ n) => [n ? ", " : "", instanceLink(member)]) : ["—"])),
+    ),
+  );
 }
 
 /** @param {string} text @returns {string} safe as one path segment of an owner/reason */
@@ -195,8 +230,9 @@ export async function instancePanel(key, context) {
   return h(
     "section",
     { class: "instance-panel", "data-testid": "instance-panel", "data-key": key, "aria-label": `instance ${key}` },
-    h("h2", {}, key, " ", h("small", {}, instance.ReadOnly ? "read-only" : "writeable", master ? ` · replica of ${master}` : " · master")),
+    h("h2", {}, key, " ", h("small", {}, instance.ReadOnly ? "read-only" : "writeable", master ? ` · replica of ${master}` : instance.Galera ? " · Galera node" : " · master")),
     h("p", {}, "cluster ", clusterLink(instance.ClusterName), instance.IsDowntimed ? ` · downtimed by ${instance.DowntimeOwner}: ${instance.DowntimeReason}` : ""),
+    instance.Galera ? galeraSection(instance.Galera, context.instances) : null,
     actions,
     h("details", { open: true }, h("summary", {}, "Instance JSON"), details),
   );
