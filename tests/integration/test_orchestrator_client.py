@@ -22,6 +22,7 @@ import contextlib
 import io
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -457,6 +458,9 @@ def test_every_orchestrator_client_command_this_api_serves(stack: Stack) -> None
     sandbox.execute(0, "STOP SLAVE")
     sandbox.execute(0, "RESET SLAVE ALL")
     stack.wait(lambda: instance(stack, 0).get("IsCoMaster") is False, "0 alone on top again")
+    # the API has seen it; the workers read the same snapshots at their own pace, and the
+    # takeover below is theirs to refuse ("not the master of a known cluster") until they did
+    time.sleep(1.5)
 
     # --- planned master changes -----------------------------------------------------------------
     run("-c", "graceful-master-takeover", "-alias", ALIAS, "-d", key[1], change=True, prints=key[1])
