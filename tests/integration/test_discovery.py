@@ -380,12 +380,15 @@ async def test_a_kept_connection_killed_by_the_server_is_not_a_failed_probe(star
         pool.close()
 
 
-async def test_killed_master_is_unreachable_within_a_second(
+async def test_killed_master_is_unreachable_at_once_through_its_waiting_connection(
     sandbox_factory: Callable[..., Sandbox], nats_server: NatsServer
 ) -> None:
     sandbox = sandbox_factory(nodes=3)
     master = sandbox.master.key
-    settings = settings_for(nats_server.url, [master], InstancePollSeconds=5)
+    # pings far apart: only the waiting connection can tell of the death within the test
+    settings = settings_for(
+        nats_server.url, [master], InstancePollSeconds=5, MasterLivenessCheckIntervalSeconds=30
+    )
     events: list[tuple[float, UnreachableEvent]] = []
     async with running_discovery(settings) as service, jetstream(nats_server.url) as (nc, js):
 
@@ -401,6 +404,9 @@ async def test_killed_master_is_unreachable_within_a_second(
         arrived, event = events[0]
         assert arrived - killed_at < 1.0
         assert event.key == master
+        # the waiting connection broke, a new one was refused: that is the evidence
+        assert event.error.startswith("Can't connect to MySQL server"), event.error
+        assert "(after: Lost connection to MySQL server during query" in event.error, event.error
         assert set(event.replica_keys) == set(keys_of(sandbox)[1:])
         # and the failed probe is on the stream, with the last known facts kept
         snapshots = await eventually(
@@ -411,6 +417,45 @@ async def test_killed_master_is_unreachable_within_a_second(
         assert failed.probe.last_seen_at is not None
         assert set(failed.replica_keys) == set(keys_of(sandbox)[1:])
         assert len(events) == 1
+
+
+def waiting_connections(sandbox: Sandbox) -> list[int]:
+    """The ids of the liveness waiting connections on the master."""
+    rows = query(sandbox, 0, "SELECT ID, INFO FROM information_schema.PROCESSLIST")
+    return [int(row["ID"]) for row in rows if "orchestrator liveness" in str(row["INFO"] or "")]
+
+
+async def test_a_dbas_kill_of_the_waiting_connection_is_no_death(
+    sandbox_factory: Callable[..., Sandbox], nats_server: NatsServer
+) -> None:
+    sandbox = sandbox_factory(nodes=2)
+    master = sandbox.master.key
+    settings = settings_for(nats_server.url, [master], MasterLivenessCheckIntervalSeconds=30)
+    events: list[UnreachableEvent] = []
+    async with running_discovery(settings) as service, jetstream(nats_server.url) as (nc, _):
+
+        async def on_event(msg: Any) -> None:
+            events.append(UnreachableEvent.model_validate_json(msg.data))
+
+        await nc.subscribe(SUBJECTS.all_unreachable, cb=on_event)
+        [waiting] = await eventually(
+            lambda: waiting_connections(sandbox), timeout=10, what="the waiting connection"
+        )
+        query(sandbox, 0, f"KILL {waiting}")
+        survived = service.metrics.liveness_breaks_survived
+        await eventually(lambda: survived._value.get() == 1, timeout=5, what="the break seen")
+        # a new waiting connection, and no unreachable event
+        again = await eventually(
+            lambda: [n for n in waiting_connections(sandbox) if n != waiting],
+            timeout=5,
+            what="a new waiting connection",
+        )
+        assert len(again) == 1
+        query(sandbox, 0, f"KILL QUERY {again[0]}")  # SLEEP ends early: it just waits again
+        await asyncio.sleep(1)
+        assert waiting_connections(sandbox) == again
+    assert events == []
+    assert survived._value.get() == 1
 
 
 async def _failed(js: JetStreamContext, key: str) -> dict[str, InstanceSnapshot] | None:

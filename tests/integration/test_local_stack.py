@@ -127,6 +127,18 @@ def test_up_with_a_galera_sandbox_shows_its_nodes_and_replica(tmp_path: Path) ->
     assert f"seeds: 127.0.0.1:{base}" in result.stdout
     for offset in range(nodes):  # every node through the API, found from the one seed
         assert f"127.0.0.1:{base + offset}" in result.stdout
+    # one cluster: its three nodes marked as Galera peers at the top, the replica under node 0
+    lines = result.stdout.splitlines()
+    headers = [n for n, line in enumerate(lines) if line.startswith("cluster ")]
+    assert lines[headers[-1]] == f"cluster 127.0.0.1:{base} (alias orchestrator-sandbox)"
+    tree = [line for line in lines[headers[-1] + 1 :] if line.startswith(("127.", "+ ", "- "))]
+    assert [line.split()[0] for line in tree] == [
+        f"127.0.0.1:{base}",
+        "+",
+        f"127.0.0.1:{base + 1}",
+        f"127.0.0.1:{base + 2}",
+    ], tree
+    assert [("galera:Synced" in line) for line in tree] == [True, False, True, True], tree
     assert mariadbd_pids_under(directory.resolve()) == []
     assert "Traceback" not in result.stderr
 

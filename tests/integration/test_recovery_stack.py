@@ -392,6 +392,35 @@ async def test_a_master_unreachable_for_orchestrator_only_is_not_failed_over(
         await nc.close()
 
 
+async def test_a_dbas_kill_of_the_liveness_waiting_connection_fails_nothing_over(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    sandbox = stack.sandbox
+    wait_listed(stack, sandbox.master.key)
+    waiting = (
+        "SELECT id FROM information_schema.processlist "
+        "WHERE info LIKE '%orchestrator liveness%' AND id <> CONNECTION_ID()"
+    )
+    async with recovery_events(stack.nats_url) as events:
+        await asyncio.sleep(1.5)
+        [(first,)] = wait_until(
+            lambda: sandbox.execute(0, waiting), timeout=10, what="the waiting connection"
+        )
+        sandbox.execute(0, f"KILL {first}")
+        # discovery confirmed the master alive with a new connection and waits on it again
+        wait_until(
+            lambda: [row for row in sandbox.execute(0, waiting) if row[0] != first],
+            timeout=10,
+            what="a new waiting connection",
+        )
+        await asyncio.sleep(2)  # several passes of the active worker
+        assert events == []
+    assert not read_only(sandbox, 0)
+    master = api_get(stack, f"/api/master/{sandbox.master.key}")
+    assert master is not None and master["Key"]["Port"] == sandbox.master.port
+
+
 async def test_neither_a_delayed_nor_an_errant_replica_is_promoted(
     make_stack: StackFactory,
 ) -> None:

@@ -64,6 +64,11 @@ class FakeFleet:
         self.alive: set[InstanceKey] = set(self.snapshots)
         self.discarded: list[InstanceKey] = []
         self.closed = False
+        # set: the waiting liveness connection to that master breaks (then it is cleared)
+        self.breaks: dict[InstanceKey, asyncio.Event] = {}
+
+    def break_waiting(self, key: InstanceKey) -> None:
+        self.breaks.setdefault(key, asyncio.Event()).set()
 
     async def probe(
         self, key: InstanceKey, previous: InstanceSnapshot | None = None
@@ -94,6 +99,17 @@ class FakeLiveness:
     async def check(self) -> None:
         if self.key not in self.fleet.alive:
             raise ProbeError(str(self.key), "Lost connection to server during query", errno=2013)
+
+    async def lost(self, *, retry: float) -> str:
+        broken = self.fleet.breaks.setdefault(self.key, asyncio.Event())
+        await broken.wait()
+        broken.clear()
+        return "Lost connection to server during query"
+
+    async def confirm(self) -> ProbeError | None:
+        if self.key in self.fleet.alive:
+            return None
+        return ProbeError(str(self.key), "Can't connect to server (111)", errno=2003)
 
     def close(self) -> None:
         pass
@@ -294,6 +310,44 @@ async def test_dead_master_is_reported_once_and_replicas_reprobed(
     await wait_for(lambda: bus.snapshots[str(MASTER)].probe.ok)
     fleet.alive.discard(MASTER)
     await wait_for(lambda: len(bus.unreachable) == 2)
+
+
+async def test_a_broken_waiting_connection_confirmed_dead_is_reported_before_any_ping(
+    fleet: FakeFleet, bus: FakeBus
+) -> None:
+    service = make_service(fleet, bus, liveness_interval=60)  # no second ping in this test
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: len(bus.snapshots) == 4)
+        await asyncio.sleep(0.05)
+        fleet.alive.discard(MASTER)
+        fleet.break_waiting(MASTER)
+        await wait_for(lambda: bus.unreachable, timeout=0.2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    [event] = bus.unreachable
+    assert event.key == str(MASTER)
+    assert event.error == (
+        "Can't connect to server (111) (after: Lost connection to server during query)"
+    )
+    assert service.metrics.liveness_confirm_seconds.collect()[0].samples  # observed
+
+
+async def test_a_broken_waiting_connection_the_master_survives_reports_nothing(
+    fleet: FakeFleet, bus: FakeBus
+) -> None:
+    service = make_service(fleet, bus, liveness_interval=60)
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: len(bus.snapshots) == 4)
+        fleet.break_waiting(MASTER)  # a DBA's KILL: the master answers a new connection
+        await wait_for(lambda: service.metrics.liveness_breaks_survived._value.get() == 1)
+        await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert bus.unreachable == []
 
 
 async def test_discover_request_for_new_instance(

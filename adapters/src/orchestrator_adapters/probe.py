@@ -394,11 +394,20 @@ class _PartialProbe(Exception):
         self.error = error
 
 
+WAITING_SQL = "SELECT /* orchestrator liveness: returns when the server goes away */ SLEEP(3600)"
+"""What the waiting connection of :meth:`LivenessLink.lost` keeps running on a master."""
+INTERRUPTED_PAUSE = 0.1
+"""Seconds before waiting again after the waiting statement was interrupted."""
+
+
 class LivenessLink:
-    """A persistent connection to one master, pinged at a short interval.
+    """A persistent connection to one master, pinged at a short interval, and another one that
+    always waits on it.
 
     ``check()`` raises :class:`ProbeError` when the master does not answer a ping within the
-    timeout (connecting again first if the previous check broke the connection).
+    timeout (connecting again first if the previous check broke the connection): that finds a
+    master that hangs. ``lost()`` returns as soon as the waiting connection breaks, which a
+    master that dies does at once; ``confirm()`` then tells a death from a harmless break.
     """
 
     def __init__(self, key: InstanceKey, options: ProbeOptions, *, timeout: float) -> None:
@@ -406,21 +415,25 @@ class LivenessLink:
         self._options = options
         self._timeout = timeout
         self._conn: aiomysql.Connection | None = None
+        self._waiting: aiomysql.Connection | None = None
+
+    async def _connect(self) -> aiomysql.Connection:
+        self._options.check_allowed(self.key)
+        return await connect_guarded(
+            host=self.key.host,
+            port=self.key.port,
+            user=self._options.user,
+            password=self._options.password,
+            connect_timeout=min(self._timeout, self._options.connect_timeout),
+            autocommit=True,
+            ssl=self._options.tls,
+        )
 
     async def check(self) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 if self._conn is None:
-                    self._options.check_allowed(self.key)
-                    self._conn = await connect_guarded(
-                        host=self.key.host,
-                        port=self.key.port,
-                        user=self._options.user,
-                        password=self._options.password,
-                        connect_timeout=min(self._timeout, self._options.connect_timeout),
-                        autocommit=True,
-                        ssl=self._options.tls,
-                    )
+                    self._conn = await self._connect()
                 await self._conn.ping(reconnect=False)
         except TimeoutError:
             self.close()
@@ -429,8 +442,66 @@ class LivenessLink:
             self.close()
             raise _probe_error(self.key, exc) from None
 
+    async def lost(self, *, retry: float) -> str:
+        """Wait until the waiting connection breaks; why it broke.
+
+        The connection keeps :data:`WAITING_SQL` running on the master, so the master's death
+        (its process killed: the kernel closes its sockets; its port closed) reaches us as an
+        end of file or a reset within milliseconds, not at the next ping. A break is no proof
+        of death (a DBA's ``KILL``, a proxy, a server restart): the caller asks
+        :meth:`confirm` before telling anyone. While the connection cannot be opened it is
+        tried again every ``retry`` seconds (the ping finds a master that is down)."""
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    self._waiting = await self._connect()
+            except (TimeoutError, pymysql.err.MySQLError, OSError, ProbeError):
+                self._close_waiting()
+                await asyncio.sleep(retry)
+                continue
+            try:
+                async with self._waiting.cursor() as cursor:
+                    while True:  # SLEEP returns at its end, or early for a KILL QUERY
+                        await self._wait_once(cursor)
+            except (pymysql.err.MySQLError, OSError) as exc:
+                return describe_mysql_error(exc)[0]
+            finally:
+                self._close_waiting()
+
+    @staticmethod
+    async def _wait_once(cursor: aiomysql.Cursor) -> None:
+        """One :data:`WAITING_SQL`; an error that leaves the connection up (the statement
+        interrupted: ``KILL QUERY``, ``max_statement_time``) pauses a moment (no busy loop
+        on a server that interrupts every statement) and returns."""
+        try:
+            await cursor.execute(WAITING_SQL)
+            await cursor.fetchall()
+        except pymysql.err.MySQLError as exc:
+            if describe_mysql_error(exc)[1] in LOST_CONNECTION or cursor.connection is None:
+                raise
+            await asyncio.sleep(INTERRUPTED_PAUSE)
+
+    async def confirm(self) -> ProbeError | None:
+        """Whether the master answers a new connection and a ping within the timeout: None
+        when it does, else why not."""
+        fresh = LivenessLink(self.key, self._options, timeout=self._timeout)
+        try:
+            await fresh.check()
+        except ProbeError as exc:
+            return exc
+        finally:
+            fresh.close()
+        return None
+
+    def _close_waiting(self) -> None:
+        conn, self._waiting = self._waiting, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with suppress(Exception):
                 conn.close()
+        self._close_waiting()

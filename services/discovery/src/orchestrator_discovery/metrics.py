@@ -40,6 +40,19 @@ class DiscoveryMetrics:
             "Masters checked on a persistent liveness connection",
             registry=self.registry,
         )
+        self.liveness_confirm_seconds = Histogram(
+            "orchestrator_discovery_liveness_confirm_seconds",
+            "After a master's waiting connection broke: how long the new connection that "
+            "confirms (or refutes) its death took",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.liveness_breaks_survived = Counter(
+            "orchestrator_discovery_liveness_breaks_survived",
+            "Waiting connections that broke while their master still answered (a KILL, a "
+            "proxy): no unreachable event",
+            registry=self.registry,
+        )
         self.unreachable_events = Counter(
             "orchestrator_discovery_unreachable_events",
             "Unreachable events published",

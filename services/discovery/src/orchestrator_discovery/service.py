@@ -74,6 +74,8 @@ class InstanceProber(Protocol):
 
 class Liveness(Protocol):
     async def check(self) -> None: ...
+    async def lost(self, *, retry: float) -> str: ...
+    async def confirm(self) -> ProbeError | None: ...
     def close(self) -> None: ...
 
 
@@ -356,6 +358,7 @@ class DiscoveryService:
 
     async def _watch(self, tracked: _Tracked) -> None:
         link = self.liveness(tracked.key)
+        waiting = asyncio.create_task(self._wait_for_death(tracked, link))
         try:
             while True:
                 try:
@@ -365,7 +368,27 @@ class DiscoveryService:
                         await self._report_unreachable(tracked, exc.message)
                 await asyncio.sleep(self.options.liveness_interval)
         finally:
+            waiting.cancel()
             link.close()
+
+    async def _wait_for_death(self, tracked: _Tracked, link: Liveness) -> None:
+        """The event-driven half of the watch: the waiting connection broke, so the master
+        may have died this instant; a new connection confirms at once (refused within
+        milliseconds when the process is gone) before ``unreachable`` is published. A break
+        the master survives (a DBA's KILL, a proxy) is only logged; the recovery still
+        confirms every ``unreachable`` through the replicas before any failover."""
+        while True:
+            lost = await link.lost(retry=self.options.liveness_interval)
+            started = time.monotonic()
+            failure = await link.confirm()
+            self.metrics.liveness_confirm_seconds.observe(time.monotonic() - started)
+            if failure is None:
+                self.metrics.liveness_breaks_survived.inc()
+                log.info(
+                    "%s: liveness connection broken (%s); it answers a new one", tracked.key, lost
+                )
+            elif not tracked.unreachable_reported:
+                await self._report_unreachable(tracked, f"{failure.message} (after: {lost})")
 
     async def _report_unreachable(self, tracked: _Tracked, error: str) -> None:
         tracked.unreachable_reported = True
