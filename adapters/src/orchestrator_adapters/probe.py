@@ -396,7 +396,7 @@ class _PartialProbe(Exception):
 
 WAITING_SQL = "SELECT /* orchestrator liveness: returns when the server goes away */ SLEEP(3600)"
 """What the waiting connection of :meth:`LivenessLink.lost` keeps running on a master."""
-INTERRUPTED_PAUSE = 0.1
+INTERRUPTED_PAUSE = 1.0
 """Seconds before waiting again after the waiting statement was interrupted."""
 
 
