@@ -87,7 +87,17 @@ from orchestrator_shared.streams import (
 
 log = logging.getLogger(__name__)
 
-DRAIN_WAIT_SECONDS = 0.02  # how long a batch may wait to fill once its first message is in
+DRAIN_WAIT_SECONDS = 0.02  # at most, for the messages the server said were waiting
+
+
+def _pending_after(message: Msg) -> int:
+    """How many messages the consumer still had after ``message`` when it was delivered (in
+    its metadata); 0 when that cannot be read."""
+    try:
+        return int(message.metadata.num_pending or 0)
+    except (NatsError, ValueError, TypeError, IndexError):  # not a JetStream reply subject
+        return 0
+
 
 BatchWriter = Callable[[Sequence[Msg]], Awaitable[None]]
 _Item = TypeVar("_Item")
@@ -302,10 +312,13 @@ class StoreConsumer:
                             idle_since = time.monotonic()
                         continue
                     idle_since = time.monotonic()
-                    if self._batch_size > 1:
+                    waiting = min(_pending_after(messages[-1]), self._batch_size - 1)
+                    if waiting > 0:
+                        # only as many as the server says wait: a fetch of more than are
+                        # there would wait out its whole timeout for the rest
                         with contextlib.suppress(TimeoutError):
                             messages += await subscription.fetch(
-                                self._batch_size - 1, timeout=DRAIN_WAIT_SECONDS
+                                waiting, timeout=DRAIN_WAIT_SECONDS
                             )
                     await write(messages)
             except (NatsError, JetStreamError, BusError) as exc:
