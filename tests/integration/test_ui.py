@@ -402,7 +402,9 @@ def test_every_page_renders_from_the_real_stack(
 def test_kill_9_of_the_master_the_page_shows_the_failure_then_the_new_tree_without_a_reload(
     make_stack: StackFactory, browser: Browser, shots: Path
 ) -> None:
-    stack = make_stack(**MULTI_AUTH)
+    # a failover takes ~0.2 s from the kill: a pre-failover hook (as operators run) keeps the
+    # dead master on the page long enough for the page to be seen showing it
+    stack = make_stack(**MULTI_AUTH, PreFailoverProcesses=["sleep 1.5"])
     sandbox = stack.sandbox
     with browser_pages(browser, stack) as pages:
         page = pages()
