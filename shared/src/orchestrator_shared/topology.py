@@ -189,15 +189,14 @@ def _join_galera_trees(
 
 
 def _wsrep_name(cluster: Cluster) -> str:
-    """The ``wsrep_cluster_name`` of the cluster's Galera nodes ("" without one)."""
-    return next(
-        (
-            node.snapshot.galera.cluster_name
-            for _, node in sorted(cluster.instances.items())
-            if node.snapshot.galera is not None and node.snapshot.galera.cluster_name
-        ),
-        "",
-    )
+    """The ``wsrep_cluster_name`` of the cluster's Galera nodes, the smallest node's ("" without
+    one). One pass, no sort: every topology build asks it of every cluster."""
+    named = [
+        (key, node.snapshot.galera.cluster_name)
+        for key, node in cluster.instances.items()
+        if node.snapshot.galera is not None and node.snapshot.galera.cluster_name
+    ]
+    return min(named)[1] if named else ""
 
 
 def _set_aliases(clusters: dict[str, Cluster]) -> None:

@@ -52,10 +52,11 @@ primary component (recovered only when it has replicas: :func:`is_recoverable`).
 
 def is_recoverable(analysis: Analysis) -> bool:
     """Whether a failover recovers ``analysis``: a dead (intermediate) master, or a Galera
-    node outside the primary component that has async replicas to relocate."""
+    node outside the primary component when that is actionable (it has async replicas to
+    relocate: :attr:`Analysis.is_actionable`)."""
     if analysis.code in RECOVERABLE:
         return True
-    return analysis.code is AnalysisCode.GALERA_NON_PRIMARY_COMPONENT and bool(analysis.replicas)
+    return analysis.code is AnalysisCode.GALERA_NON_PRIMARY_COMPONENT and analysis.is_actionable
 
 
 SEMI_SYNC_FAILURES = frozenset(

@@ -4,7 +4,9 @@
 ``StructureWarning`` lists what is risky about the topology below it even when nothing has
 failed (``StructureAnalysis``). Group Replication, binlog-server and NDB codes are not here: this
 project does not handle those topologies (see ``docs/analysis.md``). The ``Galera*`` codes are
-new (orchestrator has no Galera logic); none of them is ever recovered (docs/galera.md).
+new (orchestrator has no Galera logic); no Galera node is ever failed over, and only
+``GaleraNonPrimaryComponent`` of a node with async replicas is acted on: they are relocated
+(docs/galera.md).
 """
 
 from __future__ import annotations

@@ -80,15 +80,13 @@ def galera_peers(
 ) -> list[InstanceSnapshot]:
     """The other nodes of ``node``'s Galera cluster among ``snapshots`` (same state uuid), in
     key order; none for a server that is no Galera node."""
-    galera = node.galera
-    if galera is None or not galera.cluster_state_uuid:
+    uuid = node.galera_cluster_uuid
+    if not uuid:
         return []
     return [
         snap
         for key, snap in sorted(snapshots.items())
-        if key != node.instance_key
-        and snap.galera is not None
-        and snap.galera.cluster_state_uuid == galera.cluster_state_uuid
+        if key != node.instance_key and snap.galera_cluster_uuid == uuid
     ]
 
 

@@ -110,12 +110,17 @@ def parse_gtid_mode(rows: Iterable[Mapping[str, Any]]) -> str:
     return ""
 
 
+def named_values(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """``SHOW VARIABLES`` / ``SHOW STATUS`` rows as ``{name (lowercased): value}``."""
+    return {str(row.get("Variable_name") or "").lower(): row.get("Value") for row in rows}
+
+
 def split_variables(
     rows: Iterable[Mapping[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The rows of :data:`CHECK_VARIABLES_SQL` as the answers to :data:`SERVER_SQL` and to the
     flavor's positions query (``Dialect.positions_sql``) would be."""
-    values = {str(row.get("Variable_name") or "").lower(): row.get("Value") for row in rows}
+    values = named_values(rows)
     if "version" not in values:
         return [], []
     variables = {
@@ -258,12 +263,7 @@ def galera_target_refusal(target: Server, status: Iterable[Mapping[str, Any]]) -
     A node outside the primary component, or not ``Synced`` and ready, serves no queries or
     lags the cluster; one without ``log_slave_updates`` writes only its own clients'
     transactions to its binary log: a replica of it would silently miss the other nodes'."""
-    values = {
-        text_value(row.get("Variable_name", row.get("VARIABLE_NAME"))).lower(): text_value(
-            row.get("Value", row.get("VALUE"))
-        )
-        for row in status
-    }
+    values = {name: text_value(value) for name, value in named_values(status).items()}
     if not values.get("wsrep_provider_name"):
         return None
     problems: list[str] = []
