@@ -507,6 +507,36 @@ async def test_an_intermediate_master_recovery_renames_nothing_and_downtimes_onl
         ]
 
 
+async def test_a_galera_relocation_without_successor_downtimes_its_lost_replicas(
+    store: Store, nats_server: harness.NatsLike
+) -> None:
+    """A relocation names no successor (the replicas of a failed Galera node went to several
+    peers): what it lost is downtimed all the same, and nothing is renamed."""
+    done = RecoveryData(
+        recovery_id="g-1",
+        cluster="db1:3306",
+        analysis="DeadMaster",
+        failed="db2:3306",
+        repointed=("db3:3306",),
+        lost={"db4:3306": "no Galera node holds its GTIDs"},
+        galera=True,
+        started_at=NOW,
+        ended_at=NOW + timedelta(seconds=1),
+    )
+    async with recovering(store, nats_server.url) as (_, publish_recovery):
+        await publish_recovery(RecoveryPhase.COMPLETED, done)
+
+        async def lost_downtimed() -> bool:  # the last thing the event does
+            return bool(await store.downtimes(now=datetime.now(UTC)))
+
+        await eventually(lost_downtimed)
+        downtimes = await store.downtimes(now=datetime.now(UTC))
+        assert [(str(d.key), d.reason) for d in downtimes] == [("db4:3306", "lost-in-recovery")]
+        assert await store.successions() == []
+        [record] = await store.recoveries()
+        assert record.is_successful and record.successor_key is None
+
+
 async def test_a_snapshot_from_the_future_does_not_pin_stale_state(
     store: Store, nats_server: harness.NatsLike
 ) -> None:

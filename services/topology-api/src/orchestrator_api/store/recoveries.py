@@ -104,10 +104,10 @@ async def _apply(store: Store, event: RecoveryEvent, *, lost_downtime: timedelta
     await store.record_recovery_step(
         RecoveryStep(recovery_uid=data.recovery_id, at=at, message=describe_recovery(phase, data))
     )
-    if phase is not RecoveryPhase.COMPLETED or successor is None:
+    if phase is not RecoveryPhase.COMPLETED:
         return
-    downtimed = list(lost)
-    if data.analysis in MASTER_ANALYSES:  # a new master: the cluster's name changed
+    downtimed = list(lost)  # a relocation (no successor) loses replicas too
+    if successor is not None and data.analysis in MASTER_ANALYSES:  # the cluster's name changed
         await store.record_succession(
             Succession(
                 cluster=data.cluster,
