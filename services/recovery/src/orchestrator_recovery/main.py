@@ -40,7 +40,7 @@ from orchestrator_recovery.operations.instance import instance_operations
 from orchestrator_recovery.operations.maintenance import MaintenanceLocks
 from orchestrator_recovery.operations.takeover import Takeover, TakeoverOptions
 from orchestrator_recovery.ports import WorkerOptions
-from orchestrator_recovery.publisher import EventPublisher
+from orchestrator_recovery.publisher import EventPublisher, MasterNotice
 from orchestrator_recovery.wiring import (
     MySQLExecutor,
     SharedPlanner,
@@ -57,6 +57,7 @@ from orchestrator_shared.errors import BusError
 from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
 from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.master_change import MasterChangeSigner
 from orchestrator_shared.nats_auth import nats_auth
 
 log = logging.getLogger("orchestrator_recovery")
@@ -99,6 +100,11 @@ async def serve(settings: Settings) -> None:
 
         tally = RecoveryTally()
         publisher = EventPublisher(nc, subjects, tally=tally.observe)
+        notice = MasterNotice(
+            nc,
+            subjects,
+            MasterChangeSigner(settings.CommandSigningKey) if settings.CommandSigningKey else None,
+        )
         hooks = ShellHooks(settings, host=socket.gethostname(), audit=publisher.audit)
         worker = RecoveryWorker(
             WorkerOptions(
@@ -152,6 +158,7 @@ async def serve(settings: Settings) -> None:
                 credentials_query=settings.ReplicationCredentialsQuery,
             ),
             worker_id=identity.id,
+            promoted=notice.promoted,
         ).handlers()
         locks = MaintenanceLocks(
             election.client,

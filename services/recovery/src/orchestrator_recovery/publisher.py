@@ -20,14 +20,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JetStreamError
 
-from orchestrator_shared.bus import Subjects
-from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent
+from orchestrator_shared.bus import MasterChanged, Subjects
+from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryData, RecoveryEvent
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.master_change import MasterChangeSigner
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +134,46 @@ class EventPublisher:
         except TimeoutError:
             log.error("could not publish %s within %.0f s", subject, self._give_up_after)
             return False
+
+
+class MasterNotice:
+    """Tells topology-api at once that a new master is writable (``MasterChanged``, core NATS).
+
+    Not queued behind the events: it is what applications' next ``/api/master`` answer
+    follows, so it goes out the moment the successor is writable. Best-effort: a lost or
+    refused notice only leaves the API to learn the change from the snapshots, as before; it
+    never fails or delays the operation. Without ``CommandSigningKey`` nothing is sent (the API
+    would refuse an unsigned notice anyway)."""
+
+    def __init__(self, nc: Client, subjects: Subjects, signer: MasterChangeSigner | None) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._signer = signer
+        self.sent = 0
+
+    async def promoted(
+        self, data: RecoveryData, *, demoted_replicates: bool, at: datetime | None = None
+    ) -> None:
+        """``data.successor`` is now the writable master of ``data.cluster``."""
+        if self._signer is None or not data.successor:
+            return
+        message = self._signer.sign(
+            MasterChanged(
+                cluster=data.cluster,
+                cluster_alias=data.cluster_alias,
+                failed=data.failed,
+                successor=data.successor,
+                demoted_replicates=demoted_replicates,
+                recovery_id=data.recovery_id,
+                command=data.command,
+                fencing_token=data.fencing_token,
+                worker=data.worker,
+                promoted_at=at or datetime.now(UTC),
+            )
+        )
+        subject = self._subjects.master_changed(cluster_token(data.cluster))
+        try:
+            await self._nc.publish(subject, message.to_json())
+            self.sent += 1
+        except (NatsError, OSError) as exc:
+            log.warning("could not tell the API that %s is the master: %s", data.successor, exc)

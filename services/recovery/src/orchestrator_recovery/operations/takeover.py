@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.worker import RecoveryWorker
@@ -83,6 +83,12 @@ from orchestrator_shared.snapshot import Flavor, InstanceSnapshot
 STATEMENT_TIMEOUT = 10.0
 VERIFY = 10.0  # seconds for the demoted master to replicate from D (-auto)
 POLL = 0.005  # the catch-up is polled this often: it is inside the write-unavailable window
+
+
+class Promoted(Protocol):
+    """Told the moment the successor is writable (``MasterNotice.promoted``); never raises."""
+
+    async def __call__(self, data: RecoveryData, *, demoted_replicates: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,7 @@ class Takeover:
         plan_options: PlanOptions,
         options: TakeoverOptions,
         worker_id: str,
+        promoted: Promoted | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._access = access
@@ -136,7 +143,12 @@ class Takeover:
         self._plan_options = plan_options
         self._options = options
         self._worker_id = worker_id
+        self._notice = promoted
         self._clock = clock
+
+    async def _promoted(self, data: RecoveryData, *, demoted_replicates: bool) -> None:
+        if self._notice is not None:
+            await self._notice(data, demoted_replicates=demoted_replicates)
 
     # --- choosing and checking ----------------------------------------------------------------
     async def _facts(self, master: InstanceKey) -> tuple[Analysis, Mapping[InstanceKey, Any]]:
@@ -263,6 +275,8 @@ class Takeover:
                     text = await self._roll_back(request, links, run, exc)
                     await self._end(RecoveryPhase.FAILED, data, reason=text)
                     raise OperationRefused(text) from None
+                # the API names the new master now, not when discovery probes it again
+                await self._promoted(data, demoted_replicates=True)
                 data = data.model_copy(update={"repointed": tuple(str(k) for k in run.moved)})
                 await self._worker.took_over(data)
                 await self._worker.announce(RecoveryPhase.PROMOTED, data)
