@@ -83,6 +83,7 @@ from orchestrator_shared.snapshot import Flavor, InstanceSnapshot
 STATEMENT_TIMEOUT = 10.0
 VERIFY = 10.0  # seconds for the demoted master to replicate from D (-auto)
 POLL = 0.005  # the catch-up is polled this often: it is inside the write-unavailable window
+FOLLOW_POLL = 0.01  # the demoted master's replication is checked this often: the call waits
 
 
 class Promoted(Protocol):
@@ -336,15 +337,26 @@ class Takeover:
         snapshots: Mapping[InstanceKey, InstanceSnapshot],
     ) -> None:
         downtimed = self._worker.downtimed
-        for key in siblings:
-            try:
-                await self._move(request, key, run.successor)
-            except OperationRefused as exc:
-                if key in downtimed:
-                    continue  # left below the old master, which will replicate from D
-                raise StepFailed(f"cannot move {key} below {run.successor}: {exc}") from None
-            run.moved.append(key)
-            run.did(key, f"moved below {run.successor}")
+        # concurrently: each move reads, checks and verifies its own replica; D is only read
+        outcomes = await asyncio.gather(
+            *(self._move(request, key, run.successor) for key in siblings),
+            return_exceptions=True,
+        )
+        refused: list[str] = []
+        unexpected: list[BaseException] = []
+        for key, outcome in zip(siblings, outcomes, strict=True):
+            if outcome is None:
+                run.moved.append(key)  # recorded before anything is raised: the rollback
+                run.did(key, f"moved below {run.successor}")
+            elif isinstance(outcome, OperationRefused):
+                if key not in downtimed:  # a downtimed one stays below M, which follows D
+                    refused.append(f"cannot move {key} below {run.successor}: {outcome}")
+            else:
+                unexpected.append(outcome)
+        if unexpected:
+            raise unexpected[0]  # a lost lease, a bug: as a serial move would have raised it
+        if refused:
+            raise StepFailed("; ".join(refused))
 
     async def _switch(self, links: Links, run: _Run, *, semi_sync: Any) -> None:
         """Step 5: the write-unavailable window, as short as the servers allow."""
@@ -417,7 +429,9 @@ class Takeover:
         return f"{run.successor} promoted, but the demoted master {run.master}: {why}"
 
     async def _following(self, links: Links, key: InstanceKey, master: InstanceKey) -> str | None:
-        return await replicating_from(links, key, master, within=self._options.verify)
+        return await replicating_from(
+            links, key, master, within=self._options.verify, poll=FOLLOW_POLL
+        )
 
     async def _roll_back(
         self, request: CommandRequest, links: Links, run: _Run, failure: Exception
