@@ -40,7 +40,7 @@ from orchestrator_recovery.operations.instance import instance_operations
 from orchestrator_recovery.operations.maintenance import MaintenanceLocks
 from orchestrator_recovery.operations.takeover import Takeover, TakeoverOptions
 from orchestrator_recovery.ports import WorkerOptions
-from orchestrator_recovery.publisher import EventPublisher, MasterNotice
+from orchestrator_recovery.publisher import EventPublisher
 from orchestrator_recovery.wiring import (
     MySQLExecutor,
     SharedPlanner,
@@ -99,11 +99,15 @@ async def serve(settings: Settings) -> None:
                     await nc.publish(subjects.discovery(DiscoveryVerb.REFRESH), body)
 
         tally = RecoveryTally()
-        publisher = EventPublisher(nc, subjects, tally=tally.observe)
-        notice = MasterNotice(
+        publisher = EventPublisher(
             nc,
             subjects,
-            MasterChangeSigner(settings.CommandSigningKey) if settings.CommandSigningKey else None,
+            tally=tally.observe,
+            master_signer=(
+                MasterChangeSigner(settings.CommandSigningKey)
+                if settings.CommandSigningKey
+                else None
+            ),
         )
         hooks = ShellHooks(settings, host=socket.gethostname(), audit=publisher.audit)
         worker = RecoveryWorker(
@@ -158,7 +162,7 @@ async def serve(settings: Settings) -> None:
                 credentials_query=settings.ReplicationCredentialsQuery,
             ),
             worker_id=identity.id,
-            promoted=notice.promoted,
+            promoted=publisher.promoted,
         ).handlers()
         locks = MaintenanceLocks(
             election.client,

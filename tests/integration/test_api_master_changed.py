@@ -2,7 +2,7 @@
 whole stack (real 4-node MariaDB sandbox, nats-server, etcd, discovery, topology-api, two
 recovery workers): the recovery leader's signed ``MasterChanged`` reaches the API's view when
 the successor is writable, without waiting for discovery's next snapshots. A forged, unsigned,
-altered, deposed-leader or replayed message changes nothing."""
+altered, deposed-leader or replayed message changes nothing. A failover sends it too."""
 
 from __future__ import annotations
 
@@ -18,9 +18,16 @@ from nats.aio.msg import Msg
 from orchestrator_api.store.promoted import HOLD_SECONDS
 from orchestrator_shared.bus import MasterChanged, Subjects
 from orchestrator_shared.command_signing import generate_key
+from orchestrator_shared.events import RecoveryPhase
 from orchestrator_shared.master_change import MasterChangeSigner
 from tests.integration.stack_support import Stack, StackFactory
-from tests.integration.test_recovery_stack import read_only, wait_until
+from tests.integration.test_recovery_stack import (
+    bus_messages,
+    read_only,
+    recovery_events,
+    wait_for_phase,
+    wait_until,
+)
 from tests.integration.test_takeover import CREDENTIALS, ready
 
 pytestmark = pytest.mark.integration
@@ -108,3 +115,32 @@ def _forgeries(real: MasterChanged, other: str, key: str) -> list[bytes]:
         real.to_json(),  # a replay of the real one
         b'{"schema": 1, "cluster": 3}',  # not a MasterChanged
     ]
+
+
+async def test_a_failover_names_the_successor_as_soon_as_it_is_promoted(
+    make_stack: StackFactory,
+) -> None:
+    """kill -9 of the master: the recovery leader's ``MasterChanged`` (not a takeover: the
+    dead master is not said to replicate) is applied, and ``/api/master`` of the old cluster
+    name names the promoted replica from the moment the ``promoted`` event is out."""
+    stack = ready(make_stack, RecoveryPeriodBlockSeconds=0)
+    sandbox = stack.sandbox
+    dead = sandbox.master.key
+    async with (
+        bus_messages(stack.nats_url, Subjects().all_master_changed, MasterChanged) as heard,
+        recovery_events(stack.nats_url) as events,
+    ):
+        sandbox.kill(0)
+        promoted = await wait_for_phase(events, RecoveryPhase.PROMOTED, timeout=30, no_failure=True)
+        successor = promoted.data.successor
+        async with httpx.AsyncClient(base_url=stack.api, timeout=10) as client:
+            assert await master_of(client, dead) == successor
+        wait_until(lambda: heard, timeout=5, what="the MasterChanged message")
+    [message] = heard
+    assert (message.failed, message.successor, message.demoted_replicates) == (
+        dead,
+        successor,
+        False,
+    )
+    assert metric(stack, "orchestrator_api_master_changes_applied") == 1
+    assert not read_only(sandbox, next(n.index for n in sandbox.nodes if n.key == successor))
