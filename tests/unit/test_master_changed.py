@@ -204,3 +204,14 @@ def test_the_api_refuses_and_counts_what_it_cannot_apply() -> None:
     assert "failed master itself" in (held.receive(signed(successor=M).to_json()) or "")
     assert held.refused == 3
     assert held.apply(before) is before
+
+
+def test_a_newer_change_of_the_same_servers_replaces_the_older_one() -> None:
+    held = Promotions(Subjects(), verifier(), leader)
+    before = fleet(snap(M), snap(D, M))
+    assert held.receive(signed().to_json()) is None
+    back = signed(recovery_id="r2", cluster=D, failed=D, successor=M)  # and back again
+    assert held.receive(back.to_json()) is None
+    shown = held.apply(before)
+    assert master_of(shown, M) == M and master_of(shown, D) == M
+    assert not shown.snapshots[InstanceKey.parse(M)].read_only

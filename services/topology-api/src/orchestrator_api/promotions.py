@@ -92,6 +92,7 @@ class Promotions:
         except ValueError as exc:
             return one_line(exc)
         if message.recovery_id not in self._held:
+            self._forget_overtaken(promotion)
             self._held[message.recovery_id] = promotion
             self._version += 1
             self.applied += 1
@@ -115,6 +116,13 @@ class Promotions:
         shown = overlay(view, self._held.values())
         self._cache = (view, self._version, shown)
         return shown
+
+    def _forget_overtaken(self, newer: Promotion) -> None:
+        """A newer change of the same servers (a takeover and back) replaces the older one."""
+        involved = {newer.failed, newer.successor}
+        for recovery_id, held in list(self._held.items()):
+            if {held.failed, held.successor} & involved:
+                del self._held[recovery_id]
 
     def _forget_expired(self) -> None:
         now = self._clock()
