@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator_api.promotions import Promotions
-from orchestrator_api.store.promoted import HOLD_SECONDS, Promotion, overlay, settled
+from orchestrator_api.store.promoted import HOLD_SECONDS, Promotion, disagree, overlay
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.bus import LeaderEvent, LeaderIdentity, MasterChanged, Subjects
 from orchestrator_shared.command_signing import generate_key
@@ -149,14 +149,33 @@ def test_a_failover_names_the_successor_and_the_dead_master_is_lost() -> None:
     assert InstanceKey.parse(M) in after.lost
 
 
-def test_the_snapshots_rule_once_both_servers_were_probed_after_the_promotion() -> None:
-    # the servers say otherwise (here: nothing changed): the message is no longer shown
-    fresh = fleet(snap(M, at=AFTER), snap(D, M, at=AFTER))
-    assert settled(fresh, promotion())
-    assert overlay(fresh, [promotion()]) is fresh
-    # one fresh snapshot is not enough
-    half = fleet(snap(M), snap(D, M, at=AFTER))
-    assert master_of(overlay(half, [promotion()]), M) == D
+def test_a_server_probed_after_the_promotion_that_says_otherwise_rules() -> None:
+    # the successor answered read-only and replicating: the message is no longer shown
+    denied = fleet(snap(M), snap(D, M, at=AFTER))
+    assert disagree(denied, promotion())
+    assert overlay(denied, [promotion()]) is denied
+    # the old master answered writable after a takeover: the same
+    writable = fleet(snap(M, at=AFTER), snap(D, M))
+    assert overlay(writable, [promotion()]) is writable
+
+
+def test_fresh_snapshots_are_shown_as_they_are_and_the_overlay_ends_once_they_name_it() -> None:
+    # the successor probed again (writable, alone), the old master not yet: still needed
+    half = fleet(snap(M), snap(D, at=AFTER), snap(R, D, at=AFTER))
+    shown = overlay(half, [promotion()])
+    assert master_of(shown, M) == D and master_of(shown, "shop") == D
+    assert shown.snapshots[InstanceKey.parse(D)] is half.snapshots[InstanceKey.parse(D)]
+    # a failover's dead master, probed again (failing) while its replicas are not: still needed
+    dead = snap(M, at=AFTER).model_copy(
+        update={"probe": ProbeFacts(ok=False, checked_at=AFTER, attempted_at=AFTER)}
+    )
+    after_failover = fleet(dead, snap(D, at=AFTER), snap(R, M))
+    failover = promotion(demoted_replicates=False, command="")
+    assert master_of(overlay(after_failover, [failover]), M) == D
+    # both probed again: the snapshots name the successor themselves, the overlay ends
+    settled = fleet(snap(M, D, at=AFTER), snap(D, at=AFTER), snap(R, D, at=AFTER))
+    assert overlay(settled, [promotion()]) is settled
+    assert master_of(settled, M) == D
 
 
 def test_a_promotion_that_does_not_fit_the_view_is_left_out() -> None:

@@ -11,9 +11,12 @@ sent to a read-only (or dead) server. :func:`overlay` builds the view as the ser
 - the old master of a failover: ``lost-in-recovery`` (as the ``completed`` event makes it);
 - the cluster's name and alias passed to the successor (a :class:`Succession`).
 
-The snapshots still rule: a promotion is left out as soon as both servers were probed after it
-(:func:`settled`: the snapshots then say what they are, whatever the message said), when either
-is not known, when they are not in one cluster, and after :data:`HOLD_SECONDS` in any case.
+The snapshots still rule: a promotion is left out as soon as a server probed after it says
+otherwise (:func:`disagree`: the successor read-only or replicating, the old master writable),
+once the snapshots alone name the successor (:func:`shown_by_snapshots`), when either server is
+not known or, before the successor was probed again, they are not in one cluster, and after
+:data:`HOLD_SECONDS` in any case. A server probed after the promotion is shown as its snapshot
+says, not patched.
 """
 
 from __future__ import annotations
@@ -71,25 +74,39 @@ class Promotion:
         return now - self.received > hold
 
 
-def settled(view: FleetView, promotion: Promotion) -> bool:
-    """Both servers were probed after the promotion: their snapshots say the rest."""
-    return all(
-        (snapshot := view.snapshots.get(key)) is not None
-        and snapshot.probe.attempted_at > promotion.promoted_at
-        for key in (promotion.failed, promotion.successor)
-    )
+def fresh(snapshot: InstanceSnapshot, promotion: Promotion) -> bool:
+    """The server was probed after the promotion: its snapshot says what it is now."""
+    return snapshot.probe.attempted_at > promotion.promoted_at
+
+
+def disagree(view: FleetView, promotion: Promotion) -> bool:
+    """A server answered, after the promotion, what the promotion denies: the successor
+    read-only or replicating, the old master writable. The snapshots rule: not shown."""
+    successor = view.snapshots[promotion.successor]
+    failed = view.snapshots[promotion.failed]
+    successor_says_no = successor.read_only or successor.master_key is not None
+    if fresh(successor, promotion) and successor.probe.ok and successor_says_no:
+        return True
+    return fresh(failed, promotion) and failed.probe.ok and not failed.read_only
+
+
+def shown_by_snapshots(view: FleetView, promotion: Promotion) -> bool:
+    """The view names the successor for the old cluster name without help."""
+    name = view.resolve_cluster(promotion.cluster)
+    return name is not None and view.topology.clusters[name].master == promotion.successor
 
 
 def applies(view: FleetView, promotion: Promotion) -> bool:
-    """Whether the view still needs the promotion, and it fits the view: both servers known,
-    in one cluster (the successor was the old master's replica there), snapshots not newer."""
-    cluster_of = view.topology.cluster_of_instance
-    failed = cluster_of.get(promotion.failed)
-    return (
-        failed is not None
-        and failed == cluster_of.get(promotion.successor)
-        and not settled(view, promotion)
-    )
+    """Whether the view still needs the promotion, and it fits the view: both servers known;
+    until the successor was probed after it, both in one cluster (the successor was the old
+    master's replica there); no server contradicting it; the view not naming it already."""
+    if promotion.failed not in view.snapshots or promotion.successor not in view.snapshots:
+        return False
+    if not fresh(view.snapshots[promotion.successor], promotion):
+        cluster_of = view.topology.cluster_of_instance
+        if cluster_of.get(promotion.failed) != cluster_of.get(promotion.successor):
+            return False
+    return not disagree(view, promotion) and not shown_by_snapshots(view, promotion)
 
 
 def overlay(view: FleetView, promotions: Iterable[Promotion]) -> FleetView:
@@ -103,11 +120,12 @@ def overlay(view: FleetView, promotions: Iterable[Promotion]) -> FleetView:
             continue
         successor = view.snapshots[promotion.successor]
         failed = view.snapshots[promotion.failed]
-        snapshots[promotion.successor] = _writable(successor, promotion.failed)
-        if promotion.demoted_replicates:
-            snapshots[promotion.failed] = _demoted(failed, promotion.successor)
-        else:
+        if not fresh(successor, promotion):  # a fresh one is writable already (``disagree``)
+            snapshots[promotion.successor] = _writable(successor, promotion.failed)
+        if not promotion.demoted_replicates:
             downtime.append(_lost(promotion))
+        elif not fresh(failed, promotion):  # a fresh one shows its own replication
+            snapshots[promotion.failed] = _demoted(failed, promotion.successor)
         successions.append(
             Succession(
                 cluster=promotion.cluster,
@@ -118,7 +136,7 @@ def overlay(view: FleetView, promotions: Iterable[Promotion]) -> FleetView:
                 command=promotion.command,
             )
         )
-    if not snapshots:
+    if not successions:
         return view
     return view.overlaid(snapshots, successions=successions, downtime=downtime)
 
