@@ -15,14 +15,16 @@ Nothing changes until every check passed:
 
 Then, every statement right after ``guard()``:
 
-3. M's other direct replicas are moved below D with GTID (the ``relocate`` operation: the
-   1236 check, verified); one that cannot move, unless downtimed, aborts the takeover.
+3. M's other direct replicas are moved below D with GTID, all at once (the ``relocate``
+   operation each: the 1236 check, verified); one that cannot move, unless downtimed, aborts
+   the takeover.
 4. ``PreGracefulTakeoverProcesses``; a failing hook aborts.
 5. **The write-unavailable window** opens: M ``read_only=1`` and its client sessions killed
    (as a failover's fence: SUPER users are not stopped by read_only); M's position is read; D is
    given ``ReasonableMaintenanceReplicationLagSeconds`` to apply *exactly* everything M
    logged; D: ``STOP SLAVE``, ``RESET SLAVE ALL``, semi-sync master on if M had it,
-   ``read_only=0``: the window closes.
+   ``read_only=0``: the window closes. At once a signed ``MasterChanged`` tells topology-api
+   (``Promoted``): ``/api/master`` names D from now on, not from the next snapshots.
 6. M: ``CHANGE MASTER TO`` D with ``master_use_gtid=current_pos`` (and the credentials);
    ``-auto`` only: ``START SLAVE`` and a check that M replicates from D.
 7. ``PostGracefulTakeoverProcesses``.
