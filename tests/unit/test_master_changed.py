@@ -7,10 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator_api.promotions import Promotions
+from orchestrator_api.promotions import Promotions, changed_notice
 from orchestrator_api.store.promoted import HOLD_SECONDS, Promotion, disagree, overlay
 from orchestrator_api.store.view import FleetView
-from orchestrator_shared.bus import LeaderEvent, LeaderIdentity, MasterChanged, Subjects
+from orchestrator_shared.bus import (
+    LeaderEvent,
+    LeaderIdentity,
+    MasterChanged,
+    StoreChanged,
+    Subjects,
+)
 from orchestrator_shared.command_signing import generate_key
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.master_change import MasterChangeSigner, MasterChangeVerifier
@@ -234,3 +240,14 @@ def test_a_newer_change_of_the_same_servers_replaces_the_older_one() -> None:
     shown = held.apply(before)
     assert master_of(shown, M) == M and master_of(shown, D) == M
     assert not shown.snapshots[InstanceKey.parse(M)].read_only
+
+
+def test_each_promotion_held_is_told_once_for_the_live_stream() -> None:
+    told: list[Promotion] = []
+    held = Promotions(Subjects(), verifier(), leader, on_applied=told.append)
+    held.receive(signed().to_json())
+    held.receive(signed().to_json())  # the same recovery again
+    held.receive(message().to_json())  # refused
+    [promotion] = told
+    notice = StoreChanged.model_validate_json(changed_notice(promotion))
+    assert set(notice.clusters) == {M, D} and set(notice.instances) == {M, D}

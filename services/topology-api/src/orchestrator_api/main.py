@@ -33,7 +33,7 @@ from orchestrator_api.http.client_certificates import serving
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.live import LiveHub
-from orchestrator_api.promotions import PromotionMetrics, Promotions
+from orchestrator_api.promotions import PromotionMetrics, Promotions, changed_notice
 from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import ConsumerMetrics, StoreConsumer, durable_prefix
 from orchestrator_api.store.mysql import MySQLBackend
@@ -120,6 +120,7 @@ async def serve(settings: Settings) -> None:
             subjects,
             MasterChangeVerifier(settings.CommandSigningKey),
             lambda: leader.latest,
+            on_applied=lambda promotion: live.receive("changed", changed_notice(promotion)),
         )
         await promotions.connect(servers, auth=auth)
         stack.push_async_callback(promotions.close)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_api.store.promoted import HOLD_SECONDS, Promotion, overlay
 from orchestrator_api.store.view import FleetView
-from orchestrator_shared.bus import LeaderEvent, MasterChanged, Subjects
+from orchestrator_shared.bus import LeaderEvent, MasterChanged, StoreChanged, Subjects
 from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.master_change import MasterChangeVerifier
 from orchestrator_shared.nats_auth import ANONYMOUS, NatsAuth
@@ -46,8 +46,11 @@ class Promotions:
         *,
         hold: float = HOLD_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        on_applied: Callable[[Promotion], None] | None = None,
     ) -> None:
+        """``on_applied``: told of each promotion held (the live stream tells browsers)."""
         self._subjects = subjects
+        self._on_applied = on_applied
         self._verifier = verifier
         self._leader = leader
         self._hold = hold
@@ -96,6 +99,8 @@ class Promotions:
             self._held[message.recovery_id] = promotion
             self._version += 1
             self.applied += 1
+            if self._on_applied is not None:
+                self._on_applied(promotion)
             log.info(
                 "%s is the master of %s (%s), as the recovery leader says",
                 promotion.successor,
@@ -139,6 +144,16 @@ class Promotions:
             return
         with contextlib.suppress(NatsError, TimeoutError):
             await nc.close()
+
+
+def changed_notice(promotion: Promotion) -> bytes:
+    """A ``store.changed`` body for the live stream: the cluster (old and new name) and both
+    servers look different now, so browsers refetch them."""
+    return StoreChanged(
+        clusters=(promotion.cluster, str(promotion.successor)),
+        instances=(str(promotion.failed), str(promotion.successor)),
+        writer="master-changed",
+    ).to_json()
 
 
 class PromotionMetrics(Collector):
