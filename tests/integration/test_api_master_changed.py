@@ -7,7 +7,9 @@ altered, deposed-leader or replayed message changes nothing. A failover sends it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -20,6 +22,7 @@ from orchestrator_shared.bus import MasterChanged, Subjects
 from orchestrator_shared.command_signing import generate_key
 from orchestrator_shared.events import RecoveryPhase
 from orchestrator_shared.master_change import MasterChangeSigner
+from tests.integration.coordinator_support import CoordinatorProcess
 from tests.integration.stack_support import Stack, StackFactory
 from tests.integration.test_recovery_stack import (
     bus_messages,
@@ -46,10 +49,38 @@ async def master_of(client: httpx.AsyncClient, hint: str) -> str:
     return f"{key['Hostname']}:{key['Port']}"
 
 
+@contextlib.contextmanager
+def leader_events(stack: Stack, *, on: bool) -> Iterator[None]:
+    """With ``on``, the coordinator publishes leader events: the API then fences each
+    ``MasterChanged`` by the leader's token and id (else by the highest token seen)."""
+    if not on:
+        yield
+        return
+    coordinator = CoordinatorProcess(
+        {"EtcdEndpoints": [stack.etcd.endpoint], "NATSServers": [stack.nats_url]}
+    )
+    try:
+        coordinator.start()
+        wait_until(
+            lambda: httpx.get(f"{stack.api}/api/leader-check", timeout=5).status_code == 200,
+            timeout=20,
+            what="the API knows the leader from the coordinator",
+        )
+        yield
+    finally:
+        coordinator.stop()
+
+
+@pytest.mark.parametrize("coordinator", [False, True], ids=["no-coordinator", "coordinator"])
 async def test_the_api_names_the_new_master_as_the_takeover_returns(
-    make_stack: StackFactory,
+    make_stack: StackFactory, coordinator: bool
 ) -> None:
     stack = ready(make_stack, ReplicationCredentialsQuery=CREDENTIALS)
+    with leader_events(stack, on=coordinator):
+        await _take_over_and_forge(stack)
+
+
+async def _take_over_and_forge(stack: Stack) -> None:
     sandbox = stack.sandbox
     old = sandbox.master.key
     successor = sandbox.node(1).key
