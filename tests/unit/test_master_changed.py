@@ -251,3 +251,14 @@ def test_each_promotion_held_is_told_once_for_the_live_stream() -> None:
     [promotion] = told
     notice = StoreChanged.model_validate_json(changed_notice(promotion))
     assert set(notice.clusters) == {M, D} and set(notice.instances) == {M, D}
+
+
+def test_a_failed_probe_after_the_promotion_does_not_count_as_fresh() -> None:
+    # the successor's probe failed: its snapshot repeats the facts from before (a replica)
+    failing = snap(D, M, at=AFTER).model_copy(
+        update={"probe": ProbeFacts(ok=False, checked_at=AFTER, attempted_at=AFTER)}
+    )
+    shown = overlay(fleet(snap(M), failing), [promotion()])
+    assert master_of(shown, M) == D
+    assert shown.snapshots[InstanceKey.parse(D)].master_key is None
+    assert len(shown.topology.clusters) == 1

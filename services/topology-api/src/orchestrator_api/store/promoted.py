@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from orchestrator_api.store.aliases import LOST_IN_RECOVERY, Succession
 from orchestrator_api.store.view import FleetView
 from orchestrator_shared.bus import MasterChanged
+from orchestrator_shared.clock_skew import aware
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import Downtime
 from orchestrator_shared.snapshot import InstanceSnapshot, ReplicationChannel, ThreadState
@@ -64,7 +65,7 @@ class Promotion:
             failed=failed,
             successor=successor,
             demoted_replicates=message.demoted_replicates,
-            promoted_at=message.promoted_at,
+            promoted_at=aware(message.promoted_at),
             recovery_id=message.recovery_id,
             command=message.command,
             received=received,
@@ -75,8 +76,9 @@ class Promotion:
 
 
 def fresh(snapshot: InstanceSnapshot, promotion: Promotion) -> bool:
-    """The server was probed after the promotion: its snapshot says what it is now."""
-    return snapshot.probe.attempted_at > promotion.promoted_at
+    """The server answered a probe begun after the promotion: its snapshot says what it is
+    now (a failed probe republishes the facts from before)."""
+    return snapshot.probe.ok and aware(snapshot.probe.attempted_at) > promotion.promoted_at
 
 
 def disagree(view: FleetView, promotion: Promotion) -> bool:
@@ -85,9 +87,9 @@ def disagree(view: FleetView, promotion: Promotion) -> bool:
     successor = view.snapshots[promotion.successor]
     failed = view.snapshots[promotion.failed]
     successor_says_no = successor.read_only or successor.master_key is not None
-    if fresh(successor, promotion) and successor.probe.ok and successor_says_no:
+    if fresh(successor, promotion) and successor_says_no:
         return True
-    return fresh(failed, promotion) and failed.probe.ok and not failed.read_only
+    return fresh(failed, promotion) and not failed.read_only
 
 
 def shown_by_snapshots(view: FleetView, promotion: Promotion) -> bool:
