@@ -5,7 +5,8 @@ messages published after the fuzz are still handled.
 
 - topology-api's store consumer: the snapshot and event streams (durable consumers);
 - discovery: its ``discovery.*`` requests (core request/reply: every one answered);
-- topology-api's leader watch: ``leader`` events (an ordered consumer);
+- topology-api's leader watch: ``leader`` events (an ordered consumer), and its new-master
+  subscriber: ``master.*`` (core NATS; every fuzzed one refused and counted);
 - the recovery worker: ``command.*`` requests, signed and unsigned (every one answered, only
   with a refusal), and its fleet feed of snapshots and events.
 
@@ -26,6 +27,7 @@ import nats
 import pytest
 
 from orchestrator_api.leadership import LeaderWatch
+from orchestrator_api.promotions import Promotions
 from orchestrator_api.store import open_store
 from orchestrator_api.store.consumer import DEFAULT_DURABLE_PREFIX, StoreConsumer
 from orchestrator_recovery.fleet import FleetFeed, FleetState
@@ -36,6 +38,7 @@ from orchestrator_shared.bus import (
     DiscoveryVerb,
     LeaderEvent,
     LeaderIdentity,
+    MasterChanged,
     Subjects,
     UnreachableEvent,
 )
@@ -44,6 +47,7 @@ from orchestrator_shared.command_signing import CommandSigner, generate_key
 from orchestrator_shared.dead_letters import DEAD_LETTERS_STREAM
 from orchestrator_shared.events import AnalysisEvent, AnalysisProblem, AuditEvent
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.master_change import MasterChangeSigner, MasterChangeVerifier
 from orchestrator_shared.snapshot import InstanceSnapshot
 from orchestrator_shared.streams import events_stream_config, snapshots_stream_config
 from tests import harness
@@ -369,4 +373,49 @@ async def test_the_api_leader_watch_skips_and_counts_fuzzed_leader_events(
             await watching
     finally:
         await watch.close()
+        await nc.close()
+
+
+async def test_the_api_new_master_subscriber_refuses_and_counts_fuzzed_messages(
+    nats_server: harness.NatsLike,
+) -> None:
+    """Fuzzed ``master.*`` messages (mutations of a signed one included) are all refused and
+    counted, none applied; the honest one after them is."""
+    fuzzer = Fuzzer(SEED)
+    key = generate_key()
+    identity = LeaderIdentity(id="w1", host="h", pid=1, started_at=NOW)
+    leader = LeaderEvent(leader=identity, fencing_token=5, observed_at=NOW)
+    signer = MasterChangeSigner(key)
+    honest = MasterChanged(
+        cluster="db1:3306",
+        failed="db1:3306",
+        successor="db2:3306",
+        recovery_id="r1",
+        fencing_token=5,
+        worker="w1",
+        promoted_at=datetime.now(UTC),
+    )
+    promotions = Promotions(SUBJECTS, MasterChangeVerifier(key), lambda: leader)
+    nc = await nats.connect(nats_server.url)
+    try:
+        await promotions.connect([nats_server.url])
+        signed = signer.sign(honest.model_copy(update={"recovery_id": "r0"}))
+        sample = as_dict(signed.to_json())
+        intact = 0  # fuzzed payloads that still say exactly what was signed (the first holds)
+        for _ in range(150):
+            payload = fuzzer.message([sample])
+            with contextlib.suppress(ValueError):
+                intact += MasterChanged.model_validate_json(payload) == signed
+            await nc.publish(SUBJECTS.master_changed("db1:3306"), payload)
+        await nc.publish(SUBJECTS.master_changed("db1:3306"), signer.sign(honest).to_json())
+        await nc.flush()
+
+        async def all_taken() -> bool:
+            return promotions.refused + promotions.applied == 151
+
+        await eventually(all_taken, timeout=20, what="every fuzzed master change handled")
+        # nothing altered passed; an intact copy counts once, its replays are refused
+        assert promotions.applied == 1 + min(intact, 1), (promotions.refused, intact)
+    finally:
+        await promotions.close()
         await nc.close()

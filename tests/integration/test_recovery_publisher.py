@@ -10,10 +10,19 @@ from datetime import UTC, datetime
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from orchestrator_recovery.publisher import EventPublisher
-from orchestrator_shared.bus import EVENTS_STREAM, Subjects
-from orchestrator_shared.events import AnalysisEvent
+from orchestrator_shared.bus import (
+    EVENTS_STREAM,
+    LeaderEvent,
+    LeaderIdentity,
+    MasterChanged,
+    Subjects,
+)
+from orchestrator_shared.command_signing import generate_key
+from orchestrator_shared.events import AnalysisEvent, RecoveryData
+from orchestrator_shared.master_change import MasterChangeSigner, MasterChangeVerifier
 from orchestrator_shared.streams import events_stream_config
 from tests import harness
 from tests.integration.test_store_consumer import eventually
@@ -75,4 +84,57 @@ async def test_a_full_queue_drops_the_oldest_events_counts_and_logs_once(
         publishing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publishing
+        await nc.close()
+
+
+async def test_a_promotion_is_announced_at_once_signed_and_only_when_writable(
+    nats_server: harness.NatsLike,
+) -> None:
+    """``promoted``: a signed ``MasterChanged`` on the cluster's subject, not queued (the
+    publisher's loop is not even running); none when the successor was left read-only for
+    the hooks, nor without a signer."""
+    key = generate_key()
+    nc = await nats.connect(nats_server.url)
+    try:
+        heard: list[bytes] = []
+
+        async def keep(msg: Msg) -> None:
+            heard.append(msg.data)
+
+        await nc.subscribe(SUBJECTS.all_master_changed, cb=keep)
+        data = RecoveryData(
+            recovery_id="r1",
+            cluster="db1:3306",
+            analysis="DeadMaster",
+            failed="db1:3306",
+            successor="db2:3306",
+            fencing_token=3,
+            worker="w1",
+        )
+        signing = EventPublisher(nc, SUBJECTS, master_signer=MasterChangeSigner(key))
+        await signing.promoted(data.model_copy(update={"promotion_applied": False}))
+        await EventPublisher(nc, SUBJECTS).promoted(data)  # no signer: nothing
+        await signing.promoted(data)
+        await nc.flush()
+
+        async def arrived() -> bool:
+            return len(heard) >= 1
+
+        await eventually(arrived)
+        await asyncio.sleep(0.1)  # nothing else comes
+        [only] = heard
+        message = MasterChanged.model_validate_json(only)
+        assert (message.failed, message.successor, message.demoted_replicates) == (
+            "db1:3306",
+            "db2:3306",
+            False,
+        )
+        leader = LeaderEvent(
+            leader=LeaderIdentity(id="w1", host="h", pid=1, started_at=NOW),
+            fencing_token=3,
+            observed_at=NOW,
+        )
+        assert MasterChangeVerifier(key).refusal(message, leader) is None
+        assert signing.masters_announced == 1 and signing.queued == 0
+    finally:
         await nc.close()

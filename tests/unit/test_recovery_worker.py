@@ -91,6 +91,7 @@ class FakePublisher:
         self.recoveries: list[RecoveryEvent] = []
         self.audits: list[AuditEvent] = []
         self.analyses: list[AnalysisEvent] = []
+        self.promotions: list[RecoveryData] = []
 
     async def recovery(self, event: RecoveryEvent) -> bool:
         self.recoveries.append(event)
@@ -103,6 +104,9 @@ class FakePublisher:
     async def audit(self, event: AuditEvent) -> bool:
         self.audits.append(event)
         return True
+
+    async def promoted(self, data: RecoveryData, *, demoted_replicates: bool = False) -> None:
+        self.promotions.append(data)
 
     @property
     def phases(self) -> list[RecoveryPhase]:
@@ -240,6 +244,9 @@ async def test_a_confirmed_dead_master_is_recovered_and_told() -> None:
     assert (done.successor, done.repointed, done.fencing_token) == (R1, (R2,), 7)
     assert done.rejected == {R2: "behind db:2"}
     assert run.executor.executed == ["the plan"] and run.guards >= 1
+    # the API was told the successor as soon as it was promoted, before the events
+    [told] = run.publisher.promotions
+    assert (told.failed, told.successor, told.fencing_token) == (MASTER, R1, 7)
     # the block period starts; nothing is left in flight
     last = await run.control.last(R1)  # the cluster now goes by its new master's name
     assert last is not None and (last.failed, last.successor) == (MASTER, R1)
@@ -263,7 +270,7 @@ async def test_a_refused_plan_fails_with_its_reason_and_nothing_runs() -> None:
     assert run.publisher.phases == [RecoveryPhase.DETECTED, RecoveryPhase.FAILED]
     assert run.publisher.recoveries[-1].data.reason == "no replica has every transaction"
     assert run.publisher.recoveries[-1].data.rejected == {R1: "delayed"}
-    assert run.executor.executed == []
+    assert run.executor.executed == [] and run.publisher.promotions == []
 
 
 async def test_disabled_recoveries_and_the_block_period_block() -> None:

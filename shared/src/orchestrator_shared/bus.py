@@ -54,6 +54,14 @@ class Subjects:
     def command(self, operation: str) -> str:
         return f"{self.root}.command.{operation}"
 
+    def master_changed(self, cluster_token: str) -> str:
+        """Where the recovery leader says a cluster's new master is writable (core NATS)."""
+        return f"{self.root}.master.{cluster_token}"
+
+    @property
+    def all_master_changed(self) -> str:
+        return f"{self.root}.master.*"
+
     def discovery(self, verb: DiscoveryVerb) -> str:
         return f"{self.root}.discovery.{verb.value}"
 
@@ -174,6 +182,34 @@ class CommandRequest(_Message):
     # the signed envelope (orchestrator_shared.command_signing, docs/bus.md "Signed commands"):
     # when it stops being valid, a random nonce (each is accepted once), and the HMAC-SHA256
     # of every other field; empty on an unsigned command
+    expires_at: datetime | None = None
+    nonce: str = ""
+    signature: str = ""
+
+
+class MasterChanged(_Message):
+    """``orchestrator.v1.master.<cluster>``: the recovery leader made ``successor`` the
+    writable master of ``cluster`` (named after ``failed``, its master until now), sent the
+    moment the successor is writable, before the rest of the operation (core NATS, no stream).
+
+    topology-api applies it to its view at once, until its snapshots show the change
+    (:mod:`orchestrator_shared.master_change`). Signed like a command (``CommandSigningKey``)
+    and fenced by the leader's ``fencing_token``: it redirects the applications that follow
+    ``/api/master``."""
+
+    cluster: str
+    cluster_alias: str = ""
+    failed: str
+    successor: str
+    # True for a graceful takeover: the old master stays, read-only, and will replicate from
+    # the successor; False for a failover (the old master is dead)
+    demoted_replicates: bool = False
+    recovery_id: str
+    command: str = ""  # the operation ("graceful-master-takeover-auto"); "" for a failover
+    fencing_token: int
+    worker: str
+    promoted_at: datetime
+    # the signed envelope, as a command's (docs/bus.md, "Signed commands")
     expires_at: datetime | None = None
     nonce: str = ""
     signature: str = ""

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
+
 from orchestrator_shared.bus import CommandRequest
 
 if TYPE_CHECKING:
@@ -49,14 +51,16 @@ def generate_key() -> str:
     return secrets.token_hex(32)
 
 
-def canonical_body(request: CommandRequest) -> bytes:
+def canonical_body(request: BaseModel) -> bytes:
     """What the signature covers: every field of the request but ``signature``, as compact
-    JSON with sorted keys (the same bytes on both sides whatever the field order on the wire)."""
+    JSON with sorted keys (the same bytes on both sides whatever the field order on the wire).
+    Any signed bus message (a command, a ``MasterChanged``) is covered the same way."""
     body = request.model_dump(mode="json", by_alias=True, exclude={"signature"})
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _mac(key: str, request: CommandRequest) -> str:
+def signature_of(key: str, request: BaseModel) -> str:
+    """The HMAC-SHA256 (hex) of ``request``'s canonical body under ``key``."""
     return hmac.new(key.encode(), canonical_body(request), hashlib.sha256).hexdigest()
 
 
@@ -84,7 +88,7 @@ class CommandSigner:
                 "signature": "",
             }
         )
-        return stamped.model_copy(update={"signature": _mac(self._key, stamped)})
+        return stamped.model_copy(update={"signature": signature_of(self._key, stamped)})
 
 
 def command_signer(settings: Settings) -> CommandSigner | None:
@@ -157,7 +161,7 @@ class CommandVerifier:
             )
         if not request.signature:
             return "the command is not signed"
-        if not hmac.compare_digest(request.signature, _mac(self._key, request)):
+        if not hmac.compare_digest(request.signature, signature_of(self._key, request)):
             return "the command's signature is not valid (forged or altered)"
         now = self._clock()
         expires_at = request.expires_at

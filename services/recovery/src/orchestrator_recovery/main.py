@@ -57,6 +57,7 @@ from orchestrator_shared.errors import BusError
 from orchestrator_shared.etcd.recovery import OperatorState, RecoveryControl
 from orchestrator_shared.host_policy import HostPolicy
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.master_change import MasterChangeSigner
 from orchestrator_shared.nats_auth import nats_auth
 
 log = logging.getLogger("orchestrator_recovery")
@@ -98,7 +99,16 @@ async def serve(settings: Settings) -> None:
                     await nc.publish(subjects.discovery(DiscoveryVerb.REFRESH), body)
 
         tally = RecoveryTally()
-        publisher = EventPublisher(nc, subjects, tally=tally.observe)
+        publisher = EventPublisher(
+            nc,
+            subjects,
+            tally=tally.observe,
+            master_signer=(
+                MasterChangeSigner(settings.CommandSigningKey)
+                if settings.CommandSigningKey
+                else None
+            ),
+        )
         hooks = ShellHooks(settings, host=socket.gethostname(), audit=publisher.audit)
         worker = RecoveryWorker(
             WorkerOptions(
@@ -152,6 +162,7 @@ async def serve(settings: Settings) -> None:
                 credentials_query=settings.ReplicationCredentialsQuery,
             ),
             worker_id=identity.id,
+            promoted=publisher.promoted,
         ).handlers()
         locks = MaintenanceLocks(
             election.client,

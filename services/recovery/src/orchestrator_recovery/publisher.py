@@ -20,14 +20,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JetStreamError
 
-from orchestrator_shared.bus import Subjects
-from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryEvent
+from orchestrator_shared.bus import MasterChanged, Subjects
+from orchestrator_shared.events import AnalysisEvent, AuditEvent, RecoveryData, RecoveryEvent
 from orchestrator_shared.instance_key import InstanceKey
+from orchestrator_shared.master_change import MasterChangeSigner
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,14 @@ class EventPublisher:
         give_up_after: float = 30.0,
         max_queued: int = DEFAULT_MAX_QUEUED,
         tally: Callable[[RecoveryEvent], None] | None = None,
+        master_signer: MasterChangeSigner | None = None,
     ) -> None:
         """``tally``: told of every recovery event as it is queued (the worker's metrics:
-        every phase of every recovery, automated or asked for, passes here)."""
+        every phase of every recovery, automated or asked for, passes here);
+        ``master_signer``: signs :meth:`promoted` notices (None: none is sent)."""
+        self._nc = nc
+        self._signer = master_signer
+        self.masters_announced = 0
         self._js = nc.jetstream()
         self._tally = tally
         self._subjects = subjects
@@ -76,6 +83,38 @@ class EventPublisher:
     async def audit(self, event: AuditEvent) -> bool:
         subject = f"{self._subjects.root}.audit.{cluster_token(event.cluster or 'none')}"
         return self._enqueue(subject, event.to_json())
+
+    async def promoted(self, data: RecoveryData, *, demoted_replicates: bool = False) -> None:
+        """Tell topology-api at once that ``data.successor`` is the writable master of
+        ``data.cluster`` (``MasterChanged``, core NATS: not queued behind the events).
+
+        It is what applications' next ``/api/master`` answer follows, so it goes out the
+        moment the successor is writable. Best-effort: a lost or refused notice leaves the API
+        to learn the change from the snapshots, as before; it never fails or delays the
+        recovery. Nothing is sent without a signer (the API refuses unsigned notices), without
+        a successor, or when the promotion was left to the hooks (still read-only)."""
+        if self._signer is None or not data.successor or not data.promotion_applied:
+            return
+        message = self._signer.sign(
+            MasterChanged(
+                cluster=data.cluster,
+                cluster_alias=data.cluster_alias,
+                failed=data.failed,
+                successor=data.successor,
+                demoted_replicates=demoted_replicates,
+                recovery_id=data.recovery_id,
+                command=data.command,
+                fencing_token=data.fencing_token,
+                worker=data.worker,
+                promoted_at=datetime.now(UTC),
+            )
+        )
+        subject = self._subjects.master_changed(cluster_token(data.cluster))
+        try:
+            await self._nc.publish(subject, message.to_json())
+            self.masters_announced += 1
+        except (NatsError, OSError) as exc:
+            log.warning("could not tell the API that %s is the master: %s", data.successor, exc)
 
     @property
     def queued(self) -> int:

@@ -33,6 +33,7 @@ from orchestrator_api.http.client_certificates import serving
 from orchestrator_api.http.context import ApiContext
 from orchestrator_api.leadership import LeaderWatch
 from orchestrator_api.live import LiveHub
+from orchestrator_api.promotions import PromotionMetrics, Promotions, changed_notice
 from orchestrator_api.store import Store, open_store
 from orchestrator_api.store.consumer import ConsumerMetrics, StoreConsumer, durable_prefix
 from orchestrator_api.store.mysql import MySQLBackend
@@ -42,6 +43,7 @@ from orchestrator_shared.config import Settings, parse_listen_address
 from orchestrator_shared.errors import BusError, StoreError
 from orchestrator_shared.etcd.recovery import OperatorState
 from orchestrator_shared.gc_pacing import pace_garbage_collection
+from orchestrator_shared.master_change import MasterChangeVerifier
 from orchestrator_shared.nats_auth import nats_auth
 
 log = logging.getLogger("orchestrator_api")
@@ -114,8 +116,17 @@ async def serve(settings: Settings) -> None:
         live = LiveHub(subjects)
         await live.connect(servers, auth=auth)
         stack.push_async_callback(live.close)
+        promotions = Promotions(
+            subjects,
+            MasterChangeVerifier(settings.CommandSigningKey),
+            lambda: leader.latest,
+            on_applied=lambda promotion: live.receive("changed", changed_notice(promotion)),
+        )
+        await promotions.connect(servers, auth=auth)
+        stack.push_async_callback(promotions.close)
         metrics = CollectorRegistry()
         metrics.register(ConsumerMetrics(consumer.stats))
+        metrics.register(PromotionMetrics(promotions))
         app, tls_options = serving(
             create_app(
                 ApiContext(
@@ -126,6 +137,7 @@ async def serve(settings: Settings) -> None:
                     operator_state=operator_state,
                     live=live,
                     feed=consumer,
+                    promotions=promotions,
                 ),
                 registry=metrics,
             ),

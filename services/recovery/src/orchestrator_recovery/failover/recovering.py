@@ -219,6 +219,7 @@ class Recoveries:
                     postponed=result.postponed,
                     promotion_applied=result.promotion_applied,
                 )
+                await self._publisher.promoted(data)  # the API names the successor now
                 await self._control.set_active(RecoveryPhase.PROMOTED, data)
                 await self.announce(RecoveryPhase.PROMOTED, data)
             else:

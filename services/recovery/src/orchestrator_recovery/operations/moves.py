@@ -84,7 +84,7 @@ STATEMENT_TIMEOUT = 10.0
 CATCH_UP = 5.0  # seconds a target behind the replica is given to catch up before refusing
 VERIFY = 10.0  # seconds for the moved replica to replicate from its new master
 MAX_CHAIN = 16  # masters followed up from the target looking for the replica
-POLL = 0.1
+POLL = 0.01  # checks of a move in progress: the caller waits on them
 
 
 def _key_json(key: InstanceKey | None) -> dict[str, Any]:

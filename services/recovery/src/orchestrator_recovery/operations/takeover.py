@@ -15,14 +15,16 @@ Nothing changes until every check passed:
 
 Then, every statement right after ``guard()``:
 
-3. M's other direct replicas are moved below D with GTID (the ``relocate`` operation: the
-   1236 check, verified); one that cannot move, unless downtimed, aborts the takeover.
+3. M's other direct replicas are moved below D with GTID, all at once (the ``relocate``
+   operation each: the 1236 check, verified); one that cannot move, unless downtimed, aborts
+   the takeover.
 4. ``PreGracefulTakeoverProcesses``; a failing hook aborts.
 5. **The write-unavailable window** opens: M ``read_only=1`` and its client sessions killed
    (as a failover's fence: SUPER users are not stopped by read_only); M's position is read; D is
    given ``ReasonableMaintenanceReplicationLagSeconds`` to apply *exactly* everything M
    logged; D: ``STOP SLAVE``, ``RESET SLAVE ALL``, semi-sync master on if M had it,
-   ``read_only=0``: the window closes.
+   ``read_only=0``: the window closes. At once a signed ``MasterChanged`` tells topology-api
+   (``Promoted``): ``/api/master`` names D from now on, not from the next snapshots.
 6. M: ``CHANGE MASTER TO`` D with ``master_use_gtid=current_pos`` (and the credentials);
    ``-auto`` only: ``START SLAVE`` and a check that M replicates from D.
 7. ``PostGracefulTakeoverProcesses``.
@@ -47,7 +49,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.worker import RecoveryWorker
@@ -83,6 +85,13 @@ from orchestrator_shared.snapshot import Flavor, InstanceSnapshot
 STATEMENT_TIMEOUT = 10.0
 VERIFY = 10.0  # seconds for the demoted master to replicate from D (-auto)
 POLL = 0.005  # the catch-up is polled this often: it is inside the write-unavailable window
+FOLLOW_POLL = 0.01  # the demoted master's replication is checked this often: the call waits
+
+
+class Promoted(Protocol):
+    """Told the moment the successor is writable (``MasterNotice.promoted``); never raises."""
+
+    async def __call__(self, data: RecoveryData, *, demoted_replicates: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,7 @@ class Takeover:
         plan_options: PlanOptions,
         options: TakeoverOptions,
         worker_id: str,
+        promoted: Promoted | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._access = access
@@ -136,7 +146,12 @@ class Takeover:
         self._plan_options = plan_options
         self._options = options
         self._worker_id = worker_id
+        self._notice = promoted
         self._clock = clock
+
+    async def _promoted(self, data: RecoveryData, *, demoted_replicates: bool) -> None:
+        if self._notice is not None:
+            await self._notice(data, demoted_replicates=demoted_replicates)
 
     # --- choosing and checking ----------------------------------------------------------------
     async def _facts(self, master: InstanceKey) -> tuple[Analysis, Mapping[InstanceKey, Any]]:
@@ -263,6 +278,8 @@ class Takeover:
                     text = await self._roll_back(request, links, run, exc)
                     await self._end(RecoveryPhase.FAILED, data, reason=text)
                     raise OperationRefused(text) from None
+                # the API names the new master now, not when discovery probes it again
+                await self._promoted(data, demoted_replicates=True)
                 data = data.model_copy(update={"repointed": tuple(str(k) for k in run.moved)})
                 await self._worker.took_over(data)
                 await self._worker.announce(RecoveryPhase.PROMOTED, data)
@@ -322,15 +339,26 @@ class Takeover:
         snapshots: Mapping[InstanceKey, InstanceSnapshot],
     ) -> None:
         downtimed = self._worker.downtimed
-        for key in siblings:
-            try:
-                await self._move(request, key, run.successor)
-            except OperationRefused as exc:
-                if key in downtimed:
-                    continue  # left below the old master, which will replicate from D
-                raise StepFailed(f"cannot move {key} below {run.successor}: {exc}") from None
-            run.moved.append(key)
-            run.did(key, f"moved below {run.successor}")
+        # concurrently: each move reads, checks and verifies its own replica; D is only read
+        outcomes = await asyncio.gather(
+            *(self._move(request, key, run.successor) for key in siblings),
+            return_exceptions=True,
+        )
+        refused: list[str] = []
+        unexpected: list[BaseException] = []
+        for key, outcome in zip(siblings, outcomes, strict=True):
+            if outcome is None:
+                run.moved.append(key)  # recorded before anything is raised: the rollback
+                run.did(key, f"moved below {run.successor}")
+            elif isinstance(outcome, OperationRefused):
+                if key not in downtimed:  # a downtimed one stays below M, which follows D
+                    refused.append(f"cannot move {key} below {run.successor}: {outcome}")
+            else:
+                unexpected.append(outcome)
+        if unexpected:
+            raise unexpected[0]  # a lost lease, a bug: as a serial move would have raised it
+        if refused:
+            raise StepFailed("; ".join(refused))
 
     async def _switch(self, links: Links, run: _Run, *, semi_sync: Any) -> None:
         """Step 5: the write-unavailable window, as short as the servers allow."""
@@ -403,7 +431,9 @@ class Takeover:
         return f"{run.successor} promoted, but the demoted master {run.master}: {why}"
 
     async def _following(self, links: Links, key: InstanceKey, master: InstanceKey) -> str | None:
-        return await replicating_from(links, key, master, within=self._options.verify)
+        return await replicating_from(
+            links, key, master, within=self._options.verify, poll=FOLLOW_POLL
+        )
 
     async def _roll_back(
         self, request: CommandRequest, links: Links, run: _Run, failure: Exception

@@ -44,6 +44,13 @@ class LiveSource(Protocol):
     def forget(self, listener: Listener) -> None: ...
 
 
+class PromotionSource(Protocol):
+    """New masters the recovery leader announced, laid over the store's view
+    (:class:`orchestrator_api.promotions.Promotions`)."""
+
+    def apply(self, view: FleetView) -> FleetView: ...
+
+
 class BusRequester(Protocol):
     """Requests on the bus (see :mod:`orchestrator_api.discovery_client`)."""
 
@@ -91,6 +98,8 @@ class ApiContext:
     feed: StoreFeed | None = None
     # DiscoveryAllowedHostnameFilters and DiscoveryIgnoreHostnameFilters
     hosts: HostPolicy = field(init=False)
+    # masters the recovery leader announced before the snapshots show them; None: none
+    promotions: PromotionSource | None = None
 
     def __post_init__(self) -> None:
         self.answers = InstanceAnswers(reasonable_lag=self.settings.ReasonableReplicationLagSeconds)
@@ -140,7 +149,9 @@ class ApiContext:
         )
 
     async def view(self) -> FleetView:
-        return await self.store.view()
+        """The store's view, with the new masters the recovery leader just announced."""
+        view = await self.store.view()
+        return view if self.promotions is None else self.promotions.apply(view)
 
     @staticmethod
     def key(host: str, port: str | int) -> InstanceKey:

@@ -128,6 +128,25 @@ class FleetView:
             now=self.built_at,
         )
 
+    def overlaid(
+        self,
+        snapshots: Mapping[InstanceKey, InstanceSnapshot],
+        *,
+        successions: Iterable[Succession] = (),
+        downtime: Iterable[Downtime] = (),
+    ) -> FleetView:
+        """This view with some snapshots replaced and successions and downtime added (what a
+        recovery leader's ``MasterChanged`` says before the snapshots do; see
+        :mod:`orchestrator_api.store.promoted`)."""
+        return FleetView(
+            {**self.snapshots, **snapshots},
+            self.settings,
+            downtime=[*self._downtime.values(), *downtime],
+            candidates=self._candidates.values(),
+            successions=[*self.successions.values(), *successions],
+            now=self.built_at,
+        )
+
     @property
     def operator_state(self) -> tuple[object, object]:
         """Tokens of the downtime and candidate entries: the same objects while these are
