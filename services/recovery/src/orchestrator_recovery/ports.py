@@ -100,6 +100,8 @@ class StandbyFenceLinks(Protocol):
 
     async def fence(self, key: InstanceKey, guard: Guard, *, within: float) -> bool: ...
 
+    def close(self) -> None: ...
+
 
 PlanT = TypeVar("PlanT")
 

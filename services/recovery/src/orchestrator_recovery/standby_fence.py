@@ -121,6 +121,8 @@ class StandbyFence:
             link.conn.close()  # used once: a new one is opened if it serves again
 
     def close(self) -> None:
+        """Close every link (leadership ended, or the worker stops); ``keep`` opens them
+        again."""
         for task in self._opening.values():
             task.cancel()
         for link in self._links.values():

@@ -262,6 +262,8 @@ class RecoveryWorker:
                     self._internal_error("", "a pass of the leader's loop", exc)
         finally:
             await self._stop_running()
+            if self._standby_fence is not None:
+                self._standby_fence.close()  # a standby keeps no links
 
     async def _pass(self, guard: Guard, token: int) -> None:
         """One pass: analyse, publish what changed, start recoveries, each cluster alone."""
