@@ -36,13 +36,20 @@ REPLICAS = (1, 2, 3)
 
 def heartbeat_of(sandbox: Sandbox, index: int) -> tuple[int, float]:
     """``(@@slave_net_timeout, Slave_heartbeat_period)`` as node ``index`` reports them."""
-    timeout = int(sandbox.execute(index, "SELECT @@global.slave_net_timeout")[0][0])
+    timeout = net_timeout(sandbox, index)
     period = float(sandbox.execute(index, "SHOW GLOBAL STATUS LIKE 'Slave_heartbeat_period'")[0][1])
     return timeout, period
 
 
+def net_timeout(sandbox: Sandbox, index: int) -> int:
+    return int(sandbox.execute(index, "SELECT @@global.slave_net_timeout")[0][0])
+
+
 def managed(sandbox: Sandbox) -> bool:
-    return all(heartbeat_of(sandbox, index) == (1, 0.5) for index in REPLICAS)
+    """Every replica at the managed values, and the master's timeout (nothing restarted
+    there) ready for when it becomes a replica."""
+    replicas = all(heartbeat_of(sandbox, index) == (1, 0.5) for index in REPLICAS)
+    return replicas and net_timeout(sandbox, 0) == 1
 
 
 async def test_a_hung_master_on_default_settings_is_failed_over_and_fenced_when_it_wakes(
@@ -109,6 +116,7 @@ async def test_the_opt_out_leaves_the_replicas_heartbeat_alone(make_stack: Stack
     wait_listed(stack, sandbox.master.key)
     await asyncio.sleep(3)  # several passes of the leader's upkeep
     assert all(heartbeat_of(sandbox, index) == (60, 30.0) for index in REPLICAS)
+    assert net_timeout(sandbox, 0) == 60
 
 
 async def test_the_kept_link_fences_a_hung_master_as_it_resumes(

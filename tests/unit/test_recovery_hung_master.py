@@ -17,6 +17,7 @@ from orchestrator_recovery.failover.heartbeat import (
     HeartbeatPolicy,
     ReplicaHeartbeat,
     heartbeat_statements,
+    masters_to_prime,
     replicas_to_manage,
 )
 from orchestrator_recovery.ports import Fenced, Guard
@@ -58,6 +59,8 @@ def with_heartbeat(
 
 
 HEALTHY_DEFAULTS = with_heartbeat(fleet(master_ok=True, replicas={}), 60, 30.0)
+M = InstanceKey.parse(MASTER)
+HEALTHY_DEFAULTS[M] = HEALTHY_DEFAULTS[M].model_copy(update={"slave_net_timeout": 60})
 
 
 # --- which replicas, which statements ------------------------------------------------------
@@ -82,6 +85,18 @@ def test_one_healthy_differing_replica_per_master_is_changed_at_a_time() -> None
     assert replicas_to_manage(with_heartbeat(HEALTHY_DEFAULTS, 1, 0.5), POLICY) == []
     # only the period differs: changed too
     assert replicas_to_manage(with_heartbeat(HEALTHY_DEFAULTS, 1, 30.0), POLICY)
+
+
+def test_a_master_only_gets_the_timeout_which_restarts_nothing() -> None:
+    assert masters_to_prime(HEALTHY_DEFAULTS, POLICY) == [M]
+    assert masters_to_prime(HEALTHY_DEFAULTS, POLICY, excluded=[M]) == []
+    assert masters_to_prime(with_heartbeat(HEALTHY_DEFAULTS, 1, 0.5), POLICY) == [M]
+    primed = {
+        **HEALTHY_DEFAULTS,
+        M: HEALTHY_DEFAULTS[M].model_copy(update={"slave_net_timeout": 1}),
+    }
+    assert masters_to_prime(primed, POLICY) == []
+    assert masters_to_prime(HEALTHY_DEFAULTS, HeartbeatPolicy(managed=False)) == []
 
 
 def test_a_replica_that_is_not_healthily_replicating_is_left_alone() -> None:
@@ -122,24 +137,26 @@ async def test_each_change_is_guarded_and_audited_and_a_failure_is_not_retried_a
     heartbeat = ReplicaHeartbeat(
         POLICY, apply=apply, publisher=publisher, worker_id="w1", clock=lambda: NOW
     )
-    assert await heartbeat.keep(HEALTHY_DEFAULTS, no_guard) == [InstanceKey.parse(R1)]
-    assert apply.applied == [(InstanceKey.parse(R1), heartbeat_statements(POLICY))]
-    [audit] = publisher.audits
-    assert (
-        audit.type == "replica-heartbeat"
-        and audit.ok
-        and "was slave_net_timeout 60" in (audit.message)
+    r1, r2 = InstanceKey.parse(R1), InstanceKey.parse(R2)
+    assert await heartbeat.keep(HEALTHY_DEFAULTS, no_guard) == [r1, M]
+    statements = heartbeat_statements(POLICY)
+    assert apply.applied == [(r1, statements), (M, statements[:1])]
+    replica, master = publisher.audits
+    assert replica.type == master.type == "replica-heartbeat" and replica.ok and master.ok
+    assert "was slave_net_timeout 60, heartbeat period 30.0); its threads restarted" in (
+        replica.message
     )
+    assert master.message.endswith("(was slave_net_timeout 60); no thread running")
     # not changed again on the same (stale) snapshot; downtimed replicas are left alone
-    assert await heartbeat.keep(HEALTHY_DEFAULTS, no_guard, downtimed=[InstanceKey.parse(R2)]) == []
-    assert await heartbeat.keep(HEALTHY_DEFAULTS, no_guard) == [InstanceKey.parse(R2)]
+    assert await heartbeat.keep(HEALTHY_DEFAULTS, no_guard, downtimed=[r2]) == []
+    assert await heartbeat.keep(HEALTHY_DEFAULTS, no_guard) == [r2]
     newer = {
         key: snap.model_copy(
             update={"probe": snap.probe.model_copy(update={"checked_at": NOW + timedelta(1)})}
         )
         for key, snap in HEALTHY_DEFAULTS.items()
     }
-    assert await heartbeat.keep(newer, no_guard) == [InstanceKey.parse(R1)]  # still differs
+    assert await heartbeat.keep(newer, no_guard) == [r1, M]  # still differs
     failing = ReplicaHeartbeat(
         POLICY, apply=Applier(fail=True), publisher=publisher, worker_id="w1", clock=lambda: NOW
     )

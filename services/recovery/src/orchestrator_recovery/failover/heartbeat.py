@@ -12,7 +12,10 @@ slave_net_timeout`` does not reach a running IO thread (it reads the value when 
 ``CHANGE MASTER TO master_heartbeat_period`` is refused while either replication thread runs;
 and any later ``CHANGE MASTER`` that does not name the period sets it to
 ``slave_net_timeout / 2``, so every repoint the stack (or an operator) does afterwards keeps
-the managed period. Applying it is thus ``SET GLOBAL``, ``STOP SLAVE``, ``CHANGE MASTER``,
+the managed period. A server that replicates from nobody (a master) only gets the ``SET
+GLOBAL``, which touches nothing running: when it is later repointed (a takeover demotes it, an
+operator attaches it) its IO thread starts with the managed timeout and the period follows.
+Applying it to a replica is thus ``SET GLOBAL``, ``STOP SLAVE``, ``CHANGE MASTER``,
 ``START SLAVE``: a replica stops replicating for a few milliseconds. To keep that harmless it is
 done only on a replica that replicates healthily from a master that answers, one replica per
 cluster per pass, never while a recovery or an operation runs, each statement behind the
@@ -38,6 +41,7 @@ __all__ = [
     "HeartbeatPolicy",
     "ReplicaHeartbeat",
     "heartbeat_statements",
+    "masters_to_prime",
     "replicas_to_manage",
 ]
 
@@ -126,6 +130,29 @@ def replicas_to_manage(
     return list(chosen.values())
 
 
+def masters_to_prime(
+    snapshots: Mapping[InstanceKey, InstanceSnapshot],
+    policy: HeartbeatPolicy,
+    *,
+    excluded: Iterable[InstanceKey] = (),
+) -> list[InstanceKey]:
+    """The MariaDB servers replicating from nobody that answer with another
+    ``slave_net_timeout``: they get only ``SET GLOBAL`` (nothing restarts). Pure."""
+    if not policy.managed:
+        return []
+    skip = set(excluded)
+    return [
+        key
+        for key in sorted(snapshots)
+        if key not in skip
+        and (snapshot := snapshots[key]).probe.ok
+        and snapshot.flavor is Flavor.MARIADB
+        and not snapshot.channels
+        and snapshot.slave_net_timeout is not None
+        and snapshot.slave_net_timeout != policy.net_timeout
+    ]
+
+
 class ReplicaHeartbeat:
     """Applies the policy to the replicas that differ, one step of the leader's upkeep."""
 
@@ -170,22 +197,30 @@ class ReplicaHeartbeat:
         for key in replicas_to_manage(snapshots, self.policy, excluded=excluded):
             before = snapshots[key]
             self._acted_on[key] = before.probe.checked_at
-            if await self._change(key, before, guard):
+            if await self._change(key, before, guard, heartbeat_statements(self.policy)):
+                changed.append(key)
+        for key in masters_to_prime(snapshots, self.policy, excluded=excluded):
+            before = snapshots[key]
+            self._acted_on[key] = before.probe.checked_at
+            if await self._change(key, before, guard, heartbeat_statements(self.policy)[:1]):
                 changed.append(key)
         if changed and self._refresh is not None:
             await self._refresh(changed)  # discovery reports them as they are now
         return changed
 
-    async def _change(self, key: InstanceKey, before: InstanceSnapshot, guard: Guard) -> bool:
+    async def _change(
+        self, key: InstanceKey, before: InstanceSnapshot, guard: Guard, statements: Sequence[str]
+    ) -> bool:
         channel = before.primary_channel
-        was = (
-            f"slave_net_timeout {before.slave_net_timeout}, heartbeat period "
-            f"{channel.heartbeat_period if channel else None}"
-        )
+        was = f"slave_net_timeout {before.slave_net_timeout}"
+        if channel is not None:
+            was += f", heartbeat period {channel.heartbeat_period}"
         policy = self.policy
-        want = f"slave_net_timeout {policy.net_timeout}, heartbeat period {policy.period:g}"
+        want = f"slave_net_timeout {policy.net_timeout}"
+        if len(statements) > 1:
+            want += f", heartbeat period {policy.period:g}"
         try:
-            await self._apply(key, heartbeat_statements(self.policy), guard)
+            await self._apply(key, statements, guard)
         except LeaseLost:
             raise
         except OrchestratorError as exc:
@@ -195,7 +230,8 @@ class ReplicaHeartbeat:
             return False
         self._failed_at.pop(key, None)
         log.info("%s: replication heartbeat managed: %s (was %s)", key, want, was)
-        await self._audit(key, f"set {want} (was {was}); its threads restarted", ok=True)
+        done = "its threads restarted" if len(statements) > 1 else "no thread running"
+        await self._audit(key, f"set {want} (was {was}); {done}", ok=True)
         return True
 
     async def _audit(self, key: InstanceKey, message: str, *, ok: bool) -> None:
