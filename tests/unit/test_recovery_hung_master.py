@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 import pytest
@@ -254,3 +254,60 @@ async def test_a_refused_old_master_gets_no_wake_watch() -> None:
 def test_reverify_window_is_bounded() -> None:
     assert worker_module.REVERIFY_MAX_WINDOW <= 5.0
     assert timedelta(seconds=worker_module.FENCE_ON_WAKE_WINDOW) >= timedelta(minutes=1)
+
+
+class FakeLinks:
+    """A kept link per master: its fence "runs" when the test wakes the server."""
+
+    def __init__(self) -> None:
+        self.kept: list[set[InstanceKey]] = []
+        self.sent: list[InstanceKey] = []
+        self.woken = asyncio.Event()
+        self.closed = False
+
+    def keep(self, masters: Iterable[InstanceKey]) -> None:
+        self.kept.append(set(masters))
+
+    async def fence(self, key: InstanceKey, guard: Guard, *, within: float) -> bool:
+        await guard()
+        self.sent.append(key)
+        await self.woken.wait()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_kept_link_gets_read_only_at_once_and_the_watch_ends_with_a_full_fence() -> None:
+    hung = with_heartbeat(fleet(master_ok=False, replicas=BROKEN_IO), 1, 0.5)
+    key = InstanceKey.parse(MASTER)
+    hung[key] = hung[key].model_copy(
+        update={
+            "probe": hung[key].probe.model_copy(update={"timed_out": True}),
+            "replica_keys": (R1, R2),
+        }
+    )
+    links = FakeLinks()
+    run = Harness(now_answers=hung, plan=PLANNED, standby_fence=links)
+    run.suspect(hung)
+    fenced_when_awake = asyncio.Event()
+    original = run.executor.fence
+
+    async def fence(key: InstanceKey, guard: Guard) -> Fenced:
+        if not links.woken.is_set():
+            await asyncio.sleep(0.05)
+            return Fenced(fenced=False, detail="no answer")
+        fenced_when_awake.set()
+        return await original(key, guard)
+
+    run.executor.fence = fence  # type: ignore[method-assign]
+    run.worker.fence_on_wake(MASTER, R1, run.guard)
+    await asyncio.sleep(0.2)
+    assert links.sent == [key] and run.executor.fenced == []  # queued, the server still hung
+    links.woken.set()
+    [watch] = run.worker._wake_fences.values()
+    await asyncio.wait_for(watch, timeout=2)
+    assert fenced_when_awake.is_set() and run.executor.fenced == [key]
+    # the leader's upkeep keeps links to the instances with replicas, answering or not
+    await run.worker._upkeep(run.guard)
+    assert links.kept[-1] == {key}
