@@ -311,3 +311,17 @@ async def test_the_kept_link_gets_read_only_at_once_and_the_watch_ends_with_a_fu
     # the leader's upkeep keeps links to the instances with replicas, answering or not
     await run.worker._upkeep(run.guard)
     assert links.kept[-1] == {key}
+
+
+async def test_a_completed_failover_of_a_hung_master_starts_the_wake_watch() -> None:
+    hung = fleet(master_ok=False, replicas=BROKEN_IO)
+    key = InstanceKey.parse(MASTER)
+    hung[key] = hung[key].model_copy(
+        update={"probe": hung[key].probe.model_copy(update={"timed_out": True})}
+    )
+    run = Harness(now_answers=hung, plan=PLANNED)
+    outcome = await run.worker.recover(run.suspect(hung), run.guard, 7)
+    assert outcome is not None and outcome.phase is RecoveryPhase.COMPLETED
+    [watch] = run.worker._wake_fences.values()
+    await asyncio.wait_for(watch, timeout=2)
+    assert run.executor.fenced == [key]

@@ -164,6 +164,9 @@ class RecoveryWorker:
             refresh=refresh,
             hooks=hooks,
             clock=clock,
+            after_failover=lambda data, guard: self.fence_on_wake(
+                data.failed, data.successor, guard
+            ),
         )
         # One recovery is carried through by Recoveries; its entry points are the worker's own
         # (the loop and the operations call them on the worker).
@@ -411,20 +414,9 @@ class RecoveryWorker:
         running = self._running.get(cluster)
         if running is not None and not running.done():
             return
-        task = asyncio.create_task(
-            self._recover_then_watch(analysis, guard, token), name=f"recover {cluster}"
-        )
+        task = asyncio.create_task(self.recover(analysis, guard, token), name=f"recover {cluster}")
         self._running[cluster] = task
         task.add_done_callback(lambda done: self._finished(done, cluster))
-
-    async def _recover_then_watch(
-        self, analysis: Analysis, guard: Guard, token: int
-    ) -> Outcome | None:
-        """One recovery; a hung master it replaced is then fenced the moment it wakes."""
-        outcome = await self.recover(analysis, guard, token)
-        if outcome is not None:
-            self.fence_on_wake(outcome.data.failed, outcome.data.successor, guard)
-        return outcome
 
     def fence_on_wake(self, failed: str, successor: str, guard: Guard) -> None:
         """After a master failover whose failed master hung (its last probe timed out rather
