@@ -106,11 +106,12 @@ class StandbyFence:
         link = self._links.get(key)
         if link is None or link.conn.closed:
             return False
-        await guard()
-        self._fencing.add(key)
+        self._fencing.add(key)  # (first: keep() must not close it while the guard answers)
         try:
+            await guard()
             async with asyncio.timeout(within), link.conn.cursor() as cursor:
                 await cursor.execute(FENCE_SQL)
+            log.warning("%s: read_only set on the link kept from before it hung", key)
             return True
         except (TimeoutError, pymysql.err.MySQLError, OSError) as exc:
             log.info("%s: fencing on the kept link did not answer: %r", key, exc)

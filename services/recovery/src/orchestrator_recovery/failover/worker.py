@@ -130,6 +130,10 @@ class RecoveryWorker:
         self._executor = executor
         # fence-on-wake watches of hung old masters (cancelled with the leadership)
         self._wake_fences: dict[InstanceKey, asyncio.Task[None]] = {}
+        # suspects whose last verification probe got no answer in time (they hang, rather than
+        # refuse): discovery's own snapshot may say otherwise (a handshake cut by its timeout
+        # reads as "lost connection"), so the worker remembers what it saw itself
+        self._hung: set[InstanceKey] = set()
         self._operator_state = operator_state
         # what operators registered (downtime: key -> end; promotion rules), refreshed by the
         # leader's loop
@@ -427,8 +431,10 @@ class RecoveryWorker:
             return
         key = InstanceKey.parse(failed)
         snapshot = self._state.snapshots.get(key)
-        if snapshot is None or snapshot.probe.ok or not snapshot.probe.timed_out:
-            return  # it answers, or it refused (dead): the periodic fencing is enough
+        hung = key in self._hung or (snapshot is not None and snapshot.probe.timed_out)
+        self._hung.discard(key)
+        if not hung:
+            return  # it refused (dead): the periodic fencing is enough
         running = self._wake_fences.get(key)
         if running is not None and not running.done():
             return
@@ -542,8 +548,9 @@ class RecoveryWorker:
         attempted = self._clock()
         try:
             async with asyncio.timeout(VERIFY_MASTER_SECONDS):
-                return await self._probe(key, previous)
+                answer = await self._probe(key, previous)
         except TimeoutError:
+            self._hung.add(key)
             return previous.with_failed_probe(
                 ProbeFacts(
                     ok=False,
@@ -554,6 +561,11 @@ class RecoveryWorker:
                     timed_out=True,
                 )
             )
+        if answer.probe.timed_out:
+            self._hung.add(key)
+        else:
+            self._hung.discard(key)
+        return answer
 
     async def verify(self, analysis: Analysis) -> Analysis:
         """The failure as the instances answer now: the failed one and its replicas probed
