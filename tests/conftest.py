@@ -196,6 +196,7 @@ class SandboxFactory:
         semi_sync: bool = False,
         tls: SandboxTLS | None = None,
         galera: int = 0,
+        server_defaults: bool = False,
     ) -> Sandbox:
         """``galera``: nodes ``0..galera-1`` form a Galera cluster, the others are async
         replicas of node 0 (each Galera node also takes 3 ports after the nodes')."""
@@ -214,6 +215,7 @@ class SandboxFactory:
             semi_sync=semi_sync,
             tls=tls,
             galera=galera,
+            server_defaults=server_defaults,
             parent_death_signal=True,
         )
         self._sandboxes.append(sandbox)

@@ -72,6 +72,7 @@ def stack_factory(
         per_service: dict[str, dict[str, Any]] | None = None,
         more_seeds: tuple[str, ...] = (),
         galera: int = 0,
+        server_defaults: bool = False,
         **settings: Any,
     ) -> Stack:
         """``sandbox_tls``: the sandbox serves TLS with these files; ``prepare``: runs on the
@@ -81,10 +82,16 @@ def stack_factory(
         given as variables); ``per_service``: settings of one service only (``discovery``,
         ``api``, ``recovery``, or one worker: ``recovery-1``, ``recovery-2``), e.g. its own
         NATS user; ``more_seeds``: discovery seeds after the sandbox's master; ``galera``:
-        nodes ``0..galera-1`` form a Galera cluster, the others replicate from node 0."""
+        nodes ``0..galera-1`` form a Galera cluster, the others replicate from node 0;
+        ``server_defaults``: the sandbox keeps MariaDB's own replication timeouts."""
         first = len(processes)
         sandbox = sandbox_factory(
-            nodes=4, chain=chain, semi_sync=semi_sync, tls=sandbox_tls, galera=galera
+            nodes=4,
+            chain=chain,
+            semi_sync=semi_sync,
+            tls=sandbox_tls,
+            galera=galera,
+            server_defaults=server_defaults,
         )
         own = {**(per_service or {})}
         for service, extra in ((prepare(sandbox) if prepare else None) or {}).items():

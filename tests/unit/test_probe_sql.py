@@ -100,6 +100,7 @@ def test_mariadb_replicating_replica() -> None:
     assert channel.read_coordinates == channel.exec_coordinates
     assert channel.relay_coordinates is not None
     assert not channel.has_replication_filters
+    assert channel.heartbeat_period == 1.0  # Slave_heartbeat_period, as the sandbox sets it
 
 
 def test_mariadb_replica_of_a_killed_master() -> None:
@@ -171,8 +172,10 @@ def test_mariadb_identity_fields() -> None:
         "gtid_slave_pos": "0-1-12",
         "gtid_strict_mode": "ON",
         "rpl_semi_sync_master_enabled": "OFF",
+        "slave_net_timeout": "60",
     }
     fields = probe_sql.identity_fields(variables)
+    assert fields["slave_net_timeout"] == 60
     assert fields["flavor"] is Flavor.MARIADB
     assert fields["gtid_domain_id"] == 0
     assert fields["gtid_binlog_pos"] == "0-1-12"

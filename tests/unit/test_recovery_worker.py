@@ -23,6 +23,7 @@ from orchestrator_recovery.ports import (
     Relocated,
     RelocationPlanned,
     SemiSyncResult,
+    StandbyFenceLinks,
     WorkerOptions,
 )
 from orchestrator_shared.analysis import Analysis, AnalysisCode, analyze
@@ -183,6 +184,7 @@ class Harness:
         options: WorkerOptions | None = None,
         hooks: Hooks | None = None,
         executor: FakeExecutor | None = None,
+        standby_fence: StandbyFenceLinks | None = None,
     ) -> None:
         self.state = FleetState()
         self.answers = now_answers
@@ -202,6 +204,7 @@ class Harness:
             planner=self.planner,
             executor=self.executor,
             hooks=hooks,
+            standby_fence=standby_fence,
             clock=lambda: NOW + timedelta(seconds=1),
         )
 

@@ -135,6 +135,16 @@ def test_change_master_uses_gtid_and_retries_fast() -> None:
     assert "master_heartbeat_period=" in sql
 
 
+def test_server_defaults_keep_mariadbs_own_replication_timeouts() -> None:
+    options = SandboxOptions(nodes=2, base_port=22306, server_defaults=True)
+    for layout in node_layouts(DIRECTORY, options):
+        assert "slave-net-timeout" not in parse_cnf(render_my_cnf(layout, options))["mariadbd"]
+    assert "heartbeat" not in change_master_sql(22306, server_defaults=True)
+    short = SandboxOptions(nodes=2, base_port=22306)
+    [_, replica] = node_layouts(DIRECTORY, short)
+    assert "slave-net-timeout" in parse_cnf(render_my_cnf(replica, short))["mariadbd"]
+
+
 def test_master_setup_creates_the_users_first_and_grants_what_a_topology_manager_needs() -> None:
     statements = master_setup_sql()
     users = [i for i, sql in enumerate(statements) if sql.startswith(("CREATE USER", "GRANT"))]

@@ -48,6 +48,7 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "version_comment",
     "read_only",
     "super_read_only",
+    "slave_net_timeout",
     "binlog_format",
     "binlog_row_image",
     "log_bin",
@@ -304,7 +305,18 @@ def parse_replica_status(row: Mapping[str, Any]) -> ReplicationChannel:
         executed_gtid_set=as_text(row.get("Executed_Gtid_Set")).replace("\n", ""),
         has_replication_filters=any(as_text(row.get(name)) for name in filters),
         master_ssl_allowed=as_bool(_column(row, "Master_SSL_Allowed", "Source_SSL_Allowed")),
+        heartbeat_period=_optional_float(row.get("Slave_heartbeat_period")),
     )
+
+
+def _optional_float(value: object) -> float | None:
+    """A number the server printed (``30.000``), or None when it printed none."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(as_text(value))
+    except ValueError:
+        return None
 
 
 def parse_replica_hosts(
@@ -420,6 +432,7 @@ def identity_fields(variables: Mapping[str, str]) -> dict[str, Any]:
         "flavor": flavor,
         "read_only": as_bool(variables.get("read_only")),
         "super_read_only": as_bool(variables.get("super_read_only")),
+        "slave_net_timeout": as_optional_int(variables.get("slave_net_timeout")),
         "log_bin": as_bool(variables.get("log_bin")),
         "log_slave_updates": as_bool(
             variables.get("log_slave_updates", variables.get("log_replica_updates"))

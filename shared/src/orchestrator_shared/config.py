@@ -131,6 +131,13 @@ class Settings(BaseModel):
     MasterLivenessCheckIntervalSeconds: PositiveFloat = 0.5
     # New: how long a liveness check may take before the master counts as unreachable.
     MasterLivenessTimeoutSeconds: PositiveFloat = 1.0
+    # New: the recovery leader keeps every healthy replica's @@slave_net_timeout at
+    # ReplicaNetTimeoutSeconds and its MASTER_HEARTBEAT_PERIOD at half of it, so that the
+    # replicas see a hung master within about that long (docs/recovery.md, "Hung master").
+    # false: the replicas' settings are left as they are.
+    ManageReplicaHeartbeat: bool = True
+    # New: the managed @@slave_net_timeout, whole seconds (MariaDB's minimum is 1).
+    ReplicaNetTimeoutSeconds: Annotated[int, Field(ge=1, le=3600)] = 1
     # New: where discovery serves /metrics and /health ("" = not at all).
     DiscoveryMetricsListenAddress: str = "127.0.0.1:9125"
     # New: where a recovery worker serves /metrics ("" = not at all: several workers on one host

@@ -119,6 +119,9 @@ class ReplicationChannel(_Frozen):
     # ``//host`` (reversible with reattach-replica-master-host); ``master_key`` is then the
     # master it was detached from, and the channel links it to no master.
     master_detached: bool = False
+    # MariaDB's Slave_heartbeat_period (MySQL: none in SHOW REPLICA STATUS): how often, in
+    # seconds, the master sends a heartbeat on an idle link; None when the server does not say.
+    heartbeat_period: float | None = None
 
     _check_master = field_validator("master_key")(_check_key)
 
@@ -222,6 +225,9 @@ class InstanceSnapshot(_Frozen):
     binlog_format: str = ""
     binlog_row_image: str = ""
     uptime_seconds: int = 0
+    # @@slave_net_timeout: how long (seconds) a replica's IO thread waits for data before it
+    # takes the link as broken and reconnects (read by a running IO thread when it connects)
+    slave_net_timeout: int | None = None
     self_coordinates: Coordinates | None = None
 
     # MariaDB GTID state

@@ -115,6 +115,9 @@ class SandboxOptions:
     semi_sync: bool = False
     tls: SandboxTLS | None = None
     galera: int = 0
+    # MariaDB's own replication timeouts (slave_net_timeout 60 s, heartbeat 30 s) instead of
+    # the sandbox's short ones: how real fleets run, for the hung-master scenarios
+    server_defaults: bool = False
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -254,7 +257,7 @@ def render_my_cnf(
         "gtid-strict-mode=ON",
         f"report-host={HOST}",
         f"report-port={node.port}",
-        f"slave-net-timeout={SLAVE_NET_TIMEOUT_S}",
+        *([] if options.server_defaults else [f"slave-net-timeout={SLAVE_NET_TIMEOUT_S}"]),
         f"read-only={read_only}",
         "# small footprint, fast start and stop",
         "performance-schema=OFF",
@@ -339,8 +342,11 @@ def _galera_lines(node: NodeLayout, options: SandboxOptions) -> list[str]:
     ]
 
 
-def change_master_sql(source_port: int, tls: SandboxTLS | None = None) -> str:
-    """``CHANGE MASTER TO`` for a replica of the node on ``source_port`` (GTID, fast retry).
+def change_master_sql(
+    source_port: int, tls: SandboxTLS | None = None, *, server_defaults: bool = False
+) -> str:
+    """``CHANGE MASTER TO`` for a replica of the node on ``source_port`` (GTID, fast retry;
+    the sandbox's short heartbeat unless ``server_defaults``).
 
     With ``tls`` the replica connects over TLS and verifies its source's certificate (chain to
     the CA, and 127.0.0.1 in its names). MariaDB keeps these settings through a later
@@ -349,9 +355,10 @@ def change_master_sql(source_port: int, tls: SandboxTLS | None = None) -> str:
     sql = (
         f"CHANGE MASTER TO master_host='{HOST}', master_port={source_port}, "
         f"master_user='{REPLICATION_USER}', master_password='{REPLICATION_PASSWORD}', "
-        "master_use_gtid=slave_pos, master_connect_retry=1, "
-        f"master_heartbeat_period={HEARTBEAT_PERIOD_S}"
+        "master_use_gtid=slave_pos, master_connect_retry=1"
     )
+    if not server_defaults:
+        sql += f", master_heartbeat_period={HEARTBEAT_PERIOD_S}"
     if tls is not None:
         sql += (
             f", master_ssl=1, master_ssl_ca={_sql_string(str(tls.ca))}, "

@@ -41,6 +41,7 @@ def write(manifest: Manifest) -> None:
             "semi_sync": manifest.options.semi_sync,
             "tls": _tls_document(manifest.options.tls),
             "galera": manifest.options.galera,
+            "server_defaults": manifest.options.server_defaults,
         },
         "mariadbd": str(manifest.mariadbd),
         "version": manifest.version,

@@ -28,11 +28,17 @@ def set_up_master(master: NodeLayout) -> None:
             session.rows(statement)
 
 
-def attach(replica: NodeLayout, source: NodeLayout, tls: SandboxTLS | None = None) -> None:
+def attach(
+    replica: NodeLayout,
+    source: NodeLayout,
+    tls: SandboxTLS | None = None,
+    *,
+    server_defaults: bool = False,
+) -> None:
     """Point ``replica`` at ``source`` with GTID (``slave_pos``), over TLS when ``tls`` is
-    given, and start replicating."""
+    given, and start replicating (MariaDB's default heartbeat with ``server_defaults``)."""
     with _session(replica) as session:
-        session.rows(change_master_sql(source.port, tls))
+        session.rows(change_master_sql(source.port, tls, server_defaults=server_defaults))
         session.rows("START SLAVE")
 
 

@@ -107,6 +107,7 @@ class Sandbox:
         semi_sync: bool = False,
         tls: SandboxTLS | None = None,
         galera: int = 0,
+        server_defaults: bool = False,
         parent_death_signal: bool = False,
         timeout: float = START_TIMEOUT_S,
     ) -> Sandbox:
@@ -115,7 +116,8 @@ class Sandbox:
         ``tls``: every node serves TLS with these files and the replicas replicate over
         verified TLS (checked before anything starts). ``galera``: nodes ``0..galera-1`` are
         one Galera cluster and the others async replicas of node 0; ``up`` returns once every
-        Galera node is Synced. ``parent_death_signal`` makes every
+        Galera node is Synced. ``server_defaults``: MariaDB's own ``slave_net_timeout`` and
+        heartbeat instead of the sandbox's short ones. ``parent_death_signal`` makes every
         ``mariadbd`` get SIGKILL when the calling process dies (test fixtures: a killed
         pytest leaves no orphans); without it the nodes outlive the caller (the CLI). Raises
         :class:`SandboxError` (nothing left running) on failure.
@@ -127,6 +129,7 @@ class Sandbox:
             semi_sync=semi_sync,
             tls=tls,
             galera=galera,
+            server_defaults=server_defaults,
         )
         if tls is not None:
             check_files(tls)
@@ -443,7 +446,12 @@ class Sandbox:
         for layout in self._layouts:
             source = self.options.source_index(layout.index)
             if source is not None:
-                replication.attach(layout, self._layouts[source], self.options.tls)
+                replication.attach(
+                    layout,
+                    self._layouts[source],
+                    self.options.tls,
+                    server_defaults=self.options.server_defaults,
+                )
                 source_layout = self._layouts[source]
                 semi_sync_clients[source_layout] = semi_sync_clients.get(source_layout, 0) + 1
         replicas = [self._layouts[index] for index in self.options.replica_indexes]

@@ -17,7 +17,7 @@ import socket
 import sys
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from orchestrator_adapters.election import Election, ElectionOptions, Leadership
 from orchestrator_adapters.entrypoint import (
@@ -30,6 +30,7 @@ from orchestrator_adapters.etcd import EtcdError
 from orchestrator_adapters.nats_client import connect_nats
 from orchestrator_adapters.observability import serve_observability
 from orchestrator_adapters.probe import ConnectionPool, ProbeOptions, Prober
+from orchestrator_recovery.failover.heartbeat import HeartbeatPolicy, ReplicaHeartbeat
 from orchestrator_recovery.failover.worker import RecoveryWorker
 from orchestrator_recovery.fleet import FleetFeed, FleetState
 from orchestrator_recovery.metrics import RecoveryMetrics, RecoveryTally, metrics_registry
@@ -41,6 +42,7 @@ from orchestrator_recovery.operations.maintenance import MaintenanceLocks
 from orchestrator_recovery.operations.takeover import Takeover, TakeoverOptions
 from orchestrator_recovery.ports import WorkerOptions
 from orchestrator_recovery.publisher import EventPublisher
+from orchestrator_recovery.standby_fence import StandbyFence
 from orchestrator_recovery.wiring import (
     MySQLExecutor,
     SharedPlanner,
@@ -48,6 +50,7 @@ from orchestrator_recovery.wiring import (
     move_operations,
     plan_options,
     semi_sync_mode,
+    statements_applier,
 )
 from orchestrator_shared.analysis import AnalysisOptions
 from orchestrator_shared.bus import DiscoveryRequest, DiscoveryVerb, Subjects
@@ -98,6 +101,8 @@ async def serve(settings: Settings) -> None:
                 with contextlib.suppress(Exception):
                     await nc.publish(subjects.discovery(DiscoveryVerb.REFRESH), body)
 
+        standby_fence = StandbyFence(MySQLAccess.from_settings(settings))
+        stack.callback(standby_fence.close)
         tally = RecoveryTally()
         publisher = EventPublisher(
             nc,
@@ -130,6 +135,18 @@ async def serve(settings: Settings) -> None:
             refresh=refresh,
             hooks=hooks,
             operator_state=OperatorState(election.client, prefix=settings.EtcdKeyPrefix),
+            heartbeat=ReplicaHeartbeat(
+                HeartbeatPolicy(
+                    managed=settings.ManageReplicaHeartbeat,
+                    net_timeout=settings.ReplicaNetTimeoutSeconds,
+                ),
+                apply=statements_applier(MySQLAccess.from_settings(settings)),
+                publisher=publisher,
+                worker_id=identity.id,
+                clock=lambda: datetime.now(UTC),
+                refresh=refresh,
+            ),
+            standby_fence=standby_fence,
         )
 
         def token() -> int:

@@ -11,7 +11,7 @@ looks inside a plan).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -90,6 +90,17 @@ class WorkerOptions:
     semi_sync: SemiSyncMode | None = None
     # DetachLostReplicasAfterMasterFailover: lost replicas get detach-replica-master-host
     detach_lost: bool = True
+
+
+class StandbyFenceLinks(Protocol):
+    """Links kept open to the masters, to fence a hung one the moment it wakes
+    (:class:`orchestrator_recovery.standby_fence.StandbyFence`)."""
+
+    def keep(self, masters: Iterable[InstanceKey]) -> None: ...
+
+    async def fence(self, key: InstanceKey, guard: Guard, *, within: float) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 PlanT = TypeVar("PlanT")

@@ -5,7 +5,8 @@ aftermath uses), and the operator's shell hooks."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from orchestrator_adapters.ports import Audit, Guard
@@ -18,7 +19,7 @@ from orchestrator_recovery.failover.executor import (
 from orchestrator_recovery.failover.semi_sync import carry_out_semi_sync
 from orchestrator_recovery.failover.timeouts import Timeouts
 from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
-from orchestrator_recovery.mysql import MySQLAccess
+from orchestrator_recovery.mysql import Links, MySQLAccess
 from orchestrator_recovery.operations.instance import instance_operations
 from orchestrator_recovery.operations.moves import CATCH_UP, STATEMENT_TIMEOUT, VERIFY, Mover
 from orchestrator_recovery.operations.moves_co_master import CoMaster
@@ -443,6 +444,31 @@ class ShellHooks:
             arguments=arguments,
             pass_through=self._hooks.environment_pass_through,
         )
+
+
+def statements_applier(
+    access: MySQLAccess, *, statement_timeout: float = STATEMENT_TIMEOUT
+) -> Callable[[InstanceKey, Sequence[str], Guard], Awaitable[None]]:
+    """Runs statements on one instance in order, each behind ``guard()`` (the managed
+    heartbeat, :mod:`orchestrator_recovery.failover.heartbeat`). When one fails after a
+    ``STOP SLAVE``, ``START SLAVE`` is still tried: a change that failed half-way must not leave
+    a replica stopped."""
+
+    async def apply(key: InstanceKey, statements: Sequence[str], guard: Guard) -> None:
+        async with Links(access, statement_timeout=statement_timeout) as links:
+            stopped = False
+            try:
+                for sql in statements:
+                    await links.fenced(key, sql, guard)
+                    stopped = stopped or sql.startswith("STOP SLAVE")
+                    stopped = stopped and not sql.startswith("START SLAVE")
+            except BaseException:
+                if stopped:
+                    with contextlib.suppress(Exception):
+                        await links.fenced(key, "START SLAVE", guard)
+                raise
+
+    return apply
 
 
 def _confirming(guard: Guard) -> Callable[[], Awaitable[object]]:

@@ -92,7 +92,9 @@ class Recoveries:
         refresh: Callable[[Iterable[InstanceKey]], Awaitable[None]] | None,
         hooks: Hooks | None,
         clock: Callable[[], datetime],
+        after_failover: Callable[[RecoveryData, Guard], None] | None = None,
     ) -> None:
+        self._after_failover = after_failover
         self._options = options
         self._state = state
         self._verify = verify
@@ -331,8 +333,11 @@ class Recoveries:
         return await self._end(RecoveryPhase.FAILED, data, record=record)
 
     def _after_master_recovery(self, data: RecoveryData, guard: Guard) -> None:
-        """The postponed replicas moved, the lost ones detached: in the background."""
+        """The postponed replicas moved, the lost ones detached, a hung old master watched
+        until it wakes (``after_failover``): in the background."""
         self.aftermath.start(data, guard, detach_lost=self._options.detach_lost)
+        if self._after_failover is not None:
+            self._after_failover(data, guard)
 
     async def run_hook(self, stage: HookStage, analysis: Analysis, data: RecoveryData) -> None:
         if self._hooks is not None:

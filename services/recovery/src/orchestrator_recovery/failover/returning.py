@@ -72,6 +72,10 @@ class ReturningMasters:
         finally:
             self._promoting.discard(key)
 
+    def is_promoting(self, key: InstanceKey) -> bool:
+        """Whether a planned promotion is making ``key`` the master right now."""
+        return key in self._promoting
+
     async def _fence_returning(
         self, cluster: str, last: LastRecovery, promotions: Iterable[LastRecovery], guard: Guard
     ) -> bool:
@@ -104,14 +108,16 @@ class ReturningMasters:
 
 def back_in_service(
     key: InstanceKey,
-    last: LastRecovery,
+    last: LastRecovery | None,
     promotions: Iterable[LastRecovery],
     snapshots: Iterable[InstanceSnapshot],
 ) -> bool:
     """Whether the failed master of ``last`` serves again since: a later failover or a
     graceful takeover promoted it, or replicas replicate from it (an operator made it a
     master again). Fencing it then would make a live master read-only."""
-    if any(r.successor == str(key) and r.ended_at > last.ended_at for r in promotions):
+    if last is not None and any(
+        r.successor == str(key) and r.ended_at > last.ended_at for r in promotions
+    ):
         return True
     return any(
         snapshot.master_key == key

@@ -44,8 +44,9 @@ from typing import cast
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.failover.analysis_events import AnalysisPublishing
+from orchestrator_recovery.failover.heartbeat import ReplicaHeartbeat
 from orchestrator_recovery.failover.recovering import Recoveries
-from orchestrator_recovery.failover.returning import ReturningMasters
+from orchestrator_recovery.failover.returning import ReturningMasters, back_in_service
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.ports import (
     Executor,
@@ -54,6 +55,7 @@ from orchestrator_recovery.ports import (
     Planner,
     Probe,
     Publisher,
+    StandbyFenceLinks,
     WorkerOptions,
 )
 from orchestrator_shared.analysis import (
@@ -74,13 +76,35 @@ from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import matching_hostname_filter
 from orchestrator_shared.recovery.galera import galera_peers
-from orchestrator_shared.snapshot import InstanceSnapshot
+from orchestrator_shared.snapshot import InstanceSnapshot, ProbeFacts
 
 __all__ = ["RecoveryWorker"]
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_AUDIT_SECONDS = 600.0
+
+REVERIFY_INTERVAL = 0.2
+"""Between two verifications of a master that does not answer us while its replicas still say
+they replicate from it (``UnreachableMaster``): a hung master's replicas notice within their
+``slave_net_timeout``, and the failover should follow within a fraction of a second."""
+REVERIFY_MAX_WINDOW = 5.0
+"""The longest a suspect is verified again (its replicas' ``slave_net_timeout`` + 1 s, at most
+this): past it the recovery ends unconfirmed, and the fleet's snapshots take over (the
+analysis starts a recovery once the replicas' own snapshots say they lost the master). With
+the managed heartbeat the window is 2 s; replicas on MariaDB's default 60 s are not waited for
+here (that would hold the cluster's operations for a minute)."""
+VERIFY_MASTER_SECONDS = 0.25
+"""How long the suspected instance itself gets to answer a verification. Discovery already
+waited ``MasterLivenessTimeoutSeconds`` for it; waiting the full probe deadline again would
+only delay the replicas' verdict, which decides (a slow master the replicas still hear from is
+no failure)."""
+FENCE_ON_WAKE_WINDOW = 600.0
+"""How long after a hung master's failover it is watched so that the moment it answers again
+it is made read_only (then the periodic fencing of returning masters goes on)."""
+FENCE_ON_WAKE_PAUSE = 0.05
+"""Between two attempts to reach a hung old master (an attempt itself waits up to a
+statement's bound for the connection)."""
 
 
 class RecoveryWorker:
@@ -97,8 +121,19 @@ class RecoveryWorker:
         refresh: Callable[[Iterable[InstanceKey]], Awaitable[None]] | None = None,
         hooks: Hooks | None = None,
         operator_state: OperatorState | None = None,
+        heartbeat: ReplicaHeartbeat | None = None,
+        standby_fence: StandbyFenceLinks | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._heartbeat = heartbeat
+        self._standby_fence = standby_fence
+        self._executor = executor
+        # fence-on-wake watches of hung old masters (cancelled with the leadership)
+        self._wake_fences: dict[InstanceKey, asyncio.Task[None]] = {}
+        # suspects whose last verification probe got no answer in time (they hang, rather than
+        # refuse): discovery's own snapshot may say otherwise (a handshake cut by its timeout
+        # reads as "lost connection"), so the worker remembers what it saw itself
+        self._hung: set[InstanceKey] = set()
         self._operator_state = operator_state
         # what operators registered (downtime: key -> end; promotion rules), refreshed by the
         # leader's loop
@@ -124,7 +159,7 @@ class RecoveryWorker:
         recoveries = Recoveries(
             options,
             state,
-            verify=self.verify,
+            verify=self.verify_confirmed,
             candidates=lambda: self._candidates,
             publisher=publisher,
             control=control,
@@ -133,6 +168,9 @@ class RecoveryWorker:
             refresh=refresh,
             hooks=hooks,
             clock=clock,
+            after_failover=lambda data, guard: self.fence_on_wake(
+                data.failed, data.successor, guard
+            ),
         )
         # One recovery is carried through by Recoveries; its entry points are the worker's own
         # (the loop and the operations call them on the worker).
@@ -157,6 +195,7 @@ class RecoveryWorker:
             clock=clock,
             isolated=self._isolated,
         )
+        self._returning = returning
         self.keep_demoted_fenced = returning.keep_fenced
         """Fence the returning old masters (:meth:`ReturningMasters.keep_fenced
         <orchestrator_recovery.failover.returning.ReturningMasters.keep_fenced>`)."""
@@ -230,6 +269,8 @@ class RecoveryWorker:
                     self._internal_error("", "a pass of the leader's loop", exc)
         finally:
             await self._stop_running()
+            if self._standby_fence is not None:
+                self._standby_fence.close()  # a standby keeps no links
 
     async def _pass(self, guard: Guard, token: int) -> None:
         """One pass: analyse, publish what changed, start recoveries, each cluster alone."""
@@ -252,6 +293,12 @@ class RecoveryWorker:
         try:
             await self.refresh_operator_state()
             await self.keep_demoted_fenced(guard)
+            await self._keep_heartbeat(guard)
+            if self._standby_fence is not None:
+                # (a master that stopped answering keeps its link: that is when it is needed)
+                self._standby_fence.keep(
+                    s.instance_key for s in self._state.snapshots.values() if s.replica_keys
+                )
         except LeaseLost:
             raise
         except OrchestratorError as exc:  # etcd or an instance not answering
@@ -259,9 +306,20 @@ class RecoveryWorker:
         except Exception as exc:
             self._internal_error("", "reading operator state / returning old masters", exc)
 
+    async def _keep_heartbeat(self, guard: Guard) -> None:
+        """The managed replica heartbeat (:mod:`~orchestrator_recovery.failover.heartbeat`),
+        only while no recovery or operation runs anywhere: restarting a replica's threads is
+        harmless on a healthy cluster and confusing in the middle of a failover."""
+        if self._heartbeat is None or not self._heartbeat.policy.managed:
+            return
+        if any(not task.done() for task in self._running.values()):
+            return
+        await self._heartbeat.keep(self._state.snapshots, guard, downtimed=self._downtimed)
+
     async def _stop_running(self) -> None:
         """Cancel the recoveries and operations still running and wait until they ended."""
         running = [task for task in self._running.values() if not task.done()]
+        running += [task for task in self._wake_fences.values() if not task.done()]
         for task in running:
             task.cancel()
         self.aftermath.cancel()
@@ -364,6 +422,76 @@ class RecoveryWorker:
         self._running[cluster] = task
         task.add_done_callback(lambda done: self._finished(done, cluster))
 
+    def fence_on_wake(self, failed: str, successor: str, guard: Guard) -> None:
+        """After a master failover whose failed master hung (its last probe timed out rather
+        than being refused), keep trying to reach it and make it read_only (clients killed)
+        the moment it answers: a resumed process would otherwise take writes until the
+        periodic fencing of returning masters probes it. See docs/recovery.md, "Hung master"."""
+        if not failed or not successor:
+            return
+        key = InstanceKey.parse(failed)
+        snapshot = self._state.snapshots.get(key)
+        hung = key in self._hung or (snapshot is not None and snapshot.probe.timed_out)
+        self._hung.discard(key)
+        if not hung:
+            return  # it refused (dead): the periodic fencing is enough
+        running = self._wake_fences.get(key)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._fence_when_awake(key, guard), name=f"fence {key}")
+        self._wake_fences[key] = task
+        task.add_done_callback(lambda done: self._fence_ended(done, key))
+
+    async def _fence_when_awake(self, key: InstanceKey, guard: Guard) -> None:
+        """``read_only`` sent at once on the link kept from before the hang (it runs the
+        moment the server resumes), and fresh connections tried until one answers, which
+        fences it fully (``read_only``, clients killed)."""
+        early: asyncio.Task[bool] | None = None
+        if self._standby_fence is not None:
+            early = asyncio.create_task(
+                self._standby_fence.fence(key, guard, within=FENCE_ON_WAKE_WINDOW)
+            )
+        try:
+            await self._fence_by_new_connections(key, guard)
+        finally:
+            if early is not None:
+                early.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await early
+
+    async def _fence_by_new_connections(self, key: InstanceKey, guard: Guard) -> None:
+        deadline = time.monotonic() + FENCE_ON_WAKE_WINDOW
+        while time.monotonic() < deadline:
+            if self._returning.is_promoting(key) or back_in_service(
+                key, None, (), self._state.snapshots.values()
+            ):
+                return  # an operator made it a master again
+            fence = await self._executor.fence(key, guard)
+            if fence.fenced:
+                log.warning("%s answered again after its failover: made read_only", key)
+                await self._publisher.audit(
+                    AuditEvent(
+                        type="fence-returning-master",
+                        message=f"{key} answered again after its failover (it had hung): "
+                        "made read_only, its clients cut off",
+                        key=str(key),
+                        user=self._options.worker_id,
+                        at=self._clock(),
+                        ok=True,
+                    )
+                )
+                return
+            await asyncio.sleep(FENCE_ON_WAKE_PAUSE)
+
+    def _fence_ended(self, task: asyncio.Task[None], key: InstanceKey) -> None:
+        if self._wake_fences.get(key) is task:
+            del self._wake_fences[key]
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, LeaseLost):
+            self._internal_error("", f"fencing {key} when it wakes", error)
+
     def _finished(self, task: asyncio.Task[Outcome | None], cluster: str) -> None:
         if task.cancelled():
             return
@@ -388,6 +516,57 @@ class RecoveryWorker:
         await self._control.took_over(data, ended_at=self._clock())
 
     # --- one recovery -------------------------------------------------------------------------
+    async def verify_confirmed(self, analysis: Analysis) -> Analysis:
+        """:meth:`verify`, and again every :data:`REVERIFY_INTERVAL` while the master does not
+        answer us but its replicas still say they replicate from it (``UnreachableMaster``),
+        for a bounded window: a hung master keeps their links open until their
+        ``slave_net_timeout``, then they confirm. Nothing is decided on less than the replicas'
+        own word."""
+        verified = await self.verify(analysis)
+        deadline = time.monotonic() + self._reverify_window(analysis)
+        while verified.code is AnalysisCode.UNREACHABLE_MASTER and time.monotonic() < deadline:
+            await asyncio.sleep(REVERIFY_INTERVAL)
+            verified = await self.verify(analysis)
+        return verified
+
+    def _reverify_window(self, analysis: Analysis) -> float:
+        """The replicas' longest known ``slave_net_timeout`` and a second, at most
+        :data:`REVERIFY_MAX_WINDOW` (a replica that does not report one counts as 0)."""
+        known = self._state.snapshots
+        timeouts = [
+            (snapshot.slave_net_timeout if snapshot else None) or 0
+            for snapshot in (known.get(key) for key in analysis.replicas)
+        ]
+        return min(max(timeouts, default=0) + 1.0, REVERIFY_MAX_WINDOW)
+
+    async def _probe_suspect(self, key: InstanceKey) -> InstanceSnapshot:
+        """The suspected instance probed, within :data:`VERIFY_MASTER_SECONDS` when a snapshot
+        of it is known (a failed probe otherwise)."""
+        previous = self._state.snapshots.get(key)
+        if previous is None:
+            return await self._probe(key, previous)
+        attempted = self._clock()
+        try:
+            async with asyncio.timeout(VERIFY_MASTER_SECONDS):
+                answer = await self._probe(key, previous)
+        except TimeoutError:
+            self._hung.add(key)
+            return previous.with_failed_probe(
+                ProbeFacts(
+                    ok=False,
+                    checked_at=self._clock(),
+                    attempted_at=attempted,
+                    latency_seconds=VERIFY_MASTER_SECONDS,
+                    error=f"no answer within {VERIFY_MASTER_SECONDS:g}s (verification)",
+                    timed_out=True,
+                )
+            )
+        if answer.probe.timed_out:
+            self._hung.add(key)
+        else:
+            self._hung.discard(key)
+        return answer
+
     async def verify(self, analysis: Analysis) -> Analysis:
         """The failure as the instances answer now: the failed one and its replicas probed
         directly (at once, concurrently), the fleet analysed again with their answers. A
@@ -396,8 +575,10 @@ class RecoveryWorker:
         known = self._state.snapshots
         failed = known.get(analysis.key)
         peers = galera_peers(failed, known) if failed is not None else []
-        keys = [analysis.key, *analysis.replicas, *(peer.instance_key for peer in peers)]
-        fresh = await asyncio.gather(*(self._probe(key, known.get(key)) for key in keys))
+        keys = [*analysis.replicas, *(peer.instance_key for peer in peers)]
+        fresh = await asyncio.gather(
+            self._probe_suspect(analysis.key), *(self._probe(key, known.get(key)) for key in keys)
+        )
         for snapshot in fresh:
             self._state.put(snapshot)
         # its own cluster only: a bug another cluster's snapshots trip is not this one's
