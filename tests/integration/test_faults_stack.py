@@ -93,7 +93,7 @@ async def test_a_blackholed_master_is_failed_over_and_fenced_when_it_returns(
             proxy.pass_through()
             wait_until(lambda: read_only(sandbox, 0), timeout=15, what="the old master fenced")
             await asyncio.sleep(0.3)
-    # detected within its timeouts: slave_net_timeout (4 s) for the replicas to give up on it,
+    # detected within its timeouts: slave_net_timeout (1 s) for the replicas to give up on it,
     # MySQLConnectTimeoutSeconds (2 s) for the probes, a poll (1 s), with slack for a busy CI
     assert detected_after < 15, detected_after
     assert failed_over_after < 30, failed_over_after

@@ -44,8 +44,10 @@ TOPOLOGY_PRIVILEGES = (
     "SELECT",
 )
 
-SLAVE_NET_TIMEOUT_S = 4
-HEARTBEAT_PERIOD_S = 1
+# what the recovery leader manages by default (ManageReplicaHeartbeat, ReplicaNetTimeoutSeconds
+# 1): a sandbox starts as the stack would leave it, so no replica's threads restart under a test
+SLAVE_NET_TIMEOUT_S = 1
+HEARTBEAT_PERIOD_S = 0.5
 SEMI_SYNC_TIMEOUT_MS = 1000
 # Both the template datadir and every node use this redo log size, so no node resizes it.
 INNODB_LOG_FILE_SIZE = "8M"
