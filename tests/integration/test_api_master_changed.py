@@ -68,7 +68,7 @@ def leader_events(stack: Stack, *, on: bool) -> Iterator[None]:
         )
         yield
     finally:
-        coordinator.stop()
+        coordinator.close()
 
 
 @pytest.mark.parametrize("coordinator", [False, True], ids=["no-coordinator", "coordinator"])
