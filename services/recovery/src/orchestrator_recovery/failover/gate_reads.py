@@ -69,11 +69,11 @@ class PrefetchedReads:
         return await self._fencing
 
     def close(self) -> None:
-        """Cancel what nobody asked for; an error of an unread answer is dropped (the
-        recovery did not need it)."""
+        """The recovery is over: an answer nobody asked for is dropped when it comes, its
+        error too (the recovery did not need it). A read in flight is left to end (each is
+        bounded by the etcd request timeout) rather than cancelled: the client's channel is
+        the election's too, and a plain read costs nothing to finish."""
         for task in (self._switch, self._active, self._last, self._fencing):
-            if not task.done():
-                task.cancel()
             task.add_done_callback(_quiet)
 
 
