@@ -27,7 +27,10 @@ For each of R runs, on a fresh stack and a fresh sandbox:
    a background thread) give the kill to ``detected`` / ``started`` / ``promoted`` /
    ``completed`` arrival times, discovery's ``orchestrator.v1.unreachable.<master>`` the kill to
    the master reported unreachable, and the writer the kill to the first API answer naming the
-   new master; these show where the time goes;
+   new master; these show where the time goes. The stack's own account of it is in the events
+   too: ``data.phases`` of the last event of the recovery (``completed``) gives how long each
+   stretch took as the services measured it (``detect``, ``confirm``, ``plan``, ``promote``,
+   ``repoint``; docs/recovery.md), reported next to the client-side figures;
 6. checks, after one more second of writes: the successor of the ``completed`` event is the
    server the writer found; every surviving replica replicates from it (``SHOW SLAVE STATUS``:
    ``Master_Port``, IO and SQL threads ``Yes``) and has applied the writer's last insert; every
@@ -106,6 +109,7 @@ from nats.aio.msg import Msg
 from orchestrator_cli.sandbox import Sandbox
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import SandboxError
+from orchestrator_shared.events import TimedPhase
 
 NODES = 4
 APP_USER, APP_PASSWORD = "app", "app-pw"  # --sigstop: an application user (no READ_ONLY ADMIN)
@@ -114,6 +118,7 @@ ALIAS = "bench"
 LIVENESS_INTERVAL = float(Settings.model_fields["MasterLivenessCheckIntervalSeconds"].default)
 UNREACHABLE = "unreachable"  # discovery's orchestrator.v1.unreachable.<key> event
 PHASES = (UNREACHABLE, "detected", "started", "promoted", "completed")
+TIMED = tuple(phase.value for phase in TimedPhase)  # the stack's own phase times (ms)
 
 
 # --- recovery events --------------------------------------------------------------------------
@@ -303,6 +308,7 @@ class Run:
     number: int
     failover: float | None = None  # kill -> first insert acknowledged by the new master
     phases: dict[str, float] = field(default_factory=dict)  # kill -> event arrival
+    timed: dict[str, float] = field(default_factory=dict)  # the events' own phase times, ms
     api_names_new: float | None = None  # kill -> first API answer naming the new master
     old_port: int = 0
     successor: str = ""
@@ -337,6 +343,8 @@ class Run:
             + ms(self.phases.get("completed"))
             + " API names new "
             + ms(self.api_names_new)
+            + " | "
+            + " ".join(f"{name} {self.timed[name]:.0f}" for name in TIMED if name in self.timed)
             + f" | {self.successor or '?'} | acked {self.acked} ({self.acked_on_old} on the old"
             f" master), lost {self.lost}"
         )
@@ -531,6 +539,7 @@ def run_once(number: int, args: argparse.Namespace, children: Children, workdir:
             ):
                 continue
             run.phases.setdefault(arrival.phase, arrival.monotonic - killed)
+        run.timed = timed_phases(listener.arrivals(), killed)
         bad = failed_event()
         if bad is not None:
             run.problems.append(f"{bad.phase}: {bad.data.get('reason', '')}")
@@ -631,6 +640,16 @@ def _wake_and_check(run: Run, sandbox: Sandbox, held: pymysql.connections.Connec
 
     if run.fenced_after is None or not _poll(read_only, 5.0):
         run.problems.append("the old master did not refuse writes within 5 s of SIGCONT")
+
+
+def timed_phases(arrivals: list[Arrival], killed: float) -> dict[str, float]:
+    """The phase times (ms) of the last recovery event after the kill that carries them."""
+    timed: dict[str, float] = {}
+    for arrival in arrivals:
+        phases = arrival.data.get("phases") if arrival.phase != UNREACHABLE else None
+        if arrival.monotonic >= killed and isinstance(phases, dict):
+            timed = {str(k): float(v) for k, v in phases.items() if isinstance(v, int | float)}
+    return timed
 
 
 def _check(
@@ -826,6 +845,10 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> int:
         )
     named = [r.api_names_new for r in runs if r.api_names_new is not None]
     figures += phase_figures("API names new master", named)
+    for name in TIMED:
+        values = [run.timed[name] / 1000 for run in runs if name in run.timed]
+        value = f"{ms(statistics.median(values))} / {ms(max(values))}" if values else "-"
+        figures.append(Figure(f"phase `{name}` (the stack's own) median / max", value))
     named_in_time = sum(1 for value in named if value <= args.target_api)
     figures.append(
         Figure(

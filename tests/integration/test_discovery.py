@@ -18,7 +18,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -408,6 +408,9 @@ async def test_killed_master_is_unreachable_at_once_through_its_waiting_connecti
         assert event.error.startswith("Can't connect to MySQL server"), event.error
         assert "(after: Lost connection to MySQL server during query" in event.error, event.error
         assert set(event.replica_keys) == set(keys_of(sandbox)[1:])
+        # when the link broke, for the recovery's `detect` phase: before the event, by little
+        assert event.lost_at is not None
+        assert timedelta(0) <= event.detected_at - event.lost_at < timedelta(seconds=1)
         # and the failed probe is on the stream, with the last known facts kept
         snapshots = await eventually(
             lambda: _failed(js, master), timeout=3, what="failed snapshot of the master"

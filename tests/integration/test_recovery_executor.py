@@ -146,6 +146,13 @@ async def test_killed_master_is_replaced_and_stays_out(sandbox_factory: Factory)
     assert not outcome.fenced_old_master
     assert "unreachable" in outcome.old_master_detail
     assert outcome.duration < 1.0
+    # the phase times the recovery's events carry: writable first, then the replicas moved
+    assert outcome.promote_seconds is not None and outcome.repoint_seconds is not None
+    assert outcome.promote_seconds + outcome.repoint_seconds <= outcome.duration
+    promoted_at = max(s.started_at for s in outcome.steps if s.action is Action.SET_WRITABLE)
+    assert promoted_at <= min(
+        s.started_at for s in outcome.steps if s.action is Action.CHANGE_MASTER
+    )
     assert_promoted(sandbox, 1)
     for index in (2, 3):
         assert_follows(sandbox, index, master=1)

@@ -127,6 +127,18 @@ class ConnectionPool:
             else:
                 conn.close()
 
+    async def warm(self, key: InstanceKey) -> None:
+        """Keep one idle connection to ``key`` (opened now unless one is kept), so that its
+        next probe skips TCP and authentication. Raises what a connect raises."""
+        if self._closed or self._idle.get(key):
+            return
+        conn = await self._connect(key)
+        idle = self._idle[key]
+        if self._closed or len(idle) >= self._options.pool_size:
+            conn.close()
+        else:
+            idle.append(conn)
+
     def has_idle(self, key: InstanceKey) -> bool:
         """Whether the next connection to ``key`` would be a kept one (not a fresh connect)."""
         return bool(self._idle.get(key))
@@ -189,6 +201,17 @@ class Prober:
     def close(self) -> None:
         """Close every pooled connection; later probes would open new ones."""
         self._pool.close()
+
+    async def warm(self, key: InstanceKey) -> bool:
+        """Keep a connection to ``key`` open for its next probe (within the connect timeout);
+        whether one is kept. A kept connection that broke meanwhile costs that probe nothing
+        but a new connection (:meth:`probe` asks again on one)."""
+        try:
+            async with asyncio.timeout(self._options.connect_timeout):
+                await self._pool.warm(key)
+        except (TimeoutError, ProbeError, pymysql.err.MySQLError, OSError):
+            return False
+        return True
 
     async def probe(
         self, key: InstanceKey, previous: InstanceSnapshot | None = None

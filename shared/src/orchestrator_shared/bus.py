@@ -130,6 +130,9 @@ class UnreachableEvent(_Message):
     # Replicas known at the time: discovery has just asked for a fresh probe of each.
     replica_keys: tuple[str, ...] = ()
     reporter: str = ""
+    # Issue 17: when discovery's liveness link saw the master go (its waiting connection broke,
+    # or the ping that failed was sent); ``detected_at`` minus this is the detection's own time.
+    lost_at: datetime | None = None
 
 
 class DiscoveryRequest(_Message):

@@ -33,6 +33,17 @@ class RecoveryPhase(StrEnum):
     BLOCKED = "blocked"  # not attempted: disabled, filtered, in the block period, downtimed
 
 
+class TimedPhase(StrEnum):
+    """The stretches of a failover's path whose durations a recovery event carries
+    (``RecoveryData.phases``, milliseconds; docs/recovery.md, "Where the time goes")."""
+
+    DETECT = "detect"  # discovery: the liveness link saw the master go -> `unreachable` sent
+    CONFIRM = "confirm"  # the worker: the suspicion reached it -> the failure verified
+    PLAN = "plan"  # verified -> the executor starts (gates, etcd, hooks, the plan)
+    PROMOTE = "promote"  # the executor starts -> the successor is writable
+    REPOINT = "repoint"  # the replicas moved under the successor and verified
+
+
 class RecoveryData(BaseModel):
     """What every recovery event carries (fields empty until known)."""
 
@@ -67,6 +78,9 @@ class RecoveryData(BaseModel):
     # Issue 16 (docs/galera.md): the failed instance is a Galera node; its async replicas are
     # relocated under another node of its Galera cluster, nobody is promoted.
     galera: bool = False
+    # Issue 17: how long each stretch of the path took so far, in milliseconds, by
+    # ``TimedPhase`` name; a stretch not (yet) run is absent.
+    phases: dict[str, float] = {}
 
     # A consumer applies these keys: one that is not host:port fails validation here, so the
     # message is refused as malformed instead of failing halfway through being applied.

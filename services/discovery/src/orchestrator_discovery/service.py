@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from orchestrator_discovery.metrics import DiscoveryMetrics
@@ -305,7 +306,7 @@ class DiscoveryService:
                 self._crawl(snapshot)
             self._update_watch(tracked)
         elif snapshot.replica_keys and not tracked.unreachable_reported:
-            await self._report_unreachable(tracked, probe.error)
+            await self._report_unreachable(tracked, probe.error, lost_at=probe.attempted_at)
 
     def _crawl(self, snapshot: InstanceSnapshot) -> None:
         if self._forgotten:
@@ -361,11 +362,12 @@ class DiscoveryService:
         waiting = asyncio.create_task(self._wait_for_death(tracked, link))
         try:
             while True:
+                sent_at = utcnow()
                 try:
                     await link.check()
                 except ProbeError as exc:
                     if not tracked.unreachable_reported:
-                        await self._report_unreachable(tracked, exc.message)
+                        await self._report_unreachable(tracked, exc.message, lost_at=sent_at)
                 await asyncio.sleep(self.options.liveness_interval)
         finally:
             waiting.cancel()
@@ -379,6 +381,7 @@ class DiscoveryService:
         confirms every ``unreachable`` through the replicas before any failover."""
         while True:
             lost = await link.lost(retry=self.options.liveness_interval)
+            lost_at = utcnow()
             started = time.monotonic()
             failure = await link.confirm()
             self.metrics.liveness_confirm_seconds.observe(time.monotonic() - started)
@@ -388,9 +391,14 @@ class DiscoveryService:
                     "%s: liveness connection broken (%s); it answers a new one", tracked.key, lost
                 )
             elif not tracked.unreachable_reported:
-                await self._report_unreachable(tracked, f"{failure.message} (after: {lost})")
+                await self._report_unreachable(
+                    tracked, f"{failure.message} (after: {lost})", lost_at=lost_at
+                )
 
-    async def _report_unreachable(self, tracked: _Tracked, error: str) -> None:
+    async def _report_unreachable(
+        self, tracked: _Tracked, error: str, *, lost_at: datetime | None = None
+    ) -> None:
+        """``lost_at``: when the liveness link saw the master go (the event's ``lost_at``)."""
         tracked.unreachable_reported = True
         snapshot = tracked.snapshot
         replicas = snapshot.replica_keys if snapshot is not None else ()
@@ -401,6 +409,7 @@ class DiscoveryService:
             error=error,
             replica_keys=replicas,
             reporter=self.options.reporter,
+            lost_at=lost_at,
         )
         log.warning("master %s unreachable: %s", tracked.key, error)
         try:

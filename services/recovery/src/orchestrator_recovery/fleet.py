@@ -6,7 +6,9 @@ Every recovery worker, leader or standby, keeps:
   that starts with the last message of every subject, so a worker that starts or takes over
   knows the whole fleet within one read of the stream, then follows it live);
 * ``unreachable`` events from ``ORCHESTRATOR_EVENTS`` (new ones only: a stale one says nothing
-  about now), which wake the analysis at once instead of at the next tick.
+  about now), which wake the analysis at once instead of at the next tick; when each arrived
+  and how long discovery took to send it are kept for the recovery's phase times
+  (:class:`Suspicion`).
 
 Failover never depends on topology-api or its storage (DESIGN.md §1): this and the worker's
 own probes are all it reads.
@@ -17,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -25,7 +29,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import Error as JetStreamError
 
-from orchestrator_shared.bus import EVENTS_STREAM, SNAPSHOTS_STREAM, Subjects
+from orchestrator_shared.bus import EVENTS_STREAM, SNAPSHOTS_STREAM, Subjects, UnreachableEvent
 from orchestrator_shared.clock_skew import bounded_by_arrival
 from orchestrator_shared.dead_letters import one_line
 from orchestrator_shared.instance_key import InstanceKey
@@ -34,6 +38,18 @@ from orchestrator_shared.snapshot import InstanceSnapshot
 log = logging.getLogger(__name__)
 
 LOAD_GRACE_SECONDS = 3.0
+SUSPICION_FRESH_SECONDS = 5.0
+"""An ``unreachable`` event older than this when its recovery starts does not time it: the
+recovery was started by something else (a later snapshot, an operator)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Suspicion:
+    """An ``unreachable`` event as the worker received it: when (monotonic) and how long
+    discovery took from seeing the master go to sending it (ms; None when it did not say)."""
+
+    arrived: float
+    detect_ms: float | None = None
 
 
 class FleetState:
@@ -43,6 +59,7 @@ class FleetState:
         self._snapshots: dict[InstanceKey, InstanceSnapshot] = {}
         self._changed = asyncio.Event()
         self.unreachable: asyncio.Queue[InstanceKey] = asyncio.Queue()
+        self._suspicions: dict[InstanceKey, Suspicion] = {}
         self.loaded = asyncio.Event()  # set once the stream's backlog has been read
 
     @property
@@ -62,9 +79,18 @@ class FleetState:
         if self._snapshots.pop(key, None) is not None:
             self._changed.set()
 
-    def mark_unreachable(self, key: InstanceKey) -> None:
+    def mark_unreachable(self, key: InstanceKey, *, detect_ms: float | None = None) -> None:
+        self._suspicions[key] = Suspicion(time.monotonic(), detect_ms)
         self.unreachable.put_nowait(key)
         self._changed.set()
+
+    def take_suspicion(self, key: InstanceKey) -> Suspicion | None:
+        """The last ``unreachable`` event of ``key`` if it arrived within
+        ``SUSPICION_FRESH_SECONDS`` (forgotten either way: one recovery is timed by it)."""
+        suspicion = self._suspicions.pop(key, None)
+        if suspicion is None or time.monotonic() - suspicion.arrived > SUSPICION_FRESH_SECONDS:
+            return None
+        return suspicion
 
     async def wait_changed(self, within: float) -> bool:
         """Wait until something changed (for at most ``within`` seconds); whether it did."""
@@ -166,4 +192,17 @@ class FleetFeed:
             self.refused += 1
             log.warning("fleet feed: bad unreachable subject %s: %s", msg.subject, exc)
             return
-        self._state.mark_unreachable(key)
+        self._state.mark_unreachable(key, detect_ms=_detect_ms(msg.data))
+
+
+def _detect_ms(body: bytes) -> float | None:
+    """How long discovery took from seeing the master go to sending the event (its own clock
+    both times), in ms; None when the event does not say (an older discovery) or is unreadable
+    (the subject alone still wakes the analysis)."""
+    try:
+        event = UnreachableEvent.model_validate_json(body)
+    except ValueError:
+        return None
+    if event.lost_at is None:
+        return None
+    return max((event.detected_at - event.lost_at).total_seconds() * 1000, 0.0)

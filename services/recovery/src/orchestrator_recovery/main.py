@@ -43,6 +43,7 @@ from orchestrator_recovery.operations.takeover import Takeover, TakeoverOptions
 from orchestrator_recovery.ports import WorkerOptions
 from orchestrator_recovery.publisher import EventPublisher
 from orchestrator_recovery.standby_fence import StandbyFence
+from orchestrator_recovery.warm_links import WarmReplicaLinks
 from orchestrator_recovery.wiring import (
     MySQLExecutor,
     SharedPlanner,
@@ -219,7 +220,14 @@ async def serve(settings: Settings) -> None:
         async def lead(term: Leadership) -> None:
             await state.loaded.wait()  # never act on a half-read fleet
             log.info("leading recovery (fencing token %d)", term.token)
-            await worker.lead(guard, term.token)
+            # connections to the replicas kept open for a failure's verification, while leading
+            warming = asyncio.create_task(WarmReplicaLinks(state, prober.warm).run())
+            try:
+                await worker.lead(guard, term.token)
+            finally:
+                warming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warming
 
         feed = FleetFeed(nc, subjects, state)
         if settings.RecoveryMetricsListenAddress:

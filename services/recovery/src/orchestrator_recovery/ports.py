@@ -157,6 +157,9 @@ class MasterResult:
     lost: Mapping[str, str]  # replica -> why it could not follow
     postponed: tuple[str, ...] = ()  # IO thread stopped; to be moved after the recovery
     promotion_applied: bool = True  # False: left to the hooks (read_only, not reset)
+    # how long the executor took to make the successor writable and to move the replicas, in
+    # ms by ``TimedPhase`` name (``promote``, ``repoint``)
+    phases: Mapping[str, float] = field(default_factory=dict)
 
 
 Failures = dict[str, str]

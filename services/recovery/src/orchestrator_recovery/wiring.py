@@ -16,6 +16,8 @@ from orchestrator_recovery.failover.executor import (
     fence_returning_master,
     relocate_replicas,
 )
+from orchestrator_recovery.failover.outcome import FailoverOutcome
+from orchestrator_recovery.failover.phases import milliseconds
 from orchestrator_recovery.failover.semi_sync import carry_out_semi_sync
 from orchestrator_recovery.failover.timeouts import Timeouts
 from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
@@ -45,7 +47,13 @@ from orchestrator_shared.analysis import Analysis
 from orchestrator_shared.bus import CommandRequest
 from orchestrator_shared.config import Settings
 from orchestrator_shared.errors import OperationRefused
-from orchestrator_shared.events import HOOK_AUDIT_PREFIX, HOOK_OUTPUT_MARK, AuditEvent, RecoveryData
+from orchestrator_shared.events import (
+    HOOK_AUDIT_PREFIX,
+    HOOK_OUTPUT_MARK,
+    AuditEvent,
+    RecoveryData,
+    TimedPhase,
+)
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.operator_state import PromotionRule
 from orchestrator_shared.recovery import (
@@ -258,6 +266,7 @@ class MySQLExecutor:
             lost=_texts(outcome.lost),
             postponed=tuple(str(key) for key in outcome.postponed),
             promotion_applied=outcome.promotion_applied,
+            phases=executor_phases(outcome),
         )
 
     async def relocate(self, plan: RelocationPlan, guard: Guard) -> Relocated:
@@ -479,6 +488,15 @@ def _confirming(guard: Guard) -> Callable[[], Awaitable[object]]:
         return await guard()
 
     return confirm
+
+
+def executor_phases(outcome: FailoverOutcome) -> dict[str, float]:
+    """The executor's stretches of a master failover, in ms, for the recovery's events."""
+    phases = {
+        TimedPhase.PROMOTE: outcome.promote_seconds,
+        TimedPhase.REPOINT: outcome.repoint_seconds,
+    }
+    return {str(name): milliseconds(value) for name, value in phases.items() if value is not None}
 
 
 def _texts(mapping: Mapping[InstanceKey, str]) -> dict[str, str]:

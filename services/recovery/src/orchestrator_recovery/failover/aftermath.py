@@ -14,6 +14,10 @@ never silent:
   ``reattach-replica-master-host``), audited by that operation; one that cannot be detached
   (unreachable, say) is audited as ``recovery-detach-lost-replica``, ``ok=false``.
 
+* **the failed master's return**: watched closely for a while
+  (:meth:`~orchestrator_recovery.failover.returning.ReturningMasters.watch`), so that one
+  restarted at once by its supervisor is fenced the moment it answers.
+
 If the worker stops leading meanwhile, the leadership guard stops what is left (nothing more is
 sent) and the audit says which replicas were not handled.
 """
@@ -35,6 +39,7 @@ from orchestrator_shared.instance_key import InstanceKey
 log = logging.getLogger(__name__)
 
 Refresh = Callable[[Iterable[InstanceKey]], Awaitable[None]]
+WatchReturn = Callable[[InstanceKey, Guard], Awaitable[bool]]
 
 
 class Aftermath:
@@ -48,13 +53,16 @@ class Aftermath:
         worker_id: str,
         clock: Callable[[], datetime],
         refresh: Refresh | None = None,
+        watch_return: WatchReturn | None = None,
     ) -> None:
         self._executor = executor
+        self._watch_return = watch_return
         self._publisher = publisher
         self._worker_id = worker_id
         self._clock = clock
         self._refresh = refresh
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watches: set[asyncio.Task[None]] = set()  # returns watched (nobody waits for)
 
     @property
     def running(self) -> int:
@@ -62,7 +70,10 @@ class Aftermath:
 
     def start(self, data: RecoveryData, guard: Guard, *, detach_lost: bool) -> None:
         """Start the work ``data`` (a completed master recovery) leaves: its postponed
-        replicas, and its lost ones when ``detach_lost``."""
+        replicas, and its lost ones when ``detach_lost``; the failed master's return watched."""
+        if self._watch_return is not None and data.successor:
+            watch = self._watch(self._watch_return, InstanceKey.parse(data.failed), guard)
+            self._spawn(watch, f"return of {data.failed}", into=self._watches)
         if data.postponed:
             self._spawn(self._move_postponed(data, guard), f"postponed replicas of {data.cluster}")
         if detach_lost and data.lost:
@@ -70,18 +81,32 @@ class Aftermath:
 
     def cancel(self) -> None:
         """Stop everything still running (the worker stopped leading)."""
-        for task in self._tasks:
+        for task in [*self._tasks, *self._watches]:
             task.cancel()
 
     async def wait(self) -> None:
-        """Until the work started so far has ended."""
+        """Until the replicas' work started so far has ended (not the watched returns)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(
+        self,
+        work: Coroutine[Any, Any, None],
+        name: str,
+        *,
+        into: set[asyncio.Task[None]] | None = None,
+    ) -> None:
+        tasks = self._tasks if into is None else into
         task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    @staticmethod
+    async def _watch(watch: WatchReturn, key: InstanceKey, guard: Guard) -> None:
+        try:
+            await watch(key, guard)
+        except LeaseLost:
+            return  # no longer leading: the next leader's loop looks at it
 
     async def _attempt(
         self,

@@ -31,9 +31,16 @@ from orchestrator_recovery.failover.outcome import (
     RelocationOutcome,
     StepJournal,
 )
-from orchestrator_recovery.failover.steps import alongside, check_keys, executing, gather_all
+from orchestrator_recovery.failover.steps import (
+    Fence,
+    alongside,
+    check_keys,
+    executing,
+    gather_all,
+)
 from orchestrator_recovery.failover.timeouts import DEFAULT_TIMEOUTS, Timeouts
 from orchestrator_recovery.mysql import MySQLAccess, StatementFailed
+from orchestrator_recovery.sql import Positions
 from orchestrator_shared.errors import OperationRefused
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import Flavor
@@ -65,8 +72,9 @@ async def fail_over_master(
     """Promote ``successor`` in place of ``failed`` and move ``repoint`` under it.
 
     1. fence the old master if it answers within ``timeouts.fence`` (read_only=1, client
-       connections killed, its last GTID position read), concurrently with
-    2. stopping the IO thread of every replica in ``repoint`` and ``postpone``;
+       connections killed, its last GTID position read), then 3. and 4., all concurrently with
+    2. stopping the IO thread of every replica in ``repoint`` and ``postpone`` (the
+       successor's promotion does not wait for them: they are moved only after it);
     3. the successor: receive the fenced master's last position (if known), stop its IO
        thread, apply its relay log as ``catch_up`` says (default: within
        ``timeouts.catch_up``; :mod:`~orchestrator_recovery.failover.catch_up`), starting its SQL
@@ -92,8 +100,25 @@ async def fail_over_master(
     lost: dict[InstanceKey, str] = {}
     async with executing(session, guard, journal, flavor, timeouts) as run:
         everyone = [*repoint, *postpone]
-        fence, stops = await alongside(
-            run.fence(failed, timeouts.fence), [run.stop_io(replica) for replica in everyone]
+
+        async def make_successor() -> tuple[Fence, Positions | _Refusal, float]:
+            """Fence, catch up, promote: the successor's path, which waits for the other
+            replicas' IO threads to stop only if its promotion is refused."""
+            fence = await run.fence(failed, timeouts.fence)
+            try:
+                await run.catch_up(successor, fence.final_position, policy)
+                if apply_promotion:
+                    positions = await run.promote(
+                        successor, semi_sync=semi_sync_master, writable=not semi_sync_master
+                    )
+                else:
+                    positions = await run.leave_promotion(successor)
+            except _Refusal as refusal:
+                return fence, refusal, time.monotonic()
+            return fence, positions, time.monotonic()
+
+        (fence, promotion, promoted), stops = await alongside(
+            make_successor(), [run.stop_io(replica) for replica in everyone]
         )
         stopped: list[InstanceKey] = []
         for replica, problem in zip(everyone, stops, strict=True):
@@ -101,23 +126,17 @@ async def fail_over_master(
                 stopped.append(replica)
             else:
                 lost[replica] = str(problem)
-        try:
-            await run.catch_up(successor, fence.final_position, policy)
-            if apply_promotion:
-                positions = await run.promote(
-                    successor, semi_sync=semi_sync_master, writable=not semi_sync_master
-                )
-            else:
-                positions = await run.leave_promotion(successor)
-        except _Refusal as refusal:
+        if isinstance(promotion, _Refusal):
             await run.restore([*stopped, successor])
             raise FailoverRefused(
-                refusal.reason,
+                promotion.reason,
                 successor=successor,
                 fenced_old_master=fence.fenced,
                 steps=journal.records,
-            ) from None
+            )
+        positions = promotion
         moving = [replica for replica in stopped if replica not in postpone]
+        moves_began = time.monotonic()
         reasons = await gather_all(
             run.move(
                 replica,
@@ -127,9 +146,11 @@ async def fail_over_master(
             )
             for replica in moving
         )
+        moved = time.monotonic()
         if semi_sync_master and apply_promotion:
             try:
                 await run.set_writable(successor)
+                promoted = time.monotonic()
             except StatementFailed as error:
                 raise FailoverRefused(
                     f"the successor was promoted and the replicas moved, but read_only=0 "
@@ -155,6 +176,8 @@ async def fail_over_master(
         old_master_detail=fence.detail,
         steps=journal.records,
         duration=time.monotonic() - started,
+        promote_seconds=promoted - started,
+        repoint_seconds=moved - moves_began,
     )
 
 

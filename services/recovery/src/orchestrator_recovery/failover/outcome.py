@@ -136,6 +136,10 @@ class FailoverOutcome:
     old_master_detail: str
     steps: tuple[StepRecord, ...]
     duration: float
+    promote_seconds: float | None = None
+    """From the start to the successor writable (or, promotion left to the hooks, chosen)."""
+    repoint_seconds: float | None = None
+    """How long the replicas' moves (concurrent) took, verification included."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lost", _frozen(self.lost))

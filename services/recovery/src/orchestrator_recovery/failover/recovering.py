@@ -37,8 +37,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 
 from orchestrator_adapters.ports import Guard
-from orchestrator_recovery.failover.aftermath import Aftermath
+from orchestrator_recovery.failover.aftermath import Aftermath, WatchReturn
+from orchestrator_recovery.failover.gate_reads import GateReads, PrefetchedReads
 from orchestrator_recovery.failover.gates import why_blocked
+from orchestrator_recovery.failover.phases import PhaseTimer
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.hooks import HookStage
 from orchestrator_recovery.ports import (
@@ -65,6 +67,7 @@ from orchestrator_shared.events import (
     RecoveryData,
     RecoveryEvent,
     RecoveryPhase,
+    TimedPhase,
     describe_recovery,
 )
 from orchestrator_shared.instance_key import InstanceKey
@@ -93,6 +96,7 @@ class Recoveries:
         hooks: Hooks | None,
         clock: Callable[[], datetime],
         after_failover: Callable[[RecoveryData, Guard], None] | None = None,
+        watch_return: WatchReturn | None = None,
     ) -> None:
         self._after_failover = after_failover
         self._options = options
@@ -110,7 +114,12 @@ class Recoveries:
         self._blocked: dict[tuple[str, RecordKind], tuple[str, str]] = {}
         # postponed replicas to move and lost ones to detach, after a recovery completed
         self.aftermath = Aftermath(
-            executor, publisher, worker_id=options.worker_id, clock=clock, refresh=refresh
+            executor,
+            publisher,
+            worker_id=options.worker_id,
+            clock=clock,
+            refresh=refresh,
+            watch_return=watch_return,
         )
 
     def recoverable(self, analysis: Analysis) -> bool:
@@ -141,7 +150,45 @@ class Recoveries:
         analysis is taken as given, the master is treated as dead even if it answers (the
         executor fences it first).
         """
+        timer = PhaseTimer(self._state.take_suspicion(analysis.key))
+        # the gates' etcd reads go on while the failure is verified (not for a forced one)
+        reads = None if forced else PrefetchedReads(self._control, analysis.cluster_name)
+        try:
+            return await self._recover(
+                analysis,
+                guard,
+                token,
+                timer,
+                reads or self._control,
+                forced=forced,
+                requested=requested,
+                requested_by=requested_by,
+                verify=verify,
+                command=command,
+            )
+        finally:
+            if reads is not None:
+                reads.close()
+
+    async def _recover(
+        self,
+        analysis: Analysis,
+        guard: Guard,
+        token: int,
+        timer: PhaseTimer,
+        reads: GateReads,
+        *,
+        forced: bool,
+        requested: InstanceKey | None,
+        requested_by: str,
+        verify: bool,
+        command: str,
+    ) -> Outcome | None:
         verified = await self._verify(analysis) if verify else analysis
+        if verify:
+            timer.lap(CONFIRM)
+        else:
+            timer.restart()
         if not self.recoverable(verified):
             if verified.code is not analysis.code:
                 log.info(
@@ -164,12 +211,15 @@ class Recoveries:
             forced=forced,
             requested_by=requested_by,
             command=command,
+            phases=timer.phases,
         )
         if verified.code in SEMI_SYNC_FAILURES:
-            return await self._recover_semi_sync(verified, data, guard, now, forced=forced)
-        if not forced and await self._already_recovered(verified.key, now):
+            return await self._recover_semi_sync(
+                verified, data, guard, now, forced=forced, reads=reads
+            )
+        if not forced and await self._already_recovered(verified.key, now, reads):
             return None  # this failure was recovered; what is left of it is lost replicas
-        inherited = None if forced else await self._control.active(data.cluster)
+        inherited = None if forced else await reads.active(data.cluster)
         if inherited is not None:
             # A leader before us started this recovery and stopped leading mid-way.
             data = replace_data(data, recovery_id=inherited.data.recovery_id)
@@ -193,7 +243,7 @@ class Recoveries:
                 inherited.data.worker,
             )
         plan = await self._plan(
-            verified, data, now, forced=forced, requested=requested, kind=FAILOVER
+            verified, data, now, forced=forced, requested=requested, kind=FAILOVER, reads=reads
         )
         if isinstance(plan, _Ended):
             return plan.outcome
@@ -206,13 +256,18 @@ class Recoveries:
             lost=dict(plan.lost),
             postponed=plan.postponed,
         )
+        timer.lap(PLAN)
+        data = replace_data(data, phases=timer.phases)
         await self._control.set_active(RecoveryPhase.STARTED, data)
         await self.announce(RecoveryPhase.STARTED, data)
         try:
             await self.run_hook(HookStage.PRE_FAILOVER, verified, data)
-            await guard()
+            # (no guard() of its own here: the executor confirms the leadership before each
+            # statement that changes a server, the first one included; one round trip less)
+            timer.lap(PLAN)  # (until the executor starts)
             if isinstance(plan, MasterPlanned):
                 result = await self._executor.fail_over_master(plan.plan, guard)
+                timer.add(result.phases)
                 data = replace_data(
                     data,
                     successor=result.successor,
@@ -220,14 +275,19 @@ class Recoveries:
                     lost={**data.lost, **result.lost},
                     postponed=result.postponed,
                     promotion_applied=result.promotion_applied,
+                    phases=timer.phases,
                 )
                 await self._publisher.promoted(data)  # the API names the successor now
                 await self._control.set_active(RecoveryPhase.PROMOTED, data)
                 await self.announce(RecoveryPhase.PROMOTED, data)
             else:
                 relocated = await self._executor.relocate(plan.plan, guard)
+                timer.lap(REPOINT)
                 data = replace_data(
-                    data, repointed=relocated.moved, lost={**data.lost, **relocated.lost}
+                    data,
+                    repointed=relocated.moved,
+                    lost={**data.lost, **relocated.lost},
+                    phases=timer.phases,
                 )
         except OperationRefused as exc:
             return await self._fail(verified, replace_data(data, reason=str(exc)), record=FAILOVER)
@@ -253,6 +313,7 @@ class Recoveries:
         now: datetime,
         *,
         forced: bool,
+        reads: GateReads,
     ) -> Outcome | None:
         """A ``LockedSemiSyncMaster`` / ``MasterWithTooManySemiSyncReplicas``: semi-sync turned
         on (or off) on replicas until the master has the semi-sync replicas it should.
@@ -262,7 +323,7 @@ class Recoveries:
         it so), else ``PostUnsuccessfulFailoverProcesses``. The block period is its own (a
         semi-sync recovery neither blocks nor is blocked by a failover of the cluster)."""
         planned = await self._plan(
-            verified, data, now, forced=forced, requested=None, kind=SEMI_SYNC
+            verified, data, now, forced=forced, requested=None, kind=SEMI_SYNC, reads=reads
         )
         if isinstance(planned, _Ended):
             return planned.outcome
@@ -295,11 +356,12 @@ class Recoveries:
         forced: bool,
         requested: InstanceKey | None,
         kind: RecordKind,
+        reads: GateReads,
     ) -> AnyPlanned | _Ended:
         """``detected``, the gates, ``OnFailureDetectionProcesses``, the plan; or how the
         recovery ended when one of them stopped it (``outcome`` None: still blocked, and
         already told)."""
-        blocked = await self._gate(verified, data, now, forced=forced, kind=kind)
+        blocked = await self._gate(verified, data, now, forced=forced, kind=kind, reads=reads)
         told = (data.cluster, kind)
         if blocked and self._blocked.get(told) == (data.failed, blocked):
             return _Ended(None)  # still blocked for the same reason: said once already
@@ -343,12 +405,12 @@ class Recoveries:
         if self._hooks is not None:
             await self._hooks.run(stage, analysis, data)
 
-    async def _already_recovered(self, key: InstanceKey, now: datetime) -> bool:
+    async def _already_recovered(self, key: InstanceKey, now: datetime, reads: GateReads) -> bool:
         """Whether ``key`` is the failed instance of a recovery still in its block period: its
         failure was handled (a successor took over); it stays dead, perhaps with replicas
         that could not follow, and that is not a new failure to recover. Once promoted again
         since (a later failover or a graceful takeover), its failure is a new one."""
-        records, promotions = await self._control.fencing_view()
+        records, promotions = await reads.fencing_view()
         return any(
             last.failed == str(key)
             and last.successor
@@ -365,13 +427,14 @@ class Recoveries:
         *,
         forced: bool,
         kind: RecordKind,
+        reads: GateReads,
     ) -> str:
         """Why this recovery must not run (empty: it may; :func:`why_blocked`). ``kind``: whose
         block period applies (a failover's, or a semi-sync recovery's). The cluster's last
         recovery is read only when the other gates let the recovery through."""
         if forced:
             return ""
-        switch = await self._control.global_switch()
+        switch = await reads.global_switch()
         decide = functools.partial(
             why_blocked,
             analysis,
@@ -384,7 +447,7 @@ class Recoveries:
         early = decide(last=None)
         if early:
             return early
-        return decide(last=await self._control.last(data.cluster, kind))
+        return decide(last=await reads.last(data.cluster, kind))
 
     async def _end(
         self, phase: RecoveryPhase, data: RecoveryData, *, record: RecordKind | None = None
@@ -438,6 +501,9 @@ class Recoveries:
 
 FAILOVER = RecordKind.FAILOVER
 SEMI_SYNC = RecordKind.SEMI_SYNC
+CONFIRM = TimedPhase.CONFIRM
+PLAN = TimedPhase.PLAN
+REPOINT = TimedPhase.REPOINT
 
 
 class PlanMismatch(TypeError):

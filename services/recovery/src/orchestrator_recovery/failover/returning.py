@@ -5,23 +5,40 @@ again and its clients cut off, until an operator acknowledges the recovery or pr
 The leader's loop (:mod:`orchestrator_recovery.failover.worker`) calls
 :meth:`ReturningMasters.keep_fenced` between passes; a planned promotion (a takeover) marks
 its new master with :meth:`ReturningMasters.promoting` so that it is not taken for one.
+
+Right after a master failover, the failed master is watched closely for a while
+(:meth:`ReturningMasters.watch`): a master killed and restarted at once by its supervisor
+answers again a few hundred milliseconds after its death, writable if its my.cnf says so, and
+is fenced within ``RETURN_WATCH_INTERVAL`` of answering instead of at the loop's next look.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from orchestrator_adapters.ports import Guard
 from orchestrator_recovery.fleet import FleetState
 from orchestrator_recovery.ports import Executor, Isolate, Probe, Publisher
+from orchestrator_shared.errors import OrchestratorError
 from orchestrator_shared.etcd.recovery import LastRecovery, RecoveryControl
 from orchestrator_shared.events import AuditEvent
 from orchestrator_shared.instance_key import InstanceKey
 from orchestrator_shared.snapshot import InstanceSnapshot
 
-__all__ = ["ReturningMasters", "back_in_service"]
+__all__ = ["RETURN_WATCH_INTERVAL", "RETURN_WATCH_SECONDS", "ReturningMasters", "back_in_service"]
+
+log = logging.getLogger(__name__)
+
+RETURN_WATCH_INTERVAL = 0.02
+"""Seconds between two connection attempts to a failed master just after its failover."""
+RETURN_WATCH_SECONDS = 30.0
+"""How long after its failover a failed master is watched that closely (then the loop's
+``demoted_check`` goes on looking at it)."""
 
 
 class ReturningMasters:
@@ -61,6 +78,29 @@ class ReturningMasters:
                 if await self._fence_returning(cluster, last, promotions, guard):
                     fenced.append(str(InstanceKey.parse(last.failed)))
         return fenced
+
+    async def watch(
+        self,
+        key: InstanceKey,
+        guard: Guard,
+        *,
+        within: float = RETURN_WATCH_SECONDS,
+        every: float = RETURN_WATCH_INTERVAL,
+    ) -> bool:
+        """Try ``key`` (a master just failed over) every ``every`` seconds for ``within``
+        seconds; the moment it answers, :meth:`keep_fenced` (with all its checks: a master
+        promoted again or serving replicas is left alone). Whether it was fenced."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            snapshot = await self._probe(key, self._state.snapshots.get(key))
+            if snapshot.probe.ok:
+                try:
+                    return str(key) in await self.keep_fenced(guard)
+                except OrchestratorError as exc:  # etcd did not answer: the loop tries again
+                    log.warning("fencing returning old master %s: %s", key, exc)
+                    return False
+            await asyncio.sleep(every)
+        return False
 
     @contextlib.contextmanager
     def promoting(self, key: InstanceKey) -> Iterator[None]:

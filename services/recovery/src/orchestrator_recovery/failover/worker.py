@@ -156,6 +156,16 @@ class RecoveryWorker:
         # when each cluster's last internal error was audited (monotonic; see _internal_error)
         self._audited_error: dict[str, float] = {}
         self._audits: set[asyncio.Future[object]] = set()
+        returning = ReturningMasters(
+            state,
+            probe=probe,
+            executor=executor,
+            publisher=publisher,
+            control=control,
+            worker_id=options.worker_id,
+            clock=clock,
+            isolated=self._isolated,
+        )
         recoveries = Recoveries(
             options,
             state,
@@ -171,6 +181,7 @@ class RecoveryWorker:
             after_failover=lambda data, guard: self.fence_on_wake(
                 data.failed, data.successor, guard
             ),
+            watch_return=returning.watch,
         )
         # One recovery is carried through by Recoveries; its entry points are the worker's own
         # (the loop and the operations call them on the worker).
@@ -185,16 +196,6 @@ class RecoveryWorker:
         self.refresh_involved = recoveries.refresh_involved
         self.aftermath = recoveries.aftermath
         """The background work of completed recoveries (postponed and lost replicas)."""
-        returning = ReturningMasters(
-            state,
-            probe=probe,
-            executor=executor,
-            publisher=publisher,
-            control=control,
-            worker_id=options.worker_id,
-            clock=clock,
-            isolated=self._isolated,
-        )
         self._returning = returning
         self.keep_demoted_fenced = returning.keep_fenced
         """Fence the returning old masters (:meth:`ReturningMasters.keep_fenced
