@@ -92,6 +92,7 @@ async def _take_over_and_forge(stack: Stack) -> None:
             heard.append(msg)
 
         await nc.subscribe(Subjects().all_master_changed, cb=keep)
+        await nc.flush()
         async with httpx.AsyncClient(base_url=stack.api, timeout=60) as client:
             assert await master_of(client, old) == old
             host, port = successor.rsplit(":", 1)

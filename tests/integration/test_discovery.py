@@ -396,6 +396,7 @@ async def test_killed_master_is_unreachable_at_once_through_its_waiting_connecti
             events.append((time.monotonic(), UnreachableEvent.model_validate_json(msg.data)))
 
         await nc.subscribe(SUBJECTS.all_unreachable, cb=on_event)
+        await nc.flush()
         await eventually(lambda: len(service.known) == 3, timeout=10, what="tree discovered")
         await asyncio.sleep(1)  # the liveness watch is on
         killed_at = time.monotonic()
@@ -441,6 +442,7 @@ async def test_a_dbas_kill_of_the_waiting_connection_is_no_death(
             events.append(UnreachableEvent.model_validate_json(msg.data))
 
         await nc.subscribe(SUBJECTS.all_unreachable, cb=on_event)
+        await nc.flush()
         [waiting] = await eventually(
             lambda: waiting_connections(sandbox), timeout=10, what="the waiting connection"
         )

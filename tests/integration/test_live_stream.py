@@ -72,6 +72,7 @@ async def on_the_bus(url: str, seen: Seen) -> AsyncIterator[None]:
 
     await nc.subscribe("orchestrator.v1.store.changed", cb=take)
     await nc.subscribe("orchestrator.v1.recovery.>", cb=take)
+    await nc.flush()
     try:
         yield
     finally:

@@ -102,6 +102,7 @@ async def test_a_promotion_is_announced_at_once_signed_and_only_when_writable(
             heard.append(msg.data)
 
         await nc.subscribe(SUBJECTS.all_master_changed, cb=keep)
+        await nc.flush()
         data = RecoveryData(
             recovery_id="r1",
             cluster="db1:3306",

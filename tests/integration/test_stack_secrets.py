@@ -86,6 +86,7 @@ async def test_no_secret_in_logs_events_audit_or_answers(
 
     try:
         await nc.subscribe("orchestrator.>", cb=take)
+        await nc.flush()
         await asyncio.sleep(1.5)  # every worker has read the fleet; one leads
         sandbox.kill(0)
         deadline = time.monotonic() + 30
