@@ -3,7 +3,7 @@ executor): what it verifies, when it refuses or is blocked, and what it tells.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -142,9 +142,17 @@ class FakeExecutor:
         self.detached: list[tuple[str, ...]] = []
         self.move_failures: dict[str, str] = {}
 
-    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
+    async def fail_over_master(
+        self,
+        plan: object,
+        guard: Guard,
+        *,
+        on_writable: Callable[[], Awaitable[None]] | None = None,
+    ) -> MasterResult:
         await guard()
         self.executed.append(plan)
+        if on_writable is not None and self.result.promotion_applied:
+            await on_writable()
         return self.result
 
     async def semi_sync(self, plan: object, guard: Guard) -> SemiSyncResult:
@@ -313,11 +321,17 @@ class RefusingExecutor(FakeExecutor):
         super().__init__()
         self.refusals = 1
 
-    async def fail_over_master(self, plan: object, guard: Guard) -> MasterResult:
+    async def fail_over_master(
+        self,
+        plan: object,
+        guard: Guard,
+        *,
+        on_writable: Callable[[], Awaitable[None]] | None = None,
+    ) -> MasterResult:
         if self.refusals:
             self.refusals -= 1
             raise OperationRefused("the successor failed: connection reset by peer")
-        return await super().fail_over_master(plan, guard)
+        return await super().fail_over_master(plan, guard, on_writable=on_writable)
 
 
 async def test_a_refused_failover_blocks_the_cluster_under_its_name_until_acknowledged() -> None:

@@ -116,7 +116,7 @@ async def test_leaving_the_loop_waits_for_the_recoveries_it_started() -> None:
     started = asyncio.Event()
     ended: list[str] = []
 
-    async def slow_fail_over(plan: object, guard: Any) -> Any:
+    async def slow_fail_over(plan: object, guard: Any, **_: Any) -> Any:
         started.set()
         try:
             await asyncio.sleep(30)

@@ -230,8 +230,15 @@ class Planner(Protocol):
 class Executor(Protocol):
     """How a plan is carried out against MySQL (``orchestrator_recovery.wiring.MySQLExecutor``)."""
 
-    async def fail_over_master(self, plan: MasterPlan, guard: Guard) -> MasterResult:
-        """Carry out a master plan."""
+    async def fail_over_master(
+        self,
+        plan: MasterPlan,
+        guard: Guard,
+        *,
+        on_writable: Callable[[], Awaitable[None]] | None = None,
+    ) -> MasterResult:
+        """Carry out a master plan; ``on_writable`` is awaited the moment the successor is
+        writable (not when the promotion is left to the hooks)."""
         ...
 
     async def relocate(self, plan: RelocationPlan, guard: Guard) -> Relocated:

@@ -246,7 +246,13 @@ class MySQLExecutor:
             worker_id=worker_id,
         )
 
-    async def fail_over_master(self, plan: MasterPlan, guard: Guard) -> MasterResult:
+    async def fail_over_master(
+        self,
+        plan: MasterPlan,
+        guard: Guard,
+        *,
+        on_writable: Callable[[], Awaitable[None]] | None = None,
+    ) -> MasterResult:
         outcome = await fail_over_master(
             failed=plan.failed,
             successor=plan.successor,
@@ -259,6 +265,7 @@ class MySQLExecutor:
             apply_promotion=self._apply_promotion,
             timeouts=self._timeouts,
             flavor=plan.flavor if plan.flavor is not Flavor.UNKNOWN else Flavor.MARIADB,
+            on_writable=on_writable,
         )
         return MasterResult(
             successor=str(outcome.successor),

@@ -18,7 +18,7 @@ not an error: it is detached and reported in ``outcome.lost``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from orchestrator_adapters.ports import Guard
@@ -68,6 +68,7 @@ async def fail_over_master(
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
     flavor: Flavor = Flavor.MARIADB,
     journal: StepJournal | None = None,
+    on_writable: Callable[[], Awaitable[None]] | None = None,
 ) -> FailoverOutcome:
     """Promote ``successor`` in place of ``failed`` and move ``repoint`` under it.
 
@@ -91,7 +92,9 @@ async def fail_over_master(
     The ``postpone`` replicas (``PostponeReplicaRecoveryOnLagMinutes``) are left with their IO
     thread stopped, in ``outcome.postponed``: move them afterwards with
     :func:`relocate_replicas`. ``LeaseLost`` from ``guard`` stops everything at once and
-    propagates; ``journal`` (if given) then holds the steps done.
+    propagates; ``journal`` (if given) then holds the steps done. ``on_writable`` is awaited
+    the moment the successor is writable (before the replicas move, or after them with
+    semi-sync; never when the promotion is left to the hooks): applications are told then.
     """
     check_keys(failed, successor, [*repoint, *postpone])
     policy = catch_up if catch_up is not None else CatchUpPolicy(timeout=timeouts.catch_up)
@@ -111,6 +114,8 @@ async def fail_over_master(
                     positions = await run.promote(
                         successor, semi_sync=semi_sync_master, writable=not semi_sync_master
                     )
+                    if not semi_sync_master and on_writable is not None:
+                        await on_writable()
                 else:
                     positions = await run.leave_promotion(successor)
             except _Refusal as refusal:
@@ -151,6 +156,8 @@ async def fail_over_master(
             try:
                 await run.set_writable(successor)
                 promoted = time.monotonic()
+                if on_writable is not None:
+                    await on_writable()
             except StatementFailed as error:
                 raise FailoverRefused(
                     f"the successor was promoted and the replicas moved, but read_only=0 "

@@ -266,7 +266,12 @@ class Recoveries:
             # statement that changes a server, the first one included; one round trip less)
             timer.lap(PLAN)  # (until the executor starts)
             if isinstance(plan, MasterPlanned):
-                result = await self._executor.fail_over_master(plan.plan, guard)
+                # the API names the successor the moment it is writable, before the replicas
+                # move: applications' next /api/master answer follows it
+                announced = replace_data(data, successor=plan.successor)
+                result = await self._executor.fail_over_master(
+                    plan.plan, guard, on_writable=lambda: self._publisher.promoted(announced)
+                )
                 timer.add(result.phases)
                 data = replace_data(
                     data,
@@ -277,7 +282,6 @@ class Recoveries:
                     promotion_applied=result.promotion_applied,
                     phases=timer.phases,
                 )
-                await self._publisher.promoted(data)  # the API names the successor now
                 await self._control.set_active(RecoveryPhase.PROMOTED, data)
                 await self.announce(RecoveryPhase.PROMOTED, data)
             else:
