@@ -764,10 +764,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--semi-sync", action="store_true", help="semi-sync on every node")
     parser.add_argument(
-        "--target-median", type=float, default=None, help="seconds (1.0; 2.0 with --sigstop)"
+        "--target-median", type=float, default=None, help="s (0.20; 2.0 with --sigstop)"
     )
     parser.add_argument(
-        "--target-max", type=float, default=None, help="seconds (2.0; 3.0 with --sigstop)"
+        "--target-max", type=float, default=None, help="s (0.35; 3.0 with --sigstop)"
     )
     parser.add_argument(
         "--failover-timeout", type=float, default=30.0, help="seconds per run before giving up"
@@ -793,9 +793,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     if args.target_median is None:
-        args.target_median = 2.0 if args.sigstop else 1.0
+        args.target_median = 2.0 if args.sigstop else 0.20
     if args.target_max is None:
-        args.target_max = 3.0 if args.sigstop else 2.0
+        args.target_max = 3.0 if args.sigstop else 0.35
     if args.sigstop and args.target_api == 1.0:
         args.target_api = 3.0
     if args.runs < 1:

@@ -527,3 +527,17 @@ def test_a_galera_node_is_refused_before_the_cluster_filters_and_with_a_requeste
 def test_a_master_without_galera_state_is_planned_as_before() -> None:
     assert failed().galera is None
     assert promoted(plan([replica("db2:3302")])).successor == key("db2:3302")
+
+
+# --- a hung failed master ------------------------------------------------------------------
+
+
+def test_a_failed_master_whose_probe_timed_out_is_planned_as_hung() -> None:
+    """A hung master (its probe timed out) gets the executor's short fence attempt; a dead
+    one (it refused) and one that answers do not."""
+    dead = failed(ok=False)
+    hung = dead.model_copy(update={"probe": dead.probe.model_copy(update={"timed_out": True})})
+    replicas = [replica("db2:3302"), replica("db3:3303")]
+    assert promoted(plan(replicas, master=hung)).failed_hung
+    assert not promoted(plan(replicas, master=dead)).failed_hung
+    assert not promoted(plan(replicas)).failed_hung

@@ -6,6 +6,7 @@ aftermath uses), and the operator's shell hooks."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -19,7 +20,7 @@ from orchestrator_recovery.failover.executor import (
 from orchestrator_recovery.failover.outcome import FailoverOutcome
 from orchestrator_recovery.failover.phases import milliseconds
 from orchestrator_recovery.failover.semi_sync import carry_out_semi_sync
-from orchestrator_recovery.failover.timeouts import Timeouts
+from orchestrator_recovery.failover.timeouts import HUNG_FENCE_TIMEOUT, Timeouts
 from orchestrator_recovery.hooks import HookContext, HookResult, HookSettings, HookStage, run_hooks
 from orchestrator_recovery.mysql import Links, MySQLAccess
 from orchestrator_recovery.operations.instance import instance_operations
@@ -263,7 +264,7 @@ class MySQLExecutor:
             semi_sync_master=plan.semi_sync_master,
             catch_up=self._catch_up,
             apply_promotion=self._apply_promotion,
-            timeouts=self._timeouts,
+            timeouts=self._fail_over_timeouts(plan),
             flavor=plan.flavor if plan.flavor is not Flavor.UNKNOWN else Flavor.MARIADB,
             on_writable=on_writable,
         )
@@ -275,6 +276,13 @@ class MySQLExecutor:
             promotion_applied=outcome.promotion_applied,
             phases=executor_phases(outcome),
         )
+
+    def _fail_over_timeouts(self, plan: MasterPlan) -> Timeouts:
+        """A hung failed master gets a short fence attempt (:data:`HUNG_FENCE_TIMEOUT`)."""
+        if not plan.failed_hung:
+            return self._timeouts
+        fence = min(self._timeouts.fence, HUNG_FENCE_TIMEOUT)
+        return dataclasses.replace(self._timeouts, fence=fence)
 
     async def relocate(self, plan: RelocationPlan, guard: Guard) -> Relocated:
         outcome = await relocate_replicas(

@@ -174,6 +174,7 @@ def plan_master_recovery(
         flavor=successor.snapshot.flavor,
         requested=requested,
         forced=forced,
+        failed_hung=not failed.probe.ok and failed.probe.timed_out,
     )
 
 

@@ -164,6 +164,10 @@ class MasterPlan:
     flavor: Flavor = Flavor.UNKNOWN
     requested: InstanceKey | None = None
     forced: bool = False
+    failed_hung: bool = False
+    """The failed master's last probe timed out (it hangs; a dead one refuses): the executor's
+    attempt to fence it is short, since a hung server answers nothing, and it is fenced when it
+    wakes instead (docs/recovery.md, "Hung master")."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lost", frozen_reasons(self.lost))

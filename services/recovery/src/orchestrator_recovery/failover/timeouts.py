@@ -16,12 +16,18 @@ __all__ = [
     "DEFAULT_STEP_TIMEOUT",
     "DEFAULT_TIMEOUTS",
     "DEFAULT_VERIFY_TIMEOUT",
+    "HUNG_FENCE_TIMEOUT",
     "Timeouts",
 ]
 
 DEFAULT_FENCE_TIMEOUT = 0.3
 """How long the old master gets to answer (connect, read_only, kill, position) before it is
 taken as unreachable: a hung master must not hold the failover up."""
+HUNG_FENCE_TIMEOUT = 0.05
+"""The fence attempt's bound when the failed master hangs (its probes timed out, for discovery's
+liveness timeout and the verification's bound): it accepts a TCP connection and answers
+nothing, so the attempt only delays the promotion; the recovery leader fences it the moment it
+wakes (the link kept from before the hang, fresh connections), docs/recovery.md "Hung master"."""
 DEFAULT_STEP_TIMEOUT = 1.0
 """The bound of one statement (connect included). Must stay below the lease TTL."""
 DEFAULT_VERIFY_TIMEOUT = 1.0
