@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from orchestrator_recovery.failover import executor as executor_module
 from orchestrator_recovery.failover.phases import PhaseTimer
 from orchestrator_recovery.fleet import SUSPICION_FRESH_SECONDS, FleetState, Suspicion, _detect_ms
 from orchestrator_recovery.ports import MasterResult
@@ -119,3 +120,19 @@ def test_only_replicas_that_answered_get_a_kept_connection() -> None:
         "db:9", {**GTID, "master": MASTER, "ok": False}
     )
     assert replicas_to_warm(snapshots.values()) == [InstanceKey.parse(R1), InstanceKey.parse(R2)]
+
+
+async def test_telling_that_the_successor_is_writable_never_fails_the_failover(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``on_writable`` raising (a bug, a signer that fails) is logged; the failover goes on."""
+    told: list[str] = []
+
+    async def broken() -> None:
+        told.append("asked")
+        raise RuntimeError("the signer is broken")
+
+    await executor_module._tell(broken, InstanceKey.parse("db2:3306"))
+    await executor_module._tell(None, InstanceKey.parse("db2:3306"))
+    assert told == ["asked"]
+    assert "telling that db2:3306 is writable failed" in caplog.text

@@ -17,6 +17,7 @@ not an error: it is detached and reported in ``outcome.lost``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -52,6 +53,9 @@ __all__ = [
     "fence_returning_master",
     "relocate_replicas",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 async def fail_over_master(
@@ -114,8 +118,8 @@ async def fail_over_master(
                     positions = await run.promote(
                         successor, semi_sync=semi_sync_master, writable=not semi_sync_master
                     )
-                    if not semi_sync_master and on_writable is not None:
-                        await on_writable()
+                    if not semi_sync_master:
+                        await _tell(on_writable, successor)
                 else:
                     positions = await run.leave_promotion(successor)
             except _Refusal as refusal:
@@ -156,8 +160,7 @@ async def fail_over_master(
             try:
                 await run.set_writable(successor)
                 promoted = time.monotonic()
-                if on_writable is not None:
-                    await on_writable()
+                await _tell(on_writable, successor)
             except StatementFailed as error:
                 raise FailoverRefused(
                     f"the successor was promoted and the replicas moved, but read_only=0 "
@@ -186,6 +189,17 @@ async def fail_over_master(
         promote_seconds=promoted - started,
         repoint_seconds=moved - moves_began,
     )
+
+
+async def _tell(on_writable: Callable[[], Awaitable[None]] | None, key: InstanceKey) -> None:
+    """``on_writable``, which never fails the failover: the successor is writable whatever
+    telling it does (an unexpected error is logged; the API then follows the snapshots)."""
+    if on_writable is None:
+        return
+    try:
+        await on_writable()
+    except Exception:
+        log.exception("telling that %s is writable failed; the failover goes on", key)
 
 
 async def relocate_replicas(
