@@ -26,11 +26,11 @@ import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
-from orchestrator_shared.bus import CommandRequest
+from orchestrator_shared.bus import CommandRequest, MasterChanged
 
 if TYPE_CHECKING:
     from orchestrator_shared.config import Settings
@@ -64,6 +64,39 @@ def signature_of(key: str, request: BaseModel) -> str:
     return hmac.new(key.encode(), canonical_body(request), hashlib.sha256).hexdigest()
 
 
+Sealed = TypeVar("Sealed", CommandRequest, MasterChanged)
+
+
+def seal(key: str, message: Sealed, *, expires_at: datetime) -> Sealed:
+    """``message`` with ``expires_at``, a fresh nonce and its signature under ``key``."""
+    stamped = message.model_copy(
+        update={"expires_at": expires_at, "nonce": secrets.token_hex(NONCE_BYTES), "signature": ""}
+    )
+    return stamped.model_copy(update={"signature": signature_of(key, stamped)})
+
+
+def seal_refusal(
+    key: str, message: CommandRequest | MasterChanged, now: datetime, *, noun: str
+) -> str | None:
+    """Why a sealed ``message`` (``noun``: "the command", "the message") is not to be trusted:
+    no or a wrong signature, no expiry or nonce, expired or valid for too long; None when it
+    is. Its nonce is the caller's to check and remember."""
+    if not message.signature:
+        return f"{noun} is not signed"
+    if not hmac.compare_digest(message.signature, signature_of(key, message)):
+        return f"{noun}'s signature is not valid (forged or altered)"
+    expires_at = message.expires_at
+    if expires_at is None or not message.nonce:
+        return f"{noun} carries no expiry or nonce"
+    if expires_at.tzinfo is None:
+        return f"{noun}'s expiry has no time zone"
+    if expires_at <= now:
+        return f"{noun} expired at {expires_at.isoformat()} (now {now.isoformat()})"
+    if expires_at - now > timedelta(seconds=MAX_VALIDITY_SECONDS):
+        return f"{noun} is valid for more than {MAX_VALIDITY_SECONDS:g} s"
+    return None
+
+
 def subject_operation(subject: str) -> str:
     """The operation a command subject names: its last token."""
     return subject.rsplit(".", 1)[-1]
@@ -81,14 +114,7 @@ class CommandSigner:
         return f"CommandSigner(validity={self._validity.total_seconds():g}s)"
 
     def sign(self, request: CommandRequest) -> CommandRequest:
-        stamped = request.model_copy(
-            update={
-                "expires_at": self._clock() + self._validity,
-                "nonce": secrets.token_hex(NONCE_BYTES),
-                "signature": "",
-            }
-        )
-        return stamped.model_copy(update={"signature": signature_of(self._key, stamped)})
+        return seal(self._key, request, expires_at=self._clock() + self._validity)
 
 
 def command_signer(settings: Settings) -> CommandSigner | None:
@@ -159,21 +185,12 @@ class CommandVerifier:
                 "no CommandSigningKey is configured on this worker: every command is refused "
                 "(set the key topology-api signs with, or AllowUnsignedCommands)"
             )
-        if not request.signature:
-            return "the command is not signed"
-        if not hmac.compare_digest(request.signature, signature_of(self._key, request)):
-            return "the command's signature is not valid (forged or altered)"
         now = self._clock()
-        expires_at = request.expires_at
-        if expires_at is None or not request.nonce:
-            return "the command carries no expiry or nonce"
-        if expires_at.tzinfo is None:
-            return "the command's expiry has no time zone"
-        if expires_at <= now:
-            return f"the command expired at {expires_at.isoformat()} (now {now.isoformat()})"
-        if expires_at - now > timedelta(seconds=MAX_VALIDITY_SECONDS):
-            return f"the command is valid for more than {MAX_VALIDITY_SECONDS:g} s"
+        why = seal_refusal(self._key, request, now, noun="the command")
+        if why is not None:
+            return why
         if self._nonces.seen(request.nonce, now):
             return "the command was already received (a replay)"
-        self._nonces.remember(request.nonce, expires_at)
+        assert request.expires_at is not None  # (seal_refusal checked it)
+        self._nonces.remember(request.nonce, request.expires_at)
         return None

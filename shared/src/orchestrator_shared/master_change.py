@@ -24,18 +24,10 @@ Pure: the clock is a parameter.
 
 from __future__ import annotations
 
-import hmac
-import secrets
 from datetime import UTC, datetime, timedelta
 
 from orchestrator_shared.bus import LeaderEvent, MasterChanged
-from orchestrator_shared.command_signing import (
-    MAX_VALIDITY_SECONDS,
-    NONCE_BYTES,
-    Clock,
-    NonceCache,
-    signature_of,
-)
+from orchestrator_shared.command_signing import Clock, NonceCache, seal, seal_refusal
 
 VALIDITY_SECONDS = 10.0  # a MasterChanged is useful for a moment only: the snapshots follow
 
@@ -58,14 +50,7 @@ class MasterChangeSigner:
         return f"MasterChangeSigner(validity={self._validity.total_seconds():g}s)"
 
     def sign(self, message: MasterChanged) -> MasterChanged:
-        stamped = message.model_copy(
-            update={
-                "expires_at": self._clock() + self._validity,
-                "nonce": secrets.token_hex(NONCE_BYTES),
-                "signature": "",
-            }
-        )
-        return stamped.model_copy(update={"signature": signature_of(self._key, stamped)})
+        return seal(self._key, message, expires_at=self._clock() + self._validity)
 
 
 class MasterChangeVerifier:
@@ -86,24 +71,16 @@ class MasterChangeVerifier:
     def refusal(self, message: MasterChanged, leader: LeaderEvent | None) -> str | None:
         if not self._key:
             return "no CommandSigningKey is configured: master changes are learnt from snapshots"
-        if not message.signature:
-            return "the message is not signed"
-        if not hmac.compare_digest(message.signature, signature_of(self._key, message)):
-            return "the message's signature is not valid (forged or altered)"
         now = self._clock()
-        expires_at = message.expires_at
-        if expires_at is None or not message.nonce or expires_at.tzinfo is None:
-            return "the message carries no expiry (with a time zone) or nonce"
-        if expires_at <= now:
-            return f"the message expired at {expires_at.isoformat()}"
-        if expires_at - now > timedelta(seconds=MAX_VALIDITY_SECONDS):
-            return f"the message is valid for more than {MAX_VALIDITY_SECONDS:g} s"
-        why = self._not_from_leader(message, leader)
+        why = seal_refusal(self._key, message, now, noun="the message")
+        if why is None:
+            why = self._not_from_leader(message, leader)
         if why is not None:
             return why
         if self._nonces.seen(message.nonce, now):
             return "the message was already received (a replay)"
-        self._nonces.remember(message.nonce, expires_at)
+        assert message.expires_at is not None  # (seal_refusal checked it)
+        self._nonces.remember(message.nonce, message.expires_at)
         self._highest = max(self._highest, message.fencing_token)
         return None
 
